@@ -1,0 +1,23 @@
+//! The meshtrace filter's logic, independent of proxy-wasm.
+//!
+//! `filter/wasm` implements [`host`]'s traits over the proxy-wasm ABI and
+//! forwards each callback here; everything else lives and is tested here.
+
+pub mod config;
+pub mod export;
+pub mod host;
+pub mod metrics;
+pub mod operation;
+pub mod otlp;
+pub mod propagation;
+pub mod rng;
+pub mod sampling;
+pub mod stream;
+pub mod tracer;
+
+#[cfg(test)]
+pub mod testing;
+
+pub use config::{Config, ConfigError};
+pub use stream::Stream;
+pub use tracer::Tracer;

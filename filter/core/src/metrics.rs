@@ -1,0 +1,18 @@
+//! Every Envoy stat the filter defines, in one place. Envoy shows them with
+//! its `wasmcustom.` prefix, e.g. `wasmcustom.meshtrace.spans_started`.
+
+use crate::export::Counters;
+
+/// Reads one counter.
+pub type CounterReader = fn(&Counters) -> u64;
+
+/// (stat name, reader) for each counter.
+pub const COUNTERS: &[(&str, CounterReader)] = &[
+    ("meshtrace.spans_started", |c| c.spans_started),
+    ("meshtrace.spans_sampled", |c| c.spans_sampled),
+    ("meshtrace.spans_exported", |c| c.spans_exported),
+    ("meshtrace.spans_dropped", |c| c.spans_dropped),
+    ("meshtrace.export_failures", |c| c.export_failures),
+    ("meshtrace.invalid_context", |c| c.invalid_context),
+    ("meshtrace.operations_overflow", |c| c.operations_overflow),
+];

@@ -1,0 +1,355 @@
+//! W3C Trace Context (`traceparent`, `tracestate`), strict per the spec.
+
+use meshtrace_proto::{IdError, SpanId, TraceId};
+
+/// A parsed `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: TraceId,
+    pub parent_id: SpanId,
+    pub flags: u8,
+}
+
+/// Why a `traceparent` was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceParentError {
+    #[error("version 00 must be exactly 55 characters, got {0}")]
+    Length(usize),
+    #[error("shorter than 55 characters: {0}")]
+    TooShort(usize),
+    #[error("missing '-' delimiter")]
+    Delimiter,
+    #[error("invalid version")]
+    Version,
+    #[error("version ff is forbidden")]
+    VersionFf,
+    #[error("trace-id: {0}")]
+    TraceId(IdError),
+    #[error("parent-id: {0}")]
+    ParentId(IdError),
+    #[error("invalid trace-flags")]
+    Flags,
+}
+
+pub const FLAG_SAMPLED: u8 = 0x01;
+pub const FLAG_RANDOM: u8 = 0x02;
+
+fn hex_byte(s: &[u8]) -> Option<u8> {
+    let v = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    Some((v(s[0])? << 4) | v(s[1])?)
+}
+
+/// Parses `traceparent` bytes: `version-traceid-parentid-flags`.
+///
+/// Version 00 must be exactly 55 bytes. A higher version may be longer, and
+/// then byte 55 must be `-` (the spec's forward-compatibility rule); its
+/// first four fields are read as version 00's.
+pub fn parse_traceparent(v: &[u8]) -> Result<TraceParent, TraceParentError> {
+    if v.len() < 2 {
+        return Err(TraceParentError::TooShort(v.len()));
+    }
+    let version = hex_byte(&v[..2]).ok_or(TraceParentError::Version)?;
+    if version == 0xff {
+        return Err(TraceParentError::VersionFf);
+    }
+    if version == 0 && v.len() != 55 {
+        return Err(TraceParentError::Length(v.len()));
+    }
+    if v.len() < 55 {
+        return Err(TraceParentError::TooShort(v.len()));
+    }
+    if v.len() > 55 && v[55] != b'-' {
+        return Err(TraceParentError::Delimiter);
+    }
+    if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return Err(TraceParentError::Delimiter);
+    }
+    let trace_id = TraceId::from_hex(&v[3..35]).map_err(TraceParentError::TraceId)?;
+    let parent_id = SpanId::from_hex(&v[36..52]).map_err(TraceParentError::ParentId)?;
+    let flags = hex_byte(&v[53..55]).ok_or(TraceParentError::Flags)?;
+    Ok(TraceParent {
+        trace_id,
+        parent_id,
+        flags,
+    })
+}
+
+/// Formats a version-00 `traceparent`.
+pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> String {
+    let mut s = String::with_capacity(55);
+    s.push_str("00-");
+    trace_id.write_hex(&mut s);
+    s.push('-');
+    span_id.write_hex(&mut s);
+    s.push('-');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    s.push(HEX[(flags >> 4) as usize] as char);
+    s.push(HEX[(flags & 0xf) as usize] as char);
+    s
+}
+
+/// The spec's limits for `tracestate`.
+pub const MAX_MEMBERS: usize = 32;
+pub const MAX_LENGTH: usize = 512;
+const LONG_MEMBER: usize = 128;
+
+fn valid_simple_key(k: &[u8]) -> bool {
+    !k.is_empty()
+        && k.len() <= 256
+        && k[0].is_ascii_lowercase()
+        && k.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
+        })
+}
+
+fn valid_key(k: &[u8]) -> bool {
+    let body = |s: &[u8], max: usize, first_digit_ok: bool| {
+        !s.is_empty()
+            && s.len() <= max
+            && (s[0].is_ascii_lowercase() || (first_digit_ok && s[0].is_ascii_digit()))
+            && s.iter().all(|c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'_' | b'-' | b'*' | b'/')
+            })
+    };
+    match k.iter().position(|c| *c == b'@') {
+        None => valid_simple_key(k),
+        Some(at) => body(&k[..at], 241, true) && body(&k[at + 1..], 14, false),
+    }
+}
+
+fn valid_value(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 256
+        && v.iter()
+            .all(|c| (0x20..=0x7e).contains(c) && *c != b',' && *c != b'=')
+        && v.last() != Some(&b' ')
+}
+
+/// Cleans a `tracestate` for propagation: drops members that are invalid
+/// and later duplicates of a key, keeps at most 32, and if the result is
+/// longer than 512 bytes drops members longer than 128 bytes, then members
+/// from the end, as the spec recommends. Returns `None` if nothing is left.
+pub fn sanitize_tracestate(v: &[u8]) -> Option<String> {
+    let mut members: Vec<(&[u8], &[u8])> = Vec::new();
+    for raw in v.split(|c| *c == b',') {
+        let m = trim_ows(raw);
+        if m.is_empty() {
+            continue;
+        }
+        let Some(eq) = m.iter().position(|c| *c == b'=') else {
+            continue;
+        };
+        let (key, value) = (&m[..eq], &m[eq + 1..]);
+        if !valid_key(key) || !valid_value(value) {
+            continue;
+        }
+        if members.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        members.push((key, value));
+        if members.len() == MAX_MEMBERS {
+            break;
+        }
+    }
+    let total = |ms: &[(&[u8], &[u8])]| {
+        ms.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>() + ms.len().saturating_sub(1)
+    };
+    if total(&members) > MAX_LENGTH {
+        members.retain(|(k, v)| k.len() + v.len() < LONG_MEMBER);
+        while total(&members) > MAX_LENGTH {
+            members.pop();
+        }
+    }
+    if members.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(total(&members));
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Both checked to be printable ASCII above.
+        out.push_str(&String::from_utf8_lossy(k));
+        out.push('=');
+        out.push_str(&String::from_utf8_lossy(v));
+    }
+    Some(out)
+}
+
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|c| *c != b' ' && *c != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|c| *c != b' ' && *c != b'\t')
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparent_table() {
+        type R = Result<(), TraceParentError>;
+        let cases: &[(&str, R, &str)] = &[
+            (VALID, Ok(()), "spec example"),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                Ok(()),
+                "not sampled",
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future",
+                Ok(()),
+                "future version with extra field",
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Ok(()),
+                "future version, same length",
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+                Err(TraceParentError::Delimiter),
+                "future version, extra without dash",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+                Err(TraceParentError::Length(56)),
+                "v00 with trailing data",
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Err(TraceParentError::VersionFf),
+                "version ff",
+            ),
+            (
+                "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Err(TraceParentError::Version),
+                "non-hex version",
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                Err(TraceParentError::TraceId(IdError::Uppercase)),
+                "uppercase trace id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+                Err(TraceParentError::ParentId(IdError::Uppercase)),
+                "uppercase parent id",
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                Err(TraceParentError::TraceId(IdError::AllZero)),
+                "zero trace id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                Err(TraceParentError::ParentId(IdError::AllZero)),
+                "zero parent id",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+                Err(TraceParentError::Flags),
+                "bad flags",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+                Err(TraceParentError::Length(54)),
+                "short flags",
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+                Err(TraceParentError::Delimiter),
+                "wrong delimiter",
+            ),
+            ("", Err(TraceParentError::TooShort(0)), "empty"),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736",
+                Err(TraceParentError::TooShort(35)),
+                "future version too short",
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+                Err(TraceParentError::Length(56)),
+                "trailing space",
+            ),
+        ];
+        for (input, want, why) in cases {
+            let got = parse_traceparent(input.as_bytes()).map(|_| ());
+            assert_eq!(&got, want, "{why}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn traceparent_roundtrip() {
+        let tp = parse_traceparent(VALID.as_bytes()).unwrap();
+        assert_eq!(tp.flags, 1);
+        assert_eq!(
+            format_traceparent(&tp.trace_id, &tp.parent_id, tp.flags),
+            VALID
+        );
+    }
+
+    #[test]
+    fn tracestate_table() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("congo=t61rcWkgMzE", Some("congo=t61rcWkgMzE"), "single"),
+            (
+                "rojo=00f067aa0ba902b7 , congo=t61rcWkgMzE",
+                Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+                "ows trimmed",
+            ),
+            ("a=1,,b=2", Some("a=1,b=2"), "empty member skipped"),
+            ("a=1,a=2", Some("a=1"), "duplicate key keeps first"),
+            ("A=1,b=2", Some("b=2"), "uppercase key dropped"),
+            ("tenant@sys=1", Some("tenant@sys=1"), "multi-tenant key"),
+            (
+                "1tenant@sys=1",
+                Some("1tenant@sys=1"),
+                "tenant may start with digit",
+            ),
+            ("a=b=c", None, "equals in value"),
+            ("a=", None, "empty value"),
+            ("a=x ", Some("a=x"), "trailing whitespace is list OWS"),
+            ("a=x\u{1}", None, "control char in value"),
+            ("novalue", None, "no equals"),
+            ("", None, "empty"),
+        ];
+        for (input, want, why) in cases {
+            assert_eq!(
+                sanitize_tracestate(input.as_bytes()).as_deref(),
+                *want,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn tracestate_limits() {
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let out = sanitize_tracestate(many.join(",").as_bytes()).unwrap();
+        assert_eq!(out.split(',').count(), 32, "at most 32 members");
+        assert!(out.starts_with("k0=v"), "keeps the first members");
+
+        let long = format!("big={}", "x".repeat(200));
+        let mut members = vec![long];
+        members.extend((0..20).map(|i| format!("k{i:02}={}", "y".repeat(20))));
+        let out = sanitize_tracestate(members.join(",").as_bytes()).unwrap();
+        assert!(out.len() <= MAX_LENGTH);
+        assert!(!out.contains("big="), "long members go first");
+        assert!(out.contains("k00="));
+    }
+}

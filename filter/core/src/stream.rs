@@ -1,0 +1,474 @@
+//! One HTTP stream through the sidecar: decide, propagate, and (if sampled)
+//! build one span that covers the whole stream, emitted at `on_log`.
+
+use crate::config::{AttributeType, Direction};
+use crate::host::StreamHost;
+use crate::otlp::{self, span_field as f, SpanKind, StatusCode, Value};
+use crate::propagation::{self, IncomingHeaders, Outgoing, TraceState};
+use crate::sampling::Decision;
+use crate::tracer::{truncate, Tracer};
+use meshtrace_proto::{SpanId, TraceId};
+
+/// Envoy's legacy response-flag bits (`response.flags`), with their short codes.
+const RESPONSE_FLAGS: &[(u32, &str, bool)] = &[
+    // (bit, code, is a local failure)
+    (0, "LH", true),
+    (1, "UH", true),
+    (2, "UT", true),
+    (3, "LR", true),
+    (4, "UR", true),
+    (5, "UF", true),
+    (6, "UC", true),
+    (7, "UO", true),
+    (8, "NR", true),
+    (9, "DI", false),
+    (10, "FI", true),
+    (11, "RL", true),
+    (12, "UAEX", true),
+    (13, "RLSE", true),
+    (14, "DC", false),
+    (15, "URX", true),
+    (16, "SI", true),
+    (17, "IH", true),
+    (18, "DPE", true),
+    (19, "UMSDR", true),
+    (20, "RFCF", false),
+    (21, "NFCF", true),
+    (22, "DT", true),
+    (23, "UPE", true),
+    (24, "NC", true),
+    (25, "OM", true),
+    (26, "DF", true),
+    (27, "DO", true),
+    (28, "DR", false),
+    (29, "UDO", true),
+];
+
+/// Short codes for a flag bitmask, comma-separated, and whether any is a local failure.
+pub fn response_flags(bits: u64) -> (String, bool) {
+    let mut out = String::new();
+    let mut failure = false;
+    for (bit, code, is_failure) in RESPONSE_FLAGS {
+        if bits & (1u64 << bit) != 0 {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(code);
+            failure |= is_failure;
+        }
+    }
+    (out, failure)
+}
+
+fn int_le(bytes: &[u8]) -> Option<i64> {
+    let arr: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(i64::from_le_bytes(arr))
+}
+
+fn ascii_int(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// Splits `ip:port` / `[ipv6]:port`.
+fn split_host_port(addr: &str) -> (&str, Option<i64>) {
+    if let Some(rest) = addr.strip_prefix('[') {
+        if let Some((host, port)) = rest.split_once("]:") {
+            return (host, port.parse().ok());
+        }
+        return (rest.trim_end_matches(']'), None);
+    }
+    match addr.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (addr, None),
+    }
+}
+
+/// State of a sampled stream.
+#[derive(Debug)]
+pub struct SpanState {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    tracestate: Option<String>,
+    name: String,
+    start_ns: u64,
+    decision: Decision,
+    method: String,
+    path: String,
+    scheme: Option<String>,
+    authority: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    request_tags: Vec<(usize, String)>,
+    status: Option<i64>,
+    grpc_status: Option<i64>,
+    response_tags: Vec<(usize, String)>,
+}
+
+/// Per-stream tracing; `None` when the request is not sampled (nothing more to do).
+#[derive(Debug, Default)]
+pub struct Stream {
+    span: Option<Box<SpanState>>,
+}
+
+fn lossy(v: &[u8], max: usize) -> String {
+    truncate(&String::from_utf8_lossy(v), max).to_string()
+}
+
+impl Stream {
+    pub fn is_sampled(&self) -> bool {
+        self.span.is_some()
+    }
+
+    /// Request headers arrived: extract, decide, inject.
+    pub fn on_request_headers(tracer: &mut Tracer, host: &mut impl StreamHost) -> Stream {
+        let now = host.now_nanos();
+        let headers = host.request_headers();
+        let mut incoming = IncomingHeaders::default();
+        let (mut method, mut path, mut scheme, mut authority, mut ua, mut rid) =
+            (None, None, None, None, None, None);
+        let mut forced = false;
+        let mut tag_values: Vec<(usize, &[u8])> = Vec::new();
+        for (name, value) in &headers {
+            let v = value.as_slice();
+            if incoming.observe(name, v) {
+                continue;
+            }
+            match name.as_str() {
+                ":method" => method = Some(v),
+                ":path" => path = Some(v),
+                ":scheme" => scheme = Some(v),
+                ":authority" => authority = Some(v),
+                "user-agent" => ua = Some(v),
+                "x-request-id" => rid = Some(v),
+                _ => {}
+            }
+            if tracer.force_header.as_deref() == Some(name.as_str()) {
+                forced = true;
+            }
+            for (i, t) in tracer.request_header_tags.iter().enumerate() {
+                if t.header == *name {
+                    tag_values.push((i, v));
+                }
+            }
+        }
+        let counters = &mut tracer.buffer.counters;
+        counters.spans_started += 1;
+        let extracted = propagation::extract(&incoming);
+        if extracted.invalid {
+            counters.invalid_context += 1;
+        }
+        let method_s = String::from_utf8_lossy(method.unwrap_or(b"GET")).into_owned();
+        let path_s = String::from_utf8_lossy(path.unwrap_or(b"/")).into_owned();
+        let overflowed_before = tracer.namer.overflowed;
+        let name = tracer.namer.name(&method_s, &path_s);
+        if tracer.namer.overflowed != overflowed_before {
+            tracer.buffer.counters.operations_overflow += 1;
+        }
+
+        let (trace_id, parent, random) = match extracted.parent {
+            Some(p) => (
+                p.trace_id,
+                Some(p.span_id),
+                extracted.w3c_flags.unwrap_or(0) & propagation::w3c::FLAG_RANDOM,
+            ),
+            None => (
+                TraceId(tracer.rng.trace_id()),
+                None,
+                propagation::w3c::FLAG_RANDOM,
+            ),
+        };
+        let decision = tracer.sampler.decide(
+            &name,
+            &trace_id,
+            extracted.sampled,
+            forced || extracted.debug,
+            now,
+        );
+        let sampled = decision.sampled();
+        let span_id = SpanId(tracer.rng.span_id());
+
+        let mut formats = tracer.inject_formats;
+        if tracer.config.propagation.inject_incoming_formats {
+            formats = formats.union(extracted.arrived);
+        }
+        let out = Outgoing {
+            trace_id,
+            span_id,
+            parent_span_id: parent,
+            sampled,
+            debug: extracted.debug,
+            w3c_flags: extracted.w3c_flags.unwrap_or(0) | random,
+            tracestate: &extracted.tracestate,
+        };
+        let mut edits = Vec::with_capacity(8);
+        propagation::inject(&out, formats, &mut edits);
+        for (name, value) in &edits {
+            host.set_request_header(name, value.as_deref());
+        }
+        if !sampled {
+            return Stream { span: None };
+        }
+        tracer.buffer.counters.spans_sampled += 1;
+        let max = tracer.config.max_tag_length;
+        let mut request_tags: Vec<(usize, String)> = tag_values
+            .iter()
+            .map(|(i, v)| (*i, lossy(v, tracer.request_header_tags[*i].max_length)))
+            .collect();
+        for (i, t) in tracer.request_header_tags.iter().enumerate() {
+            if !request_tags.iter().any(|(j, _)| *j == i) {
+                if let Some(d) = &t.default {
+                    request_tags.push((i, d.clone()));
+                }
+            }
+        }
+        let tracestate = match &extracted.tracestate {
+            TraceState::Keep(s) | TraceState::Replace(s) => Some(s.clone()),
+            _ => None,
+        };
+        Stream {
+            span: Some(Box::new(SpanState {
+                trace_id,
+                span_id,
+                parent,
+                tracestate,
+                name,
+                start_ns: now,
+                decision,
+                path: truncate(crate::operation::path_without_query(&path_s), max).to_string(),
+                method: method_s,
+                scheme: scheme.map(|v| lossy(v, max)),
+                authority: authority.map(|v| lossy(v, max)),
+                user_agent: ua.map(|v| lossy(v, max)),
+                request_id: rid.map(|v| lossy(v, max)),
+                request_tags,
+                status: None,
+                grpc_status: None,
+                response_tags: Vec::new(),
+            })),
+        }
+    }
+
+    /// Response headers arrived (also for local replies).
+    pub fn on_response_headers(&mut self, tracer: &Tracer, host: &impl StreamHost) {
+        let Some(span) = self.span.as_mut() else {
+            return;
+        };
+        for (name, value) in host.response_headers() {
+            match name.as_str() {
+                ":status" => span.status = ascii_int(&value),
+                "grpc-status" => span.grpc_status = ascii_int(&value),
+                _ => {}
+            }
+            for (i, t) in tracer.response_header_tags.iter().enumerate() {
+                if t.header == name {
+                    span.response_tags.push((i, lossy(&value, t.max_length)));
+                }
+            }
+        }
+    }
+
+    /// Response trailers arrived (gRPC status lives here).
+    pub fn on_response_trailers(&mut self, host: &impl StreamHost) {
+        let Some(span) = self.span.as_mut() else {
+            return;
+        };
+        for (name, value) in host.response_trailers() {
+            if name == "grpc-status" {
+                span.grpc_status = ascii_int(&value);
+            }
+        }
+    }
+
+    /// The stream is over: finish and buffer the span.
+    pub fn on_log(self, tracer: &mut Tracer, host: &impl StreamHost) {
+        let Some(span) = self.span else {
+            return;
+        };
+        let end_ns = host.now_nanos();
+        let prop_str = |path: &[&str]| {
+            host.property(path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let kind = match tracer.direction {
+            Direction::Inbound => SpanKind::Server,
+            Direction::Outbound => SpanKind::Client,
+            // Envoy's enum: 1 = INBOUND, 2 = OUTBOUND.
+            Direction::Auto => match host
+                .property(&["listener_direction"])
+                .and_then(|b| int_le(&b))
+            {
+                Some(1) => SpanKind::Server,
+                _ => SpanKind::Client,
+            },
+        };
+        let status = span.status.or_else(|| {
+            host.property(&["response", "code"])
+                .and_then(|b| int_le(&b))
+                .filter(|c| *c > 0)
+        });
+        let grpc_error = span.grpc_status.is_some_and(|g| g != 0);
+        let http_error = status.is_none_or(|s| s >= 500);
+        let (flags, local_failure) = if http_error || grpc_error {
+            host.property(&["response", "flags"])
+                .and_then(|b| int_le(&b))
+                .map(|bits| response_flags(bits as u64))
+                .unwrap_or_default()
+        } else {
+            (String::new(), false)
+        };
+        let upstream_host = prop_str(&["upstream", "address"]);
+        let cluster = prop_str(&["xds", "cluster_name"]);
+        let peer = match kind {
+            SpanKind::Server => prop_str(&["source", "address"]),
+            SpanKind::Client => upstream_host.clone(),
+        };
+        let req_size = host.property(&["request", "size"]).and_then(|b| int_le(&b));
+        let resp_size = host
+            .property(&["response", "size"])
+            .and_then(|b| int_le(&b));
+        let attr_values: Vec<(usize, Option<Vec<u8>>)> = tracer
+            .attribute_tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let path: Vec<&str> = t.path.iter().map(String::as_str).collect();
+                (i, host.property(&path))
+            })
+            .collect();
+
+        let error = http_error || grpc_error || local_failure;
+        let status_message = if !flags.is_empty() {
+            flags.clone()
+        } else if status.is_none() {
+            "no response".to_string()
+        } else {
+            String::new()
+        };
+        let static_attrs = &tracer.static_attrs;
+        let req_tags = &tracer.request_header_tags;
+        let resp_tags = &tracer.response_header_tags;
+        let attr_tags = &tracer.attribute_tags;
+        let write_span = |buf: &mut Vec<u8>| {
+            otlp::put_nested(buf, 2, |b| {
+                otlp::put_bytes(b, f::TRACE_ID, &span.trace_id.0);
+                otlp::put_bytes(b, f::SPAN_ID, &span.span_id.0);
+                if let Some(ts) = &span.tracestate {
+                    otlp::put_str(b, f::TRACE_STATE, ts);
+                }
+                if let Some(p) = &span.parent {
+                    otlp::put_bytes(b, f::PARENT_SPAN_ID, &p.0);
+                }
+                otlp::put_str(b, f::NAME, &span.name);
+                otlp::put_uint(b, f::KIND, kind as u64);
+                otlp::put_fixed64(b, f::START, span.start_ns);
+                otlp::put_fixed64(b, f::END, end_ns.max(span.start_ns));
+                let a = f::ATTRIBUTES;
+                otlp::put_attr(b, a, "http.request.method", &Value::Str(&span.method));
+                otlp::put_attr(b, a, "url.path", &Value::Str(&span.path));
+                if let Some(s) = &span.scheme {
+                    otlp::put_attr(b, a, "url.scheme", &Value::Str(s));
+                }
+                if let Some(auth) = &span.authority {
+                    let (h, port) = split_host_port(auth);
+                    otlp::put_attr(b, a, "server.address", &Value::Str(h));
+                    if let Some(p) = port {
+                        otlp::put_attr(b, a, "server.port", &Value::Int(p));
+                    }
+                }
+                if let Some(s) = status {
+                    otlp::put_attr(b, a, "http.response.status_code", &Value::Int(s));
+                }
+                if let Some(g) = span.grpc_status {
+                    otlp::put_attr(b, a, "rpc.grpc.status_code", &Value::Int(g));
+                }
+                if let Some(ua) = &span.user_agent {
+                    otlp::put_attr(b, a, "user_agent.original", &Value::Str(ua));
+                }
+                if let Some(r) = &span.request_id {
+                    otlp::put_attr(b, a, "http.request.header.x-request-id", &Value::Str(r));
+                }
+                if let Some(p) = &peer {
+                    let (h, port) = split_host_port(p);
+                    otlp::put_attr(b, a, "network.peer.address", &Value::Str(h));
+                    if let Some(port) = port {
+                        otlp::put_attr(b, a, "network.peer.port", &Value::Int(port));
+                    }
+                    if kind == SpanKind::Server {
+                        otlp::put_attr(b, a, "client.address", &Value::Str(h));
+                    }
+                }
+                if let Some(n) = req_size {
+                    otlp::put_attr(b, a, "http.request.body.size", &Value::Int(n));
+                }
+                if let Some(n) = resp_size {
+                    otlp::put_attr(b, a, "http.response.body.size", &Value::Int(n));
+                }
+                if let Some(c) = &cluster {
+                    otlp::put_attr(b, a, "envoy.upstream.cluster", &Value::Str(c));
+                }
+                if let Some(u) = &upstream_host {
+                    otlp::put_attr(b, a, "envoy.upstream.host", &Value::Str(u));
+                }
+                if !flags.is_empty() {
+                    otlp::put_attr(b, a, "envoy.response_flags", &Value::Str(&flags));
+                }
+                let (stype, sparam) = span.decision.sampler_tags();
+                otlp::put_attr(b, a, "sampler.type", &Value::Str(stype));
+                if let Some(p) = sparam {
+                    otlp::put_attr(b, a, "sampler.param", &Value::Double(p));
+                }
+                b.extend_from_slice(static_attrs);
+                for (i, v) in &span.request_tags {
+                    otlp::put_attr(b, a, &req_tags[*i].tag, &Value::Str(v));
+                }
+                for (i, tag) in resp_tags.iter().enumerate() {
+                    match span.response_tags.iter().find(|(j, _)| *j == i) {
+                        Some((_, v)) => otlp::put_attr(b, a, &tag.tag, &Value::Str(v)),
+                        None => {
+                            if let Some(d) = &tag.default {
+                                otlp::put_attr(b, a, &tag.tag, &Value::Str(d));
+                            }
+                        }
+                    }
+                }
+                for (i, raw) in &attr_values {
+                    let tag = &attr_tags[*i];
+                    let value = raw.as_deref().and_then(|bytes| match tag.value_type {
+                        AttributeType::Int => int_le(bytes).map(Value::Int),
+                        AttributeType::Bool => bytes.first().map(|x| Value::Bool(*x != 0)),
+                        AttributeType::String => None,
+                    });
+                    match (value, raw) {
+                        (Some(v), _) => otlp::put_attr(b, a, &tag.tag, &v),
+                        (None, Some(bytes)) if tag.value_type == AttributeType::String => {
+                            let s = lossy(bytes, tag.max_length);
+                            otlp::put_attr(b, a, &tag.tag, &Value::Str(&s));
+                        }
+                        _ => {
+                            if let Some(d) = &tag.default {
+                                otlp::put_attr(b, a, &tag.tag, &Value::Str(d));
+                            }
+                        }
+                    }
+                }
+                otlp::put_nested(b, f::STATUS, |s| {
+                    if error && !status_message.is_empty() {
+                        otlp::put_str(s, 2, &status_message);
+                    }
+                    let code = if error {
+                        StatusCode::Error
+                    } else {
+                        StatusCode::Unset
+                    };
+                    otlp::put_uint(s, 3, code as u64);
+                });
+            })
+        };
+        tracer.buffer.append(end_ns, write_span);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+use super::*;
+use crate::config::Config;
+use crate::export::CallOutcome;
+use crate::testing::FakeHost;
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use meshtrace_proto::otlp::common::v1::any_value::Value as Any;
+use meshtrace_proto::otlp::trace::v1::Span;
+use meshtrace_proto::prost::Message;
+
+fn tracer(json: &str, host: &FakeHost) -> Tracer {
+    let env = |n: &str| (n == "POD_IP").then(|| "10.1.2.3".to_string());
+    Tracer::new(Config::from_json(json.as_bytes()).unwrap(), host, &env, 7).unwrap()
+}
+
+fn node() -> FakeHost {
+    FakeHost::new()
+        .with_property("xds.node.metadata.LABELS.app", b"checkout")
+        .with_property("xds.node.metadata.LABELS.version", b"v2")
+        .with_property("xds.node.metadata.NAMESPACE", b"shop")
+        .with_property("xds.node.metadata.NAME", b"checkout-7d9f")
+        .with_property("xds.node.metadata.CLUSTER_ID", b"east")
+}
+
+/// Runs one request through the stream and returns the exported request.
+fn run(t: &mut Tracer, mut h: FakeHost) -> (FakeHost, Option<ExportTraceServiceRequest>) {
+    let mut s = Stream::on_request_headers(t, &mut h);
+    s.on_response_headers(t, &h);
+    s.on_response_trailers(&h);
+    h.now += 2_500_000;
+    s.on_log(t, &h);
+    h.now += 2_000_000_000;
+    let before = h.dispatched.len();
+    t.flush(&mut h);
+    let req = h
+        .dispatched
+        .get(before)
+        .map(|(_, _, body)| ExportTraceServiceRequest::decode(body.as_slice()).unwrap());
+    (h, req)
+}
+
+fn only_span(req: &ExportTraceServiceRequest) -> &Span {
+    let spans = &req.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans.len(), 1);
+    &spans[0]
+}
+
+fn attr(span: &Span, key: &str) -> Option<Any> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.clone())
+        .and_then(|v| v.value)
+}
+
+fn s(v: &str) -> Option<Any> {
+    Some(Any::StringValue(v.into()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn inbound_span_continues_w3c_and_injects_itself() {
+    let host = node()
+        .with_request("GET", "/api/orders/123?x=1")
+        .with_header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .with_header("tracestate", "congo=t61")
+        .with_header("user-agent", "curl/8")
+        .with_header("x-request-id", "rid-1")
+        .with_int_property("listener_direction", 1)
+        .with_property("source.address", b"10.0.0.5:41000")
+        .with_property("upstream.address", b"127.0.0.1:8080")
+        .with_property("xds.cluster_name", b"inbound|8080||")
+        .with_int_property("request.size", 0)
+        .with_int_property("response.size", 42)
+        .with_response_header(":status", "200");
+    let mut t = tracer("{}", &host);
+    let (h, req) = run(&mut t, host);
+    let req = req.expect("exported");
+    let res = req.resource_spans[0].resource.as_ref().unwrap();
+    let rattr = |k: &str| {
+        res.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value)
+    };
+    assert_eq!(rattr("service.name"), s("checkout"));
+    assert_eq!(rattr("service.namespace"), s("shop"));
+    assert_eq!(rattr("service.version"), s("v2"));
+    assert_eq!(rattr("k8s.pod.name"), s("checkout-7d9f"));
+
+    let span = only_span(&req);
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(span.kind, 2, "SERVER");
+    assert_eq!(span.name, "GET /api/orders/{id}");
+    assert_eq!(span.trace_state, "congo=t61");
+    assert_eq!(
+        span.end_time_unix_nano - span.start_time_unix_nano,
+        2_500_000
+    );
+    assert_eq!(
+        attr(span, "url.path"),
+        s("/api/orders/123"),
+        "query dropped"
+    );
+    assert_eq!(attr(span, "http.request.method"), s("GET"));
+    assert_eq!(attr(span, "server.address"), s("svc.local"));
+    assert_eq!(attr(span, "server.port"), Some(Any::IntValue(8080)));
+    assert_eq!(
+        attr(span, "http.response.status_code"),
+        Some(Any::IntValue(200))
+    );
+    assert_eq!(attr(span, "user_agent.original"), s("curl/8"));
+    assert_eq!(attr(span, "http.request.header.x-request-id"), s("rid-1"));
+    assert_eq!(attr(span, "client.address"), s("10.0.0.5"));
+    assert_eq!(attr(span, "network.peer.port"), Some(Any::IntValue(41000)));
+    assert_eq!(
+        attr(span, "http.response.body.size"),
+        Some(Any::IntValue(42))
+    );
+    assert_eq!(attr(span, "envoy.upstream.cluster"), s("inbound|8080||"));
+    assert_eq!(attr(span, "envoy.upstream.host"), s("127.0.0.1:8080"));
+    assert_eq!(attr(span, "sampler.type"), s("parent"));
+    assert_eq!(span.status.as_ref().unwrap().code, 0, "unset on success");
+
+    let tp = h.header("traceparent").unwrap();
+    assert_eq!(
+        tp,
+        format!(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+            hex(&span.span_id)
+        ),
+        "injects its own span id"
+    );
+    assert_eq!(
+        h.header("tracestate").as_deref(),
+        Some("congo=t61"),
+        "vendor tracestate kept"
+    );
+    assert_eq!(t.buffer.counters.spans_sampled, 1);
+}
+
+#[test]
+fn probability_zero_exports_nothing_but_propagates() {
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1");
+    let mut t = tracer(
+        r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0}}}"#,
+        &host,
+    );
+    let (h, req) = run(&mut t, host);
+    assert!(req.is_none());
+    let tp = h.header("traceparent").unwrap();
+    assert!(
+        tp.starts_with("00-80f198ee56343ba864fe8b2a57d3eff7-") && tp.ends_with("-00"),
+        "{tp}"
+    );
+    let b3 = h.header("b3").unwrap();
+    assert!(
+        b3.starts_with("80f198ee56343ba864fe8b2a57d3eff7-") && b3.ends_with("-0-e457b5a2e4d86bd1"),
+        "{b3}"
+    );
+    assert_eq!(t.buffer.counters.spans_started, 1);
+    assert_eq!(t.buffer.counters.spans_sampled, 0);
+}
+
+#[test]
+fn local_failure_is_an_error_with_flags() {
+    // No response headers reach the filter; Envoy reports 503 and UF (bit 5).
+    let host = node()
+        .with_request("POST", "/pay")
+        .with_int_property("listener_direction", 2)
+        .with_int_property("response.code", 503)
+        .with_int_property("response.flags", 1 << 5)
+        .with_property("upstream.address", b"10.9.9.9:80");
+    let mut t = tracer("{}", &host);
+    let (_, req) = run(&mut t, host);
+    let req = req.unwrap();
+    let span = only_span(&req);
+    assert_eq!(span.kind, 3, "CLIENT");
+    assert_eq!(
+        attr(span, "http.response.status_code"),
+        Some(Any::IntValue(503))
+    );
+    assert_eq!(attr(span, "envoy.response_flags"), s("UF"));
+    assert_eq!(attr(span, "network.peer.address"), s("10.9.9.9"));
+    let st = span.status.as_ref().unwrap();
+    assert_eq!(st.code, 2);
+    assert_eq!(st.message, "UF");
+}
+
+#[test]
+fn grpc_status_in_trailers_is_an_error() {
+    let mut host = node()
+        .with_request("POST", "/pkg.Svc/Method")
+        .with_response_header(":status", "200");
+    host.response_trailers
+        .push(("grpc-status".into(), b"14".to_vec()));
+    let mut t = tracer(r#"{"direction":"outbound"}"#, &host);
+    let (_, req) = run(&mut t, host);
+    let req = req.unwrap();
+    let span = only_span(&req);
+    assert_eq!(attr(span, "rpc.grpc.status_code"), Some(Any::IntValue(14)));
+    assert_eq!(span.status.as_ref().unwrap().code, 2);
+}
+
+#[test]
+fn custom_tags_from_every_source_and_no_secrets() {
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("x-user", "alice")
+        .with_header("authorization", "Bearer secret")
+        .with_header("cookie", "session=secret")
+        .with_response_header(":status", "200")
+        .with_response_header("x-cache", "HIT")
+        .with_response_header("set-cookie", "a=secret")
+        .with_property("connection.mtls", &[1])
+        .with_property("source.principal", b"spiffe://cluster.local/ns/shop/sa/web");
+    let cfg = r#"{"custom_tags":[
+        {"tag":"team","literal":"payments"},
+        {"tag":"pod.ip","environment":"POD_IP"},
+        {"tag":"missing.env","environment":"NOPE","default":"none"},
+        {"tag":"user","request_header":"x-user","max_length":3},
+        {"tag":"tenant","request_header":"x-tenant","default":"public"},
+        {"tag":"cache","response_header":"x-cache"},
+        {"tag":"cluster.id","metadata":"CLUSTER_ID"},
+        {"tag":"mtls","attribute":"connection.mtls"},
+        {"tag":"principal","attribute":"source.principal"},
+        {"tag":"absent.attr","attribute":"upstream.transport_failure_reason","default":"-"}]}"#;
+    let mut t = tracer(cfg, &host);
+    let (_, req) = run(&mut t, host);
+    let req = req.unwrap();
+    let span = only_span(&req);
+    assert_eq!(attr(span, "team"), s("payments"));
+    assert_eq!(attr(span, "pod.ip"), s("10.1.2.3"));
+    assert_eq!(attr(span, "missing.env"), s("none"));
+    assert_eq!(attr(span, "user"), s("ali"), "truncated to max_length");
+    assert_eq!(attr(span, "tenant"), s("public"));
+    assert_eq!(attr(span, "cache"), s("HIT"));
+    assert_eq!(attr(span, "cluster.id"), s("east"));
+    assert_eq!(attr(span, "mtls"), Some(Any::BoolValue(true)));
+    assert_eq!(
+        attr(span, "principal"),
+        s("spiffe://cluster.local/ns/shop/sa/web")
+    );
+    assert_eq!(attr(span, "absent.attr"), s("-"));
+    let dump = format!("{req:?}");
+    assert!(!dump.contains("secret"), "a sensitive value leaked: {dump}");
+}
+
+#[test]
+fn hostile_headers_start_a_new_trace() {
+    let huge = "\u{fffd}".repeat(4000);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "traceparent",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01".into(),
+        ),
+        (
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01".into(),
+        ),
+        ("traceparent", "x".repeat(10_000)),
+        ("traceparent", huge.clone()),
+        ("b3", huge.clone()),
+        ("uber-trace-id", huge),
+        ("x-b3-traceid", "abc".into()),
+    ];
+    for (name, value) in cases {
+        let host = node().with_request("GET", "/").with_header(name, &value);
+        let mut t = tracer("{}", &host);
+        let (h, req) = run(&mut t, host);
+        let span = only_span(req.as_ref().unwrap()).clone();
+        assert!(span.parent_span_id.is_empty(), "{name}: new root span");
+        assert_eq!(t.buffer.counters.invalid_context, 1, "{name}");
+        let tp = h.header("traceparent").unwrap();
+        assert_eq!(tp.len(), 55, "{name}: valid traceparent injected");
+        assert!(tp.contains(&hex(&span.trace_id)));
+    }
+}
+
+#[test]
+fn export_outcomes_update_counters() {
+    let host = node().with_request("GET", "/");
+    let mut t = tracer("{}", &host);
+    let (mut h, req) = run(&mut t, host);
+    assert!(req.is_some());
+    let (cluster, headers, _) = &h.dispatched[0];
+    assert_eq!(cluster, "meshtrace-collector");
+    assert!(headers.contains(&(":path".into(), "/v1/traces".into())));
+    assert!(headers.contains(&(":authority".into(), "meshtrace-collector".into())));
+    t.export_completed(1, CallOutcome::Status(200), h.now);
+    assert_eq!(t.buffer.counters.spans_exported, 1);
+    let deltas = t.counter_deltas();
+    assert!(deltas.contains(&("meshtrace.spans_exported", 1)));
+    assert!(t.counter_deltas().is_empty(), "deltas are reported once");
+    // The host refuses the call (no such cluster): the span stays buffered.
+    h.refuse_dispatch = true;
+    let mut s = Stream::on_request_headers(&mut t, &mut h);
+    s.on_response_headers(&t, &h);
+    s.on_log(&mut t, &h);
+    h.now += 2_000_000_000;
+    t.flush(&mut h);
+    assert_eq!(t.buffer.buffered_spans(), 1);
+    assert_eq!(t.buffer.counters.export_failures, 1);
+}
+
+#[test]
+fn force_header_and_debug_sample_at_zero() {
+    let cfg = r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0}}}"#;
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("x-envoy-force-trace", "1");
+    let mut t = tracer(cfg, &host);
+    let (_, req) = run(&mut t, host);
+    assert_eq!(
+        attr(only_span(req.as_ref().unwrap()), "sampler.type"),
+        s("const")
+    );
+    let host = node().with_request("GET", "/").with_header("b3", "d");
+    let mut t = tracer(cfg, &host);
+    let (h, req) = run(&mut t, host);
+    assert!(req.is_some());
+    assert!(h.header("b3").unwrap().ends_with("-d"), "debug propagated");
+}

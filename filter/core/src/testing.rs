@@ -1,0 +1,108 @@
+//! A fake host for unit tests: headers, properties, a settable clock and
+//! recorded dispatches.
+
+use crate::host::{Headers, Host, RootHost, StreamHost};
+use std::collections::HashMap;
+
+/// A recorded export call: cluster, headers, body.
+pub type Dispatched = (String, Vec<(String, String)>, Vec<u8>);
+
+#[derive(Debug, Default, Clone)]
+pub struct FakeHost {
+    pub properties: HashMap<String, Vec<u8>>,
+    pub request_headers: Headers,
+    pub response_headers: Headers,
+    pub response_trailers: Headers,
+    pub now: u64,
+    pub dispatched: Vec<Dispatched>,
+    pub refuse_dispatch: bool,
+}
+
+impl FakeHost {
+    pub fn new() -> Self {
+        FakeHost {
+            now: 1_700_000_000_000_000_000,
+            ..Default::default()
+        }
+    }
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.request_headers
+            .push((name.into(), value.as_bytes().to_vec()));
+        self
+    }
+    pub fn with_request(self, method: &str, path: &str) -> Self {
+        self.with_header(":method", method)
+            .with_header(":path", path)
+            .with_header(":scheme", "http")
+            .with_header(":authority", "svc.local:8080")
+    }
+    pub fn with_property(mut self, path: &str, value: &[u8]) -> Self {
+        self.properties.insert(path.into(), value.to_vec());
+        self
+    }
+    pub fn with_int_property(self, path: &str, value: i64) -> Self {
+        self.with_property(path, &value.to_le_bytes())
+    }
+    pub fn with_response_header(mut self, name: &str, value: &str) -> Self {
+        self.response_headers
+            .push((name.into(), value.as_bytes().to_vec()));
+        self
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.request_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+impl Host for FakeHost {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.get(&path.join(".")).cloned()
+    }
+    fn now_nanos(&self) -> u64 {
+        self.now
+    }
+}
+
+impl StreamHost for FakeHost {
+    fn request_headers(&self) -> Headers {
+        self.request_headers.clone()
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.request_headers.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            self.request_headers
+                .push((name.into(), v.as_bytes().to_vec()));
+        }
+    }
+    fn response_headers(&self) -> Headers {
+        self.response_headers.clone()
+    }
+    fn response_trailers(&self) -> Headers {
+        self.response_trailers.clone()
+    }
+}
+
+impl RootHost for FakeHost {
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        _timeout_ms: u64,
+    ) -> Option<u32> {
+        if self.refuse_dispatch {
+            return None;
+        }
+        self.dispatched.push((
+            cluster.into(),
+            headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            body.to_vec(),
+        ));
+        Some(self.dispatched.len() as u32)
+    }
+}

@@ -1,0 +1,282 @@
+//! The per-VM tracer: built once from the config and the node metadata in
+//! `on_configure`, shared by every stream of the VM.
+
+use crate::config::{AttributeType, Config, ConfigError, Direction, FormatName};
+use crate::export::{CallOutcome, Counters, ExportBuffer};
+use crate::host::{Host, RootHost};
+use crate::metrics::COUNTERS;
+use crate::operation::OperationNamer;
+use crate::otlp::{self, Value};
+use crate::propagation::Formats;
+use crate::rng::Rng;
+use crate::sampling::Sampler;
+
+/// A header-sourced custom tag.
+#[derive(Debug, Clone)]
+pub struct HeaderTag {
+    pub header: String,
+    pub tag: String,
+    pub default: Option<String>,
+    pub max_length: usize,
+}
+
+/// An Envoy-attribute-sourced custom tag (read at the end of the stream).
+#[derive(Debug, Clone)]
+pub struct AttributeTag {
+    pub path: Vec<String>,
+    pub tag: String,
+    pub value_type: AttributeType,
+    pub default: Option<String>,
+    pub max_length: usize,
+}
+
+/// Resource identity of this workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub service_name: String,
+    pub service_namespace: Option<String>,
+    pub service_version: Option<String>,
+    pub pod_name: Option<String>,
+}
+
+const SCOPE_NAME: &str = "meshtrace";
+
+/// Types of well-known Envoy attributes (others are strings).
+pub fn known_attribute_type(path: &str) -> AttributeType {
+    match path {
+        "connection.mtls" => AttributeType::Bool,
+        "source.port"
+        | "destination.port"
+        | "upstream.port"
+        | "response.code"
+        | "connection.id"
+        | "request.size"
+        | "request.total_size"
+        | "response.size"
+        | "response.total_size"
+        | "response.flags"
+        | "upstream.request_attempt_count" => AttributeType::Int,
+        _ => AttributeType::String,
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a char boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+pub struct Tracer {
+    pub config: Config,
+    pub identity: Identity,
+    pub direction: Direction,
+    pub inject_formats: Formats,
+    pub force_header: Option<String>,
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+    /// Pre-encoded span attributes that never change (literal, env, metadata tags).
+    pub static_attrs: Vec<u8>,
+    pub request_header_tags: Vec<HeaderTag>,
+    pub response_header_tags: Vec<HeaderTag>,
+    pub attribute_tags: Vec<AttributeTag>,
+    pub namer: OperationNamer,
+    pub sampler: Sampler,
+    pub rng: Rng,
+    pub buffer: ExportBuffer,
+    reported: Counters,
+    request_body: Vec<u8>,
+}
+
+fn string_property(host: &impl Host, path: &[&str]) -> Option<String> {
+    host.property(path)
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+}
+
+fn metadata(host: &impl Host, key: &str) -> Option<String> {
+    string_property(host, &["xds", "node", "metadata", key])
+}
+
+fn label(host: &impl Host, key: &str) -> Option<String> {
+    string_property(host, &["xds", "node", "metadata", "LABELS", key])
+}
+
+impl Tracer {
+    /// Builds the tracer. Reads node metadata once (never the whole node: it is large).
+    pub fn new(
+        config: Config,
+        host: &impl Host,
+        env: &dyn Fn(&str) -> Option<String>,
+        seed: u64,
+    ) -> Result<Tracer, ConfigError> {
+        let identity = Identity {
+            service_name: config
+                .service_name
+                .clone()
+                .or_else(|| label(host, "service.istio.io/canonical-name"))
+                .or_else(|| label(host, "app"))
+                .or_else(|| metadata(host, "WORKLOAD_NAME"))
+                .or_else(|| string_property(host, &["xds", "node", "cluster"]))
+                .unwrap_or_else(|| "unknown_service:envoy".into()),
+            service_namespace: config
+                .service_namespace
+                .clone()
+                .or_else(|| metadata(host, "NAMESPACE")),
+            service_version: config
+                .service_version
+                .clone()
+                .or_else(|| label(host, "service.istio.io/canonical-revision"))
+                .or_else(|| label(host, "version")),
+            pod_name: config.pod_name.clone().or_else(|| metadata(host, "NAME")),
+        };
+        let mut res = vec![("service.name".to_string(), identity.service_name.clone())];
+        if let Some(ns) = &identity.service_namespace {
+            res.push(("service.namespace".into(), ns.clone()));
+            res.push(("k8s.namespace.name".into(), ns.clone()));
+        }
+        if let Some(v) = &identity.service_version {
+            res.push(("service.version".into(), v.clone()));
+        }
+        if let Some(p) = &identity.pod_name {
+            res.push(("k8s.pod.name".into(), p.clone()));
+        }
+        res.push(("telemetry.sdk.name".into(), "meshtrace".into()));
+        res.push(("telemetry.sdk.language".into(), "rust".into()));
+        res.push((
+            "telemetry.sdk.version".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        ));
+
+        let mut static_attrs = Vec::new();
+        let mut request_header_tags = Vec::new();
+        let mut response_header_tags = Vec::new();
+        let mut attribute_tags = Vec::new();
+        for t in &config.custom_tags {
+            let max_length = t.max_length.unwrap_or(config.max_tag_length);
+            let fixed = if let Some(v) = &t.literal {
+                Some(Some(v.clone()))
+            } else if let Some(name) = &t.environment {
+                Some(env(name))
+            } else {
+                t.metadata.as_ref().map(|key| metadata(host, key))
+            };
+            if let Some(value) = fixed {
+                if let Some(v) = value.or_else(|| t.default.clone()) {
+                    otlp::put_attr(
+                        &mut static_attrs,
+                        otlp::span_field::ATTRIBUTES,
+                        &t.tag,
+                        &Value::Str(truncate(&v, max_length)),
+                    );
+                }
+                continue;
+            }
+            let header_tag = |h: &String| HeaderTag {
+                header: h.clone(),
+                tag: t.tag.clone(),
+                default: t.default.clone(),
+                max_length,
+            };
+            if let Some(h) = &t.request_header {
+                request_header_tags.push(header_tag(h));
+            } else if let Some(h) = &t.response_header {
+                response_header_tags.push(header_tag(h));
+            } else if let Some(a) = &t.attribute {
+                attribute_tags.push(AttributeTag {
+                    path: a.split('.').map(str::to_string).collect(),
+                    tag: t.tag.clone(),
+                    value_type: t.value_type.unwrap_or_else(|| known_attribute_type(a)),
+                    default: t.default.clone(),
+                    max_length,
+                });
+            }
+        }
+
+        let mut inject_formats = Formats::NONE;
+        for f in &config.propagation.inject {
+            inject_formats.insert(match f {
+                FormatName::W3c => Formats::W3C,
+                FormatName::B3 => Formats::B3_MULTI,
+                FormatName::B3Single => Formats::B3_SINGLE,
+                FormatName::Jaeger => Formats::JAEGER,
+            });
+        }
+        let now = host.now_nanos();
+        let sampler = Sampler::new(
+            &config
+                .sampling
+                .strategies()
+                .for_service(&identity.service_name),
+            now,
+        );
+        Ok(Tracer {
+            direction: config.direction,
+            inject_formats,
+            force_header: config.sampling.force_sample_header.clone(),
+            resource: otlp::encode_resource(&res),
+            scope: otlp::encode_scope(SCOPE_NAME, env!("CARGO_PKG_VERSION")),
+            static_attrs,
+            request_header_tags,
+            response_header_tags,
+            attribute_tags,
+            namer: OperationNamer::new(&config.operations),
+            sampler,
+            rng: Rng::new(seed),
+            buffer: ExportBuffer::new(&config.export),
+            reported: Counters::default(),
+            request_body: Vec::new(),
+            identity,
+            config,
+        })
+    }
+
+    /// Sends what is due. Called on the root tick.
+    pub fn flush(&mut self, host: &mut impl RootHost) {
+        let now = host.now_nanos();
+        while let Some(batch) = self.buffer.next_batch(now) {
+            otlp::encode_request(
+                &self.resource,
+                &self.scope,
+                &batch.spans,
+                &mut self.request_body,
+            );
+            let c = &self.config.collector;
+            let headers = [
+                (":method", "POST"),
+                (":path", c.path.as_str()),
+                (":authority", c.authority.as_str()),
+                ("content-type", "application/x-protobuf"),
+            ];
+            match host.dispatch(&c.cluster, &headers, &self.request_body, c.timeout_ms) {
+                Some(token) => self.buffer.dispatched(token, batch),
+                None => {
+                    self.buffer.dispatch_failed(batch, now);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// An export call finished.
+    pub fn export_completed(&mut self, token: u32, outcome: CallOutcome, now_ns: u64) {
+        self.buffer.completed(token, outcome, now_ns);
+    }
+
+    /// Counter increments since the last call, by stat name (for Envoy stats).
+    pub fn counter_deltas(&mut self) -> Vec<(&'static str, u64)> {
+        let now = self.buffer.counters;
+        let out = COUNTERS
+            .iter()
+            .map(|(name, read)| (*name, read(&now) - read(&self.reported)))
+            .filter(|(_, d)| *d > 0)
+            .collect();
+        self.reported = now;
+        out
+    }
+}
