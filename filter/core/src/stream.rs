@@ -296,7 +296,7 @@ impl Stream {
             Direction::Outbound => SpanKind::Client,
             // Envoy's enum: 1 = INBOUND, 2 = OUTBOUND.
             Direction::Auto => match host
-                .property(&["listener_direction"])
+                .property(&["xds", "listener_direction"])
                 .and_then(|b| int_le(&b))
             {
                 Some(1) => SpanKind::Server,

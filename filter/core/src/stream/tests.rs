@@ -71,7 +71,7 @@ fn inbound_span_continues_w3c_and_injects_itself() {
         .with_header("tracestate", "congo=t61")
         .with_header("user-agent", "curl/8")
         .with_header("x-request-id", "rid-1")
-        .with_int_property("listener_direction", 1)
+        .with_int_property("xds.listener_direction", 1)
         .with_property("source.address", b"10.0.0.5:41000")
         .with_property("upstream.address", b"127.0.0.1:8080")
         .with_property("xds.cluster_name", b"inbound|8080||")
@@ -176,7 +176,7 @@ fn local_failure_is_an_error_with_flags() {
     // No response headers reach the filter; Envoy reports 503 and UF (bit 5).
     let host = node()
         .with_request("POST", "/pay")
-        .with_int_property("listener_direction", 2)
+        .with_int_property("xds.listener_direction", 2)
         .with_int_property("response.code", 503)
         .with_int_property("response.flags", 1 << 5)
         .with_property("upstream.address", b"10.9.9.9:80");

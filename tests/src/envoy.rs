@@ -1,0 +1,325 @@
+//! Starts a real Envoy 1.40 with generated static config.
+
+use crate::{envoy_bin, free_port, wasm_path};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// What HTTP filter a listener runs.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// The meshtrace filter with this JSON configuration.
+    Meshtrace(String),
+    /// No tracing at all.
+    None,
+    /// A proxy-wasm module given by path, with no configuration.
+    Wasm(PathBuf),
+    /// Envoy's native OpenTelemetry tracer, 100% sampling, exporting over OTLP/HTTP.
+    NativeOtel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub port: u16,
+    /// INBOUND or OUTBOUND (`traffic_direction`, read by the filter as `xds.listener_direction`).
+    pub direction: &'static str,
+    /// Where the listener routes.
+    pub upstream_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvoyBuilder {
+    pub app: String,
+    pub metadata: Value,
+    pub listeners: Vec<Listener>,
+    pub filter: Filter,
+    pub collector_port: u16,
+    pub concurrency: u32,
+    pub env: Vec<(String, String)>,
+    /// Runtime layer values (e.g. `tracing.opentelemetry.min_flush_spans`).
+    pub runtime: Value,
+    /// Run under `taskset -c CPU`.
+    pub cpu: Option<u32>,
+}
+
+impl EnvoyBuilder {
+    /// A sidecar of workload `app` in namespace `demo`.
+    pub fn new(app: &str, filter: Filter, collector_port: u16) -> EnvoyBuilder {
+        EnvoyBuilder {
+            app: app.into(),
+            metadata: json!({
+                "NAMESPACE": "demo",
+                "NAME": format!("{app}-pod-0"),
+                "WORKLOAD_NAME": app,
+                "CLUSTER_ID": "test-cluster",
+                "LABELS": {"app": app, "version": "v1"}
+            }),
+            listeners: Vec::new(),
+            filter,
+            collector_port,
+            concurrency: 1,
+            env: Vec::new(),
+            runtime: json!({}),
+            cpu: None,
+        }
+    }
+
+    /// Adds a listener on a fresh port; returns the port.
+    pub fn listener(&mut self, direction: &'static str, upstream_port: u16) -> u16 {
+        let port = free_port();
+        self.listeners.push(Listener {
+            port,
+            direction,
+            upstream_port,
+        });
+        port
+    }
+
+    fn http_filters(&self) -> Vec<Value> {
+        let router = json!({"name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}});
+        let wasm = |code: &PathBuf, configuration: Option<&str>| {
+            let mut cfg = json!({
+                "name": "meshtrace",
+                "root_id": "meshtrace",
+                "failure_policy": "FAIL_OPEN",
+                "vm_config": {
+                    "vm_id": "meshtrace",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": code.display().to_string()}},
+                    "environment_variables": {"key_values":
+                        self.env.iter().cloned().collect::<HashMap<_, _>>()}
+                }
+            });
+            if let Some(c) = configuration {
+                cfg["configuration"] = json!({
+                    "@type": "type.googleapis.com/google.protobuf.StringValue", "value": c});
+            }
+            json!({"name": "envoy.filters.http.wasm", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": cfg}})
+        };
+        match &self.filter {
+            Filter::Meshtrace(c) => vec![wasm(&wasm_path(), Some(c)), router],
+            Filter::Wasm(p) => vec![wasm(p, None), router],
+            Filter::None | Filter::NativeOtel => vec![router],
+        }
+    }
+
+    fn config(&self) -> Value {
+        let listeners: Vec<Value> = self.listeners.iter().enumerate().map(|(i, l)| {
+            let mut hcm = json!({
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": format!("l{i}"),
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"}, "route": {"cluster": format!("up{i}"), "timeout": "10s"}}]}]},
+                "http_filters": self.http_filters(),
+            });
+            if let Filter::NativeOtel = self.filter {
+                hcm["tracing"] = json!({
+                    "random_sampling": {"value": 100},
+                    "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                        "service_name": self.app,
+                        "http_service": {
+                            "http_uri": {"uri": "http://meshtrace-collector/v1/traces",
+                                         "cluster": "meshtrace-collector", "timeout": "5s"}}}}
+                });
+            }
+            json!({
+                "name": format!("listener{i}"),
+                "traffic_direction": l.direction,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": l.port}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm}]}]
+            })
+        }).collect();
+        let cluster = |name: String, port: u16| {
+            json!({
+                "name": name, "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+            })
+        };
+        let mut clusters: Vec<Value> = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| cluster(format!("up{i}"), l.upstream_port))
+            .collect();
+        clusters.push(cluster("meshtrace-collector".into(), self.collector_port));
+        json!({
+            "node": {"id": format!("sidecar~127.0.0.1~{}-pod-0.demo~demo.svc.cluster.local", self.app),
+                     "cluster": self.app, "metadata": self.metadata},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "layered_runtime": {"layers": [{"name": "static", "static_layer": self.runtime}]},
+            "static_resources": {"listeners": listeners, "clusters": clusters}
+        })
+    }
+
+    /// Starts Envoy and waits until it is ready; panics with its log otherwise.
+    pub fn start(&self) -> Envoy {
+        self.try_start()
+            .unwrap_or_else(|log| panic!("envoy did not start:\n{log}"))
+    }
+
+    /// Starts Envoy; `Err(log)` if it exits or is not ready in 30 s.
+    pub fn try_start(&self) -> Result<Envoy, String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "meshtrace-envoy-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let cfg_path = dir.join("envoy.json");
+        std::fs::write(&cfg_path, self.config().to_string()).map_err(|e| e.to_string())?;
+        let log_path = dir.join("envoy.log");
+        let admin_path = dir.join("admin");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut cmd = match self.cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(envoy_bin());
+                c
+            }
+            None => Command::new(envoy_bin()),
+        };
+        cmd.arg("-c")
+            .arg(&cfg_path)
+            .arg("--concurrency")
+            .arg(self.concurrency.to_string())
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("-l")
+            .arg("info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        let child = cmd.spawn().map_err(|e| format!("spawn envoy: {e}"))?;
+        let mut envoy = Envoy {
+            child,
+            admin_port: 0,
+            log_path,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = envoy.child.try_wait() {
+                return Err(envoy.log());
+            }
+            if envoy.admin_port == 0 {
+                if let Ok(s) = std::fs::read_to_string(&admin_path) {
+                    if let Some(p) = s.trim().rsplit(':').next().and_then(|p| p.parse().ok()) {
+                        envoy.admin_port = p;
+                    }
+                }
+            }
+            if envoy.admin_port != 0 && envoy.admin_get("/ready").starts_with("LIVE") {
+                return Ok(envoy);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 30 s\n{}", envoy.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub struct Envoy {
+    pub child: Child,
+    pub admin_port: u16,
+    pub log_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Envoy {
+    /// The real envoy PID (for /proc), not taskset's: taskset execs envoy.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET on the admin port; the body, or "" on error.
+    pub fn admin_get(&self, path: &str) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin_port)) else {
+            return String::new();
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+        );
+        match crate::http::read_message(&mut std::io::BufReader::new(s)) {
+            Ok(Some(m)) => String::from_utf8_lossy(&m.body).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    /// Counter values whose name contains `filter`.
+    pub fn stats(&self, filter: &str) -> HashMap<String, u64> {
+        self.admin_get(&format!("/stats?filter={filter}"))
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// A meshtrace counter (`spans_started`, ...), 0 if absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats("meshtrace")
+            .into_iter()
+            .find(|(k, _)| k.ends_with(&format!("meshtrace.{name}")))
+            .map_or(0, |(_, v)| v)
+    }
+
+    /// Resident set size in MB from /proc.
+    pub fn rss_mb(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// utime + stime of the process, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        crate::envoy::cpu_ticks(self.pid())
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime is field 14, stime 15 (1-based); after ')' the state is index 0 = field 3.
+    get(11) + get(12)
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
