@@ -135,7 +135,8 @@ fn b_each_incoming_format_continues_and_is_reinjected() {
     let w3c = format!("00-{trace}-{parent}-01");
     let b3s = format!("{trace}-{parent}-1");
     let jaeger = format!("{trace}:{parent}:0:1");
-    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "w3c",
             vec![
