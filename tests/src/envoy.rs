@@ -45,6 +45,9 @@ pub struct EnvoyBuilder {
     pub runtime: Value,
     /// Run under `taskset -c CPU`.
     pub cpu: Option<u32>,
+    /// Name clusters as Istio does (`inbound|port||`, `outbound|port||host`);
+    /// false gives plain names (`up0`), where the filter needs `xds.listener_direction`.
+    pub istio_cluster_names: bool,
 }
 
 impl EnvoyBuilder {
@@ -66,6 +69,17 @@ impl EnvoyBuilder {
             env: Vec::new(),
             runtime: json!({}),
             cpu: None,
+            istio_cluster_names: true,
+        }
+    }
+
+    /// The cluster listener `i` routes to.
+    pub fn cluster_name(&self, i: usize) -> String {
+        let l = &self.listeners[i];
+        match (self.istio_cluster_names, l.direction) {
+            (false, _) => format!("up{i}"),
+            (true, "INBOUND") => format!("inbound|{}||", l.upstream_port),
+            (true, _) => format!("outbound|{}||up{i}.demo.svc.cluster.local", l.upstream_port),
         }
     }
 
@@ -117,7 +131,7 @@ impl EnvoyBuilder {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": format!("l{i}"),
                 "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                    {"match": {"prefix": "/"}, "route": {"cluster": format!("up{i}"), "timeout": "10s"}}]}]},
+                    {"match": {"prefix": "/"}, "route": {"cluster": self.cluster_name(i), "timeout": "10s"}}]}]},
                 "http_filters": self.http_filters(),
             });
             if let Filter::NativeOtel = self.filter {
@@ -150,7 +164,7 @@ impl EnvoyBuilder {
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| cluster(format!("up{i}"), l.upstream_port))
+            .map(|(i, l)| cluster(self.cluster_name(i), l.upstream_port))
             .collect();
         clusters.push(cluster("meshtrace-collector".into(), self.collector_port));
         json!({

@@ -124,14 +124,20 @@ impl Sampler {
         }
     }
 
-    /// Decides for a request. `upstream` is the decision that arrived, if any.
+    /// Whether `decide` looks at the operation name (per-operation strategies exist).
+    pub fn needs_operation(&self) -> bool {
+        !self.operations.is_empty()
+    }
+
+    /// Decides for a request. `upstream` is the decision that arrived, if any;
+    /// `now_ns` is only called by the rate limiter.
     pub fn decide(
         &mut self,
         operation: &str,
         trace_id: &TraceId,
         upstream: Option<bool>,
         forced: bool,
-        now_ns: u64,
+        now_ns: impl FnOnce() -> u64,
     ) -> Decision {
         if forced {
             return Decision::Forced;
@@ -147,7 +153,7 @@ impl Sampler {
         }
         match (self.default, &mut self.limiter) {
             (Strategy::RateLimiting(rate), Some(l)) => Decision::RateLimited {
-                sampled: l.try_take(now_ns),
+                sampled: l.try_take(now_ns()),
                 rate,
             },
             (Strategy::Probabilistic(p), _) | (Strategy::RateLimiting(p), None) => {
@@ -180,7 +186,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         let k = (0..n)
             .filter(|_| {
-                s.decide(op, &TraceId(rng.trace_id()), None, false, 0)
+                s.decide(op, &TraceId(rng.trace_id()), None, false, || 0)
                     .sampled()
             })
             .count();
@@ -236,15 +242,18 @@ mod tests {
         );
         let id = TraceId([7; 16]);
         assert_eq!(
-            s.decide("op", &id, Some(true), false, 0),
+            s.decide("op", &id, Some(true), false, || 0),
             Decision::Parent(true)
         );
         assert_eq!(
-            s.decide("op", &id, Some(false), false, 0),
+            s.decide("op", &id, Some(false), false, || 0),
             Decision::Parent(false)
         );
-        assert_eq!(s.decide("op", &id, Some(false), true, 0), Decision::Forced);
-        assert!(!s.decide("op", &id, None, false, 0).sampled());
+        assert_eq!(
+            s.decide("op", &id, Some(false), true, || 0),
+            Decision::Forced
+        );
+        assert!(!s.decide("op", &id, None, false, || 0).sampled());
     }
 
     #[test]
@@ -256,7 +265,7 @@ mod tests {
         let id = TraceId([7; 16]);
         // 1000 requests spread over 2 seconds: 10 burst + 20 refill.
         let taken = (0..1000u64)
-            .filter(|i| s.decide("op", &id, None, false, i * 2_000_000).sampled())
+            .filter(|i| s.decide("op", &id, None, false, || i * 2_000_000).sampled())
             .count();
         assert!((29..=31).contains(&taken), "{taken}");
     }

@@ -100,6 +100,9 @@ pub struct SpanState {
     user_agent: Option<String>,
     request_id: Option<String>,
     request_tags: Vec<(usize, String)>,
+    /// Known from the headers (no body, or content-length); else read at the end.
+    request_body_size: Option<i64>,
+    response_body_size: Option<i64>,
     status: Option<i64>,
     grpc_status: Option<i64>,
     response_tags: Vec<(usize, String)>,
@@ -121,12 +124,18 @@ impl Stream {
     }
 
     /// Request headers arrived: extract, decide, inject.
-    pub fn on_request_headers(tracer: &mut Tracer, host: &mut impl StreamHost) -> Stream {
-        let now = host.now_nanos();
+    ///
+    /// `end_of_stream`: the request has no body (its size is then known to be 0).
+    pub fn on_request_headers(
+        tracer: &mut Tracer,
+        host: &mut impl StreamHost,
+        end_of_stream: bool,
+    ) -> Stream {
         let headers = host.request_headers();
         let mut incoming = IncomingHeaders::default();
         let (mut method, mut path, mut scheme, mut authority, mut ua, mut rid) =
             (None, None, None, None, None, None);
+        let mut content_length = None;
         let mut forced = false;
         let mut tag_values: Vec<(usize, &[u8])> = Vec::new();
         for (name, value) in &headers {
@@ -141,6 +150,7 @@ impl Stream {
                 ":authority" => authority = Some(v),
                 "user-agent" => ua = Some(v),
                 "x-request-id" => rid = Some(v),
+                "content-length" => content_length = ascii_int(v),
                 _ => {}
             }
             if tracer.force_header.as_deref() == Some(name.as_str()) {
@@ -158,13 +168,23 @@ impl Stream {
         if extracted.invalid {
             counters.invalid_context += 1;
         }
-        let method_s = String::from_utf8_lossy(method.unwrap_or(b"GET")).into_owned();
-        let path_s = String::from_utf8_lossy(path.unwrap_or(b"/")).into_owned();
-        let overflowed_before = tracer.namer.overflowed;
-        let name = tracer.namer.name(&method_s, &path_s);
-        if tracer.namer.overflowed != overflowed_before {
-            tracer.buffer.counters.operations_overflow += 1;
-        }
+        let method_s = String::from_utf8_lossy(method.unwrap_or(b"GET"));
+        let path_s = String::from_utf8_lossy(path.unwrap_or(b"/"));
+        // The operation name is only computed when the decision needs it or
+        // the span is built: unsampled requests skip it.
+        let name_of = |tracer: &mut Tracer| {
+            let overflowed_before = tracer.namer.overflowed;
+            let name = tracer.namer.name(&method_s, &path_s);
+            if tracer.namer.overflowed != overflowed_before {
+                tracer.buffer.counters.operations_overflow += 1;
+            }
+            name
+        };
+        let mut name = if tracer.sampler.needs_operation() {
+            Some(name_of(tracer))
+        } else {
+            None
+        };
 
         let (trace_id, parent, random) = match extracted.parent {
             Some(p) => (
@@ -179,11 +199,11 @@ impl Stream {
             ),
         };
         let decision = tracer.sampler.decide(
-            &name,
+            name.as_deref().unwrap_or(""),
             &trace_id,
             extracted.sampled,
             forced || extracted.debug,
-            now,
+            || host.now_nanos(),
         );
         let sampled = decision.sampled();
         let span_id = SpanId(tracer.rng.span_id());
@@ -210,6 +230,11 @@ impl Stream {
             return Stream { span: None };
         }
         tracer.buffer.counters.spans_sampled += 1;
+        let now = host.now_nanos();
+        let name = match name.take() {
+            Some(n) => n,
+            None => name_of(tracer),
+        };
         let max = tracer.config.max_tag_length;
         let mut request_tags: Vec<(usize, String)> = tag_values
             .iter()
@@ -236,7 +261,7 @@ impl Stream {
                 start_ns: now,
                 decision,
                 path: truncate(crate::operation::path_without_query(&path_s), max).to_string(),
-                method: method_s,
+                method: method_s.into_owned(),
                 scheme: scheme.map(|v| lossy(v, max)),
                 authority: authority.map(|v| lossy(v, max)),
                 user_agent: ua.map(|v| lossy(v, max)),
@@ -244,19 +269,34 @@ impl Stream {
                 request_tags,
                 status: None,
                 grpc_status: None,
+                request_body_size: if end_of_stream {
+                    Some(0)
+                } else {
+                    content_length
+                },
+                response_body_size: None,
                 response_tags: Vec::new(),
             })),
         }
     }
 
     /// Response headers arrived (also for local replies).
-    pub fn on_response_headers(&mut self, tracer: &Tracer, host: &impl StreamHost) {
+    pub fn on_response_headers(
+        &mut self,
+        tracer: &Tracer,
+        host: &impl StreamHost,
+        end_of_stream: bool,
+    ) {
         let Some(span) = self.span.as_mut() else {
             return;
         };
+        if end_of_stream {
+            span.response_body_size = Some(0);
+        }
         for (name, value) in host.response_headers() {
             match name.as_str() {
                 ":status" => span.status = ascii_int(&value),
+                "content-length" if !end_of_stream => span.response_body_size = ascii_int(&value),
                 "grpc-status" => span.grpc_status = ascii_int(&value),
                 _ => {}
             }
@@ -291,9 +331,26 @@ impl Stream {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .filter(|s| !s.is_empty())
         };
+        let cluster = prop_str(&["xds", "cluster_name"]);
         let kind = match tracer.direction {
             Direction::Inbound => SpanKind::Server,
             Direction::Outbound => SpanKind::Client,
+            // Istio names clusters `inbound|port||` and `outbound|port|subset|host`:
+            // that answers without another host call.
+            Direction::Auto
+                if cluster
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("inbound|")) =>
+            {
+                SpanKind::Server
+            }
+            Direction::Auto
+                if cluster
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("outbound|")) =>
+            {
+                SpanKind::Client
+            }
             // Envoy's enum: 1 = INBOUND, 2 = OUTBOUND.
             Direction::Auto => match host
                 .property(&["xds", "listener_direction"])
@@ -318,16 +375,22 @@ impl Stream {
         } else {
             (String::new(), false)
         };
-        let upstream_host = prop_str(&["upstream", "address"]);
-        let cluster = prop_str(&["xds", "cluster_name"]);
-        let peer = match kind {
-            SpanKind::Server => prop_str(&["source", "address"]),
-            SpanKind::Client => upstream_host.clone(),
+        // SERVER: the peer is downstream; the upstream is the local app, not
+        // worth a host call. CLIENT: the peer is the upstream host.
+        let (peer, upstream_host) = match kind {
+            SpanKind::Server => (prop_str(&["source", "address"]), None),
+            SpanKind::Client => {
+                let u = prop_str(&["upstream", "address"]);
+                (u.clone(), u)
+            }
         };
-        let req_size = host.property(&["request", "size"]).and_then(|b| int_le(&b));
-        let resp_size = host
-            .property(&["response", "size"])
-            .and_then(|b| int_le(&b));
+        let req_size = span
+            .request_body_size
+            .or_else(|| host.property(&["request", "size"]).and_then(|b| int_le(&b)));
+        let resp_size = span.response_body_size.or_else(|| {
+            host.property(&["response", "size"])
+                .and_then(|b| int_le(&b))
+        });
         let attr_values: Vec<(usize, Option<Vec<u8>>)> = tracer
             .attribute_tags
             .iter()

@@ -122,9 +122,10 @@ impl Context for Root {
                 log::warn!("meshtrace: collector answered {code}");
             }
         }
-        tracer
-            .borrow_mut()
-            .export_completed(token, outcome, Abi.now_nanos());
+        let mut t = tracer.borrow_mut();
+        t.export_completed(token, outcome, Abi.now_nanos());
+        // Keep the pipe full under load: send what is ready now, not at the next tick.
+        t.flush(&mut Abi);
     }
 }
 
@@ -204,17 +205,18 @@ struct Http {
 impl Context for Http {}
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         if let Some(t) = &self.tracer {
-            self.stream = Stream::on_request_headers(&mut t.borrow_mut(), &mut Abi);
+            self.stream = Stream::on_request_headers(&mut t.borrow_mut(), &mut Abi, end_of_stream);
         }
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         if self.stream.is_sampled() {
             if let Some(t) = &self.tracer {
-                self.stream.on_response_headers(&t.borrow(), &Abi);
+                self.stream
+                    .on_response_headers(&t.borrow(), &Abi, end_of_stream);
             }
         }
         Action::Continue

@@ -23,8 +23,8 @@ fn node() -> FakeHost {
 
 /// Runs one request through the stream and returns the exported request.
 fn run(t: &mut Tracer, mut h: FakeHost) -> (FakeHost, Option<ExportTraceServiceRequest>) {
-    let mut s = Stream::on_request_headers(t, &mut h);
-    s.on_response_headers(t, &h);
+    let mut s = Stream::on_request_headers(t, &mut h, true);
+    s.on_response_headers(t, &h, false);
     s.on_response_trailers(&h);
     h.now += 2_500_000;
     s.on_log(t, &h);
@@ -125,7 +125,11 @@ fn inbound_span_continues_w3c_and_injects_itself() {
         Some(Any::IntValue(42))
     );
     assert_eq!(attr(span, "envoy.upstream.cluster"), s("inbound|8080||"));
-    assert_eq!(attr(span, "envoy.upstream.host"), s("127.0.0.1:8080"));
+    assert_eq!(
+        attr(span, "envoy.upstream.host"),
+        None,
+        "SERVER: the upstream is the local app"
+    );
     assert_eq!(attr(span, "sampler.type"), s("parent"));
     assert_eq!(span.status.as_ref().unwrap().code, 0, "unset on success");
 
@@ -303,8 +307,8 @@ fn export_outcomes_update_counters() {
     assert!(t.counter_deltas().is_empty(), "deltas are reported once");
     // The host refuses the call (no such cluster): the span stays buffered.
     h.refuse_dispatch = true;
-    let mut s = Stream::on_request_headers(&mut t, &mut h);
-    s.on_response_headers(&t, &h);
+    let mut s = Stream::on_request_headers(&mut t, &mut h, true);
+    s.on_response_headers(&t, &h, false);
     s.on_log(&mut t, &h);
     h.now += 2_000_000_000;
     t.flush(&mut h);
@@ -329,4 +333,39 @@ fn force_header_and_debug_sample_at_zero() {
     let (h, req) = run(&mut t, host);
     assert!(req.is_some());
     assert!(h.header("b3").unwrap().ends_with("-d"), "debug propagated");
+}
+
+#[test]
+fn direction_from_istio_cluster_names_without_listener_direction() {
+    for (cluster, kind) in [
+        ("inbound|8080||", 2),
+        ("outbound|80||reviews.shop.svc.cluster.local", 3),
+    ] {
+        // No xds.listener_direction property: the cluster name decides.
+        let host = node()
+            .with_request("POST", "/upload")
+            .with_header("content-length", "11")
+            .with_property("xds.cluster_name", cluster.as_bytes())
+            .with_response_header(":status", "201")
+            .with_response_header("content-length", "7");
+        let mut t = tracer("{}", &host);
+        let mut h = host;
+        let mut st = Stream::on_request_headers(&mut t, &mut h, false);
+        st.on_response_headers(&t, &h, false);
+        st.on_log(&mut t, &h);
+        h.now += 2_000_000_000;
+        t.flush(&mut h);
+        let req = ExportTraceServiceRequest::decode(h.dispatched[0].2.as_slice()).unwrap();
+        let span = only_span(&req);
+        assert_eq!(span.kind, kind, "{cluster}");
+        assert_eq!(
+            attr(span, "http.request.body.size"),
+            Some(Any::IntValue(11)),
+            "from content-length"
+        );
+        assert_eq!(
+            attr(span, "http.response.body.size"),
+            Some(Any::IntValue(7))
+        );
+    }
 }

@@ -1,0 +1,191 @@
+//! `scripts/bench/filter`: Envoy CPU per request, side by side, interleaved.
+//!
+//! Envoy runs with `--concurrency 1` pinned to CPU 0; wrk, the upstream and
+//! the OTLP sink share CPU 1. For each configuration the Envoy process's
+//! utime+stime (from /proc/PID/stat) over a fixed-length wrk run gives CPU µs
+//! per request. Rounds are interleaved (the order rotates each round) and the
+//! median of the rounds is reported; overheads are relative to plain Envoy
+//! measured in the same rounds.
+
+use meshtrace_tests::envoy::{cpu_ticks, Envoy, EnvoyBuilder, Filter};
+use meshtrace_tests::otlp_receiver::OtlpReceiver;
+use meshtrace_tests::upstream::Upstream;
+use meshtrace_tests::workspace_root;
+use serde_json::json;
+use std::process::Command;
+
+struct Setup {
+    name: &'static str,
+    filter: Filter,
+    runtime: serde_json::Value,
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Runs wrk on CPU 1 for `secs`; returns the number of completed requests.
+fn wrk(port: u16, secs: u64, conns: u64) -> u64 {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{conns}"))
+        .arg(format!("-d{secs}s"))
+        .arg(format!("http://127.0.0.1:{port}/api/items/42"))
+        .output()
+        .expect("run wrk (scripts/setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    if let Some(e) = errors {
+        eprintln!("wrk reported: {e}");
+    }
+    requests
+}
+
+fn start(setup: &Setup, upstream: u16, sink: u16) -> (Envoy, u16) {
+    let mut b = EnvoyBuilder::new("bench", setup.filter.clone(), sink);
+    b.cpu = Some(0);
+    b.runtime = setup.runtime.clone();
+    let port = b.listener("INBOUND", upstream);
+    (b.start(), port)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds = arg("--rounds", 3) as usize;
+    let secs = arg("--seconds", 5);
+    let conns = arg("--connections", 16);
+    let rss_requests = arg("--rss-requests", 500_000);
+    let tck = clk_tck();
+    let empty = workspace_root().join("target/wasm32-wasip1/release/meshtrace_empty_filter.wasm");
+    assert!(
+        empty.exists(),
+        "build the empty filter first: scripts/bench/filter does"
+    );
+    let mesh = |p: f64| {
+        Filter::Meshtrace(format!(
+            r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
+        ))
+    };
+    let setups = [
+        Setup {
+            name: "plain",
+            filter: Filter::None,
+            runtime: json!({}),
+        },
+        Setup {
+            name: "empty_wasm",
+            filter: Filter::Wasm(empty),
+            runtime: json!({}),
+        },
+        Setup {
+            name: "native_otel_flush5",
+            filter: Filter::NativeOtel,
+            runtime: json!({}),
+        },
+        Setup {
+            name: "native_otel_flush100",
+            filter: Filter::NativeOtel,
+            runtime: json!({"tracing.opentelemetry.min_flush_spans": 100}),
+        },
+        Setup {
+            name: "meshtrace_100pct",
+            filter: mesh(1.0),
+            runtime: json!({}),
+        },
+        Setup {
+            name: "meshtrace_1pct",
+            filter: mesh(0.01),
+            runtime: json!({}),
+        },
+    ];
+    let upstream = Upstream::start();
+    let sink = OtlpReceiver::start_sink();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    println!("# {rounds} rounds x {} configurations, {secs}s each, wrk -c{conns}; Envoy --concurrency 1 on CPU 0, load on CPU 1", setups.len());
+    for round in 0..rounds {
+        for k in 0..setups.len() {
+            let i = (k + round) % setups.len();
+            let s = &setups[i];
+            let (envoy, port) = start(s, upstream.port, sink.port);
+            wrk(port, 1, conns);
+            let t0 = cpu_ticks(envoy.pid());
+            let n = wrk(port, secs, conns);
+            let t1 = cpu_ticks(envoy.pid());
+            let us = (t1 - t0) as f64 / tck * 1e6 / n.max(1) as f64;
+            let mut extra = String::new();
+            if s.name.starts_with("meshtrace") {
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                extra = format!(
+                    " sampled={} exported={} dropped={}",
+                    envoy.counter("spans_sampled"),
+                    envoy.counter("spans_exported"),
+                    envoy.counter("spans_dropped")
+                );
+            }
+            println!(
+                "round {round} {:<22} {n:>8} req  {us:7.2} cpu_us/req{extra}",
+                s.name
+            );
+            samples[i].push(us);
+        }
+    }
+    let med: Vec<f64> = samples.iter_mut().map(|v| median(v)).collect();
+    println!("# medians (cpu µs per request) and overhead over plain Envoy");
+    for (s, m) in setups.iter().zip(&med) {
+        println!("{:<22} {m:7.2}  {:+7.2}", s.name, m - med[0]);
+    }
+    let over = |i: usize| med[i] - med[0];
+    let floor = over(1);
+    let native = over(2).min(over(3));
+    let sampled = over(4);
+    let unsampled = over(5);
+
+    // RSS before and after `rss_requests` requests at 100%.
+    let (envoy, port) = start(&setups[4], upstream.port, sink.port);
+    wrk(port, 2, conns);
+    let rss0 = envoy.rss_mb();
+    let mut done = 0;
+    while done < rss_requests {
+        done += wrk(port, 10, conns);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rss1 = envoy.rss_mb();
+    println!(
+        "# rss at 100%: {rss0:.1} MB after warm-up, {rss1:.1} MB after {done} more requests (exported {}, dropped {})",
+        envoy.counter("spans_exported"),
+        envoy.counter("spans_dropped")
+    );
+    drop(envoy);
+    println!(
+        "RESULT sampled_overhead_us={sampled:.2} native_overhead_us={native:.2} ratio_vs_native={:.2} unsampled_overhead_us={unsampled:.2} floor_overhead_us={floor:.2} unsampled_vs_floor={:.2} rss_growth_mb={:.1}",
+        sampled / native,
+        unsampled / floor,
+        rss1 - rss0
+    );
+}
