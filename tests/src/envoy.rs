@@ -17,8 +17,8 @@ pub enum Filter {
     Meshtrace(String),
     /// No tracing at all.
     None,
-    /// A proxy-wasm module given by path, with no configuration.
-    Wasm(PathBuf),
+    /// A proxy-wasm module given by path, with an optional configuration string.
+    Wasm(PathBuf, Option<String>),
     /// Envoy's native OpenTelemetry tracer, 100% sampling, exporting over OTLP/HTTP.
     NativeOtel,
 }
@@ -120,7 +120,7 @@ impl EnvoyBuilder {
         };
         match &self.filter {
             Filter::Meshtrace(c) => vec![wasm(&wasm_path(), Some(c)), router],
-            Filter::Wasm(p) => vec![wasm(p, None), router],
+            Filter::Wasm(p, c) => vec![wasm(p, c.as_deref()), router],
             Filter::None | Filter::NativeOtel => vec![router],
         }
     }

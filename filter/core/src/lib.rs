@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod export;
+pub mod fxhash;
 pub mod host;
 pub mod metrics;
 pub mod operation;

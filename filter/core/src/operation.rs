@@ -7,7 +7,7 @@
 //! overflow name and are counted.
 
 use crate::config::{OperationRule, OperationsConfig};
-use std::collections::HashSet;
+use crate::fxhash::FxHashSet;
 
 #[derive(Debug, Clone)]
 enum Seg {
@@ -115,7 +115,7 @@ pub struct OperationNamer {
     placeholder: String,
     max: usize,
     overflow_name: String,
-    seen: HashSet<String>,
+    seen: FxHashSet<String>,
     /// Requests that got the overflow name.
     pub overflowed: u64,
 }
@@ -127,7 +127,7 @@ impl OperationNamer {
             placeholder: cfg.placeholder.clone(),
             max: cfg.max_operations,
             overflow_name: cfg.overflow_name.clone(),
-            seen: HashSet::new(),
+            seen: FxHashSet::default(),
             overflowed: 0,
         }
     }

@@ -8,9 +8,9 @@
 //! of trace id and probability, so every sidecar on a trace agrees, and a
 //! sidecar with a lower probability keeps a subset of what a higher one kept.
 
+use crate::fxhash::FxHashMap;
 use meshtrace_proto::strategy::{Sampler as Strategy, ServiceSampling};
 use meshtrace_proto::TraceId;
-use std::collections::HashMap;
 
 const MAX_RANDOMNESS: u64 = 1 << 56;
 
@@ -102,7 +102,7 @@ pub struct Sampler {
     default: Strategy,
     default_threshold: u64,
     /// operation → (probability, threshold)
-    operations: HashMap<String, (f64, u64)>,
+    operations: FxHashMap<String, (f64, u64)>,
     limiter: Option<RateLimiter>,
 }
 

@@ -100,7 +100,17 @@ fn main() {
         },
         Setup {
             name: "empty_wasm",
-            filter: Filter::Wasm(empty),
+            filter: Filter::Wasm(empty.clone(), None),
+            runtime: json!({}),
+        },
+        Setup {
+            name: "wasm_headers_only",
+            filter: Filter::Wasm(empty.clone(), Some("headers".into())),
+            runtime: json!({}),
+        },
+        Setup {
+            name: "wasm_span_calls_only",
+            filter: Filter::Wasm(empty, Some("span".into())),
             runtime: json!({}),
         },
         Setup {
@@ -119,6 +129,13 @@ fn main() {
             runtime: json!({}),
         },
         Setup {
+            name: "meshtrace_100pct_batch32",
+            filter: Filter::Meshtrace(
+                r#"{"service_name":"bench","export":{"max_batch_spans":32}}"#.into(),
+            ),
+            runtime: json!({}),
+        },
+        Setup {
             name: "meshtrace_1pct",
             filter: mesh(0.01),
             runtime: json!({}),
@@ -126,6 +143,40 @@ fn main() {
     ];
     let upstream = Upstream::start();
     let sink = OtlpReceiver::start_sink();
+    // `--profile NAME`: record one configuration with perf (call graphs) instead.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(name) = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+    {
+        let s = setups
+            .iter()
+            .find(|s| s.name == name)
+            .expect("unknown configuration");
+        let (envoy, port) = start(s, upstream.port, sink.port);
+        wrk(port, 1, conns);
+        let out = format!("/tmp/perf-{name}.data");
+        let mut perf = Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-g",
+                "-o",
+                &out,
+                "-p",
+                &envoy.pid().to_string(),
+                "--",
+                "sleep",
+                &secs.to_string(),
+            ])
+            .spawn()
+            .expect("perf (Debian linux-perf)");
+        let n = wrk(port, secs, conns);
+        let _ = perf.wait();
+        println!("profiled {name}: {n} requests, data in {out}");
+        return;
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     println!("# {rounds} rounds x {} configurations, {secs}s each, wrk -c{conns}; Envoy --concurrency 1 on CPU 0, load on CPU 1", setups.len());
     for round in 0..rounds {
@@ -161,13 +212,32 @@ fn main() {
         println!("{:<22} {m:7.2}  {:+7.2}", s.name, m - med[0]);
     }
     let over = |i: usize| med[i] - med[0];
-    let floor = over(1);
-    let native = over(2).min(over(3));
-    let sampled = over(4);
-    let unsampled = over(5);
+    let by_name = |n: &str| over(setups.iter().position(|s| s.name == n).expect("configured"));
+    let floor = by_name("empty_wasm");
+    let headers_only = by_name("wasm_headers_only");
+    let span_calls = by_name("wasm_span_calls_only");
+    let native = by_name("native_otel_flush5").min(by_name("native_otel_flush100"));
+    let sampled = by_name("meshtrace_100pct");
+    let batch32 = by_name("meshtrace_100pct_batch32");
+    let unsampled = by_name("meshtrace_1pct");
+    println!(
+        "# lower bound for a sampled SERVER span with meshtrace's host calls, no logic: +{span_calls:.2} µs = {:.2}x native",
+        span_calls / native
+    );
+    println!(
+        "# export call cost per request: 32-span batches +{batch32:.2} µs vs 512-span batches +{sampled:.2} µs"
+    );
+    println!(
+        "# lower bound for any propagating wasm filter (read header map + set one header): +{headers_only:.2} µs = {:.2}x the floor",
+        headers_only / floor
+    );
 
     // RSS before and after `rss_requests` requests at 100%.
-    let (envoy, port) = start(&setups[4], upstream.port, sink.port);
+    let at_100 = setups
+        .iter()
+        .find(|s| s.name == "meshtrace_100pct")
+        .expect("configured");
+    let (envoy, port) = start(at_100, upstream.port, sink.port);
     wrk(port, 2, conns);
     let rss0 = envoy.rss_mb();
     let mut done = 0;

@@ -369,3 +369,60 @@ fn direction_from_istio_cluster_names_without_listener_direction() {
         );
     }
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        ":method",
+        ":path",
+        ":authority",
+        ":scheme",
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        "uber-trace-id",
+        "x-envoy-force-trace",
+        "content-length",
+        "user-agent",
+        "x-request-id",
+        "x-user",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any header bytes through a whole stream: no panic, valid OTLP out,
+        /// and a valid traceparent always goes upstream.
+        #[test]
+        fn arbitrary_headers_never_panic(
+            headers in proptest::collection::vec((0usize..17, proptest::collection::vec(any::<u8>(), 0..80)), 0..12),
+            response in proptest::collection::vec((0usize..3, proptest::collection::vec(any::<u8>(), 0..20)), 0..4),
+            end_of_stream in any::<bool>(),
+        ) {
+            let mut host = node();
+            for (n, v) in &headers {
+                host.request_headers.push((NAMES[*n].to_string(), v.clone()));
+            }
+            for (n, v) in &response {
+                host.response_headers.push(([":status", "grpc-status", "content-length"][*n].to_string(), v.clone()));
+            }
+            let mut t = tracer(r#"{"custom_tags":[{"tag":"u","request_header":"x-user"}]}"#, &host);
+            let mut s = Stream::on_request_headers(&mut t, &mut host, end_of_stream);
+            s.on_response_headers(&t, &host, false);
+            s.on_log(&mut t, &host);
+            host.now += 2_000_000_000;
+            t.flush(&mut host);
+            for (_, _, body) in &host.dispatched {
+                prop_assert!(ExportTraceServiceRequest::decode(body.as_slice()).is_ok());
+            }
+            let tp = host.header("traceparent").unwrap_or_default();
+            prop_assert!(crate::propagation::w3c::parse_traceparent(tp.as_bytes()).is_ok(), "{}", tp);
+        }
+    }
+}
