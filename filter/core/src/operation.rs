@@ -8,6 +8,7 @@
 
 use crate::config::{OperationRule, OperationsConfig};
 use crate::fxhash::FxHashSet;
+use std::rc::Rc;
 
 #[derive(Debug, Clone)]
 enum Seg {
@@ -114,8 +115,10 @@ pub struct OperationNamer {
     rules: Vec<Rule>,
     placeholder: String,
     max: usize,
-    overflow_name: String,
-    seen: FxHashSet<String>,
+    overflow_name: Rc<str>,
+    seen: FxHashSet<Rc<str>>,
+    /// Reused for building names.
+    scratch: String,
     /// Requests that got the overflow name.
     pub overflowed: u64,
 }
@@ -126,29 +129,41 @@ impl OperationNamer {
             rules: cfg.rules.iter().map(Rule::new).collect(),
             placeholder: cfg.placeholder.clone(),
             max: cfg.max_operations,
-            overflow_name: cfg.overflow_name.clone(),
+            overflow_name: Rc::from(cfg.overflow_name.as_str()),
             seen: FxHashSet::default(),
+            scratch: String::new(),
             overflowed: 0,
         }
     }
 
     /// The unbounded name (before the cap).
     pub fn raw_name(&self, method: &str, path: &str) -> String {
+        let mut name = String::new();
+        self.write_raw_name(method, path, &mut name);
+        name
+    }
+
+    fn write_raw_name(&self, method: &str, path: &str, name: &mut String) {
+        name.clear();
         let path = path_without_query(path);
         for r in &self.rules {
             if r.matches(method, path) {
-                return match &r.name_suffix {
-                    Some(n) => n.clone(),
-                    None => format!("{method} {}", r.template),
-                };
+                match &r.name_suffix {
+                    Some(n) => name.push_str(n),
+                    None => {
+                        name.push_str(method);
+                        name.push(' ');
+                        name.push_str(&r.template);
+                    }
+                }
+                return;
             }
         }
-        let mut name = String::with_capacity(method.len() + 1 + path.len());
         name.push_str(method);
         name.push(' ');
         if path.is_empty() {
             name.push('/');
-            return name;
+            return;
         }
         for (i, seg) in path.split('/').enumerate() {
             if i > 0 {
@@ -160,21 +175,27 @@ impl OperationNamer {
                 name.push_str(seg);
             }
         }
-        name
     }
 
-    /// The name to use, within the cap.
-    pub fn name(&mut self, method: &str, path: &str) -> String {
-        let name = self.raw_name(method, path);
-        if self.seen.contains(&name) {
-            return name;
-        }
-        if self.seen.len() < self.max {
-            self.seen.insert(name.clone());
-            return name;
-        }
-        self.overflowed += 1;
-        self.overflow_name.clone()
+    /// The name to use, within the cap. Known names are shared, not copied.
+    pub fn name(&mut self, method: &str, path: &str) -> Rc<str> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.write_raw_name(method, path, &mut scratch);
+        let found = self.seen.get(scratch.as_str()).cloned();
+        let name = match found {
+            Some(n) => n,
+            None if self.seen.len() < self.max => {
+                let n: Rc<str> = Rc::from(scratch.as_str());
+                self.seen.insert(n.clone());
+                n
+            }
+            None => {
+                self.overflowed += 1;
+                self.overflow_name.clone()
+            }
+        };
+        self.scratch = scratch;
+        name
     }
 }
 
@@ -261,10 +282,10 @@ mod tests {
     #[test]
     fn cap_and_overflow() {
         let mut n = namer(r#"{"operations":{"max_operations":2}}"#);
-        assert_eq!(n.name("GET", "/a"), "GET /a");
-        assert_eq!(n.name("GET", "/b"), "GET /b");
-        assert_eq!(n.name("GET", "/c"), "overflow");
-        assert_eq!(n.name("GET", "/a"), "GET /a", "known names stay");
+        assert_eq!(&*n.name("GET", "/a"), "GET /a");
+        assert_eq!(&*n.name("GET", "/b"), "GET /b");
+        assert_eq!(&*n.name("GET", "/c"), "overflow");
+        assert_eq!(&*n.name("GET", "/a"), "GET /a", "known names stay");
         assert_eq!(n.overflowed, 1);
     }
 }

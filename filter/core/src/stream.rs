@@ -2,12 +2,13 @@
 //! build one span that covers the whole stream, emitted at `on_log`.
 
 use crate::config::{AttributeType, Direction};
-use crate::host::StreamHost;
+use crate::host::{Headers, StreamHost};
 use crate::otlp::{self, span_field as f, SpanKind, StatusCode, Value};
 use crate::propagation::{self, IncomingHeaders, Outgoing, TraceState};
 use crate::sampling::Decision;
 use crate::tracer::{truncate, Tracer};
 use meshtrace_proto::{SpanId, TraceId};
+use std::rc::Rc;
 
 /// Envoy's legacy response-flag bits (`response.flags`), with their short codes.
 const RESPONSE_FLAGS: &[(u32, &str, bool)] = &[
@@ -90,22 +91,32 @@ pub struct SpanState {
     span_id: SpanId,
     parent: Option<SpanId>,
     tracestate: Option<String>,
-    name: String,
+    name: Rc<str>,
     start_ns: u64,
     decision: Decision,
-    method: String,
-    path: String,
-    scheme: Option<String>,
-    authority: Option<String>,
-    user_agent: Option<String>,
-    request_id: Option<String>,
-    request_tags: Vec<(usize, String)>,
+    /// The request header map as the host gave it; fields index into it, so
+    /// no value is copied per request.
+    headers: Headers,
+    fields: RequestFields,
+    /// (request-header tag, header index)
+    request_tags: Vec<(usize, usize)>,
     /// Known from the headers (no body, or content-length); else read at the end.
     request_body_size: Option<i64>,
     response_body_size: Option<i64>,
     status: Option<i64>,
     grpc_status: Option<i64>,
     response_tags: Vec<(usize, String)>,
+}
+
+/// Indices of the request headers a span records.
+#[derive(Debug, Default, Clone, Copy)]
+struct RequestFields {
+    method: Option<usize>,
+    path: Option<usize>,
+    scheme: Option<usize>,
+    authority: Option<usize>,
+    user_agent: Option<usize>,
+    request_id: Option<usize>,
 }
 
 /// Per-stream tracing; `None` when the request is not sampled (nothing more to do).
@@ -133,23 +144,22 @@ impl Stream {
     ) -> Stream {
         let headers = host.request_headers();
         let mut incoming = IncomingHeaders::default();
-        let (mut method, mut path, mut scheme, mut authority, mut ua, mut rid) =
-            (None, None, None, None, None, None);
+        let mut fields = RequestFields::default();
         let mut content_length = None;
         let mut forced = false;
-        let mut tag_values: Vec<(usize, &[u8])> = Vec::new();
-        for (name, value) in &headers {
+        let mut tag_values: Vec<(usize, usize)> = Vec::new();
+        for (at, (name, value)) in headers.iter().enumerate() {
             let v = value.as_slice();
             if incoming.observe(name, v) {
                 continue;
             }
             match name.as_str() {
-                ":method" => method = Some(v),
-                ":path" => path = Some(v),
-                ":scheme" => scheme = Some(v),
-                ":authority" => authority = Some(v),
-                "user-agent" => ua = Some(v),
-                "x-request-id" => rid = Some(v),
+                ":method" => fields.method = Some(at),
+                ":path" => fields.path = Some(at),
+                ":scheme" => fields.scheme = Some(at),
+                ":authority" => fields.authority = Some(at),
+                "user-agent" => fields.user_agent = Some(at),
+                "x-request-id" => fields.request_id = Some(at),
                 "content-length" => content_length = ascii_int(v),
                 _ => {}
             }
@@ -158,7 +168,7 @@ impl Stream {
             }
             for (i, t) in tracer.request_header_tags.iter().enumerate() {
                 if t.header == *name {
-                    tag_values.push((i, v));
+                    tag_values.push((i, at));
                 }
             }
         }
@@ -168,13 +178,17 @@ impl Stream {
         if extracted.invalid {
             counters.invalid_context += 1;
         }
-        let method_s = String::from_utf8_lossy(method.unwrap_or(b"GET"));
-        let path_s = String::from_utf8_lossy(path.unwrap_or(b"/"));
+        let value_of = |at: Option<usize>, default: &'static str| match at {
+            Some(i) => String::from_utf8_lossy(&headers[i].1),
+            None => std::borrow::Cow::Borrowed(default),
+        };
         // The operation name is only computed when the decision needs it or
         // the span is built: unsampled requests skip it.
         let name_of = |tracer: &mut Tracer| {
             let overflowed_before = tracer.namer.overflowed;
-            let name = tracer.namer.name(&method_s, &path_s);
+            let name = tracer
+                .namer
+                .name(&value_of(fields.method, "GET"), &value_of(fields.path, "/"));
             if tracer.namer.overflowed != overflowed_before {
                 tracer.buffer.counters.operations_overflow += 1;
             }
@@ -235,20 +249,8 @@ impl Stream {
             Some(n) => n,
             None => name_of(tracer),
         };
-        let max = tracer.config.max_tag_length;
-        let mut request_tags: Vec<(usize, String)> = tag_values
-            .iter()
-            .map(|(i, v)| (*i, lossy(v, tracer.request_header_tags[*i].max_length)))
-            .collect();
-        for (i, t) in tracer.request_header_tags.iter().enumerate() {
-            if !request_tags.iter().any(|(j, _)| *j == i) {
-                if let Some(d) = &t.default {
-                    request_tags.push((i, d.clone()));
-                }
-            }
-        }
-        let tracestate = match &extracted.tracestate {
-            TraceState::Keep(s) | TraceState::Replace(s) => Some(s.clone()),
+        let tracestate = match extracted.tracestate {
+            TraceState::Keep(s) | TraceState::Replace(s) => Some(s),
             _ => None,
         };
         Stream {
@@ -260,13 +262,9 @@ impl Stream {
                 name,
                 start_ns: now,
                 decision,
-                path: truncate(crate::operation::path_without_query(&path_s), max).to_string(),
-                method: method_s.into_owned(),
-                scheme: scheme.map(|v| lossy(v, max)),
-                authority: authority.map(|v| lossy(v, max)),
-                user_agent: ua.map(|v| lossy(v, max)),
-                request_id: rid.map(|v| lossy(v, max)),
-                request_tags,
+                headers,
+                fields,
+                request_tags: tag_values,
                 status: None,
                 grpc_status: None,
                 request_body_size: if end_of_stream {
@@ -410,6 +408,7 @@ impl Stream {
             String::new()
         };
         let static_attrs = &tracer.static_attrs;
+        let max_tag_length = tracer.config.max_tag_length;
         let req_tags = &tracer.request_header_tags;
         let resp_tags = &tracer.response_header_tags;
         let attr_tags = &tracer.attribute_tags;
@@ -428,12 +427,26 @@ impl Stream {
                 otlp::put_fixed64(b, f::START, span.start_ns);
                 otlp::put_fixed64(b, f::END, end_ns.max(span.start_ns));
                 let a = f::ATTRIBUTES;
-                otlp::put_attr(b, a, "http.request.method", &Value::Str(&span.method));
-                otlp::put_attr(b, a, "url.path", &Value::Str(&span.path));
-                if let Some(s) = &span.scheme {
+                let max = max_tag_length;
+                let text =
+                    |at: Option<usize>| at.map(|i| String::from_utf8_lossy(&span.headers[i].1));
+                let method = text(span.fields.method);
+                let method = method.as_deref().unwrap_or("GET");
+                otlp::put_attr(
+                    b,
+                    a,
+                    "http.request.method",
+                    &Value::Str(truncate(method, max)),
+                );
+                let path = text(span.fields.path);
+                let path = crate::operation::path_without_query(path.as_deref().unwrap_or("/"));
+                otlp::put_attr(b, a, "url.path", &Value::Str(truncate(path, max)));
+                if let Some(s) = text(span.fields.scheme) {
+                    let s = truncate(&s, max);
                     otlp::put_attr(b, a, "url.scheme", &Value::Str(s));
                 }
-                if let Some(auth) = &span.authority {
+                if let Some(auth) = text(span.fields.authority) {
+                    let auth = truncate(&auth, max);
                     let (h, port) = split_host_port(auth);
                     otlp::put_attr(b, a, "server.address", &Value::Str(h));
                     if let Some(p) = port {
@@ -446,10 +459,12 @@ impl Stream {
                 if let Some(g) = span.grpc_status {
                     otlp::put_attr(b, a, "rpc.grpc.status_code", &Value::Int(g));
                 }
-                if let Some(ua) = &span.user_agent {
+                if let Some(ua) = text(span.fields.user_agent) {
+                    let ua = truncate(&ua, max);
                     otlp::put_attr(b, a, "user_agent.original", &Value::Str(ua));
                 }
-                if let Some(r) = &span.request_id {
+                if let Some(r) = text(span.fields.request_id) {
+                    let r = truncate(&r, max);
                     otlp::put_attr(b, a, "http.request.header.x-request-id", &Value::Str(r));
                 }
                 if let Some(p) = &peer {
@@ -483,8 +498,19 @@ impl Stream {
                     otlp::put_attr(b, a, "sampler.param", &Value::Double(p));
                 }
                 b.extend_from_slice(static_attrs);
-                for (i, v) in &span.request_tags {
-                    otlp::put_attr(b, a, &req_tags[*i].tag, &Value::Str(v));
+                for (i, tag) in req_tags.iter().enumerate() {
+                    match span.request_tags.iter().find(|(j, _)| *j == i) {
+                        Some((_, at)) => {
+                            let v = String::from_utf8_lossy(&span.headers[*at].1);
+                            let v = truncate(&v, tag.max_length);
+                            otlp::put_attr(b, a, &tag.tag, &Value::Str(v));
+                        }
+                        None => {
+                            if let Some(d) = &tag.default {
+                                otlp::put_attr(b, a, &tag.tag, &Value::Str(d));
+                            }
+                        }
+                    }
                 }
                 for (i, tag) in resp_tags.iter().enumerate() {
                     match span.response_tags.iter().find(|(j, _)| *j == i) {
