@@ -371,7 +371,7 @@ fn d_sampling() {
 
     // Probability 1 exports all; an unsampled parent is honoured.
     let r1 = OtlpReceiver::start();
-    let (e1, p1, _) = inbound(&cfg(""), &r1);
+    let (e1, p1, app1) = inbound(&cfg(""), &r1);
     send(p1, "/all", 300, &[]);
     send(
         p1,
@@ -381,6 +381,11 @@ fn d_sampling() {
             "traceparent",
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
         )],
+    );
+    assert_eq!(
+        app1.last().header("traceparent").as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        "an unsampled context goes on unchanged"
     );
     assert_eq!(settled_count(&r1), 300);
     assert_eq!(e1.counter("spans_exported"), 300);

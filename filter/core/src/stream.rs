@@ -235,10 +235,24 @@ impl Stream {
             w3c_flags: extracted.w3c_flags.unwrap_or(0) | random,
             tracestate: &extracted.tracestate,
         };
-        let mut edits = Vec::with_capacity(8);
-        propagation::inject(&out, formats, &mut edits);
-        for (name, value) in &edits {
-            host.set_request_header(name, value.as_deref());
+        // Not sampled upstream, and a valid context arrived in exactly the
+        // formats we would write: nothing records this hop, so the headers
+        // go on unchanged (W3C allows it) and no host call is spent.
+        let pass_through = decision == Decision::Parent(false)
+            && extracted.parent.is_some()
+            && !extracted.invalid
+            && !extracted.debug
+            && formats == extracted.arrived
+            && matches!(
+                extracted.tracestate,
+                TraceState::Keep(_) | TraceState::Absent
+            );
+        if !pass_through {
+            let mut edits = Vec::with_capacity(8);
+            propagation::inject(&out, formats, &mut edits);
+            for (name, value) in &edits {
+                host.set_request_header(name, value.as_deref());
+            }
         }
         if !sampled {
             return Stream { span: None };

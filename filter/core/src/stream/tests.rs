@@ -426,3 +426,41 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn unsampled_parent_passes_headers_through_unchanged() {
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("traceparent", tp);
+    let mut t = tracer("{}", &host);
+    let (h, req) = run(&mut t, host);
+    assert!(req.is_none());
+    assert_eq!(
+        h.header("traceparent").as_deref(),
+        Some(tp),
+        "forwarded as is"
+    );
+
+    // A format we must add (b3 configured) means the context is written.
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("traceparent", tp);
+    let mut t = tracer(r#"{"propagation":{"inject":["w3c","b3"]}}"#, &host);
+    let (h, _) = run(&mut t, host);
+    assert_ne!(h.header("traceparent").as_deref(), Some(tp));
+    assert!(h.header("x-b3-traceid").is_some());
+
+    // Sampled upstream: our span becomes the parent.
+    let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("traceparent", sampled);
+    let mut t = tracer("{}", &host);
+    let (h, req) = run(&mut t, host);
+    let span = only_span(req.as_ref().unwrap()).clone();
+    assert!(h
+        .header("traceparent")
+        .unwrap()
+        .contains(&hex(&span.span_id)));
+}
