@@ -1,7 +1,184 @@
-//! The meshtrace collector. Built out by the collector issue; until then the
-//! binary says so and exits non-zero rather than pretending to run.
+//! `meshtrace-collector`: start-up, listeners, graceful shutdown.
 
-fn main() {
-    eprintln!("meshtrace-collector: not built yet (see the collector issue); the filter's tests use an in-test OTLP receiver");
-    std::process::exit(2);
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use meshtrace_collector::config::{Config, Mode};
+use meshtrace_collector::pipeline::Pipeline;
+use meshtrace_collector::query::{self, QueryState};
+use meshtrace_collector::receiver::http::{self, HttpState};
+use meshtrace_collector::store::sqlite::SqliteStore;
+use meshtrace_collector::store::SpanStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The meshtrace collector: receives OTLP spans, stores them, serves Jaeger's query API.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// YAML configuration file (every key is documented in the README).
+    #[arg(long, env = "MESHTRACE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store (overrides `data_dir`).
+    #[arg(long, env = "MESHTRACE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Run mode (overrides `mode`).
+    #[arg(long, env = "MESHTRACE_MODE", value_enum)]
+    mode: Option<Mode>,
+    /// OTLP/HTTP listen address (overrides `otlp.http_listen`).
+    #[arg(long, env = "MESHTRACE_OTLP_HTTP_LISTEN")]
+    otlp_http_listen: Option<String>,
+    /// Query API listen address (overrides `query.listen`).
+    #[arg(long, env = "MESHTRACE_QUERY_LISTEN")]
+    query_listen: Option<String>,
+    /// Retention, e.g. 7d (overrides `retention`).
+    #[arg(long, env = "MESHTRACE_RETENTION")]
+    retention: Option<String>,
+}
+
+fn load(args: &Args) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            Config::from_yaml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(m) = args.mode {
+        cfg.mode = m;
+    }
+    if let Some(a) = &args.otlp_http_listen {
+        cfg.otlp.http_listen = a.clone();
+    }
+    if let Some(a) = &args.query_listen {
+        cfg.query.listen = a.clone();
+    }
+    if let Some(r) = &args.retention {
+        cfg.retention = r.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn bind(key: &str, addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("{key}: cannot listen on {addr} (is another process using the port?)")
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = load(&args)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHTRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if cfg.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn SpanStore> =
+        Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
+            format!("data_dir: opening the store in {}", cfg.data_dir.display())
+        })?);
+    let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
+    let query_listener = bind("query.listen", &cfg.query.listen).await?;
+    let (pipeline, writer) = Pipeline::start(
+        store.clone(),
+        cfg.queue.queue_size,
+        cfg.queue.max_batch_requests,
+    );
+    tracing::info!(
+        mode = ?cfg.mode,
+        otlp_http = %cfg.otlp.http_listen,
+        query = %cfg.query.listen,
+        data_dir = %cfg.data_dir.display(),
+        "meshtrace collector started"
+    );
+
+    let retention = cfg.retention();
+    let retention_store = store.clone();
+    let retention_task = tokio::spawn(async move {
+        loop {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let cutoff = now_us - retention.as_micros() as i64;
+            let s = retention_store.clone();
+            match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(partitions = n, "retention dropped partitions")
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let http_app = http::router(HttpState {
+        pipeline: pipeline.clone(),
+        indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+        max_message_bytes: cfg.otlp.max_message_bytes,
+    });
+    let query_app = query::router(QueryState {
+        store: store.clone(),
+    });
+    let otlp_stop = wait(stop_rx.clone());
+    let otlp = tokio::spawn(async move {
+        axum::serve(otlp_listener, http_app)
+            .with_graceful_shutdown(otlp_stop)
+            .await
+    });
+    let query_stop = wait(stop_rx);
+    let q = tokio::spawn(async move {
+        axum::serve(query_listener, query_app)
+            .with_graceful_shutdown(query_stop)
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight exports, draining the write queue");
+    let _ = stop_tx.send(true);
+    let _ = otlp.await;
+    let _ = q.await;
+    retention_task.abort();
+    drop(pipeline);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .ok();
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -1,0 +1,220 @@
+//! The collector's configuration: a YAML file (`--config`), command-line
+//! flags and environment variables for the common keys. Validated at
+//! start-up; every error names the key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the binary runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Receive, store and serve queries in one process.
+    #[default]
+    AllInOne,
+    /// Receive, store and serve queries (a central collector).
+    Central,
+    /// Receive, batch and forward to an upstream collector.
+    Sidecar,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// Where the embedded store keeps its partitions.
+    pub data_dir: PathBuf,
+    /// Spans older than this are dropped, a whole partition at a time (`7d`, `36h`).
+    pub retention: String,
+    /// Span attribute keys that get an index (search by these is fast).
+    pub indexed_tags: Vec<String>,
+    pub otlp: OtlpConfig,
+    pub query: QueryConfig,
+    pub queue: QueueConfig,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::AllInOne,
+            data_dir: PathBuf::from("./meshtrace-data"),
+            retention: "7d".into(),
+            indexed_tags: vec![
+                "http.response.status_code".into(),
+                "error".into(),
+                "http.request.method".into(),
+            ],
+            otlp: OtlpConfig::default(),
+            query: QueryConfig::default(),
+            queue: QueueConfig::default(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// OTLP/HTTP listen address (`POST /v1/traces`).
+    pub http_listen: String,
+    /// Largest accepted request body, after decompression.
+    pub max_message_bytes: usize,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            http_listen: "127.0.0.1:4318".into(),
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Jaeger query API listen address.
+    pub listen: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            listen: "127.0.0.1:16686".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Export requests waiting to be stored; beyond it ingest answers "retry later".
+    pub queue_size: usize,
+    /// Most requests committed in one transaction (group commit).
+    pub max_batch_requests: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            queue_size: 1024,
+            max_batch_requests: 256,
+        }
+    }
+}
+
+/// A configuration error naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Parses `7d`, `36h`, `90m`, `45s`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+impl Config {
+    /// Reads YAML; an empty file is all defaults.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            // serde reports "field: message at line L column C"; keep it whole.
+            err("(file)", msg)
+        })
+    }
+
+    pub fn retention(&self) -> Duration {
+        parse_duration(&self.retention).unwrap_or(Duration::from_secs(7 * 86_400))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match parse_duration(&self.retention) {
+            Some(d) if d >= Duration::from_secs(3600) => {}
+            Some(_) => return Err(err("retention", "must be at least 1h")),
+            None => {
+                return Err(err(
+                    "retention",
+                    format!("{:?} is not a duration like 7d, 36h, 90m", self.retention),
+                ))
+            }
+        }
+        for (key, addr) in [
+            ("otlp.http_listen", &self.otlp.http_listen),
+            ("query.listen", &self.query.listen),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| err(key, format!("{addr:?} is not an address: {e}")))?;
+        }
+        if self.otlp.max_message_bytes < 1024 {
+            return Err(err("otlp.max_message_bytes", "must be at least 1024"));
+        }
+        if self.queue.queue_size == 0 {
+            return Err(err("queue.queue_size", "must be greater than 0"));
+        }
+        if self.queue.max_batch_requests == 0 {
+            return Err(err("queue.max_batch_requests", "must be greater than 0"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(err("log_format", "must be text or json"));
+        }
+        if self.mode == Mode::Sidecar {
+            return Err(err(
+                "mode",
+                "sidecar mode is not built yet; use all-in-one or central",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_validation() {
+        let c = Config::from_yaml("retention: 36h\nindexed_tags: [a]\n").unwrap();
+        assert_eq!(c.retention(), Duration::from_secs(36 * 3600));
+        c.validate().unwrap();
+        let cases = [
+            ("retention: 7 days", "retention"),
+            ("retention: 10m", "retention"),
+            ("otlp:\n  http_listen: nowhere", "otlp.http_listen"),
+            ("queue:\n  queue_size: 0", "queue.queue_size"),
+            ("log_format: xml", "log_format"),
+        ];
+        for (yaml, key) in cases {
+            let e = Config::from_yaml(yaml).unwrap().validate().unwrap_err();
+            assert_eq!(e.key, key, "{yaml}");
+        }
+        let e = Config::from_yaml("retension: 7d").unwrap_err().to_string();
+        assert!(e.contains("retension"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! The meshtrace collector: OTLP ingest, an embedded span store and a
+//! Jaeger-compatible query API.
+
+pub mod config;
+pub mod ingest;
+pub mod pipeline;
+pub mod query;
+pub mod receiver;
+pub mod store;

@@ -1,0 +1,120 @@
+//! OTLP/HTTP `POST /v1/traces` (protobuf, gzip). Answers after the spans are
+//! committed; a full queue or a failing store answers 503 with `Retry-After`
+//! (retryable per the OTLP spec), never a silent drop.
+
+use crate::ingest::records_from_request;
+use crate::pipeline::{Pipeline, SubmitError};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use meshtrace_proto::otlp::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub pipeline: Pipeline,
+    pub indexed_tags: Arc<Vec<String>>,
+    pub max_message_bytes: usize,
+}
+
+pub fn router(state: HttpState) -> Router {
+    let limit = state.max_message_bytes;
+    Router::new()
+        .route("/v1/traces", post(export))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], msg.into()).into_response()
+}
+
+async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media != "application/x-protobuf" {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content-type {content_type:?} is not supported: send application/x-protobuf"),
+        );
+    }
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let raw = if gzip {
+        let mut out = Vec::new();
+        let mut dec =
+            flate2::read::GzDecoder::new(body.as_ref()).take(st.max_message_bytes as u64 + 1);
+        if let Err(e) = dec.read_to_end(&mut out) {
+            return plain(StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}"));
+        }
+        if out.len() > st.max_message_bytes {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body exceeds {} bytes", st.max_message_bytes),
+            );
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let req = match ExportTraceServiceRequest::decode(raw) {
+        Ok(r) => r,
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("body is not an ExportTraceServiceRequest: {e}"),
+            )
+        }
+    };
+    let ingested = records_from_request(req, &st.indexed_tags);
+    let c = &st.pipeline.counters;
+    c.spans_received.fetch_add(
+        ingested.records.len() as u64 + ingested.rejected,
+        Ordering::Relaxed,
+    );
+    c.spans_rejected
+        .fetch_add(ingested.rejected, Ordering::Relaxed);
+    if !ingested.records.is_empty() {
+        match st.pipeline.submit(ingested.records).await {
+            Ok(()) => {}
+            Err(e @ (SubmitError::Full | SubmitError::Store(_) | SubmitError::Closed)) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (header::RETRY_AFTER, "1"),
+                        (header::CONTENT_TYPE, "text/plain"),
+                    ],
+                    e.to_string(),
+                )
+                    .into_response();
+            }
+        }
+    }
+    let resp = ExportTraceServiceResponse {
+        partial_success: (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: ingested.rejected as i64,
+            error_message: ingested.message,
+        }),
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        resp.encode_to_vec(),
+    )
+        .into_response()
+}

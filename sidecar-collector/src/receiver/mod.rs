@@ -1,0 +1,2 @@
+//! OTLP receivers.
+pub mod http;

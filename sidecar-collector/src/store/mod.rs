@@ -1,0 +1,85 @@
+//! Span storage behind a trait, so another backend can be added and pass the
+//! same test suite (`store::suite`).
+
+pub mod sqlite;
+#[cfg(test)]
+pub mod suite;
+
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::Span;
+
+/// A span ready to store: index columns plus the encoded span and resource.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub service: String,
+    pub operation: String,
+    /// OTLP span kind.
+    pub kind: i32,
+    pub start_us: i64,
+    pub duration_us: i64,
+    pub error: bool,
+    /// Values of the configured indexed tag keys.
+    pub indexed_tags: Vec<(String, String)>,
+    /// Encoded `Resource`.
+    pub resource: Vec<u8>,
+    /// Encoded `Span`, with every attribute, event and link.
+    pub body: Vec<u8>,
+}
+
+/// A span read back, with its resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    pub span: Span,
+    pub resource: Resource,
+}
+
+/// Trace search parameters (Jaeger's `/api/traces`).
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    pub service: String,
+    pub operation: Option<String>,
+    /// All must match (on the same span).
+    pub tags: Vec<(String, String)>,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub min_duration_us: Option<i64>,
+    pub max_duration_us: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("storage I/O at {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stored span is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether a retry later may succeed (disk full, locked, read-only).
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// What every backend provides.
+pub trait SpanStore: Send + Sync {
+    /// Stores the spans durably; returns only after they are committed.
+    fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError>;
+    /// Every span of a trace, in start order.
+    fn trace(&self, trace_id: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError>;
+    fn services(&self) -> Result<Vec<String>, StoreError>;
+    /// (operation, span kind) pairs of a service.
+    fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, StoreError>;
+    /// Trace ids matching `q`, newest first, at most `q.limit`.
+    fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError>;
+    /// Drops data older than `cutoff_us` (whole partitions).
+    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,250 @@
+//! The storage test suite every backend must pass, with shared fixtures.
+
+use super::{SpanRecord, SpanStore, TraceQuery};
+use crate::ingest::records_from_request;
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+/// 2026-11-20T00:00:00Z
+pub const BASE_NS: u64 = 1_763_596_800_000_000_000;
+
+pub fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A span of `service` in trace `t` (byte value), span `s`, parent `p` (0 = root).
+pub fn span(t: u8, s: u8, p: u8, name: &str, start_ns: u64, dur_ns: u64, status: u16) -> Span {
+    Span {
+        trace_id: vec![t; 16],
+        span_id: vec![s; 8],
+        parent_span_id: if p == 0 { vec![] } else { vec![p; 8] },
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: start_ns + dur_ns,
+        attributes: vec![
+            kv("http.response.status_code", &status.to_string()),
+            kv("http.request.method", "GET"),
+            kv("custom.unindexed", "x"),
+        ],
+        events: vec![span::Event {
+            time_unix_nano: start_ns + 1,
+            name: "cache miss".into(),
+            attributes: vec![kv("key", "k1")],
+            ..Default::default()
+        }],
+        links: vec![span::Link {
+            trace_id: vec![0xee; 16],
+            span_id: vec![0xef; 8],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service), kv("k8s.pod.name", "p-0")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn records(service: &str, spans: Vec<Span>) -> Vec<SpanRecord> {
+    let tags = vec!["http.response.status_code".to_string()];
+    records_from_request(request(service, spans), &tags).records
+}
+
+/// Runs every check against a fresh store from `make`.
+pub fn run(make: &dyn Fn() -> Box<dyn SpanStore>) {
+    roundtrip_keeps_everything(make());
+    services_and_operations(make());
+    search(make());
+    retention_drops_old_partitions(make());
+    duplicate_writes_read_once(make());
+}
+
+fn roundtrip_keeps_everything(store: Box<dyn SpanStore>) {
+    let s = span(1, 1, 0, "GET /a", BASE_NS, 5_000_000, 200);
+    store.write(&records("frontend", vec![s.clone()])).unwrap();
+    store
+        .write(&records(
+            "backend",
+            vec![span(1, 2, 1, "GET /b", BASE_NS + 1000, 1000, 200)],
+        ))
+        .unwrap();
+    let trace = store.trace(&[1; 16]).unwrap();
+    assert_eq!(trace.len(), 2);
+    assert_eq!(
+        trace[0].span, s,
+        "span stored whole: attributes, events, links"
+    );
+    assert_eq!(
+        trace[0].resource.attributes[0],
+        kv("service.name", "frontend")
+    );
+    assert_eq!(trace[1].span.parent_span_id, vec![1; 8]);
+    assert!(store.trace(&[9; 16]).unwrap().is_empty());
+}
+
+fn services_and_operations(store: Box<dyn SpanStore>) {
+    store
+        .write(&records(
+            "a",
+            vec![
+                span(1, 1, 0, "op1", BASE_NS, 1, 200),
+                span(1, 2, 1, "op2", BASE_NS, 1, 200),
+            ],
+        ))
+        .unwrap();
+    store
+        .write(&records(
+            "b",
+            vec![span(2, 1, 0, "op3", BASE_NS + 2 * 24 * HOUR_NS, 1, 200)],
+        ))
+        .unwrap();
+    assert_eq!(
+        store.services().unwrap(),
+        vec!["a", "b"],
+        "across partitions"
+    );
+    let ops: Vec<String> = store
+        .operations("a")
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(ops, vec!["op1", "op2"]);
+}
+
+fn search(store: Box<dyn SpanStore>) {
+    let mut spans = Vec::new();
+    for i in 0..20u8 {
+        let status = if i % 5 == 0 { 500 } else { 200 };
+        spans.push(span(
+            i + 1,
+            1,
+            0,
+            if i % 2 == 0 { "even" } else { "odd" },
+            BASE_NS + u64::from(i) * 1_000_000_000,
+            u64::from(i) * 1_000_000,
+            status,
+        ));
+    }
+    store.write(&records("svc", spans)).unwrap();
+    let q = |f: &dyn Fn(&mut TraceQuery)| {
+        let mut q = TraceQuery {
+            service: "svc".into(),
+            start_us: (BASE_NS / 1000) as i64,
+            end_us: (BASE_NS / 1000) as i64 + 3_600_000_000,
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        store.find_trace_ids(&q).unwrap()
+    };
+    assert_eq!(q(&|_| {}).len(), 20);
+    assert_eq!(q(&|q| q.operation = Some("even".into())).len(), 10);
+    assert_eq!(
+        q(&|q| q.min_duration_us = Some(15_000)).len(),
+        5,
+        "durations 15..19 ms"
+    );
+    assert_eq!(
+        q(&|q| q.max_duration_us = Some(2_000)).len(),
+        3,
+        "0, 1, 2 ms"
+    );
+    assert_eq!(
+        q(&|q| q.tags = vec![("http.response.status_code".into(), "500".into())]).len(),
+        4
+    );
+    let newest = q(&|q| q.limit = 3);
+    assert_eq!(
+        newest,
+        vec![[20; 16], [19; 16], [18; 16]],
+        "newest first, limited"
+    );
+    assert!(q(&|q| q.service = "other".into()).is_empty());
+    assert!(q(&|q| q.end_us = q.start_us - 1).is_empty());
+}
+
+fn retention_drops_old_partitions(store: Box<dyn SpanStore>) {
+    let old = BASE_NS - 10 * 24 * HOUR_NS;
+    store
+        .write(&records("s", vec![span(1, 1, 0, "old", old, 1, 200)]))
+        .unwrap();
+    store
+        .write(&records("s", vec![span(2, 1, 0, "new", BASE_NS, 1, 200)]))
+        .unwrap();
+    let dropped = store
+        .apply_retention((BASE_NS / 1000) as i64 - 7 * 86_400_000_000)
+        .unwrap();
+    assert_eq!(dropped, 1);
+    assert!(store.trace(&[1; 16]).unwrap().is_empty());
+    assert_eq!(store.trace(&[2; 16]).unwrap().len(), 1);
+}
+
+fn duplicate_writes_read_once(store: Box<dyn SpanStore>) {
+    let r = records("s", vec![span(3, 1, 0, "x", BASE_NS, 1, 200)]);
+    store.write(&r).unwrap();
+    store.write(&r).unwrap();
+    assert_eq!(
+        store.trace(&[3; 16]).unwrap().len(),
+        1,
+        "a retried export is not doubled"
+    );
+}
+
+#[test]
+fn sqlite_passes_the_suite() {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    run(&|| {
+        let d = tempfile::tempdir().unwrap();
+        let s = super::sqlite::SqliteStore::open(d.path()).unwrap();
+        dirs.borrow_mut().push(d);
+        Box::new(s)
+    });
+}
+
+#[test]
+fn sqlite_recovers_from_a_broken_partition() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = super::sqlite::SqliteStore::open(d.path()).unwrap();
+        s.write(&records("s", vec![span(1, 1, 0, "x", BASE_NS, 1, 200)]))
+            .unwrap();
+    }
+    std::fs::write(
+        d.path().join("spans-000001.sqlite"),
+        b"this is not a database",
+    )
+    .unwrap();
+    let s = super::sqlite::SqliteStore::open(d.path()).unwrap();
+    assert_eq!(
+        s.trace(&[1; 16]).unwrap().len(),
+        1,
+        "good partitions still served"
+    );
+    assert!(
+        d.path().join("spans-000001.broken").exists(),
+        "bad one moved aside"
+    );
+}

@@ -1,0 +1,128 @@
+//! Starts the real `meshtrace-collector` binary on free ports with a fresh data directory.
+
+use crate::{free_port, workspace_root};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Collector {
+    pub child: Child,
+    pub otlp_port: u16,
+    pub query_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// The collector binary; fails with the command that builds it.
+pub fn collector_bin() -> PathBuf {
+    let p = workspace_root().join("target/debug/meshtrace-collector");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p meshtrace-collector` (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+impl Collector {
+    pub fn start() -> Collector {
+        let data_dir = std::env::temp_dir().join(format!(
+            "meshtrace-collector-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        Self::start_in(data_dir)
+    }
+
+    pub fn start_in(data_dir: PathBuf) -> Collector {
+        let (otlp_port, query_port) = (free_port(), free_port());
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let log_path = data_dir.join("collector.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(collector_bin())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--otlp-http-listen")
+            .arg(format!("127.0.0.1:{otlp_port}"))
+            .arg("--query-listen")
+            .arg(format!("127.0.0.1:{query_port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn collector");
+        let mut c = Collector {
+            child,
+            otlp_port,
+            query_port,
+            data_dir,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.get("/healthz").0 != 200 {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                panic!("collector exited ({status}):\n{}", c.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector not ready:\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET on the query port: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.query_port)) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: q\r\nconnection: close\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let mut r = std::io::BufReader::new(out.as_slice());
+        match crate::http::read_message(&mut r) {
+            Ok(Some(m)) => (m.status(), String::from_utf8_lossy(&m.body).into_owned()),
+            _ => (0, String::new()),
+        }
+    }
+
+    /// GET returning JSON, retried until `pred` holds or 10 s pass.
+    pub fn get_json_until(
+        &self,
+        path: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = self.get(path);
+            let v: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            if pred(&v) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}

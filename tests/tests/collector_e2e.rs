@@ -1,0 +1,106 @@
+//! The filter exporting to the real collector binary, read back through
+//! Jaeger's query API. Needs `scripts/build-wasm` and `cargo build -p meshtrace-collector`.
+
+use meshtrace_tests::collector::Collector;
+use meshtrace_tests::envoy::{EnvoyBuilder, Filter};
+use meshtrace_tests::http::Client;
+use meshtrace_tests::upstream::Upstream;
+use serde_json::Value;
+
+const CFG: &str = r#"{"export":{"flush_interval_ms":100,"tick_ms":50}}"#;
+
+#[test]
+fn request_through_two_sidecars_is_visible_in_the_query_api() {
+    let collector = Collector::start();
+    let app = Upstream::start();
+    let mut b = EnvoyBuilder::new(
+        "backend",
+        Filter::Meshtrace(CFG.into()),
+        collector.otlp_port,
+    );
+    let b_in = b.listener("INBOUND", app.port);
+    let _b = b.start();
+    let mut a = EnvoyBuilder::new(
+        "frontend",
+        Filter::Meshtrace(CFG.into()),
+        collector.otlp_port,
+    );
+    let a_out = a.listener("OUTBOUND", b_in);
+    let _a = a.start();
+
+    assert_eq!(
+        Client::connect(a_out).get("/api/items/7", &[]).status(),
+        200
+    );
+    let tp = app
+        .last()
+        .header("traceparent")
+        .expect("traceparent at the app");
+    let trace_id = &tp[3..35];
+
+    let v = collector.get_json_until(&format!("/api/traces/{trace_id}"), |v| {
+        v["data"][0]["spans"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2)
+    });
+    let trace = &v["data"][0];
+    assert_eq!(trace["traceID"], trace_id, "{v}");
+    let spans = trace["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2, "{v}");
+    let service =
+        |s: &Value| trace["processes"][s["processID"].as_str().unwrap()]["serviceName"].clone();
+    let client = spans
+        .iter()
+        .find(|s| service(s) == "frontend")
+        .expect("frontend span");
+    let server = spans
+        .iter()
+        .find(|s| service(s) == "backend")
+        .expect("backend span");
+    assert_eq!(server["references"][0]["refType"], "CHILD_OF");
+    assert_eq!(
+        server["references"][0]["spanID"], client["spanID"],
+        "parent link across sidecars"
+    );
+    assert_eq!(client["operationName"], "GET /api/items/{id}");
+    let tag = |s: &Value, k: &str| {
+        s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == k)
+            .map(|t| t["value"].clone())
+    };
+    assert_eq!(tag(server, "span.kind"), Some("server".into()));
+    assert_eq!(tag(client, "span.kind"), Some("client".into()));
+    assert_eq!(tag(server, "http.response.status_code"), Some(200.into()));
+    let procs = trace["processes"].as_object().unwrap();
+    assert!(procs.values().any(|p| p["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["key"] == "k8s.pod.name")));
+
+    let services = collector.get_json_until("/api/services", |v| {
+        v["data"].as_array().is_some_and(|a| a.len() >= 2)
+    });
+    assert_eq!(services["data"], serde_json::json!(["backend", "frontend"]));
+    let ops = collector.get_json_until("/api/operations?service=backend&spanKind=server", |v| {
+        v["total"] == 1
+    });
+    assert_eq!(ops["data"][0]["name"], "GET /api/items/{id}");
+    let found = collector.get_json_until("/api/traces?service=frontend&lookback=1h&limit=5", |v| {
+        v["total"] == 1
+    });
+    assert_eq!(found["data"][0]["traceID"], trace_id);
+
+    // Errors in Jaeger's envelope.
+    let (status, body) = collector.get("/api/traces/0000000000000000000000000000abcd");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = collector.get("/api/traces?service=frontend&minDuration=fast");
+    assert_eq!(status, 400);
+    assert!(body.contains("minDuration"), "{body}");
+    let (status, body) = collector.get("/api/traces?service=frontend&tags=%7Bbroken");
+    assert_eq!(status, 400);
+    assert!(body.contains("tags"), "{body}");
+}
