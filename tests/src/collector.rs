@@ -13,6 +13,7 @@ pub struct Collector {
     pub query_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    keep_data: bool,
 }
 
 /// The collector binary; fails with the command that builds it.
@@ -59,6 +60,7 @@ impl Collector {
             query_port,
             data_dir,
             log_path,
+            keep_data: false,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while c.get("/healthz").0 != 200 {
@@ -73,6 +75,19 @@ impl Collector {
             std::thread::sleep(Duration::from_millis(50));
         }
         c
+    }
+
+    /// SIGKILL, keeping the data directory for a restart; returns it.
+    pub fn kill_keep_data(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_data = true;
+        self.data_dir.clone()
+    }
+
+    /// POSTs an OTLP/HTTP protobuf body; the status (0 if the connection failed).
+    pub fn post_otlp(&self, body: &[u8]) -> u16 {
+        post_otlp(self.otlp_port, body)
     }
 
     pub fn log(&self) -> String {
@@ -117,11 +132,33 @@ impl Collector {
     }
 }
 
+/// POSTs an OTLP/HTTP protobuf body to `port`; the status (0 if the connection failed).
+pub fn post_otlp(port: u16, body: &[u8]) -> u16 {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: c\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    if s.write_all(&req).is_err() {
+        return 0;
+    }
+    let mut r = std::io::BufReader::new(s);
+    match crate::http::read_message(&mut r) {
+        Ok(Some(m)) => m.status(),
+        _ => 0,
+    }
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.keep_data {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
