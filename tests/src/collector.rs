@@ -38,11 +38,31 @@ impl Collector {
     }
 
     pub fn start_in(data_dir: PathBuf) -> Collector {
+        Self::start_with(data_dir, None)
+    }
+
+    /// Starts with a YAML configuration file holding `yaml`.
+    pub fn start_with_config(yaml: &str) -> Collector {
+        let data_dir = std::env::temp_dir().join(format!(
+            "meshtrace-collector-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        Self::start_with(data_dir, Some(yaml))
+    }
+
+    fn start_with(data_dir: PathBuf, yaml: Option<&str>) -> Collector {
         let (otlp_port, query_port) = (free_port(), free_port());
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(collector_bin())
+        let mut cmd = Command::new(collector_bin());
+        if let Some(y) = yaml {
+            let path = data_dir.join("collector.yaml");
+            std::fs::write(&path, y).expect("config file");
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--otlp-http-listen")
@@ -134,24 +154,32 @@ impl Collector {
 
 /// POSTs an OTLP/HTTP protobuf body to `port`; the status (0 if the connection failed).
 pub fn post_otlp(port: u16, body: &[u8]) -> u16 {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nhost: c\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+    post(port, "application/x-protobuf", &[], body).map_or(0, |m| m.status())
+}
+
+/// POSTs `body` to `/v1/traces`; `None` if the connection failed.
+pub fn post(
+    port: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<crate::http::Message> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let mut head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: c\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
+    for (k, v) in extra_headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
     let mut req = head.into_bytes();
     req.extend_from_slice(body);
-    if s.write_all(&req).is_err() {
-        return 0;
-    }
+    // The server may answer (413) before reading the whole body: ignore a write error.
+    let _ = s.write_all(&req);
     let mut r = std::io::BufReader::new(s);
-    match crate::http::read_message(&mut r) {
-        Ok(Some(m)) => m.status(),
-        _ => 0,
-    }
+    crate::http::read_message(&mut r).ok().flatten()
 }
 
 impl Drop for Collector {

@@ -44,13 +44,18 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) ->
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if media != "application/x-protobuf" {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content-type {content_type:?} is not supported: send application/x-protobuf"),
-        );
-    }
+    let json = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" => false,
+        "application/json" => true,
+        _ => {
+            return plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "content-type {content_type:?} is not supported: send application/x-protobuf or application/json"
+                ),
+            )
+        }
+    };
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -72,13 +77,19 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) ->
     } else {
         body
     };
-    let req = match ExportTraceServiceRequest::decode(raw) {
+    let decoded = if json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&raw).map_err(|e| e.to_string())
+    } else {
+        ExportTraceServiceRequest::decode(raw).map_err(|e| e.to_string())
+    };
+    let req = match decoded {
         Ok(r) => r,
         Err(e) => {
+            let kind = if json { "OTLP/JSON" } else { "protobuf" };
             return plain(
                 StatusCode::BAD_REQUEST,
-                format!("body is not an ExportTraceServiceRequest: {e}"),
-            )
+                format!("body is not a {kind} ExportTraceServiceRequest: {e}"),
+            );
         }
     };
     let ingested = records_from_request(req, &st.indexed_tags);
@@ -111,6 +122,15 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) ->
             error_message: ingested.message,
         }),
     };
+    if json {
+        let body = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec());
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/x-protobuf")],

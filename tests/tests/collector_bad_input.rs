@@ -1,0 +1,272 @@
+//! Bad input to the real collector binary: each gets the right error, and the
+//! collector keeps serving (checked after every case).
+
+use meshtrace_proto::otlp::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::prost::Message;
+use meshtrace_tests::collector::{post, Collector};
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn span(tid: Vec<u8>, sid: Vec<u8>, start: u64, end: u64) -> Span {
+    Span {
+        trace_id: tid,
+        span_id: sid,
+        name: "op".into(),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "bad-input")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A valid export still works and the query API answers.
+fn still_serving(c: &Collector, n: u8) {
+    let t = now();
+    let body = request(vec![span(
+        vec![0xa0, n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
+        vec![1; 8],
+        t,
+        t + 1000,
+    )])
+    .encode_to_vec();
+    let m = post(c.otlp_port, "application/x-protobuf", &[], &body).expect("collector answers");
+    assert_eq!(m.status(), 200, "valid export after bad input #{n}");
+    assert_eq!(c.get("/healthz").0, 200);
+}
+
+fn status_and_text(m: Option<meshtrace_tests::http::Message>) -> (u16, String) {
+    let m = m.expect("an answer, not a dropped connection");
+    (m.status(), String::from_utf8_lossy(&m.body).into_owned())
+}
+
+/// AnyValue nested `depth` times through kvlist values, built without recursion.
+fn deeply_nested_attribute(depth: usize) -> Vec<u8> {
+    let mut value = AnyValue {
+        value: Some(any_value::Value::StringValue("leaf".into())),
+    }
+    .encode_to_vec();
+    let field = |num: u32, body: &[u8]| {
+        let mut out = Vec::new();
+        meshtrace_proto::prost::encoding::encode_key(
+            num,
+            meshtrace_proto::prost::encoding::WireType::LengthDelimited,
+            &mut out,
+        );
+        meshtrace_proto::prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    };
+    for _ in 0..depth {
+        let mut kvb = field(1, b"k"); // KeyValue.key
+        kvb.extend(field(2, &value)); // KeyValue.value
+        let list = field(1, &kvb); // KeyValueList.values
+        value = field(6, &list); // AnyValue.kvlist_value
+    }
+    value
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
+    let c = Collector::start_with_config("otlp:\n  max_message_bytes: 4194304\n");
+    let t = now();
+    let good = request(vec![span(vec![7; 16], vec![7; 8], t, t + 1000)]).encode_to_vec();
+
+    // Truncated protobuf.
+    let (s, msg) = status_and_text(post(
+        c.otlp_port,
+        "application/x-protobuf",
+        &[],
+        &good[..good.len() / 2],
+    ));
+    assert_eq!(s, 400, "{msg}");
+    assert!(msg.contains("ExportTraceServiceRequest"), "{msg}");
+    still_serving(&c, 1);
+
+    // Random bytes (a fixed sequence that is not a valid message).
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x07)
+        .collect();
+    let (s, msg) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &random));
+    assert_eq!(s, 400, "{msg}");
+    still_serving(&c, 2);
+
+    // Wrong content type.
+    let (s, msg) = status_and_text(post(c.otlp_port, "text/plain", &[], b"hello"));
+    assert_eq!(s, 415);
+    assert!(msg.contains("application/x-protobuf"), "{msg}");
+    still_serving(&c, 3);
+
+    // Oversized body (limit 4 MiB here).
+    let big = vec![0u8; 5 * 1024 * 1024];
+    let (s, _) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &big));
+    assert_eq!(s, 413);
+    still_serving(&c, 4);
+
+    // Invalid ids and end before start: rejected one by one, the good span kept.
+    let body = request(vec![
+        span(vec![1, 2, 3], vec![1; 8], t, t + 1),
+        span(vec![9; 16], vec![0; 8], t, t + 1),
+        span(vec![9; 16], vec![9; 8], t + 10, t),
+        span(vec![8; 16], vec![8; 8], t, t + 1),
+    ])
+    .encode_to_vec();
+    let (s, _) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &body));
+    assert_eq!(s, 200);
+    let m = post(c.otlp_port, "application/x-protobuf", &[], &body).unwrap();
+    let resp = ExportTraceServiceResponse::decode(m.body.as_slice()).unwrap();
+    let ps = resp.partial_success.expect("partial success");
+    assert_eq!(ps.rejected_spans, 3);
+    assert!(
+        ps.error_message.contains("trace_id"),
+        "{}",
+        ps.error_message
+    );
+    let v = c.get_json_until("/api/traces/08080808080808080808080808080808", |v| {
+        v["data"].is_array()
+    });
+    assert_eq!(
+        v["data"][0]["spans"].as_array().map(Vec::len),
+        Some(1),
+        "valid span stored"
+    );
+    still_serving(&c, 5);
+
+    // 100k attributes on one span: stored, served back.
+    let mut s100k = span(vec![6; 16], vec![6; 8], t, t + 1);
+    s100k.attributes = (0..100_000).map(|i| kv(&format!("k{i}"), "v")).collect();
+    let body = request(vec![s100k]).encode_to_vec();
+    let (s, msg) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &body));
+    assert_eq!(s, 200, "{msg}");
+    let (qs, qbody) = c.get("/api/traces/06060606060606060606060606060606");
+    assert_eq!(qs, 200);
+    assert!(qbody.contains("\"k99999\""));
+    still_serving(&c, 6);
+
+    // Deeply nested attribute values: refused by the decoder's recursion limit, not a crash.
+    let nested = deeply_nested_attribute(2000);
+    let mut attr = Vec::new();
+    meshtrace_proto::prost::encoding::string::encode(1, &"deep".to_string(), &mut attr);
+    meshtrace_proto::prost::encoding::encode_key(
+        2,
+        meshtrace_proto::prost::encoding::WireType::LengthDelimited,
+        &mut attr,
+    );
+    meshtrace_proto::prost::encoding::encode_varint(nested.len() as u64, &mut attr);
+    attr.extend_from_slice(&nested);
+    let mut sp = span(vec![5; 16], vec![5; 8], t, t + 1).encode_to_vec();
+    meshtrace_proto::prost::encoding::encode_key(
+        9,
+        meshtrace_proto::prost::encoding::WireType::LengthDelimited,
+        &mut sp,
+    );
+    meshtrace_proto::prost::encoding::encode_varint(attr.len() as u64, &mut sp);
+    sp.extend_from_slice(&attr);
+    // Wrap: ScopeSpans.spans(2) → ResourceSpans.scope_spans(2) → request.resource_spans(1).
+    let wrap = |num: u32, body: &[u8]| {
+        let mut out = Vec::new();
+        meshtrace_proto::prost::encoding::encode_key(
+            num,
+            meshtrace_proto::prost::encoding::WireType::LengthDelimited,
+            &mut out,
+        );
+        meshtrace_proto::prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    };
+    let body = wrap(1, &wrap(2, &wrap(2, &sp)));
+    let (s, msg) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &body));
+    assert_eq!(s, 400, "{msg}");
+    assert!(msg.to_lowercase().contains("recursion"), "{msg}");
+    still_serving(&c, 7);
+
+    // The same in OTLP/JSON.
+    let mut deep_json = String::from(r#"{"stringValue":"leaf"}"#);
+    for _ in 0..2000 {
+        deep_json =
+            format!(r#"{{"kvlistValue":{{"values":[{{"key":"k","value":{deep_json}}}]}}}}"#);
+    }
+    let body = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"05050505050505050505050505050505","spanId":"0505050505050505","name":"x","attributes":[{{"key":"deep","value":{deep_json}}}]}}]}}]}}]}}"#
+    );
+    let (s, msg) = status_and_text(post(c.otlp_port, "application/json", &[], body.as_bytes()));
+    assert_eq!(s, 400, "{msg}");
+    assert!(msg.contains("OTLP/JSON"), "{msg}");
+    still_serving(&c, 8);
+
+    // Malformed JSON and gzip.
+    let (s, _) = status_and_text(post(
+        c.otlp_port,
+        "application/json",
+        &[],
+        b"{\"resourceSpans\":[",
+    ));
+    assert_eq!(s, 400);
+    let (s, msg) = status_and_text(post(
+        c.otlp_port,
+        "application/x-protobuf",
+        &[("content-encoding", "gzip")],
+        b"not gzip",
+    ));
+    assert_eq!(s, 400, "{msg}");
+    assert!(msg.contains("gzip"), "{msg}");
+    still_serving(&c, 9);
+}
+
+#[test]
+fn otlp_json_with_hex_ids_is_accepted() {
+    let c = Collector::start();
+    let t = now();
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
+        "scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b173",
+        "name":"GET /json","kind":2,"startTimeUnixNano":"{t}","endTimeUnixNano":"{}",
+        "attributes":[{{"key":"http.response.status_code","value":{{"intValue":"200"}}}}]}}]}}]}}]}}"#,
+        t + 5_000_000
+    );
+    let (s, msg) = status_and_text(post(c.otlp_port, "application/json", &[], body.as_bytes()));
+    assert_eq!(s, 200, "{msg}");
+    assert!(msg.starts_with('{'), "JSON answer: {msg}");
+    let v = c.get_json_until("/api/traces/5b8efff798038103d269b633813fc60c", |v| {
+        v["data"].is_array()
+    });
+    let sp = &v["data"][0]["spans"][0];
+    assert_eq!(sp["spanID"], "eee19b7ec3c1b174");
+    assert_eq!(sp["references"][0]["spanID"], "eee19b7ec3c1b173");
+    assert_eq!(sp["duration"], 5000);
+}
