@@ -1,0 +1,105 @@
+//! The real OpenTelemetry Python SDK exports to the collector binary; the
+//! spans come back through the query API with ids, links, attributes, events
+//! and resource intact.
+
+use meshtrace_tests::collector::Collector;
+use meshtrace_tests::workspace_root;
+use serde_json::Value;
+use std::process::Command;
+
+fn send(protocol: &str, endpoint: &str) -> Value {
+    let py = workspace_root().join(".venv/bin/python");
+    assert!(py.exists(), "no .venv: run scripts/setup");
+    let out = Command::new(py)
+        .arg(workspace_root().join("tests/clients/otel_send.py"))
+        .arg(protocol)
+        .arg(endpoint)
+        .output()
+        .expect("run the Python client");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("client output");
+    assert_eq!(
+        v["flushed"],
+        true,
+        "SDK flush failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
+fn check(c: &Collector, ids: &Value) {
+    let trace_id = ids["trace_id"].as_str().unwrap();
+    let v = c.get_json_until(&format!("/api/traces/{trace_id}"), |v| {
+        v["data"][0]["spans"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2)
+    });
+    let trace = &v["data"][0];
+    let spans = trace["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trace: {v}"));
+    assert_eq!(spans.len(), 2, "{v}");
+    let by_id = |id: &Value| {
+        spans
+            .iter()
+            .find(|s| s["spanID"] == *id)
+            .unwrap_or_else(|| panic!("span {id} missing: {v}"))
+    };
+    let parent = by_id(&ids["parent"]);
+    let child = by_id(&ids["child"]);
+    let tag = |s: &Value, k: &str| {
+        s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == k)
+            .map(|t| (t["type"].clone(), t["value"].clone()))
+    };
+    assert_eq!(parent["operationName"], "POST /checkout");
+    assert_eq!(tag(parent, "cart.items"), Some(("int64".into(), 3.into())));
+    assert_eq!(tag(parent, "vip"), Some(("bool".into(), true.into())));
+    assert_eq!(tag(parent, "ratio"), Some(("float64".into(), 0.5.into())));
+    assert_eq!(
+        tag(parent, "span.kind"),
+        Some(("string".into(), "server".into()))
+    );
+    assert_eq!(parent["logs"][0]["fields"][0]["value"], "cart validated");
+    assert_eq!(parent["logs"][0]["fields"][1]["key"], "rule");
+    let refs = child["references"].as_array().unwrap();
+    assert!(
+        refs.iter()
+            .any(|r| r["refType"] == "CHILD_OF" && r["spanID"] == ids["parent"]),
+        "{refs:?}"
+    );
+    assert!(
+        refs.iter().any(|r| r["refType"] == "FOLLOWS_FROM"
+            && r["traceID"] == ids["linked_trace"]
+            && r["spanID"] == ids["linked_span"]),
+        "link kept: {refs:?}"
+    );
+    assert_eq!(tag(child, "error"), Some(("bool".into(), true.into())));
+    assert_eq!(
+        tag(child, "otel.status_description"),
+        Some(("string".into(), "card declined".into()))
+    );
+    let process = &trace["processes"][parent["processID"].as_str().unwrap()];
+    assert_eq!(process["serviceName"], "py-client");
+    let ptags = process["tags"].as_array().unwrap();
+    assert!(ptags
+        .iter()
+        .any(|t| t["key"] == "deployment.environment" && t["value"] == "test"));
+    assert!(ptags
+        .iter()
+        .any(|t| t["key"] == "telemetry.sdk.language" && t["value"] == "python"));
+}
+
+#[test]
+fn python_sdk_over_otlp_http() {
+    let c = Collector::start();
+    let ids = send("http", &format!("http://127.0.0.1:{}", c.otlp_port));
+    check(&c, &ids);
+}
