@@ -59,6 +59,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
+    /// OTLP gRPC listen address (`TraceService/Export`).
+    pub grpc_listen: String,
     /// OTLP/HTTP listen address (`POST /v1/traces`).
     pub http_listen: String,
     /// Largest accepted request body, after decompression.
@@ -68,6 +70,7 @@ pub struct OtlpConfig {
 impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig {
+            grpc_listen: "127.0.0.1:4317".into(),
             http_listen: "127.0.0.1:4318".into(),
             max_message_bytes: 16 * 1024 * 1024,
         }
@@ -166,6 +169,7 @@ impl Config {
             }
         }
         for (key, addr) in [
+            ("otlp.grpc_listen", &self.otlp.grpc_listen),
             ("otlp.http_listen", &self.otlp.http_listen),
             ("query.listen", &self.query.listen),
         ] {

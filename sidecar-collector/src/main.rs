@@ -5,6 +5,7 @@ use clap::Parser;
 use meshtrace_collector::config::{Config, Mode};
 use meshtrace_collector::pipeline::Pipeline;
 use meshtrace_collector::query::{self, QueryState};
+use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
 use meshtrace_collector::store::sqlite::SqliteStore;
 use meshtrace_collector::store::SpanStore;
@@ -25,6 +26,9 @@ struct Args {
     /// Run mode (overrides `mode`).
     #[arg(long, env = "MESHTRACE_MODE", value_enum)]
     mode: Option<Mode>,
+    /// OTLP gRPC listen address (overrides `otlp.grpc_listen`).
+    #[arg(long, env = "MESHTRACE_OTLP_GRPC_LISTEN")]
+    otlp_grpc_listen: Option<String>,
     /// OTLP/HTTP listen address (overrides `otlp.http_listen`).
     #[arg(long, env = "MESHTRACE_OTLP_HTTP_LISTEN")]
     otlp_http_listen: Option<String>,
@@ -50,6 +54,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(m) = args.mode {
         cfg.mode = m;
+    }
+    if let Some(a) = &args.otlp_grpc_listen {
+        cfg.otlp.grpc_listen = a.clone();
     }
     if let Some(a) = &args.otlp_http_listen {
         cfg.otlp.http_listen = a.clone();
@@ -110,6 +117,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
             format!("data_dir: opening the store in {}", cfg.data_dir.display())
         })?);
+    let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
     let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
     let query_listener = bind("query.listen", &cfg.query.listen).await?;
     let (pipeline, writer) = Pipeline::start(
@@ -119,6 +127,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     tracing::info!(
         mode = ?cfg.mode,
+        otlp_grpc = %cfg.otlp.grpc_listen,
         otlp_http = %cfg.otlp.http_listen,
         query = %cfg.query.listen,
         data_dir = %cfg.data_dir.display(),
@@ -163,6 +172,23 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(otlp_stop)
             .await
     });
+    let grpc_service = grpc::service(
+        GrpcReceiver {
+            pipeline: pipeline.clone(),
+            indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+        },
+        cfg.otlp.max_message_bytes,
+    );
+    let grpc_stop = wait(stop_rx.clone());
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                grpc_stop,
+            )
+            .await
+    });
     let query_stop = wait(stop_rx);
     let q = tokio::spawn(async move {
         axum::serve(query_listener, query_app)
@@ -173,6 +199,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: finishing in-flight exports, draining the write queue");
     let _ = stop_tx.send(true);
     let _ = otlp.await;
+    let _ = grpc.await;
     let _ = q.await;
     retention_task.abort();
     drop(pipeline);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub struct Collector {
     pub child: Child,
     pub otlp_port: u16,
+    pub grpc_port: u16,
     pub query_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -52,7 +53,7 @@ impl Collector {
     }
 
     fn start_with(data_dir: PathBuf, yaml: Option<&str>) -> Collector {
-        let (otlp_port, query_port) = (free_port(), free_port());
+        let (otlp_port, grpc_port, query_port) = (free_port(), free_port(), free_port());
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -65,6 +66,8 @@ impl Collector {
         let child = cmd
             .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--otlp-grpc-listen")
+            .arg(format!("127.0.0.1:{grpc_port}"))
             .arg("--otlp-http-listen")
             .arg(format!("127.0.0.1:{otlp_port}"))
             .arg("--query-listen")
@@ -77,6 +80,7 @@ impl Collector {
         let mut c = Collector {
             child,
             otlp_port,
+            grpc_port,
             query_port,
             data_dir,
             log_path,

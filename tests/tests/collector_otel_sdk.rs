@@ -103,3 +103,10 @@ fn python_sdk_over_otlp_http() {
     let ids = send("http", &format!("http://127.0.0.1:{}", c.otlp_port));
     check(&c, &ids);
 }
+
+#[test]
+fn python_sdk_over_otlp_grpc() {
+    let c = Collector::start();
+    let ids = send("grpc", &format!("http://127.0.0.1:{}", c.grpc_port));
+    check(&c, &ids);
+}
