@@ -87,9 +87,11 @@ pub fn records_from_request(req: ExportTraceServiceRequest, indexed: &[String]) 
                 if error && indexed.iter().any(|k| k == "error") {
                     indexed_tags.push(("error".into(), "true".into()));
                 }
+                let parent_span_id = <[u8; 8]>::try_from(s.parent_span_id.as_slice()).ok();
                 out.records.push(SpanRecord {
                     trace_id,
                     span_id,
+                    parent_span_id,
                     service: service.clone(),
                     operation: s.name.clone(),
                     kind: s.kind,

@@ -165,6 +165,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let query_app = query::router(QueryState {
         store: store.clone(),
+        counters: Some(pipeline.counters.clone()),
     });
     let otlp_stop = wait(stop_rx.clone());
     let otlp = tokio::spawn(async move {

@@ -94,6 +94,22 @@ fn request_through_two_sidecars_is_visible_in_the_query_api() {
     });
     assert_eq!(found["data"][0]["traceID"], trace_id);
 
+    let deps = collector.get_json_until("/api/dependencies?lookback=3600000", |v| v["total"] == 1);
+    assert_eq!(
+        deps["data"][0],
+        serde_json::json!({"parent": "frontend", "child": "backend", "callCount": 1})
+    );
+    let (status, metrics) = collector.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("meshtrace_collector_spans_stored_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE meshtrace_collector_queue_depth gauge"),
+        "{metrics}"
+    );
+
     // Errors in Jaeger's envelope.
     let (status, body) = collector.get("/api/traces/0000000000000000000000000000abcd");
     assert_eq!(status, 404, "{body}");

@@ -15,6 +15,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct QueryState {
     pub store: Arc<dyn SpanStore>,
+    /// The write pipeline's counters, for `/metrics` (absent in query-only tests).
+    pub counters: Option<Arc<crate::pipeline::Counters>>,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -27,6 +29,8 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/operations", get(operations))
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{id}", get(trace))
+        .route("/api/dependencies", get(dependencies))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }
@@ -61,6 +65,107 @@ async fn blocking<T: Send + 'static>(
         Ok(Err(e)) => Err(store_error(e)),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
     }
+}
+
+/// `/api/dependencies?endTs=MS&lookback=MS` (Jaeger's units: milliseconds).
+async fn dependencies(State(st): State<QueryState>, RawQuery(q): RawQuery) -> Response {
+    let p = pairs(q);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let num = |k: &str, default: i64| -> Result<i64, String> {
+        match p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()) {
+            None | Some("") => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("parameter '{k}': {v:?} is not a number of milliseconds")),
+        }
+    };
+    let (end_ms, lookback_ms) = match (num("endTs", now_ms), num("lookback", 86_400_000)) {
+        (Ok(e), Ok(l)) if l >= 0 => (e, l),
+        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "parameter 'lookback' must not be negative",
+            )
+        }
+    };
+    let (start_us, end_us) = ((end_ms - lookback_ms) * 1000, end_ms * 1000);
+    match blocking(move || st.store.dependencies(start_us, end_us)).await {
+        Ok(edges) => data(json!(edges
+            .into_iter()
+            .map(|(parent, child, n)| json!({"parent": parent, "child": child, "callCount": n}))
+            .collect::<Vec<_>>())),
+        Err(r) => r,
+    }
+}
+
+/// The collector's self-metrics in Prometheus text format.
+async fn metrics(State(st): State<QueryState>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    if let Some(c) = &st.counters {
+        for (name, help, kind, v) in [
+            (
+                "meshtrace_collector_spans_received_total",
+                "Spans received by the OTLP receivers.",
+                "counter",
+                c.spans_received.load(Relaxed),
+            ),
+            (
+                "meshtrace_collector_spans_accepted_total",
+                "Spans acknowledged after being stored.",
+                "counter",
+                c.spans_accepted.load(Relaxed),
+            ),
+            (
+                "meshtrace_collector_spans_refused_total",
+                "Spans answered with a retryable error (queue full or store failure).",
+                "counter",
+                c.spans_refused.load(Relaxed),
+            ),
+            (
+                "meshtrace_collector_spans_rejected_total",
+                "Invalid spans rejected in partial_success.",
+                "counter",
+                c.spans_rejected.load(Relaxed),
+            ),
+            (
+                "meshtrace_collector_spans_stored_total",
+                "Spans committed to the store.",
+                "counter",
+                c.spans_stored.load(Relaxed),
+            ),
+            (
+                "meshtrace_collector_store_failures_total",
+                "Failed store transactions.",
+                "counter",
+                c.store_failures.load(Relaxed),
+            ),
+            (
+                "meshtrace_collector_queue_depth",
+                "Export requests waiting for the writer.",
+                "gauge",
+                c.queue_depth.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 async fn services(State(st): State<QueryState>) -> Response {

@@ -148,3 +148,53 @@ pub fn trace_json(spans: &[StoredSpan]) -> Value {
     }
     json!({"traceID": trace_id, "spans": out, "processes": processes, "warnings": null})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suite::{kv, span, BASE_NS};
+    use meshtrace_proto::otlp::resource::v1::Resource;
+    use meshtrace_proto::otlp::trace::v1::Status;
+
+    /// Jaeger JSON for fixed fixtures, compared with a golden file
+    /// (`UPDATE_GOLDEN=1 cargo test -p meshtrace-collector` rewrites it).
+    #[test]
+    fn trace_json_matches_golden_file() {
+        let resource = |svc: &str| Resource {
+            attributes: vec![
+                kv("service.name", svc),
+                kv("k8s.pod.name", &format!("{svc}-0")),
+            ],
+            ..Default::default()
+        };
+        let mut child = span(1, 2, 1, "GET /b", BASE_NS + 1_000, 2_000_000, 503);
+        child.kind = 3;
+        child.status = Some(Status {
+            code: 2,
+            message: "UF".into(),
+            ..Default::default()
+        });
+        child.trace_state = "vendor=x".into();
+        let spans = vec![
+            StoredSpan {
+                span: span(1, 1, 0, "GET /a", BASE_NS, 5_000_000, 200),
+                resource: resource("frontend"),
+            },
+            StoredSpan {
+                span: child,
+                resource: resource("backend"),
+            },
+        ];
+        let got = serde_json::to_string_pretty(&trace_json(&spans)).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/trace.json");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(
+            got, want,
+            "Jaeger JSON changed; if intended, rerun with UPDATE_GOLDEN=1"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use meshtrace_proto::otlp::trace::v1::Span;
 pub struct SpanRecord {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
     pub service: String,
     pub operation: String,
     /// OTLP span kind.
@@ -80,6 +81,13 @@ pub trait SpanStore: Send + Sync {
     fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, StoreError>;
     /// Trace ids matching `q`, newest first, at most `q.limit`.
     fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError>;
+    /// (parent service, child service, calls) from parent/child spans across
+    /// services, for child spans starting in [start_us, end_us].
+    fn dependencies(
+        &self,
+        start_us: i64,
+        end_us: i64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Drops data older than `cutoff_us` (whole partitions).
     fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError>;
 }

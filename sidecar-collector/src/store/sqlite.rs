@@ -20,7 +20,7 @@ PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS resources (
     id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS spans (
-    trace_id BLOB NOT NULL, span_id BLOB NOT NULL, service TEXT NOT NULL,
+    trace_id BLOB NOT NULL, span_id BLOB NOT NULL, parent_span_id BLOB, service TEXT NOT NULL,
     operation TEXT NOT NULL, kind INTEGER NOT NULL, start_us INTEGER NOT NULL,
     duration_us INTEGER NOT NULL, error INTEGER NOT NULL,
     resource_id INTEGER NOT NULL, body BLOB NOT NULL);
@@ -129,8 +129,8 @@ fn write_partition(c: &mut Connection, spans: &[&SpanRecord]) -> Result<(), Stor
         let mut res_ins = tx.prepare_cached("INSERT OR IGNORE INTO resources(body) VALUES (?1)")?;
         let mut res_get = tx.prepare_cached("SELECT id FROM resources WHERE body = ?1")?;
         let mut span_ins = tx.prepare_cached(
-            "INSERT INTO spans(trace_id, span_id, service, operation, kind, start_us, duration_us, error, resource_id, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO spans(trace_id, span_id, parent_span_id, service, operation, kind, start_us, duration_us, error, resource_id, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let mut tag_ins = tx.prepare_cached(
             "INSERT INTO tags(trace_id, key, value, start_us) VALUES (?1, ?2, ?3, ?4)",
@@ -152,6 +152,7 @@ fn write_partition(c: &mut Connection, spans: &[&SpanRecord]) -> Result<(), Stor
             span_ins.execute(params![
                 &s.trace_id[..],
                 &s.span_id[..],
+                s.parent_span_id.as_ref().map(|p| &p[..]),
                 s.service,
                 s.operation,
                 s.kind,
@@ -306,6 +307,38 @@ impl SpanStore for SqliteStore {
         found.sort_by_key(|f| std::cmp::Reverse(f.1));
         found.truncate(q.limit);
         Ok(found.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn dependencies(
+        &self,
+        start_us: i64,
+        end_us: i64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut edges: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (day, path) in self.partitions()? {
+            if day < day_of(start_us) || day > day_of(end_us) {
+                continue;
+            }
+            let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let mut stmt = c.prepare_cached(
+                "SELECT p.service, c.service, COUNT(*) FROM spans c
+                 JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+                 WHERE c.start_us >= ?1 AND c.start_us <= ?2 AND p.service <> c.service
+                 GROUP BY p.service, c.service",
+            )?;
+            let rows = stmt.query_map(params![start_us, end_us], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (p, ch, n) = row?;
+                *edges.entry((p, ch)).or_default() += n as u64;
+            }
+        }
+        Ok(edges.into_iter().map(|((p, c), n)| (p, c, n)).collect())
     }
 
     fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {

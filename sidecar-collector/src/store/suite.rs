@@ -79,6 +79,47 @@ pub fn run(make: &dyn Fn() -> Box<dyn SpanStore>) {
     search(make());
     retention_drops_old_partitions(make());
     duplicate_writes_read_once(make());
+    dependencies_from_parent_child_pairs(make());
+}
+
+fn dependencies_from_parent_child_pairs(store: Box<dyn SpanStore>) {
+    // frontend → checkout (x2) → inventory; checkout's internal child is not an edge.
+    for t in [1u8, 2] {
+        store
+            .write(&records(
+                "frontend",
+                vec![span(t, 1, 0, "GET /", BASE_NS, 10, 200)],
+            ))
+            .unwrap();
+        store
+            .write(&records(
+                "checkout",
+                vec![
+                    span(t, 2, 1, "POST /buy", BASE_NS, 5, 200),
+                    span(t, 3, 2, "internal", BASE_NS, 1, 200),
+                ],
+            ))
+            .unwrap();
+    }
+    store
+        .write(&records(
+            "inventory",
+            vec![span(1, 4, 2, "GET /stock", BASE_NS, 1, 200)],
+        ))
+        .unwrap();
+    let from = (BASE_NS / 1000) as i64 - 1;
+    let deps = store.dependencies(from, from + 3_600_000_000).unwrap();
+    assert_eq!(
+        deps,
+        vec![
+            ("checkout".into(), "inventory".into(), 1),
+            ("frontend".into(), "checkout".into(), 2)
+        ]
+    );
+    assert!(
+        store.dependencies(from - 10, from - 5).unwrap().is_empty(),
+        "outside the window"
+    );
 }
 
 fn roundtrip_keeps_everything(store: Box<dyn SpanStore>) {
