@@ -270,3 +270,69 @@ fn otlp_json_with_hex_ids_is_accepted() {
     assert_eq!(sp["references"][0]["spanID"], "eee19b7ec3c1b173");
     assert_eq!(sp["duration"], 5000);
 }
+
+#[test]
+fn full_queue_answers_retry_later_and_drops_nothing_acknowledged() {
+    let c = Collector::start_with_config("queue:\n  queue_size: 1\n  max_batch_requests: 1\n");
+    let port = c.otlp_port;
+    let t = now();
+    let results: Vec<(u16, Option<String>, u8, u32)> = (0..12u8)
+        .map(|th| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for i in 0..30u32 {
+                    let mut tid = vec![0xb0, th];
+                    tid.extend_from_slice(&[0; 10]);
+                    tid.extend_from_slice(&i.to_be_bytes());
+                    let spans = (1..=50u64)
+                        .map(|s| span(tid.clone(), s.to_be_bytes().to_vec(), t, t + 1))
+                        .collect();
+                    let m = post(
+                        port,
+                        "application/x-protobuf",
+                        &[],
+                        &request(spans).encode_to_vec(),
+                    )
+                    .expect("answer");
+                    out.push((m.status(), m.header("retry-after"), th, i));
+                }
+                out
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    let acked: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    assert_eq!(
+        refused.len() + acked.len(),
+        results.len(),
+        "only 200 or 503"
+    );
+    assert!(
+        !refused.is_empty(),
+        "a one-slot queue under 12 senders must push back"
+    );
+    assert!(
+        refused.iter().all(|r| r.1.as_deref() == Some("1")),
+        "503 carries Retry-After"
+    );
+    for (_, _, th, i) in acked {
+        let id = format!("b0{th:02x}00000000000000000000{i:08x}");
+        let v = c.get_json_until(&format!("/api/traces/{id}"), |v| v["data"].is_array());
+        assert_eq!(
+            v["data"][0]["spans"].as_array().map(Vec::len),
+            Some(50),
+            "acknowledged trace {id} stored whole"
+        );
+    }
+    let (_, metrics) = c.get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "meshtrace_collector_spans_refused_total {}",
+            refused.len() * 50
+        )),
+        "{metrics}"
+    );
+}

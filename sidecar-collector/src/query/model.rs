@@ -172,7 +172,6 @@ mod tests {
         child.status = Some(Status {
             code: 2,
             message: "UF".into(),
-            ..Default::default()
         });
         child.trace_state = "vendor=x".into();
         let spans = vec![
