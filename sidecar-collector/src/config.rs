@@ -33,6 +33,8 @@ pub struct Config {
     pub otlp: OtlpConfig,
     pub query: QueryConfig,
     pub queue: QueueConfig,
+    /// Sidecar mode: where and how to forward.
+    pub sidecar: SidecarConfig,
     /// Log format: `text` or `json`.
     pub log_format: String,
 }
@@ -51,6 +53,7 @@ impl Default for Config {
             otlp: OtlpConfig::default(),
             query: QueryConfig::default(),
             queue: QueueConfig::default(),
+            sidecar: SidecarConfig::default(),
             log_format: "text".into(),
         }
     }
@@ -106,6 +109,38 @@ impl Default for QueueConfig {
         QueueConfig {
             queue_size: 1024,
             max_batch_requests: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarConfig {
+    /// OTLP gRPC endpoint of the central collector (or any OTLP backend), e.g.
+    /// `http://meshtrace-collector.tracing:4317`.
+    pub upstream: String,
+    /// Bound of the in-memory queue; beyond it senders are told to retry later.
+    pub queue_bytes: u64,
+    /// Largest merged export sent upstream.
+    pub batch_bytes: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Give up on a batch (drop and count it) after retrying this long.
+    pub max_retry_time: String,
+    /// Timeout of one upstream export.
+    pub timeout_ms: u64,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            upstream: String::new(),
+            queue_bytes: 32 * 1024 * 1024,
+            batch_bytes: 4 * 1024 * 1024,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            max_retry_time: "5m".into(),
+            timeout_ms: 10_000,
         }
     }
 }
@@ -189,9 +224,38 @@ impl Config {
             return Err(err("log_format", "must be text or json"));
         }
         if self.mode == Mode::Sidecar {
+            let up = &self.sidecar.upstream;
+            if up.is_empty() {
+                return Err(err(
+                    "sidecar.upstream",
+                    "required in sidecar mode (e.g. http://meshtrace-collector.tracing:4317)",
+                ));
+            }
+            if !(up.starts_with("http://") || up.starts_with("https://")) {
+                return Err(err(
+                    "sidecar.upstream",
+                    format!("{up:?} must start with http:// or https://"),
+                ));
+            }
+        }
+        if self.sidecar.queue_bytes < 1024 * 1024 {
+            return Err(err("sidecar.queue_bytes", "must be at least 1048576"));
+        }
+        if self.sidecar.retry_initial_ms == 0
+            || self.sidecar.retry_max_ms < self.sidecar.retry_initial_ms
+        {
             return Err(err(
-                "mode",
-                "sidecar mode is not built yet; use all-in-one or central",
+                "sidecar.retry_max_ms",
+                "need 0 < retry_initial_ms <= retry_max_ms",
+            ));
+        }
+        if parse_duration(&self.sidecar.max_retry_time).is_none() {
+            return Err(err(
+                "sidecar.max_retry_time",
+                format!(
+                    "{:?} is not a duration like 5m",
+                    self.sidecar.max_retry_time
+                ),
             ));
         }
         Ok(())
@@ -213,6 +277,12 @@ mod tests {
             ("otlp:\n  http_listen: nowhere", "otlp.http_listen"),
             ("queue:\n  queue_size: 0", "queue.queue_size"),
             ("log_format: xml", "log_format"),
+            ("mode: sidecar", "sidecar.upstream"),
+            (
+                "mode: sidecar\nsidecar:\n  upstream: central:4317",
+                "sidecar.upstream",
+            ),
+            ("sidecar:\n  max_retry_time: soon", "sidecar.max_retry_time"),
         ];
         for (yaml, key) in cases {
             let e = Config::from_yaml(yaml).unwrap().validate().unwrap_err();

@@ -51,6 +51,37 @@ fn invalid_reason(s: &meshtrace_proto::otlp::trace::v1::Span) -> Option<String> 
     None
 }
 
+/// Removes invalid spans in place (sidecar mode forwards the rest);
+/// returns how many were removed and why the first one was.
+pub fn retain_valid(req: &mut ExportTraceServiceRequest) -> (u64, String) {
+    let mut rejected = 0;
+    let mut message = String::new();
+    for rs in &mut req.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| match invalid_reason(s) {
+                None => true,
+                Some(why) => {
+                    if rejected == 0 {
+                        message = format!("span {:?}: {why}", s.name);
+                    }
+                    rejected += 1;
+                    false
+                }
+            });
+        }
+    }
+    (rejected, message)
+}
+
+/// Number of spans in a request.
+pub fn span_count(req: &ExportTraceServiceRequest) -> u64 {
+    req.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len() as u64)
+        .sum()
+}
+
 /// Converts a request; `indexed` are the tag keys that get an index.
 pub fn records_from_request(req: ExportTraceServiceRequest, indexed: &[String]) -> Ingested {
     let mut out = Ingested::default();

@@ -2,8 +2,10 @@
 //! Jaeger-compatible query API.
 
 pub mod config;
+pub mod forward;
 pub mod ingest;
 pub mod pipeline;
 pub mod query;
 pub mod receiver;
+pub mod sink;
 pub mod store;

@@ -2,11 +2,14 @@
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use meshtrace_collector::config::{Config, Mode};
+use meshtrace_collector::config::{parse_duration, Config, Mode};
+use meshtrace_collector::forward::{ForwardSettings, Forwarder};
+use meshtrace_collector::pipeline::Counters;
 use meshtrace_collector::pipeline::Pipeline;
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
+use meshtrace_collector::sink::Sink;
 use meshtrace_collector::store::sqlite::SqliteStore;
 use meshtrace_collector::store::SpanStore;
 use std::path::PathBuf;
@@ -35,6 +38,9 @@ struct Args {
     /// Query API listen address (overrides `query.listen`).
     #[arg(long, env = "MESHTRACE_QUERY_LISTEN")]
     query_listen: Option<String>,
+    /// Upstream OTLP gRPC endpoint in sidecar mode (overrides `sidecar.upstream`).
+    #[arg(long, env = "MESHTRACE_UPSTREAM")]
+    upstream: Option<String>,
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION")]
     retention: Option<String>,
@@ -63,6 +69,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(a) = &args.query_listen {
         cfg.query.listen = a.clone();
+    }
+    if let Some(u) = &args.upstream {
+        cfg.sidecar.upstream = u.clone();
     }
     if let Some(r) = &args.retention {
         cfg.retention = r.clone();
@@ -113,45 +122,75 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let store: Arc<dyn SpanStore> =
-        Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
-            format!("data_dir: opening the store in {}", cfg.data_dir.display())
-        })?);
     let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
     let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
     let query_listener = bind("query.listen", &cfg.query.listen).await?;
-    let (pipeline, writer) = Pipeline::start(
-        store.clone(),
-        cfg.queue.queue_size,
-        cfg.queue.max_batch_requests,
-    );
+
+    // The sink, and what must be drained at shutdown.
+    let (sink, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
+        let sc = &cfg.sidecar;
+        let settings = ForwardSettings {
+            upstream: sc.upstream.clone(),
+            queue_bytes: sc.queue_bytes,
+            batch_bytes: sc.batch_bytes,
+            retry_initial: Duration::from_millis(sc.retry_initial_ms),
+            retry_max: Duration::from_millis(sc.retry_max_ms),
+            max_retry_time: parse_duration(&sc.max_retry_time).unwrap_or(Duration::from_secs(300)),
+            timeout: Duration::from_millis(sc.timeout_ms),
+        };
+        let (f, task) =
+            Forwarder::start(settings, Arc::new(Counters::default())).map_err(|e| anyhow!(e))?;
+        let app = query::sidecar_router(f.counters.clone());
+        (Sink::Forward(f), app, None, Some(task), None)
+    } else {
+        let store: Arc<dyn SpanStore> =
+            Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
+                format!("data_dir: opening the store in {}", cfg.data_dir.display())
+            })?);
+        let (pipeline, writer) = Pipeline::start(
+            store.clone(),
+            cfg.queue.queue_size,
+            cfg.queue.max_batch_requests,
+        );
+        let app = query::router(QueryState {
+            store: store.clone(),
+            counters: Some(pipeline.counters.clone()),
+        });
+        let sink = Sink::Store {
+            pipeline,
+            indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+        };
+        (sink, app, Some(writer), None, Some(store))
+    };
     tracing::info!(
         mode = ?cfg.mode,
         otlp_grpc = %cfg.otlp.grpc_listen,
         otlp_http = %cfg.otlp.http_listen,
         query = %cfg.query.listen,
+        upstream = %cfg.sidecar.upstream,
         data_dir = %cfg.data_dir.display(),
         "meshtrace collector started"
     );
 
-    let retention = cfg.retention();
-    let retention_store = store.clone();
-    let retention_task = tokio::spawn(async move {
-        loop {
-            let now_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
-            let cutoff = now_us - retention.as_micros() as i64;
-            let s = retention_store.clone();
-            match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    tracing::info!(partitions = n, "retention dropped partitions")
+    let retention_task = store.map(|store| {
+        let retention = cfg.retention();
+        tokio::spawn(async move {
+            loop {
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                let cutoff = now_us - retention.as_micros() as i64;
+                let s = store.clone();
+                match tokio::task::spawn_blocking(move || s.apply_retention(cutoff)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(partitions = n, "retention dropped partitions")
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                    _ => {}
                 }
-                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
-                _ => {}
+                tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
+        })
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -159,27 +198,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
     let http_app = http::router(HttpState {
-        pipeline: pipeline.clone(),
-        indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+        sink: sink.clone(),
         max_message_bytes: cfg.otlp.max_message_bytes,
     });
-    let query_app = query::router(QueryState {
-        store: store.clone(),
-        counters: Some(pipeline.counters.clone()),
-    });
+    let grpc_service = grpc::service(
+        GrpcReceiver { sink: sink.clone() },
+        cfg.otlp.max_message_bytes,
+    );
+    drop(sink);
     let otlp_stop = wait(stop_rx.clone());
     let otlp = tokio::spawn(async move {
         axum::serve(otlp_listener, http_app)
             .with_graceful_shutdown(otlp_stop)
             .await
     });
-    let grpc_service = grpc::service(
-        GrpcReceiver {
-            pipeline: pipeline.clone(),
-            indexed_tags: Arc::new(cfg.indexed_tags.clone()),
-        },
-        cfg.otlp.max_message_bytes,
-    );
     let grpc_stop = wait(stop_rx.clone());
     let grpc = tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -197,16 +229,26 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .await
     });
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight exports, draining the write queue");
+    tracing::info!("shutting down: finishing in-flight exports, draining the queue");
     let _ = stop_tx.send(true);
     let _ = otlp.await;
     let _ = grpc.await;
     let _ = q.await;
-    retention_task.abort();
-    drop(pipeline);
-    tokio::task::spawn_blocking(move || writer.join())
-        .await
-        .ok();
+    if let Some(t) = retention_task {
+        t.abort();
+    }
+    if let Some(w) = writer {
+        tokio::task::spawn_blocking(move || w.join()).await.ok();
+    }
+    if let Some(f) = forwarder {
+        // Every sender is gone: the task ends once the queue is forwarded.
+        if tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .is_err()
+        {
+            tracing::warn!("forward queue not drained within 30 s; exiting anyway");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

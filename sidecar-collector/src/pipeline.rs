@@ -19,6 +19,12 @@ pub struct Counters {
     pub spans_stored: AtomicU64,
     pub store_failures: AtomicU64,
     pub queue_depth: AtomicU64,
+    /// Sidecar mode: spans the upstream accepted.
+    pub spans_forwarded: AtomicU64,
+    /// Sidecar mode: spans given up on (upstream refused them, or retries ran out).
+    pub spans_dropped: AtomicU64,
+    /// Sidecar mode: bytes waiting to be forwarded.
+    pub queue_bytes: AtomicU64,
 }
 
 struct Job {

@@ -7,6 +7,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Launch options.
+#[derive(Debug, Default, Clone)]
+pub struct Opts {
+    /// YAML written to a config file passed with `--config`.
+    pub yaml: Option<String>,
+    pub args: Vec<String>,
+    /// A fixed OTLP gRPC port (else a free one).
+    pub grpc_port: Option<u16>,
+}
+
 pub struct Collector {
     pub child: Child,
     pub otlp_port: u16,
@@ -39,7 +49,7 @@ impl Collector {
     }
 
     pub fn start_in(data_dir: PathBuf) -> Collector {
-        Self::start_with(data_dir, None)
+        Self::start_opts(data_dir, Opts::default())
     }
 
     /// Starts with a YAML configuration file holding `yaml`.
@@ -49,11 +59,41 @@ impl Collector {
             std::process::id(),
             free_port()
         ));
-        Self::start_with(data_dir, Some(yaml))
+        Self::start_opts(
+            data_dir,
+            Opts {
+                yaml: Some(yaml.into()),
+                ..Opts::default()
+            },
+        )
     }
 
-    fn start_with(data_dir: PathBuf, yaml: Option<&str>) -> Collector {
-        let (otlp_port, grpc_port, query_port) = (free_port(), free_port(), free_port());
+    /// A sidecar-mode collector forwarding to `upstream` (an OTLP gRPC URL).
+    pub fn start_sidecar(upstream: &str) -> Collector {
+        let data_dir = std::env::temp_dir().join(format!(
+            "meshtrace-sidecar-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        Self::start_opts(
+            data_dir,
+            Opts {
+                yaml: Some("sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n".into()),
+                args: vec![
+                    "--mode".into(),
+                    "sidecar".into(),
+                    "--upstream".into(),
+                    upstream.into(),
+                ],
+                ..Opts::default()
+            },
+        )
+    }
+
+    pub fn start_opts(data_dir: PathBuf, opts: Opts) -> Collector {
+        let (otlp_port, query_port) = (free_port(), free_port());
+        let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
+        let yaml = opts.yaml.as_deref();
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -64,6 +104,7 @@ impl Collector {
             cmd.arg("--config").arg(path);
         }
         let child = cmd
+            .args(&opts.args)
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--otlp-grpc-listen")

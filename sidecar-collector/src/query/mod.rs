@@ -102,70 +102,105 @@ async fn dependencies(State(st): State<QueryState>, RawQuery(q): RawQuery) -> Re
 }
 
 /// The collector's self-metrics in Prometheus text format.
-async fn metrics(State(st): State<QueryState>) -> Response {
+pub fn metrics_text(c: &crate::pipeline::Counters) -> String {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::new();
-    if let Some(c) = &st.counters {
-        for (name, help, kind, v) in [
-            (
-                "meshtrace_collector_spans_received_total",
-                "Spans received by the OTLP receivers.",
-                "counter",
-                c.spans_received.load(Relaxed),
-            ),
-            (
-                "meshtrace_collector_spans_accepted_total",
-                "Spans acknowledged after being stored.",
-                "counter",
-                c.spans_accepted.load(Relaxed),
-            ),
-            (
-                "meshtrace_collector_spans_refused_total",
-                "Spans answered with a retryable error (queue full or store failure).",
-                "counter",
-                c.spans_refused.load(Relaxed),
-            ),
-            (
-                "meshtrace_collector_spans_rejected_total",
-                "Invalid spans rejected in partial_success.",
-                "counter",
-                c.spans_rejected.load(Relaxed),
-            ),
-            (
-                "meshtrace_collector_spans_stored_total",
-                "Spans committed to the store.",
-                "counter",
-                c.spans_stored.load(Relaxed),
-            ),
-            (
-                "meshtrace_collector_store_failures_total",
-                "Failed store transactions.",
-                "counter",
-                c.store_failures.load(Relaxed),
-            ),
-            (
-                "meshtrace_collector_queue_depth",
-                "Export requests waiting for the writer.",
-                "gauge",
-                c.queue_depth.load(Relaxed),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
+    for (name, help, kind, v) in [
+        (
+            "meshtrace_collector_spans_received_total",
+            "Spans received by the OTLP receivers.",
+            "counter",
+            c.spans_received.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_spans_accepted_total",
+            "Spans acknowledged (stored, or queued for forwarding in sidecar mode).",
+            "counter",
+            c.spans_accepted.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_spans_refused_total",
+            "Spans answered with a retryable error (queue full or store failure).",
+            "counter",
+            c.spans_refused.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_spans_rejected_total",
+            "Invalid spans rejected in partial_success.",
+            "counter",
+            c.spans_rejected.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_spans_stored_total",
+            "Spans committed to the store.",
+            "counter",
+            c.spans_stored.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_store_failures_total",
+            "Failed store transactions.",
+            "counter",
+            c.store_failures.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_spans_forwarded_total",
+            "Sidecar mode: spans the upstream accepted.",
+            "counter",
+            c.spans_forwarded.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_spans_dropped_total",
+            "Sidecar mode: spans given up on.",
+            "counter",
+            c.spans_dropped.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_queue_depth",
+            "Export requests waiting.",
+            "gauge",
+            c.queue_depth.load(Relaxed),
+        ),
+        (
+            "meshtrace_collector_queue_bytes",
+            "Sidecar mode: bytes waiting to be forwarded.",
+            "gauge",
+            c.queue_bytes.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     }
+    out
+}
+
+fn metrics_response(c: Option<&crate::pipeline::Counters>) -> Response {
+    let body = c.map(metrics_text).unwrap_or_default();
     (
         StatusCode::OK,
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        out,
+        body,
     )
         .into_response()
+}
+
+async fn metrics(State(st): State<QueryState>) -> Response {
+    metrics_response(st.counters.as_deref())
+}
+
+/// Sidecar mode has no store: its query port serves metrics and health only.
+pub fn sidecar_router(counters: Arc<crate::pipeline::Counters>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || async move { metrics_response(Some(&counters)) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
 }
 
 async fn services(State(st): State<QueryState>) -> Response {

@@ -2,8 +2,7 @@
 //! committed; a full queue or a failing store answers 503 with `Retry-After`
 //! (retryable per the OTLP spec), never a silent drop.
 
-use crate::ingest::records_from_request;
-use crate::pipeline::{Pipeline, SubmitError};
+use crate::sink::Sink;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,13 +14,10 @@ use meshtrace_proto::otlp::collector::trace::v1::{
 };
 use prost::Message;
 use std::io::Read;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub pipeline: Pipeline,
-    pub indexed_tags: Arc<Vec<String>>,
+    pub sink: Sink,
     pub max_message_bytes: usize,
 }
 
@@ -92,34 +88,24 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) ->
             );
         }
     };
-    let ingested = records_from_request(req, &st.indexed_tags);
-    let c = &st.pipeline.counters;
-    c.spans_received.fetch_add(
-        ingested.records.len() as u64 + ingested.rejected,
-        Ordering::Relaxed,
-    );
-    c.spans_rejected
-        .fetch_add(ingested.rejected, Ordering::Relaxed);
-    if !ingested.records.is_empty() {
-        match st.pipeline.submit(ingested.records).await {
-            Ok(()) => {}
-            Err(e @ (SubmitError::Full | SubmitError::Store(_) | SubmitError::Closed)) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [
-                        (header::RETRY_AFTER, "1"),
-                        (header::CONTENT_TYPE, "text/plain"),
-                    ],
-                    e.to_string(),
-                )
-                    .into_response();
-            }
+    let accepted = match st.sink.accept(req).await {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    (header::RETRY_AFTER, "1"),
+                    (header::CONTENT_TYPE, "text/plain"),
+                ],
+                e.to_string(),
+            )
+                .into_response();
         }
-    }
+    };
     let resp = ExportTraceServiceResponse {
-        partial_success: (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
-            rejected_spans: ingested.rejected as i64,
-            error_message: ingested.message,
+        partial_success: (accepted.rejected > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: accepted.rejected as i64,
+            error_message: accepted.message,
         }),
     };
     if json {

@@ -1,0 +1,75 @@
+//! Where received spans go: the store (all-in-one, central) or the upstream
+//! collector (sidecar). The receivers answer once the sink has taken them.
+
+use crate::forward::Forwarder;
+use crate::ingest::{records_from_request, retain_valid, span_count};
+use crate::pipeline::{Counters, Pipeline, SubmitError};
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub enum Sink {
+    /// Store, then answer (nothing acknowledged is lost).
+    Store {
+        pipeline: Pipeline,
+        indexed_tags: Arc<Vec<String>>,
+    },
+    /// Queue for forwarding, then answer at once.
+    Forward(Forwarder),
+}
+
+/// Invalid spans that were left out.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub rejected: u64,
+    pub message: String,
+}
+
+impl Sink {
+    pub fn counters(&self) -> &Arc<Counters> {
+        match self {
+            Sink::Store { pipeline, .. } => &pipeline.counters,
+            Sink::Forward(f) => &f.counters,
+        }
+    }
+
+    /// Takes a request; `Err` means "retry later".
+    pub async fn accept(
+        &self,
+        mut req: ExportTraceServiceRequest,
+    ) -> Result<Accepted, SubmitError> {
+        let c = self.counters().clone();
+        match self {
+            Sink::Store {
+                pipeline,
+                indexed_tags,
+            } => {
+                let ingested = records_from_request(req, indexed_tags);
+                c.spans_received.fetch_add(
+                    ingested.records.len() as u64 + ingested.rejected,
+                    Ordering::Relaxed,
+                );
+                c.spans_rejected
+                    .fetch_add(ingested.rejected, Ordering::Relaxed);
+                if !ingested.records.is_empty() {
+                    pipeline.submit(ingested.records).await?;
+                }
+                Ok(Accepted {
+                    rejected: ingested.rejected,
+                    message: ingested.message,
+                })
+            }
+            Sink::Forward(f) => {
+                let (rejected, message) = retain_valid(&mut req);
+                let n = span_count(&req);
+                c.spans_received.fetch_add(n + rejected, Ordering::Relaxed);
+                c.spans_rejected.fetch_add(rejected, Ordering::Relaxed);
+                if n > 0 {
+                    f.enqueue(req)?;
+                }
+                Ok(Accepted { rejected, message })
+            }
+        }
+    }
+}
