@@ -135,8 +135,8 @@ impl Default for SidecarConfig {
     fn default() -> Self {
         SidecarConfig {
             upstream: String::new(),
-            queue_bytes: 32 * 1024 * 1024,
-            batch_bytes: 4 * 1024 * 1024,
+            queue_bytes: 8 * 1024 * 1024,
+            batch_bytes: 1024 * 1024,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             max_retry_time: "5m".into(),

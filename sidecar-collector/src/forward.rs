@@ -1,5 +1,8 @@
-//! Sidecar mode: a bounded in-memory queue (by bytes) in front of an OTLP
-//! gRPC client to the upstream collector. The local Envoy is answered as
+//! Sidecar mode: a bounded in-memory queue of *encoded* requests in front of
+//! an OTLP gRPC client to the upstream collector. Memory is what the bound
+//! says: requests are kept as bytes, batches are their concatenation (two
+//! encoded messages of one type concatenated are their merge), and the batch
+//! goes out through a raw-bytes codec without being decoded again. The local Envoy is answered as
 //! soon as its spans are queued; when the queue is full it is told to retry
 //! later. Failed exports are retried with exponential backoff and jitter
 //! until `max_retry_time`; spans the upstream refuses for good, or that run
@@ -7,15 +10,64 @@
 
 use crate::ingest::span_count;
 use crate::pipeline::{Counters, SubmitError};
-use meshtrace_proto::otlp::collector::trace::v1::trace_service_client::TraceServiceClient;
-use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use meshtrace_proto::otlp::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
-use tonic::Code;
+use tonic::{Code, Status};
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Sends already-encoded request bytes; decodes the response with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        ExportTraceServiceResponse::decode(bytes)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("upstream response: {e}")))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+/// A queued request: its encoding and span count.
+type Item = (Vec<u8>, u64);
 
 /// Forwarding settings.
 #[derive(Debug, Clone)]
@@ -31,7 +83,7 @@ pub struct ForwardSettings {
 
 #[derive(Clone)]
 pub struct Forwarder {
-    tx: mpsc::UnboundedSender<(ExportTraceServiceRequest, u64)>,
+    tx: mpsc::UnboundedSender<Item>,
     max_bytes: u64,
     pub counters: Arc<Counters>,
 }
@@ -48,11 +100,10 @@ impl Forwarder {
             .connect_timeout(Duration::from_secs(5))
             .timeout(s.timeout)
             .connect_lazy();
-        let client = TraceServiceClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
         let (tx, rx) = mpsc::unbounded_channel();
         let c = counters.clone();
         let max_bytes = s.queue_bytes;
-        let task = tokio::spawn(run(rx, client, s, c));
+        let task = tokio::spawn(run(rx, channel, s, c));
         Ok((
             Forwarder {
                 tx,
@@ -67,6 +118,8 @@ impl Forwarder {
     pub fn enqueue(&self, req: ExportTraceServiceRequest) -> Result<(), SubmitError> {
         let size = req.encoded_len() as u64;
         let n = span_count(&req);
+        // The decoded request is dropped here: only its bytes wait in memory.
+        let bytes = req.encode_to_vec();
         let q = &self.counters.queue_bytes;
         let mut current = q.load(Ordering::Relaxed);
         loop {
@@ -81,7 +134,7 @@ impl Forwarder {
         }
         self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
         self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
-        self.tx.send((req, size)).map_err(|_| SubmitError::Closed)
+        self.tx.send((bytes, n)).map_err(|_| SubmitError::Closed)
     }
 }
 
@@ -108,33 +161,50 @@ fn jitter() -> f64 {
     0.5 + f64::from(nanos % 1000) / 1000.0
 }
 
+async fn export(channel: &Channel, body: Bytes) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("upstream not reachable: {e}")))?;
+    grpc.unary(
+        tonic::Request::new(body),
+        PathAndQuery::from_static(EXPORT_PATH),
+        RawCodec,
+    )
+    .await
+    .map(|_| ())
+}
+
 async fn run(
-    mut rx: mpsc::UnboundedReceiver<(ExportTraceServiceRequest, u64)>,
-    mut client: TraceServiceClient<Channel>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    channel: Channel,
     s: ForwardSettings,
     c: Arc<Counters>,
 ) {
-    while let Some((first, size)) = rx.recv().await {
-        // Merge what is waiting into one export, up to batch_bytes.
-        let mut batch = first;
-        let mut bytes = size;
-        let mut requests = 1;
-        while (bytes as usize) < s.batch_bytes {
+    let mut batch = BytesMut::new();
+    while let Some((first, n0)) = rx.recv().await {
+        // Concatenate what is waiting, up to batch_bytes.
+        batch.clear();
+        batch.extend_from_slice(&first);
+        drop(first);
+        let (mut n, mut requests) = (n0, 1u64);
+        while batch.len() < s.batch_bytes {
             match rx.try_recv() {
-                Ok((more, sz)) => {
-                    batch.resource_spans.extend(more.resource_spans);
-                    bytes += sz;
+                Ok((more, k)) => {
+                    batch.extend_from_slice(&more);
+                    n += k;
                     requests += 1;
                 }
                 Err(_) => break,
             }
         }
-        let n = span_count(&batch);
+        let bytes = batch.split().freeze();
+        let size = bytes.len() as u64;
         let started = Instant::now();
         let mut delay = s.retry_initial;
         loop {
-            match client.export(batch.clone()).await {
-                Ok(_) => {
+            match export(&channel, bytes.clone()).await {
+                Ok(()) => {
                     c.spans_forwarded.fetch_add(n, Ordering::Relaxed);
                     break;
                 }
@@ -152,7 +222,7 @@ async fn run(
                 }
             }
         }
-        c.queue_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        c.queue_bytes.fetch_sub(size, Ordering::Relaxed);
         c.queue_depth.fetch_sub(requests, Ordering::Relaxed);
     }
 }

@@ -114,7 +114,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // A sidecar shares its pod with the app: one thread is plenty and keeps
+    // memory small. Central collectors use every core.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.mode == Mode::Sidecar {
+        builder.worker_threads(1);
+    }
+    let rt = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -29,6 +29,10 @@ pub struct Collector {
 
 /// The collector binary; fails with the command that builds it.
 pub fn collector_bin() -> PathBuf {
+    // Benchmarks point this at the release build.
+    if let Some(p) = std::env::var_os("MESHTRACE_COLLECTOR_BIN") {
+        return PathBuf::from(p);
+    }
     let p = workspace_root().join("target/debug/meshtrace-collector");
     assert!(
         p.exists(),
