@@ -154,6 +154,17 @@ impl Collector {
         self.data_dir.clone()
     }
 
+    /// SIGTERM, wait for the exit, keep the data directory; returns (exit status, dir, log).
+    pub fn terminate_keep_data(mut self) -> (std::process::ExitStatus, PathBuf, String) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().expect("wait for the collector");
+        self.keep_data = true;
+        (status, self.data_dir.clone(), self.log())
+    }
+
     /// POSTs an OTLP/HTTP protobuf body; the status (0 if the connection failed).
     pub fn post_otlp(&self, body: &[u8]) -> u16 {
         post_otlp(self.otlp_port, body)

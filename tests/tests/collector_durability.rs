@@ -73,6 +73,14 @@ fn trace_request(cycle: u8, thread: u8, seq: u32) -> ([u8; 16], Vec<u8>) {
 
 /// Sends from 6 threads until the collector dies; returns the acknowledged trace ids.
 fn load_until_killed(collector: Collector, cycle: u8) -> (std::path::PathBuf, Vec<[u8; 16]>) {
+    load_until_stopped(collector, cycle, |c| c.kill_keep_data())
+}
+
+fn load_until_stopped(
+    collector: Collector,
+    cycle: u8,
+    stop_it: impl FnOnce(Collector) -> std::path::PathBuf,
+) -> (std::path::PathBuf, Vec<[u8; 16]>) {
     let port = collector.otlp_port;
     let acked: Arc<Mutex<Vec<[u8; 16]>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -94,7 +102,7 @@ fn load_until_killed(collector: Collector, cycle: u8) -> (std::path::PathBuf, Ve
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1200));
-    let data_dir = collector.kill_keep_data();
+    let data_dir = stop_it(collector);
     stop.store(true, Ordering::SeqCst);
     for s in senders {
         s.join().unwrap();
@@ -121,6 +129,11 @@ fn sigkill_loses_nothing_acknowledged() {
         acked.len()
     );
 
+    assert_all_stored(dir, &acked);
+}
+
+/// Restarts on `dir` and checks every acknowledged trace is there, whole.
+fn assert_all_stored(dir: std::path::PathBuf, acked: &[[u8; 16]]) {
     let restarted = Collector::start_in(dir);
     let mut missing = 0;
     for chunk in acked.chunks(100) {
@@ -147,9 +160,28 @@ fn sigkill_loses_nothing_acknowledged() {
         missing += chunk.len() - traces.len();
     }
     eprintln!(
-        "acknowledged {} traces ({} spans) before SIGKILL; missing after restart: {missing}",
+        "acknowledged {} traces ({} spans) before the stop; missing after restart: {missing}",
         acked.len(),
         acked.len() * SPANS_PER_TRACE
     );
     assert_eq!(missing, 0, "acknowledged traces lost");
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let mut status = None;
+    let mut log = String::new();
+    let (dir, acked) = load_until_stopped(Collector::start(), 9, |c| {
+        let (st, dir, l) = c.terminate_keep_data();
+        status = Some(st);
+        log = l;
+        dir
+    });
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}\n{log}"
+    );
+    assert!(log.contains("draining") && log.contains("stopped"), "{log}");
+    assert!(acked.len() > 10, "too little load: {}", acked.len());
+    assert_all_stored(dir, &acked);
 }

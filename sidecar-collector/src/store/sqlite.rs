@@ -260,8 +260,10 @@ impl SpanStore for SqliteStore {
                 continue;
             }
             let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            // Newest first along the (service[, operation], start) index, stopping
+            // at `limit` distinct traces: no GROUP BY over the whole window.
             let mut sql = String::from(
-                "SELECT s.trace_id, MAX(s.start_us) AS t FROM spans s WHERE s.service = ?1 AND s.start_us >= ?2 AND s.start_us <= ?3",
+                "SELECT s.trace_id, s.start_us FROM spans s WHERE s.service = ?1 AND s.start_us >= ?2 AND s.start_us <= ?3",
             );
             let mut args: Vec<rusqlite::types::Value> =
                 vec![q.service.clone().into(), q.start_us.into(), q.end_us.into()];
@@ -286,22 +288,26 @@ impl SpanStore for SqliteStore {
                     " AND EXISTS (SELECT 1 FROM tags t WHERE t.trace_id = s.trace_id AND t.key = ?{kn} AND t.value = ?{vn})"
                 ));
             }
-            args.push((q.limit as i64).into());
-            sql.push_str(&format!(
-                " GROUP BY s.trace_id ORDER BY t DESC LIMIT ?{}",
-                args.len()
-            ));
+            sql.push_str(" ORDER BY s.start_us DESC");
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (id, t) = row?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut here = 0;
+            while let Some(row) = rows.next()? {
+                let id: Vec<u8> = row.get(0)?;
+                let t: i64 = row.get(1)?;
                 if let Ok(arr) = <[u8; 16]>::try_from(id.as_slice()) {
                     if seen.insert(arr) {
                         found.push((arr, t));
+                        here += 1;
+                        if here >= q.limit {
+                            break;
+                        }
                     }
                 }
+            }
+            // Partitions come newest day first: older ones cannot hold newer traces.
+            if found.len() >= q.limit {
+                break;
             }
         }
         found.sort_by_key(|f| std::cmp::Reverse(f.1));
