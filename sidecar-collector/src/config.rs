@@ -102,6 +102,9 @@ pub struct QueueConfig {
     pub queue_size: usize,
     /// Most requests committed in one transaction (group commit).
     pub max_batch_requests: usize,
+    /// Memory limit: bytes of spans waiting for the writer; beyond it ingest
+    /// answers "retry later".
+    pub max_bytes: u64,
 }
 
 impl Default for QueueConfig {
@@ -109,6 +112,7 @@ impl Default for QueueConfig {
         QueueConfig {
             queue_size: 1024,
             max_batch_requests: 256,
+            max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -216,6 +220,15 @@ impl Config {
         }
         if self.queue.queue_size == 0 {
             return Err(err("queue.queue_size", "must be greater than 0"));
+        }
+        if self.queue.max_bytes < self.otlp.max_message_bytes as u64 {
+            return Err(err(
+                "queue.max_bytes",
+                format!(
+                    "{} is smaller than otlp.max_message_bytes ({}): one message could never be queued",
+                    self.queue.max_bytes, self.otlp.max_message_bytes
+                ),
+            ));
         }
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));

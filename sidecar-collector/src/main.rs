@@ -157,6 +157,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             store.clone(),
             cfg.queue.queue_size,
             cfg.queue.max_batch_requests,
+            cfg.queue.max_bytes,
         );
         let app = query::router(QueryState {
             store: store.clone(),

@@ -29,7 +29,18 @@ pub struct Counters {
 
 struct Job {
     records: Vec<SpanRecord>,
+    bytes: u64,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Memory a batch of records holds while queued (approximate, dominated by the encodings).
+fn record_bytes(records: &[SpanRecord]) -> u64 {
+    records
+        .iter()
+        .map(|r| {
+            (r.body.len() + r.resource.len() + r.service.len() + r.operation.len() + 96) as u64
+        })
+        .sum()
 }
 
 /// Why a submission was not stored.
@@ -46,6 +57,7 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct Pipeline {
     tx: SyncSender<Job>,
+    max_bytes: u64,
     pub counters: Arc<Counters>,
 }
 
@@ -56,6 +68,7 @@ impl Pipeline {
         store: Arc<dyn SpanStore>,
         queue_size: usize,
         max_batch: usize,
+        max_bytes: u64,
     ) -> (Pipeline, std::thread::JoinHandle<()>) {
         let (tx, rx) = sync_channel::<Job>(queue_size);
         let counters = Arc::new(Counters::default());
@@ -64,22 +77,56 @@ impl Pipeline {
             .name("span-writer".into())
             .spawn(move || writer(rx, store, max_batch, c))
             .unwrap_or_else(|e| panic!("cannot start the writer thread: {e}"));
-        (Pipeline { tx, counters }, handle)
+        (
+            Pipeline {
+                tx,
+                max_bytes,
+                counters,
+            },
+            handle,
+        )
     }
 
     /// Queues records and waits until they are committed.
     pub async fn submit(&self, records: Vec<SpanRecord>) -> Result<(), SubmitError> {
         let n = records.len() as u64;
+        let bytes = record_bytes(&records);
+        // The memory limit: reserve the bytes, or refuse (retryable).
+        let q = &self.counters.queue_bytes;
+        let mut current = q.load(Ordering::Relaxed);
+        loop {
+            if current + bytes > self.max_bytes {
+                self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+                return Err(SubmitError::Full);
+            }
+            match q.compare_exchange(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
         let (done, wait) = oneshot::channel();
-        match self.tx.try_send(Job { records, done }) {
+        match self.tx.try_send(Job {
+            records,
+            bytes,
+            done,
+        }) {
             Ok(()) => {
                 self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) => {
+                q.fetch_sub(bytes, Ordering::Relaxed);
                 self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
                 return Err(SubmitError::Full);
             }
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+            Err(TrySendError::Disconnected(_)) => {
+                q.fetch_sub(bytes, Ordering::Relaxed);
+                return Err(SubmitError::Closed);
+            }
         }
         match wait.await {
             Ok(Ok(())) => {
@@ -106,6 +153,7 @@ fn writer(rx: Receiver<Job>, store: Arc<dyn SpanStore>, max_batch: usize, c: Arc
         }
         c.queue_depth
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        let queued_bytes: u64 = jobs.iter().map(|j| j.bytes).sum();
         let records: Vec<SpanRecord> = jobs.iter_mut().flat_map(|j| j.records.drain(..)).collect();
         let n = records.len() as u64;
         let result: Result<(), StoreError> = store.write(&records);
@@ -118,10 +166,113 @@ fn writer(rx: Receiver<Job>, store: Arc<dyn SpanStore>, max_batch: usize, c: Arc
                 tracing::error!(error = %e, spans = n, "span write failed; senders told to retry");
             }
         }
+        drop(records);
+        c.queue_bytes.fetch_sub(queued_bytes, Ordering::Relaxed);
         for j in jobs {
             let _ = j
                 .done
                 .send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoredSpan, TraceQuery};
+    use std::sync::{Condvar, Mutex};
+
+    /// A store whose writes wait for a gate: controls timing only (the real
+    /// store is exercised by the storage suite and the end-to-end tests).
+    #[derive(Default)]
+    struct GatedStore {
+        open: Mutex<bool>,
+        cv: Condvar,
+        written: Mutex<usize>,
+    }
+
+    impl GatedStore {
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    impl SpanStore for GatedStore {
+        fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.cv.wait(open).unwrap();
+            }
+            *self.written.lock().unwrap() += spans.len();
+            Ok(())
+        }
+        fn trace(&self, _: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError> {
+            Ok(vec![])
+        }
+        fn services(&self) -> Result<Vec<String>, StoreError> {
+            Ok(vec![])
+        }
+        fn operations(&self, _: &str) -> Result<Vec<(String, i32)>, StoreError> {
+            Ok(vec![])
+        }
+        fn find_trace_ids(&self, _: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError> {
+            Ok(vec![])
+        }
+        fn dependencies(&self, _: i64, _: i64) -> Result<Vec<(String, String, u64)>, StoreError> {
+            Ok(vec![])
+        }
+        fn apply_retention(&self, _: i64) -> Result<usize, StoreError> {
+            Ok(0)
+        }
+    }
+
+    fn records(n: usize, body: usize) -> Vec<SpanRecord> {
+        (0..n)
+            .map(|i| SpanRecord {
+                trace_id: [1; 16],
+                span_id: (i as u64 + 1).to_be_bytes(),
+                parent_span_id: None,
+                service: "s".into(),
+                operation: "o".into(),
+                kind: 2,
+                start_us: 0,
+                duration_us: 1,
+                error: false,
+                indexed_tags: vec![],
+                resource: vec![],
+                body: vec![0; body],
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn memory_limit_refuses_and_frees_after_commit() {
+        let store = Arc::new(GatedStore::default());
+        // Room for 100 KB of queued records; each submission below is ~55 KB.
+        let (p, _writer) = Pipeline::start(store.clone(), 100, 1, 100_000);
+        let first = tokio::spawn({
+            let p = p.clone();
+            async move { p.submit(records(50, 1000)).await }
+        });
+        // The writer holds the first job (taken off the queue, bytes still reserved).
+        let c = p.counters.clone();
+        while !(c.queue_depth.load(Ordering::Relaxed) == 0
+            && c.queue_bytes.load(Ordering::Relaxed) > 0)
+        {
+            tokio::task::yield_now().await;
+        }
+        let refused = p.submit(records(50, 1000)).await;
+        assert!(matches!(refused, Err(SubmitError::Full)), "{refused:?}");
+        assert_eq!(c.spans_refused.load(Ordering::Relaxed), 50);
+        store.open();
+        assert!(first.await.unwrap().is_ok());
+        assert_eq!(
+            c.queue_bytes.load(Ordering::Relaxed),
+            0,
+            "freed after commit"
+        );
+        assert!(p.submit(records(50, 1000)).await.is_ok(), "room again");
+        assert_eq!(*store.written.lock().unwrap(), 100);
     }
 }

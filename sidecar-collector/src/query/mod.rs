@@ -163,7 +163,7 @@ pub fn metrics_text(c: &crate::pipeline::Counters) -> String {
         ),
         (
             "meshtrace_collector_queue_bytes",
-            "Sidecar mode: bytes waiting to be forwarded.",
+            "Bytes of spans waiting (for the writer, or to be forwarded in sidecar mode).",
             "gauge",
             c.queue_bytes.load(Relaxed),
         ),
