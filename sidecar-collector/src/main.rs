@@ -128,10 +128,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
-    let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
-    let query_listener = bind("query.listen", &cfg.query.listen).await?;
-
     // The sink, and what must be drained at shutdown.
     let (sink, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
         let sc = &cfg.sidecar;
@@ -169,6 +165,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         };
         (sink, app, Some(writer), None, Some(store))
     };
+    // Ports last: a bad data directory or upstream fails before anything listens.
+    let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
+    let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
+    let query_listener = bind("query.listen", &cfg.query.listen).await?;
     tracing::info!(
         mode = ?cfg.mode,
         otlp_grpc = %cfg.otlp.grpc_listen,

@@ -33,15 +33,31 @@ fn startup_errors_name_the_problem() {
         &q,
     ];
 
-    // A data directory that cannot be created.
-    let mut args = vec!["--data-dir", "/proc/meshtrace-cannot-exist"];
-    args.extend(ports);
-    let (code, out) = run(&args);
+    // A data directory that cannot be created: reported before any port is bound
+    // (the ports given are held here, so binding first would report them instead).
+    let held: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let a: Vec<String> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let (code, out) = run(&[
+        "--data-dir",
+        "/proc/meshtrace-cannot-exist",
+        "--otlp-grpc-listen",
+        &a[0],
+        "--otlp-http-listen",
+        &a[1],
+        "--query-listen",
+        &a[2],
+    ]);
     assert_ne!(code, 0);
     assert!(
         out.contains("data_dir") && out.contains("/proc/meshtrace-cannot-exist"),
         "{out}"
     );
+    drop(held);
 
     // Unknown key in the file.
     let cfg = dir.join("bad.yaml");
