@@ -20,9 +20,19 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// A port that was free a moment ago (for Envoy listeners, which need a number up front).
+/// Never the same port twice in one test process: the kernel may hand a just-released
+/// port out again, and two listeners of one test must not collide.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The release filter; fails with the command that builds it.
