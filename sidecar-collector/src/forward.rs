@@ -9,7 +9,7 @@
 //! out of retries, are dropped and counted.
 
 use crate::ingest::span_count;
-use crate::pipeline::{Counters, SubmitError};
+use crate::pipeline::{reserve, Counters, SubmitError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use meshtrace_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -120,17 +120,9 @@ impl Forwarder {
         let n = span_count(&req);
         // The decoded request is dropped here: only its bytes wait in memory.
         let bytes = req.encode_to_vec();
-        let q = &self.counters.queue_bytes;
-        let mut current = q.load(Ordering::Relaxed);
-        loop {
-            if current + size > self.max_bytes {
-                self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
-                return Err(SubmitError::Full);
-            }
-            match q.compare_exchange(current, current + size, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => current = now,
-            }
+        if !reserve(&self.counters.queue_bytes, size, self.max_bytes) {
+            self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+            return Err(SubmitError::Full);
         }
         self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
         self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);

@@ -33,6 +33,25 @@ struct Job {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Adds `bytes` to `used` unless that would pass `max`; true if reserved.
+pub fn reserve(used: &AtomicU64, bytes: u64, max: u64) -> bool {
+    let mut current = used.load(Ordering::Relaxed);
+    loop {
+        if current + bytes > max {
+            return false;
+        }
+        match used.compare_exchange(
+            current,
+            current + bytes,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(now) => current = now,
+        }
+    }
+}
+
 /// Memory a batch of records holds while queued (approximate, dominated by the encodings).
 fn record_bytes(records: &[SpanRecord]) -> u64 {
     records
@@ -93,21 +112,9 @@ impl Pipeline {
         let bytes = record_bytes(&records);
         // The memory limit: reserve the bytes, or refuse (retryable).
         let q = &self.counters.queue_bytes;
-        let mut current = q.load(Ordering::Relaxed);
-        loop {
-            if current + bytes > self.max_bytes {
-                self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
-                return Err(SubmitError::Full);
-            }
-            match q.compare_exchange(
-                current,
-                current + bytes,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => current = now,
-            }
+        if !reserve(q, bytes, self.max_bytes) {
+            self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+            return Err(SubmitError::Full);
         }
         let (done, wait) = oneshot::channel();
         match self.tx.try_send(Job {

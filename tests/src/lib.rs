@@ -2,6 +2,7 @@
 //! echo upstream, an OTLP/HTTP receiver (the in-test stand-in until the
 //! collector binary exists), and a raw HTTP/1.1 client that can send any bytes.
 
+pub mod bench;
 pub mod collector;
 pub mod envoy;
 pub mod http;

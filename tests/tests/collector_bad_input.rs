@@ -75,28 +75,27 @@ fn status_and_text(m: Option<meshtrace_tests::http::Message>) -> (u16, String) {
     (m.status(), String::from_utf8_lossy(&m.body).into_owned())
 }
 
+/// Field `num` holding `body`, length-delimited.
+fn length_delimited(num: u32, body: &[u8]) -> Vec<u8> {
+    use meshtrace_proto::prost::encoding::{encode_key, encode_varint, WireType};
+    let mut out = Vec::new();
+    encode_key(num, WireType::LengthDelimited, &mut out);
+    encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
 /// AnyValue nested `depth` times through kvlist values, built without recursion.
 fn deeply_nested_attribute(depth: usize) -> Vec<u8> {
     let mut value = AnyValue {
         value: Some(any_value::Value::StringValue("leaf".into())),
     }
     .encode_to_vec();
-    let field = |num: u32, body: &[u8]| {
-        let mut out = Vec::new();
-        meshtrace_proto::prost::encoding::encode_key(
-            num,
-            meshtrace_proto::prost::encoding::WireType::LengthDelimited,
-            &mut out,
-        );
-        meshtrace_proto::prost::encoding::encode_varint(body.len() as u64, &mut out);
-        out.extend_from_slice(body);
-        out
-    };
     for _ in 0..depth {
-        let mut kvb = field(1, b"k"); // KeyValue.key
-        kvb.extend(field(2, &value)); // KeyValue.value
-        let list = field(1, &kvb); // KeyValueList.values
-        value = field(6, &list); // AnyValue.kvlist_value
+        let mut kvb = length_delimited(1, b"k"); // KeyValue.key
+        kvb.extend(length_delimited(2, &value)); // KeyValue.value
+        let list = length_delimited(1, &kvb); // KeyValueList.values
+        value = length_delimited(6, &list); // AnyValue.kvlist_value
     }
     value
 }
@@ -198,18 +197,7 @@ fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
     meshtrace_proto::prost::encoding::encode_varint(attr.len() as u64, &mut sp);
     sp.extend_from_slice(&attr);
     // Wrap: ScopeSpans.spans(2) → ResourceSpans.scope_spans(2) → request.resource_spans(1).
-    let wrap = |num: u32, body: &[u8]| {
-        let mut out = Vec::new();
-        meshtrace_proto::prost::encoding::encode_key(
-            num,
-            meshtrace_proto::prost::encoding::WireType::LengthDelimited,
-            &mut out,
-        );
-        meshtrace_proto::prost::encoding::encode_varint(body.len() as u64, &mut out);
-        out.extend_from_slice(body);
-        out
-    };
-    let body = wrap(1, &wrap(2, &wrap(2, &sp)));
+    let body = length_delimited(1, &length_delimited(2, &length_delimited(2, &sp)));
     let (s, msg) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &body));
     assert_eq!(s, 400, "{msg}");
     assert!(msg.to_lowercase().contains("recursion"), "{msg}");

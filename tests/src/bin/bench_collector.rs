@@ -13,6 +13,7 @@ use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_tests::bench::{arg, clk_tck};
 use meshtrace_tests::collector::{Collector, Opts};
 use meshtrace_tests::envoy::cpu_ticks;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,15 +24,6 @@ const BATCH: usize = 512;
 const SPANS_PER_TRACE: usize = 8;
 const SERVICES: usize = 10;
 const OPERATIONS: usize = 20;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn kv(k: &str, v: String) -> KeyValue {
     KeyValue {
@@ -139,15 +131,6 @@ fn vm_kb(pid: u32, field: &str) -> f64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0.0)
-}
-
-fn clk_tck() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Sends batches from `conns` connections until `total` spans are acknowledged.

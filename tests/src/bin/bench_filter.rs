@@ -7,6 +7,7 @@
 //! median of the rounds is reported; overheads are relative to plain Envoy
 //! measured in the same rounds.
 
+use meshtrace_tests::bench::{arg, clk_tck};
 use meshtrace_tests::envoy::{cpu_ticks, Envoy, EnvoyBuilder, Filter};
 use meshtrace_tests::otlp_receiver::OtlpReceiver;
 use meshtrace_tests::upstream::Upstream;
@@ -18,24 +19,6 @@ struct Setup {
     name: &'static str,
     filter: Filter,
     runtime: serde_json::Value,
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Runs wrk on CPU 1 for `secs`; returns the number of completed requests.
