@@ -35,6 +35,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Sidecar mode: where and how to forward.
     pub sidecar: SidecarConfig,
+    /// Sampling strategies served to the filters and remote samplers.
+    pub sampling: SamplingConfig,
     /// Log format: `text` or `json`.
     pub log_format: String,
 }
@@ -54,6 +56,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             queue: QueueConfig::default(),
             sidecar: SidecarConfig::default(),
+            sampling: SamplingConfig::default(),
             log_format: "text".into(),
         }
     }
@@ -149,6 +152,27 @@ impl Default for SidecarConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Jaeger strategies file (JSON); absent serves Jaeger's default (probabilistic 0.001).
+    pub strategies_file: Option<PathBuf>,
+    /// How often the file is re-read.
+    pub reload_interval: String,
+    /// `GET /api/sampling?service=S` listen address (Jaeger's agent port).
+    pub http_listen: String,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            strategies_file: None,
+            reload_interval: "30s".into(),
+            http_listen: "127.0.0.1:5778".into(),
+        }
+    }
+}
+
 /// A configuration error naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {key}: {message}")]
@@ -211,6 +235,7 @@ impl Config {
             ("otlp.grpc_listen", &self.otlp.grpc_listen),
             ("otlp.http_listen", &self.otlp.http_listen),
             ("query.listen", &self.query.listen),
+            ("sampling.http_listen", &self.sampling.http_listen),
         ] {
             addr.parse::<SocketAddr>()
                 .map_err(|e| err(key, format!("{addr:?} is not an address: {e}")))?;
@@ -232,6 +257,15 @@ impl Config {
         }
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));
+        }
+        if parse_duration(&self.sampling.reload_interval).is_none() {
+            return Err(err(
+                "sampling.reload_interval",
+                format!(
+                    "{:?} is not a duration like 30s",
+                    self.sampling.reload_interval
+                ),
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(err("log_format", "must be text or json"));

@@ -7,5 +7,6 @@ pub mod ingest;
 pub mod pipeline;
 pub mod query;
 pub mod receiver;
+pub mod sampling;
 pub mod sink;
 pub mod store;

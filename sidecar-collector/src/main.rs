@@ -9,6 +9,7 @@ use meshtrace_collector::pipeline::Pipeline;
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
+use meshtrace_collector::sampling::{self, Strategies};
 use meshtrace_collector::sink::Sink;
 use meshtrace_collector::store::sqlite::SqliteStore;
 use meshtrace_collector::store::SpanStore;
@@ -41,6 +42,12 @@ struct Args {
     /// Upstream OTLP gRPC endpoint in sidecar mode (overrides `sidecar.upstream`).
     #[arg(long, env = "MESHTRACE_UPSTREAM")]
     upstream: Option<String>,
+    /// Jaeger sampling strategies file (overrides `sampling.strategies_file`).
+    #[arg(long, env = "MESHTRACE_SAMPLING_STRATEGIES")]
+    sampling_strategies: Option<PathBuf>,
+    /// Sampling strategies listen address (overrides `sampling.http_listen`).
+    #[arg(long, env = "MESHTRACE_SAMPLING_LISTEN")]
+    sampling_listen: Option<String>,
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION")]
     retention: Option<String>,
@@ -69,6 +76,12 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(a) = &args.query_listen {
         cfg.query.listen = a.clone();
+    }
+    if let Some(f) = &args.sampling_strategies {
+        cfg.sampling.strategies_file = Some(f.clone());
+    }
+    if let Some(a) = &args.sampling_listen {
+        cfg.sampling.http_listen = a.clone();
     }
     if let Some(u) = &args.upstream {
         cfg.sidecar.upstream = u.clone();
@@ -128,6 +141,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Strategies first: a bad file stops start-up before any port is bound.
+    let strategies =
+        Arc::new(Strategies::open(cfg.sampling.strategies_file.clone()).map_err(|e| anyhow!(e))?);
     // The sink, and what must be drained at shutdown.
     let (sink, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
         let sc = &cfg.sidecar;
@@ -142,7 +158,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let (f, task) =
             Forwarder::start(settings, Arc::new(Counters::default())).map_err(|e| anyhow!(e))?;
-        let app = query::sidecar_router(f.counters.clone());
+        let app = query::sidecar_router(f.counters.clone(), strategies.clone());
         (Sink::Forward(f), app, None, Some(task), None)
     } else {
         let store: Arc<dyn SpanStore> =
@@ -158,6 +174,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = query::router(QueryState {
             store: store.clone(),
             counters: Some(pipeline.counters.clone()),
+            strategies: Some(strategies.clone()),
         });
         let sink = Sink::Store {
             pipeline,
@@ -169,6 +186,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
     let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
     let query_listener = bind("query.listen", &cfg.query.listen).await?;
+    let sampling_listener = bind("sampling.http_listen", &cfg.sampling.http_listen).await?;
+    let reloader = strategies.spawn_reloader(
+        parse_duration(&cfg.sampling.reload_interval).unwrap_or(Duration::from_secs(30)),
+    );
     tracing::info!(
         mode = ?cfg.mode,
         otlp_grpc = %cfg.otlp.grpc_listen,
@@ -229,6 +250,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             )
             .await
     });
+    let sampling_app = sampling::router(strategies.clone());
+    let sampling_stop = wait(stop_rx.clone());
+    let sampling_task = tokio::spawn(async move {
+        axum::serve(sampling_listener, sampling_app)
+            .with_graceful_shutdown(sampling_stop)
+            .await
+    });
     let query_stop = wait(stop_rx);
     let q = tokio::spawn(async move {
         axum::serve(query_listener, query_app)
@@ -241,6 +269,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = otlp.await;
     let _ = grpc.await;
     let _ = q.await;
+    let _ = sampling_task.await;
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(t) = retention_task {
         t.abort();
     }

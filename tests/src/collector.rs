@@ -22,6 +22,7 @@ pub struct Collector {
     pub otlp_port: u16,
     pub grpc_port: u16,
     pub query_port: u16,
+    pub sampling_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     keep_data: bool,
@@ -95,7 +96,7 @@ impl Collector {
     }
 
     pub fn start_opts(data_dir: PathBuf, opts: Opts) -> Collector {
-        let (otlp_port, query_port) = (free_port(), free_port());
+        let (otlp_port, query_port, sampling_port) = (free_port(), free_port(), free_port());
         let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
         let yaml = opts.yaml.as_deref();
         std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -117,6 +118,8 @@ impl Collector {
             .arg(format!("127.0.0.1:{otlp_port}"))
             .arg("--query-listen")
             .arg(format!("127.0.0.1:{query_port}"))
+            .arg("--sampling-listen")
+            .arg(format!("127.0.0.1:{sampling_port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -127,6 +130,7 @@ impl Collector {
             otlp_port,
             grpc_port,
             query_port,
+            sampling_port,
             data_dir,
             log_path,
             keep_data: false,
@@ -176,21 +180,12 @@ impl Collector {
 
     /// GET on the query port: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.query_port)) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        let _ = write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: q\r\nconnection: close\r\n\r\n"
-        );
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let mut r = std::io::BufReader::new(out.as_slice());
-        match crate::http::read_message(&mut r) {
-            Ok(Some(m)) => (m.status(), String::from_utf8_lossy(&m.body).into_owned()),
-            _ => (0, String::new()),
-        }
+        get(self.query_port, path)
+    }
+
+    /// GET on the sampling port: (status, body).
+    pub fn get_sampling(&self, path: &str) -> (u16, String) {
+        get(self.sampling_port, path)
     }
 
     /// GET returning JSON, retried until `pred` holds or 10 s pass.
@@ -240,6 +235,25 @@ pub fn post(
     let _ = s.write_all(&req);
     let mut r = std::io::BufReader::new(s);
     crate::http::read_message(&mut r).ok().flatten()
+}
+
+/// GET on `port`: (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: q\r\nconnection: close\r\n\r\n"
+    );
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let mut r = std::io::BufReader::new(out.as_slice());
+    match crate::http::read_message(&mut r) {
+        Ok(Some(m)) => (m.status(), String::from_utf8_lossy(&m.body).into_owned()),
+        _ => (0, String::new()),
+    }
 }
 
 impl Drop for Collector {

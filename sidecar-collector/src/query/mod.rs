@@ -17,6 +17,8 @@ pub struct QueryState {
     pub store: Arc<dyn SpanStore>,
     /// The write pipeline's counters, for `/metrics` (absent in query-only tests).
     pub counters: Option<Arc<crate::pipeline::Counters>>,
+    /// Sampling strategies, for their reload counters on `/metrics`.
+    pub strategies: Option<Arc<crate::sampling::Strategies>>,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -176,8 +178,14 @@ pub fn metrics_text(c: &crate::pipeline::Counters) -> String {
     out
 }
 
-fn metrics_response(c: Option<&crate::pipeline::Counters>) -> Response {
-    let body = c.map(metrics_text).unwrap_or_default();
+fn metrics_response(
+    c: Option<&crate::pipeline::Counters>,
+    s: Option<&crate::sampling::Strategies>,
+) -> Response {
+    let mut body = c.map(metrics_text).unwrap_or_default();
+    if let Some(s) = s {
+        body.push_str(&crate::sampling::metrics_text(s));
+    }
     (
         StatusCode::OK,
         [(
@@ -190,15 +198,18 @@ fn metrics_response(c: Option<&crate::pipeline::Counters>) -> Response {
 }
 
 async fn metrics(State(st): State<QueryState>) -> Response {
-    metrics_response(st.counters.as_deref())
+    metrics_response(st.counters.as_deref(), st.strategies.as_deref())
 }
 
 /// Sidecar mode has no store: its query port serves metrics and health only.
-pub fn sidecar_router(counters: Arc<crate::pipeline::Counters>) -> Router {
+pub fn sidecar_router(
+    counters: Arc<crate::pipeline::Counters>,
+    strategies: Arc<crate::sampling::Strategies>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(move || async move { metrics_response(Some(&counters)) }),
+            get(move || async move { metrics_response(Some(&counters), Some(&strategies)) }),
         )
         .route("/healthz", get(|| async { "ok" }))
 }
