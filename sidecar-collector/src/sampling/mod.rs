@@ -142,6 +142,44 @@ pub fn response_json(file: &StrategiesFile, service: &str) -> Value {
     out
 }
 
+/// `GET /api/sampling?service=S` and `GET /sampling?service=S` (the Jaeger agent's path).
+pub fn router(strategies: Arc<Strategies>) -> axum::Router {
+    use axum::extract::{RawQuery, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    async fn handler(State(st): State<Arc<Strategies>>, RawQuery(q): RawQuery) -> Response {
+        let pairs = crate::query::pairs(q);
+        let services: Vec<&String> = pairs
+            .iter()
+            .filter(|(k, _)| k == "service")
+            .map(|(_, v)| v)
+            .collect();
+        match services.as_slice() {
+            [s] if !s.is_empty() => axum::Json(response_json(&st.current(), s)).into_response(),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                "'service' parameter must be provided exactly once and not be empty\n",
+            )
+                .into_response(),
+        }
+    }
+    axum::Router::new()
+        .route("/api/sampling", get(handler))
+        .route("/sampling", get(handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(strategies)
+}
+
+/// Prometheus lines for the reload counters.
+pub fn metrics_text(s: &Strategies) -> String {
+    format!(
+        "# HELP meshtrace_collector_sampling_reloads_total Strategies file reloads that took effect.\n# TYPE meshtrace_collector_sampling_reloads_total counter\nmeshtrace_collector_sampling_reloads_total {}\n# HELP meshtrace_collector_sampling_reload_failures_total Strategies file reloads refused (invalid or unreadable); the last good strategies stay.\n# TYPE meshtrace_collector_sampling_reload_failures_total counter\nmeshtrace_collector_sampling_reload_failures_total {}\n",
+        s.reloads.load(Ordering::Relaxed),
+        s.reload_failures.load(Ordering::Relaxed)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,42 +219,4 @@ mod tests {
             "Jaeger's default"
         );
     }
-}
-
-/// `GET /api/sampling?service=S` and `GET /sampling?service=S` (the Jaeger agent's path).
-pub fn router(strategies: Arc<Strategies>) -> axum::Router {
-    use axum::extract::{RawQuery, State};
-    use axum::http::StatusCode;
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::get;
-    async fn handler(State(st): State<Arc<Strategies>>, RawQuery(q): RawQuery) -> Response {
-        let pairs = crate::query::pairs(q);
-        let services: Vec<&String> = pairs
-            .iter()
-            .filter(|(k, _)| k == "service")
-            .map(|(_, v)| v)
-            .collect();
-        match services.as_slice() {
-            [s] if !s.is_empty() => axum::Json(response_json(&st.current(), s)).into_response(),
-            _ => (
-                StatusCode::BAD_REQUEST,
-                "'service' parameter must be provided exactly once and not be empty\n",
-            )
-                .into_response(),
-        }
-    }
-    axum::Router::new()
-        .route("/api/sampling", get(handler))
-        .route("/sampling", get(handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(strategies)
-}
-
-/// Prometheus lines for the reload counters.
-pub fn metrics_text(s: &Strategies) -> String {
-    format!(
-        "# HELP meshtrace_collector_sampling_reloads_total Strategies file reloads that took effect.\n# TYPE meshtrace_collector_sampling_reloads_total counter\nmeshtrace_collector_sampling_reloads_total {}\n# HELP meshtrace_collector_sampling_reload_failures_total Strategies file reloads refused (invalid or unreadable); the last good strategies stay.\n# TYPE meshtrace_collector_sampling_reload_failures_total counter\nmeshtrace_collector_sampling_reload_failures_total {}\n",
-        s.reloads.load(Ordering::Relaxed),
-        s.reload_failures.load(Ordering::Relaxed)
-    )
 }
