@@ -48,6 +48,8 @@ pub struct EnvoyBuilder {
     /// Name clusters as Istio does (`inbound|port||`, `outbound|port||host`);
     /// false gives plain names (`up0`), where the filter needs `xds.listener_direction`.
     pub istio_cluster_names: bool,
+    /// Adds a `meshtrace-sampling` cluster to this port (the collector's strategies endpoint).
+    pub sampling_port: Option<u16>,
 }
 
 impl EnvoyBuilder {
@@ -70,6 +72,7 @@ impl EnvoyBuilder {
             runtime: json!({}),
             cpu: None,
             istio_cluster_names: true,
+            sampling_port: None,
         }
     }
 
@@ -167,6 +170,9 @@ impl EnvoyBuilder {
             .map(|(i, l)| cluster(self.cluster_name(i), l.upstream_port))
             .collect();
         clusters.push(cluster("meshtrace-collector".into(), self.collector_port));
+        if let Some(p) = self.sampling_port {
+            clusters.push(cluster("meshtrace-sampling".into(), p));
+        }
         json!({
             "node": {"id": format!("sidecar~127.0.0.1~{}-pod-0.demo~demo.svc.cluster.local", self.app),
                      "cluster": self.app, "metadata": self.metadata},

@@ -172,6 +172,32 @@ pub struct SamplingConfig {
     pub default_strategy: Option<DefaultStrategy>,
     pub service_strategies: Vec<ServiceStrategy>,
     pub operation_strategies: Vec<OperationStrategy>,
+    /// Poll this service's strategy from the collector; absent keeps the static strategies only.
+    pub remote: Option<RemoteSamplingConfig>,
+}
+
+/// Where the filter polls its strategy (Jaeger's `/api/sampling?service=S`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteSamplingConfig {
+    /// Envoy cluster of the collector's strategies port (5778).
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for RemoteSamplingConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "meshtrace-sampling".into(),
+            authority: "meshtrace-collector".into(),
+            path: "/api/sampling".into(),
+            poll_interval_ms: 10_000,
+            timeout_ms: 2_000,
+        }
+    }
 }
 
 impl Default for SamplingConfig {
@@ -185,6 +211,7 @@ impl Default for SamplingConfig {
             }),
             service_strategies: Vec::new(),
             operation_strategies: Vec::new(),
+            remote: None,
         }
     }
 }
@@ -362,6 +389,16 @@ impl Config {
             ));
         }
         self.sampling.strategies().validate("sampling")?;
+        if let Some(r) = &self.sampling.remote {
+            if r.cluster.is_empty() {
+                return Err(err("sampling.remote.cluster", "must not be empty"));
+            }
+            if !r.path.starts_with('/') {
+                return Err(err("sampling.remote.path", "must start with '/'"));
+            }
+            positive("sampling.remote.poll_interval_ms", r.poll_interval_ms)?;
+            positive("sampling.remote.timeout_ms", r.timeout_ms)?;
+        }
         if let Some(h) = &self.sampling.force_sample_header {
             check_header_name("sampling.force_sample_header", h)?;
         }

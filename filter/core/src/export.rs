@@ -39,6 +39,10 @@ pub struct Counters {
     pub invalid_context: u64,
     /// Requests named with the overflow operation name.
     pub operations_overflow: u64,
+    /// Strategy polls answered and applied.
+    pub strategy_updates: u64,
+    /// Strategy polls that failed (no answer, bad status, bad body): the last strategy stays.
+    pub strategy_failures: u64,
 }
 
 /// What happened to an export call.

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod operation;
 pub mod otlp;
 pub mod propagation;
+pub mod remote;
 pub mod rng;
 pub mod sampling;
 pub mod stream;

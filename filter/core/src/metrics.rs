@@ -15,4 +15,6 @@ pub const COUNTERS: &[(&str, CounterReader)] = &[
     ("meshtrace.export_failures", |c| c.export_failures),
     ("meshtrace.invalid_context", |c| c.invalid_context),
     ("meshtrace.operations_overflow", |c| c.operations_overflow),
+    ("meshtrace.strategy_updates", |c| c.strategy_updates),
+    ("meshtrace.strategy_failures", |c| c.strategy_failures),
 ];

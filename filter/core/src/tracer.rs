@@ -91,6 +91,17 @@ pub struct Tracer {
     pub buffer: ExportBuffer,
     reported: Counters,
     request_body: Vec<u8>,
+    remote: Option<RemoteState>,
+}
+
+/// Polling state of remote sampling.
+#[derive(Debug)]
+struct RemoteState {
+    cfg: crate::config::RemoteSamplingConfig,
+    /// `path?service=...`, built once.
+    path: String,
+    next_poll_ns: u64,
+    in_flight: Option<u32>,
 }
 
 fn string_property(host: &impl Host, path: &[&str]) -> Option<String> {
@@ -231,6 +242,12 @@ impl Tracer {
             buffer: ExportBuffer::new(&config.export),
             reported: Counters::default(),
             request_body: Vec::new(),
+            remote: config.sampling.remote.clone().map(|cfg| RemoteState {
+                path: crate::remote::query_path(&cfg.path, &identity.service_name),
+                cfg,
+                next_poll_ns: 0,
+                in_flight: None,
+            }),
             identity,
             config,
         })
@@ -259,6 +276,60 @@ impl Tracer {
                     self.buffer.dispatch_failed(batch, now);
                     break;
                 }
+            }
+        }
+    }
+
+    /// Asks the collector for this service's strategy when a poll is due (root tick).
+    pub fn poll_strategy(&mut self, host: &mut impl RootHost) {
+        let Some(r) = &mut self.remote else { return };
+        let now = host.now_nanos();
+        if r.in_flight.is_some() || now < r.next_poll_ns {
+            return;
+        }
+        r.next_poll_ns = now + r.cfg.poll_interval_ms * 1_000_000;
+        let headers = [
+            (":method", "GET"),
+            (":path", r.path.as_str()),
+            (":authority", r.cfg.authority.as_str()),
+        ];
+        match host.dispatch(&r.cfg.cluster, &headers, &[], r.cfg.timeout_ms) {
+            Some(token) => r.in_flight = Some(token),
+            None => self.buffer.counters.strategy_failures += 1,
+        }
+    }
+
+    /// Whether `token` is the strategy poll (not an export).
+    pub fn is_strategy_call(&self, token: u32) -> bool {
+        self.remote
+            .as_ref()
+            .is_some_and(|r| r.in_flight == Some(token))
+    }
+
+    /// The strategy poll answered. On any failure the strategy in force stays.
+    pub fn strategy_response(
+        &mut self,
+        status: Option<u32>,
+        body: &[u8],
+        now_ns: u64,
+    ) -> Result<(), String> {
+        if let Some(r) = &mut self.remote {
+            r.in_flight = None;
+        }
+        let result = match status {
+            Some(200) => crate::remote::parse_strategy_response(body),
+            Some(s) => Err(format!("collector answered {s}")),
+            None => Err("no answer from the collector".into()),
+        };
+        match result {
+            Ok(s) => {
+                self.sampler = Sampler::new(&s, now_ns);
+                self.buffer.counters.strategy_updates += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.buffer.counters.strategy_failures += 1;
+                Err(e)
             }
         }
     }

@@ -102,12 +102,38 @@ impl Context for Root {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body_size: usize,
         _trailers: usize,
     ) {
         let Some(tracer) = &self.tracer else {
             return;
         };
+        if tracer.borrow().is_strategy_call(token) {
+            let status = hostcalls::get_map_value(
+                proxy_wasm::types::MapType::HttpCallResponseHeaders,
+                ":status",
+            )
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u32>().ok());
+            let body = hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpCallResponseBody,
+                0,
+                body_size,
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            let result = tracer
+                .borrow_mut()
+                .strategy_response(status, &body, Abi.now_nanos());
+            if let Err(e) = result {
+                log::warn!(
+                    "meshtrace: sampling strategy not updated, keeping the current one: {e}"
+                );
+            }
+            return;
+        }
         // A failed call (reset, timeout, no upstream) has no `:status`.
         let outcome = hostcalls::get_map_value(
             proxy_wasm::types::MapType::HttpCallResponseHeaders,
@@ -178,6 +204,7 @@ impl RootContext for Root {
         };
         let mut t = tracer.borrow_mut();
         t.flush(&mut Abi);
+        t.poll_strategy(&mut Abi);
         for (name, delta) in t.counter_deltas() {
             if let Some((_, id)) = self.metrics.iter().find(|(n, _)| *n == name) {
                 let _ = hostcalls::increment_metric(*id, delta as i64);

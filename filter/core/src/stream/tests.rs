@@ -464,3 +464,53 @@ fn unsampled_parent_passes_headers_through_unchanged() {
         .unwrap()
         .contains(&hex(&span.span_id)));
 }
+
+#[test]
+fn remote_strategy_polled_applied_and_kept_when_the_collector_fails() {
+    let host = node();
+    let mut t = tracer(
+        r#"{"sampling":{"remote":{"poll_interval_ms":1000}}}"#,
+        &host,
+    );
+    let mut h = host;
+    let sampled = |t: &mut Tracer, h: &mut FakeHost| {
+        let mut req = h.clone().with_request("GET", "/x");
+        Stream::on_request_headers(t, &mut req, true).is_sampled()
+    };
+    assert!(
+        sampled(&mut t, &mut h),
+        "static config (p=1) until the first answer"
+    );
+
+    t.poll_strategy(&mut h);
+    let (cluster, headers, _) = h.dispatched.last().unwrap().clone();
+    assert_eq!(cluster, "meshtrace-sampling");
+    assert!(headers.contains(&(":path".into(), "/api/sampling?service=checkout".into())));
+    assert!(headers.contains(&(":method".into(), "GET".into())));
+    let token = h.dispatched.len() as u32;
+    assert!(t.is_strategy_call(token));
+    t.poll_strategy(&mut h);
+    assert_eq!(
+        h.dispatched.len(),
+        token as usize,
+        "one poll in flight at a time"
+    );
+
+    t.strategy_response(
+        Some(200),
+        br#"{"strategyType":"PROBABILISTIC","probabilisticSampling":{"samplingRate":0}}"#,
+        h.now,
+    )
+    .unwrap();
+    assert!(!sampled(&mut t, &mut h), "the remote strategy applies");
+
+    // The collector fails: the last strategy stays.
+    h.now += 2_000_000_000;
+    t.poll_strategy(&mut h);
+    assert!(t.strategy_response(None, b"", h.now).is_err());
+    assert!(t.strategy_response(Some(503), b"", h.now).is_err());
+    assert!(t.strategy_response(Some(200), b"{garbage", h.now).is_err());
+    assert!(!sampled(&mut t, &mut h), "still the last known strategy");
+    assert_eq!(t.buffer.counters.strategy_updates, 1);
+    assert_eq!(t.buffer.counters.strategy_failures, 3);
+}
