@@ -18,6 +18,10 @@ pub trait StreamHost: Host {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn response_headers(&self) -> Headers;
     fn response_trailers(&self) -> Headers;
+    /// Shared data of every VM of this Envoy: (value, compare-and-swap token).
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Sets shared data if its CAS token is still `cas`; false if another VM won.
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
 /// Calls of the root context.

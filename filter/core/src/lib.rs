@@ -3,6 +3,7 @@
 //! `filter/wasm` implements [`host`]'s traits over the proxy-wasm ABI and
 //! forwards each callback here; everything else lives and is tested here.
 
+pub mod budget;
 pub mod config;
 pub mod export;
 pub mod fxhash;

@@ -64,38 +64,6 @@ impl Decision {
     }
 }
 
-/// A token bucket: up to `rate` new traces per second, bursts of max(rate, 1).
-#[derive(Debug, Clone)]
-pub struct RateLimiter {
-    rate: f64,
-    capacity: f64,
-    balance: f64,
-    last_ns: u64,
-}
-
-impl RateLimiter {
-    pub fn new(rate: f64, now_ns: u64) -> Self {
-        let capacity = rate.max(1.0);
-        RateLimiter {
-            rate,
-            capacity,
-            balance: capacity,
-            last_ns: now_ns,
-        }
-    }
-    pub fn try_take(&mut self, now_ns: u64) -> bool {
-        let elapsed = now_ns.saturating_sub(self.last_ns) as f64 / 1e9;
-        self.last_ns = now_ns;
-        self.balance = (self.balance + elapsed * self.rate).min(self.capacity);
-        if self.balance >= 1.0 {
-            self.balance -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The sampler of one service (one per VM).
 #[derive(Debug)]
 pub struct Sampler {
@@ -103,14 +71,14 @@ pub struct Sampler {
     default_threshold: u64,
     /// operation → (probability, threshold)
     operations: FxHashMap<String, (f64, u64)>,
-    limiter: Option<RateLimiter>,
 }
 
 impl Sampler {
     pub fn new(s: &ServiceSampling, now_ns: u64) -> Self {
-        let (default_threshold, limiter) = match s.default {
-            Strategy::Probabilistic(p) => (threshold(p), None),
-            Strategy::RateLimiting(r) => (MAX_RANDOMNESS, Some(RateLimiter::new(r, now_ns))),
+        let _ = now_ns;
+        let default_threshold = match s.default {
+            Strategy::Probabilistic(p) => threshold(p),
+            Strategy::RateLimiting(_) => MAX_RANDOMNESS,
         };
         Sampler {
             default: s.default,
@@ -120,7 +88,6 @@ impl Sampler {
                 .iter()
                 .map(|(k, p)| (k.clone(), (*p, threshold(*p))))
                 .collect(),
-            limiter,
         }
     }
 
@@ -130,14 +97,15 @@ impl Sampler {
     }
 
     /// Decides for a request. `upstream` is the decision that arrived, if any;
-    /// `now_ns` is only called by the rate limiter.
+    /// `take_token(rate)` is only called for a `ratelimiting` decision: it takes
+    /// from the Envoy-wide budget (see `budget`).
     pub fn decide(
         &mut self,
         operation: &str,
         trace_id: &TraceId,
         upstream: Option<bool>,
         forced: bool,
-        now_ns: impl FnOnce() -> u64,
+        take_token: impl FnOnce(f64) -> bool,
     ) -> Decision {
         if forced {
             return Decision::Forced;
@@ -151,17 +119,15 @@ impl Sampler {
                 probability: *p,
             };
         }
-        match (self.default, &mut self.limiter) {
-            (Strategy::RateLimiting(rate), Some(l)) => Decision::RateLimited {
-                sampled: l.try_take(now_ns()),
+        match self.default {
+            Strategy::RateLimiting(rate) => Decision::RateLimited {
+                sampled: take_token(rate),
                 rate,
             },
-            (Strategy::Probabilistic(p), _) | (Strategy::RateLimiting(p), None) => {
-                Decision::Probabilistic {
-                    sampled: consistent_sample(trace_id, self.default_threshold),
-                    probability: p,
-                }
-            }
+            Strategy::Probabilistic(p) => Decision::Probabilistic {
+                sampled: consistent_sample(trace_id, self.default_threshold),
+                probability: p,
+            },
         }
     }
 }
@@ -186,7 +152,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         let k = (0..n)
             .filter(|_| {
-                s.decide(op, &TraceId(rng.trace_id()), None, false, || 0)
+                s.decide(op, &TraceId(rng.trace_id()), None, false, |_| false)
                     .sampled()
             })
             .count();
@@ -242,18 +208,18 @@ mod tests {
         );
         let id = TraceId([7; 16]);
         assert_eq!(
-            s.decide("op", &id, Some(true), false, || 0),
+            s.decide("op", &id, Some(true), false, |_| false),
             Decision::Parent(true)
         );
         assert_eq!(
-            s.decide("op", &id, Some(false), false, || 0),
+            s.decide("op", &id, Some(false), false, |_| false),
             Decision::Parent(false)
         );
         assert_eq!(
-            s.decide("op", &id, Some(false), true, || 0),
+            s.decide("op", &id, Some(false), true, |_| false),
             Decision::Forced
         );
-        assert!(!s.decide("op", &id, None, false, || 0).sampled());
+        assert!(!s.decide("op", &id, None, false, |_| false).sampled());
     }
 
     #[test]
@@ -264,8 +230,20 @@ mod tests {
         );
         let id = TraceId([7; 16]);
         // 1000 requests spread over 2 seconds: 10 burst + 20 refill.
+        let mut state: Option<[u8; 16]> = None;
         let taken = (0..1000u64)
-            .filter(|i| s.decide("op", &id, None, false, || i * 2_000_000).sampled())
+            .filter(|i| {
+                s.decide("op", &id, None, false, |rate| {
+                    let (next, took) = crate::budget::refill_take(
+                        state.as_ref().map(|b| &b[..]),
+                        rate,
+                        i * 2_000_000,
+                    );
+                    state = Some(next);
+                    took
+                })
+                .sampled()
+            })
             .count();
         assert!((29..=31).contains(&taken), "{taken}");
     }

@@ -212,12 +212,13 @@ impl Stream {
                 propagation::w3c::FLAG_RANDOM,
             ),
         };
+        let budget_key = &tracer.budget_key;
         let decision = tracer.sampler.decide(
             name.as_deref().unwrap_or(""),
             &trace_id,
             extracted.sampled,
             forced || extracted.debug,
-            || host.now_nanos(),
+            |rate| crate::budget::take_shared(host, budget_key, rate),
         );
         let sampled = decision.sampled();
         let span_id = SpanId(tracer.rng.span_id());

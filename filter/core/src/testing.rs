@@ -4,6 +4,9 @@
 use crate::host::{Headers, Host, RootHost, StreamHost};
 use std::collections::HashMap;
 
+/// Fake shared data, shareable between fake VMs: key → (value, cas).
+pub type SharedStore = std::rc::Rc<std::cell::RefCell<HashMap<String, (Vec<u8>, u32)>>>;
+
 /// A recorded export call: cluster, headers, body.
 pub type Dispatched = (String, Vec<(String, String)>, Vec<u8>);
 
@@ -16,6 +19,9 @@ pub struct FakeHost {
     pub now: u64,
     pub dispatched: Vec<Dispatched>,
     pub refuse_dispatch: bool,
+    pub shared: SharedStore,
+    /// Make the next N `shared_set` calls lose the CAS race.
+    pub fail_cas: u32,
 }
 
 impl FakeHost {
@@ -81,6 +87,26 @@ impl StreamHost for FakeHost {
     }
     fn response_trailers(&self) -> Headers {
         self.response_trailers.clone()
+    }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        if self.fail_cas > 0 {
+            self.fail_cas -= 1;
+            return false;
+        }
+        let mut map = self.shared.borrow_mut();
+        let current = map.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        let next = current.unwrap_or(0) + 1;
+        map.insert(key.to_string(), (value.to_vec(), next));
+        true
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Tracer {
     pub attribute_tags: Vec<AttributeTag>,
     pub namer: OperationNamer,
     pub sampler: Sampler,
+    /// Shared-data key of this service's Envoy-wide rate-limit budget.
+    pub budget_key: String,
     pub rng: Rng,
     pub buffer: ExportBuffer,
     reported: Counters,
@@ -237,6 +239,7 @@ impl Tracer {
             response_header_tags,
             attribute_tags,
             namer: OperationNamer::new(&config.operations),
+            budget_key: format!("meshtrace.ratelimit.{}", identity.service_name),
             sampler,
             rng: Rng::new(seed),
             buffer: ExportBuffer::new(&config.export),

@@ -59,6 +59,12 @@ impl StreamHost for Abi {
         hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpResponseTrailers)
             .unwrap_or_default()
     }
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
 }
 
 impl RootHost for Abi {
