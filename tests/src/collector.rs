@@ -265,3 +265,28 @@ impl Drop for Collector {
         }
     }
 }
+
+/// `n` listeners on free ports, held open, and their addresses: proves that a
+/// process given these addresses failed before binding anything.
+pub fn hold_ports(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    let addrs = held
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").to_string())
+        .collect();
+    (held, addrs)
+}
+
+/// A tag object (`{"key", "type", "value"}`) of a span in Jaeger's JSON.
+pub fn jaeger_tag<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    span["tags"].as_array()?.iter().find(|t| t["key"] == key)
+}
+
+/// A value from Prometheus text (`name value` lines), 0 if absent.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}

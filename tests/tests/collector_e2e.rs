@@ -1,7 +1,7 @@
 //! The filter exporting to the real collector binary, read back through
 //! Jaeger's query API. Needs `scripts/build-wasm` and `cargo build -p meshtrace-collector`.
 
-use meshtrace_tests::collector::Collector;
+use meshtrace_tests::collector::{jaeger_tag, Collector};
 use meshtrace_tests::envoy::{EnvoyBuilder, Filter};
 use meshtrace_tests::http::Client;
 use meshtrace_tests::upstream::Upstream;
@@ -63,14 +63,7 @@ fn request_through_two_sidecars_is_visible_in_the_query_api() {
         "parent link across sidecars"
     );
     assert_eq!(client["operationName"], "GET /api/items/{id}");
-    let tag = |s: &Value, k: &str| {
-        s["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["key"] == k)
-            .map(|t| t["value"].clone())
-    };
+    let tag = |s: &Value, k: &str| jaeger_tag(s, k).map(|t| t["value"].clone());
     assert_eq!(tag(server, "span.kind"), Some("server".into()));
     assert_eq!(tag(client, "span.kind"), Some("client".into()));
     assert_eq!(tag(server, "http.response.status_code"), Some(200.into()));

@@ -2,7 +2,7 @@
 //! spans come back through the query API with ids, links, attributes, events
 //! and resource intact.
 
-use meshtrace_tests::collector::Collector;
+use meshtrace_tests::collector::{jaeger_tag, Collector};
 use meshtrace_tests::workspace_root;
 use serde_json::Value;
 use std::process::Command;
@@ -51,14 +51,8 @@ fn check(c: &Collector, ids: &Value) {
     };
     let parent = by_id(&ids["parent"]);
     let child = by_id(&ids["child"]);
-    let tag = |s: &Value, k: &str| {
-        s["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["key"] == k)
-            .map(|t| (t["type"].clone(), t["value"].clone()))
-    };
+    let tag =
+        |s: &Value, k: &str| jaeger_tag(s, k).map(|t| (t["type"].clone(), t["value"].clone()));
     assert_eq!(parent["operationName"], "POST /checkout");
     assert_eq!(tag(parent, "cart.items"), Some(("int64".into(), 3.into())));
     assert_eq!(tag(parent, "vip"), Some(("bool".into(), true.into())));

@@ -121,13 +121,7 @@ fn the_seed_percentage_file_stops_start_up_before_any_port() {
     )
     .unwrap();
     // Hold every port: binding any of them first would report the port instead.
-    let held: Vec<std::net::TcpListener> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let a: Vec<String> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (held, a) = meshtrace_tests::collector::hold_ports(4);
     let out = std::process::Command::new(collector_bin())
         .args([
             "--sampling-strategies",

@@ -35,13 +35,7 @@ fn startup_errors_name_the_problem() {
 
     // A data directory that cannot be created: reported before any port is bound
     // (the ports given are held here, so binding first would report them instead).
-    let held: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let a: Vec<String> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (held, a) = meshtrace_tests::collector::hold_ports(3);
     let (code, out) = run(&[
         "--data-dir",
         "/proc/meshtrace-cannot-exist",

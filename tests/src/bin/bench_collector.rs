@@ -14,7 +14,7 @@ use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use meshtrace_tests::bench::{arg, clk_tck};
-use meshtrace_tests::collector::{Collector, Opts};
+use meshtrace_tests::collector::{metric, Collector, Opts};
 use meshtrace_tests::envoy::cpu_ticks;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,12 +201,7 @@ async fn main() {
     let wall = t0.elapsed().as_secs_f64();
     let cpu_s = (cpu_ticks(pid) - c0) as f64 / tck;
     let (_, metrics) = central.get("/metrics");
-    let stored: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("meshtrace_collector_spans_stored_total "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let stored = metric(&metrics, "meshtrace_collector_spans_stored_total");
     let cpu_us_per_span = cpu_s * 1e6 / stored.max(1) as f64;
     let spans_per_s = acked as f64 / wall;
     let (ack_p50, ack_p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
@@ -260,12 +255,7 @@ async fn main() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, m) = sidecar.get("/metrics");
-        let fwd: u64 = m
-            .lines()
-            .find(|l| l.starts_with("meshtrace_collector_spans_forwarded_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let fwd = metric(&m, "meshtrace_collector_spans_forwarded_total");
         if fwd >= sacked || Instant::now() > deadline {
             break;
         }
