@@ -15,6 +15,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// A fixed OTLP gRPC port (else a free one).
     pub grpc_port: Option<u16>,
+    /// OTLP/HTTP port (a free one if `None`).
+    pub http_port: Option<u16>,
 }
 
 pub struct Collector {
@@ -96,7 +98,8 @@ impl Collector {
     }
 
     pub fn start_opts(data_dir: PathBuf, opts: Opts) -> Collector {
-        let (otlp_port, query_port, sampling_port) = (free_port(), free_port(), free_port());
+        let (query_port, sampling_port) = (free_port(), free_port());
+        let otlp_port = opts.http_port.unwrap_or_else(free_port);
         let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
         let yaml = opts.yaml.as_deref();
         std::fs::create_dir_all(&data_dir).expect("data dir");

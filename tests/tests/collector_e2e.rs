@@ -112,4 +112,12 @@ fn request_through_two_sidecars_is_visible_in_the_query_api() {
     let (status, body) = collector.get("/api/traces?service=frontend&tags=%7Bbroken");
     assert_eq!(status, 400);
     assert!(body.contains("tags"), "{body}");
+    let (status, body) = collector.get("/api/dependencies?lookback=-5");
+    assert_eq!(status, 400);
+    assert!(body.contains("lookback"), "{body}");
+    // Extreme (but numeric) bounds are an empty answer, not an overflow.
+    let (status, body) =
+        collector.get("/api/dependencies?endTs=9223372036854775807&lookback=9223372036854775807");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(collector.get("/healthz").0, 200, "still serving");
 }

@@ -1,11 +1,15 @@
-//! The filter in a real Envoy 1.40, with an echo upstream and an OTLP receiver.
+//! The filter in a real Envoy 1.40, with an echo upstream, exporting to the real collector
+//! binary (read back through its query API) or, where a test asserts on the exact OTLP the
+//! filter emits, to a decoding receiver.
 //! Needs `scripts/setup` (Envoy) and `scripts/build-wasm` (the filter).
 
+use meshtrace_tests::collector::{jaeger_tag, Collector, Opts};
 use meshtrace_tests::envoy::{Envoy, EnvoyBuilder, Filter};
 use meshtrace_tests::free_port;
 use meshtrace_tests::http::Client;
 use meshtrace_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
 use meshtrace_tests::upstream::Upstream;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Fast flushing so tests don't wait.
@@ -35,100 +39,132 @@ fn wait_spans(r: &OtlpReceiver, n: usize) -> Vec<ReceivedSpan> {
     r.wait_for(Duration::from_secs(10), |s| s.len() >= n)
 }
 
+/// A span's tag value in Jaeger's JSON as text (numbers and bools printed).
+fn tag(span: &Value, key: &str) -> Option<String> {
+    let v = &jaeger_tag(span, key)?["value"];
+    Some(v.as_str().map_or_else(|| v.to_string(), str::to_string))
+}
+
+/// Client → sidecar A (outbound) → sidecar B (inbound) → app, both sidecars exporting to
+/// the real collector binary; the trace is read back through its Jaeger query API.
 #[test]
 fn a_two_sidecars_give_one_trace() {
-    let receiver = OtlpReceiver::start();
+    let collector = Collector::start();
     let app = Upstream::start();
-    let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(cfg("")), receiver.port);
+    let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(cfg("")), collector.otlp_port);
     let b_in = b.listener("INBOUND", app.port);
     let _b = b.start();
-    let mut a = EnvoyBuilder::new("frontend", Filter::Meshtrace(cfg("")), receiver.port);
+    let mut a = EnvoyBuilder::new("frontend", Filter::Meshtrace(cfg("")), collector.otlp_port);
     let a_out = a.listener("OUTBOUND", b_in);
     let _a = a.start();
 
     let resp = Client::connect(a_out).get("/api/items/42?verbose=1", &[("user-agent", b"e2e/1")]);
     assert_eq!(resp.status(), 200);
-    let spans = wait_spans(&receiver, 2);
-    assert_eq!(spans.len(), 2, "{spans:#?}");
+    // The app sees B's span as its parent: that gives the trace id to look up.
+    let tp = app.last().header("traceparent").unwrap();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[3]), (4, "00", "03"), "{tp}");
+    let (trace_id, b_span_id) = (parts[1], parts[2]);
+
+    let body = collector.get_json_until(&format!("/api/traces/{trace_id}"), |v| {
+        v["data"][0]["spans"].as_array().map_or(0, Vec::len) >= 2
+    });
+    let trace = &body["data"][0];
+    let spans = trace["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2, "{body:#}");
+    let service = |s: &Value| {
+        trace["processes"][s["processID"].as_str().unwrap()]["serviceName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let client = spans
         .iter()
-        .find(|s| s.service() == "frontend")
+        .find(|s| service(s) == "frontend")
         .expect("frontend span");
     let server = spans
         .iter()
-        .find(|s| s.service() == "backend")
+        .find(|s| service(s) == "backend")
         .expect("backend span");
 
-    assert_eq!(client.trace_id(), server.trace_id(), "one trace");
+    assert_eq!(server["spanID"], b_span_id, "the app's parent is B's span");
+    assert_eq!(client["traceID"], trace_id);
+    assert_eq!(server["traceID"], trace_id, "one trace");
     assert_eq!(
-        server.parent_id(),
-        client.span_id(),
+        server["references"],
+        json!([{"refType": "CHILD_OF", "traceID": trace_id, "spanID": client["spanID"]}]),
         "B's server span is a child of A's client span"
     );
-    assert!(client.span.parent_span_id.is_empty(), "A started the trace");
-    assert_eq!(client.span.kind, 3, "CLIENT on the outbound listener");
-    assert_eq!(server.span.kind, 2, "SERVER on the inbound listener");
+    assert_eq!(client["references"], json!([]), "A started the trace");
+    assert_eq!(tag(client, "span.kind").as_deref(), Some("client"));
+    assert_eq!(tag(server, "span.kind").as_deref(), Some("server"));
     for s in [client, server] {
-        assert_eq!(s.span.name, "GET /api/items/{id}");
-        assert_eq!(s.attr("http.request.method").as_deref(), Some("GET"));
-        assert_eq!(s.attr("url.path").as_deref(), Some("/api/items/42"));
-        assert_eq!(s.attr("url.scheme").as_deref(), Some("http"));
-        assert_eq!(s.attr("server.address").as_deref(), Some("svc.test"));
-        assert_eq!(s.attr("http.response.status_code").as_deref(), Some("200"));
-        assert_eq!(s.attr("user_agent.original").as_deref(), Some("e2e/1"));
+        assert_eq!(s["operationName"], "GET /api/items/{id}");
+        assert_eq!(tag(s, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(tag(s, "url.path").as_deref(), Some("/api/items/42"));
+        assert_eq!(tag(s, "url.scheme").as_deref(), Some("http"));
+        assert_eq!(tag(s, "server.address").as_deref(), Some("svc.test"));
+        assert_eq!(tag(s, "http.response.status_code").as_deref(), Some("200"));
+        assert_eq!(tag(s, "user_agent.original").as_deref(), Some("e2e/1"));
         assert!(
-            s.attr("http.request.header.x-request-id").is_some(),
+            tag(s, "http.request.header.x-request-id").is_some(),
             "x-request-id recorded"
         );
-        assert_eq!(s.attr("network.peer.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(tag(s, "network.peer.address").as_deref(), Some("127.0.0.1"));
         assert!(
-            s.attr("http.response.body.size")
+            tag(s, "http.response.body.size")
                 .unwrap()
                 .parse::<u64>()
                 .unwrap()
                 > 0
         );
+        let expected_sampler = if service(s) == "frontend" {
+            "probabilistic"
+        } else {
+            "parent"
+        };
+        assert_eq!(tag(s, "sampler.type").as_deref(), Some(expected_sampler));
+        assert!(tag(s, "error").is_none(), "status unset: no error tag");
+        let process = &trace["processes"][s["processID"].as_str().unwrap()];
+        assert_eq!(tag(process, "service.namespace").as_deref(), Some("demo"));
+        assert_eq!(tag(process, "service.version").as_deref(), Some("v1"));
         assert_eq!(
-            s.attr("sampler.type").as_deref(),
-            if s.service() == "frontend" {
-                Some("probabilistic")
-            } else {
-                Some("parent")
-            }
+            tag(process, "k8s.pod.name"),
+            Some(format!("{}-pod-0", service(s)))
         );
-        assert_eq!(
-            s.resource_attr("service.namespace").as_deref(),
-            Some("demo")
-        );
-        assert_eq!(s.resource_attr("service.version").as_deref(), Some("v1"));
-        assert_eq!(
-            s.resource_attr("k8s.pod.name"),
-            Some(format!("{}-pod-0", s.service()))
-        );
-        let dur = s.span.end_time_unix_nano - s.span.start_time_unix_nano;
-        assert!(dur > 0 && dur < 5_000_000_000, "duration {dur}");
-        assert_eq!(s.span.status.as_ref().map_or(0, |st| st.code), 0);
+        let dur = s["duration"].as_u64().unwrap();
+        assert!(dur > 0 && dur < 5_000_000, "duration {dur} µs");
     }
-    assert!(client.span.start_time_unix_nano <= server.span.start_time_unix_nano);
-    assert!(client.span.end_time_unix_nano >= server.span.end_time_unix_nano);
-    assert_eq!(server.attr("client.address").as_deref(), Some("127.0.0.1"));
+    let (cs, ss) = (
+        client["startTime"].as_u64().unwrap(),
+        server["startTime"].as_u64().unwrap(),
+    );
+    assert!(cs <= ss, "client starts first");
+    assert!(
+        cs + client["duration"].as_u64().unwrap() + 1 >= ss + server["duration"].as_u64().unwrap(),
+        "client ends last (µs rounding allowed)"
+    );
+    assert_eq!(tag(server, "client.address").as_deref(), Some("127.0.0.1"));
     assert_eq!(
-        server.attr("envoy.upstream.cluster"),
+        tag(server, "envoy.upstream.cluster"),
         Some(format!("inbound|{}||", app.port))
     );
     assert_eq!(
-        client.attr("envoy.upstream.cluster"),
+        tag(client, "envoy.upstream.cluster"),
         Some(format!("outbound|{b_in}||up0.demo.svc.cluster.local"))
     );
     assert_eq!(
-        client.attr("envoy.upstream.host"),
+        tag(client, "envoy.upstream.host"),
         Some(format!("127.0.0.1:{b_in}"))
     );
-    // The app sees B's span as its parent.
-    let tp = app.last().header("traceparent").unwrap();
+    // And the collector derived the dependency edge from the pair.
+    let deps = collector.get_json_until("/api/dependencies", |v| {
+        v["data"].as_array().is_some_and(|a| !a.is_empty())
+    });
     assert_eq!(
-        tp,
-        format!("00-{}-{}-03", server.trace_id(), server.span_id())
+        deps["data"],
+        json!([{"parent": "frontend", "child": "backend", "callCount": 1}]),
+        "{deps:#}"
     );
 }
 
@@ -480,14 +516,19 @@ fn f_collector_down_traffic_unaffected_then_export_resumes() {
     let dead = free_port();
     let config = cfg(r#""export":{"flush_interval_ms":100,"tick_ms":50,"max_batch_bytes":4096,"max_buffer_bytes":8192,"backoff_initial_ms":100,"backoff_max_ms":400}"#)
         .replacen(FAST, r#""collector":{"timeout_ms":1000}"#, 1);
-    let up = OtlpReceiver::start();
+    let up = Collector::start();
     let (down_envoy, down_port, _) = {
         let app = Upstream::start();
         let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(config.clone()), dead);
         let port = b.listener("INBOUND", app.port);
         (b.start(), port, app)
     };
-    let (_up_envoy, up_port, _) = inbound(&config, &up);
+    let (_up_envoy, up_port, _up_app) = {
+        let app = Upstream::start();
+        let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(config.clone()), up.otlp_port);
+        let port = b.listener("INBOUND", app.port);
+        (b.start(), port, app)
+    };
 
     // Interleave: the same requests through a sidecar whose collector is up and one whose collector is down.
     let (mut lat_up, mut lat_down) = (Vec::new(), Vec::new());
@@ -520,23 +561,32 @@ fn f_collector_down_traffic_unaffected_then_export_resumes() {
     assert!(down_envoy.counter("export_failures") > 0);
     assert!(dropped > 0, "buffer bound reached, drops counted");
 
-    // The collector comes back on the same port: export resumes.
-    let back = OtlpReceiver::start_on(dead);
-    let spans = back.wait_for(Duration::from_secs(10), |s| !s.is_empty());
-    assert!(!spans.is_empty(), "export resumed");
+    // The real collector comes back on the same port: export resumes, and what the
+    // filter sends from then on is stored and queryable.
+    let back = Collector::start_opts(
+        std::env::temp_dir().join(format!("meshtrace-back-{}", free_port())),
+        Opts {
+            http_port: Some(dead),
+            ..Opts::default()
+        },
+    );
+    let spans_of = |path: &str| {
+        let v = back.get_json_until(
+            &format!("/api/traces?service=backend&tag=url.path:{path}&limit=100"),
+            |v| v["data"].as_array().is_some_and(|a| !a.is_empty()),
+        );
+        v["data"].as_array().map_or(0, Vec::len)
+    };
+    assert!(spans_of("/x") > 0, "export resumed: buffered spans arrive");
     send(down_port, "/after", 5, &[]);
-    let spans = back.wait_for(Duration::from_secs(10), |s| {
-        s.iter()
-            .filter(|x| x.attr("url.path").as_deref() == Some("/after"))
-            .count()
-            == 5
-    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spans_of("/after") < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
-        spans
-            .iter()
-            .filter(|x| x.attr("url.path").as_deref() == Some("/after"))
-            .count(),
-        5
+        spans_of("/after"),
+        5,
+        "every request after the return is stored"
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(down_envoy.counter("spans_exported") >= 5);

@@ -93,7 +93,10 @@ async fn dependencies(State(st): State<QueryState>, RawQuery(q): RawQuery) -> Re
             )
         }
     };
-    let (start_us, end_us) = ((end_ms - lookback_ms) * 1000, end_ms * 1000);
+    let (start_us, end_us) = (
+        end_ms.saturating_sub(lookback_ms).saturating_mul(1000),
+        end_ms.saturating_mul(1000),
+    );
     match blocking(move || st.store.dependencies(start_us, end_us)).await {
         Ok(edges) => data(json!(edges
             .into_iter()

@@ -50,6 +50,31 @@ pub struct TraceQuery {
     pub limit: usize,
 }
 
+/// Whether a span has tag `key` = `value` the way Jaeger's query sees it: a span
+/// attribute, a resource (process) attribute, an event (log) field, or the derived
+/// `error=true` and `span.kind` tags. Values compare as text (`200`, `true`).
+pub fn span_matches_tag(span: &Span, resource: &Resource, key: &str, value: &str) -> bool {
+    let attr_is = |attrs: &[meshtrace_proto::otlp::common::v1::KeyValue]| {
+        attrs.iter().any(|a| {
+            a.key == key
+                && a.value
+                    .as_ref()
+                    .and_then(crate::ingest::value_text)
+                    .is_some_and(|v| v == value)
+        })
+    };
+    match key {
+        "error" if value == "true" && span.status.as_ref().is_some_and(|s| s.code == 2) => {
+            return true
+        }
+        "span.kind" if crate::query::model::kind_name(span.kind) == value => return true,
+        _ => {}
+    }
+    attr_is(&span.attributes)
+        || attr_is(&resource.attributes)
+        || span.events.iter().any(|e| attr_is(&e.attributes))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]

@@ -8,7 +8,8 @@ use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
 use rusqlite::{params, Connection, OpenFlags};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -263,7 +264,7 @@ impl SpanStore for SqliteStore {
             // Newest first along the (service[, operation], start) index, stopping
             // at `limit` distinct traces: no GROUP BY over the whole window.
             let mut sql = String::from(
-                "SELECT s.trace_id, s.start_us FROM spans s WHERE s.service = ?1 AND s.start_us >= ?2 AND s.start_us <= ?3",
+                "SELECT s.trace_id, s.start_us, s.body, s.resource_id FROM spans s WHERE s.service = ?1 AND s.start_us >= ?2 AND s.start_us <= ?3",
             );
             let mut args: Vec<rusqlite::types::Value> =
                 vec![q.service.clone().into(), q.start_us.into(), q.end_us.into()];
@@ -279,7 +280,14 @@ impl SpanStore for SqliteStore {
                 args.push(d.into());
                 sql.push_str(&format!(" AND s.duration_us <= ?{}", args.len()));
             }
+            // Keys this partition indexes narrow the scan through the tags table; every
+            // tag is then checked on the span itself (span, process and log fields).
+            let mut key_indexed =
+                c.prepare_cached("SELECT EXISTS(SELECT 1 FROM tags WHERE key = ?1)")?;
             for (k, v) in &q.tags {
+                if !key_indexed.query_row(params![k], |r| r.get::<_, bool>(0))? {
+                    continue;
+                }
                 args.push(k.clone().into());
                 let kn = args.len();
                 args.push(v.clone().into());
@@ -292,9 +300,35 @@ impl SpanStore for SqliteStore {
             let mut stmt = c.prepare(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
             let mut here = 0;
+            let mut resources: HashMap<i64, Resource> = HashMap::new();
             while let Some(row) = rows.next()? {
                 let id: Vec<u8> = row.get(0)?;
                 let t: i64 = row.get(1)?;
+                if !q.tags.is_empty() {
+                    let span =
+                        Span::decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let rid: i64 = row.get(3)?;
+                    let res = match resources.entry(rid) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(slot) => {
+                            let body: Vec<u8> = c
+                                .prepare_cached("SELECT body FROM resources WHERE id = ?1")?
+                                .query_row(params![rid], |r| r.get(0))?;
+                            slot.insert(
+                                Resource::decode(body.as_slice())
+                                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            )
+                        }
+                    };
+                    if !q
+                        .tags
+                        .iter()
+                        .all(|(k, v)| super::span_matches_tag(&span, res, k, v))
+                    {
+                        continue;
+                    }
+                }
                 if let Ok(arr) = <[u8; 16]>::try_from(id.as_slice()) {
                     if seen.insert(arr) {
                         found.push((arr, t));

@@ -217,6 +217,41 @@ fn search(store: Box<dyn SpanStore>) {
         q(&|q| q.tags = vec![("http.response.status_code".into(), "500".into())]).len(),
         4
     );
+    // Keys that are not indexed are still searchable: span attribute, process
+    // (resource) attribute, log (event) field, derived span.kind; all on one span.
+    let tag = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let with = |tags: Vec<(String, String)>| q(&|q| q.tags = tags.clone()).len();
+    assert_eq!(
+        with(vec![tag("custom.unindexed", "x")]),
+        20,
+        "span attribute"
+    );
+    assert_eq!(
+        with(vec![tag("custom.unindexed", "y")]),
+        0,
+        "value must match"
+    );
+    assert_eq!(with(vec![tag("k8s.pod.name", "p-0")]), 20, "process tag");
+    assert_eq!(with(vec![tag("key", "k1")]), 20, "log field");
+    assert_eq!(with(vec![tag("span.kind", "server")]), 20, "span.kind");
+    assert_eq!(with(vec![tag("span.kind", "client")]), 0);
+    assert_eq!(
+        with(vec![
+            tag("http.response.status_code", "500"),
+            tag("custom.unindexed", "x"),
+            tag("http.request.method", "GET"),
+        ]),
+        4,
+        "indexed and unindexed together"
+    );
+    assert_eq!(
+        q(&|q| {
+            q.tags = vec![tag("custom.unindexed", "x")];
+            q.limit = 2;
+        }),
+        vec![[20; 16], [19; 16]],
+        "limit applies after the tag filter"
+    );
     let newest = q(&|q| q.limit = 3);
     assert_eq!(
         newest,
