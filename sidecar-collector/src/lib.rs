@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod grpc_unary;
 pub mod ingest;
 pub mod pipeline;
 pub mod query;

@@ -8,7 +8,7 @@ use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use meshtrace_proto::prost::Message;
-use meshtrace_tests::collector::{post, Collector};
+use meshtrace_tests::collector::{grpc_raw, post, Collector};
 
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
@@ -100,6 +100,31 @@ fn deeply_nested_attribute(depth: usize) -> Vec<u8> {
     value
 }
 
+/// A request whose one span has an attribute nested `depth` levels deep.
+fn deeply_nested_request(depth: usize) -> Vec<u8> {
+    let t = now();
+    let nested = deeply_nested_attribute(depth);
+    let mut attr = Vec::new();
+    meshtrace_proto::prost::encoding::string::encode(1, &"deep".to_string(), &mut attr);
+    meshtrace_proto::prost::encoding::encode_key(
+        2,
+        meshtrace_proto::prost::encoding::WireType::LengthDelimited,
+        &mut attr,
+    );
+    meshtrace_proto::prost::encoding::encode_varint(nested.len() as u64, &mut attr);
+    attr.extend_from_slice(&nested);
+    let mut sp = span(vec![5; 16], vec![5; 8], t, t + 1).encode_to_vec();
+    meshtrace_proto::prost::encoding::encode_key(
+        9,
+        meshtrace_proto::prost::encoding::WireType::LengthDelimited,
+        &mut sp,
+    );
+    meshtrace_proto::prost::encoding::encode_varint(attr.len() as u64, &mut sp);
+    sp.extend_from_slice(&attr);
+    // Wrap: ScopeSpans.spans(2) → ResourceSpans.scope_spans(2) → request.resource_spans(1).
+    length_delimited(1, &length_delimited(2, &length_delimited(2, &sp)))
+}
+
 #[test]
 fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
     let c = Collector::start_with_config("otlp:\n  max_message_bytes: 4194304\n");
@@ -178,26 +203,7 @@ fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
     still_serving(&c, 6);
 
     // Deeply nested attribute values: refused by the decoder's recursion limit, not a crash.
-    let nested = deeply_nested_attribute(2000);
-    let mut attr = Vec::new();
-    meshtrace_proto::prost::encoding::string::encode(1, &"deep".to_string(), &mut attr);
-    meshtrace_proto::prost::encoding::encode_key(
-        2,
-        meshtrace_proto::prost::encoding::WireType::LengthDelimited,
-        &mut attr,
-    );
-    meshtrace_proto::prost::encoding::encode_varint(nested.len() as u64, &mut attr);
-    attr.extend_from_slice(&nested);
-    let mut sp = span(vec![5; 16], vec![5; 8], t, t + 1).encode_to_vec();
-    meshtrace_proto::prost::encoding::encode_key(
-        9,
-        meshtrace_proto::prost::encoding::WireType::LengthDelimited,
-        &mut sp,
-    );
-    meshtrace_proto::prost::encoding::encode_varint(attr.len() as u64, &mut sp);
-    sp.extend_from_slice(&attr);
-    // Wrap: ScopeSpans.spans(2) → ResourceSpans.scope_spans(2) → request.resource_spans(1).
-    let body = length_delimited(1, &length_delimited(2, &length_delimited(2, &sp)));
+    let body = deeply_nested_request(2000);
     let (s, msg) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &body));
     assert_eq!(s, 400, "{msg}");
     assert!(msg.to_lowercase().contains("recursion"), "{msg}");
@@ -234,6 +240,65 @@ fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
     assert_eq!(s, 400, "{msg}");
     assert!(msg.contains("gzip"), "{msg}");
     still_serving(&c, 9);
+}
+
+/// The same bad input over OTLP gRPC, sent by a real gRPC client (grpcio).
+#[test]
+fn bad_grpc_input_gets_invalid_argument_and_the_collector_keeps_serving() {
+    const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let c = Collector::start_with_config("otlp:\n  max_message_bytes: 1048576\n");
+    let t = now();
+    let good = request(vec![span(vec![7; 16], vec![7; 8], t, t + 1000)]).encode_to_vec();
+    let grpc = |msg: &[u8]| grpc_raw(c.grpc_port, EXPORT, msg);
+
+    let (code, details, _) = grpc(&good[..good.len() / 2]);
+    assert_eq!(code, "INVALID_ARGUMENT", "truncated: {details}");
+    assert!(details.contains("ExportTraceServiceRequest"), "{details}");
+    still_serving(&c, 1);
+
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x07)
+        .collect();
+    let (code, details, _) = grpc(&random);
+    assert_eq!(code, "INVALID_ARGUMENT", "random bytes: {details}");
+    still_serving(&c, 2);
+
+    let (code, details, _) = grpc(&deeply_nested_request(2000));
+    assert_eq!(code, "INVALID_ARGUMENT", "deep nesting: {details}");
+    still_serving(&c, 3);
+
+    let (code, details, _) = grpc(&vec![0u8; 2 * 1024 * 1024]);
+    assert_eq!(code, "OUT_OF_RANGE", "oversized: {details}");
+    assert!(details.contains("too large"), "{details}");
+    still_serving(&c, 4);
+
+    let body = request(vec![
+        span(vec![1, 2, 3], vec![1; 8], t, t + 1),
+        span(vec![4; 16], vec![4; 8], t, t + 1),
+    ])
+    .encode_to_vec();
+    let (code, details, resp) = grpc(&body);
+    assert_eq!(code, "OK", "{details}");
+    let ps = ExportTraceServiceResponse::decode(resp.as_slice())
+        .unwrap()
+        .partial_success
+        .expect("partial success");
+    assert_eq!(ps.rejected_spans, 1);
+    assert!(ps.error_message.contains("trace_id"), "{}", ps.error_message);
+    let v = c.get_json_until("/api/traces/04040404040404040404040404040404", |v| {
+        v["data"].is_array()
+    });
+    assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(1));
+
+    let (code, details, _) = grpc_raw(
+        c.grpc_port,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Nope",
+        &good,
+    );
+    assert_eq!(code, "UNIMPLEMENTED", "{details}");
+    let (code, details, _) = grpc(&good);
+    assert_eq!(code, "OK", "{details}");
+    still_serving(&c, 5);
 }
 
 #[test]
