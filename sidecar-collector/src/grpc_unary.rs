@@ -11,8 +11,7 @@ use bytes::{Buf, BufMut, Bytes};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use tonic::codec::{
-    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf,
-    Encoder,
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
 use tonic::{Request, Response, Status};

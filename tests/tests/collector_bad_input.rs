@@ -284,7 +284,11 @@ fn bad_grpc_input_gets_invalid_argument_and_the_collector_keeps_serving() {
         .partial_success
         .expect("partial success");
     assert_eq!(ps.rejected_spans, 1);
-    assert!(ps.error_message.contains("trace_id"), "{}", ps.error_message);
+    assert!(
+        ps.error_message.contains("trace_id"),
+        "{}",
+        ps.error_message
+    );
     let v = c.get_json_until("/api/traces/04040404040404040404040404040404", |v| {
         v["data"].is_array()
     });

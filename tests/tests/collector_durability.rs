@@ -185,3 +185,154 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(acked.len() > 10, "too little load: {}", acked.len());
     assert_all_stored(dir, &acked);
 }
+
+/// A tmpfs of a given size, unmounted on drop (needs root, which these machines give).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(options: &str) -> SmallDisk {
+        let dir = std::env::temp_dir().join(format!(
+            "meshtrace-small-disk-{}",
+            meshtrace_tests::free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill the disk and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// POSTs one request; (status, Retry-After, body).
+fn export(port: u16, body: &[u8]) -> (u16, Option<String>, String) {
+    let m = meshtrace_tests::collector::post(port, "application/x-protobuf", &[], body)
+        .expect("the collector answers");
+    (
+        m.status(),
+        m.header("retry-after"),
+        String::from_utf8_lossy(&m.body).into_owned(),
+    )
+}
+
+#[test]
+fn disk_full_refuses_with_retry_and_loses_nothing_acknowledged() {
+    let disk = SmallDisk::mount("size=3m");
+    let data = disk.0.join("data");
+    let collector = Collector::start_in(data.clone());
+    let port = collector.otlp_port;
+
+    // Fill the disk: every answer is either 200 (stored) or a retryable refusal.
+    let mut acked = Vec::new();
+    let mut refusals = 0;
+    let mut seq = 0u32;
+    while refusals < 5 {
+        assert!(seq < 2000, "3 MB never filled up");
+        let (tid, body) = trace_request(7, 0, seq);
+        seq += 1;
+        let (status, retry_after, text) = export(port, &body);
+        match status {
+            200 => acked.push(tid),
+            503 => {
+                if refusals == 0 {
+                    eprintln!("disk full after {} traces: 503 {text}", acked.len());
+                }
+                refusals += 1;
+                assert_eq!(retry_after.as_deref(), Some("1"), "retryable: {text}");
+                assert!(
+                    text.contains("full"),
+                    "the refusal says why (disk full): {text}"
+                );
+            }
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+    assert!(acked.len() > 5, "some traces fit before the disk filled");
+    assert_eq!(collector.get("/healthz").0, 200, "still alive");
+    // The query API still answers from what is stored.
+    let (status, _) = collector.get("/api/services");
+    assert_eq!(status, 200);
+    let metrics = collector.get("/metrics").1;
+    assert!(
+        meshtrace_tests::collector::metric(&metrics, "meshtrace_collector_spans_refused_total") > 0,
+        "{metrics}"
+    );
+
+    // Space comes back: ingest resumes without a restart.
+    disk.resize("64m");
+    let mut resumed = false;
+    for _ in 0..50 {
+        let (tid, body) = trace_request(7, 1, seq);
+        seq += 1;
+        if export(port, &body).0 == 200 {
+            acked.push(tid);
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        resumed,
+        "ingest resumed once space was freed:\n{}",
+        collector.log()
+    );
+    for _ in 0..20 {
+        let (tid, body) = trace_request(7, 2, seq);
+        seq += 1;
+        assert_eq!(export(port, &body).0, 200);
+        acked.push(tid);
+    }
+    let dir = collector.kill_keep_data();
+    assert_all_stored(dir, &acked);
+}
+
+#[test]
+fn read_only_data_dir_is_a_clear_start_up_error() {
+    let disk = SmallDisk::mount("size=1m,ro");
+    let data = disk.0.join("data");
+    let (held, a) = meshtrace_tests::collector::hold_ports(3);
+    let out = std::process::Command::new(meshtrace_tests::collector::collector_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--otlp-grpc-listen", &a[0], "--otlp-http-listen", &a[1]])
+        .args(["--query-listen", &a[2]])
+        .output()
+        .unwrap();
+    drop(held);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("data_dir") && text.contains(data.to_str().unwrap()),
+        "names the directory: {text}"
+    );
+    assert!(
+        text.to_lowercase().contains("read-only"),
+        "says why: {text}"
+    );
+}
