@@ -108,6 +108,13 @@ pub struct QueueConfig {
     /// Memory limit: bytes of spans waiting for the writer; beyond it ingest
     /// answers "retry later".
     pub max_bytes: u64,
+    /// Batching by time: how long the writer waits for more requests to join a
+    /// transaction once one is queued (0: commit what is queued at once).
+    pub batch_timeout_ms: u64,
+    /// Threads that receive, decode, validate and convert exports (0: one per
+    /// CPU; sidecar mode: 1). Writes go through one writer thread (SQLite has one
+    /// writer) that commits whole groups.
+    pub num_workers: usize,
 }
 
 impl Default for QueueConfig {
@@ -116,6 +123,8 @@ impl Default for QueueConfig {
             queue_size: 1024,
             max_batch_requests: 256,
             max_bytes: 256 * 1024 * 1024,
+            batch_timeout_ms: 0,
+            num_workers: 0,
         }
     }
 }
@@ -255,6 +264,15 @@ impl Config {
                 ),
             ));
         }
+        if self.queue.batch_timeout_ms > 10_000 {
+            return Err(err(
+                "queue.batch_timeout_ms",
+                "at most 10000: every export waits for its batch to commit",
+            ));
+        }
+        if self.queue.num_workers > 1024 {
+            return Err(err("queue.num_workers", "at most 1024 (0: one per CPU)"));
+        }
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));
         }
@@ -323,6 +341,8 @@ mod tests {
             ("retention: 10m", "retention"),
             ("otlp:\n  http_listen: nowhere", "otlp.http_listen"),
             ("queue:\n  queue_size: 0", "queue.queue_size"),
+            ("queue:\n  batch_timeout_ms: 20000", "queue.batch_timeout_ms"),
+            ("queue:\n  num_workers: 5000", "queue.num_workers"),
             ("log_format: xml", "log_format"),
             ("mode: sidecar", "sidecar.upstream"),
             (

@@ -130,8 +130,14 @@ fn main() -> anyhow::Result<()> {
     // A sidecar shares its pod with the app: one thread is plenty and keeps
     // memory small. Central collectors use every core.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.mode == Mode::Sidecar {
-        builder.worker_threads(1);
+    match (cfg.queue.num_workers, cfg.mode) {
+        (0, Mode::Sidecar) => {
+            builder.worker_threads(1);
+        }
+        (0, _) => {}
+        (n, _) => {
+            builder.worker_threads(n);
+        }
     }
     let rt = builder
         .enable_all()
@@ -170,6 +176,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.queue.queue_size,
             cfg.queue.max_batch_requests,
             cfg.queue.max_bytes,
+            Duration::from_millis(cfg.queue.batch_timeout_ms),
         );
         let app = query::router(QueryState {
             store: store.clone(),

@@ -7,6 +7,7 @@ use crate::store::{SpanRecord, SpanStore, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Self-metrics of the pipeline.
@@ -18,6 +19,8 @@ pub struct Counters {
     pub spans_rejected: AtomicU64,
     pub spans_stored: AtomicU64,
     pub store_failures: AtomicU64,
+    /// Store transactions (each commits a group of export requests).
+    pub transactions: AtomicU64,
     pub queue_depth: AtomicU64,
     /// Sidecar mode: spans the upstream accepted.
     pub spans_forwarded: AtomicU64,
@@ -88,13 +91,14 @@ impl Pipeline {
         queue_size: usize,
         max_batch: usize,
         max_bytes: u64,
+        batch_timeout: Duration,
     ) -> (Pipeline, std::thread::JoinHandle<()>) {
         let (tx, rx) = sync_channel::<Job>(queue_size);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("span-writer".into())
-            .spawn(move || writer(rx, store, max_batch, c))
+            .spawn(move || writer(rx, store, max_batch, batch_timeout, c))
             .unwrap_or_else(|e| panic!("cannot start the writer thread: {e}"));
         (
             Pipeline {
@@ -149,15 +153,35 @@ impl Pipeline {
     }
 }
 
-fn writer(rx: Receiver<Job>, store: Arc<dyn SpanStore>, max_batch: usize, c: Arc<Counters>) {
+fn writer(
+    rx: Receiver<Job>,
+    store: Arc<dyn SpanStore>,
+    max_batch: usize,
+    batch_timeout: Duration,
+    c: Arc<Counters>,
+) {
     while let Ok(first) = rx.recv() {
+        // Group commit: what is queued now, plus what arrives within the timeout.
+        let deadline = Instant::now() + batch_timeout;
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+            let next = match rx.try_recv() {
+                Ok(j) => Some(j),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        None
+                    } else {
+                        rx.recv_timeout(left).ok()
+                    }
+                }
+            };
+            match next {
+                Some(j) => jobs.push(j),
+                None => break,
             }
         }
+        c.transactions.fetch_add(1, Ordering::Relaxed);
         c.queue_depth
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         let queued_bytes: u64 = jobs.iter().map(|j| j.bytes).sum();
@@ -257,7 +281,7 @@ mod tests {
     async fn memory_limit_refuses_and_frees_after_commit() {
         let store = Arc::new(GatedStore::default());
         // Room for 100 KB of queued records; each submission below is ~55 KB.
-        let (p, _writer) = Pipeline::start(store.clone(), 100, 1, 100_000);
+        let (p, _writer) = Pipeline::start(store.clone(), 100, 1, 100_000, Duration::ZERO);
         let first = tokio::spawn({
             let p = p.clone();
             async move { p.submit(records(50, 1000)).await }
@@ -281,5 +305,27 @@ mod tests {
         );
         assert!(p.submit(records(50, 1000)).await.is_ok(), "room again");
         assert_eq!(*store.written.lock().unwrap(), 100);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_timeout_groups_requests_into_one_transaction() {
+        for (timeout, expect_one) in [(Duration::from_millis(300), true), (Duration::ZERO, false)] {
+            let store = Arc::new(GatedStore::default());
+            store.open();
+            let (p, _writer) = Pipeline::start(store.clone(), 100, 100, 1 << 30, timeout);
+            let first = tokio::spawn({
+                let p = p.clone();
+                async move { p.submit(records(1, 10)).await }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(p.submit(records(1, 10)).await.is_ok());
+            assert!(first.await.unwrap().is_ok());
+            let tx = p.counters.transactions.load(Ordering::Relaxed);
+            if expect_one {
+                assert_eq!(tx, 1, "two requests 50 ms apart share a 300 ms batch");
+            } else {
+                assert_eq!(tx, 2, "no timeout: each commits as it comes");
+            }
+        }
     }
 }

@@ -143,6 +143,12 @@ pub fn metrics_text(c: &crate::pipeline::Counters) -> String {
             c.spans_stored.load(Relaxed),
         ),
         (
+            "meshtrace_collector_store_transactions_total",
+            "Store transactions; each commits a group of export requests.",
+            "counter",
+            c.transactions.load(Relaxed),
+        ),
+        (
             "meshtrace_collector_store_failures_total",
             "Failed store transactions.",
             "counter",
