@@ -2,9 +2,12 @@
 //!
 //! - [`ids`]: `TraceId` / `SpanId` newtypes with strict hex parsing.
 //! - [`strategy`]: Jaeger's sampling-strategies file model and its merge rules.
-//! - `otlp` (feature): the OTLP prost messages, for host-side crates.
+//! - `otlp` (feature): the OTLP prost messages, for host-side crates, and [`jaeger`]:
+//!   Jaeger's remote sampling messages (`proto/jaeger/api_v2/sampling.proto`).
 
 pub mod ids;
+#[cfg(feature = "otlp")]
+pub mod jaeger;
 pub mod strategy;
 
 pub use ids::{IdError, SpanId, TraceId};

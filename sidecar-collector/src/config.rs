@@ -170,6 +170,44 @@ pub struct SamplingConfig {
     pub reload_interval: String,
     /// `GET /api/sampling?service=S` listen address (Jaeger's agent port).
     pub http_listen: String,
+    /// `jaeger.api_v2.SamplingManager` gRPC listen address.
+    pub grpc_listen: String,
+    /// Sidecar mode: the central collector's sampling gRPC endpoint (e.g.
+    /// `http://meshtrace-collector.tracing:5779`); its strategies are cached and
+    /// served here. Empty: serve the local file (or Jaeger's default).
+    pub upstream: String,
+    /// Adaptive sampling (central / all-in-one).
+    pub adaptive: AdaptiveConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConfig {
+    /// Services whose per-operation probabilities are computed; `"*"` for all. Empty: off.
+    pub services: Vec<String>,
+    /// Sampled traces per second wanted from each operation.
+    pub target_traces_per_second: f64,
+    /// The lowest probability ever served.
+    pub min_sampling_probability: f64,
+    /// Each operation keeps at least this many traces per minute.
+    pub lower_bound_traces_per_minute: f64,
+    /// How often probabilities are recomputed.
+    pub calculation_interval: String,
+    /// Weight of the newest interval in the smoothed request rate, in (0, 1].
+    pub smoothing: f64,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            services: vec![],
+            target_traces_per_second: 1.0,
+            min_sampling_probability: 0.00001,
+            lower_bound_traces_per_minute: 1.0,
+            calculation_interval: "60s".into(),
+            smoothing: 0.5,
+        }
+    }
 }
 
 impl Default for SamplingConfig {
@@ -178,6 +216,9 @@ impl Default for SamplingConfig {
             strategies_file: None,
             reload_interval: "30s".into(),
             http_listen: "127.0.0.1:5778".into(),
+            grpc_listen: "127.0.0.1:5779".into(),
+            upstream: String::new(),
+            adaptive: AdaptiveConfig::default(),
         }
     }
 }
@@ -245,6 +286,7 @@ impl Config {
             ("otlp.http_listen", &self.otlp.http_listen),
             ("query.listen", &self.query.listen),
             ("sampling.http_listen", &self.sampling.http_listen),
+            ("sampling.grpc_listen", &self.sampling.grpc_listen),
         ] {
             addr.parse::<SocketAddr>()
                 .map_err(|e| err(key, format!("{addr:?} is not an address: {e}")))?;
@@ -284,6 +326,59 @@ impl Config {
                     self.sampling.reload_interval
                 ),
             ));
+        }
+        let a = &self.sampling.adaptive;
+        if !(a.target_traces_per_second > 0.0 && a.target_traces_per_second.is_finite()) {
+            return Err(err(
+                "sampling.adaptive.target_traces_per_second",
+                format!("{} must be a positive number", a.target_traces_per_second),
+            ));
+        }
+        if !(a.min_sampling_probability > 0.0 && a.min_sampling_probability <= 1.0) {
+            return Err(err(
+                "sampling.adaptive.min_sampling_probability",
+                format!(
+                    "{} must be in (0, 1] (a fraction: 0.001 is 0.1%)",
+                    a.min_sampling_probability
+                ),
+            ));
+        }
+        if !(a.lower_bound_traces_per_minute >= 0.0 && a.lower_bound_traces_per_minute.is_finite())
+        {
+            return Err(err(
+                "sampling.adaptive.lower_bound_traces_per_minute",
+                "must be 0 or more",
+            ));
+        }
+        if !(a.smoothing > 0.0 && a.smoothing <= 1.0) {
+            return Err(err("sampling.adaptive.smoothing", "must be in (0, 1]"));
+        }
+        if parse_duration(&a.calculation_interval).is_none_or(|d| d.is_zero()) {
+            return Err(err(
+                "sampling.adaptive.calculation_interval",
+                format!("{:?} is not a duration like 60s", a.calculation_interval),
+            ));
+        }
+        if !self.sampling.upstream.is_empty() {
+            let up = &self.sampling.upstream;
+            if !(up.starts_with("http://") || up.starts_with("https://")) {
+                return Err(err(
+                    "sampling.upstream",
+                    format!("{up:?} must start with http:// or https://"),
+                ));
+            }
+            if self.mode != Mode::Sidecar {
+                return Err(err(
+                    "sampling.upstream",
+                    "only in sidecar mode (a central collector serves its own strategies)",
+                ));
+            }
+            if self.sampling.strategies_file.is_some() {
+                return Err(err(
+                    "sampling.upstream",
+                    "set either sampling.upstream or sampling.strategies_file, not both",
+                ));
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(err("log_format", "must be text or json"));
@@ -341,7 +436,20 @@ mod tests {
             ("retention: 10m", "retention"),
             ("otlp:\n  http_listen: nowhere", "otlp.http_listen"),
             ("queue:\n  queue_size: 0", "queue.queue_size"),
-            ("queue:\n  batch_timeout_ms: 20000", "queue.batch_timeout_ms"),
+            (
+                "queue:\n  batch_timeout_ms: 20000",
+                "queue.batch_timeout_ms",
+            ),
+            (
+                "sampling:\n  adaptive:\n    min_sampling_probability: 5",
+                "sampling.adaptive.min_sampling_probability",
+            ),
+            (
+                "sampling:\n  adaptive:\n    calculation_interval: soon",
+                "sampling.adaptive.calculation_interval",
+            ),
+            ("sampling:\n  upstream: http://c:5779", "sampling.upstream"),
+            ("sampling:\n  grpc_listen: x", "sampling.grpc_listen"),
             ("queue:\n  num_workers: 5000", "queue.num_workers"),
             ("log_format: xml", "log_format"),
             ("mode: sidecar", "sidecar.upstream"),

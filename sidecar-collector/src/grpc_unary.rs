@@ -31,7 +31,7 @@ pub trait UnaryHandler: Send + Sync + 'static {
 struct BytesCodec<R>(PhantomData<R>);
 
 struct BytesDecoder;
-struct ProstEncoder<R>(PhantomData<R>);
+pub struct ProstEncoder<R>(PhantomData<R>);
 
 impl Decoder for BytesDecoder {
     type Item = Bytes;
@@ -138,5 +138,43 @@ where
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(method, req).await)
         })
+    }
+}
+
+/// Client side: encodes `Req` and decodes `Resp` with prost.
+pub struct ProstClientCodec<Req, Resp>(PhantomData<(Req, Resp)>);
+
+impl<Req, Resp> Default for ProstClientCodec<Req, Resp> {
+    fn default() -> Self {
+        ProstClientCodec(PhantomData)
+    }
+}
+
+pub struct ProstDecoder<R>(PhantomData<R>);
+
+impl<R: prost::Message + Default> Decoder for ProstDecoder<R> {
+    type Item = R;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, Status> {
+        R::decode(src.copy_to_bytes(src.remaining()))
+            .map(Some)
+            .map_err(|e| Status::internal(format!("malformed response: {e}")))
+    }
+}
+
+impl<Req, Resp> Codec for ProstClientCodec<Req, Resp>
+where
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    type Encode = Req;
+    type Decode = Resp;
+    type Encoder = ProstEncoder<Req>;
+    type Decoder = ProstDecoder<Resp>;
+    fn encoder(&mut self) -> ProstEncoder<Req> {
+        ProstEncoder(PhantomData)
+    }
+    fn decoder(&mut self) -> ProstDecoder<Resp> {
+        ProstDecoder(PhantomData)
     }
 }

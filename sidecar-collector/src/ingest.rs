@@ -82,6 +82,29 @@ pub fn span_count(req: &ExportTraceServiceRequest) -> u64 {
         .sum()
 }
 
+/// `sampler.param` when `sampler.type` is `probabilistic` (Jaeger's and the filter's tags).
+fn sampled_probability(attrs: &[meshtrace_proto::otlp::common::v1::KeyValue]) -> Option<f64> {
+    let get = |k: &str| {
+        attrs
+            .iter()
+            .find(|a| a.key == k)?
+            .value
+            .as_ref()?
+            .value
+            .as_ref()
+    };
+    match get("sampler.type")? {
+        any_value::Value::StringValue(t) if t == "probabilistic" => {}
+        _ => return None,
+    }
+    match get("sampler.param")? {
+        any_value::Value::DoubleValue(p) => Some(*p),
+        any_value::Value::IntValue(p) => Some(*p as f64),
+        any_value::Value::StringValue(p) => p.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Converts a request; `indexed` are the tag keys that get an index.
 pub fn records_from_request(req: ExportTraceServiceRequest, indexed: &[String]) -> Ingested {
     let mut out = Ingested::default();
@@ -119,6 +142,7 @@ pub fn records_from_request(req: ExportTraceServiceRequest, indexed: &[String]) 
                     indexed_tags.push(("error".into(), "true".into()));
                 }
                 let parent_span_id = <[u8; 8]>::try_from(s.parent_span_id.as_slice()).ok();
+                let sampled_probability = sampled_probability(&s.attributes);
                 out.records.push(SpanRecord {
                     trace_id,
                     span_id,
@@ -130,6 +154,7 @@ pub fn records_from_request(req: ExportTraceServiceRequest, indexed: &[String]) 
                     duration_us: ((s.end_time_unix_nano - s.start_time_unix_nano) / 1000) as i64,
                     error,
                     indexed_tags,
+                    sampled_probability,
                     resource: resource_bytes.clone(),
                     body: s.encode_to_vec(),
                 });

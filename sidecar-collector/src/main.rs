@@ -4,12 +4,15 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::{parse_duration, Config, Mode};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
+use meshtrace_collector::grpc_unary::UnaryServer;
 use meshtrace_collector::pipeline::Counters;
 use meshtrace_collector::pipeline::Pipeline;
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
-use meshtrace_collector::sampling::{self, Strategies};
+use meshtrace_collector::sampling::adaptive::{Adaptive, Settings as AdaptiveSettings};
+use meshtrace_collector::sampling::upstream::UpstreamCache;
+use meshtrace_collector::sampling::{self, GrpcSampling, Provider, Strategies};
 use meshtrace_collector::sink::Sink;
 use meshtrace_collector::store::sqlite::SqliteStore;
 use meshtrace_collector::store::SpanStore;
@@ -48,6 +51,12 @@ struct Args {
     /// Sampling strategies listen address (overrides `sampling.http_listen`).
     #[arg(long, env = "MESHTRACE_SAMPLING_LISTEN")]
     sampling_listen: Option<String>,
+    /// Sampling gRPC (SamplingManager) listen address (overrides `sampling.grpc_listen`).
+    #[arg(long, env = "MESHTRACE_SAMPLING_GRPC_LISTEN")]
+    sampling_grpc_listen: Option<String>,
+    /// Sidecar mode: the central collector's sampling gRPC endpoint (overrides `sampling.upstream`).
+    #[arg(long, env = "MESHTRACE_SAMPLING_UPSTREAM")]
+    sampling_upstream: Option<String>,
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION")]
     retention: Option<String>,
@@ -82,6 +91,12 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(a) = &args.sampling_listen {
         cfg.sampling.http_listen = a.clone();
+    }
+    if let Some(a) = &args.sampling_grpc_listen {
+        cfg.sampling.grpc_listen = a.clone();
+    }
+    if let Some(u) = &args.sampling_upstream {
+        cfg.sampling.upstream = u.clone();
     }
     if let Some(u) = &args.upstream {
         cfg.sidecar.upstream = u.clone();
@@ -150,6 +165,36 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // Strategies first: a bad file stops start-up before any port is bound.
     let strategies =
         Arc::new(Strategies::open(cfg.sampling.strategies_file.clone()).map_err(|e| anyhow!(e))?);
+    let adaptive =
+        (!cfg.sampling.adaptive.services.is_empty() && cfg.mode != Mode::Sidecar).then(|| {
+            let a = &cfg.sampling.adaptive;
+            Arc::new(Adaptive::new(AdaptiveSettings {
+                services: a.services.clone(),
+                target_traces_per_second: a.target_traces_per_second,
+                min_sampling_probability: a.min_sampling_probability,
+                lower_bound_traces_per_minute: a.lower_bound_traces_per_minute,
+                interval: parse_duration(&a.calculation_interval)
+                    .unwrap_or(Duration::from_secs(60)),
+                smoothing: a.smoothing,
+            }))
+        });
+    let reload_interval =
+        parse_duration(&cfg.sampling.reload_interval).unwrap_or(Duration::from_secs(30));
+    let provider = Arc::new(if cfg.sampling.upstream.is_empty() {
+        Provider::Local {
+            strategies: strategies.clone(),
+            adaptive: adaptive.clone(),
+        }
+    } else {
+        Provider::Upstream(Arc::new(
+            UpstreamCache::new(
+                &cfg.sampling.upstream,
+                reload_interval,
+                Duration::from_millis(cfg.sidecar.timeout_ms),
+            )
+            .map_err(|e| anyhow!(e))?,
+        ))
+    });
     // The sink, and what must be drained at shutdown.
     let (sink, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
         let sc = &cfg.sidecar;
@@ -164,7 +209,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let (f, task) =
             Forwarder::start(settings, Arc::new(Counters::default())).map_err(|e| anyhow!(e))?;
-        let app = query::sidecar_router(f.counters.clone(), strategies.clone());
+        let app = query::sidecar_router(f.counters.clone(), provider.clone());
         (Sink::Forward(f), app, None, Some(task), None)
     } else {
         let store: Arc<dyn SpanStore> =
@@ -181,11 +226,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = query::router(QueryState {
             store: store.clone(),
             counters: Some(pipeline.counters.clone()),
-            strategies: Some(strategies.clone()),
+            sampling: Some(provider.clone()),
         });
         let sink = Sink::Store {
             pipeline,
             indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+            adaptive: adaptive.clone(),
         };
         (sink, app, Some(writer), None, Some(store))
     };
@@ -194,9 +240,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let otlp_listener = bind("otlp.http_listen", &cfg.otlp.http_listen).await?;
     let query_listener = bind("query.listen", &cfg.query.listen).await?;
     let sampling_listener = bind("sampling.http_listen", &cfg.sampling.http_listen).await?;
-    let reloader = strategies.spawn_reloader(
-        parse_duration(&cfg.sampling.reload_interval).unwrap_or(Duration::from_secs(30)),
-    );
+    let sampling_grpc_listener = bind("sampling.grpc_listen", &cfg.sampling.grpc_listen).await?;
+    let reloader = strategies.spawn_reloader(reload_interval);
+    let adaptive_task = adaptive.as_ref().map(|a| a.spawn());
+    let refresher = match &*provider {
+        Provider::Upstream(c) => Some(c.spawn_refresher()),
+        Provider::Local { .. } => None,
+    };
     tracing::info!(
         mode = ?cfg.mode,
         otlp_grpc = %cfg.otlp.grpc_listen,
@@ -257,7 +307,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             )
             .await
     });
-    let sampling_app = sampling::router(strategies.clone());
+    let sampling_grpc_stop = wait(stop_rx.clone());
+    let sampling_grpc_service = UnaryServer::new(GrpcSampling(provider.clone()), 64 * 1024);
+    let sampling_grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(sampling_grpc_service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(sampling_grpc_listener),
+                sampling_grpc_stop,
+            )
+            .await
+    });
+    let sampling_app = sampling::router(provider.clone());
     let sampling_stop = wait(stop_rx.clone());
     let sampling_task = tokio::spawn(async move {
         axum::serve(sampling_listener, sampling_app)
@@ -277,8 +338,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = grpc.await;
     let _ = q.await;
     let _ = sampling_task.await;
-    if let Some(r) = reloader {
-        r.abort();
+    let _ = sampling_grpc.await;
+    for t in [reloader, adaptive_task, refresher].into_iter().flatten() {
+        t.abort();
     }
     if let Some(t) = retention_task {
         t.abort();

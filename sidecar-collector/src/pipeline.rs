@@ -271,6 +271,7 @@ mod tests {
                 duration_us: 1,
                 error: false,
                 indexed_tags: vec![],
+                sampled_probability: None,
                 resource: vec![],
                 body: vec![0; body],
             })

@@ -14,6 +14,8 @@ pub enum Sink {
     Store {
         pipeline: Pipeline,
         indexed_tags: Arc<Vec<String>>,
+        /// Adaptive sampling counts what arrives.
+        adaptive: Option<Arc<crate::sampling::adaptive::Adaptive>>,
     },
     /// Queue for forwarding, then answer at once.
     Forward(Forwarder),
@@ -44,8 +46,24 @@ impl Sink {
             Sink::Store {
                 pipeline,
                 indexed_tags,
+                adaptive,
             } => {
                 let ingested = records_from_request(req, indexed_tags);
+                // Counted once stored: a refused request comes back and must not count twice.
+                let observed: Vec<(String, String, f64)> = match adaptive {
+                    Some(_) => ingested
+                        .records
+                        .iter()
+                        .filter_map(|r| {
+                            Some((
+                                r.service.clone(),
+                                r.operation.clone(),
+                                r.sampled_probability?,
+                            ))
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 c.spans_received.fetch_add(
                     ingested.records.len() as u64 + ingested.rejected,
                     Ordering::Relaxed,
@@ -54,6 +72,13 @@ impl Sink {
                     .fetch_add(ingested.rejected, Ordering::Relaxed);
                 if !ingested.records.is_empty() {
                     pipeline.submit(ingested.records).await?;
+                }
+                if let Some(a) = adaptive {
+                    a.observe(
+                        observed
+                            .iter()
+                            .map(|(s, o, p)| (s.as_str(), o.as_str(), *p)),
+                    );
                 }
                 Ok(Accepted {
                     rejected: ingested.rejected,

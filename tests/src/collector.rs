@@ -25,6 +25,8 @@ pub struct Collector {
     pub grpc_port: u16,
     pub query_port: u16,
     pub sampling_port: u16,
+    /// Jaeger `SamplingManager` gRPC.
+    pub sampling_grpc_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     keep_data: bool,
@@ -98,7 +100,8 @@ impl Collector {
     }
 
     pub fn start_opts(data_dir: PathBuf, opts: Opts) -> Collector {
-        let (query_port, sampling_port) = (free_port(), free_port());
+        let (query_port, sampling_port, sampling_grpc_port) =
+            (free_port(), free_port(), free_port());
         let otlp_port = opts.http_port.unwrap_or_else(free_port);
         let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
         let yaml = opts.yaml.as_deref();
@@ -123,6 +126,8 @@ impl Collector {
             .arg(format!("127.0.0.1:{query_port}"))
             .arg("--sampling-listen")
             .arg(format!("127.0.0.1:{sampling_port}"))
+            .arg("--sampling-grpc-listen")
+            .arg(format!("127.0.0.1:{sampling_grpc_port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -134,6 +139,7 @@ impl Collector {
             grpc_port,
             query_port,
             sampling_port,
+            sampling_grpc_port,
             data_dir,
             log_path,
             keep_data: false,

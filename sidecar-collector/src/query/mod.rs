@@ -17,8 +17,8 @@ pub struct QueryState {
     pub store: Arc<dyn SpanStore>,
     /// The write pipeline's counters, for `/metrics` (absent in query-only tests).
     pub counters: Option<Arc<crate::pipeline::Counters>>,
-    /// Sampling strategies, for their reload counters on `/metrics`.
-    pub strategies: Option<Arc<crate::sampling::Strategies>>,
+    /// Sampling strategies, for their counters and adaptive gauges on `/metrics`.
+    pub sampling: Option<Arc<crate::sampling::Provider>>,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -189,11 +189,11 @@ pub fn metrics_text(c: &crate::pipeline::Counters) -> String {
 
 fn metrics_response(
     c: Option<&crate::pipeline::Counters>,
-    s: Option<&crate::sampling::Strategies>,
+    s: Option<&crate::sampling::Provider>,
 ) -> Response {
     let mut body = c.map(metrics_text).unwrap_or_default();
     if let Some(s) = s {
-        body.push_str(&crate::sampling::metrics_text(s));
+        body.push_str(&s.metrics_text());
     }
     (
         StatusCode::OK,
@@ -207,18 +207,18 @@ fn metrics_response(
 }
 
 async fn metrics(State(st): State<QueryState>) -> Response {
-    metrics_response(st.counters.as_deref(), st.strategies.as_deref())
+    metrics_response(st.counters.as_deref(), st.sampling.as_deref())
 }
 
 /// Sidecar mode has no store: its query port serves metrics and health only.
 pub fn sidecar_router(
     counters: Arc<crate::pipeline::Counters>,
-    strategies: Arc<crate::sampling::Strategies>,
+    sampling: Arc<crate::sampling::Provider>,
 ) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(move || async move { metrics_response(Some(&counters), Some(&strategies)) }),
+            get(move || async move { metrics_response(Some(&counters), Some(&sampling)) }),
         )
         .route("/healthz", get(|| async { "ok" }))
 }

@@ -2,8 +2,18 @@
 //! samplers: a Jaeger strategies file, validated (a bad file at start-up
 //! stops the collector before it binds a port), hot-reloaded on an interval
 //! (a bad new file keeps the last good strategies, logs, and is counted),
-//! served as Jaeger's `/api/sampling?service=S` JSON.
+//! served as Jaeger's `/api/sampling?service=S` JSON (:5778) and
+//! `jaeger.api_v2.SamplingManager/GetSamplingStrategy` (gRPC, :5779).
+//! Optional adaptive sampling overlays computed per-operation probabilities;
+//! a sidecar serves what the central collector has, cached.
 
+pub mod adaptive;
+pub mod upstream;
+
+use meshtrace_proto::jaeger::{
+    OperationSamplingStrategy, PerOperationSamplingStrategies, ProbabilisticSamplingStrategy,
+    RateLimitingSamplingStrategy, SamplingStrategyResponse, SamplingStrategyType,
+};
 use meshtrace_proto::strategy::{Sampler, StrategiesFile};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -105,18 +115,24 @@ impl Strategies {
     }
 }
 
-/// Jaeger's `SamplingStrategyResponse` JSON for `service`.
-pub fn response_json(file: &StrategiesFile, service: &str) -> Value {
+/// Jaeger's `SamplingStrategyResponse` for `service` from a strategies file.
+/// A fractional `maxTracesPerSecond` rounds up (the wire type is an integer;
+/// truncating 0.5 to 0 would sample nothing).
+pub fn response(file: &StrategiesFile, service: &str) -> SamplingStrategyResponse {
     let s = file.for_service(service);
     let mut out = match s.default {
-        Sampler::Probabilistic(p) => json!({
-            "strategyType": "PROBABILISTIC",
-            "probabilisticSampling": {"samplingRate": p},
-        }),
-        Sampler::RateLimiting(r) => json!({
-            "strategyType": "RATE_LIMITING",
-            "rateLimitingSampling": {"maxTracesPerSecond": r},
-        }),
+        Sampler::Probabilistic(p) => SamplingStrategyResponse {
+            strategy_type: SamplingStrategyType::Probabilistic as i32,
+            probabilistic_sampling: Some(ProbabilisticSamplingStrategy { sampling_rate: p }),
+            ..Default::default()
+        },
+        Sampler::RateLimiting(r) => SamplingStrategyResponse {
+            strategy_type: SamplingStrategyType::RateLimiting as i32,
+            rate_limiting_sampling: Some(RateLimitingSamplingStrategy {
+                max_traces_per_second: r.ceil().clamp(0.0, f64::from(i32::MAX)) as i32,
+            }),
+            ..Default::default()
+        },
     };
     if !s.operations.is_empty() {
         let default_probability = match s.default {
@@ -129,26 +145,115 @@ pub fn response_json(file: &StrategiesFile, service: &str) -> Value {
                     d.param
                 }),
         };
+        out.operation_sampling = Some(PerOperationSamplingStrategies {
+            default_sampling_probability: default_probability,
+            default_lower_bound_traces_per_second: 0.0,
+            default_upper_bound_traces_per_second: 0.0,
+            per_operation_strategies: s
+                .operations
+                .iter()
+                .map(|(op, p)| OperationSamplingStrategy {
+                    operation: op.clone(),
+                    probabilistic_sampling: Some(ProbabilisticSamplingStrategy {
+                        sampling_rate: *p,
+                    }),
+                })
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The response in Jaeger's JSON shape (what `/api/sampling` answers).
+pub fn to_json(r: &SamplingStrategyResponse) -> Value {
+    let mut out = if r.strategy_type == SamplingStrategyType::RateLimiting as i32 {
+        json!({
+            "strategyType": "RATE_LIMITING",
+            "rateLimitingSampling": {"maxTracesPerSecond": r.rate_limiting_sampling.as_ref().map_or(0, |x| x.max_traces_per_second)},
+        })
+    } else {
+        json!({
+            "strategyType": "PROBABILISTIC",
+            "probabilisticSampling": {"samplingRate": r.probabilistic_sampling.as_ref().map_or(0.0, |x| x.sampling_rate)},
+        })
+    };
+    if let Some(o) = &r.operation_sampling {
         out["operationSampling"] = json!({
-            "defaultSamplingProbability": default_probability,
-            "defaultLowerBoundTracesPerSecond": 0.0,
-            "defaultUpperBoundTracesPerSecond": 0.0,
-            "perOperationStrategies": s.operations.iter().map(|(op, p)| json!({
-                "operation": op,
-                "probabilisticSampling": {"samplingRate": p},
+            "defaultSamplingProbability": o.default_sampling_probability,
+            "defaultLowerBoundTracesPerSecond": o.default_lower_bound_traces_per_second,
+            "defaultUpperBoundTracesPerSecond": o.default_upper_bound_traces_per_second,
+            "perOperationStrategies": o.per_operation_strategies.iter().map(|s| json!({
+                "operation": s.operation,
+                "probabilisticSampling": {"samplingRate": s.probabilistic_sampling.as_ref().map_or(0.0, |x| x.sampling_rate)},
             })).collect::<Vec<_>>(),
         });
     }
     out
 }
 
-/// `GET /api/sampling?service=S` and `GET /sampling?service=S` (the Jaeger agent's path).
-pub fn router(strategies: Arc<Strategies>) -> axum::Router {
+/// Jaeger's JSON for `service` from a strategies file.
+pub fn response_json(file: &StrategiesFile, service: &str) -> Value {
+    to_json(&response(file, service))
+}
+
+/// Where strategies come from.
+pub enum Provider {
+    /// The strategies file (or Jaeger's default), with adaptive probabilities on top.
+    Local {
+        strategies: Arc<Strategies>,
+        adaptive: Option<Arc<adaptive::Adaptive>>,
+    },
+    /// Sidecar mode: the central collector's, cached.
+    Upstream(Arc<upstream::UpstreamCache>),
+}
+
+impl Provider {
+    pub async fn strategy(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
+        match self {
+            Provider::Local {
+                strategies,
+                adaptive,
+            } => {
+                let base = response(&strategies.current(), service);
+                Ok(match adaptive {
+                    Some(a) => a.overlay(service, base),
+                    None => base,
+                })
+            }
+            Provider::Upstream(cache) => cache.get(service).await,
+        }
+    }
+
+    /// Prometheus lines: reloads, adaptive probabilities, upstream fetches.
+    pub fn metrics_text(&self) -> String {
+        match self {
+            Provider::Local {
+                strategies,
+                adaptive,
+            } => {
+                let mut out = metrics_text(strategies);
+                if let Some(a) = adaptive {
+                    out.push_str(&a.metrics_text());
+                }
+                out
+            }
+            Provider::Upstream(c) => format!(
+                "# HELP meshtrace_collector_sampling_upstream_fetches_total Strategies fetched from the central collector.\n# TYPE meshtrace_collector_sampling_upstream_fetches_total counter\nmeshtrace_collector_sampling_upstream_fetches_total {}\n# HELP meshtrace_collector_sampling_upstream_failures_total Failed fetches from the central collector (the cached strategy stays).\n# TYPE meshtrace_collector_sampling_upstream_failures_total counter\nmeshtrace_collector_sampling_upstream_failures_total {}\n",
+                c.fetches.load(Ordering::Relaxed),
+                c.fetch_failures.load(Ordering::Relaxed)
+            ),
+        }
+    }
+}
+
+/// `GET /api/sampling?service=S` and `GET /sampling?service=S` (the Jaeger agent's path),
+/// and `GET /api/sampling/adaptive` (the adaptive estimates, JSON).
+pub fn router(provider: Arc<Provider>) -> axum::Router {
     use axum::extract::{RawQuery, State};
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
-    async fn handler(State(st): State<Arc<Strategies>>, RawQuery(q): RawQuery) -> Response {
+    async fn handler(State(p): State<Arc<Provider>>, RawQuery(q): RawQuery) -> Response {
         let pairs = crate::query::pairs(q);
         let services: Vec<&String> = pairs
             .iter()
@@ -156,7 +261,10 @@ pub fn router(strategies: Arc<Strategies>) -> axum::Router {
             .map(|(_, v)| v)
             .collect();
         match services.as_slice() {
-            [s] if !s.is_empty() => axum::Json(response_json(&st.current(), s)).into_response(),
+            [s] if !s.is_empty() => match p.strategy(s).await {
+                Ok(r) => axum::Json(to_json(&r)).into_response(),
+                Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+            },
             _ => (
                 StatusCode::BAD_REQUEST,
                 "'service' parameter must be provided exactly once and not be empty\n",
@@ -164,11 +272,66 @@ pub fn router(strategies: Arc<Strategies>) -> axum::Router {
                 .into_response(),
         }
     }
+    async fn adaptive_handler(State(p): State<Arc<Provider>>) -> Response {
+        match &*p {
+            Provider::Local {
+                adaptive: Some(a), ..
+            } => axum::Json(json!({
+                "targetTracesPerSecond": a.settings.target_traces_per_second,
+                "operations": a.estimates().iter().map(|e| json!({
+                    "service": e.service,
+                    "operation": e.operation,
+                    "probability": e.probability,
+                    "requestsPerSecond": e.requests_per_second,
+                })).collect::<Vec<_>>(),
+            }))
+            .into_response(),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "adaptive sampling is off here (sampling.adaptive.services is empty, or this is a sidecar)\n",
+            )
+                .into_response(),
+        }
+    }
     axum::Router::new()
         .route("/api/sampling", get(handler))
         .route("/sampling", get(handler))
+        .route("/api/sampling/adaptive", get(adaptive_handler))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(strategies)
+        .with_state(provider)
+}
+
+/// `jaeger.api_v2.SamplingManager/GetSamplingStrategy`.
+pub struct GrpcSampling(pub Arc<Provider>);
+
+impl crate::grpc_unary::UnaryHandler for GrpcSampling {
+    const SERVICE: &'static str = meshtrace_proto::jaeger::SAMPLING_MANAGER;
+    const PATH: &'static str = meshtrace_proto::jaeger::GET_SAMPLING_STRATEGY_PATH;
+    type Response = SamplingStrategyResponse;
+
+    fn call(
+        self: Arc<Self>,
+        message: bytes::Bytes,
+    ) -> tonic::codegen::BoxFuture<SamplingStrategyResponse, tonic::Status> {
+        Box::pin(async move {
+            use prost::Message;
+            let params = meshtrace_proto::jaeger::SamplingStrategyParameters::decode(message)
+                .map_err(|e| {
+                    tonic::Status::invalid_argument(format!(
+                        "malformed SamplingStrategyParameters: {e}"
+                    ))
+                })?;
+            if params.service_name.is_empty() {
+                return Err(tonic::Status::invalid_argument(
+                    "serviceName must not be empty",
+                ));
+            }
+            self.0
+                .strategy(&params.service_name)
+                .await
+                .map_err(tonic::Status::unavailable)
+        })
+    }
 }
 
 /// Prometheus lines for the reload counters.
@@ -209,7 +372,7 @@ mod tests {
         );
         let b = response_json(&f, "b");
         assert_eq!(b["strategyType"], "RATE_LIMITING");
-        assert_eq!(b["rateLimitingSampling"]["maxTracesPerSecond"], 5.0);
+        assert_eq!(b["rateLimitingSampling"]["maxTracesPerSecond"], 5);
         assert!(b.get("operationSampling").is_none());
         let other = response_json(&f, "zzz");
         assert_eq!(other["probabilisticSampling"]["samplingRate"], 0.5);

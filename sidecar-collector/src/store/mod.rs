@@ -23,6 +23,9 @@ pub struct SpanRecord {
     pub error: bool,
     /// Values of the configured indexed tag keys.
     pub indexed_tags: Vec<(String, String)>,
+    /// The probability this span's trace was sampled with, when the sampler that
+    /// decided was probabilistic (`sampler.type`/`sampler.param`): adaptive sampling's input.
+    pub sampled_probability: Option<f64>,
     /// Encoded `Resource`.
     pub resource: Vec<u8>,
     /// Encoded `Span`, with every attribute, event and link.

@@ -1,0 +1,399 @@
+//! Adaptive sampling: per-operation probabilities computed from the spans the
+//! collector receives, so that each operation yields about
+//! `target_traces_per_second` sampled traces whatever its traffic.
+//!
+//! Every span whose sampler was probabilistic (`sampler.type = probabilistic`,
+//! `sampler.param = p`, as the filter and Jaeger clients record them) stands
+//! for `1/p` requests. Each interval, the estimated request rate of each
+//! (service, operation) is smoothed with an exponentially weighted moving
+//! average (`smoothing` is the weight of the newest interval), and the
+//! probability becomes `target / rate`, within `[min_sampling_probability, 1]`
+//! and never below what keeps `lower_bound_traces_per_minute`. Smoothing the
+//! rate, not the probability, keeps a stable operation stable: a window with
+//! fewer samples than expected raises the probability a little, never to 1.
+
+use meshtrace_proto::jaeger::{
+    OperationSamplingStrategy, PerOperationSamplingStrategies, ProbabilisticSamplingStrategy,
+    SamplingStrategyResponse,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most (service, operation) pairs tracked; more are ignored (and counted).
+pub const MAX_OPERATIONS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Services it applies to; `*` means all.
+    pub services: Vec<String>,
+    pub target_traces_per_second: f64,
+    pub min_sampling_probability: f64,
+    pub lower_bound_traces_per_minute: f64,
+    pub interval: Duration,
+    pub smoothing: f64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Op {
+    /// Σ 1/p over this interval's spans: the requests they stand for.
+    requests: f64,
+    spans: u64,
+    /// Smoothed requests per second, once estimated.
+    rate: Option<f64>,
+    probability: Option<f64>,
+}
+
+#[derive(Debug)]
+struct State {
+    ops: HashMap<(String, String), Op>,
+    window_start: Instant,
+    overflow: u64,
+}
+
+/// One operation's current figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    pub service: String,
+    pub operation: String,
+    pub probability: f64,
+    pub requests_per_second: f64,
+}
+
+pub struct Adaptive {
+    pub settings: Settings,
+    state: Mutex<State>,
+}
+
+impl Adaptive {
+    pub fn new(settings: Settings) -> Adaptive {
+        Adaptive {
+            settings,
+            state: Mutex::new(State {
+                ops: HashMap::new(),
+                window_start: Instant::now(),
+                overflow: 0,
+            }),
+        }
+    }
+
+    pub fn applies_to(&self, service: &str) -> bool {
+        self.settings
+            .services
+            .iter()
+            .any(|s| s == "*" || s == service)
+    }
+
+    /// Records spans sampled with probability `p` (one lock per export request).
+    pub fn observe<'a>(&self, spans: impl IntoIterator<Item = (&'a str, &'a str, f64)>) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        for (service, operation, p) in spans {
+            if !(p > 0.0 && p <= 1.0 && self.applies_to(service)) {
+                continue;
+            }
+            let key = (service.to_string(), operation.to_string());
+            let full = st.ops.len() >= MAX_OPERATIONS;
+            let op = match st.ops.get_mut(&key) {
+                Some(op) => op,
+                None if full => {
+                    st.overflow += 1;
+                    continue;
+                }
+                None => st.ops.entry(key).or_default(),
+            };
+            op.requests += 1.0 / p;
+            op.spans += 1;
+        }
+    }
+
+    /// Closes the interval that started at the last call and recomputes.
+    pub fn recompute(&self) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let secs = st.window_start.elapsed().as_secs_f64().max(0.001);
+        st.window_start = Instant::now();
+        let s = &self.settings;
+        let floor_rate = s.lower_bound_traces_per_minute / 60.0;
+        for op in st.ops.values_mut() {
+            let observed = op.requests / secs;
+            let rate = match op.rate {
+                None => observed,
+                Some(r) => s.smoothing * observed + (1.0 - s.smoothing) * r,
+            };
+            op.rate = Some(rate);
+            op.requests = 0.0;
+            op.spans = 0;
+            let p = if rate > 0.0 {
+                (s.target_traces_per_second / rate).max(floor_rate / rate)
+            } else {
+                1.0
+            };
+            op.probability = Some(p.clamp(s.min_sampling_probability, 1.0));
+        }
+    }
+
+    /// Probabilities computed so far for `service`, by operation.
+    pub fn probabilities(&self, service: &str) -> BTreeMap<String, f64> {
+        let Ok(st) = self.state.lock() else {
+            return BTreeMap::new();
+        };
+        st.ops
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .filter_map(|((_, o), op)| Some((o.clone(), op.probability?)))
+            .collect()
+    }
+
+    /// Every estimate, sorted by service then operation.
+    pub fn estimates(&self) -> Vec<Estimate> {
+        let Ok(st) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<Estimate> = st
+            .ops
+            .iter()
+            .filter_map(|((s, o), op)| {
+                Some(Estimate {
+                    service: s.clone(),
+                    operation: o.clone(),
+                    probability: op.probability?,
+                    requests_per_second: op.rate?,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)));
+        out
+    }
+
+    pub fn overflow(&self) -> u64 {
+        self.state.lock().map_or(0, |s| s.overflow)
+    }
+
+    /// `base` (from the strategies file) with the computed per-operation
+    /// probabilities: they replace the file's for the operations estimated;
+    /// other operations keep the file's value or the default.
+    pub fn overlay(
+        &self,
+        service: &str,
+        mut base: SamplingStrategyResponse,
+    ) -> SamplingStrategyResponse {
+        if !self.applies_to(service) {
+            return base;
+        }
+        let computed = self.probabilities(service);
+        let default_probability = base
+            .probabilistic_sampling
+            .as_ref()
+            .map(|p| p.sampling_rate)
+            .or_else(|| {
+                base.operation_sampling
+                    .as_ref()
+                    .map(|o| o.default_sampling_probability)
+            })
+            .unwrap_or(meshtrace_proto::strategy::JAEGER_DEFAULT_PROBABILITY);
+        let ops = base
+            .operation_sampling
+            .get_or_insert_with(|| PerOperationSamplingStrategies {
+                default_sampling_probability: default_probability,
+                ..Default::default()
+            });
+        ops.default_lower_bound_traces_per_second =
+            self.settings.lower_bound_traces_per_minute / 60.0;
+        let mut merged: BTreeMap<String, f64> = ops
+            .per_operation_strategies
+            .iter()
+            .map(|s| {
+                (
+                    s.operation.clone(),
+                    s.probabilistic_sampling
+                        .as_ref()
+                        .map_or(default_probability, |p| p.sampling_rate),
+                )
+            })
+            .collect();
+        merged.extend(computed);
+        ops.per_operation_strategies = merged
+            .into_iter()
+            .map(|(operation, p)| OperationSamplingStrategy {
+                operation,
+                probabilistic_sampling: Some(ProbabilisticSamplingStrategy { sampling_rate: p }),
+            })
+            .collect();
+        base
+    }
+
+    /// Recomputes every interval until the task is dropped.
+    pub fn spawn(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.settings.interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                me.recompute();
+            }
+        })
+    }
+
+    /// Prometheus gauges of the current probabilities and estimated rates.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::from(
+            "# HELP meshtrace_sampling_adaptive_probability Sampling probability adaptive sampling computed for an operation.\n# TYPE meshtrace_sampling_adaptive_probability gauge\n",
+        );
+        let est = self.estimates();
+        let label = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        for e in &est {
+            out.push_str(&format!(
+                "meshtrace_sampling_adaptive_probability{{service=\"{}\",operation=\"{}\"}} {}\n",
+                label(&e.service),
+                label(&e.operation),
+                e.probability
+            ));
+        }
+        out.push_str("# HELP meshtrace_sampling_adaptive_requests_per_second Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed).\n# TYPE meshtrace_sampling_adaptive_requests_per_second gauge\n");
+        for e in &est {
+            out.push_str(&format!(
+                "meshtrace_sampling_adaptive_requests_per_second{{service=\"{}\",operation=\"{}\"}} {}\n",
+                label(&e.service),
+                label(&e.operation),
+                e.requests_per_second
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP meshtrace_sampling_adaptive_operations_overflow_total Spans not counted: more than {MAX_OPERATIONS} operations tracked.\n# TYPE meshtrace_sampling_adaptive_operations_overflow_total counter\nmeshtrace_sampling_adaptive_operations_overflow_total {}\n",
+            self.overflow()
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            services: vec!["svc".into()],
+            target_traces_per_second: 1.0,
+            min_sampling_probability: 0.0001,
+            lower_bound_traces_per_minute: 1.0,
+            interval: Duration::from_secs(1),
+            smoothing: 0.5,
+        }
+    }
+
+    /// Simulates `secs` one-second intervals of traffic at `rates` (req/s per
+    /// operation), sampled with the probabilities served so far (deterministic
+    /// rounding of the expected sampled count).
+    fn simulate(
+        a: &Adaptive,
+        rates: &[(&str, f64)],
+        secs: usize,
+        carry: &mut HashMap<String, f64>,
+    ) {
+        for _ in 0..secs {
+            let probs = a.probabilities("svc");
+            for (op, rate) in rates {
+                let p = probs.get(*op).copied().unwrap_or(1.0);
+                let c = carry.entry(op.to_string()).or_default();
+                *c += rate * p;
+                let n = c.floor();
+                *c -= n;
+                a.observe((0..n as usize).map(|_| ("svc", *op, p)));
+            }
+            // One simulated second: pretend the window was exactly 1 s.
+            if let Ok(mut st) = a.state.lock() {
+                st.window_start = Instant::now() - Duration::from_secs(1);
+            }
+            a.recompute();
+        }
+    }
+
+    #[test]
+    fn converges_to_the_target_rate_per_operation() {
+        let a = Adaptive::new(settings());
+        let mut carry = HashMap::new();
+        simulate(&a, &[("busy", 200.0), ("rare", 5.0)], 30, &mut carry);
+        let p = a.probabilities("svc");
+        assert!((p["busy"] - 1.0 / 200.0).abs() < 0.001, "{p:?}");
+        assert!((p["rare"] - 1.0 / 5.0).abs() < 0.02, "{p:?}");
+        // Sampled rate = rate × p ≈ the target for both.
+        assert!((200.0 * p["busy"] - 1.0).abs() < 0.2);
+        assert!((5.0 * p["rare"] - 1.0).abs() < 0.2);
+        // Stable: another 10 s at the same traffic barely moves it.
+        let before = p["busy"];
+        simulate(&a, &[("busy", 200.0), ("rare", 5.0)], 10, &mut carry);
+        let after = a.probabilities("svc")["busy"];
+        assert!((after / before - 1.0).abs() < 0.2, "{before} → {after}");
+    }
+
+    #[test]
+    fn bounds_and_scope() {
+        let a = Adaptive::new(settings());
+        let mut carry = HashMap::new();
+        simulate(
+            &a,
+            &[("huge", 1_000_000.0), ("trickle", 0.1)],
+            5,
+            &mut carry,
+        );
+        let p = a.probabilities("svc");
+        assert_eq!(p["huge"], 0.0001, "min_sampling_probability");
+        assert_eq!(
+            p.get("trickle").copied().unwrap_or(1.0),
+            1.0,
+            "rare: all of it"
+        );
+        // Other services are not tracked.
+        a.observe([("other", "x", 0.5)]);
+        a.recompute();
+        assert!(a.probabilities("other").is_empty());
+        // Bad probabilities are ignored, not divided by.
+        a.observe([
+            ("svc", "bad", 0.0),
+            ("svc", "bad", f64::NAN),
+            ("svc", "bad", 2.0),
+        ]);
+        a.recompute();
+        assert!(!a.probabilities("svc").contains_key("bad"));
+    }
+
+    #[test]
+    fn overlay_keeps_file_operations_and_default() {
+        let a = Adaptive::new(settings());
+        a.observe((0..10).map(|_| ("svc", "GET /a", 0.5)));
+        a.recompute();
+        let file = meshtrace_proto::strategy::StrategiesFile::from_json(
+            r#"{"service_strategies":[{"service":"svc","type":"probabilistic","param":0.3,
+                "operation_strategies":[{"operation":"GET /b","type":"probabilistic","param":0.7}]}]}"#,
+        )
+        .unwrap();
+        let r = a.overlay("svc", super::super::response(&file, "svc"));
+        let o = r.operation_sampling.unwrap();
+        assert_eq!(o.default_sampling_probability, 0.3);
+        let ops: Vec<(String, f64)> = o
+            .per_operation_strategies
+            .iter()
+            .map(|s| {
+                (
+                    s.operation.clone(),
+                    s.probabilistic_sampling.as_ref().unwrap().sampling_rate,
+                )
+            })
+            .collect();
+        assert_eq!(ops[1], ("GET /b".into(), 0.7), "file entry kept");
+        assert_eq!(ops[0].0, "GET /a");
+        assert!(ops[0].1 < 1.0 && ops[0].1 > 0.0, "{ops:?}");
+        assert!((o.default_lower_bound_traces_per_second - 1.0 / 60.0).abs() < 1e-9);
+        // A service adaptive does not cover is the file's answer, untouched.
+        let other = a.overlay("zzz", super::super::response(&file, "zzz"));
+        assert_eq!(other, super::super::response(&file, "zzz"));
+    }
+}

@@ -1,0 +1,130 @@
+//! Sidecar mode: strategies come from the central collector's
+//! `SamplingManager` (gRPC), cached here so that the filters only ever talk to
+//! 127.0.0.1. A service is fetched on its first request, then refreshed on an
+//! interval while it keeps being asked for; when the central collector is
+//! unreachable the cached strategy keeps being served.
+
+use crate::grpc_unary::ProstClientCodec;
+use meshtrace_proto::jaeger::{
+    SamplingStrategyParameters, SamplingStrategyResponse, GET_SAMPLING_STRATEGY_PATH,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+struct Entry {
+    response: SamplingStrategyResponse,
+    last_asked: Instant,
+}
+
+pub struct UpstreamCache {
+    channel: Channel,
+    pub upstream: String,
+    entries: Mutex<HashMap<String, Entry>>,
+    pub refresh: Duration,
+    pub fetches: AtomicU64,
+    pub fetch_failures: AtomicU64,
+}
+
+/// Services not asked for in this many refresh intervals stop being refreshed.
+const FORGET_AFTER_INTERVALS: u32 = 10;
+
+impl UpstreamCache {
+    pub fn new(upstream: &str, refresh: Duration, timeout: Duration) -> Result<Self, String> {
+        let channel = Endpoint::from_shared(upstream.to_string())
+            .map_err(|e| format!("sampling.upstream: {upstream:?}: {e}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect_lazy();
+        Ok(UpstreamCache {
+            channel,
+            upstream: upstream.to_string(),
+            entries: Mutex::new(HashMap::new()),
+            refresh,
+            fetches: AtomicU64::new(0),
+            fetch_failures: AtomicU64::new(0),
+        })
+    }
+
+    async fn fetch(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let result = async {
+            grpc.ready()
+                .await
+                .map_err(|e| format!("central collector {} not reachable: {e}", self.upstream))?;
+            grpc.unary(
+                tonic::Request::new(SamplingStrategyParameters {
+                    service_name: service.to_string(),
+                }),
+                PathAndQuery::from_static(GET_SAMPLING_STRATEGY_PATH),
+                ProstClientCodec::<SamplingStrategyParameters, SamplingStrategyResponse>::default(),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| format!("central collector {}: {}", self.upstream, s.message()))
+        }
+        .await;
+        match &result {
+            Ok(_) => self.fetches.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.fetch_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    /// The cached strategy, or one fetched now on a first request.
+    pub async fn get(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
+        if let Ok(mut m) = self.entries.lock() {
+            if let Some(e) = m.get_mut(service) {
+                e.last_asked = Instant::now();
+                return Ok(e.response.clone());
+            }
+        }
+        let response = self.fetch(service).await?;
+        if let Ok(mut m) = self.entries.lock() {
+            m.insert(
+                service.to_string(),
+                Entry {
+                    response: response.clone(),
+                    last_asked: Instant::now(),
+                },
+            );
+        }
+        Ok(response)
+    }
+
+    /// Refreshes every cached service each interval; failures keep the cache.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(me.refresh).await;
+                let services: Vec<String> = me.entries.lock().map_or_else(
+                    |_| Vec::new(),
+                    |mut m| {
+                        m.retain(|_, e| {
+                            e.last_asked.elapsed() < me.refresh * FORGET_AFTER_INTERVALS
+                        });
+                        m.keys().cloned().collect()
+                    },
+                );
+                for s in services {
+                    match me.fetch(&s).await {
+                        Ok(r) => {
+                            if let Ok(mut m) = me.entries.lock() {
+                                if let Some(e) = m.get_mut(&s) {
+                                    e.response = r;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(service = %s, error = %e, "strategy refresh failed; serving the cached one")
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
