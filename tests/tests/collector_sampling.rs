@@ -155,3 +155,114 @@ fn the_seed_percentage_file_stops_start_up_before_any_port() {
     drop(held);
     let _ = std::fs::remove_file(&file);
 }
+
+/// Numbers as f64, so `0` (int32 in the proto JSON mapping) equals `0.0`.
+fn normalized(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.iter().map(normalized).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), normalized(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// A real gRPC client (Python grpcio, stub compiled from `proto/jaeger/api_v2/sampling.proto`).
+fn grpc_strategy(port: u16, service: &str) -> Value {
+    let root = meshtrace_tests::workspace_root();
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("tests/clients/sampling_grpc.py"))
+        .arg(root.join("proto/proto"))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(service)
+        .output()
+        .expect("run the gRPC client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+#[test]
+fn grpc_sampling_manager_answers_what_http_answers() {
+    let file = std::env::temp_dir().join(format!("meshtrace-strategies-{}.json", free_port()));
+    std::fs::write(&file, GOOD).unwrap();
+    let c = start_with(&file);
+    for service in ["checkout", "search", "unknown-service"] {
+        let http = json(&c, &format!("/api/sampling?service={service}"));
+        let grpc = grpc_strategy(c.sampling_grpc_port, service);
+        assert_eq!(
+            normalized(&grpc),
+            normalized(&http),
+            "{service}: gRPC {grpc:#} vs HTTP {http:#}"
+        );
+    }
+    let err = grpc_strategy(c.sampling_grpc_port, "");
+    assert_eq!(err["error"], "INVALID_ARGUMENT", "{err}");
+    assert!(err["details"].as_str().unwrap().contains("serviceName"));
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn sidecar_serves_the_central_strategies_cached() {
+    let file = std::env::temp_dir().join(format!("meshtrace-strategies-{}.json", free_port()));
+    std::fs::write(&file, GOOD).unwrap();
+    let central = start_with(&file);
+    let sidecar = Collector::start_opts(
+        std::env::temp_dir().join(format!("meshtrace-sidecar-{}", free_port())),
+        Opts {
+            yaml: Some("sampling:\n  reload_interval: 1s\n".into()),
+            args: vec![
+                "--mode".into(),
+                "sidecar".into(),
+                "--upstream".into(),
+                format!("http://127.0.0.1:{}", central.grpc_port),
+                "--sampling-upstream".into(),
+                format!("http://127.0.0.1:{}", central.sampling_grpc_port),
+            ],
+            ..Opts::default()
+        },
+    );
+    let path = "/api/sampling?service=checkout";
+    assert_eq!(json(&sidecar, path), json(&central, path));
+    // The sidecar's gRPC answers too (Jaeger clients that speak gRPC to a local agent).
+    assert_eq!(
+        normalized(&grpc_strategy(sidecar.sampling_grpc_port, "checkout")),
+        normalized(&json(&central, path))
+    );
+
+    // The file changes: the central reloads, the sidecar follows within its refresh.
+    std::fs::write(&file, GOOD.replace("\"param\": 0.2", "\"param\": 0.3")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while json(&sidecar, path)["probabilisticSampling"]["samplingRate"] != 0.3 {
+        assert!(
+            Instant::now() < deadline,
+            "sidecar never picked up the change"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The central goes away: the cached strategy is still served; a service never
+    // asked for before gets a clear 503.
+    drop(central);
+    std::thread::sleep(Duration::from_millis(2500)); // a refresh or two fail
+    assert_eq!(
+        json(&sidecar, path)["probabilisticSampling"]["samplingRate"],
+        0.3
+    );
+    let (status, body) = sidecar.get_sampling("/api/sampling?service=never-asked");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("central collector"), "{body}");
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(
+        meshtrace_tests::collector::metric(
+            &metrics,
+            "meshtrace_collector_sampling_upstream_failures_total"
+        ) > 0,
+        "{metrics}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
