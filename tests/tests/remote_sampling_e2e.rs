@@ -105,3 +105,104 @@ fn filter_applies_remote_strategies_and_keeps_them_when_the_collector_goes() {
     );
     let _ = std::fs::remove_file(&file);
 }
+
+/// Sampled traces of `operation` stored with a start in [from_us, to_us].
+fn stored(c: &Collector, operation: &str, from_us: u128, to_us: u128) -> usize {
+    let (_, body) = c.get(&format!(
+        "/api/traces?service=backend&operation={}&start={from_us}&end={to_us}&limit=100000",
+        operation.replace(' ', "%20")
+    ));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"].as_array().map_or(0, Vec::len)
+}
+
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// (g) Adaptive: 200 req/s on one operation, 5 req/s on another; the collector's
+/// computed probabilities bring both to about the 1 trace/s target.
+#[test]
+fn adaptive_sampling_brings_busy_and_rare_operations_to_the_target() {
+    let file = std::env::temp_dir().join(format!("meshtrace-adaptive-{}.json", free_port()));
+    std::fs::write(&file, strategies(1.0)).unwrap();
+    let collector = Collector::start_opts(
+        std::env::temp_dir().join(format!("meshtrace-adaptive-{}", free_port())),
+        Opts {
+            yaml: Some(
+                "sampling:\n  reload_interval: 1s\n  adaptive:\n    services: [backend]\n    calculation_interval: 1s\n    target_traces_per_second: 1\n"
+                    .into(),
+            ),
+            args: vec!["--sampling-strategies".into(), file.display().to_string()],
+            ..Opts::default()
+        },
+    );
+    let app = Upstream::start();
+    let cfg = r#"{"export":{"flush_interval_ms":100,"tick_ms":50},
+        "sampling":{"default_strategy":{"type":"probabilistic","param":1.0},"remote":{"poll_interval_ms":300}}}"#;
+    let mut b = EnvoyBuilder::new(
+        "backend",
+        Filter::Meshtrace(cfg.into()),
+        collector.otlp_port,
+    );
+    b.sampling_port = Some(collector.sampling_port);
+    let port = b.listener("INBOUND", app.port);
+    let _envoy = b.start();
+
+    // Paced traffic: /busy every 5 ms (200/s), /rare every 200 ms (5/s).
+    let mut c = Client::connect(port);
+    let run = |c: &mut Client, secs: u64| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(secs) {
+            let due = start + Duration::from_millis(5 * n);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            assert_eq!(c.get("/busy", &[]).status(), 200);
+            if n.is_multiple_of(40) {
+                assert_eq!(c.get("/rare", &[]).status(), 200);
+            }
+            n += 1;
+        }
+    };
+    run(&mut c, 15); // converge
+    let from = now_us();
+    run(&mut c, 10); // measure
+    let to = now_us();
+    std::thread::sleep(Duration::from_millis(500)); // last exports land
+    let secs = (to - from) as f64 / 1e6;
+    let busy = stored(&collector, "GET /busy", from, to) as f64 / secs;
+    let rare = stored(&collector, "GET /rare", from, to) as f64 / secs;
+    let (_, est) = collector.get_sampling("/api/sampling/adaptive");
+    eprintln!("sampled traces/s: busy {busy:.2} (of 200/s), rare {rare:.2} (of 5/s); {est}");
+    for (name, rate) in [("busy", busy), ("rare", rare)] {
+        assert!(
+            (0.3..=2.5).contains(&rate),
+            "{name}: {rate:.2} sampled traces/s, target 1 ({est})"
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&est).unwrap();
+    let p = |op: &str| {
+        v["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["operation"] == op)
+            .and_then(|o| o["probability"].as_f64())
+            .unwrap_or(-1.0)
+    };
+    assert!((0.002..0.015).contains(&p("GET /busy")), "{est}");
+    assert!((0.08..0.6).contains(&p("GET /rare")), "{est}");
+    let (_, metrics) = collector.get("/metrics");
+    assert!(
+        metrics.contains(
+            "meshtrace_sampling_adaptive_probability{service=\"backend\",operation=\"GET /busy\"}"
+        ),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
