@@ -174,6 +174,11 @@ pub struct SamplingConfig {
     pub operation_strategies: Vec<OperationStrategy>,
     /// Poll this service's strategy from the collector; absent keeps the static strategies only.
     pub remote: Option<RemoteSamplingConfig>,
+    /// When a sampled parent carries OpenTelemetry's `ot=th:` threshold (and random
+    /// trace ids), apply this sidecar's own probability too if it is lower: it keeps
+    /// a subset of what upstream kept (consistent probability sampling), at the
+    /// price of traces that stop at this hop. Off: a sampled parent is always honoured.
+    pub consistent_downstream: bool,
 }
 
 /// Where the filter polls its strategy (Jaeger's `/api/sampling?service=S`).
@@ -212,6 +217,7 @@ impl Default for SamplingConfig {
             service_strategies: Vec::new(),
             operation_strategies: Vec::new(),
             remote: None,
+            consistent_downstream: false,
         }
     }
 }

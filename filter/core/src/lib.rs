@@ -10,6 +10,7 @@ pub mod fxhash;
 pub mod host;
 pub mod metrics;
 pub mod operation;
+pub mod otel_ts;
 pub mod otlp;
 pub mod propagation;
 pub mod remote;

@@ -91,6 +91,15 @@ impl Sampler {
         }
     }
 
+    /// The probability and threshold `operation` is sampled with, if probabilistic.
+    pub fn threshold_for(&self, operation: &str) -> Option<(f64, u64)> {
+        match (self.operations.get(operation), self.default) {
+            (Some(pt), _) => Some(*pt),
+            (None, Strategy::Probabilistic(p)) => Some((p, self.default_threshold)),
+            (None, Strategy::RateLimiting(_)) => None,
+        }
+    }
+
     /// Whether `decide` looks at the operation name (per-operation strategies exist).
     pub fn needs_operation(&self) -> bool {
         !self.operations.is_empty()

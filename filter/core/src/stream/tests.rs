@@ -514,3 +514,141 @@ fn remote_strategy_polled_applied_and_kept_when_the_collector_fails() {
     assert_eq!(t.buffer.counters.strategy_updates, 1);
     assert_eq!(t.buffer.counters.strategy_failures, 3);
 }
+
+/// One request through a tracer; (sampled, traceparent out, tracestate out).
+fn hop(
+    t: &mut Tracer,
+    host: &FakeHost,
+    headers: &[(&str, &str)],
+) -> (bool, String, Option<String>) {
+    let mut h = host.clone().with_request("GET", "/pay");
+    for (k, v) in headers {
+        h = h.with_header(k, v);
+    }
+    let sampled = Stream::on_request_headers(t, &mut h, true).is_sampled();
+    (
+        sampled,
+        h.header("traceparent").unwrap_or_default(),
+        h.header("tracestate"),
+    )
+}
+
+#[test]
+fn probabilistic_decisions_write_the_otel_threshold() {
+    let host = node();
+    let mut t = tracer(
+        r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0.5}}}"#,
+        &host,
+    );
+    let mut seen = 0;
+    for _ in 0..200 {
+        let (sampled, tp, ts) = hop(&mut t, &host, &[]);
+        if sampled {
+            seen += 1;
+            assert_eq!(ts.as_deref(), Some("ot=th:8"), "p = 0.5 is threshold 0x8…");
+            assert!(tp.ends_with("-03"), "sampled and random: {tp}");
+        } else {
+            assert_eq!(ts, None, "nothing written for a trace not sampled");
+        }
+    }
+    assert!(seen > 50 && seen < 150, "{seen}");
+    // A parent decision keeps the tracestate as it came (other vendors' members too).
+    let (sampled, _, ts) = hop(
+        &mut t,
+        &host,
+        &[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03",
+            ),
+            ("tracestate", "ot=th:c,vendor=x"),
+        ],
+    );
+    assert!(sampled);
+    assert_eq!(
+        ts.as_deref(),
+        Some("ot=th:c,vendor=x"),
+        "header left as it came"
+    );
+}
+
+#[test]
+fn consistent_downstream_keeps_a_subset_of_what_upstream_kept() {
+    let host = node();
+    let mut up = tracer(
+        r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0.5}}}"#,
+        &host,
+    );
+    let mut down = tracer(
+        r#"{"sampling":{"consistent_downstream":true,"default_strategy":{"type":"probabilistic","param":0.1}}}"#,
+        &host,
+    );
+    let mut parent_only = tracer(
+        r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0.1}}}"#,
+        &host,
+    );
+    let (mut kept_up, mut kept_down) = (0, 0);
+    for _ in 0..2000 {
+        let (s_up, tp, ts) = hop(&mut up, &host, &[]);
+        let mut fwd = vec![("traceparent", tp.as_str())];
+        if let Some(ts) = &ts {
+            fwd.push(("tracestate", ts.as_str()));
+        }
+        let (s_down, tp2, ts2) = hop(&mut down, &host, &fwd);
+        assert!(!s_down || s_up, "downstream kept a trace upstream dropped");
+        if s_up {
+            kept_up += 1;
+            // Honouring the parent (the default) keeps every one upstream kept.
+            assert!(hop(&mut parent_only, &host, &fwd).0);
+        }
+        if s_down {
+            kept_down += 1;
+            assert_eq!(
+                ts2.as_deref(),
+                Some("ot=th:e6666666666668"),
+                "raised threshold written"
+            );
+            assert!(tp2.ends_with("-03"));
+        } else if s_up {
+            assert!(
+                tp2.ends_with("-02"),
+                "dropped here: flag off downstream: {tp2}"
+            );
+            assert_eq!(ts2, None, "th removed with the sampled flag: {ts2:?}");
+        }
+    }
+    let ratio = kept_down as f64 / 2000.0;
+    assert!((900..1100).contains(&kept_up), "{kept_up}");
+    assert!(
+        (ratio - 0.1).abs() < 5.0 * (0.1f64 * 0.9 / 2000.0).sqrt(),
+        "{ratio}"
+    );
+    assert_eq!(down.buffer.counters.spans_sampled, kept_down);
+
+    // Without a threshold from upstream (not an OTel consistent sampler), the parent wins.
+    let (s, _, _) = hop(
+        &mut down,
+        &host,
+        &[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03",
+        )],
+    );
+    assert!(s, "no ot=th: parent honoured");
+    // Explicit randomness (rv) is used instead of the trace id's bits.
+    let (s, _, _) = hop(
+        &mut down,
+        &host,
+        &[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd84ffffffffffffff-b7ad6b7169203331-03",
+            ),
+            ("tracestate", "ot=th:8;rv:00000000000001"),
+        ],
+    );
+    assert!(
+        !s,
+        "rv 1 is below the 0.1 threshold although the trace id's bits are high"
+    );
+}
