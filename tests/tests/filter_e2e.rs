@@ -627,3 +627,72 @@ fn g_invalid_config_is_rejected_naming_the_field() {
         }
     }
 }
+
+/// Consistent probability sampling across two real sidecars: A (outbound, p = 0.5)
+/// writes `ot=th:8`; B (inbound, p = 0.1, `consistent_downstream`) keeps only traces
+/// whose randomness clears its own threshold — a subset of A's, about 10% of all.
+#[test]
+fn h_consistent_downstream_keeps_a_subset_of_upstream() {
+    let receiver = OtlpReceiver::start();
+    let app = Upstream::start();
+    let mut b = EnvoyBuilder::new(
+        "backend",
+        Filter::Meshtrace(cfg(
+            r#""sampling":{"consistent_downstream":true,"default_strategy":{"type":"probabilistic","param":0.1}}"#,
+        )),
+        receiver.port,
+    );
+    let b_in = b.listener("INBOUND", app.port);
+    let _b = b.start();
+    let mut a = EnvoyBuilder::new(
+        "frontend",
+        Filter::Meshtrace(cfg(
+            r#""sampling":{"default_strategy":{"type":"probabilistic","param":0.5}}"#,
+        )),
+        receiver.port,
+    );
+    let a_out = a.listener("OUTBOUND", b_in);
+    let _a = a.start();
+
+    const N: usize = 1000;
+    send(a_out, "/pay", N, &[]);
+    settled_count(&receiver);
+    let spans = receiver.spans();
+    let ids = |svc: &str| -> std::collections::HashSet<String> {
+        spans
+            .iter()
+            .filter(|s| s.service() == svc)
+            .map(|s| s.trace_id())
+            .collect()
+    };
+    let (up, down) = (ids("frontend"), ids("backend"));
+    eprintln!(
+        "of {N}: frontend kept {}, backend kept {}",
+        up.len(),
+        down.len()
+    );
+    assert!(down.is_subset(&up), "backend kept traces frontend dropped");
+    let sd = |p: f64| (N as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (up.len() as f64 - 500.0).abs() <= 5.0 * sd(0.5),
+        "{}",
+        up.len()
+    );
+    assert!(
+        (down.len() as f64 - 100.0).abs() <= 5.0 * sd(0.1),
+        "{}",
+        down.len()
+    );
+    // B records the probability that applied to it, and writes its threshold on.
+    let b_span = spans.iter().find(|s| s.service() == "backend").unwrap();
+    assert_eq!(
+        b_span.attr("sampler.type").as_deref(),
+        Some("probabilistic")
+    );
+    assert!(b_span.attr("sampler.param").unwrap().starts_with("0.1"));
+    let last_ts = app.last().header("tracestate");
+    assert!(
+        matches!(last_ts.as_deref(), Some("ot=th:e6666666666668") | None),
+        "{last_ts:?}"
+    );
+}

@@ -243,12 +243,12 @@ impl Stream {
                     .randomness
                     .or((random != 0).then(|| trace_id.randomness()));
                 let own = tracer.sampler.threshold_for(name.as_deref().unwrap_or(""));
-                if let (Some(up), Some(r), Some((_, mine))) = (ot.threshold, randomness, own) {
+                if let (Some(up), Some(r), Some((p_own, mine))) = (ot.threshold, randomness, own) {
                     if mine > up {
                         let sampled = r >= mine;
                         decision = Decision::Probabilistic {
                             sampled,
-                            probability: crate::otel_ts::probability(mine),
+                            probability: p_own,
                         };
                         new_threshold = Some(sampled.then_some(mine));
                     }
