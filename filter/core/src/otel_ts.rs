@@ -51,13 +51,25 @@ pub fn parse(tracestate: &str) -> OtState {
     out
 }
 
-/// `th` encoding: 14 hex digits with trailing zeros removed; `0` for zero.
-pub fn format_th(threshold: u64) -> String {
-    if threshold == 0 {
-        return "0".into();
+/// Appends the `th` encoding: 14 hex digits with trailing zeros removed; `0` for zero.
+fn push_th(out: &mut String, threshold: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let t = threshold.min(MAX - 1);
+    if t == 0 {
+        out.push('0');
+        return;
     }
-    let s = format!("{:014x}", threshold.min(MAX - 1));
-    s.trim_end_matches('0').to_string()
+    let digits = 14 - (t.trailing_zeros() / 4) as usize;
+    for i in 0..digits {
+        out.push(char::from(HEX[((t >> (4 * (13 - i))) & 0xf) as usize]));
+    }
+}
+
+/// `th` encoding of a threshold.
+pub fn format_th(threshold: u64) -> String {
+    let mut s = String::with_capacity(14);
+    push_th(&mut s, threshold);
+    s
 }
 
 /// The probability a threshold stands for.
@@ -67,33 +79,40 @@ pub fn probability(threshold: u64) -> f64 {
 
 /// `tracestate` with `ot`'s `th` set to `threshold` (or removed with `None`),
 /// other `ot` sub-keys and members kept; the modified `ot` member moves to the
-/// front, as W3C asks of a member a vendor updates. `None` if nothing is left.
+/// front, as W3C asks of a member a vendor updates; at most 32 members (W3C's
+/// limit, dropped from the end). `None` if nothing is left. One allocation: it
+/// runs for every sampled request.
 pub fn with_threshold(tracestate: Option<&str>, threshold: Option<u64>) -> Option<String> {
     let ts = tracestate.unwrap_or("");
-    let mut sub: Vec<String> = ot_member(ts)
-        .map(|ot| {
-            ot.split(';')
-                .filter(|p| !p.is_empty() && !p.starts_with("th:"))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out = String::with_capacity(ts.len() + 24);
+    let mut ot_parts = 0;
     if let Some(t) = threshold {
-        sub.insert(0, format!("th:{}", format_th(t)));
+        out.push_str("ot=th:");
+        push_th(&mut out, t);
+        ot_parts += 1;
     }
-    let mut members: Vec<String> = Vec::new();
-    if !sub.is_empty() {
-        members.push(format!("ot={}", sub.join(";")));
+    let kept = ot_member(ts)
+        .into_iter()
+        .flat_map(|ot| ot.split(';'))
+        .filter(|p| !p.is_empty() && !p.starts_with("th:"));
+    for part in kept {
+        out.push_str(if ot_parts == 0 { "ot=" } else { ";" });
+        out.push_str(part);
+        ot_parts += 1;
     }
-    members.extend(
-        ts.split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty() && !m.starts_with("ot="))
-            .map(str::to_string),
-    );
-    // W3C's limit: 32 members; drop from the end.
-    members.truncate(32);
-    (!members.is_empty()).then(|| members.join(","))
+    let first = usize::from(ot_parts > 0);
+    let others = ts
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && !m.starts_with("ot="))
+        .take(32 - first);
+    for (i, m) in others.enumerate() {
+        if i + first > 0 {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 #[cfg(test)]
@@ -178,5 +197,13 @@ mod tests {
             Some("a=1")
         );
         assert!((probability(0x80000000000000) - 0.5).abs() < 1e-12);
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let out = with_threshold(Some(&many.join(",")), Some(0)).unwrap();
+        let members: Vec<&str> = out.split(',').collect();
+        assert_eq!(members.len(), 32, "W3C's limit");
+        assert_eq!(
+            (members[0], members[1], members[31]),
+            ("ot=th:0", "k0=v", "k30=v")
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! sidecar with a lower probability keeps a subset of what a higher one kept.
 
 use crate::fxhash::FxHashMap;
+use crate::propagation::TraceState;
 use meshtrace_proto::strategy::{Sampler as Strategy, ServiceSampling};
 use meshtrace_proto::TraceId;
 
@@ -138,6 +139,62 @@ impl Sampler {
                 probability: p,
             },
         }
+    }
+}
+
+/// OpenTelemetry consistent probability sampling in `tracestate`. A sampled
+/// probabilistic decision records its threshold (`ot=th:`). With `consistent`
+/// (the `consistent_downstream` option, not forced), a sampled parent whose `th`
+/// is below this hop's own threshold for `operation` is decided again on the same
+/// randomness (`ot=rv:`, else `trace_randomness` when the ids are random) and the
+/// raised threshold written on, or `th` removed when this hop drops the trace.
+/// Returns the decision and the tracestate to write (`None`: leave it as it came).
+pub fn otel_threshold(
+    decision: Decision,
+    sampler: &Sampler,
+    operation: &str,
+    consistent: bool,
+    incoming: &TraceState,
+    trace_randomness: Option<u64>,
+) -> (Decision, Option<TraceState>) {
+    let rewrite = |threshold: Option<u64>| {
+        Some(
+            match crate::otel_ts::with_threshold(incoming.value(), threshold) {
+                Some(s) => TraceState::Replace(s),
+                None if matches!(incoming, TraceState::Absent) => TraceState::Absent,
+                None => TraceState::Remove,
+            },
+        )
+    };
+    match decision {
+        Decision::Probabilistic {
+            sampled: true,
+            probability,
+        } => (decision, rewrite(Some(threshold(probability)))),
+        Decision::Parent(true) if consistent => {
+            let ot = incoming
+                .value()
+                .map(crate::otel_ts::parse)
+                .unwrap_or_default();
+            match (
+                ot.threshold,
+                ot.randomness.or(trace_randomness),
+                sampler.threshold_for(operation),
+            ) {
+                (Some(up), Some(r), Some((p_own, mine))) if mine > up => {
+                    let sampled = r >= mine;
+                    (
+                        Decision::Probabilistic {
+                            sampled,
+                            probability: p_own,
+                        },
+                        rewrite(sampled.then_some(mine)),
+                    )
+                }
+                _ => (decision, None),
+            }
+        }
+        _ => (decision, None),
     }
 }
 

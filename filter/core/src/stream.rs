@@ -220,55 +220,14 @@ impl Stream {
             forced || extracted.debug,
             |rate| crate::budget::take_shared(host, budget_key, rate),
         );
-        // OpenTelemetry consistent probability sampling in `tracestate`: a
-        // probabilistic decision records its threshold (`ot=th:`); with
-        // `consistent_downstream`, a sampled parent's threshold is raised to this
-        // hop's own when that is higher (lower probability), on the same randomness.
-        let mut decision = decision;
-        let mut new_threshold: Option<Option<u64>> = None;
-        match decision {
-            Decision::Probabilistic {
-                sampled: true,
-                probability,
-            } => new_threshold = Some(Some(crate::sampling::threshold(probability))),
-            Decision::Parent(true)
-                if tracer.config.sampling.consistent_downstream && !forced && !extracted.debug =>
-            {
-                let ot = extracted
-                    .tracestate
-                    .value()
-                    .map(crate::otel_ts::parse)
-                    .unwrap_or_default();
-                let randomness = ot
-                    .randomness
-                    .or((random != 0).then(|| trace_id.randomness()));
-                let own = tracer.sampler.threshold_for(name.as_deref().unwrap_or(""));
-                if let (Some(up), Some(r), Some((p_own, mine))) = (ot.threshold, randomness, own) {
-                    if mine > up {
-                        let sampled = r >= mine;
-                        decision = Decision::Probabilistic {
-                            sampled,
-                            probability: p_own,
-                        };
-                        new_threshold = Some(sampled.then_some(mine));
-                    }
-                }
-            }
-            _ => {}
-        }
-        let tracestate_out = match new_threshold {
-            None => None,
-            Some(t) => Some(
-                match crate::otel_ts::with_threshold(extracted.tracestate.value(), t) {
-                    Some(s) => TraceState::Replace(s),
-                    None if matches!(extracted.tracestate, TraceState::Absent) => {
-                        TraceState::Absent
-                    }
-                    None => TraceState::Remove,
-                },
-            ),
-        };
-        let tracestate_out = tracestate_out.as_ref().unwrap_or(&extracted.tracestate);
+        let (decision, new_tracestate) = crate::sampling::otel_threshold(
+            decision,
+            &tracer.sampler,
+            name.as_deref().unwrap_or(""),
+            tracer.config.sampling.consistent_downstream && !forced && !extracted.debug,
+            &extracted.tracestate,
+            (random != 0).then(|| trace_id.randomness()),
+        );
         let sampled = decision.sampled();
         let span_id = SpanId(tracer.rng.span_id());
 
@@ -283,7 +242,7 @@ impl Stream {
             sampled,
             debug: extracted.debug,
             w3c_flags: extracted.w3c_flags.unwrap_or(0) | random,
-            tracestate: tracestate_out,
+            tracestate: new_tracestate.as_ref().unwrap_or(&extracted.tracestate),
         };
         // Not sampled upstream, and a valid context arrived in exactly the
         // formats we would write: nothing records this hop, so the headers
@@ -313,7 +272,7 @@ impl Stream {
             Some(n) => n,
             None => name_of(tracer),
         };
-        let tracestate = tracestate_out.value().map(str::to_string);
+        let tracestate = new_tracestate.unwrap_or(extracted.tracestate).into_value();
         Stream {
             span: Some(Box::new(SpanState {
                 trace_id,

@@ -105,6 +105,14 @@ impl TraceState {
             _ => None,
         }
     }
+
+    /// The value to record on the span, moved out.
+    pub fn into_value(self) -> Option<String> {
+        match self {
+            TraceState::Keep(s) | TraceState::Replace(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// The remote parent, if a valid one arrived.
