@@ -7,7 +7,7 @@
 //! them, so a bad payload gets the right code. The same server carries Jaeger's
 //! `SamplingManager`, whose messages are hand-written prost types.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, Bytes};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use tonic::codec::{
@@ -45,11 +45,8 @@ impl<R: prost::Message> Encoder for ProstEncoder<R> {
     type Item = R;
     type Error = Status;
     fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        let mut buf = Vec::with_capacity(item.encoded_len());
-        item.encode(&mut buf)
-            .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
-        dst.put_slice(&buf);
-        Ok(())
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the message: {e}")))
     }
 }
 

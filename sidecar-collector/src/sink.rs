@@ -49,36 +49,21 @@ impl Sink {
                 adaptive,
             } => {
                 let ingested = records_from_request(req, indexed_tags);
-                // Counted once stored: a refused request comes back and must not count twice.
-                let observed: Vec<(String, String, f64)> = match adaptive {
-                    Some(_) => ingested
-                        .records
-                        .iter()
-                        .filter_map(|r| {
-                            Some((
-                                r.service.clone(),
-                                r.operation.clone(),
-                                r.sampled_probability?,
-                            ))
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                c.spans_received.fetch_add(
-                    ingested.records.len() as u64 + ingested.rejected,
-                    Ordering::Relaxed,
-                );
-                c.spans_rejected
-                    .fetch_add(ingested.rejected, Ordering::Relaxed);
+                let tally = adaptive.as_ref().map(|a| {
+                    a.tally(ingested.records.iter().filter_map(|r| {
+                        Some((
+                            r.service.as_str(),
+                            r.operation.as_str(),
+                            r.sampled_probability?,
+                        ))
+                    }))
+                });
                 if !ingested.records.is_empty() {
                     pipeline.submit(ingested.records).await?;
                 }
-                if let Some(a) = adaptive {
-                    a.observe(
-                        observed
-                            .iter()
-                            .map(|(s, o, p)| (s.as_str(), o.as_str(), *p)),
-                    );
+                // Counted once stored: a refused request comes back.
+                if let (Some(a), Some(t)) = (adaptive, tally) {
+                    a.observe(t);
                 }
                 Ok(Accepted {
                     rejected: ingested.rejected,

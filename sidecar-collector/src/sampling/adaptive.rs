@@ -51,6 +51,10 @@ struct State {
     overflow: u64,
 }
 
+/// Spans of one export request, summed by (service, operation).
+#[derive(Debug, Default)]
+pub struct Tally(Vec<(String, String, f64, u64)>);
+
 /// One operation's current figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Estimate {
@@ -84,27 +88,49 @@ impl Adaptive {
             .any(|s| s == "*" || s == service)
     }
 
-    /// Records spans sampled with probability `p` (one lock per export request).
-    pub fn observe<'a>(&self, spans: impl IntoIterator<Item = (&'a str, &'a str, f64)>) {
-        let Ok(mut st) = self.state.lock() else {
-            return;
-        };
+    /// Sums spans sampled with probability `p` by (service, operation): the
+    /// requests they stand for (Σ 1/p) and their count. Taken before a request is
+    /// stored, applied with [`Adaptive::observe`] once it is (a refused request
+    /// comes back and must not count twice).
+    pub fn tally<'a>(&self, spans: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> Tally {
+        let mut out: Vec<(String, String, f64, u64)> = Vec::new();
         for (service, operation, p) in spans {
             if !(p > 0.0 && p <= 1.0 && self.applies_to(service)) {
                 continue;
             }
-            let key = (service.to_string(), operation.to_string());
+            // An export holds few operations: a scan beats hashing owned keys.
+            match out
+                .iter_mut()
+                .find(|(s, o, _, _)| s == service && o == operation)
+            {
+                Some(t) => {
+                    t.2 += 1.0 / p;
+                    t.3 += 1;
+                }
+                None => out.push((service.to_string(), operation.to_string(), 1.0 / p, 1)),
+            }
+        }
+        Tally(out)
+    }
+
+    /// Adds a tally to the current interval (one lock per export request).
+    pub fn observe(&self, tally: Tally) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        for (service, operation, requests, spans) in tally.0 {
             let full = st.ops.len() >= MAX_OPERATIONS;
+            let key = (service, operation);
             let op = match st.ops.get_mut(&key) {
                 Some(op) => op,
                 None if full => {
-                    st.overflow += 1;
+                    st.overflow += spans;
                     continue;
                 }
                 None => st.ops.entry(key).or_default(),
             };
-            op.requests += 1.0 / p;
-            op.spans += 1;
+            op.requests += requests;
+            op.spans += spans;
         }
     }
 
@@ -240,31 +266,36 @@ impl Adaptive {
 
     /// Prometheus gauges of the current probabilities and estimated rates.
     pub fn metrics_text(&self) -> String {
-        let mut out = String::from(
-            "# HELP meshtrace_sampling_adaptive_probability Sampling probability adaptive sampling computed for an operation.\n# TYPE meshtrace_sampling_adaptive_probability gauge\n",
-        );
         let est = self.estimates();
         let label = |v: &str| {
             v.replace('\\', "\\\\")
                 .replace('"', "\\\"")
                 .replace('\n', "\\n")
         };
-        for e in &est {
-            out.push_str(&format!(
-                "meshtrace_sampling_adaptive_probability{{service=\"{}\",operation=\"{}\"}} {}\n",
-                label(&e.service),
-                label(&e.operation),
-                e.probability
-            ));
-        }
-        out.push_str("# HELP meshtrace_sampling_adaptive_requests_per_second Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed).\n# TYPE meshtrace_sampling_adaptive_requests_per_second gauge\n");
-        for e in &est {
-            out.push_str(&format!(
-                "meshtrace_sampling_adaptive_requests_per_second{{service=\"{}\",operation=\"{}\"}} {}\n",
-                label(&e.service),
-                label(&e.operation),
-                e.requests_per_second
-            ));
+        let mut out = String::new();
+        type Gauge = (&'static str, &'static str, fn(&Estimate) -> f64);
+        let gauges: [Gauge; 2] = [
+            (
+                "meshtrace_sampling_adaptive_probability",
+                "Sampling probability adaptive sampling computed for an operation.",
+                |e| e.probability,
+            ),
+            (
+                "meshtrace_sampling_adaptive_requests_per_second",
+                "Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed).",
+                |e| e.requests_per_second,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for e in &est {
+                out.push_str(&format!(
+                    "{name}{{service=\"{}\",operation=\"{}\"}} {}\n",
+                    label(&e.service),
+                    label(&e.operation),
+                    value(e)
+                ));
+            }
         }
         out.push_str(&format!(
             "# HELP meshtrace_sampling_adaptive_operations_overflow_total Spans not counted: more than {MAX_OPERATIONS} operations tracked.\n# TYPE meshtrace_sampling_adaptive_operations_overflow_total counter\nmeshtrace_sampling_adaptive_operations_overflow_total {}\n",
@@ -306,7 +337,7 @@ mod tests {
                 *c += rate * p;
                 let n = c.floor();
                 *c -= n;
-                a.observe((0..n as usize).map(|_| ("svc", *op, p)));
+                a.observe(a.tally((0..n as usize).map(|_| ("svc", *op, p))));
             }
             // One simulated second: pretend the window was exactly 1 s.
             if let Ok(mut st) = a.state.lock() {
@@ -352,15 +383,15 @@ mod tests {
             "rare: all of it"
         );
         // Other services are not tracked.
-        a.observe([("other", "x", 0.5)]);
+        a.observe(a.tally([("other", "x", 0.5)]));
         a.recompute();
         assert!(a.probabilities("other").is_empty());
         // Bad probabilities are ignored, not divided by.
-        a.observe([
+        a.observe(a.tally([
             ("svc", "bad", 0.0),
             ("svc", "bad", f64::NAN),
             ("svc", "bad", 2.0),
-        ]);
+        ]));
         a.recompute();
         assert!(!a.probabilities("svc").contains_key("bad"));
     }
@@ -368,7 +399,7 @@ mod tests {
     #[test]
     fn overlay_keeps_file_operations_and_default() {
         let a = Adaptive::new(settings());
-        a.observe((0..10).map(|_| ("svc", "GET /a", 0.5)));
+        a.observe(a.tally((0..10).map(|_| ("svc", "GET /a", 0.5))));
         a.recompute();
         let file = meshtrace_proto::strategy::StrategiesFile::from_json(
             r#"{"service_strategies":[{"service":"svc","type":"probabilistic","param":0.3,

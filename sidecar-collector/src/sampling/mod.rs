@@ -191,11 +191,6 @@ pub fn to_json(r: &SamplingStrategyResponse) -> Value {
     out
 }
 
-/// Jaeger's JSON for `service` from a strategies file.
-pub fn response_json(file: &StrategiesFile, service: &str) -> Value {
-    to_json(&response(file, service))
-}
-
 /// Where strategies come from.
 pub enum Provider {
     /// The strategies file (or Jaeger's default), with adaptive probabilities on top.
@@ -347,6 +342,10 @@ pub fn metrics_text(s: &Strategies) -> String {
 mod tests {
     use super::*;
 
+    fn response_json(file: &StrategiesFile, service: &str) -> Value {
+        to_json(&response(file, service))
+    }
+
     #[test]
     fn jaeger_response_shapes() {
         let f = StrategiesFile::from_json(
@@ -374,6 +373,15 @@ mod tests {
         assert_eq!(b["strategyType"], "RATE_LIMITING");
         assert_eq!(b["rateLimitingSampling"]["maxTracesPerSecond"], 5);
         assert!(b.get("operationSampling").is_none());
+        let half = StrategiesFile::from_json(
+            r#"{"default_strategy":{"type":"ratelimiting","param":0.5}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            response_json(&half, "x")["rateLimitingSampling"]["maxTracesPerSecond"],
+            1,
+            "a fractional rate rounds up (an integer on the wire; 0 would sample nothing)"
+        );
         let other = response_json(&f, "zzz");
         assert_eq!(other["probabilisticSampling"]["samplingRate"], 0.5);
         let none = response_json(&StrategiesFile::default(), "x");
