@@ -291,31 +291,8 @@ pub fn hold_ports(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
 /// Calls a unary gRPC method on 127.0.0.1:`port` with the raw `message` bytes through a
 /// real gRPC client (Python grpcio); (status code name, details, response bytes).
 pub fn grpc_raw(port: u16, method: &str, message: &[u8]) -> (String, String, Vec<u8>) {
-    use std::process::Command;
-    let py = crate::workspace_root().join(".venv/bin/python");
-    assert!(py.exists(), "no .venv: run scripts/setup");
-    let mut child = Command::new(py)
-        .arg(crate::workspace_root().join("tests/clients/grpc_raw.py"))
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(method)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the gRPC client");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(message)
-        .expect("write the message");
-    let out = child.wait_with_output().expect("client output");
-    assert!(
-        out.status.success(),
-        "gRPC client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    let target = format!("127.0.0.1:{port}");
+    let (v, _) = crate::python_client("grpc_raw.py", &[&target, method], message);
     let hex = v["response_hex"].as_str().unwrap_or("");
     let bytes = (0..hex.len() / 2)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
@@ -325,6 +302,26 @@ pub fn grpc_raw(port: u16, method: &str, message: &[u8]) -> (String, String, Vec
         v["details"].as_str().unwrap_or("").to_string(),
         bytes,
     )
+}
+
+/// The process (service name and resource tags) of a span in a Jaeger trace.
+pub fn jaeger_process<'a>(
+    trace: &'a serde_json::Value,
+    span: &serde_json::Value,
+) -> &'a serde_json::Value {
+    &trace["processes"][span["processID"].as_str().unwrap_or("")]
+}
+
+/// The one span of `service` in a Jaeger trace (panics naming the trace if absent).
+pub fn jaeger_span_of<'a>(trace: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
+    trace["spans"]
+        .as_array()
+        .and_then(|spans| {
+            spans
+                .iter()
+                .find(|s| jaeger_process(trace, s)["serviceName"] == service)
+        })
+        .unwrap_or_else(|| panic!("no span of {service} in {trace:#}"))
 }
 
 /// A tag object (`{"key", "type", "value"}`) of a span in Jaeger's JSON.

@@ -343,3 +343,42 @@ impl Drop for Envoy {
         }
     }
 }
+
+/// Client → `frontend` sidecar (outbound listener) → `backend` sidecar (inbound
+/// listener) → an echo app, both filters exporting to `collector_port`.
+pub struct TwoSidecars {
+    pub frontend: Envoy,
+    pub backend: Envoy,
+    /// Where a client sends: the frontend's outbound listener.
+    pub entry_port: u16,
+    /// The backend's inbound listener.
+    pub backend_port: u16,
+    pub app: crate::upstream::Upstream,
+}
+
+impl TwoSidecars {
+    pub fn start(frontend_config: &str, backend_config: &str, collector_port: u16) -> TwoSidecars {
+        let app = crate::upstream::Upstream::start();
+        let mut b = EnvoyBuilder::new(
+            "backend",
+            Filter::Meshtrace(backend_config.into()),
+            collector_port,
+        );
+        let backend_port = b.listener("INBOUND", app.port);
+        let backend = b.start();
+        let mut a = EnvoyBuilder::new(
+            "frontend",
+            Filter::Meshtrace(frontend_config.into()),
+            collector_port,
+        );
+        let entry_port = a.listener("OUTBOUND", backend_port);
+        let frontend = a.start();
+        TwoSidecars {
+            frontend,
+            backend,
+            entry_port,
+            backend_port,
+            app,
+        }
+    }
+}

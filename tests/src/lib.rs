@@ -1,6 +1,6 @@
 //! Support for the end-to-end tests: a real Envoy with the built filter, an
-//! echo upstream, an OTLP/HTTP receiver (the in-test stand-in until the
-//! collector binary exists), and a raw HTTP/1.1 client that can send any bytes.
+//! echo upstream, the collector binary, an OTLP/HTTP receiver that decodes what the
+//! filter sends, Python clients, and a raw HTTP/1.1 client that can send any bytes.
 
 pub mod bench;
 pub mod collector;
@@ -34,6 +34,35 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Runs `tests/clients/SCRIPT` with the project's `.venv` Python (real OTel SDK and
+/// gRPC clients), `stdin` as its input; its JSON output and its stderr.
+pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::Value, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let py = workspace_root().join(".venv/bin/python");
+    assert!(py.exists(), "no .venv: run scripts/setup");
+    let mut child = Command::new(py)
+        .arg(workspace_root().join("tests/clients").join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the Python client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write the client's input");
+    let out = child.wait_with_output().expect("client output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{script} failed: {stderr}");
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stderr}"));
+    (v, stderr)
 }
 
 /// The release filter; fails with the command that builds it.

@@ -70,6 +70,27 @@ fn still_serving(c: &Collector, n: u8) {
     assert_eq!(c.get("/healthz").0, 200);
 }
 
+/// `response` reports `rejected` invalid spans (naming `trace_id`), and the one
+/// valid span of the request, in trace `stored`, was kept.
+fn assert_partial_success(c: &Collector, response: &[u8], rejected: i64, stored: &str) {
+    let ps = ExportTraceServiceResponse::decode(response)
+        .unwrap()
+        .partial_success
+        .expect("partial success");
+    assert_eq!(ps.rejected_spans, rejected);
+    assert!(
+        ps.error_message.contains("trace_id"),
+        "{}",
+        ps.error_message
+    );
+    let v = c.get_json_until(&format!("/api/traces/{stored}"), |v| v["data"].is_array());
+    assert_eq!(
+        v["data"][0]["spans"].as_array().map(Vec::len),
+        Some(1),
+        "valid span stored"
+    );
+}
+
 fn status_and_text(m: Option<meshtrace_tests::http::Message>) -> (u16, String) {
     let m = m.expect("an answer, not a dropped connection");
     (m.status(), String::from_utf8_lossy(&m.body).into_owned())
@@ -170,25 +191,9 @@ fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
         span(vec![8; 16], vec![8; 8], t, t + 1),
     ])
     .encode_to_vec();
-    let (s, _) = status_and_text(post(c.otlp_port, "application/x-protobuf", &[], &body));
-    assert_eq!(s, 200);
-    let m = post(c.otlp_port, "application/x-protobuf", &[], &body).unwrap();
-    let resp = ExportTraceServiceResponse::decode(m.body.as_slice()).unwrap();
-    let ps = resp.partial_success.expect("partial success");
-    assert_eq!(ps.rejected_spans, 3);
-    assert!(
-        ps.error_message.contains("trace_id"),
-        "{}",
-        ps.error_message
-    );
-    let v = c.get_json_until("/api/traces/08080808080808080808080808080808", |v| {
-        v["data"].is_array()
-    });
-    assert_eq!(
-        v["data"][0]["spans"].as_array().map(Vec::len),
-        Some(1),
-        "valid span stored"
-    );
+    let m = post(c.otlp_port, "application/x-protobuf", &[], &body).expect("an answer");
+    assert_eq!(m.status(), 200);
+    assert_partial_success(&c, &m.body, 3, "08080808080808080808080808080808");
     still_serving(&c, 5);
 
     // 100k attributes on one span: stored, served back.
@@ -279,20 +284,7 @@ fn bad_grpc_input_gets_invalid_argument_and_the_collector_keeps_serving() {
     .encode_to_vec();
     let (code, details, resp) = grpc(&body);
     assert_eq!(code, "OK", "{details}");
-    let ps = ExportTraceServiceResponse::decode(resp.as_slice())
-        .unwrap()
-        .partial_success
-        .expect("partial success");
-    assert_eq!(ps.rejected_spans, 1);
-    assert!(
-        ps.error_message.contains("trace_id"),
-        "{}",
-        ps.error_message
-    );
-    let v = c.get_json_until("/api/traces/04040404040404040404040404040404", |v| {
-        v["data"].is_array()
-    });
-    assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(1));
+    assert_partial_success(&c, &resp, 1, "04040404040404040404040404040404");
 
     let (code, details, _) = grpc_raw(
         c.grpc_port,

@@ -1,10 +1,9 @@
 //! The filter exporting to the real collector binary, read back through
 //! Jaeger's query API. Needs `scripts/build-wasm` and `cargo build -p meshtrace-collector`.
 
-use meshtrace_tests::collector::{jaeger_tag, Collector};
-use meshtrace_tests::envoy::{EnvoyBuilder, Filter};
+use meshtrace_tests::collector::{jaeger_span_of, jaeger_tag, Collector};
+use meshtrace_tests::envoy::TwoSidecars;
 use meshtrace_tests::http::Client;
-use meshtrace_tests::upstream::Upstream;
 use serde_json::Value;
 
 const CFG: &str = r#"{"export":{"flush_interval_ms":100,"tick_ms":50}}"#;
@@ -12,22 +11,8 @@ const CFG: &str = r#"{"export":{"flush_interval_ms":100,"tick_ms":50}}"#;
 #[test]
 fn request_through_two_sidecars_is_visible_in_the_query_api() {
     let collector = Collector::start();
-    let app = Upstream::start();
-    let mut b = EnvoyBuilder::new(
-        "backend",
-        Filter::Meshtrace(CFG.into()),
-        collector.otlp_port,
-    );
-    let b_in = b.listener("INBOUND", app.port);
-    let _b = b.start();
-    let mut a = EnvoyBuilder::new(
-        "frontend",
-        Filter::Meshtrace(CFG.into()),
-        collector.otlp_port,
-    );
-    let a_out = a.listener("OUTBOUND", b_in);
-    let _a = a.start();
-
+    let mesh = TwoSidecars::start(CFG, CFG, collector.otlp_port);
+    let (a_out, app) = (mesh.entry_port, &mesh.app);
     assert_eq!(
         Client::connect(a_out).get("/api/items/7", &[]).status(),
         200
@@ -47,16 +32,10 @@ fn request_through_two_sidecars_is_visible_in_the_query_api() {
     assert_eq!(trace["traceID"], trace_id, "{v}");
     let spans = trace["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 2, "{v}");
-    let service =
-        |s: &Value| trace["processes"][s["processID"].as_str().unwrap()]["serviceName"].clone();
-    let client = spans
-        .iter()
-        .find(|s| service(s) == "frontend")
-        .expect("frontend span");
-    let server = spans
-        .iter()
-        .find(|s| service(s) == "backend")
-        .expect("backend span");
+    let (client, server) = (
+        jaeger_span_of(trace, "frontend"),
+        jaeger_span_of(trace, "backend"),
+    );
     assert_eq!(server["references"][0]["refType"], "CHILD_OF");
     assert_eq!(
         server["references"][0]["spanID"], client["spanID"],

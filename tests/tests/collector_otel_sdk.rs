@@ -3,31 +3,12 @@
 //! and resource intact.
 
 use meshtrace_tests::collector::{jaeger_tag, Collector};
-use meshtrace_tests::workspace_root;
+use meshtrace_tests::python_client;
 use serde_json::Value;
-use std::process::Command;
 
 fn send(protocol: &str, endpoint: &str) -> Value {
-    let py = workspace_root().join(".venv/bin/python");
-    assert!(py.exists(), "no .venv: run scripts/setup");
-    let out = Command::new(py)
-        .arg(workspace_root().join("tests/clients/otel_send.py"))
-        .arg(protocol)
-        .arg(endpoint)
-        .output()
-        .expect("run the Python client");
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("client output");
-    assert_eq!(
-        v["flushed"],
-        true,
-        "SDK flush failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (v, stderr) = python_client("otel_send.py", &[protocol, endpoint], b"");
+    assert_eq!(v["flushed"], true, "SDK flush failed: {stderr}");
     v
 }
 

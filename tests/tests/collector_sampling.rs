@@ -170,20 +170,10 @@ fn normalized(v: &Value) -> Value {
 
 /// A real gRPC client (Python grpcio, stub compiled from `proto/jaeger/api_v2/sampling.proto`).
 fn grpc_strategy(port: u16, service: &str) -> Value {
-    let root = meshtrace_tests::workspace_root();
-    let out = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/clients/sampling_grpc.py"))
-        .arg(root.join("proto/proto"))
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(service)
-        .output()
-        .expect("run the gRPC client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client JSON")
+    let proto = meshtrace_tests::workspace_root().join("proto/proto");
+    let target = format!("127.0.0.1:{port}");
+    let args = [proto.to_str().unwrap(), &target, service];
+    meshtrace_tests::python_client("sampling_grpc.py", &args, b"").0
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! filter emits, to a decoding receiver.
 //! Needs `scripts/setup` (Envoy) and `scripts/build-wasm` (the filter).
 
-use meshtrace_tests::collector::{jaeger_tag, Collector, Opts};
-use meshtrace_tests::envoy::{Envoy, EnvoyBuilder, Filter};
+use meshtrace_tests::collector::{jaeger_process, jaeger_span_of, jaeger_tag, Collector, Opts};
+use meshtrace_tests::envoy::{Envoy, EnvoyBuilder, Filter, TwoSidecars};
 use meshtrace_tests::free_port;
 use meshtrace_tests::http::Client;
 use meshtrace_tests::otlp_receiver::{OtlpReceiver, ReceivedSpan};
@@ -50,13 +50,9 @@ fn tag(span: &Value, key: &str) -> Option<String> {
 #[test]
 fn a_two_sidecars_give_one_trace() {
     let collector = Collector::start();
-    let app = Upstream::start();
-    let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(cfg("")), collector.otlp_port);
-    let b_in = b.listener("INBOUND", app.port);
-    let _b = b.start();
-    let mut a = EnvoyBuilder::new("frontend", Filter::Meshtrace(cfg("")), collector.otlp_port);
-    let a_out = a.listener("OUTBOUND", b_in);
-    let _a = a.start();
+    let config = cfg("");
+    let mesh = TwoSidecars::start(&config, &config, collector.otlp_port);
+    let (a_out, b_in, app) = (mesh.entry_port, mesh.backend_port, &mesh.app);
 
     let resp = Client::connect(a_out).get("/api/items/42?verbose=1", &[("user-agent", b"e2e/1")]);
     assert_eq!(resp.status(), 200);
@@ -73,19 +69,15 @@ fn a_two_sidecars_give_one_trace() {
     let spans = trace["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 2, "{body:#}");
     let service = |s: &Value| {
-        trace["processes"][s["processID"].as_str().unwrap()]["serviceName"]
+        jaeger_process(trace, s)["serviceName"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    let client = spans
-        .iter()
-        .find(|s| service(s) == "frontend")
-        .expect("frontend span");
-    let server = spans
-        .iter()
-        .find(|s| service(s) == "backend")
-        .expect("backend span");
+    let (client, server) = (
+        jaeger_span_of(trace, "frontend"),
+        jaeger_span_of(trace, "backend"),
+    );
 
     assert_eq!(server["spanID"], b_span_id, "the app's parent is B's span");
     assert_eq!(client["traceID"], trace_id);
@@ -125,7 +117,7 @@ fn a_two_sidecars_give_one_trace() {
         };
         assert_eq!(tag(s, "sampler.type").as_deref(), Some(expected_sampler));
         assert!(tag(s, "error").is_none(), "status unset: no error tag");
-        let process = &trace["processes"][s["processID"].as_str().unwrap()];
+        let process = jaeger_process(trace, s);
         assert_eq!(tag(process, "service.namespace").as_deref(), Some("demo"));
         assert_eq!(tag(process, "service.version").as_deref(), Some("v1"));
         assert_eq!(
@@ -634,25 +626,14 @@ fn g_invalid_config_is_rejected_naming_the_field() {
 #[test]
 fn h_consistent_downstream_keeps_a_subset_of_upstream() {
     let receiver = OtlpReceiver::start();
-    let app = Upstream::start();
-    let mut b = EnvoyBuilder::new(
-        "backend",
-        Filter::Meshtrace(cfg(
+    let mesh = TwoSidecars::start(
+        &cfg(r#""sampling":{"default_strategy":{"type":"probabilistic","param":0.5}}"#),
+        &cfg(
             r#""sampling":{"consistent_downstream":true,"default_strategy":{"type":"probabilistic","param":0.1}}"#,
-        )),
+        ),
         receiver.port,
     );
-    let b_in = b.listener("INBOUND", app.port);
-    let _b = b.start();
-    let mut a = EnvoyBuilder::new(
-        "frontend",
-        Filter::Meshtrace(cfg(
-            r#""sampling":{"default_strategy":{"type":"probabilistic","param":0.5}}"#,
-        )),
-        receiver.port,
-    );
-    let a_out = a.listener("OUTBOUND", b_in);
-    let _a = a.start();
+    let (a_out, app) = (mesh.entry_port, &mesh.app);
 
     const N: usize = 1000;
     send(a_out, "/pay", N, &[]);

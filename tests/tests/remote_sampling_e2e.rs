@@ -38,33 +38,72 @@ fn sampled_of(envoy: &Envoy, port: u16, n: usize) -> u64 {
     envoy.counter("spans_sampled") - before
 }
 
-#[test]
-fn filter_applies_remote_strategies_and_keeps_them_when_the_collector_goes() {
-    let file = std::env::temp_dir().join(format!("meshtrace-remote-{}.json", free_port()));
-    std::fs::write(&file, strategies(1.0)).unwrap();
-    let dir = std::env::temp_dir().join(format!("meshtrace-remote-{}", free_port()));
+/// A strategies file, removed when dropped.
+struct StrategiesFile(std::path::PathBuf);
+
+impl StrategiesFile {
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+}
+
+impl Drop for StrategiesFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The real collector serving a strategies file (plus `yaml`), and one `backend`
+/// sidecar in front of an echo app that polls it every 300 ms; until its first
+/// answer the filter samples with its static probability `static_p`.
+struct Remote {
+    file: StrategiesFile,
+    collector: Collector,
+    envoy: Envoy,
+    port: u16,
+    _app: Upstream,
+}
+
+fn remote(strategies_json: &str, yaml: &str, static_p: f64) -> Remote {
+    let file =
+        StrategiesFile(std::env::temp_dir().join(format!("meshtrace-remote-{}.json", free_port())));
+    file.write(strategies_json);
     let collector = Collector::start_opts(
-        dir,
+        std::env::temp_dir().join(format!("meshtrace-remote-{}", free_port())),
         Opts {
-            yaml: Some("sampling:\n  reload_interval: 1s\n".into()),
-            args: vec!["--sampling-strategies".into(), file.display().to_string()],
+            yaml: (!yaml.is_empty()).then(|| yaml.to_string()),
+            args: vec!["--sampling-strategies".into(), file.0.display().to_string()],
             ..Opts::default()
         },
     );
     let app = Upstream::start();
-    // The static config samples nothing; the collector says 1 for "backend": every
-    // sampled request below proves the remote strategy is the one in force.
-    let cfg = r#"{"export":{"flush_interval_ms":100,"tick_ms":50},
-        "sampling":{"default_strategy":{"type":"probabilistic","param":0.0},"remote":{"poll_interval_ms":300}}}"#;
-    let mut b = EnvoyBuilder::new(
-        "backend",
-        Filter::Meshtrace(cfg.into()),
-        collector.otlp_port,
+    let cfg = format!(
+        r#"{{"export":{{"flush_interval_ms":100,"tick_ms":50}},
+        "sampling":{{"default_strategy":{{"type":"probabilistic","param":{static_p:?}}},"remote":{{"poll_interval_ms":300}}}}}}"#
     );
+    let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(cfg), collector.otlp_port);
     b.sampling_port = Some(collector.sampling_port);
     let port = b.listener("INBOUND", app.port);
-    let envoy = b.start();
+    Remote {
+        file,
+        collector,
+        envoy: b.start(),
+        port,
+        _app: app,
+    }
+}
 
+#[test]
+fn filter_applies_remote_strategies_and_keeps_them_when_the_collector_goes() {
+    // The static config samples nothing; the collector says 1 for "backend": every
+    // sampled request below proves the remote strategy is the one in force.
+    let Remote {
+        file,
+        collector,
+        envoy,
+        port,
+        _app,
+    } = remote(&strategies(1.0), "sampling:\n  reload_interval: 1s\n", 0.0);
     wait_updates(&envoy, 2);
     assert_eq!(
         sampled_of(&envoy, port, 200),
@@ -78,7 +117,7 @@ fn filter_applies_remote_strategies_and_keeps_them_when_the_collector_goes() {
     // the counters' tick) on a loaded machine.
     let bound = Duration::from_millis(1000 + 2 * 300 + 1500);
     for (p, want) in [(0.0, 0), (1.0, 20)] {
-        std::fs::write(&file, strategies(p)).unwrap();
+        file.write(&strategies(p));
         let written = Instant::now();
         loop {
             let k = sampled_of(&envoy, port, 20);
@@ -113,7 +152,6 @@ fn filter_applies_remote_strategies_and_keeps_them_when_the_collector_goes() {
         200,
         "last known strategy (p=1) still in force, not the static p=0"
     );
-    let _ = std::fs::remove_file(&file);
 }
 
 /// Sampled traces of `operation` stored with a start in [from_us, to_us].
@@ -137,30 +175,13 @@ fn now_us() -> u128 {
 /// computed probabilities bring both to about the 1 trace/s target.
 #[test]
 fn adaptive_sampling_brings_busy_and_rare_operations_to_the_target() {
-    let file = std::env::temp_dir().join(format!("meshtrace-adaptive-{}.json", free_port()));
-    std::fs::write(&file, strategies(1.0)).unwrap();
-    let collector = Collector::start_opts(
-        std::env::temp_dir().join(format!("meshtrace-adaptive-{}", free_port())),
-        Opts {
-            yaml: Some(
-                "sampling:\n  reload_interval: 1s\n  adaptive:\n    services: [backend]\n    calculation_interval: 2s\n    smoothing: 0.3\n    target_traces_per_second: 1\n"
-                    .into(),
-            ),
-            args: vec!["--sampling-strategies".into(), file.display().to_string()],
-            ..Opts::default()
-        },
+    // Bound whole: fields left out of a pattern would drop (Envoy, file) at once.
+    let r = remote(
+        &strategies(1.0),
+        "sampling:\n  reload_interval: 1s\n  adaptive:\n    services: [backend]\n    calculation_interval: 2s\n    smoothing: 0.3\n    target_traces_per_second: 1\n",
+        1.0,
     );
-    let app = Upstream::start();
-    let cfg = r#"{"export":{"flush_interval_ms":100,"tick_ms":50},
-        "sampling":{"default_strategy":{"type":"probabilistic","param":1.0},"remote":{"poll_interval_ms":300}}}"#;
-    let mut b = EnvoyBuilder::new(
-        "backend",
-        Filter::Meshtrace(cfg.into()),
-        collector.otlp_port,
-    );
-    b.sampling_port = Some(collector.sampling_port);
-    let port = b.listener("INBOUND", app.port);
-    let _envoy = b.start();
+    let (collector, port) = (&r.collector, r.port);
 
     // Paced traffic: /busy every 5 ms (200/s), /rare every 200 ms (5/s).
     let mut c = Client::connect(port);
@@ -195,8 +216,8 @@ fn adaptive_sampling_brings_busy_and_rare_operations_to_the_target() {
     let to = now_us();
     std::thread::sleep(Duration::from_millis(500)); // last exports land
     let secs = (to - from) as f64 / 1e6;
-    let busy = stored(&collector, "GET /busy", from, to) as f64 / secs;
-    let rare = stored(&collector, "GET /rare", from, to) as f64 / secs;
+    let busy = stored(collector, "GET /busy", from, to) as f64 / secs;
+    let rare = stored(collector, "GET /rare", from, to) as f64 / secs;
     let (_, est) = collector.get_sampling("/api/sampling/adaptive");
     eprintln!(
         "sampled traces/s: busy {busy:.2} (of {busy_rps:.0}/s), rare {rare:.2} (of {rare_rps:.1}/s); {est}"
@@ -237,42 +258,23 @@ fn adaptive_sampling_brings_busy_and_rare_operations_to_the_target() {
         ),
         "{metrics}"
     );
-    let _ = std::fs::remove_file(&file);
 }
 
 /// (b) Two operations at 0.5 and 0.05, set in the collector's file and polled by the
 /// filter: over 2000 requests each, the stored traces match within 5 sigma.
 #[test]
 fn per_operation_probabilities_from_the_collector_hold_statistically() {
-    let file = std::env::temp_dir().join(format!("meshtrace-ops-{}.json", free_port()));
-    std::fs::write(
-        &file,
+    // Static config samples everything: any shortfall is the remote strategy at work.
+    let r = remote(
         r#"{"service_strategies":[{"service":"backend","type":"probabilistic","param":0.0,
             "operation_strategies":[
               {"operation":"GET /half","type":"probabilistic","param":0.5},
               {"operation":"GET /twentieth","type":"probabilistic","param":0.05}]}]}"#,
-    )
-    .unwrap();
-    let collector = Collector::start_opts(
-        std::env::temp_dir().join(format!("meshtrace-ops-{}", free_port())),
-        Opts {
-            args: vec!["--sampling-strategies".into(), file.display().to_string()],
-            ..Opts::default()
-        },
+        "",
+        1.0,
     );
-    let app = Upstream::start();
-    // Static config samples everything: any shortfall is the remote strategy at work.
-    let cfg = r#"{"export":{"flush_interval_ms":100,"tick_ms":50},
-        "sampling":{"default_strategy":{"type":"probabilistic","param":1.0},"remote":{"poll_interval_ms":300}}}"#;
-    let mut b = EnvoyBuilder::new(
-        "backend",
-        Filter::Meshtrace(cfg.into()),
-        collector.otlp_port,
-    );
-    b.sampling_port = Some(collector.sampling_port);
-    let port = b.listener("INBOUND", app.port);
-    let envoy = b.start();
-    wait_updates(&envoy, 2);
+    let (collector, envoy, port) = (&r.collector, &r.envoy, r.port);
+    wait_updates(envoy, 2);
 
     let from = now_us();
     let mut c = Client::connect(port);
@@ -283,7 +285,7 @@ fn per_operation_probabilities_from_the_collector_hold_statistically() {
     std::thread::sleep(Duration::from_millis(800));
     let to = now_us();
     for (op, p) in [("GET /half", 0.5f64), ("GET /twentieth", 0.05)] {
-        let k = stored(&collector, op, from, to) as f64;
+        let k = stored(collector, op, from, to) as f64;
         let (mean, sd) = (2000.0 * p, (2000.0 * p * (1.0 - p)).sqrt());
         eprintln!("{op}: {k} of 2000 sampled (expected {mean} ± {sd:.1})");
         assert!(
@@ -301,5 +303,4 @@ fn per_operation_probabilities_from_the_collector_hold_statistically() {
             "spans carry the probability that applied: {body}"
         );
     }
-    let _ = std::fs::remove_file(&file);
 }
