@@ -49,11 +49,7 @@ pub fn collector_bin() -> PathBuf {
 
 impl Collector {
     pub fn start() -> Collector {
-        let data_dir = std::env::temp_dir().join(format!(
-            "meshtrace-collector-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let data_dir = crate::scratch_path("collector");
         Self::start_in(data_dir)
     }
 
@@ -63,11 +59,7 @@ impl Collector {
 
     /// Starts with a YAML configuration file holding `yaml`.
     pub fn start_with_config(yaml: &str) -> Collector {
-        let data_dir = std::env::temp_dir().join(format!(
-            "meshtrace-collector-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let data_dir = crate::scratch_path("collector");
         Self::start_opts(
             data_dir,
             Opts {
@@ -79,11 +71,7 @@ impl Collector {
 
     /// A sidecar-mode collector forwarding to `upstream` (an OTLP gRPC URL).
     pub fn start_sidecar(upstream: &str) -> Collector {
-        let data_dir = std::env::temp_dir().join(format!(
-            "meshtrace-sidecar-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let data_dir = crate::scratch_path("sidecar");
         Self::start_opts(
             data_dir,
             Opts {

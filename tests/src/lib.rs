@@ -65,6 +65,15 @@ pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::
     (v, stderr)
 }
 
+/// A fresh path under the temp directory, `meshtrace-NAME-PID-PORT` (unique per call).
+pub fn scratch_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "meshtrace-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ))
+}
+
 /// The release filter; fails with the command that builds it.
 pub fn wasm_path() -> PathBuf {
     let p = workspace_root().join("target/wasm32-wasip1/release/meshtrace_filter.wasm");

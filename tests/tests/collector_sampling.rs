@@ -3,7 +3,6 @@
 //! percentage file refused at start-up before any port is bound.
 
 use meshtrace_tests::collector::{collector_bin, Collector, Opts};
-use meshtrace_tests::free_port;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ fn json(c: &Collector, path: &str) -> Value {
 }
 
 fn start_with(file: &std::path::Path) -> Collector {
-    let dir = std::env::temp_dir().join(format!("meshtrace-sampling-{}", free_port()));
+    let dir = meshtrace_tests::scratch_path("sampling");
     Collector::start_opts(
         dir,
         Opts {
@@ -36,7 +35,7 @@ fn start_with(file: &std::path::Path) -> Collector {
 
 #[test]
 fn strategies_are_served_and_hot_reloaded() {
-    let file = std::env::temp_dir().join(format!("meshtrace-strategies-{}.json", free_port()));
+    let file = meshtrace_tests::scratch_path("strategies.json");
     std::fs::write(&file, GOOD).unwrap();
     let c = start_with(&file);
 
@@ -113,7 +112,7 @@ fn strategies_are_served_and_hot_reloaded() {
 #[test]
 fn the_seed_percentage_file_stops_start_up_before_any_port() {
     // The seed document's example: "param": 10 meaning 10%.
-    let file = std::env::temp_dir().join(format!("meshtrace-seed-{}.json", free_port()));
+    let file = meshtrace_tests::scratch_path("seed.json");
     std::fs::write(
         &file,
         r#"{"service_strategies":[{"service":"machine-native-ops","type":"probabilistic","param":10},
@@ -178,7 +177,7 @@ fn grpc_strategy(port: u16, service: &str) -> Value {
 
 #[test]
 fn grpc_sampling_manager_answers_what_http_answers() {
-    let file = std::env::temp_dir().join(format!("meshtrace-strategies-{}.json", free_port()));
+    let file = meshtrace_tests::scratch_path("strategies.json");
     std::fs::write(&file, GOOD).unwrap();
     let c = start_with(&file);
     for service in ["checkout", "search", "unknown-service"] {
@@ -198,11 +197,11 @@ fn grpc_sampling_manager_answers_what_http_answers() {
 
 #[test]
 fn sidecar_serves_the_central_strategies_cached() {
-    let file = std::env::temp_dir().join(format!("meshtrace-strategies-{}.json", free_port()));
+    let file = meshtrace_tests::scratch_path("strategies.json");
     std::fs::write(&file, GOOD).unwrap();
     let central = start_with(&file);
     let sidecar = Collector::start_opts(
-        std::env::temp_dir().join(format!("meshtrace-sidecar-{}", free_port())),
+        meshtrace_tests::scratch_path("sidecar"),
         Opts {
             yaml: Some("sampling:\n  reload_interval: 1s\n".into()),
             args: vec![

@@ -61,7 +61,7 @@ fn sidecar_holds_spans_while_central_is_down() {
         "{metrics}"
     );
     // The central collector comes up on the port the sidecar retries.
-    let central_dir = std::env::temp_dir().join(format!("meshtrace-central-{}", free_port()));
+    let central_dir = meshtrace_tests::scratch_path("central");
     let central = Collector::start_opts(
         central_dir,
         Opts {

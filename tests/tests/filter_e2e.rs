@@ -556,7 +556,7 @@ fn f_collector_down_traffic_unaffected_then_export_resumes() {
     // The real collector comes back on the same port: export resumes, and what the
     // filter sends from then on is stored and queryable.
     let back = Collector::start_opts(
-        std::env::temp_dir().join(format!("meshtrace-back-{}", free_port())),
+        meshtrace_tests::scratch_path("back"),
         Opts {
             http_port: Some(dead),
             ..Opts::default()

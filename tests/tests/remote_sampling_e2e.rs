@@ -3,7 +3,6 @@
 
 use meshtrace_tests::collector::{Collector, Opts};
 use meshtrace_tests::envoy::{Envoy, EnvoyBuilder, Filter};
-use meshtrace_tests::free_port;
 use meshtrace_tests::http::Client;
 use meshtrace_tests::upstream::Upstream;
 use std::time::{Duration, Instant};
@@ -65,11 +64,10 @@ struct Remote {
 }
 
 fn remote(strategies_json: &str, yaml: &str, static_p: f64) -> Remote {
-    let file =
-        StrategiesFile(std::env::temp_dir().join(format!("meshtrace-remote-{}.json", free_port())));
+    let file = StrategiesFile(meshtrace_tests::scratch_path("remote.json"));
     file.write(strategies_json);
     let collector = Collector::start_opts(
-        std::env::temp_dir().join(format!("meshtrace-remote-{}", free_port())),
+        meshtrace_tests::scratch_path("remote"),
         Opts {
             yaml: (!yaml.is_empty()).then(|| yaml.to_string()),
             args: vec!["--sampling-strategies".into(), file.0.display().to_string()],
