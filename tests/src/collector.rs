@@ -32,13 +32,18 @@ pub struct Collector {
     keep_data: bool,
 }
 
+/// Where the collector binary is: `MESHTRACE_COLLECTOR_BIN` (benchmarks point it at the
+/// release build), else the debug build.
+pub fn collector_path() -> PathBuf {
+    match std::env::var_os("MESHTRACE_COLLECTOR_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join("target/debug/meshtrace-collector"),
+    }
+}
+
 /// The collector binary; fails with the command that builds it.
 pub fn collector_bin() -> PathBuf {
-    // Benchmarks point this at the release build.
-    if let Some(p) = std::env::var_os("MESHTRACE_COLLECTOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = workspace_root().join("target/debug/meshtrace-collector");
+    let p = collector_path();
     assert!(
         p.exists(),
         "{} is missing: build it with `cargo build -p meshtrace-collector` (scripts/test does)",

@@ -28,8 +28,19 @@ pub struct Listener {
     pub port: u16,
     /// INBOUND or OUTBOUND (`traffic_direction`, read by the filter as `xds.listener_direction`).
     pub direction: &'static str,
-    /// Where the listener routes.
+    /// Where the listener routes (a single route on 127.0.0.1) ...
     pub upstream_port: u16,
+    /// ... unless routes by `:authority` are given (an Istio-like outbound listener).
+    pub routes: Vec<Route>,
+}
+
+/// One virtual host of a listener: these `:authority` values go to `cluster` at `address`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub domains: Vec<String>,
+    pub cluster: String,
+    pub address: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +61,14 @@ pub struct EnvoyBuilder {
     pub istio_cluster_names: bool,
     /// Adds a `meshtrace-sampling` cluster to this port (the collector's strategies endpoint).
     pub sampling_port: Option<u16>,
+    /// The address listeners bind and the collector clusters point at (a "pod" address).
+    pub address: String,
+    /// Fixed admin port on `address` (else a free one on 127.0.0.1).
+    pub admin_port: Option<u16>,
+    /// Where the config and log go (kept); else a temporary directory removed on drop.
+    pub work_dir: Option<PathBuf>,
+    /// Start Envoy in its own process group (a terminal's Ctrl-C does not reach it).
+    pub own_process_group: bool,
 }
 
 impl EnvoyBuilder {
@@ -73,6 +92,10 @@ impl EnvoyBuilder {
             cpu: None,
             istio_cluster_names: true,
             sampling_port: None,
+            address: "127.0.0.1".into(),
+            admin_port: None,
+            work_dir: None,
+            own_process_group: false,
         }
     }
 
@@ -93,8 +116,34 @@ impl EnvoyBuilder {
             port,
             direction,
             upstream_port,
+            routes: Vec::new(),
         });
         port
+    }
+
+    /// Adds a listener on `port` of `self.address` that routes by `:authority`.
+    pub fn routed_listener(&mut self, port: u16, direction: &'static str, routes: Vec<Route>) {
+        self.listeners.push(Listener {
+            port,
+            direction,
+            upstream_port: 0,
+            routes,
+        });
+    }
+
+    /// `(domains, cluster, address, port)` of each virtual host of listener `i`.
+    fn routes(&self, i: usize) -> Vec<Route> {
+        let l = &self.listeners[i];
+        if l.routes.is_empty() {
+            vec![Route {
+                domains: vec!["*".into()],
+                cluster: self.cluster_name(i),
+                address: "127.0.0.1".into(),
+                port: l.upstream_port,
+            }]
+        } else {
+            l.routes.clone()
+        }
     }
 
     fn http_filters(&self) -> Vec<Value> {
@@ -128,13 +177,16 @@ impl EnvoyBuilder {
         }
     }
 
-    fn config(&self) -> Value {
+    /// The bootstrap configuration, as Envoy reads it with `-c`.
+    pub fn config(&self) -> Value {
         let listeners: Vec<Value> = self.listeners.iter().enumerate().map(|(i, l)| {
+            let virtual_hosts: Vec<Value> = self.routes(i).iter().enumerate().map(|(j, r)| json!({
+                "name": format!("vh{j}"), "domains": r.domains, "routes": [
+                    {"match": {"prefix": "/"}, "route": {"cluster": r.cluster, "timeout": "10s"}}]})).collect();
             let mut hcm = json!({
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": format!("l{i}"),
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                    {"match": {"prefix": "/"}, "route": {"cluster": self.cluster_name(i), "timeout": "10s"}}]}]},
+                "route_config": {"virtual_hosts": virtual_hosts},
                 "http_filters": self.http_filters(),
             });
             if let Filter::NativeOtel = self.filter {
@@ -151,32 +203,43 @@ impl EnvoyBuilder {
             json!({
                 "name": format!("listener{i}"),
                 "traffic_direction": l.direction,
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": l.port}},
+                "address": {"socket_address": {"address": self.address, "port_value": l.port}},
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm}]}]
             })
         }).collect();
-        let cluster = |name: String, port: u16| {
+        let cluster = |name: &str, address: &str, port: u16| {
             json!({
                 "name": name, "type": "STATIC", "connect_timeout": "1s",
                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+                    {"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]}]}
             })
         };
-        let mut clusters: Vec<Value> = self
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| cluster(self.cluster_name(i), l.upstream_port))
-            .collect();
-        clusters.push(cluster("meshtrace-collector".into(), self.collector_port));
-        if let Some(p) = self.sampling_port {
-            clusters.push(cluster("meshtrace-sampling".into(), p));
+        let mut clusters: Vec<Value> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..self.listeners.len() {
+            for r in self.routes(i) {
+                if seen.insert(r.cluster.clone()) {
+                    clusters.push(cluster(&r.cluster, &r.address, r.port));
+                }
+            }
         }
+        clusters.push(cluster(
+            "meshtrace-collector",
+            &self.address,
+            self.collector_port,
+        ));
+        if let Some(p) = self.sampling_port {
+            clusters.push(cluster("meshtrace-sampling", &self.address, p));
+        }
+        let (admin_address, admin_port) = match self.admin_port {
+            Some(p) => (self.address.as_str(), p),
+            None => ("127.0.0.1", 0),
+        };
         json!({
-            "node": {"id": format!("sidecar~127.0.0.1~{}-pod-0.demo~demo.svc.cluster.local", self.app),
+            "node": {"id": format!("sidecar~{}~{}-pod-0.demo~demo.svc.cluster.local", self.address, self.app),
                      "cluster": self.app, "metadata": self.metadata},
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
             "layered_runtime": {"layers": [{"name": "static", "static_layer": self.runtime}]},
             "static_resources": {"listeners": listeners, "clusters": clusters}
         })
@@ -191,11 +254,13 @@ impl EnvoyBuilder {
     /// Starts Envoy; `Err(log)` if it exits or is not ready in 30 s.
     pub fn try_start(&self) -> Result<Envoy, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshtrace-envoy-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = self.work_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "meshtrace-envoy-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ))
+        });
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let cfg_path = dir.join("envoy.json");
         std::fs::write(&cfg_path, self.config().to_string()).map_err(|e| e.to_string())?;
@@ -208,8 +273,12 @@ impl EnvoyBuilder {
                 c.arg("-c").arg(cpu.to_string()).arg(envoy_bin());
                 c
             }
-            None => Command::new(envoy_bin()),
+            None => Command::new(crate::try_envoy_bin()?),
         };
+        if self.own_process_group {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
         cmd.arg("-c")
             .arg(&cfg_path)
             .arg("--concurrency")
@@ -226,8 +295,10 @@ impl EnvoyBuilder {
         let mut envoy = Envoy {
             child,
             admin_port: 0,
+            admin_address: "127.0.0.1".into(),
             log_path,
             dir,
+            keep_dir: self.work_dir.is_some(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -236,8 +307,9 @@ impl EnvoyBuilder {
             }
             if envoy.admin_port == 0 {
                 if let Ok(s) = std::fs::read_to_string(&admin_path) {
-                    if let Some(p) = s.trim().rsplit(':').next().and_then(|p| p.parse().ok()) {
-                        envoy.admin_port = p;
+                    if let Some((a, p)) = s.trim().rsplit_once(':') {
+                        envoy.admin_port = p.parse().unwrap_or(0);
+                        envoy.admin_address = a.to_string();
                     }
                 }
             }
@@ -255,8 +327,10 @@ impl EnvoyBuilder {
 pub struct Envoy {
     pub child: Child,
     pub admin_port: u16,
+    pub admin_address: String,
     pub log_path: PathBuf,
     dir: PathBuf,
+    keep_dir: bool,
 }
 
 impl Envoy {
@@ -271,7 +345,7 @@ impl Envoy {
 
     /// GET on the admin port; the body, or "" on error.
     pub fn admin_get(&self, path: &str) -> String {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.admin_port)) else {
+        let Ok(mut s) = TcpStream::connect((self.admin_address.as_str(), self.admin_port)) else {
             return String::new();
         };
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -338,7 +412,7 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

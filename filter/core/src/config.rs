@@ -335,6 +335,24 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Parses Envoy's plugin configuration bytes: JSON text (a `StringValue`, as Istio's
+    /// `WasmPlugin` sends it) or a protobuf `google.protobuf.Struct` (an `EnvoyFilter`
+    /// writing the configuration as YAML). Empty means all defaults.
+    pub fn from_plugin_bytes(raw: &[u8]) -> Result<Config, ConfigError> {
+        match raw.iter().find(|c| !c.is_ascii_whitespace()) {
+            None | Some(b'{') => Config::from_json(raw),
+            Some(_) => {
+                let value = crate::pbstruct::struct_to_json(raw).map_err(|e| {
+                    err(
+                        "(root)",
+                        format!("the configuration is neither a JSON object nor a {e}"),
+                    )
+                })?;
+                Config::from_json(value.to_string().as_bytes())
+            }
+        }
+    }
+
     /// Parses and validates. An empty configuration means all defaults.
     pub fn from_json(text: &[u8]) -> Result<Config, ConfigError> {
         let trimmed = text.iter().all(|c| c.is_ascii_whitespace());

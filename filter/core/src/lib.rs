@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod operation;
 pub mod otel_ts;
 pub mod otlp;
+pub mod pbstruct;
 pub mod propagation;
 pub mod remote;
 pub mod rng;

@@ -168,7 +168,7 @@ impl RootContext for Root {
         } else {
             self.get_plugin_configuration().unwrap_or_default()
         };
-        let config = match Config::from_json(&raw) {
+        let config = match Config::from_plugin_bytes(&raw) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("{e}");
