@@ -427,6 +427,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_kubernetes_configuration_is_valid() {
+        // istio/collector/collector.yaml, mounted from a ConfigMap in the cluster.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../istio/collector/collector.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let c = Config::from_yaml(&text).unwrap();
+        assert_eq!(c.mode, Mode::Central);
+        assert_eq!(c.otlp.grpc_listen, "0.0.0.0:4317");
+        assert_eq!(c.query.listen, "0.0.0.0:16686");
+        assert_eq!(
+            c.sampling.strategies_file.as_deref(),
+            Some(std::path::Path::new("/etc/meshtrace/strategies.json"))
+        );
+    }
+
+    #[test]
     fn yaml_and_validation() {
         let c = Config::from_yaml("retention: 36h\nindexed_tags: [a]\n").unwrap();
         assert_eq!(c.retention(), Duration::from_secs(36 * 3600));
