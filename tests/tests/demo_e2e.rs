@@ -234,12 +234,47 @@ fn the_demo_traces_three_services_and_stops_everything() {
         assert!(!ours, "a {p} process of the demo is still running");
     }
 
-    // 3. A second run works.
-    let out = demo_command(&["--duration", "3"]).output().expect("rerun");
+    // 3. A run killed with SIGKILL leaves its processes behind; the next run stops them
+    // (by the PIDs it recorded) and starts; Ctrl-C (SIGINT) stops it and all it started.
+    let mut killed = demo_command(&[]).spawn().expect("run");
+    let stdout = killed.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
     assert!(
-        out.status.success(),
-        "second run: {}",
-        String::from_utf8_lossy(&out.stderr)
+        lines.any(|l| l.starts_with("meshtrace demo running")),
+        "the run did not come up"
+    );
+    killed.kill().expect("SIGKILL the demo");
+    let _ = killed.wait();
+    let mut child = demo_command(&[]).spawn().expect("rerun");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let mut before = Vec::new();
+    for l in lines.by_ref() {
+        if l.starts_with("meshtrace demo running (Ctrl-C stops it)") {
+            break;
+        }
+        before.push(l);
+    }
+    assert!(
+        before
+            .iter()
+            .filter(|l| l.contains("left from an earlier run"))
+            .count()
+            >= 10,
+        "the leftovers (1 collector + 3 × (sidecar collector, app, Envoy)) were not stopped: {before:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().expect("demo exit");
+    assert!(status.success(), "after Ctrl-C: {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("stopped:")),
+        "after Ctrl-C: {rest:?}"
     );
     nothing_listening();
 }

@@ -235,7 +235,7 @@ fn terminate(child: &mut Child, grace: Duration) {
 
 /// Stops what an earlier run left behind (killed with SIGKILL, say), by the PIDs it
 /// recorded, if those PIDs still run one of the demo's programs.
-fn stop_leftovers(pid_file: &Path) {
+fn stop_leftovers(dir: &Path, pid_file: &Path) {
     let Ok(text) = std::fs::read_to_string(pid_file) else {
         return;
     };
@@ -246,10 +246,11 @@ fn stop_leftovers(pid_file: &Path) {
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if ["meshtrace-collector", "meshtrace-demo", "envoy"]
-            .iter()
-            .any(|p| cmdline.contains(p))
-        {
+        // Envoys and collectors name the demo's directory in their arguments; the
+        // services are `meshtrace-demo app`. A reused PID running anything else is left alone.
+        let ours = cmdline.contains(&*dir.to_string_lossy())
+            || (cmdline.contains("meshtrace-demo") && cmdline.contains("\0app\0"));
+        if ours {
             if let Ok(pid) = pid.parse::<u32>() {
                 println!("stopping {name} (pid {pid}) left from an earlier run");
                 signal(pid, "TERM");
@@ -442,7 +443,7 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
 
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
     let pid_file = opts.dir.join("pids");
-    stop_leftovers(&pid_file);
+    stop_leftovers(&opts.dir, &pid_file);
     let taken = taken_ports();
     if !taken.is_empty() {
         return Err(format!(
