@@ -113,13 +113,7 @@ impl Client {
     /// Sends `GET path` with extra headers given as raw bytes.
     pub fn get(&mut self, path: &str, headers: &[(&str, &[u8])]) -> Message {
         let mut req = format!("GET {path} HTTP/1.1\r\nhost: svc.test\r\n").into_bytes();
-        for (n, v) in headers {
-            req.extend_from_slice(n.as_bytes());
-            req.extend_from_slice(b": ");
-            req.extend_from_slice(v);
-            req.extend_from_slice(b"\r\n");
-        }
-        req.extend_from_slice(b"\r\n");
+        end_head(&mut req, headers);
         for attempt in 0..2 {
             let ok = self.reader.get_mut().write_all(&req).is_ok();
             if ok {
@@ -139,6 +133,17 @@ impl Client {
         }
         unreachable!()
     }
+}
+
+/// Appends `name: value` lines and the blank line that ends a message head.
+pub fn end_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(head: &mut Vec<u8>, headers: &[(N, V)]) {
+    for (n, v) in headers {
+        head.extend_from_slice(n.as_ref());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_ref());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
 }
 
 /// Writes a response.

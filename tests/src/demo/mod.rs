@@ -95,13 +95,7 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: 0\r\n"
     )
     .into_bytes();
-    for (n, v) in headers {
-        req.extend_from_slice(n.as_bytes());
-        req.extend_from_slice(b": ");
-        req.extend_from_slice(v);
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"\r\n");
+    crate::http::end_head(&mut req, headers);
     s.write_all(&req)?;
     read_message(&mut BufReader::new(s))?.ok_or_else(|| {
         std::io::Error::new(
@@ -384,36 +378,25 @@ impl Seen {
     }
 }
 
-/// `spans_sampled / spans_started` of a pod's filter, from its Envoy's stats.
-fn sampled(ip: &str) -> Option<(u64, u64)> {
-    let m = request(
-        addr(ip, 15000).ok()?,
-        "GET",
-        "/stats?filter=meshtrace",
-        "admin",
-        &[],
-    )
-    .ok()?;
-    let text = String::from_utf8_lossy(&m.body);
-    let get = |name: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.contains(&format!("meshtrace.{name}:")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    Some((get("spans_sampled"), get("spans_started")))
-}
-
-fn status_line(elapsed: Duration, traffic: &Traffic, seen: &Seen) -> String {
+/// The status line; the sampled ratio per service is its filter's
+/// `spans_sampled / spans_started` (SERVER and CLIENT spans), from its Envoy's stats.
+fn status_line(
+    elapsed: Duration,
+    traffic: &Traffic,
+    seen: &Seen,
+    envoys: &[(String, Envoy)],
+) -> String {
     let sent = traffic.sent.load(Ordering::Relaxed);
     let failed = traffic.failed.load(Ordering::Relaxed);
-    let ratios: Vec<String> = SERVICES
+    let ratios: Vec<String> = envoys
         .iter()
-        .map(|(name, ip, _)| match sampled(ip) {
-            Some((s, n)) if n > 0 => {
+        .map(|(name, e)| {
+            let (s, n) = (e.counter("spans_sampled"), e.counter("spans_started"));
+            if n > 0 {
                 format!("{name} {:.0}% ({s}/{n})", 100.0 * s as f64 / n as f64)
+            } else {
+                format!("{name} -")
             }
-            _ => format!("{name} -"),
         })
         .collect();
     format!(
@@ -469,19 +452,26 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
         .map_or(0, |d| d.as_micros());
 
     println!("starting the central collector on {CENTRAL} (all-in-one, embedded store)");
-    let listen = |ip: &str, flag: &str, port: u16| [flag.to_string(), format!("{ip}:{port}")];
-    let mut cmd = Command::new(&collector);
-    cmd.arg("--mode")
-        .arg("all-in-one")
-        .arg("--data-dir")
-        .arg(data.join("central"))
-        .arg("--sampling-strategies")
-        .arg(&strategies)
-        .args(listen(CENTRAL, "--otlp-grpc-listen", 4317))
-        .args(listen(CENTRAL, "--otlp-http-listen", 4318))
-        .args(listen(CENTRAL, "--query-listen", 16686))
-        .args(listen(CENTRAL, "--sampling-listen", 5778))
-        .args(listen(CENTRAL, "--sampling-grpc-listen", 5779));
+    // A collector in `mode` on `ip`'s default ports, storing under `data/dir`.
+    let collector_cmd = |mode: &str, ip: &str, dir: &str| {
+        let mut cmd = Command::new(&collector);
+        cmd.arg("--mode")
+            .arg(mode)
+            .arg("--data-dir")
+            .arg(data.join(dir));
+        for (flag, port) in [
+            ("--otlp-grpc-listen", 4317),
+            ("--otlp-http-listen", 4318),
+            ("--query-listen", 16686),
+            ("--sampling-listen", 5778),
+            ("--sampling-grpc-listen", 5779),
+        ] {
+            cmd.arg(flag).arg(format!("{ip}:{port}"));
+        }
+        cmd
+    };
+    let mut cmd = collector_cmd("all-in-one", CENTRAL, "central");
+    cmd.arg("--sampling-strategies").arg(&strategies);
     mesh.spawn(
         "central-collector",
         &mut cmd,
@@ -493,20 +483,11 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
 
     for (name, ip, calls) in SERVICES {
         println!("starting pod {name} on {ip}: app :8080, Envoy :15006 in / :15001 out, sidecar collector :4318");
-        let mut cmd = Command::new(&collector);
-        cmd.arg("--mode")
-            .arg("sidecar")
-            .arg("--data-dir")
-            .arg(data.join(name))
-            .arg("--upstream")
+        let mut cmd = collector_cmd("sidecar", ip, name);
+        cmd.arg("--upstream")
             .arg(format!("http://{CENTRAL}:4317"))
             .arg("--sampling-upstream")
-            .arg(format!("http://{CENTRAL}:5779"))
-            .args(listen(ip, "--otlp-grpc-listen", 4317))
-            .args(listen(ip, "--otlp-http-listen", 4318))
-            .args(listen(ip, "--query-listen", 16686))
-            .args(listen(ip, "--sampling-listen", 5778))
-            .args(listen(ip, "--sampling-grpc-listen", 5779));
+            .arg(format!("http://{CENTRAL}:5779"));
         mesh.spawn(
             &format!("{name}-sidecar-collector"),
             &mut cmd,
@@ -622,7 +603,10 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
             if let Err(e) = seen.refresh(since_us) {
                 println!("(query API: {e})");
             }
-            println!("{}", status_line(started.elapsed(), &traffic, &seen));
+            println!(
+                "{}",
+                status_line(started.elapsed(), &traffic, &seen, &mesh.envoys)
+            );
             if let (false, Some(id)) = (example_before, &seen.example) {
                 println!(
                     "example trace across all three services: {id}\n\
@@ -638,7 +622,10 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2500));
         let _ = seen.refresh(since_us);
     }
-    println!("{}", status_line(started.elapsed(), &traffic, &seen));
+    println!(
+        "{}",
+        status_line(started.elapsed(), &traffic, &seen, &mesh.envoys)
+    );
     println!("stopping every process the demo started");
     mesh.stop();
     match exited {
