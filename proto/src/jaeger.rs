@@ -3,11 +3,6 @@
 //! names follow the .proto file; `tests/clients/sampling_grpc.py` compiles that file
 //! with grpcio-tools and calls the collector, so a mismatch fails a test.
 
-/// Full gRPC method path of `SamplingManager.GetSamplingStrategy`.
-pub const GET_SAMPLING_STRATEGY_PATH: &str = "/jaeger.api_v2.SamplingManager/GetSamplingStrategy";
-/// gRPC service name.
-pub const SAMPLING_MANAGER: &str = "jaeger.api_v2.SamplingManager";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum SamplingStrategyType {
@@ -63,4 +58,47 @@ pub struct SamplingStrategyResponse {
 pub struct SamplingStrategyParameters {
     #[prost(string, tag = "1")]
     pub service_name: String,
+}
+
+impl From<&SamplingStrategyResponse> for crate::sampling_json::StrategyResponse {
+    /// The answer in Jaeger's JSON shape (what `/api/sampling` serves).
+    fn from(r: &SamplingStrategyResponse) -> Self {
+        use crate::sampling_json as json;
+        let probabilistic = |p: &Option<ProbabilisticSamplingStrategy>| json::Probabilistic {
+            sampling_rate: p.as_ref().map_or(0.0, |x| x.sampling_rate),
+        };
+        let rate_limiting = r.strategy_type == SamplingStrategyType::RateLimiting as i32;
+        json::StrategyResponse {
+            strategy_type: if rate_limiting {
+                json::StrategyKind::RateLimiting
+            } else {
+                json::StrategyKind::Probabilistic
+            },
+            probabilistic_sampling: (!rate_limiting)
+                .then(|| probabilistic(&r.probabilistic_sampling)),
+            rate_limiting_sampling: rate_limiting.then(|| json::RateLimiting {
+                max_traces_per_second: f64::from(
+                    r.rate_limiting_sampling
+                        .as_ref()
+                        .map_or(0, |x| x.max_traces_per_second),
+                ),
+            }),
+            operation_sampling: r
+                .operation_sampling
+                .as_ref()
+                .map(|o| json::OperationSampling {
+                    default_sampling_probability: Some(o.default_sampling_probability),
+                    default_lower_bound_traces_per_second: o.default_lower_bound_traces_per_second,
+                    default_upper_bound_traces_per_second: o.default_upper_bound_traces_per_second,
+                    per_operation_strategies: o
+                        .per_operation_strategies
+                        .iter()
+                        .map(|s| json::OperationStrategy {
+                            operation: s.operation.clone(),
+                            probabilistic_sampling: probabilistic(&s.probabilistic_sampling),
+                        })
+                        .collect(),
+                }),
+        }
+    }
 }

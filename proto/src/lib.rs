@@ -2,12 +2,18 @@
 //!
 //! - [`ids`]: `TraceId` / `SpanId` newtypes with strict hex parsing.
 //! - [`strategy`]: Jaeger's sampling-strategies file model and its merge rules.
+//! - [`sampling_json`]: Jaeger's remote-sampling answer as JSON (collector writes, filter reads).
+//! - [`semconv`]: attribute keys shared by the filter and the collector.
+//! - [`jaeger_json`]: Jaeger's query JSON model (`/api/traces` and friends).
 //! - `otlp` (feature): the OTLP prost messages, for host-side crates, and [`jaeger`]:
 //!   Jaeger's remote sampling messages (`proto/jaeger/api_v2/sampling.proto`).
 
 pub mod ids;
 #[cfg(feature = "otlp")]
 pub mod jaeger;
+pub mod jaeger_json;
+pub mod sampling_json;
+pub mod semconv;
 pub mod strategy;
 
 pub use ids::{IdError, SpanId, TraceId};

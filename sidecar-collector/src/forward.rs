@@ -9,13 +9,13 @@
 //! out of retries, are dropped and counted.
 
 use crate::ingest::span_count;
-use crate::pipeline::{reserve, Counters, SubmitError};
+use crate::pipeline::{reserve, SubmitError};
+use crate::telemetry::Counters;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use meshtrace_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -120,12 +120,12 @@ impl Forwarder {
         let n = span_count(&req);
         // The decoded request is dropped here: only its bytes wait in memory.
         let bytes = req.encode_to_vec();
-        if !reserve(&self.counters.queue_bytes, size, self.max_bytes) {
-            self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+        if !reserve(self.counters.queue_bytes.inner(), size, self.max_bytes) {
+            self.counters.spans_refused.inc_by(n);
             return Err(SubmitError::Full);
         }
-        self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
-        self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
+        self.counters.spans_accepted.inc_by(n);
+        self.counters.queue_depth.inc();
         self.tx.send((bytes, n)).map_err(|_| SubmitError::Closed)
     }
 }
@@ -197,7 +197,7 @@ async fn run(
         loop {
             match export(&channel, bytes.clone()).await {
                 Ok(()) => {
-                    c.spans_forwarded.fetch_add(n, Ordering::Relaxed);
+                    c.spans_forwarded.inc_by(n);
                     break;
                 }
                 Err(status) if retryable(status.code()) && started.elapsed() < s.max_retry_time => {
@@ -207,14 +207,14 @@ async fn run(
                     delay = (delay * 2).min(s.retry_max);
                 }
                 Err(status) => {
-                    c.spans_dropped.fetch_add(n, Ordering::Relaxed);
+                    c.spans_dropped.inc_by(n);
                     tracing::error!(code = ?status.code(), message = status.message(), spans = n,
                         "upstream export failed for good; spans dropped");
                     break;
                 }
             }
         }
-        c.queue_bytes.fetch_sub(size, Ordering::Relaxed);
-        c.queue_depth.fetch_sub(requests, Ordering::Relaxed);
+        c.queue_bytes.dec_by(size);
+        c.queue_depth.dec_by(requests);
     }
 }

@@ -1,13 +1,22 @@
 //! The meshtrace collector: OTLP ingest, an embedded span store and a
 //! Jaeger-compatible query API.
+//!
+//! Layers, bottom up (a module imports only modules below it; checked by the
+//! `layers` test): `model`, `telemetry` → `ingest`, `store`, `sampling` →
+//! `pipeline`, `forward`, `query` → `sink` → `receiver`; `config` stands alone;
+//! `main` wires them.
 
 pub mod config;
 pub mod forward;
-pub mod grpc_unary;
+pub mod grpc;
 pub mod ingest;
+#[cfg(test)]
+mod layers;
+pub mod model;
 pub mod pipeline;
 pub mod query;
 pub mod receiver;
 pub mod sampling;
 pub mod sink;
 pub mod store;
+pub mod telemetry;

@@ -4,18 +4,17 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::{parse_duration, Config, Mode};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
-use meshtrace_collector::grpc_unary::UnaryServer;
-use meshtrace_collector::pipeline::Counters;
-use meshtrace_collector::pipeline::Pipeline;
+use meshtrace_collector::pipeline::{Pipeline, PipelineSettings};
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
 use meshtrace_collector::sampling::adaptive::{Adaptive, Settings as AdaptiveSettings};
 use meshtrace_collector::sampling::upstream::UpstreamCache;
-use meshtrace_collector::sampling::{self, GrpcSampling, Provider, Strategies};
+use meshtrace_collector::sampling::{self, Provider, Strategies};
 use meshtrace_collector::sink::Sink;
 use meshtrace_collector::store::sqlite::SqliteStore;
-use meshtrace_collector::store::SpanStore;
+use meshtrace_collector::store::SpanWriter;
+use meshtrace_collector::telemetry::{self, Telemetry};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,21 +161,31 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new();
+    let sampling_metrics = telemetry.metrics.sampling.clone();
     // Strategies first: a bad file stops start-up before any port is bound.
-    let strategies =
-        Arc::new(Strategies::open(cfg.sampling.strategies_file.clone()).map_err(|e| anyhow!(e))?);
+    let strategies = Arc::new(
+        Strategies::open(
+            cfg.sampling.strategies_file.clone(),
+            sampling_metrics.clone(),
+        )
+        .map_err(|e| anyhow!(e))?,
+    );
     let adaptive =
         (!cfg.sampling.adaptive.services.is_empty() && cfg.mode != Mode::Sidecar).then(|| {
             let a = &cfg.sampling.adaptive;
-            Arc::new(Adaptive::new(AdaptiveSettings {
-                services: a.services.clone(),
-                target_traces_per_second: a.target_traces_per_second,
-                min_sampling_probability: a.min_sampling_probability,
-                lower_bound_traces_per_minute: a.lower_bound_traces_per_minute,
-                interval: parse_duration(&a.calculation_interval)
-                    .unwrap_or(Duration::from_secs(60)),
-                smoothing: a.smoothing,
-            }))
+            Arc::new(Adaptive::new(
+                AdaptiveSettings {
+                    services: a.services.clone(),
+                    target_traces_per_second: a.target_traces_per_second,
+                    min_sampling_probability: a.min_sampling_probability,
+                    lower_bound_traces_per_minute: a.lower_bound_traces_per_minute,
+                    interval: parse_duration(&a.calculation_interval)
+                        .unwrap_or(Duration::from_secs(60)),
+                    smoothing: a.smoothing,
+                },
+                sampling_metrics.clone(),
+            ))
         });
     let reload_interval =
         parse_duration(&cfg.sampling.reload_interval).unwrap_or(Duration::from_secs(30));
@@ -191,6 +200,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 &cfg.sampling.upstream,
                 reload_interval,
                 Duration::from_millis(cfg.sidecar.timeout_ms),
+                sampling_metrics.clone(),
             )
             .map_err(|e| anyhow!(e))?,
         ))
@@ -207,27 +217,34 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             max_retry_time: parse_duration(&sc.max_retry_time).unwrap_or(Duration::from_secs(300)),
             timeout: Duration::from_millis(sc.timeout_ms),
         };
-        let (f, task) =
-            Forwarder::start(settings, Arc::new(Counters::default())).map_err(|e| anyhow!(e))?;
-        let app = query::sidecar_router(f.counters.clone(), provider.clone());
+        let (f, task) = Forwarder::start(settings, telemetry.metrics.counters.clone())
+            .map_err(|e| anyhow!(e))?;
+        // A sidecar has no store: its query port serves metrics and health only.
+        let app = telemetry::router(telemetry.clone());
         (Sink::Forward(f), app, None, Some(task), None)
     } else {
-        let store: Arc<dyn SpanStore> =
-            Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
-                format!("data_dir: opening the store in {}", cfg.data_dir.display())
-            })?);
+        let store = Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
+            format!("data_dir: opening the store in {}", cfg.data_dir.display())
+        })?);
         let (pipeline, writer) = Pipeline::start(
             store.clone(),
-            cfg.queue.queue_size,
-            cfg.queue.max_batch_requests,
-            cfg.queue.max_bytes,
-            Duration::from_millis(cfg.queue.batch_timeout_ms),
-        );
+            PipelineSettings {
+                queue_size: cfg.queue.queue_size,
+                max_batch: cfg.queue.max_batch_requests,
+                max_bytes: cfg.queue.max_bytes,
+                batch_timeout: Duration::from_millis(cfg.queue.batch_timeout_ms),
+            },
+            telemetry.metrics.counters.clone(),
+        )
+        .context("starting the span writer thread")?;
         let app = query::router(QueryState {
             store: store.clone(),
-            counters: Some(pipeline.counters.clone()),
-            sampling: Some(provider.clone()),
-        });
+        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            telemetry.clone(),
+            telemetry::track_latency,
+        ))
+        .merge(telemetry::router(telemetry.clone()));
         let sink = Sink::Store {
             pipeline,
             indexed_tags: Arc::new(cfg.indexed_tags.clone()),
@@ -278,6 +295,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     });
 
+    telemetry.set_ready();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -285,7 +303,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let http_app = http::router(HttpState {
         sink: sink.clone(),
         max_message_bytes: cfg.otlp.max_message_bytes,
-    });
+    })
+    .merge(telemetry::health_router(telemetry.clone()));
     let grpc_service = grpc::service(
         GrpcReceiver { sink: sink.clone() },
         cfg.otlp.max_message_bytes,
@@ -308,7 +327,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .await
     });
     let sampling_grpc_stop = wait(stop_rx.clone());
-    let sampling_grpc_service = UnaryServer::new(GrpcSampling(provider.clone()), 64 * 1024);
+    let sampling_grpc_service = sampling::grpc_service(provider.clone());
     let sampling_grpc = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(sampling_grpc_service)
@@ -318,7 +337,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             )
             .await
     });
-    let sampling_app = sampling::router(provider.clone());
+    let sampling_app =
+        sampling::router(provider.clone()).merge(telemetry::health_router(telemetry.clone()));
     let sampling_stop = wait(stop_rx.clone());
     let sampling_task = tokio::spawn(async move {
         axum::serve(sampling_listener, sampling_app)

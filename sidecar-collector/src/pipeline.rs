@@ -3,32 +3,14 @@
 //! answers each request. Full queue → the receiver answers "retry later";
 //! nothing is accepted that will then be dropped.
 
-use crate::store::{SpanRecord, SpanStore, StoreError};
+use crate::model::SpanRecord;
+use crate::store::{SpanWriter, StoreError};
+use crate::telemetry::Counters;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Self-metrics of the pipeline.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub spans_received: AtomicU64,
-    pub spans_accepted: AtomicU64,
-    pub spans_refused: AtomicU64,
-    pub spans_rejected: AtomicU64,
-    pub spans_stored: AtomicU64,
-    pub store_failures: AtomicU64,
-    /// Store transactions (each commits a group of export requests).
-    pub transactions: AtomicU64,
-    pub queue_depth: AtomicU64,
-    /// Sidecar mode: spans the upstream accepted.
-    pub spans_forwarded: AtomicU64,
-    /// Sidecar mode: spans given up on (upstream refused them, or retries ran out).
-    pub spans_dropped: AtomicU64,
-    /// Sidecar mode: bytes waiting to be forwarded.
-    pub queue_bytes: AtomicU64,
-}
 
 struct Job {
     records: Vec<SpanRecord>,
@@ -55,14 +37,19 @@ pub fn reserve(used: &AtomicU64, bytes: u64, max: u64) -> bool {
     }
 }
 
-/// Memory a batch of records holds while queued (approximate, dominated by the encodings).
+/// Memory a batch of records holds while queued (approximate, dominated by the
+/// encodings); an origin shared by consecutive records counts once.
 fn record_bytes(records: &[SpanRecord]) -> u64 {
-    records
-        .iter()
-        .map(|r| {
-            (r.body.len() + r.resource.len() + r.service.len() + r.operation.len() + 96) as u64
-        })
-        .sum()
+    let mut last_origin: Option<&std::sync::Arc<[u8]>> = None;
+    let mut total = 0u64;
+    for r in records {
+        if !last_origin.is_some_and(|o| std::sync::Arc::ptr_eq(o, &r.origin)) {
+            total += r.origin.len() as u64;
+            last_origin = Some(&r.origin);
+        }
+        total += (r.body.len() + r.service.len() + r.operation.len() + 96) as u64;
+    }
+    total
 }
 
 /// Why a submission was not stored.
@@ -76,6 +63,19 @@ pub enum SubmitError {
     Store(String),
 }
 
+/// Queue bounds and group-commit settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    /// Export requests that may wait.
+    pub queue_size: usize,
+    /// Requests committed in one transaction at most.
+    pub max_batch: usize,
+    /// Bytes of records that may wait.
+    pub max_bytes: u64,
+    /// How long the writer waits for more requests to join a transaction.
+    pub batch_timeout: Duration,
+}
+
 #[derive(Clone)]
 pub struct Pipeline {
     tx: SyncSender<Job>,
@@ -87,27 +87,23 @@ impl Pipeline {
     /// Starts the writer thread. It ends when every `Pipeline` clone is dropped,
     /// after writing what was queued.
     pub fn start(
-        store: Arc<dyn SpanStore>,
-        queue_size: usize,
-        max_batch: usize,
-        max_bytes: u64,
-        batch_timeout: Duration,
-    ) -> (Pipeline, std::thread::JoinHandle<()>) {
-        let (tx, rx) = sync_channel::<Job>(queue_size);
-        let counters = Arc::new(Counters::default());
+        store: Arc<dyn SpanWriter>,
+        settings: PipelineSettings,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<(Pipeline, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = sync_channel::<Job>(settings.queue_size);
         let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("span-writer".into())
-            .spawn(move || writer(rx, store, max_batch, batch_timeout, c))
-            .unwrap_or_else(|e| panic!("cannot start the writer thread: {e}"));
-        (
+            .spawn(move || writer(rx, store, settings.max_batch, settings.batch_timeout, c))?;
+        Ok((
             Pipeline {
                 tx,
-                max_bytes,
+                max_bytes: settings.max_bytes,
                 counters,
             },
             handle,
-        )
+        ))
     }
 
     /// Queues records and waits until they are committed.
@@ -115,9 +111,9 @@ impl Pipeline {
         let n = records.len() as u64;
         let bytes = record_bytes(&records);
         // The memory limit: reserve the bytes, or refuse (retryable).
-        let q = &self.counters.queue_bytes;
+        let q = self.counters.queue_bytes.inner();
         if !reserve(q, bytes, self.max_bytes) {
-            self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+            self.counters.spans_refused.inc_by(n);
             return Err(SubmitError::Full);
         }
         let (done, wait) = oneshot::channel();
@@ -127,11 +123,11 @@ impl Pipeline {
             done,
         }) {
             Ok(()) => {
-                self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
+                self.counters.queue_depth.inc();
             }
             Err(TrySendError::Full(_)) => {
                 q.fetch_sub(bytes, Ordering::Relaxed);
-                self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+                self.counters.spans_refused.inc_by(n);
                 return Err(SubmitError::Full);
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -141,11 +137,11 @@ impl Pipeline {
         }
         match wait.await {
             Ok(Ok(())) => {
-                self.counters.spans_accepted.fetch_add(n, Ordering::Relaxed);
+                self.counters.spans_accepted.inc_by(n);
                 Ok(())
             }
             Ok(Err(e)) => {
-                self.counters.spans_refused.fetch_add(n, Ordering::Relaxed);
+                self.counters.spans_refused.inc_by(n);
                 Err(SubmitError::Store(e))
             }
             Err(_) => Err(SubmitError::Closed),
@@ -155,7 +151,7 @@ impl Pipeline {
 
 fn writer(
     rx: Receiver<Job>,
-    store: Arc<dyn SpanStore>,
+    store: Arc<dyn SpanWriter>,
     max_batch: usize,
     batch_timeout: Duration,
     c: Arc<Counters>,
@@ -181,24 +177,23 @@ fn writer(
                 None => break,
             }
         }
-        c.transactions.fetch_add(1, Ordering::Relaxed);
-        c.queue_depth
-            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        c.transactions.inc();
+        c.queue_depth.dec_by(jobs.len() as u64);
         let queued_bytes: u64 = jobs.iter().map(|j| j.bytes).sum();
         let records: Vec<SpanRecord> = jobs.iter_mut().flat_map(|j| j.records.drain(..)).collect();
         let n = records.len() as u64;
         let result: Result<(), StoreError> = store.write(&records);
         match &result {
             Ok(()) => {
-                c.spans_stored.fetch_add(n, Ordering::Relaxed);
+                c.spans_stored.inc_by(n);
             }
             Err(e) => {
-                c.store_failures.fetch_add(1, Ordering::Relaxed);
+                c.store_failures.inc();
                 tracing::error!(error = %e, spans = n, "span write failed; senders told to retry");
             }
         }
         drop(records);
-        c.queue_bytes.fetch_sub(queued_bytes, Ordering::Relaxed);
+        c.queue_bytes.dec_by(queued_bytes);
         for j in jobs {
             let _ = j
                 .done
@@ -210,7 +205,6 @@ fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoredSpan, TraceQuery};
     use std::sync::{Condvar, Mutex};
 
     /// A store whose writes wait for a gate: controls timing only (the real
@@ -229,7 +223,7 @@ mod tests {
         }
     }
 
-    impl SpanStore for GatedStore {
+    impl SpanWriter for GatedStore {
         fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
             let mut open = self.open.lock().unwrap();
             while !*open {
@@ -238,24 +232,25 @@ mod tests {
             *self.written.lock().unwrap() += spans.len();
             Ok(())
         }
-        fn trace(&self, _: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError> {
-            Ok(vec![])
-        }
-        fn services(&self) -> Result<Vec<String>, StoreError> {
-            Ok(vec![])
-        }
-        fn operations(&self, _: &str) -> Result<Vec<(String, i32)>, StoreError> {
-            Ok(vec![])
-        }
-        fn find_trace_ids(&self, _: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError> {
-            Ok(vec![])
-        }
-        fn dependencies(&self, _: i64, _: i64) -> Result<Vec<(String, String, u64)>, StoreError> {
-            Ok(vec![])
-        }
         fn apply_retention(&self, _: i64) -> Result<usize, StoreError> {
             Ok(0)
         }
+    }
+
+    fn start(
+        store: Arc<GatedStore>,
+        queue_size: usize,
+        max_batch: usize,
+        max_bytes: u64,
+        batch_timeout: Duration,
+    ) -> Pipeline {
+        let settings = PipelineSettings {
+            queue_size,
+            max_batch,
+            max_bytes,
+            batch_timeout,
+        };
+        Pipeline::start(store, settings, Arc::default()).unwrap().0
     }
 
     fn records(n: usize, body: usize) -> Vec<SpanRecord> {
@@ -272,7 +267,7 @@ mod tests {
                 error: false,
                 indexed_tags: vec![],
                 sampled_probability: None,
-                resource: vec![],
+                origin: Arc::from(Vec::new()),
                 body: vec![0; body],
             })
             .collect()
@@ -282,28 +277,22 @@ mod tests {
     async fn memory_limit_refuses_and_frees_after_commit() {
         let store = Arc::new(GatedStore::default());
         // Room for 100 KB of queued records; each submission below is ~55 KB.
-        let (p, _writer) = Pipeline::start(store.clone(), 100, 1, 100_000, Duration::ZERO);
+        let p = start(store.clone(), 100, 1, 100_000, Duration::ZERO);
         let first = tokio::spawn({
             let p = p.clone();
             async move { p.submit(records(50, 1000)).await }
         });
         // The writer holds the first job (taken off the queue, bytes still reserved).
         let c = p.counters.clone();
-        while !(c.queue_depth.load(Ordering::Relaxed) == 0
-            && c.queue_bytes.load(Ordering::Relaxed) > 0)
-        {
+        while !(c.queue_depth.get() == 0 && c.queue_bytes.get() > 0) {
             tokio::task::yield_now().await;
         }
         let refused = p.submit(records(50, 1000)).await;
         assert!(matches!(refused, Err(SubmitError::Full)), "{refused:?}");
-        assert_eq!(c.spans_refused.load(Ordering::Relaxed), 50);
+        assert_eq!(c.spans_refused.get(), 50);
         store.open();
         assert!(first.await.unwrap().is_ok());
-        assert_eq!(
-            c.queue_bytes.load(Ordering::Relaxed),
-            0,
-            "freed after commit"
-        );
+        assert_eq!(c.queue_bytes.get(), 0, "freed after commit");
         assert!(p.submit(records(50, 1000)).await.is_ok(), "room again");
         assert_eq!(*store.written.lock().unwrap(), 100);
     }
@@ -313,7 +302,7 @@ mod tests {
         for (timeout, expect_one) in [(Duration::from_millis(300), true), (Duration::ZERO, false)] {
             let store = Arc::new(GatedStore::default());
             store.open();
-            let (p, _writer) = Pipeline::start(store.clone(), 100, 100, 1 << 30, timeout);
+            let p = start(store.clone(), 100, 100, 1 << 30, timeout);
             let first = tokio::spawn({
                 let p = p.clone();
                 async move { p.submit(records(1, 10)).await }
@@ -321,7 +310,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(p.submit(records(1, 10)).await.is_ok());
             assert!(first.await.unwrap().is_ok());
-            let tx = p.counters.transactions.load(Ordering::Relaxed);
+            let tx = p.counters.transactions.get();
             if expect_one {
                 assert_eq!(tx, 1, "two requests 50 ms apart share a 300 ms batch");
             } else {

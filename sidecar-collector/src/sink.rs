@@ -3,9 +3,9 @@
 
 use crate::forward::Forwarder;
 use crate::ingest::{records_from_request, retain_valid, span_count};
-use crate::pipeline::{Counters, Pipeline, SubmitError};
+use crate::pipeline::{Pipeline, SubmitError};
+use crate::telemetry::Counters;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -36,12 +36,14 @@ impl Sink {
         }
     }
 
-    /// Takes a request; `Err` means "retry later".
+    /// Takes a request; `Err` means "retry later". Every mode counts what it
+    /// received and rejected here, once per request.
     pub async fn accept(
         &self,
         mut req: ExportTraceServiceRequest,
     ) -> Result<Accepted, SubmitError> {
         let c = self.counters().clone();
+        c.spans_received.inc_by(span_count(&req));
         match self {
             Sink::Store {
                 pipeline,
@@ -49,6 +51,7 @@ impl Sink {
                 adaptive,
             } => {
                 let ingested = records_from_request(req, indexed_tags);
+                c.spans_rejected.inc_by(ingested.rejected);
                 let tally = adaptive.as_ref().map(|a| {
                     a.tally(ingested.records.iter().filter_map(|r| {
                         Some((
@@ -73,8 +76,7 @@ impl Sink {
             Sink::Forward(f) => {
                 let (rejected, message) = retain_valid(&mut req);
                 let n = span_count(&req);
-                c.spans_received.fetch_add(n + rejected, Ordering::Relaxed);
-                c.spans_rejected.fetch_add(rejected, Ordering::Relaxed);
+                c.spans_rejected.inc_by(rejected);
                 if n > 0 {
                     f.enqueue(req)?;
                 }

@@ -3,8 +3,8 @@
 //! answer, and whenever the collector does not answer, the last known
 //! strategy (else the static config) stays in force.
 
+use meshtrace_proto::sampling_json::{StrategyKind, StrategyResponse};
 use meshtrace_proto::strategy::{Sampler, ServiceSampling};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// `path?service=<percent-encoded service>`.
@@ -26,8 +26,8 @@ pub fn query_path(path: &str, service: &str) -> String {
     out
 }
 
-fn rate(v: &Value, what: &str) -> Result<f64, String> {
-    let p = v.as_f64().ok_or(format!("{what} is not a number"))?;
+fn rate(p: Option<f64>, what: &str) -> Result<f64, String> {
+    let p = p.ok_or(format!("{what} is not a number"))?;
     if p.is_finite() && (0.0..=1.0).contains(&p) {
         Ok(p)
     } else {
@@ -35,52 +35,44 @@ fn rate(v: &Value, what: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses Jaeger's `SamplingStrategyResponse` JSON.
+/// Parses Jaeger's `SamplingStrategyResponse` JSON (the typed model in
+/// `meshtrace_proto::sampling_json`, which the collector writes).
 pub fn parse_strategy_response(body: &[u8]) -> Result<ServiceSampling, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("strategy response is not JSON: {e}"))?;
-    let kind = match &v["strategyType"] {
-        Value::String(s) => s.clone(),
-        Value::Number(n) if n.as_u64() == Some(1) => "RATE_LIMITING".into(),
-        _ => "PROBABILISTIC".into(),
-    };
-    let ops = &v["operationSampling"];
+    let v: StrategyResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("strategy response is not JSON of Jaeger's shape: {e}"))?;
     let mut operations = BTreeMap::new();
-    if let Some(list) = ops["perOperationStrategies"].as_array() {
-        for (i, o) in list.iter().enumerate() {
-            let name = o["operation"]
-                .as_str()
-                .ok_or(format!("perOperationStrategies[{i}].operation is missing"))?;
-            let p = rate(
-                &o["probabilisticSampling"]["samplingRate"],
-                &format!("perOperationStrategies[{i}] samplingRate"),
-            )?;
-            operations.insert(name.to_string(), p);
-        }
+    let ops = v.operation_sampling.as_ref();
+    for (i, o) in ops
+        .map(|o| o.per_operation_strategies.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let p = rate(
+            Some(o.probabilistic_sampling.sampling_rate),
+            &format!("perOperationStrategies[{i}] samplingRate"),
+        )?;
+        operations.insert(o.operation.clone(), p);
     }
-    let default = match kind.as_str() {
-        "RATE_LIMITING" => {
-            let tps = v["rateLimitingSampling"]["maxTracesPerSecond"]
-                .as_f64()
+    let default = match v.strategy_type {
+        StrategyKind::RateLimiting => {
+            let tps = v
+                .rate_limiting_sampling
+                .map(|r| r.max_traces_per_second)
                 .filter(|t| t.is_finite() && *t >= 0.0)
                 .ok_or("rateLimitingSampling.maxTracesPerSecond is missing or negative")?;
             Sampler::RateLimiting(tps)
         }
-        "PROBABILISTIC" => {
-            let p = if ops.is_object() && !ops["defaultSamplingProbability"].is_null() {
-                rate(
-                    &ops["defaultSamplingProbability"],
-                    "defaultSamplingProbability",
-                )?
-            } else {
-                rate(
-                    &v["probabilisticSampling"]["samplingRate"],
+        StrategyKind::Probabilistic => {
+            let p = match ops.and_then(|o| o.default_sampling_probability) {
+                Some(p) => rate(Some(p), "defaultSamplingProbability")?,
+                None => rate(
+                    v.probabilistic_sampling.map(|p| p.sampling_rate),
                     "probabilisticSampling.samplingRate",
-                )?
+                )?,
             };
             Sampler::Probabilistic(p)
         }
-        other => return Err(format!("unknown strategyType {other:?}")),
     };
     Ok(ServiceSampling {
         default,

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use meshtrace_proto::otlp::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -25,8 +25,6 @@ pub fn router(state: HttpState) -> Router {
     let limit = state.max_message_bytes;
     Router::new()
         .route("/v1/traces", post(export))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

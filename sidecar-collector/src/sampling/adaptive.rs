@@ -12,12 +12,13 @@
 //! rate, not the probability, keeps a stable operation stable: a window with
 //! fewer samples than expected raises the probability a little, never to 1.
 
+use crate::telemetry::{OperationLabels, SamplingMetrics};
 use meshtrace_proto::jaeger::{
     OperationSamplingStrategy, PerOperationSamplingStrategies, ProbabilisticSamplingStrategy,
     SamplingStrategyResponse,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most (service, operation) pairs tracked; more are ignored (and counted).
@@ -67,12 +68,14 @@ pub struct Estimate {
 pub struct Adaptive {
     pub settings: Settings,
     state: Mutex<State>,
+    metrics: Arc<SamplingMetrics>,
 }
 
 impl Adaptive {
-    pub fn new(settings: Settings) -> Adaptive {
+    pub fn new(settings: Settings, metrics: Arc<SamplingMetrics>) -> Adaptive {
         Adaptive {
             settings,
+            metrics,
             state: Mutex::new(State {
                 ops: HashMap::new(),
                 window_start: Instant::now(),
@@ -125,6 +128,7 @@ impl Adaptive {
                 Some(op) => op,
                 None if full => {
                     st.overflow += spans;
+                    self.metrics.adaptive_overflow.inc_by(spans);
                     continue;
                 }
                 None => st.ops.entry(key).or_default(),
@@ -158,6 +162,22 @@ impl Adaptive {
                 1.0
             };
             op.probability = Some(p.clamp(s.min_sampling_probability, 1.0));
+        }
+        let m = &self.metrics;
+        m.adaptive_probability.clear();
+        m.adaptive_requests_per_second.clear();
+        for ((service, operation), op) in &st.ops {
+            let (Some(p), Some(rate)) = (op.probability, op.rate) else {
+                continue;
+            };
+            let labels = OperationLabels {
+                service: service.clone(),
+                operation: operation.clone(),
+            };
+            m.adaptive_probability.get_or_create(&labels).set(p);
+            m.adaptive_requests_per_second
+                .get_or_create(&labels)
+                .set(rate);
         }
     }
 
@@ -263,46 +283,6 @@ impl Adaptive {
             }
         })
     }
-
-    /// Prometheus gauges of the current probabilities and estimated rates.
-    pub fn metrics_text(&self) -> String {
-        let est = self.estimates();
-        let label = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
-        let mut out = String::new();
-        type Gauge = (&'static str, &'static str, fn(&Estimate) -> f64);
-        let gauges: [Gauge; 2] = [
-            (
-                "meshtrace_sampling_adaptive_probability",
-                "Sampling probability adaptive sampling computed for an operation.",
-                |e| e.probability,
-            ),
-            (
-                "meshtrace_sampling_adaptive_requests_per_second",
-                "Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed).",
-                |e| e.requests_per_second,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            for e in &est {
-                out.push_str(&format!(
-                    "{name}{{service=\"{}\",operation=\"{}\"}} {}\n",
-                    label(&e.service),
-                    label(&e.operation),
-                    value(e)
-                ));
-            }
-        }
-        out.push_str(&format!(
-            "# HELP meshtrace_sampling_adaptive_operations_overflow_total Spans not counted: more than {MAX_OPERATIONS} operations tracked.\n# TYPE meshtrace_sampling_adaptive_operations_overflow_total counter\nmeshtrace_sampling_adaptive_operations_overflow_total {}\n",
-            self.overflow()
-        ));
-        out
-    }
 }
 
 #[cfg(test)]
@@ -349,7 +329,7 @@ mod tests {
 
     #[test]
     fn converges_to_the_target_rate_per_operation() {
-        let a = Adaptive::new(settings());
+        let a = Adaptive::new(settings(), Arc::default());
         let mut carry = HashMap::new();
         simulate(&a, &[("busy", 200.0), ("rare", 5.0)], 30, &mut carry);
         let p = a.probabilities("svc");
@@ -367,7 +347,7 @@ mod tests {
 
     #[test]
     fn bounds_and_scope() {
-        let a = Adaptive::new(settings());
+        let a = Adaptive::new(settings(), Arc::default());
         let mut carry = HashMap::new();
         simulate(
             &a,
@@ -398,7 +378,7 @@ mod tests {
 
     #[test]
     fn overlay_keeps_file_operations_and_default() {
-        let a = Adaptive::new(settings());
+        let a = Adaptive::new(settings(), Arc::default());
         a.observe(a.tally((0..10).map(|_| ("svc", "GET /a", 0.5))));
         a.recompute();
         let file = meshtrace_proto::strategy::StrategiesFile::from_json(

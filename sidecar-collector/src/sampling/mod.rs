@@ -10,14 +10,16 @@
 pub mod adaptive;
 pub mod upstream;
 
+use crate::grpc::sampling::sampling_manager_server::{SamplingManager, SamplingManagerServer};
+use crate::telemetry::SamplingMetrics;
 use meshtrace_proto::jaeger::{
     OperationSamplingStrategy, PerOperationSamplingStrategies, ProbabilisticSamplingStrategy,
-    RateLimitingSamplingStrategy, SamplingStrategyResponse, SamplingStrategyType,
+    RateLimitingSamplingStrategy, SamplingStrategyParameters, SamplingStrategyResponse,
+    SamplingStrategyType,
 };
+use meshtrace_proto::sampling_json::StrategyResponse;
 use meshtrace_proto::strategy::{Sampler, StrategiesFile};
-use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,8 +28,7 @@ pub struct Strategies {
     current: RwLock<Arc<StrategiesFile>>,
     path: Option<PathBuf>,
     last_text: RwLock<String>,
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
+    metrics: Arc<SamplingMetrics>,
 }
 
 /// Reads and validates a strategies file; the error names the file and the field.
@@ -41,7 +42,10 @@ pub fn load(path: &std::path::Path) -> Result<(StrategiesFile, String), String> 
 
 impl Strategies {
     /// Loads `path` (or Jaeger's default when none is configured).
-    pub fn open(path: Option<PathBuf>) -> Result<Strategies, String> {
+    pub fn open(
+        path: Option<PathBuf>,
+        metrics: Arc<SamplingMetrics>,
+    ) -> Result<Strategies, String> {
         let (file, text) = match &path {
             Some(p) => load(p)?,
             None => (StrategiesFile::default(), String::new()),
@@ -50,8 +54,7 @@ impl Strategies {
             current: RwLock::new(Arc::new(file)),
             path,
             last_text: RwLock::new(text),
-            reloads: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
+            metrics,
         })
     }
 
@@ -68,7 +71,7 @@ impl Strategies {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload_failures.inc();
                 tracing::error!(path = %path.display(), error = %e, "cannot read strategies file; keeping the last good strategies");
                 return;
             }
@@ -84,7 +87,7 @@ impl Strategies {
                 if let Ok(mut t) = self.last_text.write() {
                     *t = text;
                 }
-                self.reloads.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reloads.inc();
                 tracing::info!(path = %path.display(), "sampling strategies reloaded");
             }
             Err(e) => {
@@ -92,7 +95,7 @@ impl Strategies {
                 if let Ok(mut t) = self.last_text.write() {
                     *t = text;
                 }
-                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload_failures.inc();
                 tracing::error!(path = %path.display(), error = %e, "invalid strategies file; keeping the last good strategies");
             }
         }
@@ -165,30 +168,8 @@ pub fn response(file: &StrategiesFile, service: &str) -> SamplingStrategyRespons
 }
 
 /// The response in Jaeger's JSON shape (what `/api/sampling` answers).
-pub fn to_json(r: &SamplingStrategyResponse) -> Value {
-    let mut out = if r.strategy_type == SamplingStrategyType::RateLimiting as i32 {
-        json!({
-            "strategyType": "RATE_LIMITING",
-            "rateLimitingSampling": {"maxTracesPerSecond": r.rate_limiting_sampling.as_ref().map_or(0, |x| x.max_traces_per_second)},
-        })
-    } else {
-        json!({
-            "strategyType": "PROBABILISTIC",
-            "probabilisticSampling": {"samplingRate": r.probabilistic_sampling.as_ref().map_or(0.0, |x| x.sampling_rate)},
-        })
-    };
-    if let Some(o) = &r.operation_sampling {
-        out["operationSampling"] = json!({
-            "defaultSamplingProbability": o.default_sampling_probability,
-            "defaultLowerBoundTracesPerSecond": o.default_lower_bound_traces_per_second,
-            "defaultUpperBoundTracesPerSecond": o.default_upper_bound_traces_per_second,
-            "perOperationStrategies": o.per_operation_strategies.iter().map(|s| json!({
-                "operation": s.operation,
-                "probabilisticSampling": {"samplingRate": s.probabilistic_sampling.as_ref().map_or(0.0, |x| x.sampling_rate)},
-            })).collect::<Vec<_>>(),
-        });
-    }
-    out
+pub fn to_json(r: &SamplingStrategyResponse) -> StrategyResponse {
+    StrategyResponse::from(r)
 }
 
 /// Where strategies come from.
@@ -218,44 +199,39 @@ impl Provider {
             Provider::Upstream(cache) => cache.get(service).await,
         }
     }
-
-    /// Prometheus lines: reloads, adaptive probabilities, upstream fetches.
-    pub fn metrics_text(&self) -> String {
-        match self {
-            Provider::Local {
-                strategies,
-                adaptive,
-            } => {
-                let mut out = metrics_text(strategies);
-                if let Some(a) = adaptive {
-                    out.push_str(&a.metrics_text());
-                }
-                out
-            }
-            Provider::Upstream(c) => format!(
-                "# HELP meshtrace_collector_sampling_upstream_fetches_total Strategies fetched from the central collector.\n# TYPE meshtrace_collector_sampling_upstream_fetches_total counter\nmeshtrace_collector_sampling_upstream_fetches_total {}\n# HELP meshtrace_collector_sampling_upstream_failures_total Failed fetches from the central collector (the cached strategy stays).\n# TYPE meshtrace_collector_sampling_upstream_failures_total counter\nmeshtrace_collector_sampling_upstream_failures_total {}\n",
-                c.fetches.load(Ordering::Relaxed),
-                c.fetch_failures.load(Ordering::Relaxed)
-            ),
-        }
-    }
 }
 
 /// `GET /api/sampling?service=S` and `GET /sampling?service=S` (the Jaeger agent's path),
 /// and `GET /api/sampling/adaptive` (the adaptive estimates, JSON).
 pub fn router(provider: Arc<Provider>) -> axum::Router {
-    use axum::extract::{RawQuery, State};
+    use axum::extract::State;
     use axum::http::StatusCode;
     use axum::response::{IntoResponse, Response};
     use axum::routing::get;
-    async fn handler(State(p): State<Arc<Provider>>, RawQuery(q): RawQuery) -> Response {
-        let pairs = crate::query::pairs(q);
-        let services: Vec<&String> = pairs
-            .iter()
-            .filter(|(k, _)| k == "service")
-            .map(|(_, v)| v)
-            .collect();
-        match services.as_slice() {
+    use axum_extra::extract::Query;
+
+    #[derive(serde::Deserialize)]
+    struct Params {
+        #[serde(default)]
+        service: Vec<String>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AdaptiveOperation<'a> {
+        service: &'a str,
+        operation: &'a str,
+        probability: f64,
+        requests_per_second: f64,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AdaptiveAnswer<'a> {
+        target_traces_per_second: f64,
+        operations: Vec<AdaptiveOperation<'a>>,
+    }
+
+    async fn handler(State(p): State<Arc<Provider>>, Query(q): Query<Params>) -> Response {
+        match q.service.as_slice() {
             [s] if !s.is_empty() => match p.strategy(s).await {
                 Ok(r) => axum::Json(to_json(&r)).into_response(),
                 Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
@@ -271,16 +247,22 @@ pub fn router(provider: Arc<Provider>) -> axum::Router {
         match &*p {
             Provider::Local {
                 adaptive: Some(a), ..
-            } => axum::Json(json!({
-                "targetTracesPerSecond": a.settings.target_traces_per_second,
-                "operations": a.estimates().iter().map(|e| json!({
-                    "service": e.service,
-                    "operation": e.operation,
-                    "probability": e.probability,
-                    "requestsPerSecond": e.requests_per_second,
-                })).collect::<Vec<_>>(),
-            }))
-            .into_response(),
+            } => {
+                let estimates = a.estimates();
+                axum::Json(AdaptiveAnswer {
+                    target_traces_per_second: a.settings.target_traces_per_second,
+                    operations: estimates
+                        .iter()
+                        .map(|e| AdaptiveOperation {
+                            service: &e.service,
+                            operation: &e.operation,
+                            probability: e.probability,
+                            requests_per_second: e.requests_per_second,
+                        })
+                        .collect(),
+                })
+                .into_response()
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 "adaptive sampling is off here (sampling.adaptive.services is empty, or this is a sidecar)\n",
@@ -292,58 +274,43 @@ pub fn router(provider: Arc<Provider>) -> axum::Router {
         .route("/api/sampling", get(handler))
         .route("/sampling", get(handler))
         .route("/api/sampling/adaptive", get(adaptive_handler))
-        .route("/healthz", get(|| async { "ok" }))
         .with_state(provider)
 }
 
 /// `jaeger.api_v2.SamplingManager/GetSamplingStrategy`.
 pub struct GrpcSampling(pub Arc<Provider>);
 
-impl crate::grpc_unary::UnaryHandler for GrpcSampling {
-    const SERVICE: &'static str = meshtrace_proto::jaeger::SAMPLING_MANAGER;
-    const PATH: &'static str = meshtrace_proto::jaeger::GET_SAMPLING_STRATEGY_PATH;
-    type Response = SamplingStrategyResponse;
-
-    fn call(
-        self: Arc<Self>,
-        message: bytes::Bytes,
-    ) -> tonic::codegen::BoxFuture<SamplingStrategyResponse, tonic::Status> {
-        Box::pin(async move {
-            use prost::Message;
-            let params = meshtrace_proto::jaeger::SamplingStrategyParameters::decode(message)
-                .map_err(|e| {
-                    tonic::Status::invalid_argument(format!(
-                        "malformed SamplingStrategyParameters: {e}"
-                    ))
-                })?;
-            if params.service_name.is_empty() {
-                return Err(tonic::Status::invalid_argument(
-                    "serviceName must not be empty",
-                ));
-            }
-            self.0
-                .strategy(&params.service_name)
-                .await
-                .map_err(tonic::Status::unavailable)
-        })
+#[tonic::async_trait]
+impl SamplingManager for GrpcSampling {
+    async fn get_sampling_strategy(
+        &self,
+        request: tonic::Request<SamplingStrategyParameters>,
+    ) -> Result<tonic::Response<SamplingStrategyResponse>, tonic::Status> {
+        let params = request.into_inner();
+        if params.service_name.is_empty() {
+            return Err(tonic::Status::invalid_argument(
+                "serviceName must not be empty",
+            ));
+        }
+        self.0
+            .strategy(&params.service_name)
+            .await
+            .map(tonic::Response::new)
+            .map_err(tonic::Status::unavailable)
     }
 }
 
-/// Prometheus lines for the reload counters.
-pub fn metrics_text(s: &Strategies) -> String {
-    format!(
-        "# HELP meshtrace_collector_sampling_reloads_total Strategies file reloads that took effect.\n# TYPE meshtrace_collector_sampling_reloads_total counter\nmeshtrace_collector_sampling_reloads_total {}\n# HELP meshtrace_collector_sampling_reload_failures_total Strategies file reloads refused (invalid or unreadable); the last good strategies stay.\n# TYPE meshtrace_collector_sampling_reload_failures_total counter\nmeshtrace_collector_sampling_reload_failures_total {}\n",
-        s.reloads.load(Ordering::Relaxed),
-        s.reload_failures.load(Ordering::Relaxed)
-    )
+/// The gRPC service; requests are a service name, so 64 KiB is plenty.
+pub fn grpc_service(provider: Arc<Provider>) -> SamplingManagerServer<GrpcSampling> {
+    SamplingManagerServer::new(GrpcSampling(provider)).max_decoding_message_size(64 * 1024)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn response_json(file: &StrategiesFile, service: &str) -> Value {
-        to_json(&response(file, service))
+    fn response_json(file: &StrategiesFile, service: &str) -> serde_json::Value {
+        serde_json::to_value(to_json(&response(file, service))).unwrap()
     }
 
     #[test]

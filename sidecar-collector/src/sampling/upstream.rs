@@ -4,15 +4,12 @@
 //! interval while it keeps being asked for; when the central collector is
 //! unreachable the cached strategy keeps being served.
 
-use crate::grpc_unary::ProstClientCodec;
-use meshtrace_proto::jaeger::{
-    SamplingStrategyParameters, SamplingStrategyResponse, GET_SAMPLING_STRATEGY_PATH,
-};
+use crate::grpc::sampling::sampling_manager_client::SamplingManagerClient;
+use crate::telemetry::SamplingMetrics;
+use meshtrace_proto::jaeger::{SamplingStrategyParameters, SamplingStrategyResponse};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
 struct Entry {
@@ -25,15 +22,19 @@ pub struct UpstreamCache {
     pub upstream: String,
     entries: Mutex<HashMap<String, Entry>>,
     pub refresh: Duration,
-    pub fetches: AtomicU64,
-    pub fetch_failures: AtomicU64,
+    metrics: Arc<SamplingMetrics>,
 }
 
 /// Services not asked for in this many refresh intervals stop being refreshed.
 const FORGET_AFTER_INTERVALS: u32 = 10;
 
 impl UpstreamCache {
-    pub fn new(upstream: &str, refresh: Duration, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        upstream: &str,
+        refresh: Duration,
+        timeout: Duration,
+        metrics: Arc<SamplingMetrics>,
+    ) -> Result<Self, String> {
         let channel = Endpoint::from_shared(upstream.to_string())
             .map_err(|e| format!("sampling.upstream: {upstream:?}: {e}"))?
             .connect_timeout(timeout)
@@ -44,32 +45,21 @@ impl UpstreamCache {
             upstream: upstream.to_string(),
             entries: Mutex::new(HashMap::new()),
             refresh,
-            fetches: AtomicU64::new(0),
-            fetch_failures: AtomicU64::new(0),
+            metrics,
         })
     }
 
     async fn fetch(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        let result = async {
-            grpc.ready()
-                .await
-                .map_err(|e| format!("central collector {} not reachable: {e}", self.upstream))?;
-            grpc.unary(
-                tonic::Request::new(SamplingStrategyParameters {
-                    service_name: service.to_string(),
-                }),
-                PathAndQuery::from_static(GET_SAMPLING_STRATEGY_PATH),
-                ProstClientCodec::<SamplingStrategyParameters, SamplingStrategyResponse>::default(),
-            )
+        let result = SamplingManagerClient::new(self.channel.clone())
+            .get_sampling_strategy(SamplingStrategyParameters {
+                service_name: service.to_string(),
+            })
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| format!("central collector {}: {}", self.upstream, s.message()))
-        }
-        .await;
+            .map_err(|s| format!("central collector {}: {}", self.upstream, s.message()));
         match &result {
-            Ok(_) => self.fetches.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.fetch_failures.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.metrics.upstream_fetches.inc(),
+            Err(_) => self.metrics.upstream_failures.inc(),
         };
         result
     }

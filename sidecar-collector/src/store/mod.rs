@@ -1,43 +1,12 @@
-//! Span storage behind a trait, so another backend can be added and pass the
-//! same test suite (`store::suite`).
+//! Span storage behind a writer and a reader interface (as Jaeger's storage
+//! API separates them), so another backend can be added and pass the same
+//! test suite (`store::suite`). Imports only `model`.
 
 pub mod sqlite;
 #[cfg(test)]
 pub mod suite;
 
-use meshtrace_proto::otlp::resource::v1::Resource;
-use meshtrace_proto::otlp::trace::v1::Span;
-
-/// A span ready to store: index columns plus the encoded span and resource.
-#[derive(Debug, Clone)]
-pub struct SpanRecord {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent_span_id: Option<[u8; 8]>,
-    pub service: String,
-    pub operation: String,
-    /// OTLP span kind.
-    pub kind: i32,
-    pub start_us: i64,
-    pub duration_us: i64,
-    pub error: bool,
-    /// Values of the configured indexed tag keys.
-    pub indexed_tags: Vec<(String, String)>,
-    /// The probability this span's trace was sampled with, when the sampler that
-    /// decided was probabilistic (`sampler.type`/`sampler.param`): adaptive sampling's input.
-    pub sampled_probability: Option<f64>,
-    /// Encoded `Resource`.
-    pub resource: Vec<u8>,
-    /// Encoded `Span`, with every attribute, event and link.
-    pub body: Vec<u8>,
-}
-
-/// A span read back, with its resource.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredSpan {
-    pub span: Span,
-    pub resource: Resource,
-}
+use crate::model::{SpanRecord, StoredSpan, StoredTrace};
 
 /// Trace search parameters (Jaeger's `/api/traces`).
 #[derive(Debug, Clone, Default)]
@@ -53,30 +22,8 @@ pub struct TraceQuery {
     pub limit: usize,
 }
 
-/// Whether a span has tag `key` = `value` the way Jaeger's query sees it: a span
-/// attribute, a resource (process) attribute, an event (log) field, or the derived
-/// `error=true` and `span.kind` tags. Values compare as text (`200`, `true`).
-pub fn span_matches_tag(span: &Span, resource: &Resource, key: &str, value: &str) -> bool {
-    let attr_is = |attrs: &[meshtrace_proto::otlp::common::v1::KeyValue]| {
-        attrs.iter().any(|a| {
-            a.key == key
-                && a.value
-                    .as_ref()
-                    .and_then(crate::ingest::value_text)
-                    .is_some_and(|v| v == value)
-        })
-    };
-    match key {
-        "error" if value == "true" && span.status.as_ref().is_some_and(|s| s.code == 2) => {
-            return true
-        }
-        "span.kind" if crate::query::model::kind_name(span.kind) == value => return true,
-        _ => {}
-    }
-    attr_is(&span.attributes)
-        || attr_is(&resource.attributes)
-        || span.events.iter().any(|e| attr_is(&e.attributes))
-}
+/// A dependency edge: (parent service, child service, calls).
+pub type Edge = (String, String, u64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,31 +38,46 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    /// Whether a retry later may succeed (disk full, locked, read-only).
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
-}
-
-/// What every backend provides.
-pub trait SpanStore: Send + Sync {
+/// The write side: the pipeline's writer thread and retention use it.
+pub trait SpanWriter: Send + Sync {
     /// Stores the spans durably; returns only after they are committed.
     fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError>;
-    /// Every span of a trace, in start order.
-    fn trace(&self, trace_id: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError>;
+    /// Drops data older than `cutoff_us` (whole partitions); returns how many.
+    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError>;
+}
+
+/// The read side: the query API uses it.
+pub trait SpanReader: Send + Sync {
+    /// The traces with these ids, in the order asked, each with its spans in
+    /// start order; ids with no stored span are left out. One pass over the
+    /// store for all of them.
+    fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError>;
+    /// Trace ids matching `q`, newest first, at most `q.limit`.
+    fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError>;
     fn services(&self) -> Result<Vec<String>, StoreError>;
     /// (operation, span kind) pairs of a service.
     fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, StoreError>;
-    /// Trace ids matching `q`, newest first, at most `q.limit`.
-    fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError>;
-    /// (parent service, child service, calls) from parent/child spans across
-    /// services, for child spans starting in [start_us, end_us].
-    fn dependencies(
-        &self,
-        start_us: i64,
-        end_us: i64,
-    ) -> Result<Vec<(String, String, u64)>, StoreError>;
-    /// Drops data older than `cutoff_us` (whole partitions).
-    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError>;
+    /// Edges from parent/child spans across services, for child spans starting
+    /// in [start_us, end_us].
+    fn dependencies(&self, start_us: i64, end_us: i64) -> Result<Vec<Edge>, StoreError>;
+
+    /// Every span of one trace, in start order (empty when unknown).
+    fn trace(&self, trace_id: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError> {
+        Ok(self
+            .traces(&[*trace_id])?
+            .into_iter()
+            .next()
+            .map(|t| t.spans)
+            .unwrap_or_default())
+    }
+
+    /// The traces matching `q`, newest first: the ids, then every trace in one pass.
+    fn find_traces(&self, q: &TraceQuery) -> Result<Vec<StoredTrace>, StoreError> {
+        self.traces(&self.find_trace_ids(q)?)
+    }
 }
+
+/// Both sides: what a backend is, and what the shared suite tests.
+pub trait SpanStore: SpanWriter + SpanReader {}
+
+impl<T: SpanWriter + SpanReader> SpanStore for T {}

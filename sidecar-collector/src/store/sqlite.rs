@@ -2,18 +2,27 @@
 //! span start time, WAL, one transaction per write batch. Retention deletes
 //! whole files. A file that cannot be opened at start-up is reported and
 //! moved aside (`.broken`), never a crash.
+//!
+//! Reads go through a bounded pool of read-only connections per day, and the
+//! set of days is kept in memory (this process is the only writer of its
+//! directory): a query neither lists the directory nor reopens a file.
 
-use super::{SpanRecord, SpanStore, StoreError, StoredSpan, TraceQuery};
-use meshtrace_proto::otlp::resource::v1::Resource;
+use super::{Edge, SpanReader, SpanWriter, StoreError, TraceQuery};
+use crate::model::{span_matches_tag, Origin, SpanRecord, StoredSpan, StoredTrace};
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
 use rusqlite::{params, Connection, OpenFlags};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 const DAY_US: i64 = 86_400_000_000;
+/// Idle read connections kept across all partitions.
+const MAX_IDLE_READERS: usize = 32;
+/// Trace ids per `IN (...)` lookup.
+const IDS_PER_LOOKUP: usize = 200;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -40,8 +49,12 @@ CREATE TABLE IF NOT EXISTS operations (
 /// The SQLite span store.
 pub struct SqliteStore {
     dir: PathBuf,
+    /// Days that have a partition file.
+    days: RwLock<BTreeSet<i64>>,
     /// Open writer connections by day; only the writer thread writes.
     writers: Mutex<BTreeMap<i64, Connection>>,
+    /// Idle read-only connections by day.
+    idle_readers: Mutex<BTreeMap<i64, Vec<Connection>>>,
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
@@ -55,27 +68,39 @@ fn day_of(start_us: i64) -> i64 {
     start_us.div_euclid(DAY_US)
 }
 
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl SqliteStore {
     /// Opens (or creates) the store in `dir`, checking every partition.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let store = SqliteStore {
-            dir: dir.to_path_buf(),
-            writers: Mutex::new(BTreeMap::new()),
-        };
-        for (day, path) in store.partitions()? {
+        let mut days = BTreeSet::new();
+        for (day, path) in list_partitions(dir)? {
             if let Err(e) = Self::check(&path) {
                 let aside = path.with_extension("broken");
                 tracing::error!(partition = day, error = %e, moved_to = %aside.display(),
                     "partition cannot be read; moved aside");
                 std::fs::rename(&path, &aside).map_err(|e| io(&path, e))?;
+            } else {
+                days.insert(day);
             }
         }
         // Fail now, not at the first export, if the directory is not writable.
         let probe = dir.join(".write-probe");
         std::fs::write(&probe, b"ok").map_err(|e| io(&probe, e))?;
         let _ = std::fs::remove_file(&probe);
-        Ok(store)
+        Ok(SqliteStore {
+            dir: dir.to_path_buf(),
+            days: RwLock::new(days),
+            writers: Mutex::new(BTreeMap::new()),
+            idle_readers: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn check(path: &Path) -> Result<(), StoreError> {
@@ -92,35 +117,97 @@ impl SqliteStore {
         self.dir.join(format!("spans-{day:06}.sqlite"))
     }
 
-    /// (day, path) of every partition, newest first.
-    fn partitions(&self) -> Result<Vec<(i64, PathBuf)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
-            let entry = entry.map_err(|e| io(&self.dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(day) = name
-                .strip_prefix("spans-")
-                .and_then(|r| r.strip_suffix(".sqlite"))
-                .and_then(|d| d.parse::<i64>().ok())
-            {
-                out.push((day, entry.path()));
-            }
-        }
-        out.sort_by_key(|p| std::cmp::Reverse(p.0));
-        Ok(out)
+    fn has_day(&self, day: i64) -> bool {
+        self.days
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&day)
     }
 
-    fn readers(&self) -> Result<Vec<Connection>, StoreError> {
-        self.partitions()?
-            .into_iter()
-            .map(|(_, p)| {
-                Connection::open_with_flags(
-                    &p,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(StoreError::from)
-            })
+    /// Days with a partition in [from, to], newest first.
+    fn days_between(&self, from: i64, to: i64) -> Vec<i64> {
+        if from > to {
+            return Vec::new();
+        }
+        self.days
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(from..=to)
+            .rev()
+            .copied()
             .collect()
+    }
+
+    /// Runs `f` on a read connection to `day` from the pool (opened if none is
+    /// idle, returned afterwards); `None` if that partition is gone.
+    fn with_reader<R>(
+        &self,
+        day: i64,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<Option<R>, StoreError> {
+        let pooled = lock(&self.idle_readers).get_mut(&day).and_then(Vec::pop);
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                if !self.has_day(day) {
+                    return Ok(None);
+                }
+                match Connection::open_with_flags(
+                    self.path_for(day),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                ) {
+                    Ok(c) => c,
+                    // Dropped by retention between the check and the open.
+                    Err(_) if !self.has_day(day) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let out = f(&conn);
+        // A partition dropped by retention meanwhile is closed, not pooled.
+        if self.has_day(day) {
+            let mut idle = lock(&self.idle_readers);
+            if idle.values().map(Vec::len).sum::<usize>() < MAX_IDLE_READERS {
+                idle.entry(day).or_default().push(conn);
+            }
+        }
+        out.map(Some)
+    }
+}
+
+/// (day, path) of every partition file in `dir`.
+fn list_partitions(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(day) = name
+            .strip_prefix("spans-")
+            .and_then(|r| r.strip_suffix(".sqlite"))
+            .and_then(|d| d.parse::<i64>().ok())
+        {
+            out.push((day, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// Origins decoded once per (day, resource id) within one read.
+#[derive(Default)]
+struct Origins(HashMap<(i64, i64), Arc<Origin>>);
+
+impl Origins {
+    fn get(&mut self, c: &Connection, day: i64, rid: i64) -> Result<Arc<Origin>, StoreError> {
+        Ok(match self.0.entry((day, rid)) {
+            Entry::Occupied(o) => o.get().clone(),
+            Entry::Vacant(slot) => {
+                let body: Vec<u8> = c
+                    .prepare_cached("SELECT body FROM resources WHERE id = ?1")?
+                    .query_row(params![rid], |r| r.get(0))?;
+                slot.insert(Arc::new(Origin::decode(&body).map_err(corrupt)?))
+                    .clone()
+            }
+        })
     }
 }
 
@@ -139,14 +226,14 @@ fn write_partition(c: &mut Connection, spans: &[&SpanRecord]) -> Result<(), Stor
         let mut op_ins = tx.prepare_cached(
             "INSERT OR IGNORE INTO operations(service, operation, kind) VALUES (?1, ?2, ?3)",
         )?;
-        let mut last_resource: Option<(&[u8], i64)> = None;
+        let mut last_origin: Option<(&[u8], i64)> = None;
         for s in spans {
-            let rid = match last_resource {
-                Some((body, id)) if body == s.resource.as_slice() => id,
+            let rid = match last_origin {
+                Some((body, id)) if body == &*s.origin => id,
                 _ => {
-                    res_ins.execute(params![s.resource])?;
-                    let id: i64 = res_get.query_row(params![s.resource], |r| r.get(0))?;
-                    last_resource = Some((s.resource.as_slice(), id));
+                    res_ins.execute(params![&*s.origin])?;
+                    let id: i64 = res_get.query_row(params![&*s.origin], |r| r.get(0))?;
+                    last_origin = Some((&*s.origin, id));
                     id
                 }
             };
@@ -173,22 +260,23 @@ fn write_partition(c: &mut Connection, spans: &[&SpanRecord]) -> Result<(), Stor
     Ok(())
 }
 
-impl SpanStore for SqliteStore {
+impl SpanWriter for SqliteStore {
     fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
         let mut by_day: BTreeMap<i64, Vec<&SpanRecord>> = BTreeMap::new();
         for s in spans {
             by_day.entry(day_of(s.start_us)).or_default().push(s);
         }
-        let mut writers = self
-            .writers
-            .lock()
-            .map_err(|_| StoreError::Corrupt("writer lock poisoned".into()))?;
+        let mut writers = lock(&self.writers);
         for (day, group) in by_day {
             let c = match writers.entry(day) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
                     let c = Connection::open(self.path_for(day))?;
                     c.execute_batch(SCHEMA)?;
+                    self.days
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(day);
                     e.insert(c)
                 }
             };
@@ -197,58 +285,128 @@ impl SpanStore for SqliteStore {
         Ok(())
     }
 
-    fn trace(&self, trace_id: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for c in self.readers()? {
-            let mut stmt = c.prepare_cached(
-                "SELECT s.span_id, s.body, r.body, s.start_us FROM spans s JOIN resources r ON r.id = s.resource_id
-                 WHERE s.trace_id = ?1",
-            )?;
-            let rows = stmt.query_map(params![&trace_id[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (span_id, body, resource, start) = row?;
-                // A retried export may have stored a span twice: keep one.
-                if !seen.insert(span_id) {
-                    continue;
+    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
+        let cutoff_day = day_of(cutoff_us);
+        let mut writers = lock(&self.writers);
+        // A day is dropped once all of it is older than the cutoff. Forget it
+        // first, so no new reader opens it while its files go.
+        let old: Vec<i64> = {
+            let mut days = self.days.write().unwrap_or_else(|e| e.into_inner());
+            let old: Vec<i64> = days.range(..cutoff_day).copied().collect();
+            for d in &old {
+                days.remove(d);
+            }
+            old
+        };
+        let mut idle = lock(&self.idle_readers);
+        for day in &old {
+            writers.remove(day);
+            idle.remove(day);
+        }
+        drop(idle);
+        for (day, path) in list_partitions(&self.dir)? {
+            if day >= cutoff_day {
+                continue;
+            }
+            for suffix in ["", "-wal", "-shm"] {
+                let p = PathBuf::from(format!("{}{suffix}", path.display()));
+                if p.exists() {
+                    std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
                 }
-                let span = Span::decode(body.as_slice())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let resource = Resource::decode(resource.as_slice())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                out.push((start, StoredSpan { span, resource }));
             }
         }
-        out.sort_by_key(|(s, _)| *s);
-        Ok(out.into_iter().map(|(_, s)| s).collect())
+        Ok(old.len())
+    }
+}
+
+/// Identity of a stored row for de-duplication: a retried export stores the
+/// same span twice (same id, same bytes); Zipkin-style spans share an id but
+/// differ, and both are kept.
+fn row_identity(span_id: &[u8], body: &[u8]) -> (Vec<u8>, u64) {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    (span_id.to_vec(), h.finish())
+}
+
+/// Spans of one trace as read (with their start), and the identities seen.
+type TraceRows = (Vec<(i64, StoredSpan)>, HashSet<(Vec<u8>, u64)>);
+
+impl SpanReader for SqliteStore {
+    fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_id: HashMap<[u8; 16], TraceRows> = HashMap::with_capacity(ids.len());
+        let mut origins = Origins::default();
+        // Every partition: a trace may cross midnight (its spans are stored by their own start).
+        for day in self.days_between(i64::MIN, i64::MAX) {
+            self.with_reader(day, |c| {
+            for chunk in ids.chunks(IDS_PER_LOOKUP) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT trace_id, span_id, body, resource_id, start_us FROM spans WHERE trace_id IN ({marks})"
+                ))?;
+                let mut rows =
+                    stmt.query(rusqlite::params_from_iter(chunk.iter().map(|t| &t[..])))?;
+                while let Some(row) = rows.next()? {
+                    let trace_id: [u8; 16] = row
+                        .get_ref(0)?
+                        .as_blob()
+                        .map_err(rusqlite::Error::from)?
+                        .try_into()
+                        .map_err(corrupt)?;
+                    let span_id = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                    let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+                    let entry = by_id.entry(trace_id).or_default();
+                    if !entry.1.insert(row_identity(span_id, body)) {
+                        continue;
+                    }
+                    let span = Span::decode(body).map_err(corrupt)?;
+                    let origin = origins.get(c, day, row.get(3)?)?;
+                    entry.0.push((row.get(4)?, StoredSpan { span, origin }));
+                }
+            }
+            Ok(())
+            })?;
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let (mut spans, _) = by_id.remove(id)?;
+                spans.sort_by_key(|(start, _)| *start);
+                Some(StoredTrace {
+                    trace_id: *id,
+                    spans: spans.into_iter().map(|(_, s)| s).collect(),
+                })
+            })
+            .collect())
     }
 
     fn services(&self) -> Result<Vec<String>, StoreError> {
-        let mut set = std::collections::BTreeSet::new();
-        for c in self.readers()? {
-            let mut stmt = c.prepare_cached("SELECT DISTINCT service FROM operations")?;
-            for s in stmt.query_map([], |r| r.get::<_, String>(0))? {
-                set.insert(s?);
-            }
+        let mut set = BTreeSet::new();
+        for day in self.days_between(i64::MIN, i64::MAX) {
+            self.with_reader(day, |c| {
+                let mut stmt = c.prepare_cached("SELECT DISTINCT service FROM operations")?;
+                for s in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                    set.insert(s?);
+                }
+                Ok(())
+            })?;
         }
         Ok(set.into_iter().collect())
     }
 
     fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, StoreError> {
-        let mut set = std::collections::BTreeSet::new();
-        for c in self.readers()? {
-            let mut stmt =
-                c.prepare_cached("SELECT operation, kind FROM operations WHERE service = ?1")?;
-            for row in stmt.query_map(params![service], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                set.insert(row?);
-            }
+        let mut set = BTreeSet::new();
+        for day in self.days_between(i64::MIN, i64::MAX) {
+            self.with_reader(day, |c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT operation, kind FROM operations WHERE service = ?1")?;
+                for row in stmt.query_map(params![service], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                    set.insert(row?);
+                }
+                Ok(())
+            })?;
         }
         Ok(set.into_iter().collect())
     }
@@ -256,11 +414,9 @@ impl SpanStore for SqliteStore {
     fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError> {
         let mut found: Vec<([u8; 16], i64)> = Vec::new();
         let mut seen = HashSet::new();
-        for (day, path) in self.partitions()? {
-            if day < day_of(q.start_us) || day > day_of(q.end_us) {
-                continue;
-            }
-            let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut origins = Origins::default();
+        for day in self.days_between(day_of(q.start_us), day_of(q.end_us)) {
+            self.with_reader(day, |c| {
             // Newest first along the (service[, operation], start) index, stopping
             // at `limit` distinct traces: no GROUP BY over the whole window.
             let mut sql = String::from(
@@ -297,48 +453,43 @@ impl SpanStore for SqliteStore {
                 ));
             }
             sql.push_str(" ORDER BY s.start_us DESC");
-            let mut stmt = c.prepare(&sql)?;
+            let mut stmt = c.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
             let mut here = 0;
-            let mut resources: HashMap<i64, Resource> = HashMap::new();
             while let Some(row) = rows.next()? {
-                let id: Vec<u8> = row.get(0)?;
-                let t: i64 = row.get(1)?;
+                let Ok(id) = <[u8; 16]>::try_from(
+                    row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?,
+                ) else {
+                    continue;
+                };
+                if seen.contains(&id) {
+                    continue;
+                }
                 if !q.tags.is_empty() {
                     let span =
                         Span::decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let rid: i64 = row.get(3)?;
-                    let res = match resources.entry(rid) {
-                        Entry::Occupied(o) => o.into_mut(),
-                        Entry::Vacant(slot) => {
-                            let body: Vec<u8> = c
-                                .prepare_cached("SELECT body FROM resources WHERE id = ?1")?
-                                .query_row(params![rid], |r| r.get(0))?;
-                            slot.insert(
-                                Resource::decode(body.as_slice())
-                                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                            )
-                        }
+                            .map_err(corrupt)?;
+                    let stored = StoredSpan {
+                        span,
+                        origin: origins.get(c, day, row.get(3)?)?,
                     };
                     if !q
                         .tags
                         .iter()
-                        .all(|(k, v)| super::span_matches_tag(&span, res, k, v))
+                        .all(|(k, v)| span_matches_tag(&stored, k, v))
                     {
                         continue;
                     }
                 }
-                if let Ok(arr) = <[u8; 16]>::try_from(id.as_slice()) {
-                    if seen.insert(arr) {
-                        found.push((arr, t));
-                        here += 1;
-                        if here >= q.limit {
-                            break;
-                        }
-                    }
+                seen.insert(id);
+                found.push((id, row.get(1)?));
+                here += 1;
+                if here >= q.limit {
+                    break;
                 }
             }
+            Ok(())
+            })?;
             // Partitions come newest day first: older ones cannot hold newer traces.
             if found.len() >= q.limit {
                 break;
@@ -349,58 +500,30 @@ impl SpanStore for SqliteStore {
         Ok(found.into_iter().map(|(id, _)| id).collect())
     }
 
-    fn dependencies(
-        &self,
-        start_us: i64,
-        end_us: i64,
-    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+    fn dependencies(&self, start_us: i64, end_us: i64) -> Result<Vec<Edge>, StoreError> {
         let mut edges: BTreeMap<(String, String), u64> = BTreeMap::new();
-        for (day, path) in self.partitions()? {
-            if day < day_of(start_us) || day > day_of(end_us) {
-                continue;
-            }
-            let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            let mut stmt = c.prepare_cached(
-                "SELECT p.service, c.service, COUNT(*) FROM spans c
+        for day in self.days_between(day_of(start_us), day_of(end_us)) {
+            self.with_reader(day, |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT p.service, c.service, COUNT(*) FROM spans c
                  JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
                  WHERE c.start_us >= ?1 AND c.start_us <= ?2 AND p.service <> c.service
                  GROUP BY p.service, c.service",
-            )?;
-            let rows = stmt.query_map(params![start_us, end_us], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
+                )?;
+                let rows = stmt.query_map(params![start_us, end_us], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (p, ch, n) = row?;
+                    *edges.entry((p, ch)).or_default() += n as u64;
+                }
+                Ok(())
             })?;
-            for row in rows {
-                let (p, ch, n) = row?;
-                *edges.entry((p, ch)).or_default() += n as u64;
-            }
         }
         Ok(edges.into_iter().map(|((p, c), n)| (p, c, n)).collect())
-    }
-
-    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
-        let cutoff_day = day_of(cutoff_us);
-        let mut dropped = 0;
-        let mut writers = self
-            .writers
-            .lock()
-            .map_err(|_| StoreError::Corrupt("writer lock poisoned".into()))?;
-        for (day, path) in self.partitions()? {
-            // A day is dropped once all of it is older than the cutoff.
-            if day < cutoff_day {
-                writers.remove(&day);
-                for suffix in ["", "-wal", "-shm"] {
-                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
-                    if p.exists() {
-                        std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
-                    }
-                }
-                dropped += 1;
-            }
-        }
-        Ok(dropped)
     }
 }

@@ -1,7 +1,7 @@
 //! The storage test suite every backend must pass, with shared fixtures.
 
-use super::{SpanRecord, SpanStore, TraceQuery};
-use crate::ingest::records_from_request;
+use super::{SpanReader, SpanStore, SpanWriter, TraceQuery};
+use crate::model::SpanRecord;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
@@ -69,7 +69,15 @@ pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
 
 fn records(service: &str, spans: Vec<Span>) -> Vec<SpanRecord> {
     let tags = vec!["http.response.status_code".to_string()];
-    records_from_request(request(service, spans), &tags).records
+    let req = request(service, spans);
+    let rs = &req.resource_spans[0];
+    let origin: std::sync::Arc<[u8]> =
+        crate::model::Origin::encode(rs.resource.as_ref().unwrap(), None).into();
+    rs.scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| SpanRecord::from_span(s, service, &origin, &tags).unwrap())
+        .collect()
 }
 
 /// Runs every check against a fresh store from `make`.
@@ -79,6 +87,8 @@ pub fn run(make: &dyn Fn() -> Box<dyn SpanStore>) {
     search(make());
     retention_drops_old_partitions(make());
     duplicate_writes_read_once(make());
+    shared_span_ids_are_both_kept(make());
+    many_traces_in_one_read(make());
     dependencies_from_parent_child_pairs(make());
 }
 
@@ -138,7 +148,7 @@ fn roundtrip_keeps_everything(store: Box<dyn SpanStore>) {
         "span stored whole: attributes, events, links"
     );
     assert_eq!(
-        trace[0].resource.attributes[0],
+        trace[0].origin.resource.attributes[0],
         kv("service.name", "frontend")
     );
     assert_eq!(trace[1].span.parent_span_id, vec![1; 8]);
@@ -286,6 +296,50 @@ fn duplicate_writes_read_once(store: Box<dyn SpanStore>) {
         store.trace(&[3; 16]).unwrap().len(),
         1,
         "a retried export is not doubled"
+    );
+}
+
+fn shared_span_ids_are_both_kept(store: Box<dyn SpanStore>) {
+    // Zipkin style: the client and the server span of one call share an id.
+    let mut client = span(4, 2, 1, "call", BASE_NS, 10, 200);
+    client.kind = 3;
+    store.write(&records("frontend", vec![client])).unwrap();
+    store
+        .write(&records(
+            "backend",
+            vec![span(4, 2, 1, "serve", BASE_NS + 1, 8, 200)],
+        ))
+        .unwrap();
+    let trace = store.trace(&[4; 16]).unwrap();
+    assert_eq!(trace.len(), 2, "same id, different spans: both kept");
+}
+
+fn many_traces_in_one_read(store: Box<dyn SpanStore>) {
+    // Traces across two day partitions, asked in a given order, one unknown.
+    for t in 1..=30u8 {
+        let day = u64::from(t % 2) * 24 * HOUR_NS;
+        store
+            .write(&records(
+                "s",
+                vec![
+                    span(t, 1, 0, "root", BASE_NS + day, 10, 200),
+                    span(t, 2, 1, "child", BASE_NS + day + 1, 5, 200),
+                ],
+            ))
+            .unwrap();
+    }
+    let ids: Vec<[u8; 16]> = [7u8, 99, 2, 30].iter().map(|t| [*t; 16]).collect();
+    let got = store.traces(&ids).unwrap();
+    assert_eq!(
+        got.iter().map(|t| t.trace_id[0]).collect::<Vec<_>>(),
+        vec![7, 2, 30],
+        "in the order asked, unknown left out"
+    );
+    assert!(got.iter().all(|t| t.spans.len() == 2));
+    assert_eq!(got[0].spans[0].span.name, "root", "start order");
+    assert!(
+        std::sync::Arc::ptr_eq(&got[0].spans[0].origin, &got[0].spans[1].origin),
+        "one decoded origin shared by the spans that carry it"
     );
 }
 

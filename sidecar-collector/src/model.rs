@@ -1,0 +1,369 @@
+//! The collector's bottom layer: span records as stored and read back, and how
+//! OTLP values, kinds and resources are seen by the store, the query API and
+//! the metrics. Imports nothing from the crate.
+
+use base64::Engine;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::{status::StatusCode, Span};
+use meshtrace_proto::semconv;
+use prost::Message;
+use std::sync::Arc;
+
+/// A span ready to store: index columns plus the encoded span and resource.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub service: String,
+    pub operation: String,
+    /// OTLP span kind.
+    pub kind: i32,
+    pub start_us: i64,
+    pub duration_us: i64,
+    pub error: bool,
+    /// Values of the configured indexed tag keys.
+    pub indexed_tags: Vec<(String, String)>,
+    /// The probability this span's trace was sampled with, when the sampler that
+    /// decided was probabilistic (`sampler.type`/`sampler.param`): adaptive sampling's input.
+    pub sampled_probability: Option<f64>,
+    /// The span's [`Origin`], encoded once per `ScopeSpans` and shared by its spans.
+    pub origin: Arc<[u8]>,
+    /// Encoded `Span`, with every attribute, event and link.
+    pub body: Vec<u8>,
+}
+
+/// What a storable span must have: ids of the right length, not all zero, and
+/// an end not before its start.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidSpan {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub duration_ns: u64,
+}
+
+/// Checks a span; the error names the field.
+pub fn validate(s: &Span) -> Result<ValidSpan, String> {
+    let trace_id = <[u8; 16]>::try_from(s.trace_id.as_slice())
+        .ok()
+        .filter(|t| t.iter().any(|b| *b != 0))
+        .ok_or_else(|| {
+            format!(
+                "trace_id must be 16 non-zero bytes (got {})",
+                s.trace_id.len()
+            )
+        })?;
+    let span_id = <[u8; 8]>::try_from(s.span_id.as_slice())
+        .ok()
+        .filter(|t| t.iter().any(|b| *b != 0))
+        .ok_or_else(|| format!("span_id must be 8 non-zero bytes (got {})", s.span_id.len()))?;
+    let parent_span_id = match s.parent_span_id.len() {
+        0 => None,
+        8 => <[u8; 8]>::try_from(s.parent_span_id.as_slice()).ok(),
+        n => return Err(format!("parent_span_id must be empty or 8 bytes (got {n})")),
+    };
+    let duration_ns = s
+        .end_time_unix_nano
+        .checked_sub(s.start_time_unix_nano)
+        .ok_or("end_time_unix_nano is before start_time_unix_nano")?;
+    Ok(ValidSpan {
+        trace_id,
+        span_id,
+        parent_span_id,
+        duration_ns,
+    })
+}
+
+impl SpanRecord {
+    /// A span ready to store, or why it cannot be stored (the reason names the field).
+    pub fn from_span(
+        s: &Span,
+        service: &str,
+        origin: &Arc<[u8]>,
+        indexed: &[String],
+    ) -> Result<SpanRecord, String> {
+        let ValidSpan {
+            trace_id,
+            span_id,
+            parent_span_id,
+            duration_ns,
+        } = validate(s)?;
+        let error = is_error(s);
+        let mut indexed_tags: Vec<(String, String)> = s
+            .attributes
+            .iter()
+            .filter(|a| indexed.contains(&a.key))
+            .filter_map(|a| Some((a.key.clone(), value_text(a.value.as_ref()?)?)))
+            .collect();
+        if error && indexed.iter().any(|k| k == semconv::ERROR) {
+            indexed_tags.push((semconv::ERROR.into(), "true".into()));
+        }
+        Ok(SpanRecord {
+            trace_id,
+            span_id,
+            parent_span_id,
+            service: service.to_string(),
+            operation: s.name.clone(),
+            kind: s.kind,
+            start_us: (s.start_time_unix_nano / 1000) as i64,
+            duration_us: (duration_ns / 1000) as i64,
+            error,
+            indexed_tags,
+            sampled_probability: sampled_probability(&s.attributes),
+            origin: origin.clone(),
+            body: s.encode_to_vec(),
+        })
+    }
+}
+
+/// `sampler.param` when `sampler.type` is `probabilistic` (Jaeger's and the filter's tags).
+pub fn sampled_probability(attrs: &[KeyValue]) -> Option<f64> {
+    match find_attr(attrs, semconv::SAMPLER_TYPE)?.value.as_ref()? {
+        any_value::Value::StringValue(t) if t == semconv::SAMPLER_TYPE_PROBABILISTIC => {}
+        _ => return None,
+    }
+    match find_attr(attrs, semconv::SAMPLER_PARAM)?.value.as_ref()? {
+        any_value::Value::DoubleValue(p) => Some(*p),
+        any_value::Value::IntValue(p) => Some(*p as f64),
+        any_value::Value::StringValue(p) => p.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Where a span comes from: its resource (Jaeger's process) and its
+/// instrumentation scope. Stored once per distinct value; read back once per
+/// trace or search and shared by its spans, never decoded per span.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Origin {
+    pub resource: Resource,
+    pub scope: InstrumentationScope,
+}
+
+/// Field number of the scope inside an encoded origin. An origin is an encoded
+/// `Resource` followed by the scope as this (unknown to `Resource`) field, so
+/// partitions written before scopes were kept decode unchanged (no scope).
+const ORIGIN_SCOPE_FIELD: u32 = 1000;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScopeOfOrigin {
+    #[prost(message, optional, tag = "1000")]
+    scope: Option<InstrumentationScope>,
+}
+
+impl Origin {
+    /// The stored bytes of a resource and a scope.
+    pub fn encode(resource: &Resource, scope: Option<&InstrumentationScope>) -> Vec<u8> {
+        let mut out = resource.encode_to_vec();
+        if let Some(scope) = scope.filter(|s| !s.name.is_empty() || !s.version.is_empty()) {
+            prost::encoding::message::encode(ORIGIN_SCOPE_FIELD, scope, &mut out);
+        }
+        out
+    }
+
+    /// Reads stored bytes back.
+    pub fn decode(bytes: &[u8]) -> Result<Origin, prost::DecodeError> {
+        Ok(Origin {
+            resource: Resource::decode(bytes)?,
+            scope: ScopeOfOrigin::decode(bytes)?.scope.unwrap_or_default(),
+        })
+    }
+}
+
+/// A span read back with its shared origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    pub span: Span,
+    pub origin: Arc<Origin>,
+}
+
+/// A trace read back: its spans in start order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoredTrace {
+    pub trace_id: [u8; 16],
+    pub spans: Vec<StoredSpan>,
+}
+
+/// An attribute value as text, for indexing and tag matching. Arrays and
+/// key-value lists are JSON (as Jaeger's OTLP translator renders them).
+pub fn value_text(v: &AnyValue) -> Option<String> {
+    Some(match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => s.clone(),
+        any_value::Value::IntValue(i) => i.to_string(),
+        any_value::Value::BoolValue(b) => b.to_string(),
+        any_value::Value::DoubleValue(d) => d.to_string(),
+        other => value_json(other).to_string(),
+    })
+}
+
+/// An attribute value as JSON: arrays and key-value lists nest, bytes are base64
+/// (the OTLP JSON encoding's choice; Jaeger's translator does the same).
+pub fn value_json(v: &any_value::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        any_value::Value::StringValue(s) => J::String(s.clone()),
+        any_value::Value::BoolValue(b) => J::Bool(*b),
+        any_value::Value::IntValue(i) => J::from(*i),
+        any_value::Value::DoubleValue(d) => J::from(*d),
+        any_value::Value::BytesValue(b) => {
+            J::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        any_value::Value::ArrayValue(a) => J::Array(
+            a.values
+                .iter()
+                .map(|x| x.value.as_ref().map_or(J::Null, value_json))
+                .collect(),
+        ),
+        // An index into a profiles dictionary; spans do not use it.
+        any_value::Value::StringValueStrindex(i) => J::from(*i),
+        any_value::Value::KvlistValue(l) => J::Object(
+            l.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value
+                            .as_ref()
+                            .and_then(|x| x.value.as_ref())
+                            .map_or(J::Null, value_json),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// OTLP span kind → Jaeger's `span.kind` / `spanKind` name.
+pub fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+/// Jaeger's `spanKind` name → OTLP span kind.
+pub fn kind_from_name(name: &str) -> Option<i32> {
+    Some(match name {
+        "internal" => 1,
+        "server" => 2,
+        "client" => 3,
+        "producer" => 4,
+        "consumer" => 5,
+        _ => return None,
+    })
+}
+
+/// Whether a span's status is an error.
+pub fn is_error(span: &Span) -> bool {
+    span.status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32)
+}
+
+/// The service a resource names (`service.name`), or `unknown_service`.
+pub fn service_of(resource: &Resource) -> String {
+    find_attr(&resource.attributes, semconv::SERVICE_NAME)
+        .and_then(value_text)
+        .unwrap_or_else(|| semconv::UNKNOWN_SERVICE.into())
+}
+
+/// The value of attribute `key`.
+pub fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs.iter().find(|a| a.key == key)?.value.as_ref()
+}
+
+/// Whether a span has tag `key` = `value` the way Jaeger's query sees it: a span
+/// attribute, a resource (process) attribute, an event (log) field, or the derived
+/// `error=true` and `span.kind` tags. Values compare as text (`200`, `true`).
+pub fn span_matches_tag(span: &StoredSpan, key: &str, value: &str) -> bool {
+    let attr_is = |attrs: &[KeyValue]| {
+        attrs.iter().any(|a| {
+            a.key == key
+                && a.value
+                    .as_ref()
+                    .and_then(value_text)
+                    .is_some_and(|v| v == value)
+        })
+    };
+    match key {
+        semconv::ERROR if value == "true" && is_error(&span.span) => return true,
+        semconv::SPAN_KIND if kind_name(span.span.kind) == value => return true,
+        semconv::OTEL_SCOPE_NAME if span.origin.scope.name == value => return true,
+        semconv::OTEL_SCOPE_VERSION if span.origin.scope.version == value => return true,
+        _ => {}
+    }
+    attr_is(&span.span.attributes)
+        || attr_is(&span.origin.resource.attributes)
+        || span.span.events.iter().any(|e| attr_is(&e.attributes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshtrace_proto::otlp::common::v1::{ArrayValue, KeyValueList};
+
+    fn s(v: &str) -> AnyValue {
+        AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }
+    }
+
+    #[test]
+    fn arrays_and_lists_render_as_json() {
+        let arr = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![
+                    s("a"),
+                    AnyValue {
+                        value: Some(any_value::Value::IntValue(2)),
+                    },
+                ],
+            })),
+        };
+        assert_eq!(value_text(&arr).unwrap(), r#"["a",2]"#);
+        let list = AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(s("v")),
+                    ..Default::default()
+                }],
+            })),
+        };
+        assert_eq!(value_text(&list).unwrap(), r#"{"k":"v"}"#);
+    }
+
+    #[test]
+    fn origins_round_trip_and_old_resources_decode_without_scope() {
+        let resource = Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(s("a")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let scope = InstrumentationScope {
+            name: "io.opentelemetry.http".into(),
+            version: "1.2".into(),
+            ..Default::default()
+        };
+        let o = Origin::decode(&Origin::encode(&resource, Some(&scope))).unwrap();
+        assert_eq!(o.resource, resource);
+        assert_eq!(o.scope.name, "io.opentelemetry.http");
+        assert_eq!(o.scope.version, "1.2");
+        let old = Origin::decode(&resource.encode_to_vec()).unwrap();
+        assert_eq!(old.resource, resource);
+        assert_eq!(old.scope, InstrumentationScope::default());
+        assert_eq!(
+            Origin::encode(&resource, Some(&InstrumentationScope::default())),
+            resource.encode_to_vec(),
+            "an empty scope adds nothing"
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The collector's own telemetry: every self-metric declared once here (name,
+//! help, labels), one `prometheus-client` registry with the process metrics,
+//! and the `/metrics`, `/healthz`, `/readyz` routes that `main` merges into
+//! each mode's routers. Sits at the bottom: imports nothing from the crate.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A gauge of whole numbers that are never negative (depths, bytes).
+pub type UGauge = Gauge<u64, AtomicU64>;
+/// A gauge of floating-point values.
+pub type FGauge = Gauge<f64, AtomicU64>;
+
+/// Span flow through the receivers, the write pipeline and the forwarder.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Spans received by the OTLP receivers (valid or not).
+    pub spans_received: Counter,
+    /// Spans acknowledged: stored, or queued for forwarding in sidecar mode.
+    pub spans_accepted: Counter,
+    /// Spans answered with a retryable error (queue full, memory limit, store failure).
+    pub spans_refused: Counter,
+    /// Invalid spans rejected in `partial_success`.
+    pub spans_rejected: Counter,
+    /// Spans committed to the store.
+    pub spans_stored: Counter,
+    /// Failed store transactions.
+    pub store_failures: Counter,
+    /// Store transactions (each commits a group of export requests).
+    pub transactions: Counter,
+    /// Export requests waiting.
+    pub queue_depth: UGauge,
+    /// Sidecar mode: spans the upstream accepted.
+    pub spans_forwarded: Counter,
+    /// Sidecar mode: spans given up on (upstream refused them, or retries ran out).
+    pub spans_dropped: Counter,
+    /// Bytes of spans waiting (for the writer, or to be forwarded in sidecar mode).
+    pub queue_bytes: UGauge,
+}
+
+impl Counters {
+    fn register(&self, r: &mut Registry) {
+        let counters = [
+            ("spans_received", "Spans received by the OTLP receivers, valid or not.", &self.spans_received),
+            ("spans_accepted", "Spans acknowledged (stored, or queued for forwarding in sidecar mode).", &self.spans_accepted),
+            ("spans_refused", "Spans answered with a retryable error (queue full, memory limit or store failure).", &self.spans_refused),
+            ("spans_rejected", "Invalid spans rejected in partial_success.", &self.spans_rejected),
+            ("spans_stored", "Spans committed to the store.", &self.spans_stored),
+            ("store_transactions", "Store transactions; each commits a group of export requests.", &self.transactions),
+            ("store_failures", "Failed store transactions.", &self.store_failures),
+            ("spans_forwarded", "Sidecar mode: spans the upstream accepted.", &self.spans_forwarded),
+            ("spans_dropped", "Sidecar mode: spans given up on.", &self.spans_dropped),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "queue_depth",
+            "Export requests waiting.",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Bytes of spans waiting (for the writer, or to be forwarded in sidecar mode).",
+            self.queue_bytes.clone(),
+        );
+    }
+}
+
+/// Labels of a per-operation sampling series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub service: String,
+    pub operation: String,
+}
+
+/// Sampling strategies: file reloads, the sidecar's upstream cache, adaptive sampling.
+#[derive(Debug, Default)]
+pub struct SamplingMetrics {
+    /// Strategies file reloads that took effect.
+    pub reloads: Counter,
+    /// Strategies file reloads refused (invalid or unreadable).
+    pub reload_failures: Counter,
+    /// Sidecar mode: strategies fetched from the central collector.
+    pub upstream_fetches: Counter,
+    /// Sidecar mode: failed fetches (the cached strategy stays).
+    pub upstream_failures: Counter,
+    /// Adaptive sampling's probability per operation.
+    pub adaptive_probability: Family<OperationLabels, FGauge>,
+    /// Adaptive sampling's estimated request rate per operation.
+    pub adaptive_requests_per_second: Family<OperationLabels, FGauge>,
+    /// Spans adaptive sampling did not count: too many operations tracked.
+    pub adaptive_overflow: Counter,
+}
+
+impl SamplingMetrics {
+    fn register(&self, r: &mut Registry) {
+        let c = r.sub_registry_with_prefix("sampling");
+        c.register(
+            "reloads",
+            "Strategies file reloads that took effect.",
+            self.reloads.clone(),
+        );
+        c.register(
+            "reload_failures",
+            "Strategies file reloads refused (invalid or unreadable); the last good strategies stay.",
+            self.reload_failures.clone(),
+        );
+        c.register(
+            "upstream_fetches",
+            "Strategies fetched from the central collector.",
+            self.upstream_fetches.clone(),
+        );
+        c.register(
+            "upstream_failures",
+            "Failed fetches from the central collector (the cached strategy stays).",
+            self.upstream_failures.clone(),
+        );
+    }
+
+    /// Adaptive sampling's series keep their pre-registry names (`meshtrace_sampling_adaptive_*`).
+    fn register_adaptive(&self, r: &mut Registry) {
+        let a = r.sub_registry_with_prefix("adaptive");
+        a.register(
+            "probability",
+            "Sampling probability adaptive sampling computed for an operation.",
+            self.adaptive_probability.clone(),
+        );
+        a.register(
+            "requests_per_second",
+            "Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed).",
+            self.adaptive_requests_per_second.clone(),
+        );
+        a.register(
+            "operations_overflow",
+            "Spans not counted: more operations tracked than adaptive sampling keeps.",
+            self.adaptive_overflow.clone(),
+        );
+    }
+}
+
+/// Labels of a query-latency series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The route, e.g. `/api/traces/{id}`.
+    pub endpoint: String,
+    /// HTTP status class of the answer (`2xx`, `4xx`, `5xx`).
+    pub status: String,
+}
+
+fn query_histogram() -> Histogram {
+    // 1 ms … ~16 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
+/// Every self-metric of the collector.
+pub struct Metrics {
+    pub counters: Arc<Counters>,
+    pub sampling: Arc<SamplingMetrics>,
+    /// Query API latency by endpoint.
+    pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            counters: Arc::default(),
+            sampling: Arc::default(),
+            query_duration: Family::new_with_constructor(query_histogram),
+        }
+    }
+}
+
+/// The registry and the process's readiness.
+pub struct Telemetry {
+    pub metrics: Metrics,
+    registry: Registry,
+    ready: AtomicBool,
+}
+
+impl Telemetry {
+    /// Registers every metric (and the process metrics) once.
+    pub fn new() -> Arc<Telemetry> {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        {
+            let collector = registry.sub_registry_with_prefix("meshtrace_collector");
+            metrics.counters.register(collector);
+            metrics.sampling.register(collector);
+            collector.register_with_unit(
+                "query_duration",
+                "Query API latency by endpoint and status class.",
+                Unit::Seconds,
+                metrics.query_duration.clone(),
+            );
+        }
+        metrics
+            .sampling
+            .register_adaptive(registry.sub_registry_with_prefix("meshtrace_sampling"));
+        if let Err(error) =
+            kubert_prometheus_process::register(registry.sub_registry_with_prefix("process"))
+        {
+            tracing::warn!(%error, "process metrics unavailable");
+        }
+        Arc::new(Telemetry {
+            metrics,
+            registry,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// `/readyz` answers 200 from now on.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
+    match t.render() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
+    if t.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz`.
+pub fn router(t: Arc<Telemetry>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(t)
+}
+
+/// Health routes only (ports that do not serve `/metrics`).
+pub fn health_router(t: Arc<Telemetry>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(t)
+}
+
+/// Middleware recording each answer's latency by route (`route_layer` it, so
+/// the matched path is known; unmatched paths are not recorded).
+pub async fn track_latency(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    if let Some(endpoint) = endpoint {
+        let status = format!("{}xx", response.status().as_u16() / 100);
+        t.metrics
+            .query_duration
+            .get_or_create(&EndpointLabels { endpoint, status })
+            .observe(started.elapsed().as_secs_f64());
+    }
+    response
+}

