@@ -54,27 +54,63 @@ pub struct Counters {
 impl Counters {
     fn register(&self, r: &mut Registry) {
         let counters = [
-            ("spans_received", "Spans received by the OTLP receivers, valid or not.", &self.spans_received),
-            ("spans_accepted", "Spans acknowledged (stored, or queued for forwarding in sidecar mode).", &self.spans_accepted),
-            ("spans_refused", "Spans answered with a retryable error (queue full, memory limit or store failure).", &self.spans_refused),
-            ("spans_rejected", "Invalid spans rejected in partial_success.", &self.spans_rejected),
-            ("spans_stored", "Spans committed to the store.", &self.spans_stored),
-            ("store_transactions", "Store transactions; each commits a group of export requests.", &self.transactions),
-            ("store_failures", "Failed store transactions.", &self.store_failures),
-            ("spans_forwarded", "Sidecar mode: spans the upstream accepted.", &self.spans_forwarded),
-            ("spans_dropped", "Sidecar mode: spans given up on.", &self.spans_dropped),
+            (
+                "spans_received",
+                "Spans received by the OTLP receivers, valid or not",
+                &self.spans_received,
+            ),
+            (
+                "spans_accepted",
+                "Spans acknowledged (stored, or queued for forwarding in sidecar mode)",
+                &self.spans_accepted,
+            ),
+            (
+                "spans_refused",
+                "Spans answered with a retryable error (queue full, memory limit or store failure)",
+                &self.spans_refused,
+            ),
+            (
+                "spans_rejected",
+                "Invalid spans rejected in partial_success",
+                &self.spans_rejected,
+            ),
+            (
+                "spans_stored",
+                "Spans committed to the store",
+                &self.spans_stored,
+            ),
+            (
+                "store_transactions",
+                "Store transactions; each commits a group of export requests",
+                &self.transactions,
+            ),
+            (
+                "store_failures",
+                "Failed store transactions",
+                &self.store_failures,
+            ),
+            (
+                "spans_forwarded",
+                "Sidecar mode: spans the upstream accepted",
+                &self.spans_forwarded,
+            ),
+            (
+                "spans_dropped",
+                "Sidecar mode: spans given up on",
+                &self.spans_dropped,
+            ),
         ];
         for (name, help, c) in counters {
             r.register(name, help, c.clone());
         }
         r.register(
             "queue_depth",
-            "Export requests waiting.",
+            "Export requests waiting",
             self.queue_depth.clone(),
         );
         r.register(
             "queue_bytes",
-            "Bytes of spans waiting (for the writer, or to be forwarded in sidecar mode).",
+            "Bytes of spans waiting (for the writer, or to be forwarded in sidecar mode)",
             self.queue_bytes.clone(),
         );
     }
@@ -111,22 +147,22 @@ impl SamplingMetrics {
         let c = r.sub_registry_with_prefix("sampling");
         c.register(
             "reloads",
-            "Strategies file reloads that took effect.",
+            "Strategies file reloads that took effect",
             self.reloads.clone(),
         );
         c.register(
             "reload_failures",
-            "Strategies file reloads refused (invalid or unreadable); the last good strategies stay.",
+            "Strategies file reloads refused (invalid or unreadable); the last good strategies stay",
             self.reload_failures.clone(),
         );
         c.register(
             "upstream_fetches",
-            "Strategies fetched from the central collector.",
+            "Strategies fetched from the central collector",
             self.upstream_fetches.clone(),
         );
         c.register(
             "upstream_failures",
-            "Failed fetches from the central collector (the cached strategy stays).",
+            "Failed fetches from the central collector (the cached strategy stays)",
             self.upstream_failures.clone(),
         );
     }
@@ -136,17 +172,17 @@ impl SamplingMetrics {
         let a = r.sub_registry_with_prefix("adaptive");
         a.register(
             "probability",
-            "Sampling probability adaptive sampling computed for an operation.",
+            "Sampling probability adaptive sampling computed for an operation",
             self.adaptive_probability.clone(),
         );
         a.register(
             "requests_per_second",
-            "Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed).",
+            "Request rate adaptive sampling estimated for an operation (sampled spans / probability, smoothed)",
             self.adaptive_requests_per_second.clone(),
         );
         a.register(
             "operations_overflow",
-            "Spans not counted: more operations tracked than adaptive sampling keeps.",
+            "Spans not counted: more operations tracked than adaptive sampling keeps",
             self.adaptive_overflow.clone(),
         );
     }
@@ -204,7 +240,7 @@ impl Telemetry {
             metrics.sampling.register(collector);
             collector.register_with_unit(
                 "query_duration",
-                "Query API latency by endpoint and status class.",
+                "Query API latency by endpoint and status class",
                 Unit::Seconds,
                 metrics.query_duration.clone(),
             );
@@ -237,15 +273,65 @@ impl Telemetry {
     }
 }
 
-async fn metrics(State(t): State<Arc<Telemetry>>) -> Response {
+/// OpenMetrics text → Prometheus text format 0.0.4, for scrapers and tools that
+/// ask for the classic format (`promtool check metrics`, older agents, curl):
+/// a counter family is named with its `_total` suffix, and `# UNIT` / `# EOF`
+/// lines, which that format does not have, are left out. `prometheus-client`
+/// writes OpenMetrics only; this is the one step it lacks.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            pending_help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let family = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some((_, help)) = pending_help.take().filter(|(n, _)| *n == name) {
+                out.push_str(&format!("# HELP {family} {help}\n"));
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `/metrics`: OpenMetrics when the scraper asks for it (Prometheus does),
+/// the classic text format otherwise.
+async fn metrics(State(t): State<Arc<Telemetry>>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     match t.render() {
-        Ok(body) => (
+        Ok(body) if openmetrics => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             body,
+        )
+            .into_response(),
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            to_prometheus_text(&body),
         )
             .into_response(),
         Err(_) => (
@@ -298,4 +384,34 @@ pub async fn track_latency(State(t): State<Arc<Telemetry>>, req: Request, next: 
             .observe(started.elapsed().as_secs_f64());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP a_spans Spans.\n# TYPE a_spans counter\na_spans_total 3\n# HELP d Latency.\n# TYPE d histogram\n# UNIT d seconds\nd_sum 1.0\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP a_spans_total Spans.\n# TYPE a_spans_total counter\na_spans_total 3\n# HELP d Latency.\n# TYPE d histogram\nd_sum 1.0\n"
+        );
+    }
+
+    #[test]
+    fn every_family_is_registered_with_help() {
+        let t = Telemetry::new();
+        t.metrics.counters.spans_received.inc_by(2);
+        let text = to_prometheus_text(&t.render().unwrap());
+        assert!(
+            text.contains("meshtrace_collector_spans_received_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+        assert!(!text.contains(".."), "help text ends once: {text}");
+    }
 }

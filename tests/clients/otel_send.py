@@ -25,7 +25,7 @@ provider = TracerProvider(
     resource=Resource.create({"service.name": "py-client", "deployment.environment": "test"})
 )
 provider.add_span_processor(BatchSpanProcessor(exporter))
-tracer = provider.get_tracer("meshtrace-e2e")
+tracer = provider.get_tracer("meshtrace-e2e", "1.2.3")
 
 linked = tracer.start_span("background-job")
 linked.end()
@@ -33,7 +33,13 @@ linked.end()
 parent = tracer.start_span(
     "POST /checkout",
     kind=SpanKind.SERVER,
-    attributes={"http.request.method": "POST", "cart.items": 3, "vip": True, "ratio": 0.5},
+    attributes={
+        "http.request.method": "POST",
+        "cart.items": 3,
+        "vip": True,
+        "ratio": 0.5,
+        "tags.list": ["a", "b"],
+    },
 )
 parent.add_event("cart validated", {"rule": "max-items"})
 child = tracer.start_span(

@@ -71,6 +71,36 @@ fn request_through_two_sidecars_is_visible_in_the_query_api() {
         deps["data"][0],
         serde_json::json!({"parent": "frontend", "child": "backend", "callCount": 1})
     );
+    // Jaeger conformance: `service` narrows dependencies, prettyPrint indents,
+    // limit must be positive.
+    let only = collector
+        .get_json_until("/api/dependencies?lookback=3600000&service=backend", |v| {
+            v["total"] == 1
+        });
+    assert_eq!(only["data"][0]["child"], "backend");
+    let none = collector.get_json_until(
+        "/api/dependencies?lookback=3600000&service=elsewhere",
+        |_| true,
+    );
+    assert_eq!(
+        none["total"], 0,
+        "an unrelated service has no edges: {none}"
+    );
+    let (status, pretty) = collector.get(&format!("/api/traces/{trace_id}?prettyPrint=true"));
+    assert_eq!(status, 200);
+    assert!(pretty.starts_with("{\n  \"data\": ["), "{pretty}");
+    let (status, compact) = collector.get(&format!("/api/traces/{trace_id}"));
+    assert_eq!(status, 200);
+    assert!(!compact.contains('\n'), "compact by default");
+    let (status, body) = collector.get("/api/traces?service=frontend&limit=0");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("limit"), "{body}");
+    let found = collector.get_json_until(
+        "/api/traces?service=frontend&lookback=1h&minDuration=0s&maxDuration=1m30s",
+        |v| v["total"] == 1,
+    );
+    assert_eq!(found["data"][0]["traceID"], trace_id, "Go duration syntax");
+
     let (status, metrics) = collector.get("/metrics");
     assert_eq!(status, 200);
     assert!(

@@ -45,6 +45,19 @@ fn check(c: &Collector, ids: &Value) {
         tag(parent, "span.kind"),
         Some(("string".into(), "server".into()))
     );
+    assert_eq!(
+        tag(parent, "tags.list"),
+        Some(("string".into(), r#"["a","b"]"#.into())),
+        "an array attribute is JSON text, as Jaeger renders it"
+    );
+    assert_eq!(
+        tag(parent, "otel.scope.name"),
+        Some(("string".into(), "meshtrace-e2e".into()))
+    );
+    assert_eq!(
+        tag(parent, "otel.scope.version"),
+        Some(("string".into(), "1.2.3".into()))
+    );
     assert_eq!(parent["logs"][0]["fields"][0]["value"], "cart validated");
     assert_eq!(parent["logs"][0]["fields"][1]["key"], "rule");
     let refs = child["references"].as_array().unwrap();

@@ -241,14 +241,21 @@ pub fn post(
 
 /// GET on `port`: (status, body).
 pub fn get(port: u16, path: &str) -> (u16, String) {
+    get_with_headers(port, path, &[])
+}
+
+/// GET on `port` with extra request headers: (status, body).
+pub fn get_with_headers(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: q\r\nconnection: close\r\n\r\n"
-    );
+    let mut head = format!("GET {path} HTTP/1.1\r\nhost: q\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let mut r = std::io::BufReader::new(out.as_slice());

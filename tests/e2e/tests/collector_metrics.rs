@@ -1,0 +1,160 @@
+//! The collector's own metrics, read from the real binary in each mode: the
+//! span counters move in central mode as in sidecar mode, process and query
+//! latency series exist, and `promtool check metrics` (Debian's Prometheus
+//! tools) finds nothing wrong with any mode's `/metrics`.
+
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::prost::Message;
+use meshtrace_testkit::collector::{metric, Collector, Opts};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// One valid span and one whose span id is 3 bytes long.
+fn valid_and_invalid() -> Vec<u8> {
+    let span = |sid: Vec<u8>| Span {
+        trace_id: vec![7; 16],
+        span_id: sid,
+        name: "GET /metrics-test".into(),
+        kind: 2,
+        start_time_unix_nano: now_ns(),
+        end_time_unix_nano: now_ns() + 1_000_000,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("metrics-test".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(vec![1; 8]), span(vec![1; 3])],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn promtool_check(text: &str, mode: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on the {mode} collector: {said}\n{text}"
+    );
+}
+
+fn metrics_until(c: &Collector, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = c.get("/metrics");
+        assert_eq!(status, 200);
+        if done(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn central_mode_counts_what_it_receives_and_every_mode_passes_promtool() {
+    let central = Collector::start_opts(
+        meshtrace_testkit::scratch_path("central"),
+        Opts {
+            args: vec!["--mode".into(), "central".into()],
+            ..Opts::default()
+        },
+    );
+    assert_eq!(central.post_otlp(&valid_and_invalid()), 200);
+    assert_eq!(
+        central.get("/api/traces?service=metrics-test&limit=1").0,
+        200
+    );
+    assert_eq!(central.get("/api/traces/zz").0, 400);
+    let text = metrics_until(&central, |t| {
+        metric(t, "meshtrace_collector_spans_stored_total") == 1
+    });
+    for (name, want) in [
+        ("meshtrace_collector_spans_received_total", 2),
+        ("meshtrace_collector_spans_rejected_total", 1),
+        ("meshtrace_collector_spans_accepted_total", 1),
+        ("meshtrace_collector_spans_stored_total", 1),
+        ("meshtrace_collector_spans_refused_total", 0),
+    ] {
+        assert_eq!(metric(&text, name), want, "{name} in central mode:\n{text}");
+    }
+    for series in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "meshtrace_collector_query_duration_seconds_count{endpoint=\"/api/traces\",status=\"2xx\"} 1",
+        "meshtrace_collector_query_duration_seconds_count{endpoint=\"/api/traces/{id}\",status=\"4xx\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    promtool_check(&text, "central");
+
+    let all_in_one = Collector::start();
+    all_in_one.post_otlp(&valid_and_invalid());
+    let text = metrics_until(&all_in_one, |t| {
+        metric(t, "meshtrace_collector_spans_stored_total") == 1
+    });
+    assert_eq!(metric(&text, "meshtrace_collector_spans_received_total"), 2);
+    promtool_check(&text, "all-in-one");
+
+    let sidecar = Collector::start_sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
+    sidecar.post_otlp(&valid_and_invalid());
+    let text = metrics_until(&sidecar, |t| {
+        metric(t, "meshtrace_collector_spans_forwarded_total") == 1
+    });
+    assert_eq!(metric(&text, "meshtrace_collector_spans_received_total"), 2);
+    assert_eq!(metric(&text, "meshtrace_collector_spans_rejected_total"), 1);
+    promtool_check(&text, "sidecar");
+
+    // OpenMetrics for scrapers that ask for it (Prometheus does).
+    let (status, om) = meshtrace_testkit::collector::get_with_headers(
+        central.query_port,
+        "/metrics",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    );
+    assert_eq!(status, 200);
+    assert!(om.trim_end().ends_with("# EOF"), "{om}");
+}
