@@ -5,41 +5,55 @@
 use serde::{Deserialize, Serialize};
 
 /// `strategyType`: Jaeger writes the enum name; older agents wrote the number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(try_from = "StrategyTypeWire", into = "&'static str")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StrategyKind {
     #[default]
     Probabilistic,
     RateLimiting,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StrategyTypeWire {
-    Name(String),
-    Number(u64),
-}
-
-impl TryFrom<StrategyTypeWire> for StrategyKind {
-    type Error = String;
-    fn try_from(w: StrategyTypeWire) -> Result<Self, String> {
-        match w {
-            StrategyTypeWire::Name(n) if n == "PROBABILISTIC" => Ok(StrategyKind::Probabilistic),
-            StrategyTypeWire::Name(n) if n == "RATE_LIMITING" => Ok(StrategyKind::RateLimiting),
-            StrategyTypeWire::Number(0) => Ok(StrategyKind::Probabilistic),
-            StrategyTypeWire::Number(1) => Ok(StrategyKind::RateLimiting),
-            StrategyTypeWire::Name(n) => Err(format!("unknown strategyType {n:?}")),
-            StrategyTypeWire::Number(n) => Err(format!("unknown strategyType {n}")),
+impl StrategyKind {
+    /// Jaeger's enum name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Probabilistic => "PROBABILISTIC",
+            StrategyKind::RateLimiting => "RATE_LIMITING",
         }
     }
 }
 
-impl From<StrategyKind> for &'static str {
-    fn from(k: StrategyKind) -> &'static str {
-        match k {
-            StrategyKind::Probabilistic => "PROBABILISTIC",
-            StrategyKind::RateLimiting => "RATE_LIMITING",
+impl Serialize for StrategyKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// Reads the name or the number with a plain visitor (an untagged enum would
+/// buffer the value and cost the filter's `.wasm` several kilobytes).
+impl<'de> Deserialize<'de> for StrategyKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StrategyKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("PROBABILISTIC, RATE_LIMITING, 0 or 1")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrategyKind, E> {
+                match v {
+                    "PROBABILISTIC" => Ok(StrategyKind::Probabilistic),
+                    "RATE_LIMITING" => Ok(StrategyKind::RateLimiting),
+                    _ => Err(E::custom(format!("unknown strategyType {v:?}"))),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StrategyKind, E> {
+                match v {
+                    0 => Ok(StrategyKind::Probabilistic),
+                    1 => Ok(StrategyKind::RateLimiting),
+                    _ => Err(E::custom(format!("unknown strategyType {v}"))),
+                }
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -3,6 +3,10 @@
 
 /// Resource attribute naming the service (OpenTelemetry semantic conventions).
 pub const SERVICE_NAME: &str = "service.name";
+/// Resource attribute: the service's namespace.
+pub const SERVICE_NAMESPACE: &str = "service.namespace";
+/// Resource attribute: the pod's name.
+pub const K8S_POD_NAME: &str = "k8s.pod.name";
 /// The service name used when a resource carries none (what OTel SDKs default to).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 /// The sampler that decided a trace (`probabilistic`, `ratelimiting`, `parent`, …),

@@ -27,7 +27,8 @@ pub struct Config {
     /// Where the embedded store keeps its partitions.
     pub data_dir: PathBuf,
     /// Spans older than this are dropped, a whole partition at a time (`7d`, `36h`).
-    pub retention: String,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     /// Span attribute keys that get an index (search by these is fast).
     pub indexed_tags: Vec<String>,
     pub otlp: OtlpConfig,
@@ -39,6 +40,9 @@ pub struct Config {
     pub sampling: SamplingConfig,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// How often the log says what was received, stored and refused (`0s`: never).
+    #[serde(with = "humantime_serde")]
+    pub log_summary_interval: Duration,
 }
 
 impl Default for Config {
@@ -46,7 +50,7 @@ impl Default for Config {
         Config {
             mode: Mode::AllInOne,
             data_dir: PathBuf::from("./meshtrace-data"),
-            retention: "7d".into(),
+            retention: Duration::from_secs(7 * 86_400),
             indexed_tags: vec![
                 "http.response.status_code".into(),
                 "error".into(),
@@ -58,6 +62,7 @@ impl Default for Config {
             sidecar: SidecarConfig::default(),
             sampling: SamplingConfig::default(),
             log_format: "text".into(),
+            log_summary_interval: Duration::from_secs(60),
         }
     }
 }
@@ -142,7 +147,8 @@ pub struct SidecarConfig {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     /// Give up on a batch (drop and count it) after retrying this long.
-    pub max_retry_time: String,
+    #[serde(with = "humantime_serde")]
+    pub max_retry_time: Duration,
     /// Timeout of one upstream export.
     pub timeout_ms: u64,
 }
@@ -155,7 +161,7 @@ impl Default for SidecarConfig {
             batch_bytes: 1024 * 1024,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
-            max_retry_time: "5m".into(),
+            max_retry_time: Duration::from_secs(300),
             timeout_ms: 10_000,
         }
     }
@@ -167,7 +173,8 @@ pub struct SamplingConfig {
     /// Jaeger strategies file (JSON); absent serves Jaeger's default (probabilistic 0.001).
     pub strategies_file: Option<PathBuf>,
     /// How often the file is re-read.
-    pub reload_interval: String,
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
     /// `GET /api/sampling?service=S` listen address (Jaeger's agent port).
     pub http_listen: String,
     /// `jaeger.api_v2.SamplingManager` gRPC listen address.
@@ -192,7 +199,8 @@ pub struct AdaptiveConfig {
     /// Each operation keeps at least this many traces per minute.
     pub lower_bound_traces_per_minute: f64,
     /// How often probabilities are recomputed.
-    pub calculation_interval: String,
+    #[serde(with = "humantime_serde")]
+    pub calculation_interval: Duration,
     /// Weight of the newest interval in the smoothed request rate, in (0, 1].
     pub smoothing: f64,
 }
@@ -204,7 +212,7 @@ impl Default for AdaptiveConfig {
             target_traces_per_second: 1.0,
             min_sampling_probability: 0.00001,
             lower_bound_traces_per_minute: 1.0,
-            calculation_interval: "60s".into(),
+            calculation_interval: Duration::from_secs(60),
             smoothing: 0.5,
         }
     }
@@ -214,7 +222,7 @@ impl Default for SamplingConfig {
     fn default() -> Self {
         SamplingConfig {
             strategies_file: None,
-            reload_interval: "30s".into(),
+            reload_interval: Duration::from_secs(30),
             http_listen: "127.0.0.1:5778".into(),
             grpc_listen: "127.0.0.1:5779".into(),
             upstream: String::new(),
@@ -238,48 +246,45 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses `7d`, `36h`, `90m`, `45s`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+/// The longest retention: ten years.
+pub const MAX_RETENTION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses a duration the way the configuration does (`7d`, `36h`, `90m`,
+/// `1h30m`, `45s`): for command-line overrides.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 7d, 36h or 90m: {e}"))
 }
 
 impl Config {
-    /// Reads YAML; an empty file is all defaults.
+    /// Reads YAML; an empty file is all defaults. The error names the key
+    /// (`sampling.adaptive.calculation_interval`), or `(file)` for YAML syntax.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_yaml_ng::from_str(text).map_err(|e| {
-            let msg = e.to_string();
-            // serde reports "field: message at line L column C"; keep it whole.
-            err("(file)", msg)
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key.is_empty() || key == "." {
+                "(file)".to_string()
+            } else {
+                key
+            };
+            // The message keeps serde's "at line L column C".
+            err(&key, e.into_inner().to_string())
         })
     }
 
-    pub fn retention(&self) -> Duration {
-        parse_duration(&self.retention).unwrap_or(Duration::from_secs(7 * 86_400))
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match parse_duration(&self.retention) {
-            Some(d) if d >= Duration::from_secs(3600) => {}
-            Some(_) => return Err(err("retention", "must be at least 1h")),
-            None => {
-                return Err(err(
-                    "retention",
-                    format!("{:?} is not a duration like 7d, 36h, 90m", self.retention),
-                ))
-            }
+        if self.retention < Duration::from_secs(3600) {
+            return Err(err("retention", "must be at least 1h"));
+        }
+        if self.retention > MAX_RETENTION {
+            return Err(err(
+                "retention",
+                "must be at most 3650d (longer would wrap the cut-off and delete everything)",
+            ));
         }
         for (key, addr) in [
             ("otlp.grpc_listen", &self.otlp.grpc_listen),
@@ -318,14 +323,8 @@ impl Config {
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));
         }
-        if parse_duration(&self.sampling.reload_interval).is_none() {
-            return Err(err(
-                "sampling.reload_interval",
-                format!(
-                    "{:?} is not a duration like 30s",
-                    self.sampling.reload_interval
-                ),
-            ));
+        if self.sampling.reload_interval.is_zero() {
+            return Err(err("sampling.reload_interval", "must be more than 0s"));
         }
         let a = &self.sampling.adaptive;
         if !(a.target_traces_per_second > 0.0 && a.target_traces_per_second.is_finite()) {
@@ -353,10 +352,10 @@ impl Config {
         if !(a.smoothing > 0.0 && a.smoothing <= 1.0) {
             return Err(err("sampling.adaptive.smoothing", "must be in (0, 1]"));
         }
-        if parse_duration(&a.calculation_interval).is_none_or(|d| d.is_zero()) {
+        if a.calculation_interval.is_zero() {
             return Err(err(
                 "sampling.adaptive.calculation_interval",
-                format!("{:?} is not a duration like 60s", a.calculation_interval),
+                "must be more than 0s",
             ));
         }
         if !self.sampling.upstream.is_empty() {
@@ -409,15 +408,6 @@ impl Config {
                 "need 0 < retry_initial_ms <= retry_max_ms",
             ));
         }
-        if parse_duration(&self.sidecar.max_retry_time).is_none() {
-            return Err(err(
-                "sidecar.max_retry_time",
-                format!(
-                    "{:?} is not a duration like 5m",
-                    self.sidecar.max_retry_time
-                ),
-            ));
-        }
         Ok(())
     }
 }
@@ -447,10 +437,30 @@ mod tests {
     #[test]
     fn yaml_and_validation() {
         let c = Config::from_yaml("retention: 36h\nindexed_tags: [a]\n").unwrap();
-        assert_eq!(c.retention(), Duration::from_secs(36 * 3600));
+        assert_eq!(c.retention, Duration::from_secs(36 * 3600));
         c.validate().unwrap();
+        let c =
+            Config::from_yaml("retention: 1d 12h\nsidecar:\n  max_retry_time: 1m30s\n").unwrap();
+        assert_eq!(c.retention, Duration::from_secs(36 * 3600));
+        assert_eq!(c.sidecar.max_retry_time, Duration::from_secs(90));
+        let parse_errors = [
+            ("retention: 7 dayz", "retention"),
+            ("retention: 9999999999999999999999h", "retention"),
+            (
+                "sampling:\n  adaptive:\n    calculation_interval: soon",
+                "sampling.adaptive.calculation_interval",
+            ),
+            ("sidecar:\n  max_retry_time: soon", "sidecar.max_retry_time"),
+            (
+                "sampling:\n  reload_interval: 5",
+                "sampling.reload_interval",
+            ),
+        ];
+        for (yaml, key) in parse_errors {
+            let e = Config::from_yaml(yaml).unwrap_err();
+            assert_eq!(e.key, key, "{yaml}: {e}");
+        }
         let cases = [
-            ("retention: 7 days", "retention"),
             ("retention: 10m", "retention"),
             ("otlp:\n  http_listen: nowhere", "otlp.http_listen"),
             ("queue:\n  queue_size: 0", "queue.queue_size"),
@@ -463,7 +473,7 @@ mod tests {
                 "sampling.adaptive.min_sampling_probability",
             ),
             (
-                "sampling:\n  adaptive:\n    calculation_interval: soon",
+                "sampling:\n  adaptive:\n    calculation_interval: 0s",
                 "sampling.adaptive.calculation_interval",
             ),
             ("sampling:\n  upstream: http://c:5779", "sampling.upstream"),
@@ -475,7 +485,6 @@ mod tests {
                 "mode: sidecar\nsidecar:\n  upstream: central:4317",
                 "sidecar.upstream",
             ),
-            ("sidecar:\n  max_retry_time: soon", "sidecar.max_retry_time"),
         ];
         for (yaml, key) in cases {
             let e = Config::from_yaml(yaml).unwrap().validate().unwrap_err();
@@ -483,5 +492,16 @@ mod tests {
         }
         let e = Config::from_yaml("retension: 7d").unwrap_err().to_string();
         assert!(e.contains("retension"), "{e}");
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+        let huge = Config {
+            retention: parse_duration("150000000d").unwrap(),
+            ..Config::default()
+        };
+        let e = huge.validate().unwrap_err();
+        assert_eq!(
+            e.key, "retention",
+            "a retention that would wrap is refused: {e}"
+        );
     }
 }

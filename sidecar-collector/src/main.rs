@@ -57,8 +57,8 @@ struct Args {
     #[arg(long, env = "MESHTRACE_SAMPLING_UPSTREAM")]
     sampling_upstream: Option<String>,
     /// Retention, e.g. 7d (overrides `retention`).
-    #[arg(long, env = "MESHTRACE_RETENTION")]
-    retention: Option<String>,
+    #[arg(long, env = "MESHTRACE_RETENTION", value_parser = parse_duration)]
+    retention: Option<Duration>,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -100,8 +100,8 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     if let Some(u) = &args.upstream {
         cfg.sidecar.upstream = u.clone();
     }
-    if let Some(r) = &args.retention {
-        cfg.retention = r.clone();
+    if let Some(r) = args.retention {
+        cfg.retention = r;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -133,13 +133,18 @@ fn main() -> anyhow::Result<()> {
     let cfg = load(&args)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHTRACE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file (the demo's, a container's) stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if cfg.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .init();
     }
     // A sidecar shares its pod with the app: one thread is plenty and keeps
     // memory small. Central collectors use every core.
@@ -180,15 +185,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                     target_traces_per_second: a.target_traces_per_second,
                     min_sampling_probability: a.min_sampling_probability,
                     lower_bound_traces_per_minute: a.lower_bound_traces_per_minute,
-                    interval: parse_duration(&a.calculation_interval)
-                        .unwrap_or(Duration::from_secs(60)),
+                    interval: a.calculation_interval,
                     smoothing: a.smoothing,
                 },
                 sampling_metrics.clone(),
             ))
         });
-    let reload_interval =
-        parse_duration(&cfg.sampling.reload_interval).unwrap_or(Duration::from_secs(30));
+    let reload_interval = cfg.sampling.reload_interval;
     let provider = Arc::new(if cfg.sampling.upstream.is_empty() {
         Provider::Local {
             strategies: strategies.clone(),
@@ -214,7 +217,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             batch_bytes: sc.batch_bytes,
             retry_initial: Duration::from_millis(sc.retry_initial_ms),
             retry_max: Duration::from_millis(sc.retry_max_ms),
-            max_retry_time: parse_duration(&sc.max_retry_time).unwrap_or(Duration::from_secs(300)),
+            max_retry_time: sc.max_retry_time,
             timeout: Duration::from_millis(sc.timeout_ms),
         };
         let (f, task) = Forwarder::start(settings, telemetry.metrics.counters.clone())
@@ -260,6 +263,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let sampling_grpc_listener = bind("sampling.grpc_listen", &cfg.sampling.grpc_listen).await?;
     let reloader = strategies.spawn_reloader(reload_interval);
     let adaptive_task = adaptive.as_ref().map(|a| a.spawn());
+    let summary_task = telemetry.spawn_summary(cfg.log_summary_interval);
     let refresher = match &*provider {
         Provider::Upstream(c) => Some(c.spawn_refresher()),
         Provider::Local { .. } => None,
@@ -275,7 +279,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let retention_task = store.map(|store| {
-        let retention = cfg.retention();
+        let retention = cfg.retention;
         tokio::spawn(async move {
             loop {
                 let now_us = std::time::SystemTime::now()
@@ -359,7 +363,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = q.await;
     let _ = sampling_task.await;
     let _ = sampling_grpc.await;
-    for t in [reloader, adaptive_task, refresher].into_iter().flatten() {
+    for t in [reloader, adaptive_task, refresher, summary_task]
+        .into_iter()
+        .flatten()
+    {
         t.abort();
     }
     if let Some(t) = retention_task {

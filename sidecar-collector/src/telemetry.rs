@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A gauge of whole numbers that are never negative (depths, bytes).
 pub type UGauge = Gauge<u64, AtomicU64>;
@@ -263,6 +263,54 @@ impl Telemetry {
     /// `/readyz` answers 200 from now on.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Logs every `every` what was received, stored, refused, rejected,
+    /// forwarded and dropped since the last line, so an operator reading the
+    /// log sees the flow without a metrics stack.
+    pub fn spawn_summary(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        if every.is_zero() {
+            return None;
+        }
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let c = &me.metrics.counters;
+            let read = || {
+                [
+                    c.spans_received.get(),
+                    c.spans_stored.get(),
+                    c.spans_refused.get(),
+                    c.spans_rejected.get(),
+                    c.spans_forwarded.get(),
+                    c.spans_dropped.get(),
+                ]
+            };
+            let mut last = read();
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = read();
+                let d: Vec<u64> = now
+                    .iter()
+                    .zip(last)
+                    .map(|(n, l)| n.saturating_sub(l))
+                    .collect();
+                last = now;
+                tracing::info!(
+                    received = d[0],
+                    stored = d[1],
+                    refused = d[2],
+                    rejected = d[3],
+                    forwarded = d[4],
+                    dropped = d[5],
+                    queue_depth = c.queue_depth.get(),
+                    queue_bytes = c.queue_bytes.get(),
+                    interval_s = every.as_secs_f64(),
+                    "spans since the last summary"
+                );
+            }
+        }))
     }
 
     /// The registry in the OpenMetrics text format.

@@ -6,7 +6,6 @@
 pub mod budget;
 pub mod config;
 pub mod export;
-pub mod fxhash;
 pub mod host;
 pub mod metrics;
 pub mod operation;

@@ -7,7 +7,7 @@
 //! overflow name and are counted.
 
 use crate::config::{OperationRule, OperationsConfig};
-use crate::fxhash::FxHashSet;
+use rustc_hash::FxHashSet;
 use std::rc::Rc;
 
 #[derive(Debug, Clone)]

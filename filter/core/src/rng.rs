@@ -1,21 +1,17 @@
-//! A small, fast PRNG for span and trace ids (wyrand). Seeded once per VM from
+//! Span and trace ids from a fast PRNG (`fastrand`'s wyrand). Seeded once per VM from
 //! the host's entropy, so no host call is made per request.
 
-/// wyrand: 64-bit state, passes BigCrush, one multiply per output.
+/// The id generator: `fastrand`'s wyrand, seeded once per VM.
 #[derive(Debug, Clone)]
-pub struct Rng {
-    state: u64,
-}
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed }
+        Self(fastrand::Rng::with_seed(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
+        self.0.u64(..)
     }
 
     /// A non-zero 8-byte id.

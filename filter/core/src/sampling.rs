@@ -8,10 +8,10 @@
 //! of trace id and probability, so every sidecar on a trace agrees, and a
 //! sidecar with a lower probability keeps a subset of what a higher one kept.
 
-use crate::fxhash::FxHashMap;
 use crate::propagation::TraceState;
 use meshtrace_proto::strategy::{Sampler as Strategy, ServiceSampling};
 use meshtrace_proto::TraceId;
+use rustc_hash::FxHashMap;
 
 const MAX_RANDOMNESS: u64 = 1 << 56;
 

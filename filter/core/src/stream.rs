@@ -7,7 +7,7 @@ use crate::otlp::{self, span_field as f, SpanKind, StatusCode, Value};
 use crate::propagation::{self, IncomingHeaders, Outgoing, TraceState};
 use crate::sampling::Decision;
 use crate::tracer::{truncate, Tracer};
-use meshtrace_proto::{SpanId, TraceId};
+use meshtrace_proto::{semconv, SpanId, TraceId};
 use std::rc::Rc;
 
 /// Envoy's legacy response-flag bits (`response.flags`), with their short codes.
@@ -513,9 +513,9 @@ impl Stream {
                     otlp::put_attr(b, a, "envoy.response_flags", &Value::Str(&flags));
                 }
                 let (stype, sparam) = span.decision.sampler_tags();
-                otlp::put_attr(b, a, "sampler.type", &Value::Str(stype));
+                otlp::put_attr(b, a, semconv::SAMPLER_TYPE, &Value::Str(stype));
                 if let Some(p) = sparam {
-                    otlp::put_attr(b, a, "sampler.param", &Value::Double(p));
+                    otlp::put_attr(b, a, semconv::SAMPLER_PARAM, &Value::Double(p));
                 }
                 b.extend_from_slice(static_attrs);
                 for (i, tag) in req_tags.iter().enumerate() {

@@ -10,6 +10,7 @@ use crate::otlp::{self, Value};
 use crate::propagation::Formats;
 use crate::rng::Rng;
 use crate::sampling::Sampler;
+use meshtrace_proto::semconv;
 
 /// A header-sourced custom tag.
 #[derive(Debug, Clone)]
@@ -148,16 +149,19 @@ impl Tracer {
                 .or_else(|| label(host, "version")),
             pod_name: config.pod_name.clone().or_else(|| metadata(host, "NAME")),
         };
-        let mut res = vec![("service.name".to_string(), identity.service_name.clone())];
+        let mut res = vec![(
+            semconv::SERVICE_NAME.to_string(),
+            identity.service_name.clone(),
+        )];
         if let Some(ns) = &identity.service_namespace {
-            res.push(("service.namespace".into(), ns.clone()));
+            res.push((semconv::SERVICE_NAMESPACE.into(), ns.clone()));
             res.push(("k8s.namespace.name".into(), ns.clone()));
         }
         if let Some(v) = &identity.service_version {
             res.push(("service.version".into(), v.clone()));
         }
         if let Some(p) = &identity.pod_name {
-            res.push(("k8s.pod.name".into(), p.clone()));
+            res.push((semconv::K8S_POD_NAME.into(), p.clone()));
         }
         res.push(("telemetry.sdk.name".into(), "meshtrace".into()));
         res.push(("telemetry.sdk.language".into(), "rust".into()));

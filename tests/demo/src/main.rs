@@ -1,10 +1,11 @@
 //! `meshtrace-demo`: the loopback mesh behind `scripts/demo`.
 //!
 //! ```text
-//! meshtrace-demo [--duration SECONDS] [--rate REQUESTS_PER_SECOND]
+//! meshtrace-demo [--duration SECONDS] [--rate REQUESTS_PER_SECOND] [--fresh]
 //! meshtrace-demo app NAME --listen ADDR --egress ADDR     (one demo service; the demo starts these)
 //! ```
 
+use clap::{Parser, Subcommand};
 use meshtrace_demo::app::App;
 use meshtrace_demo::orchestrator::{self, Options};
 use std::net::SocketAddr;
@@ -13,19 +14,57 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const USAGE: &str = "usage: scripts/demo [--duration SECONDS] [--rate REQUESTS_PER_SECOND]
+/// A loopback mesh: the central collector on 127.0.0.1 (query :16686, strategies :5778),
+/// and three services (frontend, checkout, inventory) on 127.0.0.11-13, each behind an
+/// Envoy sidecar running the meshtrace filter and a sidecar collector. Sends traffic and
+/// prints what is traced. Ctrl-C (or --duration) stops every process it started.
+#[derive(Parser, Debug)]
+#[command(name = "scripts/demo", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    app: Option<Sub>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Requests per second sent to the frontend.
+    #[arg(long, default_value_t = 20.0, value_parser = parse_rate)]
+    rate: f64,
+    /// Start with an empty store (otherwise traces from earlier runs are kept).
+    #[arg(long)]
+    fresh: bool,
+}
 
-Starts a loopback mesh: the central collector on 127.0.0.1 (query :16686, strategies :5778),
-and three services (frontend, checkout, inventory) on 127.0.0.11-13, each behind an Envoy
-sidecar running the meshtrace filter and a sidecar collector. Sends traffic and prints what
-is traced. Ctrl-C (or --duration) stops every process it started.";
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// One demo service (the demo starts these itself).
+    App {
+        /// frontend, checkout or inventory.
+        name: String,
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        egress: SocketAddr,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if rate > 0.0 && rate <= 1000.0 {
+        Ok(rate)
+    } else {
+        Err("between 0 and 1000 requests per second".into())
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.first().map(String::as_str) == Some("app") {
-        run_app(&args[1..])
-    } else {
-        run_demo(&args)
+    let cli = Cli::parse();
+    let result = match cli.app {
+        Some(Sub::App {
+            name,
+            listen,
+            egress,
+        }) => App { name, egress }.serve(listen),
+        None => run_demo(cli.duration, cli.rate, cli.fresh),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,49 +75,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The value after `flag`, parsed.
-fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Option<T>, String>
-where
-    T::Err: std::fmt::Display,
-{
-    match args.iter().position(|a| a == name) {
-        None => Ok(None),
-        Some(i) => {
-            let v = args
-                .get(i + 1)
-                .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))?;
-            v.parse()
-                .map(Some)
-                .map_err(|e| format!("{name} {v:?}: {e}\n\n{USAGE}"))
-        }
-    }
-}
-
-fn run_app(args: &[String]) -> Result<(), String> {
-    let name = args.first().ok_or("app: which service?")?.clone();
-    let listen: SocketAddr = flag(args, "--listen")?.ok_or("app: --listen ADDR is required")?;
-    let egress: SocketAddr = flag(args, "--egress")?.ok_or("app: --egress ADDR is required")?;
-    App { name, egress }.serve(listen)
-}
-
-fn run_demo(args: &[String]) -> Result<(), String> {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    for (i, a) in args.iter().enumerate() {
-        let is_value = i > 0 && matches!(args[i - 1].as_str(), "--duration" | "--rate");
-        if !is_value && !matches!(a.as_str(), "--duration" | "--rate") {
-            return Err(format!("unknown argument {a:?}\n\n{USAGE}"));
-        }
-    }
-    let duration: Option<u64> = flag(args, "--duration")?;
-    let rate: f64 = flag(args, "--rate")?.unwrap_or(20.0);
-    if !(rate > 0.0 && rate <= 1000.0) {
-        return Err(format!(
-            "--rate {rate}: between 0 and 1000 requests per second"
-        ));
-    }
+fn run_demo(duration: Option<u64>, rate: f64, fresh: bool) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     let self_exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
@@ -90,6 +87,7 @@ fn run_demo(args: &[String]) -> Result<(), String> {
             status_every: Duration::from_secs(5),
             self_exe,
             dir,
+            fresh,
         },
         stop,
     )

@@ -131,6 +131,8 @@ pub struct Options {
     pub self_exe: PathBuf,
     /// Where data, logs and the PID file go.
     pub dir: PathBuf,
+    /// Empty the store first; otherwise traces of earlier runs stay.
+    pub fresh: bool,
 }
 
 /// A process the demo started.
@@ -435,8 +437,19 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     let logs = opts.dir.join("logs");
     let data = opts.dir.join("data");
-    for d in [&logs, &data] {
+    let mut wipe = vec![&logs];
+    if opts.fresh {
+        wipe.push(&data);
+    } else if data.exists() {
+        println!(
+            "keeping the traces of earlier runs in {} (--fresh starts empty)",
+            data.display()
+        );
+    }
+    for d in wipe {
         let _ = std::fs::remove_dir_all(d);
+    }
+    for d in [&logs, &data] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let mut mesh = Mesh {

@@ -132,8 +132,8 @@ fn the_demo_traces_three_services_and_stops_everything() {
     drop(held);
     nothing_listening();
 
-    // 2. A 20 s run, read while it runs.
-    let mut child = demo_command(&["--duration", "20"])
+    // 2. A 20 s run from an empty store, read while it runs.
+    let mut child = demo_command(&["--duration", "20", "--fresh"])
         .spawn()
         .expect("run scripts/demo");
     let (tx, rx) = mpsc::channel();
@@ -258,6 +258,12 @@ fn the_demo_traces_three_services_and_stops_everything() {
         }
         before.push(l);
     }
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("keeping the traces of earlier runs")),
+        "without --fresh the store of the earlier runs stays: {before:?}"
+    );
     assert!(
         before
             .iter()

@@ -132,13 +132,34 @@ fn central_mode_counts_what_it_receives_and_every_mode_passes_promtool() {
     }
     promtool_check(&text, "central");
 
-    let all_in_one = Collector::start();
+    let all_in_one = Collector::start_with_config("log_summary_interval: 1s\n");
     all_in_one.post_otlp(&valid_and_invalid());
     let text = metrics_until(&all_in_one, |t| {
         metric(t, "meshtrace_collector_spans_stored_total") == 1
     });
     assert_eq!(metric(&text, "meshtrace_collector_spans_received_total"), 2);
     promtool_check(&text, "all-in-one");
+    // The log says what flowed, in plain text (no colour codes in a file).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summary = loop {
+        let log = all_in_one.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("spans since the last summary") && l.contains("received=2"))
+        {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no summary line:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        summary.contains("stored=1") && summary.contains("rejected=1"),
+        "{summary}"
+    );
+    assert!(
+        !all_in_one.log().contains('\u{1b}'),
+        "ANSI codes in the log file"
+    );
 
     let sidecar = Collector::start_sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
     sidecar.post_otlp(&valid_and_invalid());

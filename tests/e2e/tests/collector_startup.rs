@@ -65,12 +65,14 @@ fn startup_errors_name_the_problem() {
     assert_ne!(code, 0);
     assert!(out.contains("retension"), "{out}");
 
-    // A bad value.
-    let mut args = vec!["--data-dir", d, "--retention", "7 days"];
-    args.extend(ports);
-    let (code, out) = run(&args);
-    assert_ne!(code, 0);
-    assert!(out.contains("retention"), "{out}");
+    // Bad values: not a duration, and one so long the cut-off would wrap.
+    for bad in ["7 dayz", "150000000d", "9999999999h"] {
+        let mut args = vec!["--data-dir", d, "--retention", bad];
+        args.extend(ports);
+        let (code, out) = run(&args);
+        assert_ne!(code, 0, "--retention {bad}");
+        assert!(out.contains("retention"), "{bad}: {out}");
+    }
 
     // A port already in use.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -17,6 +17,24 @@ pub struct Opts {
     pub grpc_port: Option<u16>,
     /// OTLP/HTTP port (a free one if `None`).
     pub http_port: Option<u16>,
+    /// Another collector binary (benchmarks compare two builds side by side).
+    pub bin: Option<PathBuf>,
+}
+
+impl Opts {
+    /// Sidecar mode forwarding to `upstream` (an OTLP gRPC URL), with short retries.
+    pub fn sidecar(upstream: &str) -> Opts {
+        Opts {
+            yaml: Some("sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n".into()),
+            args: vec![
+                "--mode".into(),
+                "sidecar".into(),
+                "--upstream".into(),
+                upstream.into(),
+            ],
+            ..Opts::default()
+        }
+    }
 }
 
 pub struct Collector {
@@ -76,20 +94,7 @@ impl Collector {
 
     /// A sidecar-mode collector forwarding to `upstream` (an OTLP gRPC URL).
     pub fn start_sidecar(upstream: &str) -> Collector {
-        let data_dir = crate::scratch_path("sidecar");
-        Self::start_opts(
-            data_dir,
-            Opts {
-                yaml: Some("sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n".into()),
-                args: vec![
-                    "--mode".into(),
-                    "sidecar".into(),
-                    "--upstream".into(),
-                    upstream.into(),
-                ],
-                ..Opts::default()
-            },
-        )
+        Self::start_opts(crate::scratch_path("sidecar"), Opts::sidecar(upstream))
     }
 
     pub fn start_opts(data_dir: PathBuf, opts: Opts) -> Collector {
@@ -101,7 +106,7 @@ impl Collector {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(collector_bin());
+        let mut cmd = Command::new(opts.bin.clone().unwrap_or_else(collector_bin));
         if let Some(y) = yaml {
             let path = data_dir.join("collector.yaml");
             std::fs::write(&path, y).expect("config file");

@@ -136,6 +136,122 @@ fn vm_kb(pid: u32, field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+const READBACK_TRACES: usize = 100;
+const READBACK_SPANS: usize = 100;
+
+/// 100 traces of 100 spans in service `readback`, one export per trace.
+async fn write_readback(grpc_port: u16) {
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .expect("connect");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for t in 0..READBACK_TRACES as u64 {
+        let tid = trace_id((0xfe << 40) | t);
+        let spans = (0..READBACK_SPANS as u64)
+            .map(|s| Span {
+                trace_id: tid.to_vec(),
+                span_id: (s + 1).to_be_bytes().to_vec(),
+                parent_span_id: if s == 0 {
+                    vec![]
+                } else {
+                    1u64.to_be_bytes().to_vec()
+                },
+                name: format!("readback op{}", s % 10),
+                kind: 2,
+                start_time_unix_nano: now + s * 1000,
+                end_time_unix_nano: now + s * 1000 + 5_000_000,
+                attributes: vec![
+                    kv("http.request.method", "GET".into()),
+                    kv("url.path", format!("/readback/{t}/{s}")),
+                    kv("http.response.status_code", "200".into()),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", "readback".into()),
+                        kv("k8s.pod.name", "readback-0".into()),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        client.export(req).await.expect("readback export");
+    }
+}
+
+struct QueryStats {
+    id_p50: f64,
+    id_p99: f64,
+    s_p50: f64,
+    s_p99: f64,
+    /// Median time to read the 100×100 traces back in one search.
+    readback_s: f64,
+}
+
+fn query_phase(c: &Collector, queries: usize, conns: u64, batches: u64) -> QueryStats {
+    let mut by_id = Vec::new();
+    let mut search = Vec::new();
+    for i in 0..queries as u64 {
+        let conn = i % conns;
+        // Every connection sent at least half the average number of batches.
+        let seq = (i * 7919) % (batches / 2).max(1);
+        let tid = trace_id((conn << 40) | (seq << 8) | (i % 64));
+        let hex: String = tid.iter().map(|b| format!("{b:02x}")).collect();
+        let t = Instant::now();
+        let (status, body) = c.get(&format!("/api/traces/{hex}"));
+        by_id.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(status, 200, "trace {hex}: {}", &body[..body.len().min(200)]);
+        let svc = i as usize % SERVICES;
+        let op = (i as usize * 3) % OPERATIONS;
+        let t = Instant::now();
+        let (status, _) = c.get(&format!(
+            "/api/traces?service=svc{svc}&operation=GET%20/api/v1/op{op}&lookback=24h&limit=20&minDuration=10ms"
+        ));
+        search.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(status, 200);
+    }
+    let mut readback = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (status, body) = c.get("/api/traces?service=readback&lookback=24h&limit=100");
+        readback.push(t.elapsed().as_secs_f64());
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let spans: usize = v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| t["spans"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert_eq!(
+            (v["data"].as_array().map_or(0, Vec::len), spans),
+            (READBACK_TRACES, READBACK_TRACES * READBACK_SPANS),
+            "every read-back trace whole"
+        );
+    }
+    QueryStats {
+        id_p50: pct(&mut by_id, 0.5),
+        id_p99: pct(&mut by_id, 0.99),
+        s_p50: pct(&mut search, 0.5),
+        s_p99: pct(&mut search, 0.99),
+        readback_s: pct(&mut readback, 0.5),
+    }
+}
+
 /// Sends batches from `conns` connections until `total` spans are acknowledged.
 /// Returns (acked spans, export latencies in ms, refused calls).
 async fn drive(grpc_port: u16, conns: u64, total: u64, id_base: u64) -> (u64, Vec<f64>, u64) {
@@ -181,6 +297,61 @@ async fn drive(grpc_port: u16, conns: u64, total: u64, id_base: u64) -> (u64, Ve
     )
 }
 
+/// One ingest measure of one build: (central CPU µs per stored span, export ack p99 ms,
+/// sidecar CPU µs per forwarded span), each on a fresh store.
+async fn ingest_round(
+    bin: Option<std::path::PathBuf>,
+    spans: u64,
+    sidecar_spans: u64,
+    conns: u64,
+    tag: &str,
+) -> (f64, f64, f64) {
+    let tck = clk_tck();
+    let dir = std::env::temp_dir().join(format!("meshtrace-bench-{}-{tag}", std::process::id()));
+    let central = Collector::start_opts(
+        dir.clone(),
+        Opts {
+            args: vec!["--retention".into(), "30d".into()],
+            bin: bin.clone(),
+            ..Opts::default()
+        },
+    );
+    let pid = central.child.id();
+    let c0 = cpu_ticks(pid);
+    let (_, mut lat, _) = drive(central.grpc_port, conns, spans, 0).await;
+    let cpu_s = (cpu_ticks(pid) - c0) as f64 / tck;
+    let (_, m) = central.get("/metrics");
+    let stored = metric(&m, "meshtrace_collector_spans_stored_total");
+    let sidecar = Collector::start_opts(
+        dir.join("sidecar"),
+        Opts {
+            bin,
+            ..Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port))
+        },
+    );
+    let spid = sidecar.child.id();
+    let s0 = cpu_ticks(spid);
+    let (sacked, _, _) = drive(sidecar.grpc_port, conns, sidecar_spans, 1 << 20).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(
+        &sidecar.get("/metrics").1,
+        "meshtrace_collector_spans_forwarded_total",
+    ) < sacked
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sidecar_cpu = (cpu_ticks(spid) - s0) as f64 / tck * 1e6 / sacked.max(1) as f64;
+    drop(sidecar);
+    drop(central);
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        cpu_s * 1e6 / stored.max(1) as f64,
+        pct(&mut lat, 0.99),
+        sidecar_cpu,
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let total = arg("--spans", 10_000_000);
@@ -197,6 +368,44 @@ async fn main() {
         },
     );
     let pid = central.child.id();
+    let baseline = std::env::var_os("MESHTRACE_BASELINE_BIN").map(std::path::PathBuf::from);
+    let mut ingest_comparison = String::new();
+    if let Some(base) = &baseline {
+        let rounds = arg("--rounds", 3);
+        let n = arg("--compare-spans", 300_000);
+        let ns = arg("--compare-sidecar-spans", 200_000);
+        println!("# phase 0: ingest, this build and {} interleaved over {rounds} rounds ({n} spans stored, {ns} through a sidecar, fresh stores)", base.display());
+        let (mut this_build, mut base_build) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            for (label, bin) in [("this build", None), ("baseline", Some(base.clone()))] {
+                let is_base = bin.is_some();
+                let r = ingest_round(bin, n, ns, conns, &format!("cmp-{round}-{is_base}")).await;
+                println!(
+                    "round {round} {label}: {:.2} cpu µs/span stored, ack p99 {:.1} ms, sidecar {:.2} cpu µs/span",
+                    r.0, r.1, r.2
+                );
+                if is_base {
+                    base_build.push(r)
+                } else {
+                    this_build.push(r)
+                }
+            }
+        }
+        let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            pct(&mut x, 0.5)
+        };
+        let (a, b) = (med(&this_build, |r| r.0), med(&base_build, |r| r.0));
+        let (c, d) = (med(&this_build, |r| r.1), med(&base_build, |r| r.1));
+        let (e, f) = (med(&this_build, |r| r.2), med(&base_build, |r| r.2));
+        println!("medians: stored {a:.2} vs {b:.2} cpu µs/span, ack p99 {c:.1} vs {d:.1} ms, sidecar {e:.2} vs {f:.2} cpu µs/span (this build vs baseline)");
+        ingest_comparison = format!(
+            " ingest_cpu_ratio={:.2} ack_p99_ratio={:.2} sidecar_cpu_ratio={:.2}",
+            a / b.max(1e-9),
+            c / d.max(1e-9),
+            e / f.max(1e-9)
+        );
+    }
     println!("# phase 1: {total} spans in batches of {BATCH} over {conns} OTLP gRPC connections");
     let t0 = Instant::now();
     let c0 = cpu_ticks(pid);
@@ -222,34 +431,87 @@ async fn main() {
         "stored {stored} spans in {wall:.1} s: {spans_per_s:.0} spans/s, {cpu_us_per_span:.2} collector cpu µs/span, ack p50 {ack_p50:.1} ms p99 {ack_p99:.1} ms, peak rss {rss_mb:.0} MB, {disk_mb:.0} MB on disk, {refused} refused calls"
     );
 
-    println!("# phase 2: {queries} trace-by-id and {queries} searches on {stored} stored spans");
+    println!(
+        "# phase 1b: {READBACK_TRACES} traces of {READBACK_SPANS} spans for the read-back measure"
+    );
+    write_readback(central.grpc_port).await;
+    let (_, dir, _) = central.terminate_keep_data();
+
     let batches = acked / BATCH as u64 / conns.max(1);
-    let mut by_id = Vec::new();
-    let mut search = Vec::new();
-    for i in 0..queries as u64 {
-        let conn = i % conns;
-        // Every connection sent at least half the average number of batches.
-        let seq = (i * 7919) % (batches / 2).max(1);
-        let tid = trace_id((conn << 40) | (seq << 8) | (i % 64));
-        let hex: String = tid.iter().map(|b| format!("{b:02x}")).collect();
-        let t = Instant::now();
-        let (status, body) = central.get(&format!("/api/traces/{hex}"));
-        by_id.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(status, 200, "trace {hex}: {}", &body[..body.len().min(200)]);
-        let svc = i as usize % SERVICES;
-        let op = (i as usize * 3) % OPERATIONS;
-        let t = Instant::now();
-        let (status, _) = central.get(&format!(
-            "/api/traces?service=svc{svc}&operation=GET%20/api/v1/op{op}&lookback=24h&limit=20&minDuration=10ms"
-        ));
-        search.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(status, 200);
+    let rounds = if baseline.is_some() {
+        arg("--rounds", 3)
+    } else {
+        1
+    };
+    println!(
+        "# phase 2: {queries} trace-by-id and {queries} searches on {stored} stored spans, and {READBACK_TRACES}×{READBACK_SPANS} read back{}",
+        match &baseline {
+            Some(b) => format!(", this build and {} interleaved over {rounds} rounds", b.display()),
+            None => String::new(),
+        }
+    );
+    let mut this_build: Vec<QueryStats> = Vec::new();
+    let mut base_build: Vec<QueryStats> = Vec::new();
+    for round in 1..=rounds {
+        for (label, bin) in [("this build", None), ("baseline", baseline.clone())] {
+            if label == "baseline" && bin.is_none() {
+                continue;
+            }
+            let c = Collector::start_opts(
+                dir.clone(),
+                Opts {
+                    args: vec!["--retention".into(), "30d".into()],
+                    bin,
+                    ..Opts::default()
+                },
+            );
+            let q = query_phase(&c, queries, conns, batches);
+            println!(
+                "round {round} {label}: trace by id p50 {:.1} ms p99 {:.1} ms; search (service+operation+minDuration, limit 20) p50 {:.1} ms p99 {:.1} ms; {READBACK_TRACES}×{READBACK_SPANS} read back in {:.3} s",
+                q.id_p50, q.id_p99, q.s_p50, q.s_p99, q.readback_s
+            );
+            c.terminate_keep_data();
+            if label == "baseline" {
+                base_build.push(q);
+            } else {
+                this_build.push(q);
+            }
+        }
     }
-    let (id_p50, id_p99) = (pct(&mut by_id, 0.5), pct(&mut by_id, 0.99));
-    let (s_p50, s_p99) = (pct(&mut search, 0.5), pct(&mut search, 0.99));
-    println!("trace by id p50 {id_p50:.1} ms p99 {id_p99:.1} ms; search (service+operation+minDuration, limit 20) p50 {s_p50:.1} ms p99 {s_p99:.1} ms");
+    let med = |v: &[QueryStats], f: fn(&QueryStats) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        pct(&mut x, 0.5)
+    };
+    let id_p99 = med(&this_build, |q| q.id_p99);
+    let s_p99 = med(&this_build, |q| q.s_p99);
+    let readback_s = med(&this_build, |q| q.readback_s);
+    let comparison = if base_build.is_empty() {
+        String::new()
+    } else {
+        let (b_id, b_s, b_rb) = (
+            med(&base_build, |q| q.id_p99),
+            med(&base_build, |q| q.s_p99),
+            med(&base_build, |q| q.readback_s),
+        );
+        println!(
+            "medians over {rounds} rounds: trace by id p99 {id_p99:.1} vs {b_id:.1} ms, search p99 {s_p99:.1} vs {b_s:.1} ms, read back {readback_s:.3} vs {b_rb:.3} s (this build vs baseline)"
+        );
+        format!(
+            " baseline_trace_by_id_p99_ms={b_id:.1} baseline_search_p99_ms={b_s:.1} baseline_readback_100x100_s={b_rb:.3} trace_by_id_p99_ratio={:.2} search_p99_ratio={:.2} readback_ratio={:.2}",
+            id_p99 / b_id.max(1e-9),
+            s_p99 / b_s.max(1e-9),
+            readback_s / b_rb.max(1e-9)
+        )
+    };
 
     println!("# phase 3: {sidecar_total} spans through a sidecar collector to the central one");
+    let central = Collector::start_opts(
+        dir.clone(),
+        Opts {
+            args: vec!["--retention".into(), "30d".into()],
+            ..Opts::default()
+        },
+    );
     let sidecar = Collector::start_sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
     let spid = sidecar.child.id();
     let c0 = cpu_ticks(spid);
@@ -271,6 +533,6 @@ async fn main() {
     drop(central);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}"
+        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}"
     );
 }

@@ -78,7 +78,7 @@ fn main() {
             r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
         ))
     };
-    let setups = [
+    let mut setups = vec![
         Setup {
             name: "plain",
             filter: Filter::None,
@@ -127,10 +127,38 @@ fn main() {
             runtime: json!({}),
         },
     ];
+    // MESHTRACE_BASELINE_WASM: another build of the filter, measured beside this one.
+    let baseline = std::env::var_os("MESHTRACE_BASELINE_WASM").map(std::path::PathBuf::from);
+    if let Some(b) = &baseline {
+        let cfg = |p: f64| {
+            format!(
+                r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
+            )
+        };
+        setups.push(Setup {
+            name: "baseline_100pct",
+            filter: Filter::Wasm(b.clone(), Some(cfg(1.0))),
+            runtime: json!({}),
+        });
+        setups.push(Setup {
+            name: "baseline_1pct",
+            filter: Filter::Wasm(b.clone(), Some(cfg(0.01))),
+            runtime: json!({}),
+        });
+    }
+    // `--only a,b`: measure these configurations (plain is always measured).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(only) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        let keep: Vec<&str> = only.split(',').collect();
+        setups.retain(|s| s.name == "plain" || keep.contains(&s.name));
+    }
     let upstream = Upstream::start();
     let sink = OtlpReceiver::start_sink();
     // `--profile NAME`: record one configuration with perf (call graphs) instead.
-    let args: Vec<String> = std::env::args().collect();
     if let Some(name) = args
         .iter()
         .position(|a| a == "--profile")
@@ -198,7 +226,22 @@ fn main() {
         println!("{:<22} {m:7.2}  {:+7.2}", s.name, m - med[0]);
     }
     let over = |i: usize| med[i] - med[0];
-    let by_name = |n: &str| over(setups.iter().position(|s| s.name == n).expect("configured"));
+    let find = |n: &str| setups.iter().position(|s| s.name == n).map(over);
+    if baseline.is_some() {
+        let pair = |a: &str, b: &str| match (find(a), find(b)) {
+            (Some(x), Some(y)) => format!("{:.2}", x / y),
+            _ => "-".into(),
+        };
+        println!(
+            "RESULT_BASELINE overhead_ratio_100pct={} overhead_ratio_1pct={} (this build / baseline, overhead over plain Envoy)",
+            pair("meshtrace_100pct", "baseline_100pct"),
+            pair("meshtrace_1pct", "baseline_1pct")
+        );
+    }
+    if args.iter().any(|a| a == "--only") {
+        return;
+    }
+    let by_name = |n: &str| find(n).expect("configured");
     let floor = by_name("empty_wasm");
     let headers_only = by_name("wasm_headers_only");
     let span_calls = by_name("wasm_span_calls_only");
