@@ -8,9 +8,12 @@ heartbeat() {
   marker=$(mktemp)
   status_file=$(mktemp)
   (
-    while sleep 10; do
-      if [ -n "$(find "$marker" -mmin -0.15 2>/dev/null)" ]; then continue; fi
-      printf '    … still %s (%d s)\n' "$what" $((SECONDS - started))
+    while sleep 2; do
+      local quiet=$(($(date +%s) - $(stat -c %Y "$marker" 2>/dev/null || date +%s)))
+      if [ "$quiet" -ge 10 ]; then
+        printf '    … still %s (%d s)\n' "$what" $((SECONDS - started))
+        touch "$marker"
+      fi
     done
   ) &
   local ticker=$!
