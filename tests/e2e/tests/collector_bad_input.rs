@@ -7,21 +7,11 @@
 use meshtrace_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use meshtrace_proto::otlp::resource::v1::Resource;
-use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue};
+use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
 use meshtrace_testkit::collector::{grpc_raw, post, Collector};
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
+use meshtrace_testkit::otlp::kv;
 
 fn span(tid: Vec<u8>, sid: Vec<u8>, start: u64, end: u64) -> Span {
     Span {
@@ -36,19 +26,7 @@ fn span(tid: Vec<u8>, sid: Vec<u8>, start: u64, end: u64) -> Span {
 }
 
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "bad-input")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    meshtrace_testkit::otlp::request("bad-input", spans)
 }
 
 fn now() -> u64 {

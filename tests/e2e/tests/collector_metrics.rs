@@ -6,22 +6,13 @@
 // An integration test: its helpers fail the test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use meshtrace_proto::otlp::resource::v1::Resource;
-use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
 use meshtrace_testkit::collector::{metric, Collector, Opts};
+use meshtrace_testkit::otlp::{now_ns, request};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 /// One valid span and one whose span id is 3 bytes long.
 fn valid_and_invalid() -> Vec<u8> {
@@ -34,26 +25,7 @@ fn valid_and_invalid() -> Vec<u8> {
         end_time_unix_nano: now_ns() + 1_000_000,
         ..Default::default()
     };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("metrics-test".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span(vec![1; 8]), span(vec![1; 3])],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    request("metrics-test", vec![span(vec![1; 8]), span(vec![1; 3])]).encode_to_vec()
 }
 
 fn promtool_check(text: &str, mode: &str) {

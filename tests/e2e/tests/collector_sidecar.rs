@@ -89,39 +89,18 @@ fn sidecar_holds_spans_while_central_is_down() {
 }
 
 fn one_span_request(i: u8, t: u64) -> Vec<u8> {
-    use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-    use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-    use meshtrace_proto::otlp::resource::v1::Resource;
-    use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use meshtrace_proto::otlp::trace::v1::Span;
     use meshtrace_proto::prost::Message;
     let mut tid = vec![0u8; 16];
     tid[0] = 0xc1;
     tid[1] = i;
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("outage".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: tid,
-                    span_id: vec![1; 8],
-                    name: "op".into(),
-                    start_time_unix_nano: t,
-                    end_time_unix_nano: t + 1,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    let span = Span {
+        trace_id: tid,
+        span_id: vec![1; 8],
+        name: "op".into(),
+        start_time_unix_nano: t,
+        end_time_unix_nano: t + 1,
+        ..Default::default()
+    };
+    meshtrace_testkit::otlp::request("outage", vec![span]).encode_to_vec()
 }

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod envoy;
 pub mod http;
 pub mod istio;
+pub mod otlp;
 pub mod otlp_receiver;
 pub mod upstream;
 
