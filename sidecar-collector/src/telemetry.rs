@@ -398,21 +398,17 @@ async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
     }
 }
 
-/// `/metrics`, `/healthz` and `/readyz`.
-pub fn router(t: Arc<Telemetry>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(t)
-}
-
-/// Health routes only (ports that do not serve `/metrics`).
+/// `/healthz` and `/readyz` (every port).
 pub fn health_router(t: Arc<Telemetry>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(t)
+}
+
+/// `/metrics`, `/healthz` and `/readyz` (the query port).
+pub fn router(t: Arc<Telemetry>) -> Router {
+    health_router(t.clone()).merge(Router::new().route("/metrics", get(metrics)).with_state(t))
 }
 
 /// Middleware recording each answer's latency by route (`route_layer` it, so
