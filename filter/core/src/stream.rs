@@ -580,4 +580,6 @@ impl Stream {
 }
 
 #[cfg(test)]
+mod cost;
+#[cfg(test)]
 mod tests;
