@@ -203,6 +203,8 @@ pub struct AdaptiveConfig {
     pub calculation_interval: Duration,
     /// Weight of the newest interval in the smoothed request rate, in (0, 1].
     pub smoothing: f64,
+    /// Operations tracked per service (idle ones are forgotten after 10 intervals).
+    pub max_operations_per_service: usize,
 }
 
 impl Default for AdaptiveConfig {
@@ -214,6 +216,7 @@ impl Default for AdaptiveConfig {
             lower_bound_traces_per_minute: 1.0,
             calculation_interval: Duration::from_secs(60),
             smoothing: 0.5,
+            max_operations_per_service: 500,
         }
     }
 }
@@ -349,6 +352,12 @@ impl Config {
                 "must be 0 or more",
             ));
         }
+        if a.max_operations_per_service == 0 {
+            return Err(err(
+                "sampling.adaptive.max_operations_per_service",
+                "must be at least 1",
+            ));
+        }
         if !(a.smoothing > 0.0 && a.smoothing <= 1.0) {
             return Err(err("sampling.adaptive.smoothing", "must be in (0, 1]"));
         }
@@ -396,6 +405,12 @@ impl Config {
                     format!("{up:?} must start with http:// or https://"),
                 ));
             }
+        }
+        if self.sidecar.batch_bytes < 1024 {
+            return Err(err("sidecar.batch_bytes", "must be at least 1024"));
+        }
+        if self.sidecar.timeout_ms == 0 {
+            return Err(err("sidecar.timeout_ms", "must be more than 0"));
         }
         if self.sidecar.queue_bytes < 1024 * 1024 {
             return Err(err("sidecar.queue_bytes", "must be at least 1048576"));
@@ -479,6 +494,16 @@ mod tests {
             ("sampling:\n  upstream: http://c:5779", "sampling.upstream"),
             ("sampling:\n  grpc_listen: x", "sampling.grpc_listen"),
             ("queue:\n  num_workers: 5000", "queue.num_workers"),
+            ("sidecar:\n  batch_bytes: 0", "sidecar.batch_bytes"),
+            ("sidecar:\n  timeout_ms: 0", "sidecar.timeout_ms"),
+            (
+                "sampling:\n  reload_interval: 0s",
+                "sampling.reload_interval",
+            ),
+            (
+                "sampling:\n  adaptive:\n    max_operations_per_service: 0",
+                "sampling.adaptive.max_operations_per_service",
+            ),
             ("log_format: xml", "log_format"),
             ("mode: sidecar", "sidecar.upstream"),
             (

@@ -187,6 +187,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                     lower_bound_traces_per_minute: a.lower_bound_traces_per_minute,
                     interval: a.calculation_interval,
                     smoothing: a.smoothing,
+                    max_operations_per_service: a.max_operations_per_service,
                 },
                 sampling_metrics.clone(),
             ))

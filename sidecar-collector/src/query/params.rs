@@ -173,6 +173,14 @@ mod tests {
         assert_eq!(d.service, "my svc");
         assert_eq!(d.limit, DEFAULT_LIMIT, "Jaeger's default limit");
         assert_eq!(d.min_duration_us, None);
+        // Extreme bounds saturate instead of overflowing (a panic in debug builds before).
+        for extreme in [
+            "service=a&end=-9223372036854775808",
+            "service=a&end=-9223372036854775808&lookback=2h",
+            "service=a&start=9223372036854775807&end=-9223372036854775808",
+        ] {
+            assert!(matches!(q(extreme), Ok(Search::Query(_))), "{extreme}");
+        }
         let Ok(Search::Ids(ids)) = q("traceID=abc&traceID=4bf92f3577b34da6a3ce929d0e0e4736") else {
             panic!("ids");
         };

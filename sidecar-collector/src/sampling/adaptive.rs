@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// Most (service, operation) pairs tracked; more are ignored (and counted).
 pub const MAX_OPERATIONS: usize = 10_000;
+/// An operation with no sampled span for this many intervals is forgotten (it
+/// falls back to the strategies file until spans come again), so names sent once
+/// cannot hold the table.
+pub const FORGET_AFTER_IDLE_INTERVALS: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -33,6 +37,9 @@ pub struct Settings {
     pub lower_bound_traces_per_minute: f64,
     pub interval: Duration,
     pub smoothing: f64,
+    /// Operations tracked per service; more are ignored (and counted) until idle
+    /// ones are forgotten.
+    pub max_operations_per_service: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -40,6 +47,8 @@ struct Op {
     /// Σ 1/p over this interval's spans: the requests they stand for.
     requests: f64,
     spans: u64,
+    /// Intervals in a row without a sampled span.
+    idle_intervals: u32,
     /// Smoothed requests per second, once estimated.
     rate: Option<f64>,
     probability: Option<f64>,
@@ -48,6 +57,8 @@ struct Op {
 #[derive(Debug)]
 struct State {
     ops: HashMap<(String, String), Op>,
+    /// Operations tracked per service.
+    per_service: HashMap<String, usize>,
     window_start: Instant,
     overflow: u64,
 }
@@ -78,6 +89,7 @@ impl Adaptive {
             metrics,
             state: Mutex::new(State {
                 ops: HashMap::new(),
+                per_service: HashMap::new(),
                 window_start: Instant::now(),
                 overflow: 0,
             }),
@@ -92,13 +104,17 @@ impl Adaptive {
     }
 
     /// Sums spans sampled with probability `p` by (service, operation): the
-    /// requests they stand for (Σ 1/p) and their count. Taken before a request is
+    /// requests they stand for (Σ 1/p) and their count. A `p` outside
+    /// [`min_sampling_probability`, 1] is not one this sampling serves: any OTLP
+    /// sender can write `sampler.param`, and one span claiming `5e-324` would
+    /// otherwise stand for more requests than exist. Taken before a request is
     /// stored, applied with [`Adaptive::observe`] once it is (a refused request
     /// comes back and must not count twice).
     pub fn tally<'a>(&self, spans: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> Tally {
         let mut out: Vec<(String, String, f64, u64)> = Vec::new();
         for (service, operation, p) in spans {
-            if !(p > 0.0 && p <= 1.0 && self.applies_to(service)) {
+            let plausible = p >= self.settings.min_sampling_probability && p > 0.0 && p <= 1.0;
+            if !(plausible && self.applies_to(service)) {
                 continue;
             }
             // An export holds few operations: a scan beats hashing owned keys.
@@ -121,18 +137,21 @@ impl Adaptive {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
+        let st = &mut *st;
         for (service, operation, requests, spans) in tally.0 {
-            let full = st.ops.len() >= MAX_OPERATIONS;
             let key = (service, operation);
-            let op = match st.ops.get_mut(&key) {
-                Some(op) => op,
-                None if full => {
+            if !st.ops.contains_key(&key) {
+                let in_service = st.per_service.entry(key.0.clone()).or_default();
+                if st.ops.len() >= MAX_OPERATIONS
+                    || *in_service >= self.settings.max_operations_per_service
+                {
                     st.overflow += spans;
                     self.metrics.adaptive_overflow.inc_by(spans);
                     continue;
                 }
-                None => st.ops.entry(key).or_default(),
-            };
+                *in_service += 1;
+            }
+            let op = st.ops.entry(key).or_default();
             op.requests += requests;
             op.spans += spans;
         }
@@ -147,6 +166,21 @@ impl Adaptive {
         st.window_start = Instant::now();
         let s = &self.settings;
         let floor_rate = s.lower_bound_traces_per_minute / 60.0;
+        let st = &mut *st;
+        st.ops.retain(|(service, _), op| {
+            op.idle_intervals = if op.spans == 0 {
+                op.idle_intervals + 1
+            } else {
+                0
+            };
+            let keep = op.idle_intervals < FORGET_AFTER_IDLE_INTERVALS;
+            if !keep {
+                if let Some(n) = st.per_service.get_mut(service) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            keep
+        });
         for op in st.ops.values_mut() {
             let observed = op.requests / secs;
             let rate = match op.rate {
@@ -297,6 +331,7 @@ mod tests {
             lower_bound_traces_per_minute: 1.0,
             interval: Duration::from_secs(1),
             smoothing: 0.5,
+            max_operations_per_service: 100,
         }
     }
 
@@ -374,6 +409,68 @@ mod tests {
         ]));
         a.recompute();
         assert!(!a.probabilities("svc").contains_key("bad"));
+    }
+
+    #[test]
+    fn untrusted_spans_cannot_steer_it() {
+        let a = Adaptive::new(settings(), Arc::default());
+        let mut carry = HashMap::new();
+        simulate(&a, &[("real", 5.0)], 10, &mut carry);
+        let before = a.probabilities("svc")["real"];
+        // One span claiming a probability far below anything served: ignored.
+        a.observe(a.tally([("svc", "real", 5e-324), ("svc", "real", 1e-9)]));
+        simulate(&a, &[("real", 5.0)], 1, &mut carry);
+        let after = a.probabilities("svc")["real"];
+        assert!((after / before - 1.0).abs() < 0.3, "{before} → {after}");
+        // One at the minimum counts, but only as an outlier: the smoothed rate
+        // lets go of it within a few intervals.
+        a.observe(a.tally([("svc", "real", 0.0001)]));
+        simulate(&a, &[("real", 5.0)], 1, &mut carry);
+        assert!(a.probabilities("svc")["real"] < 0.01, "the outlier counted");
+        simulate(&a, &[("real", 5.0)], 20, &mut carry);
+        let recovered = a.probabilities("svc")["real"];
+        assert!(
+            (recovered / before - 1.0).abs() < 0.3,
+            "{before} → {recovered}"
+        );
+    }
+
+    #[test]
+    fn junk_operation_names_cannot_hold_the_table() {
+        let a = Adaptive::new(settings(), Arc::default());
+        // 10,000 junk names in one burst: only max_operations_per_service are kept.
+        let junk: Vec<String> = (0..10_000).map(|i| format!("junk-{i}")).collect();
+        a.observe(a.tally(junk.iter().map(|j| ("svc", j.as_str(), 1.0))));
+        a.recompute();
+        assert_eq!(a.probabilities("svc").len(), 100, "capped per service");
+        // A real operation arriving now is not tracked yet (counted as overflow) …
+        let mut carry = HashMap::new();
+        simulate(&a, &[("real", 50.0)], 1, &mut carry);
+        assert!(!a.probabilities("svc").contains_key("real"));
+        assert!(a.overflow() > 0);
+        // … but once the junk has been idle long enough it is forgotten and the
+        // real operation is estimated.
+        simulate(
+            &a,
+            &[("real", 50.0)],
+            FORGET_AFTER_IDLE_INTERVALS as usize + 2,
+            &mut carry,
+        );
+        let p = a.probabilities("svc");
+        assert!(p.contains_key("real"), "{} operations", p.len());
+        assert!(!p.keys().any(|k| k.starts_with("junk")), "junk forgotten");
+        // Another service still has room while one is flooded.
+        let s2 = Adaptive::new(
+            Settings {
+                services: vec!["*".into()],
+                ..settings()
+            },
+            Arc::default(),
+        );
+        s2.observe(s2.tally(junk.iter().map(|j| ("svc", j.as_str(), 1.0))));
+        s2.observe(s2.tally([("other", "GET /", 1.0)]));
+        s2.recompute();
+        assert!(s2.probabilities("other").contains_key("GET /"));
     }
 
     #[test]
