@@ -32,3 +32,16 @@ pub const OTEL_SCOPE_VERSION: &str = "otel.scope.version";
 pub const W3C_TRACESTATE: &str = "w3c.tracestate";
 /// The event name inside a Jaeger log's fields.
 pub const EVENT: &str = "event";
+
+/// Header and attribute names that carry credentials: the filter never records
+/// these headers, and the collector replaces attributes named so by [`REDACTED`]
+/// before storing or forwarding them (unless allowed). One list for both.
+pub const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+/// What a redacted attribute's value becomes.
+pub const REDACTED: &str = "[REDACTED]";

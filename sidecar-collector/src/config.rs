@@ -40,6 +40,8 @@ pub struct Config {
     pub sampling: SamplingConfig,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Attributes named like credentials, redacted at ingest.
+    pub redaction: RedactionConfig,
     /// How often the log says what was received, stored and refused (`0s`: never).
     #[serde(with = "humantime_serde")]
     pub log_summary_interval: Duration,
@@ -63,8 +65,20 @@ impl Default for Config {
             sampling: SamplingConfig::default(),
             log_format: "text".into(),
             log_summary_interval: Duration::from_secs(60),
+            redaction: RedactionConfig::default(),
         }
     }
+}
+
+/// Redaction at ingest: values of attributes named like credentials become
+/// `[REDACTED]` (the filter's list of sensitive headers, plus `keys`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// More attribute names to redact (matched like the defaults: last segment, any case).
+    pub keys: Vec<String>,
+    /// Attribute keys kept verbatim although they match (whole key, any case).
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::{parse_duration, Config, Mode};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
+use meshtrace_collector::ingest::Redaction;
 use meshtrace_collector::pipeline::{Pipeline, PipelineSettings};
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
@@ -11,7 +12,7 @@ use meshtrace_collector::receiver::http::{self, HttpState};
 use meshtrace_collector::sampling::adaptive::{Adaptive, Settings as AdaptiveSettings};
 use meshtrace_collector::sampling::upstream::UpstreamCache;
 use meshtrace_collector::sampling::{self, Provider, Strategies};
-use meshtrace_collector::sink::Sink;
+use meshtrace_collector::sink::{Sink, Target};
 use meshtrace_collector::store::sqlite::SqliteStore;
 use meshtrace_collector::store::SpanWriter;
 use meshtrace_collector::telemetry::{self, Telemetry};
@@ -210,7 +211,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ))
     });
     // The sink, and what must be drained at shutdown.
-    let (sink, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
+    let (target, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
         let sc = &cfg.sidecar;
         let settings = ForwardSettings {
             upstream: sc.upstream.clone(),
@@ -225,7 +226,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow!(e))?;
         // A sidecar has no store: its query port serves metrics and health only.
         let app = telemetry::router(telemetry.clone());
-        (Sink::Forward(f), app, None, Some(task), None)
+        (Target::Forward(f), app, None, Some(task), None)
     } else {
         let store = Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
             format!("data_dir: opening the store in {}", cfg.data_dir.display())
@@ -249,7 +250,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             telemetry::track_latency,
         ))
         .merge(telemetry::router(telemetry.clone()));
-        let sink = Sink::Store {
+        let sink = Target::Store {
             pipeline,
             indexed_tags: Arc::new(cfg.indexed_tags.clone()),
             adaptive: adaptive.clone(),
@@ -304,6 +305,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
+    };
+    let sink = Sink {
+        target,
+        redaction: Arc::new(Redaction::new(&cfg.redaction.keys, &cfg.redaction.allow)),
     };
     let http_app = http::router(HttpState {
         sink: sink.clone(),

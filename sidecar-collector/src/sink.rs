@@ -2,14 +2,21 @@
 //! collector (sidecar). The receivers answer once the sink has taken them.
 
 use crate::forward::Forwarder;
-use crate::ingest::{records_from_request, retain_valid, span_count};
+use crate::ingest::{records_from_request, retain_valid, span_count, Redaction};
 use crate::pipeline::{Pipeline, SubmitError};
 use crate::telemetry::Counters;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use std::sync::Arc;
 
 #[derive(Clone)]
-pub enum Sink {
+pub struct Sink {
+    pub target: Target,
+    /// Credentials in attributes, replaced before anything is kept or forwarded.
+    pub redaction: Arc<Redaction>,
+}
+
+#[derive(Clone)]
+pub enum Target {
     /// Store, then answer (nothing acknowledged is lost).
     Store {
         pipeline: Pipeline,
@@ -30,9 +37,9 @@ pub struct Accepted {
 
 impl Sink {
     pub fn counters(&self) -> &Arc<Counters> {
-        match self {
-            Sink::Store { pipeline, .. } => &pipeline.counters,
-            Sink::Forward(f) => &f.counters,
+        match &self.target {
+            Target::Store { pipeline, .. } => &pipeline.counters,
+            Target::Forward(f) => &f.counters,
         }
     }
 
@@ -42,10 +49,11 @@ impl Sink {
         &self,
         mut req: ExportTraceServiceRequest,
     ) -> Result<Accepted, SubmitError> {
-        let c = self.counters().clone();
+        let c = self.counters();
         c.spans_received.inc_by(span_count(&req));
-        match self {
-            Sink::Store {
+        c.attributes_redacted.inc_by(self.redaction.apply(&mut req));
+        match &self.target {
+            Target::Store {
                 pipeline,
                 indexed_tags,
                 adaptive,
@@ -73,7 +81,7 @@ impl Sink {
                     message: ingested.message,
                 })
             }
-            Sink::Forward(f) => {
+            Target::Forward(f) => {
                 let (rejected, message) = retain_valid(&mut req);
                 let n = span_count(&req);
                 c.spans_rejected.inc_by(rejected);

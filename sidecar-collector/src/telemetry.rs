@@ -49,6 +49,8 @@ pub struct Counters {
     pub spans_dropped: Counter,
     /// Bytes of spans waiting (for the writer, or to be forwarded in sidecar mode).
     pub queue_bytes: UGauge,
+    /// Attribute values replaced by `[REDACTED]` at ingest.
+    pub attributes_redacted: Counter,
 }
 
 impl Counters {
@@ -98,6 +100,11 @@ impl Counters {
                 "spans_dropped",
                 "Sidecar mode: spans given up on",
                 &self.spans_dropped,
+            ),
+            (
+                "attributes_redacted",
+                "Attribute values named like credentials, replaced by [REDACTED] at ingest",
+                &self.attributes_redacted,
             ),
         ];
         for (name, help, c) in counters {

@@ -39,6 +39,8 @@ parent = tracer.start_span(
         "vip": True,
         "ratio": 0.5,
         "tags.list": ["a", "b"],
+        "authorization": "Bearer secret-token",
+        "http.request.header.cookie": ["session=abc"],
     },
 )
 parent.add_event("cart validated", {"rule": "max-items"})

@@ -301,14 +301,9 @@ pub struct CustomTagConfig {
     pub max_length: Option<usize>,
 }
 
-/// Headers never recorded unless in `allow_sensitive_headers`.
-pub const SENSITIVE_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-];
+/// Headers never recorded unless in `allow_sensitive_headers` (the collector
+/// redacts attributes by the same list).
+pub use meshtrace_proto::semconv::SENSITIVE_HEADERS;
 
 /// A configuration error naming the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

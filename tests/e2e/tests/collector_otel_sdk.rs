@@ -58,6 +58,23 @@ fn check(c: &Collector, ids: &Value) {
         tag(parent, "otel.scope.version"),
         Some(("string".into(), "1.2.3".into()))
     );
+    // Credentials an SDK sends are redacted at ingest (the filter's list of headers).
+    for key in ["authorization", "http.request.header.cookie"] {
+        assert_eq!(
+            tag(parent, key),
+            Some(("string".into(), "[REDACTED]".into())),
+            "{key}"
+        );
+    }
+    assert!(!v.to_string().contains("secret-token"));
+    let (_, metrics) = c.get("/metrics");
+    assert_eq!(
+        meshtrace_testkit::collector::metric(
+            &metrics,
+            "meshtrace_collector_attributes_redacted_total"
+        ),
+        2
+    );
     assert_eq!(parent["logs"][0]["fields"][0]["value"], "cart validated");
     assert_eq!(parent["logs"][0]["fields"][1]["key"], "rule");
     let refs = child["references"].as_array().unwrap();
