@@ -29,6 +29,14 @@ pub struct Config {
     /// Spans older than this are dropped, a whole partition at a time (`7d`, `36h`).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Spans that started longer ago are rejected in `partial_success` (default:
+    /// the retention; they would land in partitions retention drops).
+    #[serde(with = "humantime_serde")]
+    pub max_span_age: Option<Duration>,
+    /// Spans that start further ahead of this collector's clock are rejected
+    /// (a far-future day would open a partition that never expires).
+    #[serde(with = "humantime_serde")]
+    pub max_span_future: Duration,
     /// Span attribute keys that get an index (search by these is fast).
     pub indexed_tags: Vec<String>,
     pub otlp: OtlpConfig,
@@ -53,6 +61,8 @@ impl Default for Config {
             mode: Mode::AllInOne,
             data_dir: PathBuf::from("./meshtrace-data"),
             retention: Duration::from_secs(7 * 86_400),
+            max_span_age: None,
+            max_span_future: Duration::from_secs(3600),
             indexed_tags: vec![
                 "http.response.status_code".into(),
                 "error".into(),

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::{parse_duration, Config, Mode};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
-use meshtrace_collector::ingest::Redaction;
+use meshtrace_collector::ingest::{Redaction, TimeWindow};
 use meshtrace_collector::pipeline::{Pipeline, PipelineSettings};
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
@@ -253,6 +253,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let sink = Target::Store {
             pipeline,
             indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+            window: TimeWindow {
+                max_age: cfg.max_span_age.unwrap_or(cfg.retention),
+                max_future: cfg.max_span_future,
+            },
             adaptive: adaptive.clone(),
         };
         (sink, app, Some(writer), None, Some(store))

@@ -2,7 +2,7 @@
 //! collector (sidecar). The receivers answer once the sink has taken them.
 
 use crate::forward::Forwarder;
-use crate::ingest::{records_from_request, retain_valid, span_count, Redaction};
+use crate::ingest::{records_from_request, retain_valid, span_count, Redaction, TimeWindow};
 use crate::pipeline::{Pipeline, SubmitError};
 use crate::telemetry::Counters;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
@@ -21,6 +21,8 @@ pub enum Target {
     Store {
         pipeline: Pipeline,
         indexed_tags: Arc<Vec<String>>,
+        /// Span start times that are stored.
+        window: TimeWindow,
         /// Adaptive sampling counts what arrives.
         adaptive: Option<Arc<crate::sampling::adaptive::Adaptive>>,
     },
@@ -56,9 +58,13 @@ impl Sink {
             Target::Store {
                 pipeline,
                 indexed_tags,
+                window,
                 adaptive,
             } => {
-                let ingested = records_from_request(req, indexed_tags);
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                let ingested = records_from_request(req, indexed_tags, Some((*window, now_us)));
                 c.spans_rejected.inc_by(ingested.rejected);
                 let tally = adaptive.as_ref().map(|a| {
                     a.tally(ingested.records.iter().filter_map(|r| {

@@ -177,6 +177,34 @@ fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
     assert_partial_success(&c, &m.body, 3, "08080808080808080808080808080808");
     still_serving(&c, 5);
 
+    // Spans dated outside the window (year 2200; older than the 7-day retention):
+    // rejected with the reason, no partition opened for their days.
+    let year_2200 = 7_258_118_400_000_000_000u64;
+    let ten_days_ago = t - 10 * 86_400_000_000_000;
+    let body = request(vec![
+        span(vec![0xd1; 16], vec![1; 8], year_2200, year_2200 + 1),
+        span(vec![0xd2; 16], vec![1; 8], ten_days_ago, ten_days_ago + 1),
+        span(vec![0xd3; 16], vec![1; 8], t, t + 1),
+    ])
+    .encode_to_vec();
+    let m = post(c.otlp_port, "application/x-protobuf", &[], &body).expect("an answer");
+    assert_eq!(m.status(), 200);
+    let ps = ExportTraceServiceResponse::decode(m.body.as_slice())
+        .unwrap()
+        .partial_success
+        .expect("partial success");
+    assert_eq!(ps.rejected_spans, 2, "{}", ps.error_message);
+    assert!(
+        ps.error_message.contains("in the future"),
+        "{}",
+        ps.error_message
+    );
+    for ns in [year_2200, ten_days_ago] {
+        let day = ns / 86_400_000_000_000;
+        let file = c.data_dir.join(format!("spans-{day:06}.sqlite"));
+        assert!(!file.exists(), "{} was opened", file.display());
+    }
+
     // 100k attributes on one span: stored, served back.
     let mut s100k = span(vec![6; 16], vec![6; 8], t, t + 1);
     s100k.attributes = (0..100_000).map(|i| kv(&format!("k{i}"), "v")).collect();
