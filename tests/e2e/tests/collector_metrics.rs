@@ -10,8 +10,7 @@ use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
 use meshtrace_testkit::collector::{metric, Collector, Opts};
 use meshtrace_testkit::otlp::{now_ns, request};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One valid span and one whose span id is 3 bytes long.
@@ -29,20 +28,11 @@ fn valid_and_invalid() -> Vec<u8> {
 }
 
 fn promtool_check(text: &str, mode: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    // promtool: Debian package prometheus; scripts/setup installs it.
+    let out = meshtrace_testkit::run_with_stdin(
+        Command::new("promtool").args(["check", "metrics"]),
+        text.as_bytes(),
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -44,28 +44,37 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Runs `tests/clients/SCRIPT` with the project's `.venv` Python (real OTel SDK and
-/// gRPC clients), `stdin` as its input; its JSON output and its stderr.
-pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::Value, String) {
+/// Runs `cmd` with `input` on its stdin; its output (stdout and stderr captured).
+pub fn run_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
-    use std::process::{Command, Stdio};
-    let py = workspace_root().join(".venv/bin/python");
-    assert!(py.exists(), "no .venv: run scripts/setup");
-    let mut child = Command::new(py)
-        .arg(workspace_root().join("tests/clients").join(script))
-        .args(args)
+    use std::process::Stdio;
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run the Python client");
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin)
-        .expect("write the client's input");
-    let out = child.wait_with_output().expect("client output");
+        .write_all(input)
+        .expect("write the input");
+    child.wait_with_output().expect("the command's output")
+}
+
+/// Runs `tests/clients/SCRIPT` with the project's `.venv` Python (real OTel SDK and
+/// gRPC clients), `stdin` as its input; its JSON output and its stderr.
+pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::Value, String) {
+    use std::process::Command;
+    let py = workspace_root().join(".venv/bin/python");
+    assert!(py.exists(), "no .venv: run scripts/setup");
+    let out = run_with_stdin(
+        Command::new(py)
+            .arg(workspace_root().join("tests/clients").join(script))
+            .args(args),
+        stdin,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{script} failed: {stderr}");
     let v = serde_json::from_slice(&out.stdout)

@@ -45,6 +45,33 @@ fn trace_id(n: u64) -> [u8; 16] {
     t
 }
 
+/// Span `s` of trace `tid`: span 1 is the root, every other span its child.
+fn span_in_trace(
+    tid: &[u8; 16],
+    s: u64,
+    name: String,
+    kind: i32,
+    start_ns: u64,
+    dur_ns: u64,
+    attributes: Vec<KeyValue>,
+) -> Span {
+    Span {
+        trace_id: tid.to_vec(),
+        span_id: (s + 1).to_be_bytes().to_vec(),
+        parent_span_id: if s == 0 {
+            vec![]
+        } else {
+            1u64.to_be_bytes().to_vec()
+        },
+        name,
+        kind,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: start_ns + dur_ns,
+        attributes,
+        ..Default::default()
+    }
+}
+
 /// One export: 512 spans (64 traces of 8 spans), one service per request.
 fn request(conn: u64, seq: u64, now_ns: u64) -> ExportTraceServiceRequest {
     let service = (seq as usize + conn as usize) % SERVICES;
@@ -54,19 +81,14 @@ fn request(conn: u64, seq: u64, now_ns: u64) -> ExportTraceServiceRequest {
         for s in 0..SPANS_PER_TRACE as u64 {
             let op = ((seq + t + s) as usize) % OPERATIONS;
             let dur = 1_000_000 * (1 + (t * 7 + s * 13) % 50);
-            spans.push(Span {
-                trace_id: tid.to_vec(),
-                span_id: (s + 1).to_be_bytes().to_vec(),
-                parent_span_id: if s == 0 {
-                    vec![]
-                } else {
-                    1u64.to_be_bytes().to_vec()
-                },
-                name: format!("GET /api/v1/op{op}"),
-                kind: if s == 0 { 2 } else { 3 },
-                start_time_unix_nano: now_ns,
-                end_time_unix_nano: now_ns + dur,
-                attributes: vec![
+            spans.push(span_in_trace(
+                &tid,
+                s,
+                format!("GET /api/v1/op{op}"),
+                if s == 0 { 2 } else { 3 },
+                now_ns,
+                dur,
+                vec![
                     kv("http.request.method", "GET".into()),
                     kv("url.path", format!("/api/v1/op{op}/{seq}")),
                     kv(
@@ -94,8 +116,7 @@ fn request(conn: u64, seq: u64, now_ns: u64) -> ExportTraceServiceRequest {
                     kv("sampler.type", "probabilistic".into()),
                     kv("team", "bench".into()),
                 ],
-                ..Default::default()
-            });
+            ));
         }
     }
     ExportTraceServiceRequest {
@@ -151,24 +172,20 @@ async fn write_readback(grpc_port: u16) {
     for t in 0..READBACK_TRACES as u64 {
         let tid = trace_id((0xfe << 40) | t);
         let spans = (0..READBACK_SPANS as u64)
-            .map(|s| Span {
-                trace_id: tid.to_vec(),
-                span_id: (s + 1).to_be_bytes().to_vec(),
-                parent_span_id: if s == 0 {
-                    vec![]
-                } else {
-                    1u64.to_be_bytes().to_vec()
-                },
-                name: format!("readback op{}", s % 10),
-                kind: 2,
-                start_time_unix_nano: now + s * 1000,
-                end_time_unix_nano: now + s * 1000 + 5_000_000,
-                attributes: vec![
-                    kv("http.request.method", "GET".into()),
-                    kv("url.path", format!("/readback/{t}/{s}")),
-                    kv("http.response.status_code", "200".into()),
-                ],
-                ..Default::default()
+            .map(|s| {
+                span_in_trace(
+                    &tid,
+                    s,
+                    format!("readback op{}", s % 10),
+                    2,
+                    now + s * 1000,
+                    5_000_000,
+                    vec![
+                        kv("http.request.method", "GET".into()),
+                        kv("url.path", format!("/readback/{t}/{s}")),
+                        kv("http.response.status_code", "200".into()),
+                    ],
+                )
             })
             .collect();
         let req = ExportTraceServiceRequest {
