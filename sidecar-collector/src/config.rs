@@ -42,6 +42,8 @@ pub struct Config {
     pub otlp: OtlpConfig,
     pub query: QueryConfig,
     pub queue: QueueConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
     /// Sidecar mode: where and how to forward.
     pub sidecar: SidecarConfig,
     /// Sampling strategies served to the filters and remote samplers.
@@ -71,6 +73,7 @@ impl Default for Config {
             otlp: OtlpConfig::default(),
             query: QueryConfig::default(),
             queue: QueueConfig::default(),
+            store: StoreConfig::default(),
             sidecar: SidecarConfig::default(),
             sampling: SamplingConfig::default(),
             log_format: "text".into(),
@@ -154,6 +157,42 @@ impl Default for QueueConfig {
             max_bytes: 256 * 1024 * 1024,
             batch_timeout_ms: 0,
             num_workers: 0,
+        }
+    }
+}
+
+/// When an acknowledged span is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// fsync at every group commit, before any export is answered: an
+    /// acknowledged span survives power loss and kernel crashes.
+    #[default]
+    Fsync,
+    /// The kernel writes back later: an acknowledged span survives a crash of
+    /// the collector, but the last seconds of acknowledged spans can be lost
+    /// on power loss or a kernel crash. Faster on slow disks.
+    Os,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `fsync` (default) or `os`.
+    pub durability: Durability,
+    /// Day partitions open for writing at once; the least recently written is closed first.
+    pub max_open_partitions: usize,
+    /// How often `/readyz` re-checks that the store can be written and read.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: Durability::Fsync,
+            max_open_partitions: 8,
+            health_interval: Duration::from_secs(10),
         }
     }
 }
@@ -346,6 +385,12 @@ impl Config {
         }
         if self.queue.num_workers > 1024 {
             return Err(err("queue.num_workers", "at most 1024 (0: one per CPU)"));
+        }
+        if !(1..=4096).contains(&self.store.max_open_partitions) {
+            return Err(err("store.max_open_partitions", "must be in 1..=4096"));
+        }
+        if self.store.health_interval.is_zero() {
+            return Err(err("store.health_interval", "must be more than 0s"));
         }
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));

@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
+use meshtrace_collector::config::Durability;
 use meshtrace_collector::config::{parse_duration, Config, Mode};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
 use meshtrace_collector::ingest::{Redaction, TimeWindow};
@@ -13,7 +14,7 @@ use meshtrace_collector::sampling::adaptive::{Adaptive, Settings as AdaptiveSett
 use meshtrace_collector::sampling::upstream::UpstreamCache;
 use meshtrace_collector::sampling::{self, Provider, Strategies};
 use meshtrace_collector::sink::{Sink, Target};
-use meshtrace_collector::store::sqlite::SqliteStore;
+use meshtrace_collector::store::sqlite::{self as sqlite_store, SqliteStore, StoreSettings};
 use meshtrace_collector::store::SpanWriter;
 use meshtrace_collector::telemetry::{self, Telemetry};
 use std::path::PathBuf;
@@ -136,14 +137,18 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: a log file (the demo's, a container's) stays plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // A log that cannot be written (its disk full) is skipped, never a crash:
+    // no internal-error report to stderr, which may be that same full file.
     if cfg.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
+            .log_internal_errors(false)
             .with_env_filter(filter)
             .init();
     } else {
         tracing_subscriber::fmt()
             .with_ansi(ansi)
+            .log_internal_errors(false)
             .with_env_filter(filter)
             .init();
     }
@@ -228,7 +233,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = telemetry::router(telemetry.clone());
         (Target::Forward(f), app, None, Some(task), None)
     } else {
-        let store = Arc::new(SqliteStore::open(&cfg.data_dir).with_context(|| {
+        let settings = StoreSettings {
+            durability: match cfg.store.durability {
+                Durability::Fsync => sqlite_store::Durability::Fsync,
+                Durability::Os => sqlite_store::Durability::Os,
+            },
+            max_open_partitions: cfg.store.max_open_partitions,
+        };
+        let store = Arc::new(SqliteStore::open(&cfg.data_dir, settings).with_context(|| {
             format!("data_dir: opening the store in {}", cfg.data_dir.display())
         })?);
         let (pipeline, writer) = Pipeline::start(
@@ -284,6 +296,32 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         "meshtrace collector started"
     );
 
+    let health_task = store.clone().map(|store| {
+        let telemetry = telemetry.clone();
+        let every = cfg.store.health_interval;
+        tokio::spawn(async move {
+            // Ready while the store can be written or read; a store that can do
+            // neither (no file descriptors, the volume gone) takes the pod out of rotation.
+            loop {
+                tokio::time::sleep(every).await;
+                let s = store.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    (s.check_writable(), s.check_readable())
+                })
+                .await;
+                match checked {
+                    Ok((Err(w), Err(r))) => {
+                        tracing::error!(write = %w, read = %r, "the store can neither be written nor read: not ready");
+                        telemetry.set_not_ready(format!(
+                            "the store can neither be written ({w}) nor read ({r})"
+                        ));
+                    }
+                    Ok(_) => telemetry.set_ready(),
+                    Err(_) => {}
+                }
+            }
+        })
+    });
     let retention_task = store.map(|store| {
         let retention = cfg.retention;
         tokio::spawn(async move {
@@ -373,9 +411,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = q.await;
     let _ = sampling_task.await;
     let _ = sampling_grpc.await;
-    for t in [reloader, adaptive_task, refresher, summary_task]
-        .into_iter()
-        .flatten()
+    for t in [
+        reloader,
+        adaptive_task,
+        refresher,
+        summary_task,
+        health_task,
+    ]
+    .into_iter()
+    .flatten()
     {
         t.abort();
     }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -233,7 +233,8 @@ impl Default for Metrics {
 pub struct Telemetry {
     pub metrics: Metrics,
     registry: Registry,
-    ready: AtomicBool,
+    /// Why `/readyz` answers 503 (`None`: ready).
+    not_ready: std::sync::RwLock<Option<String>>,
 }
 
 impl Telemetry {
@@ -263,13 +264,18 @@ impl Telemetry {
         Arc::new(Telemetry {
             metrics,
             registry,
-            ready: AtomicBool::new(false),
+            not_ready: std::sync::RwLock::new(Some("starting".into())),
         })
     }
 
     /// `/readyz` answers 200 from now on.
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
+        *self.not_ready.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// `/readyz` answers 503 with this reason (Kubernetes takes the pod out of rotation).
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.not_ready.write().unwrap_or_else(|e| e.into_inner()) = Some(reason.into());
     }
 
     /// Logs every `every` what was received, stored, refused, rejected,
@@ -398,10 +404,14 @@ async fn metrics(State(t): State<Arc<Telemetry>>, headers: axum::http::HeaderMap
 }
 
 async fn readyz(State(t): State<Arc<Telemetry>>) -> Response {
-    if t.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    let reason = t
+        .not_ready
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match reason {
+        None => "ok".into_response(),
+        Some(r) => (StatusCode::SERVICE_UNAVAILABLE, format!("{r}\n")).into_response(),
     }
 }
 

@@ -5,7 +5,15 @@
 //!
 //! Reads go through a bounded pool of read-only connections per day, and the
 //! set of days is kept in memory (this process is the only writer of its
-//! directory): a query neither lists the directory nor reopens a file.
+//! directory): a query neither lists the directory nor reopens a file. Writer
+//! connections are bounded too: the least recently written day is closed
+//! first, so a request spread over many days cannot exhaust file descriptors.
+//!
+//! Durability: with [`Durability::Fsync`] (the default) each group commit is
+//! fsynced before it returns (SQLite `synchronous=FULL` in WAL mode), so an
+//! acknowledged span survives power loss; [`Durability::Os`] leaves the
+//! flush to the kernel (`synchronous=NORMAL`): it survives a process crash,
+//! not a kernel crash or power loss.
 
 use super::{Edge, SpanReader, SpanWriter, StoreError, TraceQuery};
 use crate::model::{span_matches_tag, Origin, SpanRecord, StoredSpan, StoredTrace};
@@ -26,7 +34,6 @@ const IDS_PER_LOOKUP: usize = 200;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS resources (
     id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS spans (
@@ -46,15 +53,62 @@ CREATE TABLE IF NOT EXISTS operations (
     PRIMARY KEY (service, operation, kind));
 ";
 
+/// When a commit is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync at each commit: survives power loss and kernel crashes.
+    #[default]
+    Fsync,
+    /// The kernel flushes later: survives a process crash only.
+    Os,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Fsync => "PRAGMA synchronous = FULL;",
+            Durability::Os => "PRAGMA synchronous = NORMAL;",
+        }
+    }
+}
+
+/// How the store behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    pub durability: Durability,
+    /// Day partitions kept open for writing at once (least recently written closed first).
+    pub max_open_partitions: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            durability: Durability::Fsync,
+            max_open_partitions: 8,
+        }
+    }
+}
+
+/// An open writer connection and when it was last used (a write counter).
+struct Writer {
+    conn: Connection,
+    last_write: u64,
+}
+
 /// The SQLite span store.
 pub struct SqliteStore {
     dir: PathBuf,
+    settings: StoreSettings,
     /// Days that have a partition file.
     days: RwLock<BTreeSet<i64>>,
-    /// Open writer connections by day; only the writer thread writes.
-    writers: Mutex<BTreeMap<i64, Connection>>,
+    /// Open writer connections by day (at most `max_open_partitions`) and the
+    /// write counter; only the writer thread writes.
+    writers: Mutex<(BTreeMap<i64, Writer>, u64)>,
     /// Idle read-only connections by day.
     idle_readers: Mutex<BTreeMap<i64, Vec<Connection>>>,
+    /// Held (shared) by every read while it uses a partition, and (exclusive)
+    /// by retention while it deletes files: a read never sees its files vanish.
+    files_gate: RwLock<()>,
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
@@ -77,8 +131,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store in `dir`, checking every partition.
-    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+    /// Opens (or creates) the store in `dir`, checking every partition. A full
+    /// disk is not fatal: queries and retention work, writes fail (and ingest
+    /// answers "retry later") until there is space again.
+    pub fn open(dir: &Path, settings: StoreSettings) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let mut days = BTreeSet::new();
         for (day, path) in list_partitions(dir)? {
@@ -91,15 +147,23 @@ impl SqliteStore {
                 days.insert(day);
             }
         }
-        // Fail now, not at the first export, if the directory is not writable.
-        let probe = dir.join(".write-probe");
-        std::fs::write(&probe, b"ok").map_err(|e| io(&probe, e))?;
-        let _ = std::fs::remove_file(&probe);
+        // Fail now, not at the first export, if the directory is not writable;
+        // a full disk only warns (retention may free it, queries still work).
+        if let Err(e) = write_probe(dir) {
+            match &e {
+                StoreError::Io { source, .. } if is_disk_full(source) => {
+                    tracing::warn!(error = %e, "the disk is full: serving queries and running retention; ingest answers retry-later until there is space");
+                }
+                _ => return Err(e),
+            }
+        }
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
+            settings,
             days: RwLock::new(days),
-            writers: Mutex::new(BTreeMap::new()),
+            writers: Mutex::new((BTreeMap::new(), 0)),
             idle_readers: Mutex::new(BTreeMap::new()),
+            files_gate: RwLock::new(()),
         })
     }
 
@@ -145,6 +209,10 @@ impl SqliteStore {
         day: i64,
         f: impl FnOnce(&Connection) -> Result<R, StoreError>,
     ) -> Result<Option<R>, StoreError> {
+        let _files = self.files_gate.read().unwrap_or_else(|e| e.into_inner());
+        if !self.has_day(day) {
+            return Ok(None);
+        }
         let pooled = lock(&self.idle_readers).get_mut(&day).and_then(Vec::pop);
         let conn = match pooled {
             Some(c) => c,
@@ -173,6 +241,21 @@ impl SqliteStore {
         }
         out.map(Some)
     }
+}
+
+/// Writes and removes a small file: can this directory take writes?
+pub fn write_probe(dir: &Path) -> Result<(), StoreError> {
+    let probe = dir.join(".write-probe");
+    if let Err(e) = std::fs::write(&probe, b"ok") {
+        let _ = std::fs::remove_file(&probe);
+        return Err(io(&probe, e));
+    }
+    std::fs::remove_file(&probe).map_err(|e| io(&probe, e))
+}
+
+/// ENOSPC or EDQUOT: the disk (or the quota) is full.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122))
 }
 
 /// (day, path) of every partition file in `dir`.
@@ -266,21 +349,41 @@ impl SpanWriter for SqliteStore {
         for s in spans {
             by_day.entry(day_of(s.start_us)).or_default().push(s);
         }
-        let mut writers = lock(&self.writers);
+        let mut guard = lock(&self.writers);
+        let (writers, clock) = &mut *guard;
         for (day, group) in by_day {
-            let c = match writers.entry(day) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    let c = Connection::open(self.path_for(day))?;
-                    c.execute_batch(SCHEMA)?;
-                    self.days
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(day);
-                    e.insert(c)
+            *clock += 1;
+            if !writers.contains_key(&day) {
+                // Room first: close the least recently written partition.
+                while writers.len() >= self.settings.max_open_partitions.max(1) {
+                    let Some(oldest) = writers
+                        .iter()
+                        .min_by_key(|(_, w)| w.last_write)
+                        .map(|(d, _)| *d)
+                    else {
+                        break;
+                    };
+                    writers.remove(&oldest);
                 }
-            };
-            write_partition(c, &group)?;
+                let conn = Connection::open(self.path_for(day))?;
+                conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(self.settings.durability.pragma())?;
+                self.days
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(day);
+                writers.insert(
+                    day,
+                    Writer {
+                        conn,
+                        last_write: 0,
+                    },
+                );
+            }
+            if let Some(w) = writers.get_mut(&day) {
+                w.last_write = *clock;
+                write_partition(&mut w.conn, &group)?;
+            }
         }
         Ok(())
     }
@@ -288,6 +391,7 @@ impl SpanWriter for SqliteStore {
     fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
         let cutoff_day = day_of(cutoff_us);
         let mut writers = lock(&self.writers);
+        let writers = &mut writers.0;
         // A day is dropped once all of it is older than the cutoff. Forget it
         // first, so no new reader opens it while its files go.
         let old: Vec<i64> = {
@@ -304,6 +408,8 @@ impl SpanWriter for SqliteStore {
             idle.remove(day);
         }
         drop(idle);
+        // Reads in progress on these days finish first.
+        let _files = self.files_gate.write().unwrap_or_else(|e| e.into_inner());
         for (day, path) in list_partitions(&self.dir)? {
             if day >= cutoff_day {
                 continue;
@@ -330,6 +436,35 @@ fn row_identity(span_id: &[u8], body: &[u8]) -> (Vec<u8>, u64) {
 
 /// Spans of one trace as read (with their start), and the identities seen.
 type TraceRows = (Vec<(i64, StoredSpan)>, HashSet<(Vec<u8>, u64)>);
+
+impl SqliteStore {
+    /// Can the store take a write now (the directory takes a file)?
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        write_probe(&self.dir)
+    }
+
+    /// Can the store be read now: the directory listed and the newest
+    /// partition opened afresh (not from the pool)?
+    pub fn check_readable(&self) -> Result<(), StoreError> {
+        list_partitions(&self.dir)?;
+        let newest = self
+            .days
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .copied();
+        if let Some(day) = newest {
+            let c = Connection::open_with_flags(
+                self.path_for(day),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+        }
+        Ok(())
+    }
+}
 
 impl SpanReader for SqliteStore {
     fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError> {

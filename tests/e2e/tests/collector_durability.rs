@@ -19,14 +19,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const SPANS_PER_TRACE: usize = 100;
 
 fn trace_request(cycle: u8, thread: u8, seq: u32) -> ([u8; 16], Vec<u8>) {
-    let mut tid = [0u8; 16];
-    tid[0] = 0xd0 | thread;
-    tid[1] = cycle;
-    tid[12..].copy_from_slice(&seq.to_be_bytes());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
+    trace_request_at(cycle, thread, seq, now)
+}
+
+/// A trace of `SPANS_PER_TRACE` spans starting at `now` (ns).
+fn trace_request_at(cycle: u8, thread: u8, seq: u32, now: u64) -> ([u8; 16], Vec<u8>) {
+    let mut tid = [0u8; 16];
+    tid[0] = 0xd0 | thread;
+    tid[1] = cycle;
+    tid[12..].copy_from_slice(&seq.to_be_bytes());
     let spans = (0..SPANS_PER_TRACE)
         .map(|i| Span {
             trace_id: tid.to_vec(),
@@ -339,4 +344,191 @@ fn read_only_data_dir_is_a_clear_start_up_error() {
         text.to_lowercase().contains("read-only"),
         "says why: {text}"
     );
+}
+
+fn hex(t: &[u8; 16]) -> String {
+    t.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn full_disk_restart_serves_queries_and_retention_frees_space() {
+    let disk = SmallDisk::mount("size=3m");
+    let data = disk.0.join("data");
+    // Spans ten days old are accepted here (max_span_age), so they fill the disk.
+    let keep_30d = "retention: 30d\nmax_span_age: 30d\n";
+    let collector = Collector::start_opts(
+        data.clone(),
+        meshtrace_testkit::collector::Opts {
+            yaml: Some(keep_30d.into()),
+            ..Default::default()
+        },
+    );
+    let port = collector.otlp_port;
+    let mut recent = Vec::new();
+    for seq in 0..5 {
+        let (tid, body) = trace_request(8, 0, seq);
+        assert_eq!(export(port, &body).0, 200);
+        recent.push(tid);
+    }
+    let ten_days_ago = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+        - Duration::from_secs(10 * 86_400))
+    .as_nanos() as u64;
+    let mut seq = 0;
+    loop {
+        assert!(seq < 2000, "3 MB never filled up");
+        let (_, body) = trace_request_at(8, 1, seq, ten_days_ago);
+        seq += 1;
+        let (status, _, text) = export(port, &body);
+        if status == 503 {
+            assert!(text.contains("full"), "{text}");
+            break;
+        }
+        assert_eq!(status, 200, "{text}");
+    }
+    eprintln!("disk full after {seq} old traces");
+    let data = collector.kill_keep_data();
+
+    // Killed on a full disk, it starts again: queries work, ingest is refused (retryably).
+    let restarted = Collector::start_opts(
+        data.clone(),
+        meshtrace_testkit::collector::Opts {
+            yaml: Some(keep_30d.into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(restarted.get("/readyz").0, 200, "{}", restarted.log());
+    let (status, body) = restarted.get(&format!("/api/traces/{}", hex(&recent[0])));
+    assert_eq!(status, 200, "queries are served on a full disk: {body}");
+    assert!(body.contains(&hex(&recent[0])), "{body}");
+    let (_, body) = trace_request(8, 2, 0);
+    let (status, retry_after, text) = export(restarted.otlp_port, &body);
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{text}");
+    assert!(text.contains("full"), "the refusal says why: {text}");
+    let data = restarted.kill_keep_data();
+
+    // With a 5-day retention, the pass at start-up drops the old days: space returns.
+    let freed = Collector::start_opts(
+        data,
+        meshtrace_testkit::collector::Opts {
+            yaml: Some("retention: 5d\n".into()),
+            ..Default::default()
+        },
+    );
+    let mut stored = false;
+    for seq in 0..100 {
+        let (tid, body) = trace_request(8, 3, seq);
+        if export(freed.otlp_port, &body).0 == 200 {
+            recent.push(tid);
+            stored = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stored, "retention freed space:\n{}", freed.log());
+    assert!(
+        freed.log().contains("retention dropped partitions"),
+        "{}",
+        freed.log()
+    );
+    let dir = freed.kill_keep_data();
+    assert_all_stored(dir, &recent);
+}
+
+/// The syscalls of the collector while `f` runs: (thread, line) of every fsync,
+/// fdatasync and write to a socket, with file descriptors resolved (`strace -f -yy`).
+fn strace_during(pid: u32, f: impl FnOnce()) -> Vec<String> {
+    let out = std::env::temp_dir().join(format!("meshtrace-strace-{pid}.txt"));
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-yy", "-s", "16", "-qq"])
+        .args(["-e", "trace=fsync,fdatasync,write,writev,sendto,sendmsg"])
+        .arg("-o")
+        .arg(&out)
+        .arg("-p")
+        .arg(pid.to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace is installed by scripts/setup");
+    // Attached once every thread is traced: wait for the output file to exist.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !out.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strace never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    f();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let _ = strace.wait();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    text.lines().map(str::to_string).collect()
+}
+
+/// For each OTLP answer written to a socket on `port`: was a WAL fsync completed
+/// since the previous answer?
+fn fsync_before_each_answer(lines: &[String], port: u16) -> Vec<bool> {
+    let local = format!("127.0.0.1:{port}->");
+    let mut synced = false;
+    let mut answers = Vec::new();
+    for l in lines {
+        let is_sync = l.contains("fsync(") || l.contains("fdatasync(");
+        if is_sync && l.contains("-wal>") && !l.contains("unfinished") {
+            synced = true;
+        } else if l.contains("<... fsync resumed>") || l.contains("<... fdatasync resumed>") {
+            synced = true;
+        } else if !is_sync && l.contains(&local) && l.contains("HTTP/1.1 200") {
+            answers.push(synced);
+            synced = false;
+        }
+    }
+    answers
+}
+
+#[test]
+fn acknowledged_means_fsynced() {
+    for (durability, expect_all) in [("fsync", true), ("os", false)] {
+        let c = Collector::start_opts(
+            meshtrace_testkit::scratch_path("collector"),
+            meshtrace_testkit::collector::Opts {
+                yaml: Some(format!("store:\n  durability: {durability}\n")),
+                ..Default::default()
+            },
+        );
+        let port = c.otlp_port;
+        let lines = strace_during(c.child.id(), || {
+            for seq in 0..20 {
+                let (_, body) = trace_request(10, 0, seq);
+                assert_eq!(export(port, &body).0, 200);
+            }
+        });
+        let answers = fsync_before_each_answer(&lines, port);
+        eprintln!(
+            "durability {durability}: {} answers, {} after a WAL fsync",
+            answers.len(),
+            answers.iter().filter(|a| **a).count()
+        );
+        assert_eq!(
+            answers.len(),
+            20,
+            "every answer seen:\n{}",
+            lines.join("\n")
+        );
+        if expect_all {
+            assert!(
+                answers.iter().all(|a| *a),
+                "each acknowledgement follows an fsync of the WAL:\n{}",
+                lines.join("\n")
+            );
+        } else {
+            assert!(
+                answers.iter().any(|a| !*a),
+                "os durability answers without waiting for an fsync (the check can tell)"
+            );
+        }
+    }
 }

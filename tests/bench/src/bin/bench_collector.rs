@@ -6,7 +6,9 @@
 //! span, spans/s, export-call latency and RSS are measured. Phase 2 measures
 //! trace-by-id and search latency on that store. Phase 3 sends `--sidecar-spans`
 //! through a sidecar-mode collector forwarding to the central one and
-//! measures the sidecar's CPU per span and RSS.
+//! measures the sidecar's CPU per span and RSS. Phase D compares the two
+//! `store.durability` modes (`fsync`, the default, and `os`) side by side,
+//! interleaved over `--durability-rounds` rounds on fresh stores.
 
 // A benchmark: setup that fails aborts the run with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -369,6 +371,74 @@ async fn ingest_round(
     )
 }
 
+/// One ingest measure with `store.durability: durability` on a fresh store:
+/// (CPU µs per stored span, ack p50 ms, ack p99 ms, stored spans per second).
+async fn durability_round(durability: &str, spans: u64, conns: u64, tag: &str) -> [f64; 4] {
+    let tck = clk_tck();
+    let dir = std::env::temp_dir().join(format!("meshtrace-bench-{}-{tag}", std::process::id()));
+    let c = Collector::start_opts(
+        dir.clone(),
+        Opts {
+            yaml: Some(format!(
+                "retention: 30d\nstore:\n  durability: {durability}\n"
+            )),
+            ..Opts::default()
+        },
+    );
+    let pid = c.child.id();
+    let c0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    let (_, mut lat, _) = drive(c.grpc_port, conns, spans, 0).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu_s = (cpu_ticks(pid) - c0) as f64 / tck;
+    let stored = metric(
+        &c.get("/metrics").1,
+        "meshtrace_collector_spans_stored_total",
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+    [
+        cpu_s * 1e6 / stored.max(1) as f64,
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        stored as f64 / wall,
+    ]
+}
+
+/// Phase D: `fsync` vs `os` durability, interleaved; the RESULT fields.
+async fn durability_phase(conns: u64) -> String {
+    let rounds = arg("--durability-rounds", 3);
+    let n = arg("--durability-spans", 200_000);
+    println!("# phase D: store.durability fsync vs os, interleaved over {rounds} rounds ({n} spans each, {conns} connections, fresh stores)");
+    let mut by_mode: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for (i, mode) in ["fsync", "os"].iter().enumerate() {
+            let r = durability_round(mode, n, conns, &format!("dur-{round}-{mode}")).await;
+            println!(
+                "round {round} {mode}: {:.2} cpu µs/span, ack p50 {:.1} ms p99 {:.1} ms, {:.0} spans/s",
+                r[0], r[1], r[2], r[3]
+            );
+            by_mode[i].push(r);
+        }
+    }
+    let med = |v: &[[f64; 4]], k: usize| {
+        let mut x: Vec<f64> = v.iter().map(|r| r[k]).collect();
+        pct(&mut x, 0.5)
+    };
+    let [f, o] = &by_mode;
+    println!(
+        "medians: fsync {:.2} vs os {:.2} cpu µs/span, ack p50 {:.1} vs {:.1} ms, p99 {:.1} vs {:.1} ms, {:.0} vs {:.0} spans/s",
+        med(f, 0), med(o, 0), med(f, 1), med(o, 1), med(f, 2), med(o, 2), med(f, 3), med(o, 3)
+    );
+    format!(
+        " fsync_vs_os_cpu_ratio={:.2} fsync_vs_os_ack_p50_ratio={:.2} fsync_vs_os_ack_p99_ratio={:.2} fsync_vs_os_throughput_ratio={:.2}",
+        med(f, 0) / med(o, 0).max(1e-9),
+        med(f, 1) / med(o, 1).max(1e-9),
+        med(f, 2) / med(o, 2).max(1e-9),
+        med(f, 3) / med(o, 3).max(1e-9)
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let total = arg("--spans", 10_000_000);
@@ -423,6 +493,7 @@ async fn main() {
             e / f.max(1e-9)
         );
     }
+    let durability_comparison = durability_phase(conns).await;
     println!("# phase 1: {total} spans in batches of {BATCH} over {conns} OTLP gRPC connections");
     let t0 = Instant::now();
     let c0 = cpu_ticks(pid);
@@ -550,6 +621,6 @@ async fn main() {
     drop(central);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}"
+        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}"
     );
 }
