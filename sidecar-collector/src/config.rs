@@ -44,6 +44,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// The embedded store.
     pub store: StoreConfig,
+    /// Limits and timeouts of every listener.
+    pub server: ServerConfig,
     /// Sidecar mode: where and how to forward.
     pub sidecar: SidecarConfig,
     /// Sampling strategies served to the filters and remote samplers.
@@ -74,6 +76,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             queue: QueueConfig::default(),
             store: StoreConfig::default(),
+            server: ServerConfig::default(),
             sidecar: SidecarConfig::default(),
             sampling: SamplingConfig::default(),
             log_format: "text".into(),
@@ -157,6 +160,35 @@ impl Default for QueueConfig {
             max_bytes: 256 * 1024 * 1024,
             batch_timeout_ms: 0,
             num_workers: 0,
+        }
+    }
+}
+
+/// Every listener's limits: what a slow, silent or greedy client can hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Open connections per listener; more are closed at once.
+    pub max_connections: usize,
+    /// A new connection (TLS handshake included) must send a complete request
+    /// head within this; so must each later HTTP/1 request.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection with nothing in flight and no bytes moving is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request not answered within this gets a retryable 503 (gRPC `UNAVAILABLE`).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -385,6 +417,18 @@ impl Config {
         }
         if self.queue.num_workers > 1024 {
             return Err(err("queue.num_workers", "at most 1024 (0: one per CPU)"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(err("server.max_connections", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(86_400) {
+                return Err(err(key, "must be more than 0s and at most 24h"));
+            }
         }
         if !(1..=4096).contains(&self.store.max_open_partitions) {
             return Err(err("store.max_open_partitions", "must be in 1..=4096"));

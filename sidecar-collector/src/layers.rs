@@ -10,6 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     ("config", &[]),
     ("grpc", &[]),
+    ("listen", &["telemetry"]),
     ("ingest", &["model"]),
     ("store", &["model"]),
     ("sampling", &["telemetry", "grpc"]),

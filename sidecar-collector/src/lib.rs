@@ -3,7 +3,8 @@
 //!
 //! Layers, bottom up (a module imports only modules below it; checked by the
 //! `layers` test): `model`, `telemetry` → `ingest`, `store`, `sampling` →
-//! `pipeline`, `forward`, `query` → `sink` → `receiver`; `config` stands alone;
+//! `pipeline`, `forward`, `query` → `sink` → `receiver`; `listen` (every
+//! listener's limits and timeouts) on `telemetry`; `config` stands alone;
 //! `main` wires them.
 
 pub mod config;
@@ -12,6 +13,7 @@ pub mod grpc;
 pub mod ingest;
 #[cfg(test)]
 mod layers;
+pub mod listen;
 pub mod model;
 pub mod pipeline;
 pub mod query;

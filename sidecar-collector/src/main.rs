@@ -3,9 +3,10 @@
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::Durability;
-use meshtrace_collector::config::{parse_duration, Config, Mode};
+use meshtrace_collector::config::{parse_duration, Config, Mode, ServerConfig};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
 use meshtrace_collector::ingest::{Redaction, TimeWindow};
+use meshtrace_collector::listen;
 use meshtrace_collector::pipeline::{Pipeline, PipelineSettings};
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
@@ -107,6 +108,33 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Every listener's limits. The connection limit is lowered to what the
+/// file-descriptor limit (raised to its hard maximum first) allows for five
+/// listeners and the store, so clients can never exhaust descriptors.
+fn connection_limits(s: &ServerConfig) -> listen::Limits {
+    const LISTENERS: u64 = 5;
+    const RESERVED_FDS: u64 = 256;
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let budget = (nofile.saturating_sub(RESERVED_FDS) / LISTENERS).max(1);
+    let max_connections = if s.max_connections as u64 > budget {
+        tracing::warn!(
+            configured = s.max_connections,
+            used = budget,
+            open_files_limit = nofile,
+            "server.max_connections lowered to fit the open-files limit"
+        );
+        budget as usize
+    } else {
+        s.max_connections
+    };
+    listen::Limits {
+        max_connections,
+        header_timeout: s.header_timeout,
+        idle_timeout: s.idle_timeout,
+        request_timeout: s.request_timeout,
+    }
 }
 
 async fn bind(key: &str, addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -362,55 +390,57 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.otlp.max_message_bytes,
     );
     drop(sink);
-    let otlp_stop = wait(stop_rx.clone());
-    let otlp = tokio::spawn(async move {
-        axum::serve(otlp_listener, http_app)
-            .with_graceful_shutdown(otlp_stop)
-            .await
-    });
-    let grpc_stop = wait(stop_rx.clone());
-    let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(grpc_service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                grpc_stop,
-            )
-            .await
-    });
-    let sampling_grpc_stop = wait(stop_rx.clone());
-    let sampling_grpc_service = sampling::grpc_service(provider.clone());
-    let sampling_grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(sampling_grpc_service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(sampling_grpc_listener),
-                sampling_grpc_stop,
-            )
-            .await
-    });
+    let limits = connection_limits(&cfg.server);
+    let conns = telemetry.metrics.connections.clone();
+    let serve = |name: &'static str, listener, app, stop| {
+        tokio::spawn(listen::serve(
+            name,
+            listener,
+            app,
+            limits,
+            listen::Plain,
+            conns.clone(),
+            stop,
+        ))
+    };
+    let grpc_app = tonic::service::Routes::new(grpc_service).into_axum_router();
+    let sampling_grpc_app =
+        tonic::service::Routes::new(sampling::grpc_service(provider.clone())).into_axum_router();
     let sampling_app =
         sampling::router(provider.clone()).merge(telemetry::health_router(telemetry.clone()));
-    let sampling_stop = wait(stop_rx.clone());
-    let sampling_task = tokio::spawn(async move {
-        axum::serve(sampling_listener, sampling_app)
-            .with_graceful_shutdown(sampling_stop)
-            .await
-    });
-    let query_stop = wait(stop_rx);
-    let q = tokio::spawn(async move {
-        axum::serve(query_listener, query_app)
-            .with_graceful_shutdown(query_stop)
-            .await
-    });
+    let servers = [
+        serve(
+            "otlp.http_listen",
+            otlp_listener,
+            http_app,
+            wait(stop_rx.clone()),
+        ),
+        serve(
+            "otlp.grpc_listen",
+            grpc_listener,
+            grpc_app,
+            wait(stop_rx.clone()),
+        ),
+        serve(
+            "sampling.grpc_listen",
+            sampling_grpc_listener,
+            sampling_grpc_app,
+            wait(stop_rx.clone()),
+        ),
+        serve(
+            "sampling.http_listen",
+            sampling_listener,
+            sampling_app,
+            wait(stop_rx.clone()),
+        ),
+        serve("query.listen", query_listener, query_app, wait(stop_rx)),
+    ];
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight exports, draining the queue");
     let _ = stop_tx.send(true);
-    let _ = otlp.await;
-    let _ = grpc.await;
-    let _ = q.await;
-    let _ = sampling_task.await;
-    let _ = sampling_grpc.await;
+    for s in servers {
+        let _ = s.await;
+    }
     for t in [
         reloader,
         adaptive_task,

@@ -195,6 +195,49 @@ impl SamplingMetrics {
     }
 }
 
+/// Labels of a listener's series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The configuration key of the listener, e.g. `otlp.grpc_listen`.
+    pub listener: String,
+}
+
+/// Labels of a closed-by-the-server series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    pub listener: String,
+    /// `header` (no complete request head in time), `idle` or `request`.
+    pub reason: String,
+}
+
+/// Connections of every listener.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Family<ListenerLabels, UGauge>,
+    /// Connections closed at once because the listener was at `server.max_connections`.
+    pub refused: Family<ListenerLabels, Counter>,
+    /// Connections or requests ended by a timeout.
+    pub timed_out: Family<TimeoutLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(&self, r: &mut Registry) {
+        let c = r.sub_registry_with_prefix("connections");
+        c.register("open", "Connections open, by listener", self.open.clone());
+        c.register(
+            "refused",
+            "Connections closed at once: the listener had server.max_connections open",
+            self.refused.clone(),
+        );
+        c.register(
+            "timed_out",
+            "Connections closed (header, idle) or requests answered 503 (request) by a server timeout",
+            self.timed_out.clone(),
+        );
+    }
+}
+
 /// Labels of a query-latency series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -215,6 +258,7 @@ fn query_histogram() -> Histogram {
 pub struct Metrics {
     pub counters: Arc<Counters>,
     pub sampling: Arc<SamplingMetrics>,
+    pub connections: Arc<ConnectionMetrics>,
     /// Query API latency by endpoint.
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -224,6 +268,7 @@ impl Default for Metrics {
         Metrics {
             counters: Arc::default(),
             sampling: Arc::default(),
+            connections: Arc::default(),
             query_duration: Family::new_with_constructor(query_histogram),
         }
     }
@@ -246,6 +291,7 @@ impl Telemetry {
             let collector = registry.sub_registry_with_prefix("meshtrace_collector");
             metrics.counters.register(collector);
             metrics.sampling.register(collector);
+            metrics.connections.register(collector);
             collector.register_with_unit(
                 "query_duration",
                 "Query API latency by endpoint and status class",

@@ -474,14 +474,23 @@ fn strace_during(pid: u32, f: impl FnOnce()) -> Vec<String> {
 fn fsync_before_each_answer(lines: &[String], port: u16) -> Vec<bool> {
     let local = format!("127.0.0.1:{port}->");
     let mut synced = false;
+    // Threads with a WAL fsync started but not finished (strace splits those lines).
+    let mut wal_sync_in_progress = std::collections::HashSet::new();
     let mut answers = Vec::new();
     for l in lines {
-        let is_sync = l.contains("fsync(") || l.contains("fdatasync(");
-        if is_sync && l.contains("-wal>") && !l.contains("unfinished") {
-            synced = true;
-        } else if l.contains("<... fsync resumed>") || l.contains("<... fdatasync resumed>") {
-            synced = true;
-        } else if !is_sync && l.contains(&local) && l.contains("HTTP/1.1 200") {
+        let pid = l.split_whitespace().next().unwrap_or("");
+        let is_sync_call = l.contains("fsync(") || l.contains("fdatasync(");
+        if is_sync_call && l.contains("-wal>") {
+            if l.contains("<unfinished") {
+                wal_sync_in_progress.insert(pid.to_string());
+            } else {
+                synced = true;
+            }
+        } else if l.contains("sync resumed>") {
+            if wal_sync_in_progress.remove(pid) {
+                synced = true;
+            }
+        } else if !is_sync_call && l.contains(&local) && l.contains("HTTP/1.1 200") {
             answers.push(synced);
             synced = false;
         }

@@ -8,6 +8,8 @@ use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
 use meshtrace_testkit::collector::{Collector, Opts};
 use meshtrace_testkit::otlp::{now_ns, request};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const DAY_NS: u64 = 86_400_000_000_000;
@@ -122,4 +124,185 @@ fn readyz_fails_when_the_store_can_neither_be_written_nor_read() {
     // It comes back.
     std::fs::create_dir_all(&data).unwrap();
     wait_for(200);
+}
+
+/// Short limits, so the test sees them act.
+const SHORT_LIMITS: &str = "server:\n  max_connections: 50\n  header_timeout: 1s\n  idle_timeout: 2s\n  request_timeout: 2s\n";
+
+/// True once the server has closed `s` (EOF or reset), waiting up to `within`.
+fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (e.g. 408) before the close
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn grpc_export_ok(c: &Collector) -> bool {
+    let body = request("grpc-ok", vec![span_on_day(9, 0)]).encode_to_vec();
+    let (status, message, _) = meshtrace_testkit::collector::grpc_raw(
+        c.grpc_port,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        &body,
+    );
+    if status != "OK" {
+        eprintln!("gRPC export: {status} {message}");
+    }
+    status == "OK"
+}
+
+#[test]
+fn slowloris_connections_are_capped_and_cut_off_and_other_clients_keep_working() {
+    // A 1,024 open-files limit, as in the finding: 2,000 slow clients must not
+    // starve the other listeners of file descriptors.
+    let c = Collector::start_opts(
+        meshtrace_testkit::scratch_path("collector"),
+        Opts {
+            yaml: Some(SHORT_LIMITS.into()),
+            wrapper: vec!["prlimit".into(), "--nofile=1024:1024".into(), "--".into()],
+            ..Opts::default()
+        },
+    );
+    let pid = c.child.id();
+    let before = open_fds(pid);
+    let mut slow = Vec::new();
+    for _ in 0..2000 {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", c.otlp_port)) else {
+            continue;
+        };
+        // An unfinished request head, never completed.
+        let _ = s.write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\n");
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let during = open_fds(pid);
+    eprintln!(
+        "open fds: {before} before, {during} with {} slow clients",
+        slow.len()
+    );
+    assert!(
+        during <= before + 50 + 10,
+        "connections over the limit held: {during}"
+    );
+    // Other listeners are untouched: query, metrics, gRPC ingest.
+    assert_eq!(c.get("/api/services").0, 200);
+    assert!(
+        grpc_export_ok(&c),
+        "gRPC ingest during the flood:\n{}",
+        c.log()
+    );
+    // Every slow client is cut off within the header timeout (1 s; generous bound).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut still_open = 0;
+    for s in &mut slow {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        if !closed_by_server(s, left) {
+            still_open += 1;
+        }
+    }
+    assert_eq!(still_open, 0, "slow clients held past the header timeout");
+    drop(slow);
+    // The OTLP/HTTP port serves again.
+    let body = request("after-flood", vec![span_on_day(10, 0)]).encode_to_vec();
+    assert_eq!(c.post_otlp(&body), 200, "{}", c.log());
+    let m = c.get("/metrics").1;
+    let refused = metric_with(
+        &m,
+        "meshtrace_collector_connections_refused_total",
+        "otlp.http_listen",
+    );
+    let header = metric_with(
+        &m,
+        "meshtrace_collector_connections_timed_out_total",
+        "reason=\"header\"",
+    );
+    eprintln!("refused {refused}, cut off at the header timeout {header}");
+    assert!(refused >= 1000, "{m}");
+    assert!(header >= 40, "{m}");
+}
+
+/// The value of the first series of `name` whose line contains `needle`.
+fn metric_with(text: &str, name: &str, needle: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[test]
+fn idle_silent_and_trickling_clients_are_timed_out() {
+    let c = Collector::start_opts(
+        meshtrace_testkit::scratch_path("collector"),
+        Opts {
+            yaml: Some(SHORT_LIMITS.into()),
+            ..Opts::default()
+        },
+    );
+    // Silent: connected to the gRPC port, never a byte (no HTTP/2 preface).
+    let mut silent = TcpStream::connect(("127.0.0.1", c.grpc_port)).unwrap();
+    // Idle: one request on a keep-alive connection, then nothing.
+    let mut idle = TcpStream::connect(("127.0.0.1", c.query_port)).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: q\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Trickling: a complete head, then a body that never finishes.
+    let mut trickle = TcpStream::connect(("127.0.0.1", c.otlp_port)).unwrap();
+    trickle
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\n0123456789")
+        .unwrap();
+    let t0 = Instant::now();
+    assert!(
+        closed_by_server(&mut silent, Duration::from_secs(30)),
+        "silent gRPC client held"
+    );
+    assert!(
+        closed_by_server(&mut idle, Duration::from_secs(30)),
+        "idle keep-alive held"
+    );
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = trickle.read_to_string(&mut answer);
+    eprintln!("all three ended after {:?}", t0.elapsed());
+    assert!(
+        answer.starts_with("HTTP/1.1 503")
+            && answer.contains("request_timeout")
+            && answer.to_lowercase().contains("retry-after: 1"),
+        "a trickling body gets a retryable 503 naming the limit: {answer:?}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "not before the timeouts"
+    );
+    let m = c.get("/metrics").1;
+    for reason in ["header", "idle", "request"] {
+        assert!(
+            metric_with(
+                &m,
+                "meshtrace_collector_connections_timed_out_total",
+                &format!("reason=\"{reason}\"")
+            ) >= 1,
+            "{reason}: {m}"
+        );
+    }
+    // Well-behaved clients are unaffected.
+    assert_eq!(c.get("/api/services").0, 200);
 }

@@ -19,6 +19,9 @@ pub struct Opts {
     pub http_port: Option<u16>,
     /// Another collector binary (benchmarks compare two builds side by side).
     pub bin: Option<PathBuf>,
+    /// A command that execs the collector (same process), e.g.
+    /// `["prlimit", "--nofile=1024:1024", "--"]`.
+    pub wrapper: Vec<String>,
 }
 
 impl Opts {
@@ -106,7 +109,15 @@ impl Collector {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(opts.bin.clone().unwrap_or_else(collector_bin));
+        let bin = opts.bin.clone().unwrap_or_else(collector_bin);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         if let Some(y) = yaml {
             let path = data_dir.join("collector.yaml");
             std::fs::write(&path, y).expect("config file");

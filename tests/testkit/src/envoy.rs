@@ -224,13 +224,25 @@ impl EnvoyBuilder {
                 }
             }
         }
-        clusters.push(cluster(
+        // The collector closes connections idle for server.idle_timeout (60 s): Envoy
+        // closes its own first, so no request is sent on a connection being closed.
+        let collector_cluster = |name: &str, port: u16| {
+            let mut c = cluster(name, &self.address, port);
+            c["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {"idle_timeout": "30s"},
+                    "explicit_http_config": {"http_protocol_options": {}}
+                }
+            });
+            c
+        };
+        clusters.push(collector_cluster(
             "meshtrace-collector",
-            &self.address,
             self.collector_port,
         ));
         if let Some(p) = self.sampling_port {
-            clusters.push(cluster("meshtrace-sampling", &self.address, p));
+            clusters.push(collector_cluster("meshtrace-sampling", p));
         }
         let (admin_address, admin_port) = match self.admin_port {
             Some(p) => (self.address.as_str(), p),
