@@ -4,6 +4,10 @@
 //! `meshtrace-proto` already has, and the codec is `crate::grpc::StrictCodec`,
 //! which answers an undecodable message `INVALID_ARGUMENT` (tonic's prost
 //! codec says `INTERNAL`, which OTLP clients would retry forever).
+//!
+//! The OTLP server is generated apart from the client: it takes the request's
+//! bytes (`crate::grpc::EncodedExport`), so the receiver can reserve what the
+//! message costs decoded before decoding it.
 
 use tonic_build::manual::{Builder, Method, Service};
 
@@ -38,6 +42,30 @@ fn main() {
                 .build(),
         )
         .build();
-    Builder::new().compile(&[trace, sampling]);
+    let trace_server = Service::builder()
+        .name("TraceService")
+        .package("opentelemetry.proto.collector.trace.v1")
+        .method(
+            Method::builder()
+                .name("export")
+                .route_name("Export")
+                .input_type("crate::grpc::EncodedExport")
+                .output_type(
+                    "meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceResponse",
+                )
+                .codec_path("crate::grpc::EncodedCodec")
+                .build(),
+        )
+        .build();
+    Builder::new().build_server(false).compile(&[trace]);
+    Builder::new().compile(&[sampling]);
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("raw");
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        println!("cargo::error=creating {}: {e}", out.display());
+    }
+    Builder::new()
+        .build_client(false)
+        .out_dir(&out)
+        .compile(&[trace_server]);
     println!("cargo::rerun-if-changed=build.rs");
 }

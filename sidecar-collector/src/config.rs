@@ -46,6 +46,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Limits and timeouts of every listener.
     pub server: ServerConfig,
+    /// The process's memory limits.
+    pub memory: MemoryConfig,
     /// Sidecar mode: where and how to forward.
     pub sidecar: SidecarConfig,
     /// Sampling strategies served to the filters and remote samplers.
@@ -77,6 +79,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             store: StoreConfig::default(),
             server: ServerConfig::default(),
+            memory: MemoryConfig::default(),
             sidecar: SidecarConfig::default(),
             sampling: SamplingConfig::default(),
             log_format: "text".into(),
@@ -160,6 +163,32 @@ impl Default for QueueConfig {
             max_bytes: 256 * 1024 * 1024,
             batch_timeout_ms: 0,
             num_workers: 0,
+        }
+    }
+}
+
+/// Memory bounded by configuration, whatever arrives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Resident size above which ingest and trace queries are refused
+    /// (retryably). 0: 80% of the memory cgroup's limit, none without one.
+    pub limit_bytes: u64,
+    /// Memory ingest requests may reserve at once while received and decoded
+    /// (their decoded size is estimated before decoding). 0: a quarter of the
+    /// process limit (4 MiB to 256 MiB), 256 MiB without one.
+    pub decode_bytes: u64,
+    /// How often the resident size is sampled.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            limit_bytes: 0,
+            decode_bytes: 0,
+            check_interval: Duration::from_millis(100),
         }
     }
 }
@@ -417,6 +446,26 @@ impl Config {
         }
         if self.queue.num_workers > 1024 {
             return Err(err("queue.num_workers", "at most 1024 (0: one per CPU)"));
+        }
+        if self.memory.check_interval.is_zero()
+            || self.memory.check_interval > Duration::from_secs(60)
+        {
+            return Err(err(
+                "memory.check_interval",
+                "must be more than 0s and at most 60s",
+            ));
+        }
+        if self.memory.decode_bytes != 0 && self.memory.decode_bytes < 1024 * 1024 {
+            return Err(err(
+                "memory.decode_bytes",
+                "must be 0 (automatic) or at least 1048576",
+            ));
+        }
+        if self.memory.limit_bytes != 0 && self.memory.limit_bytes < 16 * 1024 * 1024 {
+            return Err(err(
+                "memory.limit_bytes",
+                "must be 0 (automatic) or at least 16777216",
+            ));
         }
         if self.server.max_connections == 0 {
             return Err(err("server.max_connections", "must be at least 1"));

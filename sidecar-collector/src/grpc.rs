@@ -8,12 +8,62 @@ use std::marker::PhantomData;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// OTLP `TraceService` server and client.
+/// OTLP `TraceService` client.
 pub mod trace {
     include!(concat!(
         env!("OUT_DIR"),
         "/opentelemetry.proto.collector.trace.v1.TraceService.rs"
     ));
+}
+
+/// OTLP `TraceService` server taking the request's bytes ([`EncodedExport`]).
+pub mod trace_server {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/raw/opentelemetry.proto.collector.trace.v1.TraceService.rs"
+    ));
+}
+
+/// An `ExportTraceServiceRequest` still encoded (decompressed, size-checked).
+#[derive(Debug, Clone)]
+pub struct EncodedExport(pub bytes::Bytes);
+
+/// Decodes nothing: the message's bytes; encodes responses with prost.
+#[derive(Debug)]
+pub struct EncodedCodec<E, D>(PhantomData<(E, D)>);
+
+impl<E, D> Default for EncodedCodec<E, D> {
+    fn default() -> Self {
+        EncodedCodec(PhantomData)
+    }
+}
+
+/// Hands over the message bytes.
+#[derive(Debug)]
+pub struct EncodedDecoder;
+
+impl Decoder for EncodedDecoder {
+    type Item = EncodedExport;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<EncodedExport>, Status> {
+        Ok(Some(EncodedExport(src.copy_to_bytes(src.remaining()))))
+    }
+}
+
+impl<E> Codec for EncodedCodec<E, EncodedExport>
+where
+    E: prost::Message + Send + 'static,
+{
+    type Encode = E;
+    type Decode = EncodedExport;
+    type Encoder = StrictEncoder<E>;
+    type Decoder = EncodedDecoder;
+    fn encoder(&mut self) -> StrictEncoder<E> {
+        StrictEncoder(PhantomData)
+    }
+    fn decoder(&mut self) -> EncodedDecoder {
+        EncodedDecoder
+    }
 }
 
 /// Jaeger `SamplingManager` server and client.

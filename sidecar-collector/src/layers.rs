@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("grpc", &[]),
     ("listen", &["telemetry"]),
+    ("memory", &["telemetry"]),
     ("ingest", &["model"]),
     ("store", &["model"]),
     ("sampling", &["telemetry", "grpc"]),
@@ -26,9 +27,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sampling",
             "telemetry",
             "model",
+            "memory",
         ],
     ),
-    ("receiver", &["sink", "grpc"]),
+    ("receiver", &["sink", "grpc", "memory"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -14,6 +14,7 @@ pub mod ingest;
 #[cfg(test)]
 mod layers;
 pub mod listen;
+pub mod memory;
 pub mod model;
 pub mod pipeline;
 pub mod query;

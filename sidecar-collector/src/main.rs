@@ -7,6 +7,7 @@ use meshtrace_collector::config::{parse_duration, Config, Mode, ServerConfig};
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
 use meshtrace_collector::ingest::{Redaction, TimeWindow};
 use meshtrace_collector::listen;
+use meshtrace_collector::memory;
 use meshtrace_collector::pipeline::{Pipeline, PipelineSettings};
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
@@ -199,8 +200,43 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cfg))
 }
 
+/// The memory limiter and the largest message it lets in: `memory.limit_bytes`
+/// (0: 80% of the cgroup's limit), `memory.decode_bytes` (0: a quarter of
+/// that, 4–256 MiB), and `otlp.max_message_bytes` lowered to the decode budget.
+fn memory_limits(cfg: &Config, telemetry: &Telemetry) -> (Arc<memory::MemoryLimiter>, usize) {
+    const MIB: u64 = 1024 * 1024;
+    let limit = match cfg.memory.limit_bytes {
+        0 => memory::cgroup_limit().map(|l| l / 5 * 4),
+        n => Some(n),
+    };
+    let decode = match (cfg.memory.decode_bytes, limit) {
+        (0, Some(l)) => (l / 4).clamp(4 * MIB, 256 * MIB),
+        (0, None) => 256 * MIB,
+        (n, _) => n,
+    };
+    let mut max_message = cfg.otlp.max_message_bytes;
+    if max_message as u64 > decode {
+        tracing::warn!(
+            configured = max_message,
+            used = decode,
+            "otlp.max_message_bytes lowered to memory.decode_bytes: a larger message could never be decoded"
+        );
+        max_message = decode as usize;
+    }
+    tracing::info!(
+        limit_bytes = limit.unwrap_or(0),
+        decode_bytes = decode,
+        max_message_bytes = max_message,
+        "memory limits"
+    );
+    let limiter = memory::MemoryLimiter::new(decode, limit, telemetry.metrics.memory.clone());
+    (limiter, max_message)
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
+    let (limiter, max_message_bytes) = memory_limits(&cfg, &telemetry);
+    let memory_sampler = limiter.spawn_sampler(cfg.memory.check_interval);
     let sampling_metrics = telemetry.metrics.sampling.clone();
     // Strategies first: a bad file stops start-up before any port is bound.
     let strategies = Arc::new(
@@ -380,15 +416,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         target,
         redaction: Arc::new(Redaction::new(&cfg.redaction.keys, &cfg.redaction.allow)),
     };
+    let reserve = axum::middleware::from_fn_with_state(
+        memory::IngestMemory {
+            limiter: limiter.clone(),
+            max_message_bytes: max_message_bytes as u64,
+        },
+        memory::reserve_request,
+    );
     let http_app = http::router(HttpState {
         sink: sink.clone(),
-        max_message_bytes: cfg.otlp.max_message_bytes,
+        max_message_bytes,
     })
+    .route_layer(reserve.clone())
     .merge(telemetry::health_router(telemetry.clone()));
-    let grpc_service = grpc::service(
-        GrpcReceiver { sink: sink.clone() },
-        cfg.otlp.max_message_bytes,
-    );
+    let grpc_service = grpc::service(GrpcReceiver { sink: sink.clone() }, max_message_bytes);
     drop(sink);
     let limits = connection_limits(&cfg.server);
     let conns = telemetry.metrics.connections.clone();
@@ -403,7 +444,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             stop,
         ))
     };
-    let grpc_app = tonic::service::Routes::new(grpc_service).into_axum_router();
+    let grpc_app = tonic::service::Routes::new(grpc_service)
+        .into_axum_router()
+        .route_layer(reserve);
     let sampling_grpc_app =
         tonic::service::Routes::new(sampling::grpc_service(provider.clone())).into_axum_router();
     let sampling_app =
@@ -441,6 +484,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     for s in servers {
         let _ = s.await;
     }
+    memory_sampler.abort();
     for t in [
         reloader,
         adaptive_task,

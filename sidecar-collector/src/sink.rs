@@ -2,11 +2,52 @@
 //! collector (sidecar). The receivers answer once the sink has taken them.
 
 use crate::forward::Forwarder;
+use crate::ingest::cost::{decoded_cost, json_cost};
 use crate::ingest::{records_from_request, retain_valid, span_count, Redaction, TimeWindow};
+use crate::memory::{MemoryError, RequestMemory};
 use crate::pipeline::{Pipeline, SubmitError};
 use crate::telemetry::Counters;
+use bytes::Bytes;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use std::sync::Arc;
+
+/// How an export's bytes are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// Why an export was not taken; each receiver answers it in its protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not an `ExportTraceServiceRequest` (HTTP 400, gRPC `INVALID_ARGUMENT`).
+    #[error("{0}")]
+    Malformed(String),
+    /// Could never fit (HTTP 413, gRPC `OUT_OF_RANGE`).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Retry later (HTTP 503 + `Retry-After`, gRPC `UNAVAILABLE`).
+    #[error("{0}")]
+    Retry(String),
+}
+
+impl From<MemoryError> for Refusal {
+    fn from(e: MemoryError) -> Self {
+        if e.retryable() {
+            Refusal::Retry(e.to_string())
+        } else {
+            Refusal::TooLarge(e.to_string())
+        }
+    }
+}
+
+impl From<SubmitError> for Refusal {
+    fn from(e: SubmitError) -> Self {
+        Refusal::Retry(e.to_string())
+    }
+}
 
 #[derive(Clone)]
 pub struct Sink {
@@ -45,12 +86,41 @@ impl Sink {
         }
     }
 
-    /// Takes a request; `Err` means "retry later". Every mode counts what it
-    /// received and rejected here, once per request.
+    /// Takes an encoded export: its decoded size is estimated from the wire
+    /// bytes and reserved (with the bytes themselves) before it is decoded;
+    /// the reservation ends once its spans are queued.
+    pub async fn accept_encoded(
+        &self,
+        raw: Bytes,
+        encoding: Encoding,
+        memory: Option<RequestMemory>,
+    ) -> Result<Accepted, Refusal> {
+        let cost = match encoding {
+            Encoding::Protobuf => {
+                decoded_cost(&raw).map_err(|e| Refusal::Malformed(e.to_string()))?
+            }
+            Encoding::Json => json_cost(&raw),
+        };
+        if let Some(m) = &memory {
+            m.grow_to(raw.len() as u64 + cost).await?;
+        }
+        let req = match encoding {
+            Encoding::Protobuf => ExportTraceServiceRequest::decode(raw)
+                .map_err(|e| Refusal::Malformed(e.to_string()))?,
+            Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
+                .map_err(|e| Refusal::Malformed(e.to_string()))?,
+        };
+        self.accept(req, memory).await
+    }
+
+    /// Takes a decoded request; `memory` (its reservation) ends once its spans
+    /// are queued. Every mode counts what it received and rejected here, once
+    /// per request.
     pub async fn accept(
         &self,
         mut req: ExportTraceServiceRequest,
-    ) -> Result<Accepted, SubmitError> {
+        memory: Option<RequestMemory>,
+    ) -> Result<Accepted, Refusal> {
         let c = self.counters();
         c.spans_received.inc_by(span_count(&req));
         c.attributes_redacted.inc_by(self.redaction.apply(&mut req));
@@ -65,6 +135,10 @@ impl Sink {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as i64);
                 let ingested = records_from_request(req, indexed_tags, Some((*window, now_us)));
+                // The decoded request is gone; the records are bounded by queue.max_bytes.
+                if let Some(m) = &memory {
+                    m.release().await;
+                }
                 c.spans_rejected.inc_by(ingested.rejected);
                 let tally = adaptive.as_ref().map(|a| {
                     a.tally(ingested.records.iter().filter_map(|r| {
@@ -93,6 +167,9 @@ impl Sink {
                 c.spans_rejected.inc_by(rejected);
                 if n > 0 {
                     f.enqueue(req)?;
+                }
+                if let Some(m) = &memory {
+                    m.release().await;
                 }
                 Ok(Accepted { rejected, message })
             }

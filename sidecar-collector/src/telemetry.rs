@@ -238,6 +238,56 @@ impl ConnectionMetrics {
     }
 }
 
+/// Labels of a refusal series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `too_large` (could never fit), `busy` (the decode budget is taken),
+    /// `over_limit` (the process is over memory.limit_bytes).
+    pub reason: String,
+}
+
+/// The memory limiter's state.
+#[derive(Debug, Default)]
+pub struct MemoryMetrics {
+    /// memory.decode_bytes.
+    pub decode_budget_bytes: UGauge,
+    /// Bytes of the decode budget reserved now.
+    pub decode_in_use_bytes: UGauge,
+    /// memory.limit_bytes (0: none).
+    pub limit_bytes: UGauge,
+    /// Requests refused by the memory limits.
+    pub refused: Family<RefusalLabels, Counter>,
+}
+
+impl MemoryMetrics {
+    fn register(&self, r: &mut Registry) {
+        let m = r.sub_registry_with_prefix("memory");
+        m.register_with_unit(
+            "decode_budget",
+            "memory.decode_bytes: memory requests may reserve while received and decoded",
+            Unit::Bytes,
+            self.decode_budget_bytes.clone(),
+        );
+        m.register_with_unit(
+            "decode_in_use",
+            "Bytes of the decode budget reserved by requests now",
+            Unit::Bytes,
+            self.decode_in_use_bytes.clone(),
+        );
+        m.register_with_unit(
+            "limit",
+            "memory.limit_bytes: above this resident size ingest and queries are refused (0: no limit)",
+            Unit::Bytes,
+            self.limit_bytes.clone(),
+        );
+        m.register(
+            "refused",
+            "Requests refused by the memory limits, by reason",
+            self.refused.clone(),
+        );
+    }
+}
+
 /// Labels of a query-latency series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -259,6 +309,7 @@ pub struct Metrics {
     pub counters: Arc<Counters>,
     pub sampling: Arc<SamplingMetrics>,
     pub connections: Arc<ConnectionMetrics>,
+    pub memory: Arc<MemoryMetrics>,
     /// Query API latency by endpoint.
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -269,6 +320,7 @@ impl Default for Metrics {
             counters: Arc::default(),
             sampling: Arc::default(),
             connections: Arc::default(),
+            memory: Arc::default(),
             query_duration: Family::new_with_constructor(query_histogram),
         }
     }
@@ -292,6 +344,7 @@ impl Telemetry {
             metrics.counters.register(collector);
             metrics.sampling.register(collector);
             metrics.connections.register(collector);
+            metrics.memory.register(collector);
             collector.register_with_unit(
                 "query_duration",
                 "Query API latency by endpoint and status class",

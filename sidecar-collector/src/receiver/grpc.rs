@@ -1,13 +1,17 @@
 //! OTLP gRPC `opentelemetry.proto.collector.trace.v1.TraceService/Export` on
-//! the generated tonic server. A malformed message answers `INVALID_ARGUMENT`
-//! saying what is wrong (the codec in `crate::grpc`); an oversized one
-//! `OUT_OF_RANGE`; a full queue or a failing store `UNAVAILABLE` (retryable per
-//! the OTLP spec); invalid spans are reported in `partial_success`.
+//! the generated tonic server, which hands over the message's bytes: the sink
+//! reserves what they cost decoded before decoding them. A malformed message
+//! answers `INVALID_ARGUMENT` saying what is wrong; an oversized one, or one
+//! that could never fit in memory, `OUT_OF_RANGE`; a full queue, a failing
+//! store or the memory limit `UNAVAILABLE` (retryable per the OTLP spec);
+//! invalid spans are reported in `partial_success`.
 
-use crate::grpc::trace::trace_service_server::{TraceService, TraceServiceServer};
-use crate::sink::Sink;
+use crate::grpc::trace_server::trace_service_server::{TraceService, TraceServiceServer};
+use crate::grpc::EncodedExport;
+use crate::memory::RequestMemory;
+use crate::sink::{Encoding, Refusal, Sink};
 use meshtrace_proto::otlp::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -20,13 +24,21 @@ pub struct GrpcReceiver {
 impl TraceService for GrpcReceiver {
     async fn export(
         &self,
-        request: Request<ExportTraceServiceRequest>,
+        request: Request<EncodedExport>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let memory = request.extensions().get::<RequestMemory>().cloned();
+        let raw = request.into_inner().0;
         let accepted = self
             .sink
-            .accept(request.into_inner())
+            .accept_encoded(raw, Encoding::Protobuf, memory)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| match e {
+                Refusal::Malformed(m) => Status::invalid_argument(format!(
+                    "malformed ExportTraceServiceRequest protobuf: {m}"
+                )),
+                Refusal::TooLarge(m) => Status::out_of_range(m),
+                Refusal::Retry(m) => Status::unavailable(m),
+            })?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (accepted.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: accepted.rejected as i64,

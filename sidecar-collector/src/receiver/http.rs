@@ -1,16 +1,19 @@
-//! OTLP/HTTP `POST /v1/traces` (protobuf, gzip). Answers after the spans are
-//! committed; a full queue or a failing store answers 503 with `Retry-After`
-//! (retryable per the OTLP spec), never a silent drop.
+//! OTLP/HTTP `POST /v1/traces` (protobuf or JSON, gzip). Answers after the
+//! spans are committed; a full queue, a failing store or the memory limit
+//! answers 503 with `Retry-After` (retryable per the OTLP spec), never a
+//! silent drop; what could never fit in memory 413. A gzip body is inflated in
+//! steps, each reserved in memory first.
 
-use crate::sink::Sink;
+use crate::memory::RequestMemory;
+use crate::sink::{Encoding, Refusal, Sink};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use meshtrace_proto::otlp::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
 use std::io::Read;
@@ -33,14 +36,88 @@ fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], msg.into()).into_response()
 }
 
-async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Inflates a gzip body in steps, growing the request's memory reservation
+/// before each step; at most `max` bytes.
+async fn gunzip(
+    body: &[u8],
+    max: usize,
+    memory: Option<&RequestMemory>,
+) -> Result<Vec<u8>, Response> {
+    const STEP: usize = 256 * 1024;
+    let mut dec = flate2::read::GzDecoder::new(body).take(max as u64 + 1);
+    let mut out = Vec::new();
+    loop {
+        if let Some(m) = memory {
+            m.grow_to((body.len() + out.len() + STEP) as u64)
+                .await
+                .map_err(|e| refused(Refusal::from(e)))?;
+        }
+        let before = out.len();
+        out.resize(before + STEP, 0);
+        let n = match read_some(&mut dec, &mut out[before..]) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid gzip body: {e}"),
+                ))
+            }
+        };
+        out.truncate(before + n);
+        if out.len() > max {
+            return Err(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body exceeds otlp.max_message_bytes ({max} bytes)"),
+            ));
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// Fills as much of `buf` as the reader gives before it ends.
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+fn refused(e: Refusal) -> Response {
+    match e {
+        Refusal::Malformed(m) => plain(StatusCode::BAD_REQUEST, m),
+        Refusal::TooLarge(m) => plain(StatusCode::PAYLOAD_TOO_LARGE, m),
+        Refusal::Retry(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::RETRY_AFTER, "1"),
+                (header::CONTENT_TYPE, "text/plain"),
+            ],
+            m,
+        )
+            .into_response(),
+    }
+}
+
+async fn export(
+    State(st): State<HttpState>,
+    memory: Option<Extension<RequestMemory>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let memory = memory.map(|Extension(m)| m);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let json = match content_type.split(';').next().unwrap_or("").trim() {
-        "application/x-protobuf" => false,
-        "application/json" => true,
+    let encoding = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
         _ => {
             return plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,50 +132,24 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) ->
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let raw = if gzip {
-        let mut out = Vec::new();
-        let mut dec =
-            flate2::read::GzDecoder::new(body.as_ref()).take(st.max_message_bytes as u64 + 1);
-        if let Err(e) = dec.read_to_end(&mut out) {
-            return plain(StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}"));
+        match gunzip(&body, st.max_message_bytes, memory.as_ref()).await {
+            Ok(out) => Bytes::from(out),
+            Err(r) => return r,
         }
-        if out.len() > st.max_message_bytes {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("decompressed body exceeds {} bytes", st.max_message_bytes),
-            );
-        }
-        Bytes::from(out)
     } else {
         body
     };
-    let decoded = if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&raw).map_err(|e| e.to_string())
-    } else {
-        ExportTraceServiceRequest::decode(raw).map_err(|e| e.to_string())
-    };
-    let req = match decoded {
-        Ok(r) => r,
-        Err(e) => {
+    let json = encoding == Encoding::Json;
+    let accepted = match st.sink.accept_encoded(raw, encoding, memory).await {
+        Ok(a) => a,
+        Err(Refusal::Malformed(m)) => {
             let kind = if json { "OTLP/JSON" } else { "protobuf" };
             return plain(
                 StatusCode::BAD_REQUEST,
-                format!("body is not a {kind} ExportTraceServiceRequest: {e}"),
+                format!("body is not a {kind} ExportTraceServiceRequest: {m}"),
             );
         }
-    };
-    let accepted = match st.sink.accept(req).await {
-        Ok(a) => a,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [
-                    (header::RETRY_AFTER, "1"),
-                    (header::CONTENT_TYPE, "text/plain"),
-                ],
-                e.to_string(),
-            )
-                .into_response();
-        }
+        Err(e) => return refused(e),
     };
     let resp = ExportTraceServiceResponse {
         partial_success: (accepted.rejected > 0).then_some(ExportTracePartialSuccess {

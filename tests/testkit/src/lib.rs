@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bench;
+pub mod cgroup;
 pub mod collector;
 pub mod envoy;
 pub mod http;

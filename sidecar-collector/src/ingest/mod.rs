@@ -1,6 +1,8 @@
 //! OTLP export requests → storable records, with the OTLP spec's partial
 //! success: invalid spans are rejected and counted, the rest are kept.
 
+pub mod cost;
+
 use crate::model::{service_of, validate, Origin, SpanRecord};
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
