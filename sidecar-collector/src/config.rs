@@ -126,12 +126,21 @@ impl Default for OtlpConfig {
 pub struct QueryConfig {
     /// Jaeger query API listen address.
     pub listen: String,
+    /// Traces per answer at most (a larger `limit` or more `traceID`s are cut, with a warning).
+    pub max_traces: usize,
+    /// Spans per answer at most (traces past it are cut, with a warning).
+    pub max_spans: usize,
+    /// Trace answers built at once; more wait up to 10 s, then get 503.
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             listen: "127.0.0.1:16686".into(),
+            max_traces: 1500,
+            max_spans: 100_000,
+            max_concurrent: 2,
         }
     }
 }
@@ -466,6 +475,15 @@ impl Config {
                 "memory.limit_bytes",
                 "must be 0 (automatic) or at least 16777216",
             ));
+        }
+        for (key, v) in [
+            ("query.max_traces", self.query.max_traces),
+            ("query.max_spans", self.query.max_spans),
+            ("query.max_concurrent", self.query.max_concurrent),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
         }
         if self.server.max_connections == 0 {
             return Err(err("server.max_connections", "must be at least 1"));

@@ -17,7 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sampling", &["telemetry", "grpc"]),
     ("pipeline", &["model", "store", "telemetry"]),
     ("forward", &["ingest", "pipeline", "telemetry"]),
-    ("query", &["model", "store", "telemetry"]),
+    ("query", &["model", "store", "telemetry", "memory"]),
     (
         "sink",
         &[

@@ -320,6 +320,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("starting the span writer thread")?;
         let app = query::router(QueryState {
             store: store.clone(),
+            budget: query::answer::Budget::new(
+                cfg.query.max_traces,
+                cfg.query.max_spans,
+                cfg.query.max_concurrent,
+                Some(limiter.clone()),
+            ),
         })
         .route_layer(axum::middleware::from_fn_with_state(
             telemetry.clone(),

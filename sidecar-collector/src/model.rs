@@ -183,6 +183,8 @@ pub struct StoredSpan {
 pub struct StoredTrace {
     pub trace_id: [u8; 16],
     pub spans: Vec<StoredSpan>,
+    /// Spans were left out: the answer reached its span budget.
+    pub truncated: bool,
 }
 
 /// An attribute value as text, for indexing and tag matching. Arrays and

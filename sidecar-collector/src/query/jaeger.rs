@@ -102,39 +102,64 @@ fn dedupe_span_ids(t: &StoredTrace) -> Vec<(Vec<u8>, Vec<u8>)> {
     ids
 }
 
-/// One trace in Jaeger's JSON.
-pub fn trace_json(t: &StoredTrace) -> j::Trace {
-    let trace_id = hex(&t.trace_id);
-    // One process per distinct resource (origins differing only in scope share one).
-    let mut processes: BTreeMap<String, j::Process> = BTreeMap::new();
-    let mut process_of: Vec<(Arc<Origin>, String)> = Vec::new();
-    let ids = dedupe_span_ids(t);
-    let mut out = Vec::with_capacity(t.spans.len());
-    for (s, (span_id, parent_id)) in t.spans.iter().zip(ids) {
-        let found = process_of
-            .iter()
-            .find(|(o, _)| Arc::ptr_eq(o, &s.origin) || o.resource == s.origin.resource);
-        let pid = match found {
-            Some((_, id)) => id.clone(),
-            None => {
-                let id = format!("p{}", process_of.len() + 1);
-                processes.insert(
-                    id.clone(),
-                    j::Process {
-                        service_name: service_of(&s.origin.resource),
-                        tags: tags(
-                            s.origin
-                                .resource
-                                .attributes
-                                .iter()
-                                .filter(|a| a.key != semconv::SERVICE_NAME),
-                        ),
-                    },
-                );
-                process_of.push((s.origin.clone(), id.clone()));
-                id
-            }
-        };
+/// A trace prepared for Jaeger's JSON: its processes (one per distinct
+/// resource; origins differing only in scope share one), each span's process
+/// and its (de-duplicated) ids. Spans are rendered one at a time from it.
+pub struct TraceJson<'a> {
+    t: &'a StoredTrace,
+    trace_id: String,
+    ids: Vec<(Vec<u8>, Vec<u8>)>,
+    processes: BTreeMap<String, j::Process>,
+    pids: Vec<String>,
+}
+
+impl<'a> TraceJson<'a> {
+    pub fn new(t: &'a StoredTrace) -> TraceJson<'a> {
+        let mut processes: BTreeMap<String, j::Process> = BTreeMap::new();
+        let mut process_of: Vec<(Arc<Origin>, String)> = Vec::new();
+        let mut pids = Vec::with_capacity(t.spans.len());
+        for s in &t.spans {
+            let found = process_of
+                .iter()
+                .find(|(o, _)| Arc::ptr_eq(o, &s.origin) || o.resource == s.origin.resource);
+            let pid = match found {
+                Some((_, id)) => id.clone(),
+                None => {
+                    let id = format!("p{}", process_of.len() + 1);
+                    processes.insert(
+                        id.clone(),
+                        j::Process {
+                            service_name: service_of(&s.origin.resource),
+                            tags: tags(
+                                s.origin
+                                    .resource
+                                    .attributes
+                                    .iter()
+                                    .filter(|a| a.key != semconv::SERVICE_NAME),
+                            ),
+                        },
+                    );
+                    process_of.push((s.origin.clone(), id.clone()));
+                    id
+                }
+            };
+            pids.push(pid);
+        }
+        TraceJson {
+            t,
+            trace_id: hex(&t.trace_id),
+            ids: dedupe_span_ids(t),
+            processes,
+            pids,
+        }
+    }
+
+    /// Span `i` in Jaeger's JSON model.
+    fn span(&self, i: usize) -> j::Span {
+        let s = &self.t.spans[i];
+        let (span_id, parent_id) = (self.ids[i].0.clone(), self.ids[i].1.clone());
+        let pid = self.pids[i].clone();
+        let trace_id = &self.trace_id;
         let sp = &s.span;
         let mut references = Vec::with_capacity(1 + sp.links.len());
         if !parent_id.is_empty() {
@@ -199,7 +224,7 @@ pub fn trace_json(t: &StoredTrace) -> j::Trace {
                 }
             })
             .collect();
-        out.push(j::Span {
+        j::Span {
             trace_id: trace_id.clone(),
             span_id: hex(&span_id),
             operation_name: sp.name.clone(),
@@ -214,14 +239,47 @@ pub fn trace_json(t: &StoredTrace) -> j::Trace {
             process_id: pid,
             warnings: None,
             flags: 1,
-        });
+        }
     }
-    j::Trace {
-        trace_id,
-        spans: out,
-        processes,
-        warnings: None,
+
+    /// The whole trace as one value.
+    pub fn build(self, warnings: Option<Vec<String>>) -> j::Trace {
+        let spans = (0..self.t.spans.len()).map(|i| self.span(i)).collect();
+        j::Trace {
+            trace_id: self.trace_id,
+            spans,
+            processes: self.processes,
+            warnings,
+        }
     }
+
+    /// Writes the trace's JSON (the same text `build` serializes to), one span
+    /// at a time: no whole-trace model in memory.
+    pub fn write(
+        &self,
+        w: &mut impl std::io::Write,
+        warnings: Option<&[String]>,
+    ) -> std::io::Result<()> {
+        w.write_all(b"{\"traceID\":")?;
+        serde_json::to_writer(&mut *w, &self.trace_id)?;
+        w.write_all(b",\"spans\":[")?;
+        for i in 0..self.t.spans.len() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *w, &self.span(i))?;
+        }
+        w.write_all(b"],\"processes\":")?;
+        serde_json::to_writer(&mut *w, &self.processes)?;
+        w.write_all(b",\"warnings\":")?;
+        serde_json::to_writer(&mut *w, &warnings)?;
+        w.write_all(b"}")
+    }
+}
+
+/// One trace in Jaeger's JSON.
+pub fn trace_json(t: &StoredTrace) -> j::Trace {
+    TraceJson::new(t).build(None)
 }
 
 #[cfg(test)]
@@ -282,6 +340,7 @@ mod tests {
         });
         child.trace_state = "vendor=x".into();
         let trace = StoredTrace {
+            truncated: false,
             trace_id: [1; 16],
             spans: vec![
                 StoredSpan {
@@ -323,6 +382,7 @@ mod tests {
         let server = span(1, 2, 1, "serve", BASE_NS + 1, 8, 200);
         let child = span(1, 3, 2, "db", BASE_NS + 2, 1, 200);
         let trace = StoredTrace {
+            truncated: false,
             trace_id: [1; 16],
             spans: vec![
                 StoredSpan {
@@ -349,5 +409,39 @@ mod tests {
         );
         assert_eq!(parent(1), t.spans[0].span_id, "server under client");
         assert_eq!(parent(2), t.spans[1].span_id, "child under the server span");
+    }
+
+    #[test]
+    fn written_one_span_at_a_time_is_the_same_json() {
+        let mut child = span(2, 2, 1, "child", BASE_NS + 5, 10, 500);
+        child.kind = 2;
+        let trace = StoredTrace {
+            truncated: true,
+            trace_id: [2; 16],
+            spans: vec![
+                StoredSpan {
+                    span: span(2, 1, 0, "root", BASE_NS, 100, 200),
+                    origin: origin("a", "scope"),
+                },
+                StoredSpan {
+                    span: child,
+                    origin: origin("b", ""),
+                },
+            ],
+        };
+        let warnings = vec!["cut".to_string()];
+        let mut written = Vec::new();
+        TraceJson::new(&trace)
+            .write(&mut written, Some(&warnings))
+            .unwrap();
+        let built = serde_json::to_value(TraceJson::new(&trace).build(Some(warnings))).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(parsed, built);
+        let mut none = Vec::new();
+        TraceJson::new(&trace).write(&mut none, None).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&none).unwrap(),
+            serde_json::to_value(trace_json(&trace)).unwrap()
+        );
     }
 }

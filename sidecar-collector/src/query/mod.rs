@@ -2,6 +2,7 @@
 //! data source work unchanged. Reads through the store's reader interface;
 //! answers are `meshtrace_proto::jaeger_json` structs serialized directly.
 
+pub mod answer;
 pub mod duration;
 pub mod jaeger;
 mod params;
@@ -22,6 +23,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct QueryState {
     pub store: Arc<dyn SpanReader>,
+    /// What one trace answer may hold, and how many run at once.
+    pub budget: answer::Budget,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -245,9 +248,19 @@ async fn trace(
             &format!("{id:?} is not a trace id (1 to 32 hex characters)"),
         );
     };
-    match blocking(move || st.store.traces(&[tid])).await {
-        Ok(traces) if traces.is_empty() => error(StatusCode::NOT_FOUND, "trace not found"),
-        Ok(traces) => data(traces.iter().map(jaeger::trace_json).collect(), f.pretty()),
+    let slot = match st.budget.slot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let max_spans = st.budget.max_spans;
+    match blocking(move || st.store.traces_within(&[tid], max_spans)).await {
+        Ok(set) if set.traces.is_empty() && set.left_out == 0 => {
+            error(StatusCode::NOT_FOUND, "trace not found")
+        }
+        Ok(set) => {
+            let w = answer::warnings(&set, 0, &st.budget);
+            answer::traces_answer(set, w, f.pretty(), slot)
+        }
         Err(r) => r,
     }
 }
@@ -258,14 +271,30 @@ async fn find_traces(State(st): State<QueryState>, Query(p): Query<SearchParams>
         Ok(s) => s,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
+    let slot = match st.budget.slot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let store = st.store.clone();
+    let (max_traces, max_spans) = (st.budget.max_traces, st.budget.max_spans);
     match blocking(move || match search {
-        Search::Ids(ids) => store.traces(&ids),
-        Search::Query(q) => store.find_traces(&q),
+        Search::Ids(mut ids) => {
+            let dropped = ids.len().saturating_sub(max_traces);
+            ids.truncate(max_traces);
+            Ok((store.traces_within(&ids, max_spans)?, dropped))
+        }
+        Search::Query(mut q) => {
+            q.limit = q.limit.min(max_traces);
+            let ids = store.find_trace_ids(&q)?;
+            Ok((store.traces_within(&ids, max_spans)?, 0))
+        }
     })
     .await
     {
-        Ok(traces) => data(traces.iter().map(jaeger::trace_json).collect(), pretty),
+        Ok((set, dropped)) => {
+            let w = answer::warnings(&set, dropped, &st.budget);
+            answer::traces_answer(set, w, pretty, slot)
+        }
         Err(r) => r,
     }
 }

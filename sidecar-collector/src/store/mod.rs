@@ -22,6 +22,14 @@ pub struct TraceQuery {
     pub limit: usize,
 }
 
+/// Traces read within a span budget.
+#[derive(Debug, Default)]
+pub struct TraceSet {
+    pub traces: Vec<StoredTrace>,
+    /// Asked-for traces that have spans but none fit the budget.
+    pub left_out: usize,
+}
+
 /// A dependency edge: (parent service, child service, calls).
 pub type Edge = (String, String, u64);
 
@@ -50,8 +58,15 @@ pub trait SpanWriter: Send + Sync {
 pub trait SpanReader: Send + Sync {
     /// The traces with these ids, in the order asked, each with its spans in
     /// start order; ids with no stored span are left out. One pass over the
-    /// store for all of them.
-    fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError>;
+    /// store for all of them, holding at most `max_spans` spans: past that,
+    /// traces are marked `truncated` (and those with no span read yet are
+    /// counted in `left_out`).
+    fn traces_within(&self, ids: &[[u8; 16]], max_spans: usize) -> Result<TraceSet, StoreError>;
+
+    /// Every span of the traces with these ids (no budget).
+    fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError> {
+        Ok(self.traces_within(ids, usize::MAX)?.traces)
+    }
     /// Trace ids matching `q`, newest first, at most `q.limit`.
     fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError>;
     fn services(&self) -> Result<Vec<String>, StoreError>;

@@ -15,7 +15,7 @@
 //! flush to the kernel (`synchronous=NORMAL`): it survives a process crash,
 //! not a kernel crash or power loss.
 
-use super::{Edge, SpanReader, SpanWriter, StoreError, TraceQuery};
+use super::{Edge, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
 use crate::model::{span_matches_tag, Origin, SpanRecord, StoredSpan, StoredTrace};
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
@@ -428,14 +428,22 @@ impl SpanWriter for SqliteStore {
 /// Identity of a stored row for de-duplication: a retried export stores the
 /// same span twice (same id, same bytes); Zipkin-style spans share an id but
 /// differ, and both are kept.
-fn row_identity(span_id: &[u8], body: &[u8]) -> (Vec<u8>, u64) {
+fn row_identity(span_id: &[u8], body: &[u8]) -> (u64, u64) {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     body.hash(&mut h);
-    (span_id.to_vec(), h.finish())
+    let id = match <[u8; 8]>::try_from(span_id) {
+        Ok(b) => u64::from_be_bytes(b),
+        Err(_) => {
+            let mut k = std::collections::hash_map::DefaultHasher::new();
+            span_id.hash(&mut k);
+            k.finish()
+        }
+    };
+    (id, h.finish())
 }
 
 /// Spans of one trace as read (with their start), and the identities seen.
-type TraceRows = (Vec<(i64, StoredSpan)>, HashSet<(Vec<u8>, u64)>);
+type TraceRows = (Vec<(i64, StoredSpan)>, HashSet<(u64, u64)>);
 
 impl SqliteStore {
     /// Can the store take a write now (the directory takes a file)?
@@ -467,11 +475,14 @@ impl SqliteStore {
 }
 
 impl SpanReader for SqliteStore {
-    fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError> {
+    fn traces_within(&self, ids: &[[u8; 16]], max_spans: usize) -> Result<TraceSet, StoreError> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(TraceSet::default());
         }
         let mut by_id: HashMap<[u8; 16], TraceRows> = HashMap::with_capacity(ids.len());
+        // Over the budget, rows are not decoded: only whose they are is kept.
+        let mut held = 0usize;
+        let mut cut: HashSet<[u8; 16]> = HashSet::new();
         let mut origins = Origins::default();
         // Every partition: a trace may cross midnight (its spans are stored by their own start).
         for day in self.days_between(i64::MIN, i64::MAX) {
@@ -490,12 +501,17 @@ impl SpanReader for SqliteStore {
                         .map_err(rusqlite::Error::from)?
                         .try_into()
                         .map_err(corrupt)?;
+                    if held >= max_spans {
+                        cut.insert(trace_id);
+                        continue;
+                    }
                     let span_id = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
                     let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
                     let entry = by_id.entry(trace_id).or_default();
                     if !entry.1.insert(row_identity(span_id, body)) {
                         continue;
                     }
+                    held += 1;
                     let span = Span::decode(body).map_err(corrupt)?;
                     let origin = origins.get(c, day, row.get(3)?)?;
                     entry.0.push((row.get(4)?, StoredSpan { span, origin }));
@@ -504,7 +520,8 @@ impl SpanReader for SqliteStore {
             Ok(())
             })?;
         }
-        Ok(ids
+        let left_out = cut.iter().filter(|id| !by_id.contains_key(*id)).count();
+        let traces = ids
             .iter()
             .filter_map(|id| {
                 let (mut spans, _) = by_id.remove(id)?;
@@ -512,9 +529,11 @@ impl SpanReader for SqliteStore {
                 Some(StoredTrace {
                     trace_id: *id,
                     spans: spans.into_iter().map(|(_, s)| s).collect(),
+                    truncated: cut.contains(id),
                 })
             })
-            .collect())
+            .collect();
+        Ok(TraceSet { traces, left_out })
     }
 
     fn services(&self) -> Result<Vec<String>, StoreError> {

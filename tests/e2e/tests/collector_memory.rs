@@ -32,6 +32,16 @@ fn cgroup(name: &str, limit: u64) -> Option<MemoryCgroup> {
     }
 }
 
+/// The collector's peak resident size (VmHWM), MB.
+fn peak_rss_mb(c: &Collector) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", c.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
 /// `n` bytes of empty `ResourceSpans`: a valid export, two bytes each on the wire.
 fn empty_resource_spans(n: usize) -> Vec<u8> {
     [0x0a, 0x00].repeat(n / 2)
@@ -245,8 +255,9 @@ fn central_in_1gib_refuses_amplification_keeps_serving_and_loses_nothing() {
         .sum();
     let peak = cg.peak_bytes();
     eprintln!(
-        "central in 1 GiB: peak {} MB (page cache included), refused by the memory limits {refused}, OOM kills {}",
+        "central in 1 GiB: cgroup peak {} MB (page cache included), process peak {} MB, refused by the memory limits {refused}, OOM kills {}",
         peak / MIB as u64,
+        peak_rss_mb(&c),
         cg.oom_kills()
     );
     assert_eq!(cg.oom_kills(), 0);
@@ -315,10 +326,163 @@ fn sidecar_in_64mib_refuses_what_cannot_fit_and_delivers_what_it_acknowledged() 
     assert_all_found(&central, &acked, 20);
     let peak = cg.peak_bytes();
     eprintln!(
-        "sidecar in 64 MiB: peak {} MB, OOM kills {}",
+        "sidecar in 64 MiB: cgroup peak {} MB, process peak {} MB, OOM kills {}",
         peak / MIB as u64,
+        peak_rss_mb(&sidecar),
         cg.oom_kills()
     );
     assert_eq!(cg.oom_kills(), 0);
     drop(sidecar);
+}
+
+/// `n` spans of one trace in one request.
+fn big_trace_body(tid: [u8; 16], from: u64, n: u64) -> Vec<u8> {
+    let now = now_ns();
+    let spans = (from..from + n)
+        .map(|i| Span {
+            trace_id: tid.to_vec(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            parent_span_id: if i == 0 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
+            name: format!("op{}", i % 7),
+            kind: 2,
+            start_time_unix_nano: now + i,
+            end_time_unix_nano: now + i + 1000,
+            attributes: (0..5)
+                .map(|k| kv(&format!("attr.{k}"), &format!("value-{i}-{k}")))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    request("huge", spans).encode_to_vec()
+}
+
+/// GET with a long read timeout (a debug build answering 100k spans is slow): (status, body).
+fn get_big(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let t0 = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: q\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let m = meshtrace_testkit::http::read_message(&mut r)
+        .unwrap()
+        .expect("an answer");
+    let _ = r.read_to_end(&mut Vec::new());
+    eprintln!(
+        "GET {}…: {} in {:?}",
+        &path[..path.len().min(40)],
+        m.status(),
+        t0.elapsed()
+    );
+    (m.status(), String::from_utf8_lossy(&m.body).into_owned())
+}
+
+#[test]
+fn central_in_1gib_answers_huge_queries_within_budget_while_ingest_goes_on() {
+    let Some(cg) = cgroup("meshtrace-queries", 1 << 30) else {
+        return;
+    };
+    let c = Collector::start_opts(
+        meshtrace_testkit::scratch_path("central-queries"),
+        Opts {
+            wrapper: cg.wrapper(),
+            ..Opts::default()
+        },
+    );
+    // A trace of 120,000 spans (over query.max_spans, 100,000), and 2,000 small traces.
+    let huge = [0x77; 16];
+    for part in 0..24 {
+        let (status, text) = send(c.otlp_port, &[], &big_trace_body(huge, part * 5000, 5000));
+        assert_eq!(status, 200, "{text}");
+    }
+    let mut small = Vec::new();
+    for seq in 0..100u32 {
+        let mut body = Vec::new();
+        for k in 0..20 {
+            let s = seq * 20 + k;
+            body.extend(trace_body(3, s, 5));
+            small.push(trace_id(3, s));
+        }
+        let (status, text) = send(c.otlp_port, &[], &body);
+        assert_eq!(status, 200, "{text}");
+    }
+    let steady = Steady::start(c.otlp_port, 1);
+    let by_id = format!("/api/traces/{}", hex(&huge));
+    let unbounded = "/api/traces?service=steady&lookback=1h&limit=1000000000".to_string();
+    let thousand_ids = format!(
+        "/api/traces?{}",
+        small[..1000]
+            .iter()
+            .map(|t| format!("traceID={}", hex(t)))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    // One at a time: each answers within its budget, saying what it left out.
+    let (status, body) = get_big(c.query_port, &by_id);
+    assert_eq!(status, 200, "{}", &body[..body.len().min(300)]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let spans = v["data"][0]["spans"].as_array().unwrap().len();
+    let warning = v["data"][0]["warnings"][0]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    eprintln!(
+        "120k-span trace by id: {spans} spans, {} MB of JSON; warning: {warning}",
+        body.len() / MIB
+    );
+    assert_eq!(spans, 100_000, "query.max_spans");
+    assert!(warning.contains("query.max_spans"), "{warning}");
+    drop((body, v));
+    let (status, body) = get_big(c.query_port, &thousand_ids);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1000);
+    let (status, body) = get_big(c.query_port, &unbounded);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let n = v["data"].as_array().unwrap().len();
+    assert!((1..=1500).contains(&n), "query.max_traces: {n}");
+    // Eight at once: they run four at a time; each is answered, or told to retry.
+    let paths = [
+        &by_id,
+        &thousand_ids,
+        &unbounded,
+        &by_id,
+        &thousand_ids,
+        &by_id,
+        &unbounded,
+        &by_id,
+    ];
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = paths
+            .iter()
+            .map(|p| s.spawn(|| get_big(c.query_port, p).0))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    eprintln!("eight heavy queries at once: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200));
+    let acked = steady.stop();
+    assert!(!acked.is_empty(), "ingest went on during the queries");
+    assert_all_found(&c, &acked, 20);
+    eprintln!(
+        "central in 1 GiB with huge queries: cgroup peak {} MB (page cache included), process peak {} MB, OOM kills {}",
+        cg.peak_bytes() / MIB as u64,
+        peak_rss_mb(&c),
+        cg.oom_kills()
+    );
+    assert_eq!(cg.oom_kills(), 0);
+    assert_eq!(c.get("/healthz").0, 200);
 }
