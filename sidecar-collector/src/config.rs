@@ -132,6 +132,9 @@ pub struct QueryConfig {
     pub max_spans: usize,
     /// Trace answers built at once; more wait up to 10 s, then get 503.
     pub max_concurrent: usize,
+    /// A query not answered within this gets 503 (instead of `server.request_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for QueryConfig {
@@ -141,6 +144,7 @@ impl Default for QueryConfig {
             max_traces: 1500,
             max_spans: 100_000,
             max_concurrent: 2,
+            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -215,7 +219,9 @@ pub struct ServerConfig {
     /// A connection with nothing in flight and no bytes moving is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// A request not answered within this gets a retryable 503 (gRPC `UNAVAILABLE`).
+    /// A request not answered within this gets a retryable 503 (gRPC
+    /// `UNAVAILABLE`): an export is acknowledged in time or not at all (OTel
+    /// SDKs give up after 10 s). The query port uses `query.timeout`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 }
@@ -226,7 +232,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -492,6 +498,7 @@ impl Config {
             ("server.header_timeout", self.server.header_timeout),
             ("server.idle_timeout", self.server.idle_timeout),
             ("server.request_timeout", self.server.request_timeout),
+            ("query.timeout", self.query.timeout),
         ] {
             if d.is_zero() || d > Duration::from_secs(86_400) {
                 return Err(err(key, "must be more than 0s and at most 24h"));

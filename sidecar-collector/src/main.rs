@@ -439,12 +439,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     drop(sink);
     let limits = connection_limits(&cfg.server);
     let conns = telemetry.metrics.connections.clone();
+    // Queries may take longer than an export should (an OTel SDK gives up after 10 s).
+    let query_limits = listen::Limits {
+        request_timeout: cfg.query.timeout,
+        ..limits
+    };
     let serve = |name: &'static str, listener, app, stop| {
         tokio::spawn(listen::serve(
             name,
             listener,
             app,
-            limits,
+            if name == "query.listen" {
+                query_limits
+            } else {
+                limits
+            },
             listen::Plain,
             conns.clone(),
             stop,
