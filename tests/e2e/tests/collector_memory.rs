@@ -507,7 +507,9 @@ fn central_in_1gib_under_1500_connections_acknowledges_in_time_and_loses_nothing
     );
     let port = c.otlp_port;
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<([u8; 16], f64)>>> = Arc::default();
+    // (trace id, seconds to its acknowledgement)
+    type Acked = Vec<([u8; 16], f64)>;
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let statuses: Arc<Mutex<std::collections::BTreeMap<u16, u64>>> = Arc::default();
     let senders: Vec<_> = (0..1500u32)
         .map(|i| {
