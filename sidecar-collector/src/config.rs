@@ -290,6 +290,11 @@ pub struct SidecarConfig {
     pub max_retry_time: Duration,
     /// Timeout of one upstream export.
     pub timeout_ms: u64,
+    /// At shutdown, how long the queue keeps being forwarded; what is left
+    /// then is dropped, counted and logged (keep it under the pod's
+    /// `terminationGracePeriodSeconds`).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SidecarConfig {
@@ -302,6 +307,7 @@ impl Default for SidecarConfig {
             retry_max_ms: 5_000,
             max_retry_time: Duration::from_secs(300),
             timeout_ms: 10_000,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -598,6 +604,9 @@ impl Config {
         }
         if self.sidecar.timeout_ms == 0 {
             return Err(err("sidecar.timeout_ms", "must be more than 0"));
+        }
+        if self.sidecar.shutdown_grace > Duration::from_secs(3600) {
+            return Err(err("sidecar.shutdown_grace", "must be at most 1h"));
         }
         if self.sidecar.queue_bytes < 1024 * 1024 {
             return Err(err("sidecar.queue_bytes", "must be at least 1048576"));

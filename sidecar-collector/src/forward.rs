@@ -5,8 +5,13 @@
 //! goes out through a raw-bytes codec without being decoded again. The local Envoy is answered as
 //! soon as its spans are queued; when the queue is full it is told to retry
 //! later. Failed exports are retried with exponential backoff and jitter
-//! until `max_retry_time`; spans the upstream refuses for good, or that run
-//! out of retries, are dropped and counted.
+//! until `max_retry_time`; a batch the upstream refuses for good
+//! (`INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED` without retry information, …) is
+//! dropped at once, counted and logged (once per status code), and the queue
+//! keeps flowing. A request larger than `batch_bytes` is split into exports
+//! that fit; one larger than the whole queue is refused for good. At
+//! shutdown the queue is forwarded for up to `shutdown_grace`; what is left
+//! then is counted as dropped and logged.
 
 use crate::ingest::span_count;
 use crate::pipeline::{reserve, SubmitError};
@@ -15,6 +20,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use meshtrace_proto::otlp::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,13 +85,45 @@ pub struct ForwardSettings {
     pub retry_max: Duration,
     pub max_retry_time: Duration,
     pub timeout: Duration,
+    /// How long the queue keeps being forwarded after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Clone)]
 pub struct Forwarder {
     tx: mpsc::UnboundedSender<Item>,
     max_bytes: u64,
+    batch_bytes: usize,
     pub counters: Arc<Counters>,
+}
+
+/// Ends forwarding: after the grace period, what is still queued is dropped.
+#[derive(Clone)]
+pub struct Shutdown {
+    deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Shutdown {
+    /// Forwarding goes on until `grace` has passed (or the queue is empty).
+    pub fn begin(&self, grace: Duration) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some(Instant::now() + grace);
+        }
+        self.wake.notify_waiters();
+    }
+
+    fn passed(&self) -> bool {
+        self.deadline
+            .lock()
+            .ok()
+            .and_then(|d| *d)
+            .is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.lock().ok().and_then(|d| *d)
+    }
 }
 
 impl Forwarder {
@@ -94,7 +132,7 @@ impl Forwarder {
     pub fn start(
         s: ForwardSettings,
         counters: Arc<Counters>,
-    ) -> Result<(Forwarder, tokio::task::JoinHandle<()>), String> {
+    ) -> Result<(Forwarder, Shutdown, tokio::task::JoinHandle<()>), String> {
         let channel = Channel::from_shared(s.upstream.clone())
             .map_err(|e| format!("sidecar.upstream: {:?} is not a URL: {e}", s.upstream))?
             .connect_timeout(Duration::from_secs(5))
@@ -102,47 +140,160 @@ impl Forwarder {
             .connect_lazy();
         let (tx, rx) = mpsc::unbounded_channel();
         let c = counters.clone();
-        let max_bytes = s.queue_bytes;
-        let task = tokio::spawn(run(rx, channel, s, c));
+        let (max_bytes, batch_bytes) = (s.queue_bytes, s.batch_bytes);
+        let shutdown = Shutdown {
+            deadline: Arc::default(),
+            wake: Arc::default(),
+        };
+        let task = tokio::spawn(run(rx, channel, s, c, shutdown.clone()));
         Ok((
             Forwarder {
                 tx,
                 max_bytes,
+                batch_bytes,
                 counters,
             },
+            shutdown,
             task,
         ))
     }
 
-    /// Queues a request, or refuses it when the queue is full.
+    /// Queues a request (split into parts of at most `batch_bytes`), or
+    /// refuses it: for good when it is larger than the whole queue, "retry
+    /// later" when the queue is full.
     pub fn enqueue(&self, req: ExportTraceServiceRequest) -> Result<(), SubmitError> {
         let size = req.encoded_len() as u64;
         let n = span_count(&req);
-        // The decoded request is dropped here: only its bytes wait in memory.
-        let bytes = req.encode_to_vec();
+        if size > self.max_bytes {
+            self.counters.spans_refused.inc_by(n);
+            return Err(SubmitError::TooLarge {
+                bytes: size,
+                limit: self.max_bytes,
+                key: "sidecar.queue_bytes",
+            });
+        }
         if !reserve(self.counters.queue_bytes.inner(), size, self.max_bytes) {
             self.counters.spans_refused.inc_by(n);
             return Err(SubmitError::Full);
         }
+        // The decoded request is dropped here: only its bytes wait in memory.
+        let parts = split(req, self.batch_bytes);
+        let encoded: u64 = parts.iter().map(|p| p.encoded_len() as u64).sum();
+        // Splitting repeats resources and scopes: account for the difference.
+        if encoded > size {
+            self.counters.queue_bytes.inc_by(encoded - size);
+        } else {
+            self.counters.queue_bytes.dec_by(size - encoded);
+        }
         self.counters.spans_accepted.inc_by(n);
-        self.counters.queue_depth.inc();
-        self.tx.send((bytes, n)).map_err(|_| SubmitError::Closed)
+        for p in parts {
+            let k = span_count(&p);
+            self.counters.queue_depth.inc();
+            self.tx
+                .send((p.encode_to_vec(), k))
+                .map_err(|_| SubmitError::Closed)?;
+        }
+        Ok(())
     }
 }
 
-fn retryable(code: Code) -> bool {
-    matches!(
-        code,
+/// Splits a request into requests of at most `max` encoded bytes where it can
+/// (whole spans: one span larger than `max` goes alone), keeping each span's
+/// resource and scope.
+pub fn split(req: ExportTraceServiceRequest, max: usize) -> Vec<ExportTraceServiceRequest> {
+    if req.encoded_len() <= max {
+        return vec![req];
+    }
+    let mut out = Vec::new();
+    let mut current = ExportTraceServiceRequest::default();
+    let mut current_len = 0usize;
+    for rs in req.resource_spans {
+        let rs_len = rs.encoded_len();
+        if rs_len + 8 <= max {
+            if current_len + rs_len + 8 > max && !current.resource_spans.is_empty() {
+                out.push(std::mem::take(&mut current));
+                current_len = 0;
+            }
+            current_len += rs_len + 8;
+            current.resource_spans.push(rs);
+            continue;
+        }
+        // One resource's spans are too many for one export: cut by span.
+        let shell = |scope_spans| ResourceSpans {
+            resource: rs.resource.clone(),
+            scope_spans,
+            schema_url: rs.schema_url.clone(),
+        };
+        let overhead = shell(Vec::new()).encoded_len() + 16;
+        for ss in rs.scope_spans.iter() {
+            let scope_overhead = ScopeSpans {
+                scope: ss.scope.clone(),
+                spans: Vec::new(),
+                schema_url: ss.schema_url.clone(),
+            }
+            .encoded_len()
+                + 16;
+            let mut chunk = Vec::new();
+            let mut chunk_len = overhead + scope_overhead;
+            for span in &ss.spans {
+                let l = span.encoded_len() + 8;
+                if chunk_len + l > max && !chunk.is_empty() {
+                    let spans = std::mem::take(&mut chunk);
+                    chunk_len = overhead + scope_overhead;
+                    if !current.resource_spans.is_empty() {
+                        out.push(std::mem::take(&mut current));
+                        current_len = 0;
+                    }
+                    out.push(ExportTraceServiceRequest {
+                        resource_spans: vec![shell(vec![ScopeSpans {
+                            scope: ss.scope.clone(),
+                            spans,
+                            schema_url: ss.schema_url.clone(),
+                        }])],
+                    });
+                }
+                chunk_len += l;
+                chunk.push(span.clone());
+            }
+            if !chunk.is_empty() {
+                if !current.resource_spans.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                    current_len = 0;
+                }
+                out.push(ExportTraceServiceRequest {
+                    resource_spans: vec![shell(vec![ScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans: chunk,
+                        schema_url: ss.schema_url.clone(),
+                    }])],
+                });
+            }
+        }
+    }
+    if !current.resource_spans.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Whether the upstream's answer means "try again later". OTLP: `UNAVAILABLE`,
+/// `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`, `DATA_LOSS`, `CANCELLED`
+/// are; `RESOURCE_EXHAUSTED` only with retry information. `UNKNOWN` and
+/// `INTERNAL` (transport failures surface so) are retried too: dropping on
+/// them would lose spans to a hiccup. Everything else is final.
+fn retryable(status: &Status) -> bool {
+    match status.code() {
         Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::OutOfRange
-            | Code::DataLoss
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Internal
-    )
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Internal => true,
+        Code::ResourceExhausted => !status.details().is_empty(),
+        _ => false,
+    }
 }
 
 /// A pseudo-random factor in [0.5, 1.5) for backoff jitter.
@@ -167,12 +318,35 @@ async fn export(channel: &Channel, body: Bytes) -> Result<(), Status> {
     .map(|_| ())
 }
 
+/// Counts and logs spans given up on; each reason's first drop is logged as
+/// an error, later ones at debug level (the summary line counts them all).
+struct Drops {
+    seen: std::collections::HashSet<String>,
+    c: Arc<Counters>,
+}
+
+impl Drops {
+    fn drop_spans(&mut self, n: u64, reason: &str, detail: &str) {
+        self.c.spans_dropped.inc_by(n);
+        if self.seen.insert(reason.to_string()) {
+            tracing::error!(spans = n, reason, detail, "spans dropped (logged once per reason; meshtrace_collector_spans_dropped_total counts every one)");
+        } else {
+            tracing::debug!(spans = n, reason, detail, "spans dropped");
+        }
+    }
+}
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Item>,
     channel: Channel,
     s: ForwardSettings,
     c: Arc<Counters>,
+    shutdown: Shutdown,
 ) {
+    let mut drops = Drops {
+        seen: Default::default(),
+        c: c.clone(),
+    };
     let mut batch = BytesMut::new();
     while let Some((first, n0)) = rx.recv().await {
         // Concatenate what is waiting, up to batch_bytes.
@@ -182,39 +356,213 @@ async fn run(
         let (mut n, mut requests) = (n0, 1u64);
         while batch.len() < s.batch_bytes {
             match rx.try_recv() {
-                Ok((more, k)) => {
+                Ok((more, k)) if batch.len() + more.len() <= s.batch_bytes => {
                     batch.extend_from_slice(&more);
                     n += k;
                     requests += 1;
                 }
+                Ok((more, k)) => {
+                    // Would overflow the batch: sent first in the next one.
+                    let size = batch.len() as u64;
+                    send_batch(
+                        &channel,
+                        &s,
+                        &c,
+                        &shutdown,
+                        &mut drops,
+                        batch.split().freeze(),
+                        n,
+                    )
+                    .await;
+                    c.queue_bytes.dec_by(size);
+                    c.queue_depth.dec_by(requests);
+                    batch.extend_from_slice(&more);
+                    n = k;
+                    requests = 1;
+                }
                 Err(_) => break,
             }
         }
-        let bytes = batch.split().freeze();
-        let size = bytes.len() as u64;
-        let started = Instant::now();
-        let mut delay = s.retry_initial;
-        loop {
-            match export(&channel, bytes.clone()).await {
-                Ok(()) => {
-                    c.spans_forwarded.inc_by(n);
-                    break;
-                }
-                Err(status) if retryable(status.code()) && started.elapsed() < s.max_retry_time => {
-                    tracing::warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64,
-                        "upstream export failed; retrying");
-                    tokio::time::sleep(delay.mul_f64(jitter())).await;
-                    delay = (delay * 2).min(s.retry_max);
-                }
-                Err(status) => {
-                    c.spans_dropped.inc_by(n);
-                    tracing::error!(code = ?status.code(), message = status.message(), spans = n,
-                        "upstream export failed for good; spans dropped");
-                    break;
-                }
-            }
-        }
+        let size = batch.len() as u64;
+        send_batch(
+            &channel,
+            &s,
+            &c,
+            &shutdown,
+            &mut drops,
+            batch.split().freeze(),
+            n,
+        )
+        .await;
         c.queue_bytes.dec_by(size);
         c.queue_depth.dec_by(requests);
+    }
+}
+
+/// Sends one batch, retrying what is retryable until `max_retry_time` or the
+/// end of the shutdown grace; counts it forwarded or dropped.
+async fn send_batch(
+    channel: &Channel,
+    s: &ForwardSettings,
+    c: &Counters,
+    shutdown: &Shutdown,
+    drops: &mut Drops,
+    bytes: Bytes,
+    n: u64,
+) {
+    let started = Instant::now();
+    let mut delay = s.retry_initial;
+    loop {
+        if shutdown.passed() {
+            drops.drop_spans(
+                n,
+                "shutdown",
+                "the shutdown grace (sidecar.shutdown_grace) ended before the upstream took them",
+            );
+            return;
+        }
+        match export(channel, bytes.clone()).await {
+            Ok(()) => {
+                c.spans_forwarded.inc_by(n);
+                return;
+            }
+            Err(status) if !retryable(&status) => {
+                drops.drop_spans(
+                    n,
+                    &format!("upstream refused for good: {:?}", status.code()),
+                    status.message(),
+                );
+                return;
+            }
+            Err(status) if started.elapsed() >= s.max_retry_time => {
+                drops.drop_spans(
+                    n,
+                    "retries ran out (sidecar.max_retry_time)",
+                    status.message(),
+                );
+                return;
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64,
+                    "upstream export failed; retrying");
+                let sleep = tokio::time::sleep(delay.mul_f64(jitter()));
+                match shutdown.deadline() {
+                    // Shutting down: wake at the deadline at the latest.
+                    Some(d) => {
+                        let _ = tokio::time::timeout_at(d.into(), sleep).await;
+                    }
+                    None => {
+                        tokio::select! {
+                            _ = sleep => {}
+                            _ = shutdown.wake.notified() => {}
+                        }
+                    }
+                }
+                delay = (delay * 2).min(s.retry_max);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+    use meshtrace_proto::otlp::resource::v1::Resource;
+    use meshtrace_proto::otlp::trace::v1::Span;
+
+    fn req(resources: usize, spans: usize) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: (0..resources)
+                .map(|r| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![KeyValue {
+                            key: "service.name".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(format!("svc{r}"))),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: (0..spans)
+                            .map(|i| Span {
+                                trace_id: vec![1; 16],
+                                span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                                name: "x".repeat(100),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn split_keeps_every_span_with_its_resource_under_the_bound() {
+        for (resources, spans, max) in [
+            (1, 1000, 10_000),
+            (5, 50, 4_000),
+            (3, 10, 100_000),
+            (1, 3, 50),
+        ] {
+            let r = req(resources, spans);
+            let parts = split(r.clone(), max);
+            let total: u64 = parts.iter().map(span_count).sum();
+            assert_eq!(total, span_count(&r), "no span lost or doubled");
+            for p in &parts {
+                let single_span = span_count(p) == 1;
+                assert!(
+                    p.encoded_len() <= max || single_span,
+                    "{} > {max}",
+                    p.encoded_len()
+                );
+                for rs in &p.resource_spans {
+                    let svc = &rs.resource.as_ref().unwrap().attributes[0];
+                    assert!(
+                        matches!(&svc.value.as_ref().unwrap().value, Some(any_value::Value::StringValue(s)) if s.starts_with("svc"))
+                    );
+                }
+            }
+            // Order and resources preserved: concatenating the parts gives the spans in order.
+            let flat = |x: &[ExportTraceServiceRequest]| -> Vec<(String, Vec<u8>)> {
+                x.iter()
+                    .flat_map(|q| q.resource_spans.iter())
+                    .flat_map(|rs| {
+                        let svc =
+                            format!("{:?}", rs.resource.as_ref().unwrap().attributes[0].value);
+                        rs.scope_spans.iter().flat_map(move |ss| {
+                            let svc = svc.clone();
+                            ss.spans
+                                .iter()
+                                .map(move |s| (svc.clone(), s.span_id.clone()))
+                        })
+                    })
+                    .collect()
+            };
+            assert_eq!(flat(&parts), flat(std::slice::from_ref(&r)));
+            if r.encoded_len() > max {
+                assert!(parts.len() > 1);
+            }
+        }
+    }
+
+    #[test]
+    fn final_and_retryable_answers() {
+        assert!(retryable(&Status::unavailable("down")));
+        assert!(retryable(&Status::out_of_range("otlp: retryable")));
+        assert!(!retryable(&Status::invalid_argument("bad")));
+        assert!(!retryable(&Status::resource_exhausted("too large")));
+        assert!(!retryable(&Status::unauthenticated("no token")));
+        let with_retry_info = Status::with_details(
+            Code::ResourceExhausted,
+            "busy",
+            Bytes::from_static(b"\x08\x01"),
+        );
+        assert!(retryable(&with_retry_info));
     }
 }

@@ -290,12 +290,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             retry_max: Duration::from_millis(sc.retry_max_ms),
             max_retry_time: sc.max_retry_time,
             timeout: Duration::from_millis(sc.timeout_ms),
+            shutdown_grace: sc.shutdown_grace,
         };
-        let (f, task) = Forwarder::start(settings, telemetry.metrics.counters.clone())
+        let (f, shutdown, task) = Forwarder::start(settings, telemetry.metrics.counters.clone())
             .map_err(|e| anyhow!(e))?;
         // A sidecar has no store: its query port serves metrics and health only.
         let app = telemetry::router(telemetry.clone());
-        (Target::Forward(f), app, None, Some(task), None)
+        (Target::Forward(f), app, None, Some((shutdown, task)), None)
     } else {
         let settings = StoreSettings {
             durability: match cfg.store.durability {
@@ -461,7 +462,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let grpc_app = tonic::service::Routes::new(grpc_service)
         .into_axum_router()
-        .route_layer(reserve);
+        .route_layer(reserve)
+        .route_layer(axum::middleware::from_fn(grpc::never_fits_is_final));
     let sampling_grpc_app =
         tonic::service::Routes::new(sampling::grpc_service(provider.clone())).into_axum_router();
     let sampling_app =
@@ -518,14 +520,23 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(w) = writer {
         tokio::task::spawn_blocking(move || w.join()).await.ok();
     }
-    if let Some(f) = forwarder {
-        // Every sender is gone: the task ends once the queue is forwarded.
-        if tokio::time::timeout(Duration::from_secs(30), f)
+    if let Some((shutdown, task)) = forwarder {
+        // Every sender is gone: the task ends once the queue is forwarded, or
+        // once the grace period is over (what is left is counted as dropped).
+        let grace = cfg.sidecar.shutdown_grace;
+        shutdown.begin(grace);
+        if tokio::time::timeout(grace + Duration::from_secs(15), task)
             .await
             .is_err()
         {
-            tracing::warn!("forward queue not drained within 30 s; exiting anyway");
+            tracing::warn!("forwarding did not end after the shutdown grace; exiting anyway");
         }
+        let c = &telemetry.metrics.counters;
+        tracing::info!(
+            forwarded = c.spans_forwarded.get(),
+            dropped = c.spans_dropped.get(),
+            "forwarding ended"
+        );
     }
     tracing::info!("stopped");
     Ok(())

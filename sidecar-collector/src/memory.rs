@@ -9,7 +9,8 @@
 //!   decompressed bytes and its decoded size, estimated from the wire bytes
 //!   before decoding (`ingest::cost`). A request that needs more than the
 //!   whole budget could never fit: refused for good (HTTP 413, gRPC
-//!   `OUT_OF_RANGE`) naming the limit. A request that finds the budget taken
+//!   `RESOURCE_EXHAUSTED` without retry information, which OTLP clients do
+//!   not retry) naming the limit. A request that finds the budget taken
 //!   waits briefly, then is told to retry (503 / `UNAVAILABLE`). The
 //!   reservation ends once the spans are queued, where `queue.max_bytes`
 //!   (central) or `sidecar.queue_bytes` takes over.
@@ -228,7 +229,7 @@ pub fn refusal(e: &MemoryError, grpc: bool) -> Response<Body> {
         let status = if e.retryable() {
             tonic::Status::unavailable(e.to_string())
         } else {
-            tonic::Status::out_of_range(e.to_string())
+            tonic::Status::resource_exhausted(e.to_string())
         };
         return status.into_http::<Body>();
     }

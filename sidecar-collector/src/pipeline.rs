@@ -61,6 +61,13 @@ pub enum SubmitError {
     Closed,
     #[error("the store refused the write: {0}")]
     Store(String),
+    /// Larger than the queue could ever hold: final, not "retry later".
+    #[error("the request ({bytes} bytes) is larger than {key} ({limit} bytes) and can never be queued; send smaller batches")]
+    TooLarge {
+        bytes: u64,
+        limit: u64,
+        key: &'static str,
+    },
 }
 
 /// Queue bounds and group-commit settings.

@@ -25,7 +25,7 @@ pub enum Refusal {
     /// Not an `ExportTraceServiceRequest` (HTTP 400, gRPC `INVALID_ARGUMENT`).
     #[error("{0}")]
     Malformed(String),
-    /// Could never fit (HTTP 413, gRPC `OUT_OF_RANGE`).
+    /// Could never fit (HTTP 413, gRPC `RESOURCE_EXHAUSTED` without retry information).
     #[error("{0}")]
     TooLarge(String),
     /// Retry later (HTTP 503 + `Retry-After`, gRPC `UNAVAILABLE`).
@@ -45,7 +45,10 @@ impl From<MemoryError> for Refusal {
 
 impl From<SubmitError> for Refusal {
     fn from(e: SubmitError) -> Self {
-        Refusal::Retry(e.to_string())
+        match e {
+            SubmitError::TooLarge { .. } => Refusal::TooLarge(e.to_string()),
+            _ => Refusal::Retry(e.to_string()),
+        }
     }
 }
 

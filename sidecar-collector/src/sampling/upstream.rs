@@ -2,7 +2,10 @@
 //! `SamplingManager` (gRPC), cached here so that the filters only ever talk to
 //! 127.0.0.1. A service is fetched on its first request, then refreshed on an
 //! interval while it keeps being asked for; when the central collector is
-//! unreachable the cached strategy keeps being served.
+//! unreachable the cached strategy keeps being served. The cache is bounded
+//! (the least recently asked name goes first) and a name nobody asked for in
+//! three intervals is forgotten, so refreshes stay proportional to what the
+//! pod's filters really ask.
 
 use crate::grpc::sampling::sampling_manager_client::SamplingManagerClient;
 use crate::telemetry::SamplingMetrics;
@@ -26,7 +29,9 @@ pub struct UpstreamCache {
 }
 
 /// Services not asked for in this many refresh intervals stop being refreshed.
-const FORGET_AFTER_INTERVALS: u32 = 10;
+const FORGET_AFTER_INTERVALS: u32 = 3;
+/// Services cached at most (a pod's filters ask for one or two).
+pub const MAX_CACHED: usize = 256;
 
 impl UpstreamCache {
     pub fn new(
@@ -74,6 +79,16 @@ impl UpstreamCache {
         }
         let response = self.fetch(service).await?;
         if let Ok(mut m) = self.entries.lock() {
+            while m.len() >= MAX_CACHED {
+                let Some(oldest) = m
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_asked)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                m.remove(&oldest);
+            }
             m.insert(
                 service.to_string(),
                 Entry {

@@ -282,7 +282,7 @@ fn bad_grpc_input_gets_invalid_argument_and_the_collector_keeps_serving() {
     still_serving(&c, 3);
 
     let (code, details, _) = grpc(&vec![0u8; 2 * 1024 * 1024]);
-    assert_eq!(code, "OUT_OF_RANGE", "oversized: {details}");
+    assert_eq!(code, "RESOURCE_EXHAUSTED", "oversized, final: {details}");
     assert!(details.contains("too large"), "{details}");
     still_serving(&c, 4);
 

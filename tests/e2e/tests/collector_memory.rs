@@ -198,7 +198,7 @@ fn central_in_1gib_refuses_amplification_keeps_serving_and_loses_nothing() {
             );
         }
     }
-    // The same over gRPC, uncompressed: OUT_OF_RANGE (not retryable), naming the limit.
+    // The same over gRPC, uncompressed: RESOURCE_EXHAUSTED with no retry information (final), naming the limit.
     let raw = empty_resource_spans(16 * MIB - 64);
     let answers: Vec<(String, String)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..2)
@@ -216,7 +216,7 @@ fn central_in_1gib_refuses_amplification_keeps_serving_and_loses_nothing() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (code, details) in answers {
-        assert_eq!(code, "OUT_OF_RANGE", "{details}");
+        assert_eq!(code, "RESOURCE_EXHAUSTED", "final: {details}");
         assert!(details.contains("memory.decode_bytes"), "{details}");
     }
     // One large resource (1 MB) shared by 100 spans: accepted, stored once.

@@ -258,3 +258,46 @@ fn sidecar_serves_the_central_strategies_cached() {
     );
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn sidecar_strategy_cache_is_bounded_and_forgets_names_nobody_asks_for() {
+    let file = meshtrace_testkit::scratch_path("strategies.json");
+    std::fs::write(&file, GOOD).unwrap();
+    let central = start_with(&file);
+    let sidecar = Collector::start_opts(
+        meshtrace_testkit::scratch_path("sidecar"),
+        Opts {
+            yaml: Some("sampling:\n  reload_interval: 1s\n".into()),
+            args: vec![
+                "--mode".into(),
+                "sidecar".into(),
+                "--upstream".into(),
+                format!("http://127.0.0.1:{}", central.grpc_port),
+                "--sampling-upstream".into(),
+                format!("http://127.0.0.1:{}", central.sampling_grpc_port),
+            ],
+            ..Opts::default()
+        },
+    );
+    let fetches = || {
+        meshtrace_testkit::collector::metric(
+            &sidecar.get("/metrics").1,
+            "meshtrace_collector_sampling_upstream_fetches_total",
+        )
+    };
+    // 1,000 names asked once each (a scan, or junk from a local process).
+    for i in 0..1000 {
+        let (status, _) = sidecar.get_sampling(&format!("/api/sampling?service=junk-{i}"));
+        assert_eq!(status, 200);
+    }
+    let asked = fetches();
+    std::thread::sleep(Duration::from_millis(4500));
+    let after = fetches() - asked;
+    // Refreshed at most 256 names (the bound), for at most 3 intervals (then forgotten).
+    eprintln!("{asked} first fetches, then {after} refreshes in 4.5 s");
+    assert!(after <= 3 * 256 + 256, "refreshes not bounded: {after}");
+    std::thread::sleep(Duration::from_millis(2000));
+    let later = fetches() - asked - after;
+    assert!(later <= 256, "names nobody asks for are forgotten: {later} more");
+    let _ = std::fs::remove_file(&file);
+}

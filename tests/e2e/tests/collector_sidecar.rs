@@ -104,3 +104,203 @@ fn one_span_request(i: u8, t: u64) -> Vec<u8> {
     };
     meshtrace_testkit::otlp::request("outage", vec![span]).encode_to_vec()
 }
+
+/// A request of `spans` spans (each ~`pad` bytes) for trace `t`.
+fn padded_request(t: u8, spans: u64, pad: usize) -> Vec<u8> {
+    use meshtrace_proto::otlp::trace::v1::Span;
+    use meshtrace_proto::prost::Message;
+    let now = meshtrace_testkit::otlp::now_ns();
+    meshtrace_testkit::otlp::request(
+        "padded",
+        (0..spans)
+            .map(|i| Span {
+                trace_id: vec![t; 16],
+                span_id: (i + 1).to_be_bytes().to_vec(),
+                name: "op".into(),
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 1000,
+                attributes: vec![meshtrace_testkit::otlp::kv("pad", &"p".repeat(pad))],
+                ..Default::default()
+            })
+            .collect(),
+    )
+    .encode_to_vec()
+}
+
+fn metric(c: &Collector, name: &str) -> u64 {
+    meshtrace_testkit::collector::metric(&c.get("/metrics").1, name)
+}
+
+fn wait_for(what: &str, within: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_batch_refused_for_good_is_dropped_and_the_queue_keeps_flowing() {
+    // The central takes messages up to 64 KiB; the sidecar batches up to 1 MiB.
+    let central = Collector::start_with_config("otlp:\n  max_message_bytes: 65536\n");
+    let sidecar = Collector::start_opts(
+        meshtrace_testkit::scratch_path("sidecar"),
+        Opts {
+            yaml: Some(
+                "sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n  max_retry_time: 5m\n"
+                    .into(),
+            ),
+            ..Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port))
+        },
+    );
+    // 200 KB in one request: under the sidecar's batch, over the central's limit.
+    assert_eq!(
+        post_otlp(sidecar.otlp_port, &padded_request(0xa1, 100, 2000)),
+        200
+    );
+    for t in 0..5u8 {
+        assert_eq!(
+            post_otlp(sidecar.otlp_port, &padded_request(0xb0 + t, 2, 10)),
+            200
+        );
+    }
+    // Dropped at once (not retried for 5 minutes), and what follows is delivered.
+    wait_for(
+        "the queue behind the refused batch flows",
+        std::time::Duration::from_secs(30),
+        || metric(&central, "meshtrace_collector_spans_stored_total") >= 10,
+    );
+    assert_eq!(
+        metric(&sidecar, "meshtrace_collector_spans_dropped_total"),
+        100
+    );
+    let log = sidecar.log();
+    assert_eq!(
+        log.matches("spans dropped").count(),
+        1,
+        "logged once with the reason:\n{log}"
+    );
+    assert!(log.contains("ResourceExhausted"), "{log}");
+}
+
+#[test]
+fn oversized_requests_are_split_and_one_that_never_fits_is_refused_for_good() {
+    let central = Collector::start_with_config("otlp:\n  max_message_bytes: 131072\n");
+    let sidecar = Collector::start_opts(
+        meshtrace_testkit::scratch_path("sidecar"),
+        Opts {
+            yaml: Some(
+                "sidecar:\n  batch_bytes: 65536\n  queue_bytes: 1048576\n  retry_initial_ms: 50\n"
+                    .into(),
+            ),
+            ..Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port))
+        },
+    );
+    // 600 KB in one request: split into exports of at most 64 KiB, all delivered.
+    assert_eq!(
+        post_otlp(sidecar.otlp_port, &padded_request(0xc1, 300, 2000)),
+        200
+    );
+    wait_for(
+        "every split part delivered",
+        std::time::Duration::from_secs(30),
+        || metric(&central, "meshtrace_collector_spans_stored_total") >= 300,
+    );
+    assert_eq!(
+        metric(&sidecar, "meshtrace_collector_spans_dropped_total"),
+        0
+    );
+    let (status, body) = central.get(&format!("/api/traces/{}", "c1".repeat(16)));
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["spans"].as_array().unwrap().len(), 300);
+    // 1.5 MB can never fit the 1 MiB queue: 413 naming the key, not 503 forever.
+    let m = meshtrace_testkit::collector::post(
+        sidecar.otlp_port,
+        "application/x-protobuf",
+        &[],
+        &padded_request(0xc2, 750, 2000),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&m.body);
+    assert_eq!(m.status(), 413, "{text}");
+    assert!(text.contains("sidecar.queue_bytes"), "{text}");
+}
+
+#[test]
+fn sigterm_with_the_central_down_keeps_trying_for_the_grace_then_counts_what_it_drops() {
+    let central_grpc = free_port();
+    let sidecar = Collector::start_opts(
+        meshtrace_testkit::scratch_path("sidecar"),
+        Opts {
+            yaml: Some(
+                "sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n  shutdown_grace: 3s\n"
+                    .into(),
+            ),
+            ..Opts::sidecar(&format!("http://127.0.0.1:{central_grpc}"))
+        },
+    );
+    for t in 0..5u8 {
+        assert_eq!(
+            post_otlp(sidecar.otlp_port, &padded_request(0xd0 + t, 20, 10)),
+            200
+        );
+    }
+    let t0 = std::time::Instant::now();
+    let (status, _, log) = sidecar.terminate_keep_data();
+    let took = t0.elapsed();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "kept trying for the grace: {took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    assert!(log.contains("shutdown grace"), "says why:\n{log}");
+    assert!(
+        log.contains("dropped=100"),
+        "counts what it dropped:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_with_the_central_back_within_the_grace_delivers_everything() {
+    let central_grpc = free_port();
+    let sidecar = Collector::start_opts(
+        meshtrace_testkit::scratch_path("sidecar"),
+        Opts {
+            yaml: Some(
+                "sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n  shutdown_grace: 30s\n"
+                    .into(),
+            ),
+            ..Opts::sidecar(&format!("http://127.0.0.1:{central_grpc}"))
+        },
+    );
+    for t in 0..5u8 {
+        assert_eq!(
+            post_otlp(sidecar.otlp_port, &padded_request(0xe0 + t, 20, 10)),
+            200
+        );
+    }
+    let pid = sidecar.child.id();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let central = Collector::start_opts(
+        meshtrace_testkit::scratch_path("central"),
+        Opts {
+            grpc_port: Some(central_grpc),
+            ..Opts::default()
+        },
+    );
+    let (status, _, log) = sidecar.terminate_keep_data();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("forwarded=100") && log.contains("dropped=0"),
+        "{log}"
+    );
+    assert_eq!(
+        metric(&central, "meshtrace_collector_spans_stored_total"),
+        100
+    );
+}
