@@ -48,6 +48,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// The process's memory limits.
     pub memory: MemoryConfig,
+    /// TLS on every listener.
+    pub tls: TlsConfig,
+    /// Bearer tokens for ingest and for queries.
+    pub auth: AuthConfig,
     /// Sidecar mode: where and how to forward.
     pub sidecar: SidecarConfig,
     /// Sampling strategies served to the filters and remote samplers.
@@ -80,6 +84,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             server: ServerConfig::default(),
             memory: MemoryConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
             sidecar: SidecarConfig::default(),
             sampling: SamplingConfig::default(),
             log_format: "text".into(),
@@ -178,6 +184,33 @@ impl Default for QueueConfig {
             num_workers: 0,
         }
     }
+}
+
+/// TLS (rustls) on every listener: OTLP gRPC and HTTP, query, sampling HTTP and gRPC.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_file`, every listener speaks TLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA: OTLP clients must present a certificate it signed (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Bearer tokens (`Authorization: Bearer <token>`); none listed: no check.
+/// `/healthz`, `/readyz` and `/metrics` stay open.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Tokens that may send spans (OTLP) and fetch strategies.
+    pub ingest_tokens: Vec<String>,
+    /// A file of ingest tokens, one per line (a Kubernetes Secret).
+    pub ingest_tokens_file: Option<PathBuf>,
+    /// Tokens that may read traces (the query API).
+    pub query_tokens: Vec<String>,
+    /// A file of query tokens, one per line.
+    pub query_tokens_file: Option<PathBuf>,
 }
 
 /// Memory bounded by configuration, whatever arrives.
@@ -290,6 +323,13 @@ pub struct SidecarConfig {
     pub max_retry_time: Duration,
     /// Timeout of one upstream export.
     pub timeout_ms: u64,
+    /// PEM CA that signed the upstream's certificate (an `https://` upstream needs it).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, when the upstream asks for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// A file holding the bearer token sent upstream (exports and strategy fetches).
+    pub token_file: Option<PathBuf>,
     /// At shutdown, how long the queue keeps being forwarded; what is left
     /// then is dropped, counted and logged (keep it under the pod's
     /// `terminationGracePeriodSeconds`).
@@ -308,6 +348,10 @@ impl Default for SidecarConfig {
             max_retry_time: Duration::from_secs(300),
             timeout_ms: 10_000,
             shutdown_grace: Duration::from_secs(20),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            token_file: None,
         }
     }
 }
@@ -604,6 +648,37 @@ impl Config {
         }
         if self.sidecar.timeout_ms == 0 {
             return Err(err("sidecar.timeout_ms", "must be more than 0"));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(err(
+                "tls.key_file",
+                "tls.cert_file and tls.key_file go together",
+            ));
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return Err(err(
+                "tls.client_ca_file",
+                "mutual TLS needs tls.cert_file and tls.key_file too",
+            ));
+        }
+        if self.sidecar.client_cert_file.is_some() != self.sidecar.client_key_file.is_some() {
+            return Err(err(
+                "sidecar.client_key_file",
+                "sidecar.client_cert_file and sidecar.client_key_file go together",
+            ));
+        }
+        if self.mode == Mode::Sidecar {
+            for (key, url) in [
+                ("sidecar.upstream", &self.sidecar.upstream),
+                ("sampling.upstream", &self.sampling.upstream),
+            ] {
+                if url.starts_with("https://") && self.sidecar.ca_file.is_none() {
+                    return Err(err(
+                        key,
+                        "an https:// upstream needs sidecar.ca_file (the CA that signed its certificate)",
+                    ));
+                }
+            }
         }
         if self.sidecar.shutdown_grace > Duration::from_secs(3600) {
             return Err(err("sidecar.shutdown_grace", "must be at most 1h"));

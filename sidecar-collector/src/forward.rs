@@ -87,6 +87,10 @@ pub struct ForwardSettings {
     pub timeout: Duration,
     /// How long the queue keeps being forwarded after shutdown begins.
     pub shutdown_grace: Duration,
+    /// TLS to the upstream (`https://`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// `Authorization: Bearer` sent with every export.
+    pub token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 #[derive(Clone)]
@@ -133,11 +137,16 @@ impl Forwarder {
         s: ForwardSettings,
         counters: Arc<Counters>,
     ) -> Result<(Forwarder, Shutdown, tokio::task::JoinHandle<()>), String> {
-        let channel = Channel::from_shared(s.upstream.clone())
+        let mut endpoint = Channel::from_shared(s.upstream.clone())
             .map_err(|e| format!("sidecar.upstream: {:?} is not a URL: {e}", s.upstream))?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(s.timeout)
-            .connect_lazy();
+            .timeout(s.timeout);
+        if let Some(tls) = &s.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("sidecar.ca_file: {e}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         let (tx, rx) = mpsc::unbounded_channel();
         let c = counters.clone();
         let (max_bytes, batch_bytes) = (s.queue_bytes, s.batch_bytes);
@@ -304,18 +313,22 @@ fn jitter() -> f64 {
     0.5 + f64::from(nanos % 1000) / 1000.0
 }
 
-async fn export(channel: &Channel, body: Bytes) -> Result<(), Status> {
+async fn export(
+    channel: &Channel,
+    body: Bytes,
+    token: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("upstream not reachable: {e}")))?;
-    grpc.unary(
-        tonic::Request::new(body),
-        PathAndQuery::from_static(EXPORT_PATH),
-        RawCodec,
-    )
-    .await
-    .map(|_| ())
+    let mut request = tonic::Request::new(body);
+    if let Some(t) = token {
+        request.metadata_mut().insert("authorization", t.clone());
+    }
+    grpc.unary(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
+        .await
+        .map(|_| ())
 }
 
 /// Counts and logs spans given up on; each reason's first drop is logged as
@@ -421,7 +434,7 @@ async fn send_batch(
             );
             return;
         }
-        match export(channel, bytes.clone()).await {
+        match export(channel, bytes.clone(), s.token.as_ref()).await {
             Ok(()) => {
                 c.spans_forwarded.inc_by(n);
                 return;

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("grpc", &[]),
     ("listen", &["telemetry"]),
     ("memory", &["telemetry"]),
+    ("security", &[]),
     ("ingest", &["model"]),
     ("store", &["model"]),
     ("sampling", &["telemetry", "grpc"]),

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod query;
 pub mod receiver;
 pub mod sampling;
+pub mod security;
 pub mod sink;
 pub mod store;
 pub mod telemetry;

@@ -41,21 +41,80 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// Turns a TCP connection into the stream HTTP is spoken on (a TLS handshake,
-/// or nothing); bounded by the header timeout.
-pub trait Handshake: Clone + Send + Sync + 'static {
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn handshake(&self, tcp: TcpStream) -> impl Future<Output = io::Result<Self::Io>> + Send;
+/// How a listener's connections are spoken: plain TCP, or TLS (rustls, ALPN
+/// `h2` and `http/1.1`, client certificates if its configuration asks).
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(tokio_rustls::TlsAcceptor),
 }
 
-/// Plain TCP.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Plain;
+/// A connection, plain or TLS.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
 
-impl Handshake for Plain {
-    type Io = TcpStream;
-    async fn handshake(&self, tcp: TcpStream) -> io::Result<TcpStream> {
-        Ok(tcp)
+impl Transport {
+    async fn handshake(&self, tcp: TcpStream) -> io::Result<Conn> {
+        match self {
+            Transport::Plain => Ok(Conn::Plain(tcp)),
+            Transport::Tls(acceptor) => Ok(Conn::Tls(Box::new(acceptor.accept(tcp).await?))),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -235,12 +294,12 @@ fn timed_out(grpc: bool, limit: Duration) -> Response<Body> {
 
 /// Serves `app` on `listener` with `limits` until `shutdown` resolves, then
 /// lets requests in flight finish (at most 30 s).
-pub async fn serve<H: Handshake>(
+pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     app: Router,
     limits: Limits,
-    handshake: H,
+    handshake: Transport,
     metrics: Arc<ConnectionMetrics>,
     shutdown: impl Future<Output = ()>,
 ) {

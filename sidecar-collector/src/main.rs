@@ -15,6 +15,7 @@ use meshtrace_collector::receiver::http::{self, HttpState};
 use meshtrace_collector::sampling::adaptive::{Adaptive, Settings as AdaptiveSettings};
 use meshtrace_collector::sampling::upstream::UpstreamCache;
 use meshtrace_collector::sampling::{self, Provider, Strategies};
+use meshtrace_collector::security;
 use meshtrace_collector::sink::{Sink, Target};
 use meshtrace_collector::store::sqlite::{self as sqlite_store, SqliteStore, StoreSettings};
 use meshtrace_collector::store::SpanWriter;
@@ -109,6 +110,73 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The listeners' transports: TLS when `tls.cert_file` is set; the OTLP
+/// listeners also ask for client certificates when `tls.client_ca_file` is.
+struct Transports {
+    ingest: listen::Transport,
+    other: listen::Transport,
+}
+
+fn listener_transports(cfg: &Config) -> anyhow::Result<Transports> {
+    let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) else {
+        return Ok(Transports {
+            ingest: listen::Transport::Plain,
+            other: listen::Transport::Plain,
+        });
+    };
+    let other = security::acceptor(cert, key, None).map_err(|e| anyhow!(e))?;
+    let ingest = match &cfg.tls.client_ca_file {
+        Some(ca) => security::acceptor(cert, key, Some(ca)).map_err(|e| anyhow!(e))?,
+        None => other.clone(),
+    };
+    Ok(Transports {
+        ingest: listen::Transport::Tls(ingest),
+        other: listen::Transport::Tls(other),
+    })
+}
+
+/// TLS and the bearer token for the sidecar's upstream calls.
+fn upstream_security(
+    cfg: &Config,
+) -> anyhow::Result<(
+    Option<tonic::transport::ClientTlsConfig>,
+    Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+)> {
+    let sc = &cfg.sidecar;
+    let read = |key: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("{key}: reading {}", p.display()))
+    };
+    let tls = match &sc.ca_file {
+        Some(ca) => {
+            let mut t = tonic::transport::ClientTlsConfig::new().ca_certificate(
+                tonic::transport::Certificate::from_pem(read("sidecar.ca_file", ca)?),
+            );
+            if let (Some(c), Some(k)) = (&sc.client_cert_file, &sc.client_key_file) {
+                t = t.identity(tonic::transport::Identity::from_pem(
+                    read("sidecar.client_cert_file", c)?,
+                    read("sidecar.client_key_file", k)?,
+                ));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let token = match &sc.token_file {
+        Some(f) => {
+            let text = String::from_utf8(read("sidecar.token_file", f)?)
+                .context("sidecar.token_file: not UTF-8")?;
+            let value = format!("Bearer {}", text.trim());
+            Some(
+                value
+                    .parse()
+                    .map_err(|_| anyhow!("sidecar.token_file: not a valid header value"))?,
+            )
+        }
+        None => None,
+    };
+    Ok((tls, token))
 }
 
 /// Every listener's limits. The connection limit is lowered to what the
@@ -262,6 +330,30 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 sampling_metrics.clone(),
             ))
         });
+    let (upstream_tls, upstream_token) = upstream_security(&cfg)?;
+    let transports = listener_transports(&cfg)?;
+    let ingest_tokens = security::Tokens {
+        purpose: "ingest",
+        tokens: Arc::new(
+            security::load_tokens(
+                "auth.ingest_tokens",
+                &cfg.auth.ingest_tokens,
+                cfg.auth.ingest_tokens_file.as_deref(),
+            )
+            .map_err(|e| anyhow!(e))?,
+        ),
+    };
+    let query_tokens = security::Tokens {
+        purpose: "query",
+        tokens: Arc::new(
+            security::load_tokens(
+                "auth.query_tokens",
+                &cfg.auth.query_tokens,
+                cfg.auth.query_tokens_file.as_deref(),
+            )
+            .map_err(|e| anyhow!(e))?,
+        ),
+    };
     let reload_interval = cfg.sampling.reload_interval;
     let provider = Arc::new(if cfg.sampling.upstream.is_empty() {
         Provider::Local {
@@ -274,6 +366,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 &cfg.sampling.upstream,
                 reload_interval,
                 Duration::from_millis(cfg.sidecar.timeout_ms),
+                upstream_tls.clone(),
+                upstream_token.clone(),
                 sampling_metrics.clone(),
             )
             .map_err(|e| anyhow!(e))?,
@@ -291,6 +385,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             max_retry_time: sc.max_retry_time,
             timeout: Duration::from_millis(sc.timeout_ms),
             shutdown_grace: sc.shutdown_grace,
+            tls: upstream_tls.clone(),
+            token: upstream_token.clone(),
         };
         let (f, shutdown, task) = Forwarder::start(settings, telemetry.metrics.counters.clone())
             .map_err(|e| anyhow!(e))?;
@@ -445,7 +541,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         request_timeout: cfg.query.timeout,
         ..limits
     };
-    let serve = |name: &'static str, listener, app, stop| {
+    let serve = |name: &'static str, listener, app: axum::Router, stop| {
+        let (tokens, transport) = match name {
+            "query.listen" => (&query_tokens, &transports.other),
+            "otlp.grpc_listen" | "otlp.http_listen" => (&ingest_tokens, &transports.ingest),
+            _ => (&ingest_tokens, &transports.other),
+        };
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            security::require_token,
+        ));
         tokio::spawn(listen::serve(
             name,
             listener,
@@ -455,7 +560,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             } else {
                 limits
             },
-            listen::Plain,
+            transport.clone(),
             conns.clone(),
             stop,
         ))

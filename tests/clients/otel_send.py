@@ -1,6 +1,7 @@
 """Sends one small trace with the real OpenTelemetry Python SDK.
 
-usage: otel_send.py http|grpc ENDPOINT
+usage: otel_send.py http|grpc ENDPOINT [--ca FILE] [--cert FILE --key FILE] [--token TOKEN]
+(TLS with that CA, a client certificate for mutual TLS, a bearer token header).
 Prints the ids it created as JSON, after the exporter has flushed.
 """
 import json
@@ -12,14 +13,31 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
 protocol, endpoint = sys.argv[1], sys.argv[2]
+opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+headers = {"authorization": "Bearer " + opts["--token"]} if "--token" in opts else None
 if protocol == "http":
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    exporter = OTLPSpanExporter(endpoint=endpoint + "/v1/traces")
+    exporter = OTLPSpanExporter(
+        endpoint=endpoint + "/v1/traces",
+        certificate_file=opts.get("--ca"),
+        client_certificate_file=opts.get("--cert"),
+        client_key_file=opts.get("--key"),
+        headers=headers,
+    )
+elif "--ca" in opts:
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    read = lambda k: open(opts[k], "rb").read() if k in opts else None
+    credentials = grpc.ssl_channel_credentials(read("--ca"), read("--key"), read("--cert"))
+    exporter = OTLPSpanExporter(
+        endpoint=endpoint, insecure=False, credentials=credentials, headers=headers
+    )
 else:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)
 
 provider = TracerProvider(
     resource=Resource.create({"service.name": "py-client", "deployment.environment": "test"})

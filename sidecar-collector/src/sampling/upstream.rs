@@ -13,7 +13,8 @@ use meshtrace_proto::jaeger::{SamplingStrategyParameters, SamplingStrategyRespon
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 struct Entry {
     response: SamplingStrategyResponse,
@@ -22,6 +23,8 @@ struct Entry {
 
 pub struct UpstreamCache {
     channel: Channel,
+    /// `Authorization: Bearer` sent with every fetch.
+    token: Option<MetadataValue<Ascii>>,
     pub upstream: String,
     entries: Mutex<HashMap<String, Entry>>,
     pub refresh: Duration,
@@ -38,14 +41,22 @@ impl UpstreamCache {
         upstream: &str,
         refresh: Duration,
         timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+        token: Option<MetadataValue<Ascii>>,
         metrics: Arc<SamplingMetrics>,
     ) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(upstream.to_string())
+        let mut endpoint = Endpoint::from_shared(upstream.to_string())
             .map_err(|e| format!("sampling.upstream: {upstream:?}: {e}"))?
             .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
+            .timeout(timeout);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("sidecar.ca_file: {e}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(UpstreamCache {
+            token,
             channel,
             upstream: upstream.to_string(),
             entries: Mutex::new(HashMap::new()),
@@ -55,10 +66,14 @@ impl UpstreamCache {
     }
 
     async fn fetch(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
+        let mut request = tonic::Request::new(SamplingStrategyParameters {
+            service_name: service.to_string(),
+        });
+        if let Some(t) = &self.token {
+            request.metadata_mut().insert("authorization", t.clone());
+        }
         let result = SamplingManagerClient::new(self.channel.clone())
-            .get_sampling_strategy(SamplingStrategyParameters {
-                service_name: service.to_string(),
-            })
+            .get_sampling_strategy(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| format!("central collector {}: {}", self.upstream, s.message()));

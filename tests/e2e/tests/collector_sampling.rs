@@ -298,6 +298,9 @@ fn sidecar_strategy_cache_is_bounded_and_forgets_names_nobody_asks_for() {
     assert!(after <= 3 * 256 + 256, "refreshes not bounded: {after}");
     std::thread::sleep(Duration::from_millis(2000));
     let later = fetches() - asked - after;
-    assert!(later <= 256, "names nobody asks for are forgotten: {later} more");
+    assert!(
+        later <= 256,
+        "names nobody asks for are forgotten: {later} more"
+    );
     let _ = std::fs::remove_file(&file);
 }

@@ -22,6 +22,8 @@ pub struct Opts {
     /// A command that execs the collector (same process), e.g.
     /// `["prlimit", "--nofile=1024:1024", "--"]`.
     pub wrapper: Vec<String>,
+    /// Its listeners speak TLS: ready once the query port accepts connections.
+    pub tls: bool,
 }
 
 impl Opts {
@@ -154,7 +156,14 @@ impl Collector {
             keep_data: false,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while c.get("/healthz").0 != 200 {
+        let ready = |c: &Collector| {
+            if opts.tls {
+                TcpStream::connect(("127.0.0.1", c.query_port)).is_ok()
+            } else {
+                c.get("/healthz").0 == 200
+            }
+        };
+        while !ready(&c) {
             if let Ok(Some(status)) = c.child.try_wait() {
                 panic!("collector exited ({status}):\n{}", c.log());
             }
@@ -307,8 +316,20 @@ pub fn hold_ports(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
 /// Calls a unary gRPC method on 127.0.0.1:`port` with the raw `message` bytes through a
 /// real gRPC client (Python grpcio); (status code name, details, response bytes).
 pub fn grpc_raw(port: u16, method: &str, message: &[u8]) -> (String, String, Vec<u8>) {
+    grpc_raw_with(port, method, message, &[])
+}
+
+/// [`grpc_raw`] with `grpc_raw.py`'s options (`--ca F`, `--cert F --key F`, `--token T`).
+pub fn grpc_raw_with(
+    port: u16,
+    method: &str,
+    message: &[u8],
+    opts: &[&str],
+) -> (String, String, Vec<u8>) {
     let target = format!("127.0.0.1:{port}");
-    let (v, _) = crate::python_client("grpc_raw.py", &[&target, method], message);
+    let mut args = vec![target.as_str(), method];
+    args.extend_from_slice(opts);
+    let (v, _) = crate::python_client("grpc_raw.py", &args, message);
     let hex = v["response_hex"].as_str().unwrap_or("");
     let bytes = (0..hex.len() / 2)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))

@@ -14,6 +14,7 @@ pub mod http;
 pub mod istio;
 pub mod otlp;
 pub mod otlp_receiver;
+pub mod tls;
 pub mod upstream;
 
 use std::net::TcpListener;
@@ -73,7 +74,10 @@ pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::
     let out = run_with_stdin(
         Command::new(py)
             .arg(workspace_root().join("tests/clients").join(script))
-            .args(args),
+            .args(args)
+            // These would override the CA a client is given (`requests` prefers them).
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE"),
         stdin,
     );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
