@@ -61,6 +61,18 @@ struct Args {
     /// Sidecar mode: the central collector's sampling gRPC endpoint (overrides `sampling.upstream`).
     #[arg(long, env = "MESHTRACE_SAMPLING_UPSTREAM")]
     sampling_upstream: Option<String>,
+    /// Sidecar mode: CA of the upstream's certificate (overrides `sidecar.ca_file`).
+    #[arg(long, env = "MESHTRACE_UPSTREAM_CA_FILE")]
+    upstream_ca_file: Option<PathBuf>,
+    /// Sidecar mode: client certificate for mutual TLS (overrides `sidecar.client_cert_file`).
+    #[arg(long, env = "MESHTRACE_UPSTREAM_CLIENT_CERT_FILE")]
+    upstream_client_cert_file: Option<PathBuf>,
+    /// Sidecar mode: its key (overrides `sidecar.client_key_file`).
+    #[arg(long, env = "MESHTRACE_UPSTREAM_CLIENT_KEY_FILE")]
+    upstream_client_key_file: Option<PathBuf>,
+    /// Sidecar mode: file with the bearer token sent upstream (overrides `sidecar.token_file`).
+    #[arg(long, env = "MESHTRACE_UPSTREAM_TOKEN_FILE")]
+    upstream_token_file: Option<PathBuf>,
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION", value_parser = parse_duration)]
     retention: Option<Duration>,
@@ -104,6 +116,16 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(u) = &args.upstream {
         cfg.sidecar.upstream = u.clone();
+    }
+    for (flag, key) in [
+        (&args.upstream_ca_file, &mut cfg.sidecar.ca_file),
+        (&args.upstream_client_cert_file, &mut cfg.sidecar.client_cert_file),
+        (&args.upstream_client_key_file, &mut cfg.sidecar.client_key_file),
+        (&args.upstream_token_file, &mut cfg.sidecar.token_file),
+    ] {
+        if let Some(f) = flag {
+            *key = Some(f.clone());
+        }
     }
     if let Some(r) = args.retention {
         cfg.retention = r;

@@ -195,7 +195,8 @@ def main():
     if not WASM.exists():
         sys.exit(f"{WASM} is missing: run scripts/build-wasm")
     dirs = sys.argv[1:] or ["istio", "istio/wasmplugin", "istio/envoyfilter",
-                            "istio/collector", "istio/examples/per-workload"]
+                            "istio/collector", "istio/policy",
+                            "istio/examples/per-workload"]
     failed = False
     for d in dirs:
         problems, summary = check_dir(Path(d))

@@ -10,6 +10,10 @@ const MODELS = {
   "telemetry.istio.io/v1/Telemetry": "@kubernetes-models/istio/telemetry.istio.io/v1/Telemetry",
   "telemetry.istio.io/v1alpha1/Telemetry":
     "@kubernetes-models/istio/telemetry.istio.io/v1alpha1/Telemetry",
+  "security.istio.io/v1/AuthorizationPolicy":
+    "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy",
+  "security.istio.io/v1/PeerAuthentication":
+    "@kubernetes-models/istio/security.istio.io/v1/PeerAuthentication",
 };
 
 const docs = JSON.parse(readFileSync(0, "utf8"));

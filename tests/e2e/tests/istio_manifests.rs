@@ -53,10 +53,11 @@ fn every_kustomization_passes_every_check() {
     let (ok, out) = validate(&[]);
     assert!(ok, "{out}");
     for (dir, istio, kube, envoy) in [
-        ("istio:", 3, 5, 1),
+        ("istio:", 4, 6, 1),
+        ("istio/policy:", 1, 0, 0),
         ("istio/wasmplugin:", 3, 0, 1),
         ("istio/envoyfilter:", 3, 0, 1),
-        ("istio/collector:", 0, 5, 0),
+        ("istio/collector:", 0, 6, 0),
         ("istio/examples/per-workload:", 2, 2, 1),
     ] {
         let line = out
@@ -95,6 +96,7 @@ fn each_check_fails_on_its_broken_manifest() {
             "invalid meshtrace config: sampling.default_strategy.param",
         ),
         ("envoy-cluster", "connect_timeout"),
+        ("authorization-policy", "spec/action must be equal to one of the allowed values"),
     ] {
         let dir = format!("tests/istio-broken/{case}");
         let (ok, out) = validate(&[&dir]);
