@@ -741,7 +741,11 @@ mod tests {
                 "sampling:\n  reload_interval: 5",
                 "sampling.reload_interval",
             ),
+            ("store:\n  durability: maybe", "store.durability"),
         ];
+        let c = Config::from_yaml("store:\n  durability: os\n").unwrap();
+        assert_eq!(c.store.durability, Durability::Os);
+        assert_eq!(Config::default().store.durability, Durability::Fsync);
         for (yaml, key) in parse_errors {
             let e = Config::from_yaml(yaml).unwrap_err();
             assert_eq!(e.key, key, "{yaml}: {e}");
@@ -781,6 +785,33 @@ mod tests {
                 "mode: sidecar\nsidecar:\n  upstream: central:4317",
                 "sidecar.upstream",
             ),
+            (
+                "mode: sidecar\nsidecar:\n  upstream: https://central:4317",
+                "sidecar.upstream",
+            ),
+            ("server:\n  max_connections: 0", "server.max_connections"),
+            ("server:\n  header_timeout: 0s", "server.header_timeout"),
+            ("server:\n  idle_timeout: 48h", "server.idle_timeout"),
+            ("server:\n  request_timeout: 0s", "server.request_timeout"),
+            ("query:\n  timeout: 0s", "query.timeout"),
+            ("query:\n  max_spans: 0", "query.max_spans"),
+            ("query:\n  max_traces: 0", "query.max_traces"),
+            ("query:\n  max_concurrent: 0", "query.max_concurrent"),
+            (
+                "store:\n  max_open_partitions: 0",
+                "store.max_open_partitions",
+            ),
+            ("store:\n  health_interval: 0s", "store.health_interval"),
+            ("memory:\n  decode_bytes: 1000", "memory.decode_bytes"),
+            ("memory:\n  limit_bytes: 1000", "memory.limit_bytes"),
+            ("memory:\n  check_interval: 0s", "memory.check_interval"),
+            ("tls:\n  cert_file: /c.pem", "tls.key_file"),
+            ("tls:\n  client_ca_file: /ca.pem", "tls.client_ca_file"),
+            (
+                "sidecar:\n  client_cert_file: /c.pem",
+                "sidecar.client_key_file",
+            ),
+            ("sidecar:\n  shutdown_grace: 2h", "sidecar.shutdown_grace"),
         ];
         for (yaml, key) in cases {
             let e = Config::from_yaml(yaml).unwrap().validate().unwrap_err();

@@ -119,8 +119,14 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     for (flag, key) in [
         (&args.upstream_ca_file, &mut cfg.sidecar.ca_file),
-        (&args.upstream_client_cert_file, &mut cfg.sidecar.client_cert_file),
-        (&args.upstream_client_key_file, &mut cfg.sidecar.client_key_file),
+        (
+            &args.upstream_client_cert_file,
+            &mut cfg.sidecar.client_cert_file,
+        ),
+        (
+            &args.upstream_client_key_file,
+            &mut cfg.sidecar.client_key_file,
+        ),
         (&args.upstream_token_file, &mut cfg.sidecar.token_file),
     ] {
         if let Some(f) = flag {

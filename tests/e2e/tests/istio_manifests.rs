@@ -96,7 +96,10 @@ fn each_check_fails_on_its_broken_manifest() {
             "invalid meshtrace config: sampling.default_strategy.param",
         ),
         ("envoy-cluster", "connect_timeout"),
-        ("authorization-policy", "spec/action must be equal to one of the allowed values"),
+        (
+            "authorization-policy",
+            "spec/action must be equal to one of the allowed values",
+        ),
     ] {
         let dir = format!("tests/istio-broken/{case}");
         let (ok, out) = validate(&[&dir]);
