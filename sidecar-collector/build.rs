@@ -11,24 +11,30 @@
 
 use tonic_build::manual::{Builder, Method, Service};
 
-fn main() {
-    let trace = Service::builder()
+/// OTLP's `TraceService/Export` taking `input` through `codec`.
+fn trace_service(input: &str, codec: &str) -> Service {
+    Service::builder()
         .name("TraceService")
         .package("opentelemetry.proto.collector.trace.v1")
         .method(
             Method::builder()
                 .name("export")
                 .route_name("Export")
-                .input_type(
-                    "meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest",
-                )
+                .input_type(input)
                 .output_type(
                     "meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceResponse",
                 )
-                .codec_path("crate::grpc::StrictCodec")
+                .codec_path(codec)
                 .build(),
         )
-        .build();
+        .build()
+}
+
+fn main() {
+    let trace = trace_service(
+        "meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest",
+        "crate::grpc::StrictCodec",
+    );
     let sampling = Service::builder()
         .name("SamplingManager")
         .package("jaeger.api_v2")
@@ -42,21 +48,7 @@ fn main() {
                 .build(),
         )
         .build();
-    let trace_server = Service::builder()
-        .name("TraceService")
-        .package("opentelemetry.proto.collector.trace.v1")
-        .method(
-            Method::builder()
-                .name("export")
-                .route_name("Export")
-                .input_type("crate::grpc::EncodedExport")
-                .output_type(
-                    "meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceResponse",
-                )
-                .codec_path("crate::grpc::EncodedCodec")
-                .build(),
-        )
-        .build();
+    let trace_server = trace_service("crate::grpc::EncodedExport", "crate::grpc::EncodedCodec");
     Builder::new().build_server(false).compile(&[trace]);
     Builder::new().compile(&[sampling]);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("raw");

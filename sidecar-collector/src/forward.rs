@@ -228,54 +228,35 @@ pub fn split(req: ExportTraceServiceRequest, max: usize) -> Vec<ExportTraceServi
             continue;
         }
         // One resource's spans are too many for one export: cut by span.
-        let shell = |scope_spans| ResourceSpans {
-            resource: rs.resource.clone(),
-            scope_spans,
-            schema_url: rs.schema_url.clone(),
-        };
-        let overhead = shell(Vec::new()).encoded_len() + 16;
-        for ss in rs.scope_spans.iter() {
-            let scope_overhead = ScopeSpans {
-                scope: ss.scope.clone(),
-                spans: Vec::new(),
-                schema_url: ss.schema_url.clone(),
-            }
-            .encoded_len()
-                + 16;
-            let mut chunk = Vec::new();
-            let mut chunk_len = overhead + scope_overhead;
+        if !current.resource_spans.is_empty() {
+            out.push(std::mem::take(&mut current));
+            current_len = 0;
+        }
+        for ss in &rs.scope_spans {
+            let piece = |spans| ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: rs.resource.clone(),
+                    scope_spans: vec![ScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans,
+                        schema_url: ss.schema_url.clone(),
+                    }],
+                    schema_url: rs.schema_url.clone(),
+                }],
+            };
+            let overhead = piece(Vec::new()).encoded_len() + 16;
+            let (mut chunk, mut chunk_len) = (Vec::new(), overhead);
             for span in &ss.spans {
                 let l = span.encoded_len() + 8;
                 if chunk_len + l > max && !chunk.is_empty() {
-                    let spans = std::mem::take(&mut chunk);
-                    chunk_len = overhead + scope_overhead;
-                    if !current.resource_spans.is_empty() {
-                        out.push(std::mem::take(&mut current));
-                        current_len = 0;
-                    }
-                    out.push(ExportTraceServiceRequest {
-                        resource_spans: vec![shell(vec![ScopeSpans {
-                            scope: ss.scope.clone(),
-                            spans,
-                            schema_url: ss.schema_url.clone(),
-                        }])],
-                    });
+                    out.push(piece(std::mem::take(&mut chunk)));
+                    chunk_len = overhead;
                 }
                 chunk_len += l;
                 chunk.push(span.clone());
             }
             if !chunk.is_empty() {
-                if !current.resource_spans.is_empty() {
-                    out.push(std::mem::take(&mut current));
-                    current_len = 0;
-                }
-                out.push(ExportTraceServiceRequest {
-                    resource_spans: vec![shell(vec![ScopeSpans {
-                        scope: ss.scope.clone(),
-                        spans: chunk,
-                        schema_url: ss.schema_url.clone(),
-                    }])],
-                });
+                out.push(piece(chunk));
             }
         }
     }
@@ -361,6 +342,16 @@ async fn run(
         c: c.clone(),
     };
     let mut batch = BytesMut::new();
+    // Sends what `batch` holds (`n` spans of `requests` requests) and frees its place in the queue.
+    macro_rules! flush {
+        ($n:expr, $requests:expr) => {{
+            let size = batch.len() as u64;
+            let bytes = batch.split().freeze();
+            send_batch(&channel, &s, &c, &shutdown, &mut drops, bytes, $n).await;
+            c.queue_bytes.dec_by(size);
+            c.queue_depth.dec_by($requests);
+        }};
+    }
     while let Some((first, n0)) = rx.recv().await {
         // Concatenate what is waiting, up to batch_bytes.
         batch.clear();
@@ -376,19 +367,7 @@ async fn run(
                 }
                 Ok((more, k)) => {
                     // Would overflow the batch: sent first in the next one.
-                    let size = batch.len() as u64;
-                    send_batch(
-                        &channel,
-                        &s,
-                        &c,
-                        &shutdown,
-                        &mut drops,
-                        batch.split().freeze(),
-                        n,
-                    )
-                    .await;
-                    c.queue_bytes.dec_by(size);
-                    c.queue_depth.dec_by(requests);
+                    flush!(n, requests);
                     batch.extend_from_slice(&more);
                     n = k;
                     requests = 1;
@@ -396,19 +375,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let size = batch.len() as u64;
-        send_batch(
-            &channel,
-            &s,
-            &c,
-            &shutdown,
-            &mut drops,
-            batch.split().freeze(),
-            n,
-        )
-        .await;
-        c.queue_bytes.dec_by(size);
-        c.queue_depth.dec_by(requests);
+        flush!(n, requests);
     }
 }
 

@@ -360,28 +360,27 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     let (upstream_tls, upstream_token) = upstream_security(&cfg)?;
     let transports = listener_transports(&cfg)?;
-    let ingest_tokens = security::Tokens {
-        purpose: "ingest",
-        tokens: Arc::new(
-            security::load_tokens(
-                "auth.ingest_tokens",
-                &cfg.auth.ingest_tokens,
-                cfg.auth.ingest_tokens_file.as_deref(),
-            )
-            .map_err(|e| anyhow!(e))?,
-        ),
+    let tokens = |purpose, key, listed: &[String], file: &Option<PathBuf>| {
+        security::load_tokens(key, listed, file.as_deref())
+            .map(|t| security::Tokens {
+                purpose,
+                tokens: Arc::new(t),
+            })
+            .map_err(|e| anyhow!(e))
     };
-    let query_tokens = security::Tokens {
-        purpose: "query",
-        tokens: Arc::new(
-            security::load_tokens(
-                "auth.query_tokens",
-                &cfg.auth.query_tokens,
-                cfg.auth.query_tokens_file.as_deref(),
-            )
-            .map_err(|e| anyhow!(e))?,
-        ),
-    };
+    let a = &cfg.auth;
+    let ingest_tokens = tokens(
+        "ingest",
+        "auth.ingest_tokens",
+        &a.ingest_tokens,
+        &a.ingest_tokens_file,
+    )?;
+    let query_tokens = tokens(
+        "query",
+        "auth.query_tokens",
+        &a.query_tokens,
+        &a.query_tokens_file,
+    )?;
     let reload_interval = cfg.sampling.reload_interval;
     let provider = Arc::new(if cfg.sampling.upstream.is_empty() {
         Provider::Local {

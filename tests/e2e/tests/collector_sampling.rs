@@ -198,12 +198,9 @@ fn grpc_sampling_manager_answers_what_http_answers() {
     let _ = std::fs::remove_file(&file);
 }
 
-#[test]
-fn sidecar_serves_the_central_strategies_cached() {
-    let file = meshtrace_testkit::scratch_path("strategies.json");
-    std::fs::write(&file, GOOD).unwrap();
-    let central = start_with(&file);
-    let sidecar = Collector::start_opts(
+/// A sidecar serving `central`'s strategies, refreshed every second.
+fn caching_sidecar(central: &Collector) -> Collector {
+    Collector::start_opts(
         meshtrace_testkit::scratch_path("sidecar"),
         Opts {
             yaml: Some("sampling:\n  reload_interval: 1s\n".into()),
@@ -217,7 +214,15 @@ fn sidecar_serves_the_central_strategies_cached() {
             ],
             ..Opts::default()
         },
-    );
+    )
+}
+
+#[test]
+fn sidecar_serves_the_central_strategies_cached() {
+    let file = meshtrace_testkit::scratch_path("strategies.json");
+    std::fs::write(&file, GOOD).unwrap();
+    let central = start_with(&file);
+    let sidecar = caching_sidecar(&central);
     let path = "/api/sampling?service=checkout";
     assert_eq!(json(&sidecar, path), json(&central, path));
     // The sidecar's gRPC answers too (Jaeger clients that speak gRPC to a local agent).
@@ -264,21 +269,7 @@ fn sidecar_strategy_cache_is_bounded_and_forgets_names_nobody_asks_for() {
     let file = meshtrace_testkit::scratch_path("strategies.json");
     std::fs::write(&file, GOOD).unwrap();
     let central = start_with(&file);
-    let sidecar = Collector::start_opts(
-        meshtrace_testkit::scratch_path("sidecar"),
-        Opts {
-            yaml: Some("sampling:\n  reload_interval: 1s\n".into()),
-            args: vec![
-                "--mode".into(),
-                "sidecar".into(),
-                "--upstream".into(),
-                format!("http://127.0.0.1:{}", central.grpc_port),
-                "--sampling-upstream".into(),
-                format!("http://127.0.0.1:{}", central.sampling_grpc_port),
-            ],
-            ..Opts::default()
-        },
-    );
+    let sidecar = caching_sidecar(&central);
     let fetches = || {
         meshtrace_testkit::collector::metric(
             &sidecar.get("/metrics").1,
