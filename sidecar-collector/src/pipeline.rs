@@ -37,8 +37,9 @@ pub fn reserve(used: &AtomicU64, bytes: u64, max: u64) -> bool {
     }
 }
 
-/// Memory a batch of records holds while queued (approximate, dominated by the
-/// encodings); an origin shared by consecutive records counts once.
+/// Memory a batch of records holds while queued: each record's struct, its
+/// buffers by capacity and its indexed tags; an origin shared by consecutive
+/// records counts once.
 fn record_bytes(records: &[SpanRecord]) -> u64 {
     let mut last_origin: Option<&std::sync::Arc<[u8]>> = None;
     let mut total = 0u64;
@@ -47,7 +48,16 @@ fn record_bytes(records: &[SpanRecord]) -> u64 {
             total += r.origin.len() as u64;
             last_origin = Some(&r.origin);
         }
-        total += (r.body.len() + r.service.len() + r.operation.len() + 96) as u64;
+        let tags: usize = r
+            .indexed_tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
+            .sum();
+        total += (std::mem::size_of::<SpanRecord>()
+            + r.body.capacity()
+            + r.service.capacity()
+            + r.operation.capacity()
+            + tags) as u64;
     }
     total
 }
