@@ -253,6 +253,10 @@ mod tests {
         total
     }
 
+    pub(super) fn realistic_for_timing() -> ExportTraceServiceRequest {
+        realistic()
+    }
+
     fn realistic() -> ExportTraceServiceRequest {
         let spans = (0..200u64)
             .map(|i| Span {
@@ -344,5 +348,41 @@ mod tests {
     fn json_cost_counts_objects() {
         let empty = br#"{"resourceSpans":[{},{},{}]}"#;
         assert!(json_cost(empty) >= 3 * 2 * size_of::<ResourceSpans>() as u64);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use prost::Message;
+
+    /// `cargo test --release -p meshtrace-collector cost_vs_decode -- --ignored --nocapture`:
+    /// what the estimate costs beside the decode it guards.
+    #[test]
+    #[ignore]
+    fn cost_vs_decode() {
+        let req = super::tests::realistic_for_timing();
+        let wire = req.encode_to_vec();
+        let t = std::time::Instant::now();
+        let mut c = 0;
+        for _ in 0..200 {
+            c += decoded_cost(&wire).unwrap();
+        }
+        let walk = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..200 {
+            n += ExportTraceServiceRequest::decode(wire.as_slice())
+                .unwrap()
+                .resource_spans
+                .len();
+        }
+        let decode = t.elapsed();
+        eprintln!(
+            "{} bytes: estimate {:?}, decode {:?} ({c} {n})",
+            wire.len(),
+            walk / 200,
+            decode / 200
+        );
     }
 }
