@@ -294,6 +294,9 @@ pub struct StoreConfig {
     /// How often `/readyz` re-checks that the store can be written and read.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// Day partitions not written for this long are closed (and pooled readers dropped).
+    #[serde(with = "humantime_serde")]
+    pub partition_idle_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -302,6 +305,7 @@ impl Default for StoreConfig {
             durability: Durability::Fsync,
             max_open_partitions: 8,
             health_interval: Duration::from_secs(10),
+            partition_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -557,6 +561,9 @@ impl Config {
         if !(1..=4096).contains(&self.store.max_open_partitions) {
             return Err(err("store.max_open_partitions", "must be in 1..=4096"));
         }
+        if self.store.partition_idle_timeout.is_zero() {
+            return Err(err("store.partition_idle_timeout", "must be more than 0s"));
+        }
         if self.store.health_interval.is_zero() {
             return Err(err("store.health_interval", "must be more than 0s"));
         }
@@ -802,6 +809,10 @@ mod tests {
                 "store.max_open_partitions",
             ),
             ("store:\n  health_interval: 0s", "store.health_interval"),
+            (
+                "store:\n  partition_idle_timeout: 0s",
+                "store.partition_idle_timeout",
+            ),
             ("memory:\n  decode_bytes: 1000", "memory.decode_bytes"),
             ("memory:\n  limit_bytes: 1000", "memory.limit_bytes"),
             ("memory:\n  check_interval: 0s", "memory.check_interval"),

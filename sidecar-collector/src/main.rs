@@ -493,13 +493,26 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let health_task = store.clone().map(|store| {
         let telemetry = telemetry.clone();
         let every = cfg.store.health_interval;
+        let idle = cfg.store.partition_idle_timeout;
         tokio::spawn(async move {
             // Ready while the store can be written or read; a store that can do
             // neither (no file descriptors, the volume gone) takes the pod out of rotation.
+            // Partitions idle for store.partition_idle_timeout are closed on the way.
+            let mut last_close = std::time::Instant::now();
             loop {
                 tokio::time::sleep(every).await;
                 let s = store.clone();
+                let close = last_close.elapsed() >= idle.min(Duration::from_secs(60));
+                if close {
+                    last_close = std::time::Instant::now();
+                }
                 let checked = tokio::task::spawn_blocking(move || {
+                    if close {
+                        let n = s.close_idle(idle);
+                        if n > 0 {
+                            tracing::debug!(partitions = n, "idle partitions closed");
+                        }
+                    }
                     (s.check_writable(), s.check_readable())
                 })
                 .await;

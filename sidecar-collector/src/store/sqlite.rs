@@ -93,6 +93,8 @@ impl Default for StoreSettings {
 struct Writer {
     conn: Connection,
     last_write: u64,
+    /// When it was last written, for closing idle partitions.
+    used_at: std::time::Instant,
 }
 
 /// The SQLite span store.
@@ -377,11 +379,13 @@ impl SpanWriter for SqliteStore {
                     Writer {
                         conn,
                         last_write: 0,
+                        used_at: std::time::Instant::now(),
                     },
                 );
             }
             if let Some(w) = writers.get_mut(&day) {
                 w.last_write = *clock;
+                w.used_at = std::time::Instant::now();
                 write_partition(&mut w.conn, &group)?;
             }
         }
@@ -446,6 +450,24 @@ fn row_identity(span_id: &[u8], body: &[u8]) -> (u64, u64) {
 type TraceRows = (Vec<(i64, StoredSpan)>, HashSet<(u64, u64)>);
 
 impl SqliteStore {
+    /// Closes writer connections not written for `idle` and the pooled read
+    /// connections; returns how many writers were closed. Files stay; a later
+    /// write or read opens them again.
+    pub fn close_idle(&self, idle: std::time::Duration) -> usize {
+        let mut guard = lock(&self.writers);
+        let before = guard.0.len();
+        guard.0.retain(|_, w| w.used_at.elapsed() < idle);
+        let closed = before - guard.0.len();
+        drop(guard);
+        lock(&self.idle_readers).clear();
+        closed
+    }
+
+    /// Writer connections open now.
+    pub fn open_writers(&self) -> usize {
+        lock(&self.writers).0.len()
+    }
+
     /// Can the store take a write now (the directory takes a file)?
     pub fn check_writable(&self) -> Result<(), StoreError> {
         write_probe(&self.dir)

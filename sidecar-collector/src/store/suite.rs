@@ -429,3 +429,37 @@ fn sqlite_recovers_from_a_broken_partition() {
         "bad one moved aside"
     );
 }
+
+#[test]
+fn sqlite_closes_idle_partitions_and_reopens_them() {
+    let d = tempfile::tempdir().unwrap();
+    let s = super::sqlite::SqliteStore::open(d.path(), Default::default()).unwrap();
+    for day in 0..3u64 {
+        s.write(&records(
+            "s",
+            vec![span(
+                50 + day as u8,
+                1,
+                0,
+                "x",
+                BASE_NS + day * 24 * HOUR_NS,
+                1,
+                200,
+            )],
+        ))
+        .unwrap();
+    }
+    assert_eq!(s.open_writers(), 3);
+    assert_eq!(
+        s.close_idle(std::time::Duration::from_secs(3600)),
+        0,
+        "not idle yet"
+    );
+    assert_eq!(s.close_idle(std::time::Duration::ZERO), 3);
+    assert_eq!(s.open_writers(), 0);
+    // Reopened on demand: reads and writes go on.
+    assert_eq!(s.trace(&[52; 16]).unwrap().len(), 1);
+    s.write(&records("s", vec![span(53, 1, 0, "y", BASE_NS, 1, 200)]))
+        .unwrap();
+    assert_eq!(s.open_writers(), 1);
+}

@@ -43,7 +43,7 @@ fn a_request_over_a_thousand_days_keeps_file_descriptors_bounded() {
         meshtrace_testkit::scratch_path("collector"),
         Opts {
             yaml: Some(
-                "retention: 3650d\nmax_span_age: 3650d\nstore:\n  max_open_partitions: 8\n".into(),
+                "retention: 3650d\nmax_span_age: 3650d\nstore:\n  max_open_partitions: 8\n  partition_idle_timeout: 1s\n  health_interval: 200ms\n".into(),
             ),
             ..Opts::default()
         },
@@ -60,7 +60,8 @@ fn a_request_over_a_thousand_days_keeps_file_descriptors_bounded() {
         after <= before + 8 * 3 + 4,
         "partitions left open: {before} -> {after}"
     );
-    // Every day is still readable, and the pools stay bounded after reading them all.
+    // Every day is still readable, and the pools stay bounded after reading them all
+    // (the health check may hold one more fresh reader meanwhile).
     let (status, body) = c.get("/api/services");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("many-days"), "{body}");
@@ -70,9 +71,23 @@ fn a_request_over_a_thousand_days_keeps_file_descriptors_bounded() {
     let reading = open_fds(pid);
     eprintln!("after reading every partition: {reading}");
     assert!(
-        reading <= before + 8 * 3 + 32 * 3 + 4,
+        reading <= before + 8 * 3 + 32 * 3 + 24,
         "read connections left open: {reading}"
     );
+    // Idle partitions are closed (store.partition_idle_timeout, 1 s here).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_fds(pid) > before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "idle partitions never closed: {} fds",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("after the idle timeout: {}", open_fds(pid));
+    // And reopened on demand.
+    let (status, body) = c.get(&format!("/api/traces/{id}"));
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]
