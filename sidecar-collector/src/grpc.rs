@@ -133,3 +133,32 @@ where
         StrictDecoder(PhantomData)
     }
 }
+
+/// Whether a request speaks gRPC (by its content type).
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// A refusal in the caller's protocol: gRPC status `code`, or HTTP `status`
+/// with the message as text, and `Retry-After: 1` on 503 (OTLP clients wait it).
+pub fn refusal(
+    grpc: bool,
+    code: tonic::Code,
+    status: axum::http::StatusCode,
+    msg: String,
+) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    if grpc {
+        return Status::new(code, msg).into_http::<axum::body::Body>();
+    }
+    let mut r = (status, [(header::CONTENT_TYPE, "text/plain")], msg).into_response();
+    if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    r
+}

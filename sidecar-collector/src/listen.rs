@@ -13,9 +13,10 @@
 //! Over the connection limit a new connection is closed at once, so the
 //! process never runs out of file descriptors whatever clients do.
 
+use crate::grpc::{is_grpc, refusal};
 use crate::telemetry::{ConnectionMetrics, ListenerLabels, TimeoutLabels};
 use axum::body::Body;
-use axum::http::{header, Request, Response, StatusCode};
+use axum::http::{Request, Response, StatusCode};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,6 +32,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+/// Listeners of one collector (OTLP gRPC and HTTP, query, sampling HTTP and gRPC).
+pub const LISTENERS: u64 = 5;
+/// File descriptors kept for the store, logs and upstream connections.
+pub const RESERVED_FDS: u64 = 256;
+
+/// The per-listener connection limit: `configured`, lowered to what `nofile`
+/// open files allow for every listener and the reserve, so clients can never
+/// exhaust file descriptors.
+pub fn fit_connections(configured: usize, nofile: u64) -> usize {
+    let budget = (nofile.saturating_sub(RESERVED_FDS) / LISTENERS).max(1);
+    configured.min(usize::try_from(budget).unwrap_or(usize::MAX))
+}
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -269,27 +283,18 @@ async fn watchdog(state: Arc<ConnState>, limits: Limits) -> &'static str {
     }
 }
 
-fn is_grpc(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
-}
-
 /// The answer to a request that ran out of time: retryable, saying which limit.
 fn timed_out(grpc: bool, limit: Duration) -> Response<Body> {
     let msg = format!(
         "request not completed within server.request_timeout ({}); retry later",
         humantime::format_duration(limit)
     );
-    if grpc {
-        return tonic::Status::unavailable(msg).into_http::<Body>();
-    }
-    let mut r = Response::new(Body::from(msg));
-    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    r
+    refusal(
+        grpc,
+        tonic::Code::Unavailable,
+        StatusCode::SERVICE_UNAVAILABLE,
+        msg,
+    )
 }
 
 /// Serves `app` on `listener` with `limits` until `shutdown` resolves, then
@@ -390,7 +395,7 @@ pub async fn serve(
                 st.requests.fetch_add(1, Ordering::Relaxed);
                 st.in_flight.fetch_add(1, Ordering::Relaxed);
                 st.pending_ms.store(0, Ordering::Relaxed);
-                let grpc = is_grpc(&req);
+                let grpc = is_grpc(req.headers());
                 async move {
                     let answer = tokio::time::timeout(
                         limits.request_timeout,
@@ -436,5 +441,21 @@ pub async fn serve(
             listener = name,
             "connections still open 30 s after shutdown began; closing them"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_fit_the_open_files_limit() {
+        assert_eq!(
+            fit_connections(1024, 1_048_576),
+            1024,
+            "room: as configured"
+        );
+        assert_eq!(fit_connections(1024, 1024), 153, "(1024 - 256) / 5");
+        assert_eq!(fit_connections(1024, 100), 1, "never zero");
     }
 }

@@ -165,67 +165,19 @@ fn listener_transports(cfg: &Config) -> anyhow::Result<Transports> {
     })
 }
 
-/// TLS and the bearer token for the sidecar's upstream calls.
-fn upstream_security(
-    cfg: &Config,
-) -> anyhow::Result<(
-    Option<tonic::transport::ClientTlsConfig>,
-    Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-)> {
-    let sc = &cfg.sidecar;
-    let read = |key: &str, p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("{key}: reading {}", p.display()))
-    };
-    let tls = match &sc.ca_file {
-        Some(ca) => {
-            let mut t = tonic::transport::ClientTlsConfig::new().ca_certificate(
-                tonic::transport::Certificate::from_pem(read("sidecar.ca_file", ca)?),
-            );
-            if let (Some(c), Some(k)) = (&sc.client_cert_file, &sc.client_key_file) {
-                t = t.identity(tonic::transport::Identity::from_pem(
-                    read("sidecar.client_cert_file", c)?,
-                    read("sidecar.client_key_file", k)?,
-                ));
-            }
-            Some(t)
-        }
-        None => None,
-    };
-    let token = match &sc.token_file {
-        Some(f) => {
-            let text = String::from_utf8(read("sidecar.token_file", f)?)
-                .context("sidecar.token_file: not UTF-8")?;
-            let value = format!("Bearer {}", text.trim());
-            Some(
-                value
-                    .parse()
-                    .map_err(|_| anyhow!("sidecar.token_file: not a valid header value"))?,
-            )
-        }
-        None => None,
-    };
-    Ok((tls, token))
-}
-
-/// Every listener's limits. The connection limit is lowered to what the
-/// file-descriptor limit (raised to its hard maximum first) allows for five
-/// listeners and the store, so clients can never exhaust descriptors.
+/// Every listener's limits, the connection limit fitted to the open-files
+/// limit (`listen::fit_connections`).
 fn connection_limits(s: &ServerConfig) -> listen::Limits {
-    const LISTENERS: u64 = 5;
-    const RESERVED_FDS: u64 = 256;
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let budget = (nofile.saturating_sub(RESERVED_FDS) / LISTENERS).max(1);
-    let max_connections = if s.max_connections as u64 > budget {
+    let max_connections = listen::fit_connections(s.max_connections, nofile);
+    if max_connections < s.max_connections {
         tracing::warn!(
             configured = s.max_connections,
-            used = budget,
+            used = max_connections,
             open_files_limit = nofile,
             "server.max_connections lowered to fit the open-files limit"
         );
-        budget as usize
-    } else {
-        s.max_connections
-    };
+    }
     listen::Limits {
         max_connections,
         header_timeout: s.header_timeout,
@@ -296,37 +248,33 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cfg))
 }
 
-/// The memory limiter and the largest message it lets in: `memory.limit_bytes`
-/// (0: 80% of the cgroup's limit), `memory.decode_bytes` (0: a quarter of
-/// that, 4–256 MiB), and `otlp.max_message_bytes` lowered to the decode budget.
+/// The memory limiter and the largest message it lets in (`memory::Sizing`).
 fn memory_limits(cfg: &Config, telemetry: &Telemetry) -> (Arc<memory::MemoryLimiter>, usize) {
-    const MIB: u64 = 1024 * 1024;
-    let limit = match cfg.memory.limit_bytes {
-        0 => memory::cgroup_limit().map(|l| l / 5 * 4),
-        n => Some(n),
-    };
-    let decode = match (cfg.memory.decode_bytes, limit) {
-        (0, Some(l)) => (l / 4).clamp(4 * MIB, 256 * MIB),
-        (0, None) => 256 * MIB,
-        (n, _) => n,
-    };
-    let mut max_message = cfg.otlp.max_message_bytes;
-    if max_message as u64 > decode {
+    let sizing = memory::Sizing::new(
+        cfg.memory.limit_bytes,
+        cfg.memory.decode_bytes,
+        cfg.otlp.max_message_bytes,
+        memory::cgroup_limit(),
+    );
+    if sizing.max_message_bytes < cfg.otlp.max_message_bytes {
         tracing::warn!(
-            configured = max_message,
-            used = decode,
+            configured = cfg.otlp.max_message_bytes,
+            used = sizing.max_message_bytes,
             "otlp.max_message_bytes lowered to memory.decode_bytes: a larger message could never be decoded"
         );
-        max_message = decode as usize;
     }
     tracing::info!(
-        limit_bytes = limit.unwrap_or(0),
-        decode_bytes = decode,
-        max_message_bytes = max_message,
+        limit_bytes = sizing.limit_bytes.unwrap_or(0),
+        decode_bytes = sizing.decode_bytes,
+        max_message_bytes = sizing.max_message_bytes,
         "memory limits"
     );
-    let limiter = memory::MemoryLimiter::new(decode, limit, telemetry.metrics.memory.clone());
-    (limiter, max_message)
+    let limiter = memory::MemoryLimiter::new(
+        sizing.decode_bytes,
+        sizing.limit_bytes,
+        telemetry.metrics.memory.clone(),
+    );
+    (limiter, sizing.max_message_bytes)
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -358,7 +306,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 sampling_metrics.clone(),
             ))
         });
-    let (upstream_tls, upstream_token) = upstream_security(&cfg)?;
+    let sc = &cfg.sidecar;
+    let upstream_tls = security::client_tls(
+        sc.ca_file.as_deref(),
+        sc.client_cert_file
+            .as_deref()
+            .zip(sc.client_key_file.as_deref()),
+    )
+    .map_err(|e| anyhow!(e))?;
+    let upstream_token = sc
+        .token_file
+        .as_deref()
+        .map(security::bearer_from_file)
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
     let transports = listener_transports(&cfg)?;
     let tokens = |purpose, key, listed: &[String], file: &Option<PathBuf>| {
         security::load_tokens(key, listed, file.as_deref())
@@ -581,30 +542,6 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         request_timeout: cfg.query.timeout,
         ..limits
     };
-    let serve = |name: &'static str, listener, app: axum::Router, stop| {
-        let (tokens, transport) = match name {
-            "query.listen" => (&query_tokens, &transports.other),
-            "otlp.grpc_listen" | "otlp.http_listen" => (&ingest_tokens, &transports.ingest),
-            _ => (&ingest_tokens, &transports.other),
-        };
-        let app = app.layer(axum::middleware::from_fn_with_state(
-            tokens.clone(),
-            security::require_token,
-        ));
-        tokio::spawn(listen::serve(
-            name,
-            listener,
-            app,
-            if name == "query.listen" {
-                query_limits
-            } else {
-                limits
-            },
-            transport.clone(),
-            conns.clone(),
-            stop,
-        ))
-    };
     let grpc_app = tonic::service::Routes::new(grpc_service)
         .into_axum_router()
         .route_layer(reserve)
@@ -613,33 +550,66 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tonic::service::Routes::new(sampling::grpc_service(provider.clone())).into_axum_router();
     let sampling_app =
         sampling::router(provider.clone()).merge(telemetry::health_router(telemetry.clone()));
-    let servers = [
-        serve(
+    // Each listener: who may call it (tokens), how it is spoken (TLS, client
+    // certificates for OTLP) and its limits.
+    let (ingest, other) = (&transports.ingest, &transports.other);
+    let listeners = [
+        (
             "otlp.http_listen",
             otlp_listener,
             http_app,
-            wait(stop_rx.clone()),
+            &ingest_tokens,
+            ingest,
+            limits,
         ),
-        serve(
+        (
             "otlp.grpc_listen",
             grpc_listener,
             grpc_app,
-            wait(stop_rx.clone()),
+            &ingest_tokens,
+            ingest,
+            limits,
         ),
-        serve(
+        (
             "sampling.grpc_listen",
             sampling_grpc_listener,
             sampling_grpc_app,
-            wait(stop_rx.clone()),
+            &ingest_tokens,
+            other,
+            limits,
         ),
-        serve(
+        (
             "sampling.http_listen",
             sampling_listener,
             sampling_app,
-            wait(stop_rx.clone()),
+            &ingest_tokens,
+            other,
+            limits,
         ),
-        serve("query.listen", query_listener, query_app, wait(stop_rx)),
+        (
+            "query.listen",
+            query_listener,
+            query_app,
+            &query_tokens,
+            other,
+            query_limits,
+        ),
     ];
+    let servers = listeners.map(|(name, listener, app, tokens, transport, limits)| {
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            security::require_token,
+        ));
+        tokio::spawn(listen::serve(
+            name,
+            listener,
+            app,
+            limits,
+            transport.clone(),
+            conns.clone(),
+            wait(stop_rx.clone()),
+        ))
+    });
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight exports, draining the queue");
     let _ = stop_tx.send(true);

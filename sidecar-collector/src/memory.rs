@@ -28,6 +28,44 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+const MIB: u64 = 1024 * 1024;
+
+/// The limits a collector runs with, from its configuration (0: automatic)
+/// and its memory cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    /// `memory.limit_bytes`, or 80% of the cgroup's limit; none without either.
+    pub limit_bytes: Option<u64>,
+    /// `memory.decode_bytes`, or a quarter of the limit (4–256 MiB), 256 MiB without one.
+    pub decode_bytes: u64,
+    /// `otlp.max_message_bytes`, lowered to the decode budget: a larger message could never fit.
+    pub max_message_bytes: usize,
+}
+
+impl Sizing {
+    pub fn new(
+        limit_bytes: u64,
+        decode_bytes: u64,
+        max_message_bytes: usize,
+        cgroup: Option<u64>,
+    ) -> Sizing {
+        let limit = match limit_bytes {
+            0 => cgroup.map(|l| l / 5 * 4),
+            n => Some(n),
+        };
+        let decode = match (decode_bytes, limit) {
+            (0, Some(l)) => (l / 4).clamp(4 * MIB, 256 * MIB),
+            (0, None) => 256 * MIB,
+            (n, _) => n,
+        };
+        Sizing {
+            limit_bytes: limit,
+            decode_bytes: decode,
+            max_message_bytes: max_message_bytes.min(usize::try_from(decode).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
 /// Reservations are in KiB (a semaphore permit each).
 const UNIT: u64 = 1024;
 
@@ -86,11 +124,6 @@ impl MemoryLimiter {
         });
         limiter.sample();
         limiter
-    }
-
-    /// The decode budget, in bytes.
-    pub fn budget_bytes(&self) -> u64 {
-        self.budget_bytes
     }
 
     fn refused(&self, e: MemoryError) -> MemoryError {
@@ -225,27 +258,15 @@ impl RequestMemory {
 
 /// The answer to a refused request: gRPC status or HTTP status, with the reason.
 pub fn refusal(e: &MemoryError, grpc: bool) -> Response<Body> {
-    if grpc {
-        let status = if e.retryable() {
-            tonic::Status::unavailable(e.to_string())
-        } else {
-            tonic::Status::resource_exhausted(e.to_string())
-        };
-        return status.into_http::<Body>();
-    }
-    let mut r = Response::new(Body::from(e.to_string()));
-    if e.retryable() {
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    let (code, status) = if e.retryable() {
+        (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
     } else {
-        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    }
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain"),
-    );
-    r
+        (
+            tonic::Code::ResourceExhausted,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
+    crate::grpc::refusal(grpc, code, status, e.to_string())
 }
 
 /// State of [`reserve_request`]: the limiter and the largest message.
@@ -263,11 +284,7 @@ pub async fn reserve_request(
     mut req: Request,
     next: Next,
 ) -> Response<Body> {
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
+    let grpc = crate::grpc::is_grpc(req.headers());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -362,6 +379,29 @@ mod tests {
         );
         assert!(l.check().is_err());
         assert!(limiter(1 << 20, None).check().is_ok());
+    }
+
+    #[test]
+    fn sizing_follows_the_cgroup_unless_configured() {
+        // The sidecar manifest: 64 MiB.
+        let s = Sizing::new(0, 0, 16 * MIB as usize, Some(64 * MIB));
+        assert_eq!(s.limit_bytes, Some(64 * MIB / 5 * 4));
+        assert_eq!(s.decode_bytes, 64 * MIB / 5);
+        assert_eq!(s.max_message_bytes as u64, s.decode_bytes, "lowered to fit");
+        // The central manifest: 1 GiB.
+        let c = Sizing::new(0, 0, 16 * MIB as usize, Some(1024 * MIB));
+        assert_eq!(c.decode_bytes, 1024 * MIB / 5);
+        assert_eq!(c.max_message_bytes as u64, 16 * MIB);
+        // No cgroup limit: no process limit, 256 MiB to decode.
+        let n = Sizing::new(0, 0, 16 * MIB as usize, None);
+        assert_eq!((n.limit_bytes, n.decode_bytes), (None, 256 * MIB));
+        // Configured values win; tiny limits still leave 4 MiB to decode.
+        let k = Sizing::new(512 * MIB, 32 * MIB, 16 * MIB as usize, Some(64 * MIB));
+        assert_eq!((k.limit_bytes, k.decode_bytes), (Some(512 * MIB), 32 * MIB));
+        assert_eq!(
+            Sizing::new(0, 0, MIB as usize, Some(8 * MIB)).decode_bytes,
+            4 * MIB
+        );
     }
 
     #[test]

@@ -84,6 +84,42 @@ pub fn acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
+    std::fs::read(path).map_err(|e| fail(key, format!("{}: {e}", path.display())))
+}
+
+/// TLS to an upstream collector: its CA, and a client certificate and key
+/// when it asks for mutual TLS. `None` without a CA (plain `http://`).
+pub fn client_tls(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, SecurityError> {
+    let Some(ca) = ca_file else {
+        return Ok(None);
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read("sidecar.ca_file", ca)?),
+    );
+    if let Some((cert, key)) = client {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read("sidecar.client_cert_file", cert)?,
+            read("sidecar.client_key_file", key)?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// `Bearer <token>` from a file holding the token (a mounted Secret).
+pub fn bearer_from_file(
+    path: &Path,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, SecurityError> {
+    let text = String::from_utf8(read("sidecar.token_file", path)?)
+        .map_err(|_| fail("sidecar.token_file", "not UTF-8"))?;
+    format!("Bearer {}", text.trim())
+        .parse()
+        .map_err(|_| fail("sidecar.token_file", "not a valid header value"))
+}
+
 /// Accepted bearer tokens (none: no authentication).
 #[derive(Clone, Default)]
 pub struct Tokens {
@@ -134,20 +170,19 @@ pub async fn require_token(State(t): State<Tokens>, req: Request, next: Next) ->
         "a valid bearer token for {} is required (Authorization: Bearer <token>)",
         t.purpose
     );
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if grpc {
-        return tonic::Status::unauthenticated(msg).into_http::<Body>();
-    }
-    let mut r = Response::new(Body::from(msg));
-    *r.status_mut() = StatusCode::UNAUTHORIZED;
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
+    let grpc = crate::grpc::is_grpc(req.headers());
+    let mut r = crate::grpc::refusal(
+        grpc,
+        tonic::Code::Unauthenticated,
+        StatusCode::UNAUTHORIZED,
+        msg,
     );
+    if !grpc {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
     r
 }
 

@@ -6,14 +6,13 @@
 //! budget cut is said in the answer: a `warnings` entry on the first trace
 //! (the Jaeger UI shows trace warnings), and `total` counts what is there.
 
-use super::jaeger::{trace_json, TraceJson};
-use super::{error, json_response};
+use super::error;
+use super::jaeger::TraceJson;
 use crate::memory::MemoryLimiter;
 use crate::store::TraceSet;
 use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meshtrace_proto::jaeger_json::Envelope;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,39 +154,29 @@ pub fn traces_answer(
     pretty: bool,
     slot: OwnedSemaphorePermit,
 ) -> Response {
-    if pretty {
-        // Indented answers are for people reading small ones: built whole.
-        let mut first = true;
-        let mut w = warnings;
-        let traces: Vec<_> = set
-            .traces
-            .iter()
-            .map(|t| {
-                let mut j = trace_json(t);
-                if std::mem::take(&mut first) && !w.is_empty() {
-                    j.warnings.get_or_insert_with(Vec::new).append(&mut w);
-                }
-                j
-            })
-            .collect();
-        let total = traces.len();
-        drop(slot);
-        return json_response(StatusCode::OK, &Envelope::new(traces, total), true);
-    }
-    // A small answer is written at once: streaming costs a thread hop and a channel.
+    // A small answer (or an indented one, which people read) is written at once:
+    // streaming costs a thread hop and a channel.
     let spans: usize = set.traces.iter().map(|t| t.spans.len()).sum();
-    if spans <= STREAM_FROM_SPANS {
+    if pretty || spans <= STREAM_FROM_SPANS {
         let mut body = Vec::with_capacity(spans * 1024 + 64);
-        if let Err(e) = write_envelope(&mut body, set, warnings) {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-        }
+        let written = write_envelope(&mut body, set, warnings).map_err(|e| e.to_string());
         drop(slot);
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
+        let body = match written {
+            Ok(()) if pretty => serde_json::from_slice::<serde_json::Value>(&body)
+                .and_then(|v| serde_json::to_vec_pretty(&v))
+                .map_err(|e| e.to_string()),
+            Ok(()) => Ok(body),
+            Err(e) => Err(e),
+        };
+        return match body {
+            Ok(body) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
     }
     let (tx, mut rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {

@@ -277,7 +277,8 @@ impl<'a> TraceJson<'a> {
     }
 }
 
-/// One trace in Jaeger's JSON.
+/// One trace in Jaeger's JSON (as one value; answers are written span by span).
+#[cfg(test)]
 pub fn trace_json(t: &StoredTrace) -> j::Trace {
     TraceJson::new(t).build(None)
 }

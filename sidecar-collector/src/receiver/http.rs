@@ -89,19 +89,12 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn refused(e: Refusal) -> Response {
-    match e {
-        Refusal::Malformed(m) => plain(StatusCode::BAD_REQUEST, m),
-        Refusal::TooLarge(m) => plain(StatusCode::PAYLOAD_TOO_LARGE, m),
-        Refusal::Retry(m) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [
-                (header::RETRY_AFTER, "1"),
-                (header::CONTENT_TYPE, "text/plain"),
-            ],
-            m,
-        )
-            .into_response(),
-    }
+    let (status, m) = match e {
+        Refusal::Malformed(m) => (StatusCode::BAD_REQUEST, m),
+        Refusal::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+        Refusal::Retry(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+    };
+    crate::grpc::refusal(false, tonic::Code::Unknown, status, m)
 }
 
 async fn export(
