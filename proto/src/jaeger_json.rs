@@ -152,6 +152,50 @@ pub struct DependencyLink {
     pub call_count: u64,
 }
 
+/// Jaeger's SPM answer (`/api/metrics/{latencies,calls,errors}`): the
+/// `MetricFamily` of `api_v2/metrics/openmetrics.proto` in protobuf JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricFamily {
+    pub name: String,
+    /// Always `GAUGE`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub help: String,
+    pub metrics: Vec<Metric>,
+}
+
+/// One series of a [`MetricFamily`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    /// `service_name`, and `operation` when grouped by operation.
+    pub labels: Vec<Label>,
+    pub metric_points: Vec<MetricPoint>,
+}
+
+/// A label of a [`Metric`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// One point: `{"gaugeValue": {"doubleValue": 1.5}, "timestamp": "2026-12-01T19:00:00Z"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricPoint {
+    pub gauge_value: GaugeValue,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+}
+
+/// A point's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GaugeValue {
+    pub double_value: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 //! - [`strategy`]: Jaeger's sampling-strategies file model and its merge rules.
 //! - [`sampling_json`]: Jaeger's remote-sampling answer as JSON (collector writes, filter reads).
 //! - [`semconv`]: attribute keys shared by the filter and the collector.
+//! - [`otel_ts`]: OpenTelemetry's `ot` tracestate member (`th`, `rv`): the filter writes it,
+//!   the collector reads the sampling probability from it.
 //! - [`jaeger_json`]: Jaeger's query JSON model (`/api/traces` and friends).
 //! - `otlp` (feature): the OTLP prost messages, for host-side crates, and [`jaeger`]:
 //!   Jaeger's remote sampling messages (`proto/jaeger/api_v2/sampling.proto`).
@@ -12,6 +14,7 @@ pub mod ids;
 #[cfg(feature = "otlp")]
 pub mod jaeger;
 pub mod jaeger_json;
+pub mod otel_ts;
 pub mod sampling_json;
 pub mod semconv;
 pub mod strategy;

@@ -56,6 +56,8 @@ pub struct Config {
     pub sidecar: SidecarConfig,
     /// Sampling strategies served to the filters and remote samplers.
     pub sampling: SamplingConfig,
+    /// Metrics derived from spans: span metrics, the service graph, the SPM history.
+    pub metrics: MetricsConfig,
     /// Log format: `text` or `json`.
     pub log_format: String,
     /// Attributes named like credentials, redacted at ingest.
@@ -88,6 +90,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             sidecar: SidecarConfig::default(),
             sampling: SamplingConfig::default(),
+            metrics: MetricsConfig::default(),
             log_format: "text".into(),
             log_summary_interval: Duration::from_secs(60),
             redaction: RedactionConfig::default(),
@@ -427,6 +430,46 @@ impl Default for SamplingConfig {
     }
 }
 
+/// Metrics derived from stored spans (central and all-in-one modes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Compute span metrics, the service graph and the SPM history.
+    pub enabled: bool,
+    /// Upper bounds of the duration histograms, in milliseconds (ascending).
+    pub duration_buckets_ms: Vec<f64>,
+    /// Series per metric family at most; new label sets beyond it are folded
+    /// into one series labelled `otel_metric_overflow="true"`.
+    pub max_series: usize,
+    /// Service-graph edges (client, server, connection type) at most.
+    pub service_graph_max_edges: usize,
+    /// How long a client or server span waits for its other half.
+    #[serde(with = "humantime_serde")]
+    pub service_graph_wait: Duration,
+    /// Spans waiting for their other half at most (beyond: counted as dropped).
+    pub service_graph_max_pending: usize,
+    /// How long the per-minute history behind `/api/metrics/*` is kept.
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            duration_buckets_ms: vec![
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+                10000.0,
+            ],
+            max_series: 2000,
+            service_graph_max_edges: 1000,
+            service_graph_wait: Duration::from_secs(10),
+            service_graph_max_pending: 10_000,
+            history_retention: Duration::from_secs(2 * 86_400),
+        }
+    }
+}
+
 /// A configuration error naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {key}: {message}")]
@@ -569,6 +612,47 @@ impl Config {
         }
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));
+        }
+        let m = &self.metrics;
+        let b = &m.duration_buckets_ms;
+        if b.is_empty()
+            || b.len() > 64
+            || b.iter().any(|x| !(x.is_finite() && *x > 0.0))
+            || b.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(err(
+                "metrics.duration_buckets_ms",
+                "must be 1 to 64 positive, finite, strictly ascending bounds (milliseconds)",
+            ));
+        }
+        for (key, v, max) in [
+            ("metrics.max_series", m.max_series, 1_000_000),
+            (
+                "metrics.service_graph_max_edges",
+                m.service_graph_max_edges,
+                1_000_000,
+            ),
+            (
+                "metrics.service_graph_max_pending",
+                m.service_graph_max_pending,
+                10_000_000,
+            ),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(err(key, format!("must be in 1..={max}")));
+            }
+        }
+        if m.service_graph_wait.is_zero() || m.service_graph_wait > Duration::from_secs(600) {
+            return Err(err(
+                "metrics.service_graph_wait",
+                "must be more than 0s and at most 10m",
+            ));
+        }
+        if m.history_retention < Duration::from_secs(3600) || m.history_retention > MAX_RETENTION {
+            return Err(err(
+                "metrics.history_retention",
+                "must be at least 1h and at most 3650d",
+            ));
         }
         if self.sampling.reload_interval.is_zero() {
             return Err(err("sampling.reload_interval", "must be more than 0s"));

@@ -16,9 +16,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ingest", &["model"]),
     ("store", &["model"]),
     ("sampling", &["telemetry", "grpc"]),
-    ("pipeline", &["model", "store", "telemetry"]),
+    ("metrics", &["model", "store"]),
+    ("pipeline", &["model", "store", "telemetry", "metrics"]),
     ("forward", &["ingest", "pipeline", "telemetry"]),
-    ("query", &["model", "store", "telemetry", "memory"]),
+    (
+        "query",
+        &["model", "store", "telemetry", "memory", "metrics"],
+    ),
     (
         "sink",
         &[

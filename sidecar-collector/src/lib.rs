@@ -3,9 +3,9 @@
 //!
 //! Layers, bottom up (a module imports only modules below it; checked by the
 //! `layers` test): `model`, `telemetry` → `ingest`, `store`, `sampling` →
-//! `pipeline`, `forward`, `query` → `sink` → `receiver`; `listen` (every
-//! listener's limits and timeouts) on `telemetry`; `config` stands alone;
-//! `main` wires them.
+//! `metrics` (span metrics, service graph, SPM history) → `pipeline`,
+//! `forward`, `query` → `sink` → `receiver`; `listen` (every listener's limits
+//! and timeouts) on `telemetry`; `config` stands alone; `main` wires them.
 
 pub mod config;
 pub mod forward;
@@ -15,6 +15,7 @@ pub mod ingest;
 mod layers;
 pub mod listen;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod query;

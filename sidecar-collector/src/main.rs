@@ -8,6 +8,9 @@ use meshtrace_collector::forward::{ForwardSettings, Forwarder};
 use meshtrace_collector::ingest::{Redaction, TimeWindow};
 use meshtrace_collector::listen;
 use meshtrace_collector::memory;
+use meshtrace_collector::metrics::export::Exporter;
+use meshtrace_collector::metrics::graph::GraphSettings;
+use meshtrace_collector::metrics::{MetricsSettings, SpanMetrics};
 use meshtrace_collector::pipeline::{Pipeline, PipelineSettings};
 use meshtrace_collector::query::{self, QueryState};
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
@@ -17,6 +20,7 @@ use meshtrace_collector::sampling::upstream::UpstreamCache;
 use meshtrace_collector::sampling::{self, Provider, Strategies};
 use meshtrace_collector::security;
 use meshtrace_collector::sink::{Sink, Target};
+use meshtrace_collector::store::history::HistoryDb;
 use meshtrace_collector::store::sqlite::{self as sqlite_store, SqliteStore, StoreSettings};
 use meshtrace_collector::store::SpanWriter;
 use meshtrace_collector::telemetry::{self, Telemetry};
@@ -277,6 +281,36 @@ fn memory_limits(cfg: &Config, telemetry: &Telemetry) -> (Arc<memory::MemoryLimi
     (limiter, sizing.max_message_bytes)
 }
 
+/// The span metrics (`metrics.enabled`), registered on `/metrics`, with their
+/// per-minute history in the data directory.
+fn span_metrics(cfg: &Config, telemetry: &Telemetry) -> anyhow::Result<Option<Arc<SpanMetrics>>> {
+    let m = &cfg.metrics;
+    if !m.enabled {
+        return Ok(None);
+    }
+    let history = HistoryDb::open(&cfg.data_dir, &m.duration_buckets_ms).with_context(|| {
+        format!(
+            "data_dir: opening the metrics history in {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let metrics = Arc::new(SpanMetrics::new(
+        MetricsSettings {
+            bounds_ms: m.duration_buckets_ms.clone(),
+            max_series: m.max_series,
+            graph: GraphSettings {
+                max_edges: m.service_graph_max_edges,
+                wait_ms: m.service_graph_wait.as_millis() as u64,
+                max_pending: m.service_graph_max_pending,
+            },
+            history_retention_s: m.history_retention.as_secs() as i64,
+        },
+        Some(history),
+    ));
+    telemetry.register_collector(Box::new(Exporter(metrics.clone())));
+    Ok(Some(metrics))
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let (limiter, max_message_bytes) = memory_limits(&cfg, &telemetry);
@@ -362,7 +396,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ))
     });
     // The sink, and what must be drained at shutdown.
-    let (target, query_app, writer, forwarder, store) = if cfg.mode == Mode::Sidecar {
+    let (target, query_app, writer, forwarder, store, span_metrics) = if cfg.mode == Mode::Sidecar {
         let sc = &cfg.sidecar;
         let settings = ForwardSettings {
             upstream: sc.upstream.clone(),
@@ -380,7 +414,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow!(e))?;
         // A sidecar has no store: its query port serves metrics and health only.
         let app = telemetry::router(telemetry.clone());
-        (Target::Forward(f), app, None, Some((shutdown, task)), None)
+        (
+            Target::Forward(f),
+            app,
+            None,
+            Some((shutdown, task)),
+            None,
+            None,
+        )
     } else {
         let settings = StoreSettings {
             durability: match cfg.store.durability {
@@ -392,6 +433,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let store = Arc::new(SqliteStore::open(&cfg.data_dir, settings).with_context(|| {
             format!("data_dir: opening the store in {}", cfg.data_dir.display())
         })?);
+        let span_metrics = span_metrics(&cfg, &telemetry)?;
         let (pipeline, writer) = Pipeline::start(
             store.clone(),
             PipelineSettings {
@@ -401,10 +443,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 batch_timeout: Duration::from_millis(cfg.queue.batch_timeout_ms),
             },
             telemetry.metrics.counters.clone(),
+            span_metrics.clone(),
         )
         .context("starting the span writer thread")?;
         let app = query::router(QueryState {
             store: store.clone(),
+            metrics: span_metrics.clone(),
             budget: query::answer::Budget::new(
                 cfg.query.max_traces,
                 cfg.query.max_spans,
@@ -426,7 +470,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             },
             adaptive: adaptive.clone(),
         };
-        (sink, app, Some(writer), None, Some(store))
+        (sink, app, Some(writer), None, Some(store), span_metrics)
     };
     // Ports last: a bad data directory or upstream fails before anything listens.
     let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
@@ -451,6 +495,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         "meshtrace collector started"
     );
 
+    // The span metrics' minute is written even when no span follows it.
+    let metrics_task = span_metrics.clone().map(|m| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let m = m.clone();
+                let _ = tokio::task::spawn_blocking(move || m.flush_due()).await;
+            }
+        })
+    });
     let health_task = store.clone().map(|store| {
         let telemetry = telemetry.clone();
         let every = cfg.store.health_interval;
@@ -623,6 +677,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         refresher,
         summary_task,
         health_task,
+        metrics_task,
     ]
     .into_iter()
     .flatten()
@@ -634,6 +689,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(w) = writer {
         tokio::task::spawn_blocking(move || w.join()).await.ok();
+    }
+    if let Some(m) = span_metrics {
+        tokio::task::spawn_blocking(move || m.flush_now())
+            .await
+            .ok();
     }
     if let Some((shutdown, task)) = forwarder {
         // Every sender is gone: the task ends once the queue is forwarded, or

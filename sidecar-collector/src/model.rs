@@ -23,10 +23,13 @@ pub struct SpanRecord {
     pub start_us: i64,
     pub duration_us: i64,
     pub error: bool,
+    /// OTLP status code (0 unset, 1 ok, 2 error).
+    pub status_code: i32,
     /// Values of the configured indexed tag keys.
     pub indexed_tags: Vec<(String, String)>,
-    /// The probability this span's trace was sampled with, when the sampler that
-    /// decided was probabilistic (`sampler.type`/`sampler.param`): adaptive sampling's input.
+    /// The probability this span's trace was sampled with, when known: the
+    /// probabilistic sampler's `sampler.param`, else OpenTelemetry's `th` in the
+    /// span's `tracestate`. Adaptive sampling's input and span metrics' weight (1/p).
     pub sampled_probability: Option<f64>,
     /// The span's [`Origin`], encoded once per `ScopeSpans` and shared by its spans.
     pub origin: Arc<[u8]>,
@@ -110,8 +113,10 @@ impl SpanRecord {
             start_us: (s.start_time_unix_nano / 1000) as i64,
             duration_us: (duration_ns / 1000) as i64,
             error,
+            status_code: s.status.as_ref().map_or(0, |st| st.code),
             indexed_tags,
-            sampled_probability: sampled_probability(&s.attributes),
+            sampled_probability: sampled_probability(&s.attributes)
+                .or_else(|| tracestate_probability(&s.trace_state)),
             origin: origin.clone(),
             body: s.encode_to_vec(),
         })
@@ -130,6 +135,16 @@ pub fn sampled_probability(attrs: &[KeyValue]) -> Option<f64> {
         any_value::Value::StringValue(p) => p.parse().ok(),
         _ => None,
     }
+}
+
+/// The probability in OpenTelemetry's `ot=th:` member of a `tracestate`
+/// (consistent probability sampling: `1 - th/2^56`); `None` when absent or invalid.
+pub fn tracestate_probability(tracestate: &str) -> Option<f64> {
+    if tracestate.is_empty() {
+        return None;
+    }
+    let threshold = meshtrace_proto::otel_ts::parse(tracestate).threshold?;
+    Some(meshtrace_proto::otel_ts::probability(threshold)).filter(|p| *p > 0.0)
 }
 
 /// Where a span comes from: its resource (Jaeger's process) and its
@@ -313,6 +328,42 @@ mod tests {
         AnyValue {
             value: Some(any_value::Value::StringValue(v.into())),
         }
+    }
+
+    #[test]
+    fn probability_from_sampler_tags_or_tracestate_threshold() {
+        let kv = |k: &str, v: any_value::Value| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        };
+        let tags = [
+            kv(
+                "sampler.type",
+                any_value::Value::StringValue("probabilistic".into()),
+            ),
+            kv("sampler.param", any_value::Value::DoubleValue(0.25)),
+        ];
+        assert_eq!(sampled_probability(&tags), Some(0.25));
+        let parent = [kv(
+            "sampler.type",
+            any_value::Value::StringValue("parent".into()),
+        )];
+        assert_eq!(
+            sampled_probability(&parent),
+            None,
+            "a parent decision has no p"
+        );
+        // th:e = 0xe0000000000000: rejects 14/16, keeps 1/8.
+        assert_eq!(tracestate_probability("vendor=x,ot=th:e"), Some(0.125));
+        assert_eq!(tracestate_probability("ot=th:0"), Some(1.0));
+        assert_eq!(
+            tracestate_probability("ot=th:zz"),
+            None,
+            "invalid th is ignored"
+        );
+        assert_eq!(tracestate_probability(""), None);
+        assert_eq!(tracestate_probability("ot=rv:00000000000000"), None);
     }
 
     #[test]

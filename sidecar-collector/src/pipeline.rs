@@ -3,6 +3,7 @@
 //! answers each request. Full queue → the receiver answers "retry later";
 //! nothing is accepted that will then be dropped.
 
+use crate::metrics::SpanMetrics;
 use crate::model::SpanRecord;
 use crate::store::{SpanWriter, StoreError};
 use crate::telemetry::Counters;
@@ -103,16 +104,18 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the writer thread. It ends when every `Pipeline` clone is dropped,
     /// after writing what was queued.
+    /// With `metrics`, committed spans are counted there (after their senders are answered).
     pub fn start(
         store: Arc<dyn SpanWriter>,
         settings: PipelineSettings,
         counters: Arc<Counters>,
+        metrics: Option<Arc<SpanMetrics>>,
     ) -> std::io::Result<(Pipeline, std::thread::JoinHandle<()>)> {
         let (tx, rx) = sync_channel::<Job>(settings.queue_size);
         let c = counters.clone();
         let handle = std::thread::Builder::new()
             .name("span-writer".into())
-            .spawn(move || writer(rx, store, settings.max_batch, settings.batch_timeout, c))?;
+            .spawn(move || writer(rx, store, settings, c, metrics))?;
         Ok((
             Pipeline {
                 tx,
@@ -169,10 +172,11 @@ impl Pipeline {
 fn writer(
     rx: Receiver<Job>,
     store: Arc<dyn SpanWriter>,
-    max_batch: usize,
-    batch_timeout: Duration,
+    settings: PipelineSettings,
     c: Arc<Counters>,
+    metrics: Option<Arc<SpanMetrics>>,
 ) {
+    let (max_batch, batch_timeout) = (settings.max_batch, settings.batch_timeout);
     while let Ok(first) = rx.recv() {
         // Group commit: what is queued now, plus what arrives within the timeout.
         let deadline = Instant::now() + batch_timeout;
@@ -209,12 +213,14 @@ fn writer(
                 tracing::error!(error = %e, spans = n, "span write failed; senders told to retry");
             }
         }
-        drop(records);
         c.queue_bytes.dec_by(queued_bytes);
         for j in jobs {
             let _ = j
                 .done
                 .send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        if let (Some(m), Ok(())) = (&metrics, &result) {
+            m.record(&records);
         }
     }
 }
@@ -267,7 +273,9 @@ mod tests {
             max_bytes,
             batch_timeout,
         };
-        Pipeline::start(store, settings, Arc::default()).unwrap().0
+        Pipeline::start(store, settings, Arc::default(), None)
+            .unwrap()
+            .0
     }
 
     fn records(n: usize, body: usize) -> Vec<SpanRecord> {
@@ -282,6 +290,7 @@ mod tests {
                 start_us: 0,
                 duration_us: 1,
                 error: false,
+                status_code: 0,
                 indexed_tags: vec![],
                 sampled_probability: None,
                 origin: Arc::from(Vec::new()),

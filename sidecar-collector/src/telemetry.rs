@@ -329,7 +329,7 @@ impl Default for Metrics {
 /// The registry and the process's readiness.
 pub struct Telemetry {
     pub metrics: Metrics,
-    registry: Registry,
+    registry: std::sync::RwLock<Registry>,
     /// Why `/readyz` answers 503 (`None`: ready).
     not_ready: std::sync::RwLock<Option<String>>,
 }
@@ -362,7 +362,7 @@ impl Telemetry {
         }
         Arc::new(Telemetry {
             metrics,
-            registry,
+            registry: std::sync::RwLock::new(registry),
             not_ready: std::sync::RwLock::new(Some("starting".into())),
         })
     }
@@ -425,10 +425,19 @@ impl Telemetry {
         }))
     }
 
+    /// Adds families computed at each scrape (the span metrics).
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(c);
+    }
+
     /// The registry in the OpenMetrics text format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
     }
 }

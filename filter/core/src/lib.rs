@@ -9,7 +9,8 @@ pub mod export;
 pub mod host;
 pub mod metrics;
 pub mod operation;
-pub mod otel_ts;
+/// OpenTelemetry's `ot` tracestate member: shared with the collector, which reads `th`.
+pub use meshtrace_proto::otel_ts;
 pub mod otlp;
 pub mod pbstruct;
 pub mod propagation;

@@ -1,4 +1,4 @@
-//! Jaeger's HTTP query API (v1 JSON), so the Jaeger UI and Grafana's Jaeger
+//! Jaeger's HTTP query API (v1 JSON and the SPM endpoints), so the Jaeger UI and Grafana's Jaeger
 //! data source work unchanged. Reads through the store's reader interface;
 //! answers are `meshtrace_proto::jaeger_json` structs serialized directly.
 
@@ -6,6 +6,7 @@ pub mod answer;
 pub mod duration;
 pub mod jaeger;
 mod params;
+pub mod spm;
 
 use crate::model::kind_name;
 use crate::store::{SpanReader, StoreError};
@@ -23,6 +24,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct QueryState {
     pub store: Arc<dyn SpanReader>,
+    /// The span metrics and their history (SPM); `None` when metrics are off.
+    pub metrics: Option<Arc<crate::metrics::SpanMetrics>>,
     /// What one trace answer may hold, and how many run at once.
     pub budget: answer::Budget,
 }
@@ -38,6 +41,10 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{id}", get(trace))
         .route("/api/dependencies", get(dependencies))
+        .route("/api/metrics/latencies", get(spm::latencies))
+        .route("/api/metrics/calls", get(spm::calls))
+        .route("/api/metrics/errors", get(spm::errors))
+        .route("/api/metrics/minstep", get(spm::minstep))
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 //! API separates them), so another backend can be added and pass the same
 //! test suite (`store::suite`). Imports only `model`.
 
+pub mod history;
 pub mod sqlite;
 #[cfg(test)]
 pub mod suite;

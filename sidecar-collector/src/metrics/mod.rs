@@ -1,0 +1,466 @@
+//! Metrics derived from stored spans: per (service, operation, span kind,
+//! status) a call counter and a duration histogram, traces per service, the
+//! service graph, and a per-minute history for Jaeger's SPM API. Counted both
+//! as observed and adjusted for sampling (each span counts 1/p, p being the
+//! probability its trace was sampled with). Every family is capped at
+//! `metrics.max_series` label sets; beyond, spans fold into one series
+//! labelled `otel_metric_overflow="true"` and are counted.
+//!
+//! Updated once per committed batch by the writer thread (one lock per batch);
+//! exported on `/metrics` through the registry as a `Collector`.
+
+pub mod export;
+pub mod graph;
+pub mod spm;
+
+use crate::model::SpanRecord;
+use crate::store::history::{HistoryDb, MinuteRow};
+use graph::{Graph, GraphSettings};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What to compute and how much of it to keep.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// Upper bounds of the duration buckets, milliseconds, ascending.
+    pub bounds_ms: Vec<f64>,
+    /// Label sets per family at most.
+    pub max_series: usize,
+    pub graph: GraphSettings,
+    /// How long the per-minute history is kept, in seconds.
+    pub history_retention_s: i64,
+}
+
+/// A call counter and a duration histogram.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub calls: u64,
+    /// Calls counted 1/p each.
+    pub adjusted: f64,
+    pub sum_ms: f64,
+    /// Per bucket, not cumulative; the last is +Inf.
+    pub buckets: Box<[u64]>,
+}
+
+impl Series {
+    fn new(n: usize) -> Series {
+        Series {
+            calls: 0,
+            adjusted: 0.0,
+            sum_ms: 0.0,
+            buckets: vec![0; n].into_boxed_slice(),
+        }
+    }
+
+    fn add(&mut self, bucket: usize, ms: f64, weight: f64) {
+        self.calls += 1;
+        self.adjusted += weight;
+        self.sum_ms += ms;
+        if let Some(b) = self.buckets.get_mut(bucket) {
+            *b += 1;
+        }
+    }
+
+    fn merge(&mut self, o: &Series) {
+        self.calls += o.calls;
+        self.adjusted += o.adjusted;
+        self.sum_ms += o.sum_ms;
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// (span kind, status code) → series, for one operation.
+type Cells = Vec<(u8, u8, Series)>;
+
+/// Series by service, operation, span kind and status, with a cap and an
+/// overflow series. Nested maps keyed by `str` so a span is counted without
+/// allocating.
+#[derive(Debug)]
+pub struct SeriesTable {
+    pub services: HashMap<Box<str>, HashMap<Box<str>, Cells>>,
+    len: usize,
+    cap: usize,
+    buckets: usize,
+    pub overflow: Option<Series>,
+    /// Spans folded into the overflow series.
+    pub folded: u64,
+}
+
+impl SeriesTable {
+    fn new(cap: usize, buckets: usize) -> SeriesTable {
+        SeriesTable {
+            services: HashMap::new(),
+            len: 0,
+            cap,
+            buckets,
+            overflow: None,
+            folded: 0,
+        }
+    }
+
+    /// Label sets held (the overflow series not counted).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn series(&mut self, service: &str, operation: &str, kind: u8, status: u8) -> &mut Series {
+        let exists = self
+            .services
+            .get(service)
+            .and_then(|ops| ops.get(operation))
+            .is_some_and(|cells| cells.iter().any(|(k, s, _)| *k == kind && *s == status));
+        if !exists {
+            if self.len >= self.cap {
+                self.folded += 1;
+                let n = self.buckets;
+                return self.overflow.get_or_insert_with(|| Series::new(n));
+            }
+            self.len += 1;
+            self.services
+                .entry(service.into())
+                .or_default()
+                .entry(operation.into())
+                .or_default()
+                .push((kind, status, Series::new(self.buckets)));
+        }
+        let n = self.buckets;
+        match self
+            .services
+            .get_mut(service)
+            .and_then(|ops| ops.get_mut(operation))
+            .and_then(|cells| {
+                cells
+                    .iter_mut()
+                    .find(|(k, s, _)| *k == kind && *s == status)
+            }) {
+            Some((_, _, s)) => s,
+            // Unreachable: inserted above. Counted in the overflow rather than panicking.
+            None => self.overflow.get_or_insert_with(|| Series::new(n)),
+        }
+    }
+}
+
+/// Observed and adjusted counts of one service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Count {
+    pub observed: u64,
+    pub adjusted: f64,
+}
+
+/// The minute being accumulated for the history.
+#[derive(Debug)]
+struct Minute {
+    start: i64,
+    /// service → operation → one row per span kind.
+    rows: HashMap<Box<str>, HashMap<Box<str>, Vec<MinuteRow>>>,
+    len: usize,
+}
+
+/// Everything counted, behind one lock.
+#[derive(Debug)]
+pub struct State {
+    pub spans: SeriesTable,
+    /// Traces entering each service (root, server and consumer spans).
+    pub traces: HashMap<Box<str>, Count>,
+    pub traces_overflow: Count,
+    pub traces_folded: u64,
+    pub graph: Graph,
+    minute: Minute,
+    /// Spans the history could not keep (more label sets than max_series in a minute).
+    pub history_folded: u64,
+    /// History rows that could not be written (the store refused them).
+    pub history_lost: u64,
+}
+
+/// The span metrics of one collector.
+#[derive(Debug)]
+pub struct SpanMetrics {
+    settings: MetricsSettings,
+    state: Mutex<State>,
+    history: Option<Arc<HistoryDbHandle>>,
+}
+
+/// The history file, shared with the SPM reader.
+pub struct HistoryDbHandle(pub HistoryDb);
+
+impl std::fmt::Debug for HistoryDbHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HistoryDb")
+    }
+}
+
+/// The weight of a span: 1/p when its sampling probability is known and sane.
+pub fn weight(p: Option<f64>) -> f64 {
+    match p {
+        Some(p) if p > 0.0 && p <= 1.0 => 1.0 / p,
+        _ => 1.0,
+    }
+}
+
+fn unix_now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl SpanMetrics {
+    /// Span metrics; with `history`, minutes are persisted there.
+    pub fn new(settings: MetricsSettings, history: Option<HistoryDb>) -> SpanMetrics {
+        let n = settings.bounds_ms.len() + 1;
+        SpanMetrics {
+            state: Mutex::new(State {
+                spans: SeriesTable::new(settings.max_series, n),
+                traces: HashMap::new(),
+                traces_overflow: Count::default(),
+                traces_folded: 0,
+                graph: Graph::new(settings.graph, &settings.bounds_ms),
+                minute: Minute {
+                    start: 0,
+                    rows: HashMap::new(),
+                    len: 0,
+                },
+                history_folded: 0,
+                history_lost: 0,
+            }),
+            history: history.map(|h| Arc::new(HistoryDbHandle(h))),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &MetricsSettings {
+        &self.settings
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts committed spans (the writer thread calls this after each commit).
+    pub fn record(&self, records: &[SpanRecord]) {
+        self.record_at(records, unix_now_s(), mono_ms());
+    }
+
+    /// [`record`](Self::record) at a given wall-clock second and monotonic millisecond.
+    pub fn record_at(&self, records: &[SpanRecord], now_s: i64, now_ms: u64) {
+        let bounds = &self.settings.bounds_ms;
+        let minute = now_s - now_s.rem_euclid(60);
+        let mut finished = None;
+        {
+            let mut st = self.lock();
+            if st.minute.start != minute {
+                finished = self.take_minute(&mut st, minute);
+            }
+            let State {
+                spans,
+                traces,
+                traces_overflow,
+                traces_folded,
+                graph,
+                minute: m,
+                history_folded,
+                ..
+            } = &mut *st;
+            for r in records {
+                let w = weight(r.sampled_probability);
+                let ms = r.duration_us.max(0) as f64 / 1000.0;
+                let bucket = bounds.partition_point(|b| *b < ms);
+                let kind = r.kind.clamp(0, 5) as u8;
+                let status = r.status_code.clamp(0, 2) as u8;
+                spans
+                    .series(&r.service, &r.operation, kind, status)
+                    .add(bucket, ms, w);
+                if r.parent_span_id.is_none() || kind == 2 || kind == 5 {
+                    let known = traces.contains_key(r.service.as_str());
+                    let c = if known || traces.len() < self.settings.max_series {
+                        if !known {
+                            traces.insert(r.service.as_str().into(), Count::default());
+                        }
+                        traces.get_mut(r.service.as_str())
+                    } else {
+                        None
+                    };
+                    let c = c.unwrap_or_else(|| {
+                        *traces_folded += 1;
+                        traces_overflow
+                    });
+                    c.observed += 1;
+                    c.adjusted += w;
+                }
+                graph.observe(
+                    r.trace_id,
+                    r.span_id,
+                    r.parent_span_id,
+                    r.kind,
+                    &r.service,
+                    ms / 1000.0,
+                    r.error,
+                    w,
+                    now_ms,
+                );
+                if self.history.is_some() {
+                    add_to_minute(m, r, self.settings.max_series, bounds.len() + 1, bucket, w)
+                        .unwrap_or_else(|| *history_folded += 1);
+                }
+            }
+            graph.expire(now_ms);
+        }
+        if let Some(rows) = finished {
+            self.persist(&rows);
+        }
+    }
+
+    /// Starts minute `next`; returns the finished minute's rows.
+    fn take_minute(&self, st: &mut State, next: i64) -> Option<Vec<MinuteRow>> {
+        let old = std::mem::replace(
+            &mut st.minute,
+            Minute {
+                start: next,
+                rows: HashMap::new(),
+                len: 0,
+            },
+        );
+        (old.len > 0).then(|| {
+            old.rows
+                .into_values()
+                .flat_map(|ops| ops.into_values().flatten())
+                .collect()
+        })
+    }
+
+    fn persist(&self, rows: &[MinuteRow]) {
+        let Some(h) = &self.history else {
+            return;
+        };
+        if let Err(error) = h.0.add(rows) {
+            tracing::error!(%error, rows = rows.len(), "writing the metrics history failed");
+            self.lock().history_lost += rows.len() as u64;
+        }
+    }
+
+    /// Writes the finished minute if the clock has moved on (a tick calls this,
+    /// so a minute is written even when no span follows it), and drops history
+    /// older than the retention.
+    pub fn flush_due(&self) {
+        let now = unix_now_s();
+        let minute = now - now.rem_euclid(60);
+        let finished = {
+            let mut st = self.lock();
+            st.graph.expire(mono_ms());
+            if st.minute.start != minute {
+                self.take_minute(&mut st, minute)
+            } else {
+                None
+            }
+        };
+        if let Some(rows) = finished {
+            self.persist(&rows);
+        }
+        if let Some(h) = &self.history {
+            if let Err(error) = h.0.prune(minute - self.settings.history_retention_s) {
+                tracing::warn!(%error, "pruning the metrics history failed");
+            }
+        }
+    }
+
+    /// Writes the minute in progress (at shutdown).
+    pub fn flush_now(&self) {
+        let rows = {
+            let mut st = self.lock();
+            let start = st.minute.start;
+            self.take_minute(&mut st, start)
+        };
+        if let Some(rows) = rows {
+            self.persist(&rows);
+        }
+    }
+
+    /// History rows of `services` for minutes in `[from, to]` (unix seconds),
+    /// the minute in progress included.
+    pub fn history(
+        &self,
+        services: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<MinuteRow>, crate::store::StoreError> {
+        let mut rows = match &self.history {
+            Some(h) => h.0.read(services, from, to)?,
+            None => Vec::new(),
+        };
+        let st = self.lock();
+        if st.minute.start >= from && st.minute.start <= to {
+            for service in services {
+                if let Some(ops) = st.minute.rows.get(service.as_str()) {
+                    rows.extend(ops.values().flatten().cloned());
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn add_to_minute(
+    m: &mut Minute,
+    r: &SpanRecord,
+    cap: usize,
+    n: usize,
+    bucket: usize,
+    w: f64,
+) -> Option<()> {
+    let exists = m
+        .rows
+        .get(r.service.as_str())
+        .and_then(|ops| ops.get(r.operation.as_str()))
+        .is_some_and(|cells| cells.iter().any(|c| c.kind == r.kind));
+    if !exists {
+        if m.len >= cap {
+            return None;
+        }
+        m.len += 1;
+        m.rows
+            .entry(r.service.as_str().into())
+            .or_default()
+            .entry(r.operation.as_str().into())
+            .or_default()
+            .push(MinuteRow {
+                minute: m.start,
+                service: r.service.clone(),
+                operation: r.operation.clone(),
+                kind: r.kind,
+                buckets: vec![0; n],
+                ..MinuteRow::default()
+            });
+    }
+    let row = m
+        .rows
+        .get_mut(r.service.as_str())?
+        .get_mut(r.operation.as_str())?
+        .iter_mut()
+        .find(|c| c.kind == r.kind)?;
+    row.calls += 1;
+    row.adjusted_calls += w;
+    if r.error {
+        row.errors += 1;
+        row.adjusted_errors += w;
+    }
+    if let Some(b) = row.buckets.get_mut(bucket) {
+        *b += 1;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! The span metrics' per-minute history, persisted so a restart keeps what the
+//! Monitor tab (`/api/metrics/*`) shows: one SQLite file (`metrics-history.sqlite`
+//! in the data directory), one row per minute and (service, operation, span kind).
+
+use super::StoreError;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// What one minute holds for one (service, operation, span kind).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MinuteRow {
+    /// Start of the minute, unix seconds (a multiple of 60).
+    pub minute: i64,
+    pub service: String,
+    pub operation: String,
+    /// OTLP span kind.
+    pub kind: i32,
+    pub calls: u64,
+    pub errors: u64,
+    /// Calls counted 1/p each (p: the probability each span was sampled with).
+    pub adjusted_calls: f64,
+    pub adjusted_errors: f64,
+    /// Spans per duration bucket (not cumulative), the last one being +Inf.
+    pub buckets: Vec<u64>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    adjusted_calls REAL NOT NULL,
+    adjusted_errors REAL NOT NULL,
+    buckets BLOB NOT NULL,
+    PRIMARY KEY (service, minute, operation, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS minutes_by_time ON minutes (minute);
+";
+
+fn encode_buckets(b: &[u64]) -> Vec<u8> {
+    b.iter().flat_map(|c| c.to_le_bytes()).collect()
+}
+
+fn decode_buckets(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_le_bytes(a)
+        })
+        .collect()
+}
+
+/// The history file.
+pub struct HistoryDb {
+    conn: Mutex<Connection>,
+}
+
+impl HistoryDb {
+    /// Opens (or creates) `metrics-history.sqlite` in `dir`. Rows written with
+    /// other bucket bounds are dropped (their latencies would be misread); the
+    /// log says so.
+    pub fn open(dir: &Path, bounds: &[f64]) -> Result<HistoryDb, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let conn = Connection::open(dir.join("metrics-history.sqlite"))?;
+        conn.execute_batch(SCHEMA)?;
+        let want = bounds
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let have: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'bounds'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if have.as_deref() != Some(want.as_str()) {
+            if let Some(old) = have {
+                tracing::warn!(
+                    old = %old,
+                    new = %want,
+                    "metrics.duration_buckets_ms changed: the metrics history starts over"
+                );
+            }
+            conn.execute("DELETE FROM minutes", [])?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('bounds', ?1)",
+                [&want],
+            )?;
+        }
+        Ok(HistoryDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds rows (a minute written twice, e.g. across a restart, adds up).
+    pub fn add(&self, rows: &[MinuteRow]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut read = tx.prepare_cached(
+                "SELECT calls, errors, adjusted_calls, adjusted_errors, buckets FROM minutes
+                 WHERE service = ?1 AND minute = ?2 AND operation = ?3 AND kind = ?4",
+            )?;
+            let mut write = tx.prepare_cached(
+                "INSERT OR REPLACE INTO minutes
+                 (minute, service, operation, kind, calls, errors, adjusted_calls, adjusted_errors, buckets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for r in rows {
+                let mut row = r.clone();
+                let old = read
+                    .query_row(params![r.service, r.minute, r.operation, r.kind], |x| {
+                        Ok((
+                            x.get::<_, i64>(0)?,
+                            x.get::<_, i64>(1)?,
+                            x.get::<_, f64>(2)?,
+                            x.get::<_, f64>(3)?,
+                            x.get::<_, Vec<u8>>(4)?,
+                        ))
+                    })
+                    .optional()?;
+                if let Some((calls, errors, ac, ae, buckets)) = old {
+                    row.calls += calls as u64;
+                    row.errors += errors as u64;
+                    row.adjusted_calls += ac;
+                    row.adjusted_errors += ae;
+                    for (a, b) in row.buckets.iter_mut().zip(decode_buckets(&buckets)) {
+                        *a += b;
+                    }
+                }
+                write.execute(params![
+                    row.minute,
+                    row.service,
+                    row.operation,
+                    row.kind,
+                    row.calls as i64,
+                    row.errors as i64,
+                    row.adjusted_calls,
+                    row.adjusted_errors,
+                    encode_buckets(&row.buckets),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Rows of these services with minutes in `[from, to]` (unix seconds).
+    pub fn read(
+        &self,
+        services: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<MinuteRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT minute, service, operation, kind, calls, errors, adjusted_calls, adjusted_errors, buckets
+             FROM minutes WHERE service = ?1 AND minute >= ?2 AND minute <= ?3",
+        )?;
+        let mut out = Vec::new();
+        for service in services {
+            let rows = stmt.query_map(params![service, from, to], |x| {
+                Ok(MinuteRow {
+                    minute: x.get(0)?,
+                    service: x.get(1)?,
+                    operation: x.get(2)?,
+                    kind: x.get(3)?,
+                    calls: x.get::<_, i64>(4)? as u64,
+                    errors: x.get::<_, i64>(5)? as u64,
+                    adjusted_calls: x.get(6)?,
+                    adjusted_errors: x.get(7)?,
+                    buckets: decode_buckets(&x.get::<_, Vec<u8>>(8)?),
+                })
+            })?;
+            for r in rows {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops minutes before `before` (unix seconds); returns how many rows.
+    pub fn prune(&self, before: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM minutes WHERE minute < ?1", [before])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(minute: i64, calls: u64) -> MinuteRow {
+        MinuteRow {
+            minute,
+            service: "s".into(),
+            operation: "o".into(),
+            kind: 2,
+            calls,
+            errors: 1,
+            adjusted_calls: calls as f64 * 10.0,
+            adjusted_errors: 10.0,
+            buckets: vec![calls, 0, 0],
+        }
+    }
+
+    #[test]
+    fn rows_add_up_survive_reopening_and_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        db.add(&[row(60, 3), row(120, 4)]).unwrap();
+        db.add(&[row(60, 2)]).unwrap();
+        drop(db);
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        let mut rows = db.read(&["s".into()], 0, 1000).unwrap();
+        rows.sort_by_key(|r| r.minute);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].calls, 5);
+        assert_eq!(rows[0].errors, 2);
+        assert_eq!(rows[0].adjusted_calls, 50.0);
+        assert_eq!(rows[0].buckets, vec![5, 0, 0]);
+        assert!(db.read(&["other".into()], 0, 1000).unwrap().is_empty());
+        assert_eq!(db.read(&["s".into()], 100, 1000).unwrap().len(), 1);
+        assert_eq!(db.prune(120).unwrap(), 1);
+        assert_eq!(db.read(&["s".into()], 0, 1000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn other_bucket_bounds_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        HistoryDb::open(dir.path(), &[1.0, 10.0])
+            .unwrap()
+            .add(&[row(60, 3)])
+            .unwrap();
+        let db = HistoryDb::open(dir.path(), &[1.0, 20.0]).unwrap();
+        assert!(db.read(&["s".into()], 0, 1000).unwrap().is_empty());
+    }
+}
