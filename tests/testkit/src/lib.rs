@@ -14,6 +14,7 @@ pub mod http;
 pub mod istio;
 pub mod otlp;
 pub mod otlp_receiver;
+pub mod prometheus;
 pub mod tls;
 pub mod upstream;
 
