@@ -147,6 +147,9 @@ pub struct SamplingMetrics {
     pub adaptive_requests_per_second: Family<OperationLabels, FGauge>,
     /// Spans adaptive sampling did not count: too many operations tracked.
     pub adaptive_overflow: Counter,
+    /// The probability the strategies file configures, per service (`*`: the
+    /// default strategy) and operation (empty: the service's default).
+    pub configured_probability: Family<OperationLabels, FGauge>,
 }
 
 impl SamplingMetrics {
@@ -171,6 +174,11 @@ impl SamplingMetrics {
             "upstream_failures",
             "Failed fetches from the central collector (the cached strategy stays)",
             self.upstream_failures.clone(),
+        );
+        c.register(
+            "configured_probability",
+            "Sampling probability the strategies file configures, by service (* for the default strategy) and operation (empty for the service's default); rate-limited services have none",
+            self.configured_probability.clone(),
         );
     }
 

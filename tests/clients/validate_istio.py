@@ -4,7 +4,8 @@ For each kustomization directory given:
   1. render it with `kubectl kustomize` (the kustomize that `kubectl apply -k` runs);
   2. Kubernetes resources against Kubernetes' schemas (PyPI kubernetes-validate, strict:
      unknown fields are errors);
-  3. Istio resources against Istio's CRD schemas (npm @kubernetes-models/istio);
+  3. custom resources against their CRD schemas (npm @kubernetes-models/istio and
+     @kubernetes-models/prometheus-operator);
   4. the Envoy configuration each WasmPlugin / EnvoyFilter becomes, through
      `envoy --mode validate` with the built filter: Envoy loads the module and runs its
      on_configure, so a pluginConfig the filter refuses fails here too.
@@ -24,8 +25,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33.0"
+# Custom resources checked against their CRD schemas (tests/node/validate_istio.mjs):
+# Istio's, and prometheus-operator's PrometheusRule (istio/monitoring).
 ISTIO_GROUPS = ("extensions.istio.io/", "networking.istio.io/", "telemetry.istio.io/",
-                "security.istio.io/")
+                "security.istio.io/", "monitoring.coreos.com/")
 WASM = ROOT / "target/wasm32-wasip1/release/meshtrace_filter.wasm"
 
 
@@ -186,7 +189,7 @@ def check_dir(directory):
         p = envoy_validate("clusters", [], clusters)
         if p:
             problems.append(p)
-    summary = (f"{len(docs)} resources: {len(kube)} Kubernetes, {len(istio)} Istio, "
+    summary = (f"{len(docs)} resources: {len(kube)} Kubernetes, {len(istio)} custom (CRD), "
                f"{envoy_checked} Envoy configurations")
     return problems, summary
 
@@ -195,7 +198,7 @@ def main():
     if not WASM.exists():
         sys.exit(f"{WASM} is missing: run scripts/build-wasm")
     dirs = sys.argv[1:] or ["istio", "istio/wasmplugin", "istio/envoyfilter",
-                            "istio/collector", "istio/policy",
+                            "istio/collector", "istio/policy", "istio/monitoring",
                             "istio/examples/per-workload"]
     failed = False
     for d in dirs:

@@ -1,4 +1,5 @@
-// Validates Istio resources against Istio's CRD schemas (npm @kubernetes-models/istio).
+// Validates custom resources against their CRD schemas: Istio's (npm
+// @kubernetes-models/istio) and prometheus-operator's (@kubernetes-models/prometheus-operator).
 // stdin: a JSON array of resources; stdout: a JSON array of "Kind/name: problem" strings.
 import { readFileSync } from "node:fs";
 
@@ -14,6 +15,8 @@ const MODELS = {
     "@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy",
   "security.istio.io/v1/PeerAuthentication":
     "@kubernetes-models/istio/security.istio.io/v1/PeerAuthentication",
+  "monitoring.coreos.com/v1/PrometheusRule":
+    "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule",
 };
 
 const docs = JSON.parse(readFileSync(0, "utf8"));
@@ -23,7 +26,7 @@ for (const doc of docs) {
   const what = `${doc.kind}/${doc.metadata?.name}`;
   const path = MODELS[key];
   if (!path) {
-    problems.push(`${what}: no Istio schema for ${key}`);
+    problems.push(`${what}: no CRD schema for ${key}`);
     continue;
   }
   const mod = await import(path);

@@ -11,14 +11,14 @@ pub mod adaptive;
 pub mod upstream;
 
 use crate::grpc::sampling::sampling_manager_server::{SamplingManager, SamplingManagerServer};
-use crate::telemetry::SamplingMetrics;
+use crate::telemetry::{OperationLabels, SamplingMetrics};
 use meshtrace_proto::jaeger::{
     OperationSamplingStrategy, PerOperationSamplingStrategies, ProbabilisticSamplingStrategy,
     RateLimitingSamplingStrategy, SamplingStrategyParameters, SamplingStrategyResponse,
     SamplingStrategyType,
 };
 use meshtrace_proto::sampling_json::StrategyResponse;
-use meshtrace_proto::strategy::{Sampler, StrategiesFile};
+use meshtrace_proto::strategy::{Sampler, ServiceSampling, StrategiesFile};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,6 +29,44 @@ pub struct Strategies {
     path: Option<PathBuf>,
     last_text: RwLock<String>,
     metrics: Arc<SamplingMetrics>,
+}
+
+/// Shows the configured probabilities on `/metrics` (what the dashboard sets
+/// against the effective probability of the spans stored).
+fn publish(file: &StrategiesFile, metrics: &SamplingMetrics) {
+    let g = &metrics.configured_probability;
+    g.clear();
+    let set = |service: &str, sampling: ServiceSampling| {
+        if let Sampler::Probabilistic(p) = sampling.default {
+            g.get_or_create(&OperationLabels {
+                service: service.into(),
+                operation: String::new(),
+            })
+            .set(p);
+        }
+        for (operation, p) in sampling.operations {
+            g.get_or_create(&OperationLabels {
+                service: service.into(),
+                operation,
+            })
+            .set(p);
+        }
+    };
+    // A service no entry names gets the default strategy: what for_service gives a
+    // name no service can have (service names are never empty).
+    set("*", file.for_service(""));
+    let named = file
+        .service_strategies
+        .iter()
+        .map(|s| s.service.as_str())
+        .chain(
+            file.operation_strategies
+                .iter()
+                .filter_map(|o| o.service.as_deref()),
+        );
+    for service in named.collect::<std::collections::BTreeSet<_>>() {
+        set(service, file.for_service(service));
+    }
 }
 
 /// Reads and validates a strategies file; the error names the file and the field.
@@ -50,6 +88,7 @@ impl Strategies {
             Some(p) => load(p)?,
             None => (StrategiesFile::default(), String::new()),
         };
+        publish(&file, &metrics);
         Ok(Strategies {
             current: RwLock::new(Arc::new(file)),
             path,
@@ -81,6 +120,7 @@ impl Strategies {
         }
         match StrategiesFile::from_json(&text) {
             Ok(file) => {
+                publish(&file, &self.metrics);
                 if let Ok(mut c) = self.current.write() {
                     *c = Arc::new(file);
                 }
@@ -311,6 +351,42 @@ mod tests {
 
     fn response_json(file: &StrategiesFile, service: &str) -> serde_json::Value {
         serde_json::to_value(to_json(&response(file, service))).unwrap()
+    }
+
+    #[test]
+    fn configured_probabilities_are_published_per_service_and_operation() {
+        let f = StrategiesFile::from_json(
+            r#"{"default_strategy":{"type":"probabilistic","param":0.1},
+                "service_strategies":[
+                  {"service":"a","type":"probabilistic","param":0.5,
+                   "operation_strategies":[{"operation":"GET /x","type":"probabilistic","param":1.0}]},
+                  {"service":"r","type":"ratelimiting","param":5}],
+                "operation_strategies":[{"service":"flat","operation":"op","type":"probabilistic","param":0.25}]}"#,
+        )
+        .unwrap();
+        let m = SamplingMetrics::default();
+        publish(&f, &m);
+        let p = |service: &str, operation: &str| {
+            m.configured_probability
+                .get(&OperationLabels {
+                    service: service.into(),
+                    operation: operation.into(),
+                })
+                .map(|g| g.get())
+        };
+        assert_eq!(p("*", ""), Some(0.1));
+        assert_eq!(p("a", ""), Some(0.5));
+        assert_eq!(p("a", "GET /x"), Some(1.0));
+        assert_eq!(p("r", ""), None, "a rate limit is not a probability");
+        assert_eq!(p("flat", ""), Some(0.1));
+        assert_eq!(p("flat", "op"), Some(0.25));
+        // A reload replaces them all.
+        publish(&StrategiesFile::default(), &m);
+        assert_eq!(p("a", ""), None);
+        assert_eq!(
+            p("*", ""),
+            Some(meshtrace_proto::strategy::JAEGER_DEFAULT_PROBABILITY)
+        );
     }
 
     #[test]

@@ -109,7 +109,18 @@ impl App {
                     Err(e) => reply(502, format!("checkout: {e}")),
                 }
             }
+            ("frontend", "GET", ["report"]) => match self.call(m, "checkout", "GET", "/report") {
+                Ok(s) if s < 400 => reply(200, "report ready"),
+                Ok(s) => reply(502, format!("checkout answered {s}")),
+                Err(e) => reply(502, format!("checkout: {e}")),
+            },
             ("checkout", "POST", ["orders"]) => self.place_order(m, rng),
+            ("checkout", "GET", ["report"]) => {
+                // The slow operation: over a second, so the seed's HighLatency alert
+                // (p95 > 1000 ms) has something to catch in the demo.
+                thread::sleep(Duration::from_millis(1200 + rng.below(300)));
+                reply(200, "sales report")
+            }
             ("inventory", "GET", ["stock", id]) => {
                 thread::sleep(Duration::from_millis(2));
                 reply(

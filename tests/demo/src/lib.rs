@@ -1,5 +1,7 @@
 //! The demo behind `scripts/demo`: the orchestrator that starts a loopback
-//! mesh and sends traffic (`orchestrator`), and the demo services (`app`).
+//! mesh and sends traffic (`orchestrator`), the demo services (`app`), and the
+//! Prometheus it runs beside them (`monitoring`).
 
 pub mod app;
+pub mod monitoring;
 pub mod orchestrator;

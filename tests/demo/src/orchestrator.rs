@@ -6,6 +6,7 @@
 //! :5778/:5779). A traffic generator calls the frontend; a status line shows what is
 //! happening. Everything it starts is stopped by PID when it ends.
 
+use crate::monitoring::{Rates, PROMETHEUS};
 use meshtrace_testkit::envoy::{Envoy, EnvoyBuilder, Filter, Route};
 use meshtrace_testkit::http::{read_message, Message};
 use serde_json::Value;
@@ -39,6 +40,11 @@ pub fn ports() -> Vec<(String, u16, String)> {
     .iter()
     .map(|(p, w)| (CENTRAL.to_string(), *p, format!("central collector, {w}")))
     .collect();
+    v.push((
+        PROMETHEUS.0.to_string(),
+        PROMETHEUS.1,
+        "Prometheus".to_string(),
+    ));
     for (name, ip, _) in SERVICES {
         for (p, w) in [
             (8080, "the app"),
@@ -187,7 +193,7 @@ impl Mesh {
             terminate(&mut e.child, Duration::from_secs(5));
         }
         self.envoys.clear();
-        for stage in ["app", "sidecar", "central"] {
+        for stage in ["prometheus", "app", "sidecar", "central"] {
             for p in self.procs.iter_mut().filter(|p| p.name.contains(stage)) {
                 terminate(&mut p.child, Duration::from_secs(10));
             }
@@ -322,7 +328,8 @@ fn generate(target: SocketAddr, rate: f64, stop: Arc<AtomicBool>, traffic: Arc<T
         let (method, path) = match roll {
             0..=39 => ("GET", format!("/product/{}", rng.below(500))),
             40..=69 => ("POST", "/checkout".to_string()),
-            70..=89 => ("GET", "/".to_string()),
+            70..=84 => ("GET", "/".to_string()),
+            85..=89 => ("GET", "/report".to_string()),
             _ => ("GET", "/health".to_string()),
         };
         let t = traffic.clone();
@@ -379,12 +386,14 @@ impl Seen {
 }
 
 /// The status line; the sampled ratio per service is its filter's
-/// `spans_sampled / spans_started` (SERVER and CLIENT spans), from its Envoy's stats.
+/// `spans_sampled / spans_started` (SERVER and CLIENT spans), from its Envoy's stats;
+/// `rates` the requests per second per service, adjusted for sampling and as sampled.
 fn status_line(
     elapsed: Duration,
     traffic: &Traffic,
     seen: &Seen,
     envoys: &[(String, Envoy)],
+    rates: Option<&str>,
 ) -> String {
     let sent = traffic.sent.load(Ordering::Relaxed);
     let failed = traffic.failed.load(Ordering::Relaxed);
@@ -399,12 +408,19 @@ fn status_line(
             }
         })
         .collect();
+    let rates = rates.map_or(String::new(), |r| format!(" | requests: {r}"));
     format!(
-        "[{:>4} s] requests sent {sent} ({failed} failed) | traces stored {} | sampled: {}",
+        "[{:>4} s] requests sent {sent} ({failed} failed) | traces stored {} | sampled: {}{rates}",
         elapsed.as_secs(),
         seen.traces.len(),
         ratios.join(", ")
     )
+}
+
+/// The central collector's `/metrics`.
+fn central_metrics() -> Option<String> {
+    let m = request(addr(CENTRAL, 16686).ok()?, "GET", "/metrics", "demo", &[]).ok()?;
+    (m.status() == 200).then(|| String::from_utf8_lossy(&m.body).into_owned())
 }
 
 /// Runs the demo until `opts.duration` passes or `stop` is set (Ctrl-C).
@@ -567,6 +583,39 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
             healthy(ip, 16686) && TcpStream::connect((ip, 8080)).is_ok()
         })?;
     }
+    let prom_dir = opts.dir.join("prometheus");
+    let sidecars: Vec<(&str, u16)> = SERVICES.iter().map(|(_, ip, _)| (*ip, 16686)).collect();
+    let envoy_admins: Vec<(&str, u16)> = SERVICES.iter().map(|(_, ip, _)| (*ip, 15000)).collect();
+    let prom_config = crate::monitoring::write_config(
+        &prom_dir,
+        &root,
+        (CENTRAL, 16686),
+        &sidecars,
+        &envoy_admins,
+    )?;
+    println!(
+        "starting Prometheus on {}:{} (scrapes every collector and Envoy; rules: istio/monitoring/rules.yaml)",
+        PROMETHEUS.0, PROMETHEUS.1
+    );
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}", prom_config.display()))
+        // Under data/: --fresh empties it with the store.
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.join("prometheus").display()
+        ))
+        .arg(format!(
+            "--web.listen-address={}:{}",
+            PROMETHEUS.0, PROMETHEUS.1
+        ));
+    mesh.spawn("prometheus", &mut cmd, &logs.join("prometheus.log"))
+        .map_err(|e| format!("{e} (Debian's prometheus package: run scripts/setup)"))?;
+    wait_until("Prometheus", Duration::from_secs(60), || {
+        addr(PROMETHEUS.0, PROMETHEUS.1)
+            .ok()
+            .and_then(|a| request(a, "GET", "/-/ready", "demo", &[]).ok())
+            .is_some_and(|m| m.status() == 200)
+    })?;
     let frontend = addr(SERVICES[0].1, 15006)?;
     println!(
         "\nmeshtrace demo running ({}), {} requests/s to the frontend\n\
@@ -574,6 +623,8 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
          \x20 traces       curl -s 'http://{CENTRAL}:16686/api/traces?service=frontend&limit=5'\n\
          \x20 dependencies curl -s http://{CENTRAL}:16686/api/dependencies\n\
          \x20 metrics      curl -s http://{CENTRAL}:16686/metrics\n\
+         \x20 Prometheus   http://{}:{}/  (alerts: /alerts; try rate(jaeger_traces_per_service_total[5m]))\n\
+         \x20 Monitor API  curl -s 'http://{CENTRAL}:16686/api/metrics/calls?service=frontend&groupByOperation=true'\n\
          \x20 strategies   curl -s 'http://{CENTRAL}:5778/api/sampling?service=frontend'  (edit istio/collector/strategies.json: reloaded live)\n\
          \x20 a request    curl -s -X POST http://{}/checkout -H 'host: frontend:8080'\n\
          \x20 Envoy stats  curl -s 'http://{}:15000/stats?filter=meshtrace'\n\
@@ -583,6 +634,8 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
             None => "Ctrl-C stops it".into(),
         },
         opts.rate,
+        PROMETHEUS.0,
+        PROMETHEUS.1,
         frontend,
         SERVICES[0].1,
         logs.display()
@@ -595,6 +648,8 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
         std::thread::spawn(move || generate(frontend, rate, s, t))
     };
     let mut seen = Seen::default();
+    let mut rates = Rates::default();
+    let mut rate_line: Option<String> = None;
     let mut next_status = Instant::now() + opts.status_every;
     let deadline = opts.duration.map(|d| Instant::now() + d);
     let mut exited: Option<String> = None;
@@ -614,9 +669,18 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
             if let Err(e) = seen.refresh(since_us) {
                 println!("(query API: {e})");
             }
+            if let Some(m) = central_metrics() {
+                rate_line = rates.update(&m).or(rate_line);
+            }
             println!(
                 "{}",
-                status_line(started.elapsed(), &traffic, &seen, &mesh.envoys)
+                status_line(
+                    started.elapsed(),
+                    &traffic,
+                    &seen,
+                    &mesh.envoys,
+                    rate_line.as_deref()
+                )
             );
             if let (false, Some(id)) = (example_before, &seen.example) {
                 println!(
@@ -635,7 +699,13 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
     }
     println!(
         "{}",
-        status_line(started.elapsed(), &traffic, &seen, &mesh.envoys)
+        status_line(
+            started.elapsed(),
+            &traffic,
+            &seen,
+            &mesh.envoys,
+            rate_line.as_deref()
+        )
     );
     println!("stopping every process the demo started");
     mesh.stop();

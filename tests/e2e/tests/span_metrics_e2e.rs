@@ -269,7 +269,10 @@ fn spm_endpoints_answer_in_jaegers_shape_from_history_that_survives_a_restart() 
         let ts = calls["metrics"][0]["metricPoints"][0]["timestamp"]
             .as_str()
             .unwrap();
-        assert!(ts.starts_with("20") && ts.ends_with('Z') && ts.contains('T'), "RFC 3339: {ts}");
+        assert!(
+            ts.starts_with("20") && ts.ends_with('Z') && ts.contains('T'),
+            "RFC 3339: {ts}"
+        );
         assert!((last_point(&calls) * 600.0 - 180.0).abs() < 1e-6, "{calls}");
 
         let (_, by_op) = json(

@@ -8,8 +8,20 @@ use std::time::{Duration, Instant};
 
 pub struct Prometheus {
     child: Child,
-    pub port: u16,
+    pub api: Api,
     pub dir: PathBuf,
+}
+
+/// The HTTP API of a Prometheus listening on 127.0.0.1:`port` (started here, or the demo's).
+pub struct Api {
+    pub port: u16,
+}
+
+impl std::ops::Deref for Prometheus {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// A scrape job: its name, the targets (`host:port`) and the metrics path.
@@ -61,7 +73,11 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .expect("prometheus: run scripts/setup (Debian package prometheus)");
-        let p = Prometheus { child, port, dir };
+        let p = Prometheus {
+            child,
+            api: Api { port },
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while crate::collector::get(port, "/-/ready").0 != 200 {
             assert!(
@@ -77,7 +93,9 @@ impl Prometheus {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
+}
 
+impl Api {
     /// GET on the HTTP API, parsed.
     pub fn api(&self, path_and_query: &str) -> serde_json::Value {
         let (status, body) = crate::collector::get(self.port, path_and_query);
