@@ -138,7 +138,8 @@ impl Graph {
             (5, Some(p)) => (false, true, (trace_id, p)),
             _ => return,
         };
-        let half = Half {
+        // No allocation unless the half is kept: most spans pair or are dropped.
+        let half = |service: &str| Half {
             service: service.into(),
             duration_s,
             error,
@@ -148,7 +149,11 @@ impl Graph {
         };
         match self.pending.remove(&key) {
             Some((other, _)) if other.client != client => {
-                let (c, s) = if client { (half, other) } else { (other, half) };
+                let (c, s) = if client {
+                    (half(service), other)
+                } else {
+                    (other, half(service))
+                };
                 self.pair(c, s);
             }
             _ => {
@@ -157,7 +162,7 @@ impl Graph {
                     return;
                 }
                 let deadline = now_ms + self.settings.wait_ms;
-                self.pending.insert(key, (half, deadline));
+                self.pending.insert(key, (half(service), deadline));
                 self.expiry.push_back((key, deadline));
             }
         }

@@ -1,9 +1,10 @@
 //! The demo's monitoring, end to end: `scripts/demo` starts a real Prometheus that
 //! scrapes the real collectors and Envoys with meshtrace's rules loaded. Against it:
-//! the seed's three PromQL queries and its HighLatency alert (pointed at the demo's
-//! slow operation), every PromQL expression of the Grafana dashboard and of the rules
-//! returns data, the service graph has the demo's three edges, and the status line
-//! shows the adjusted request rate beside the sampled one.
+//! the seed's three PromQL queries return data for the demo's services, its HighLatency
+//! alert (pointed at the demo's slow operation) fires after its 5 minutes (so this
+//! test takes about 6), every PromQL expression of the Grafana dashboard and of the
+//! rules returns data, the service graph has the demo's three edges, and the status
+//! line shows the adjusted request rate beside the sampled one.
 
 // An integration test: its helpers fail the test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -204,7 +205,7 @@ impl Drop for Demo {
 #[test]
 fn the_demos_prometheus_answers_every_query_of_the_rules_and_the_dashboard() {
     let mut child = Command::new(workspace_root().join("scripts/demo"))
-        .args(["--duration", "300", "--fresh"])
+        .args(["--duration", "900", "--fresh"])
         .env("MESHTRACE_DEMO_PREBUILT", "1")
         .env("MESHTRACE_DEMO_BIN", env!("CARGO_BIN_EXE_meshtrace-demo"))
         .stdin(Stdio::null())
@@ -365,6 +366,26 @@ fn the_demos_prometheus_answers_every_query_of_the_rules_and_the_dashboard() {
         }
         assert!(Instant::now() < deadline, "{body}");
         std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // The seed's alert keeps its `for: 5m`: wait for it to fire.
+    let deadline = Instant::now() + Duration::from_secs(420);
+    loop {
+        let firing = prom.alerts().into_iter().find(|a| {
+            a["labels"]["alertname"] == "HighLatency"
+                && a["labels"]["operation"] == "GET /report"
+                && a["state"] == "firing"
+        });
+        if let Some(a) = firing {
+            eprintln!("HighLatency fired: {a}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HighLatency did not fire: {:?}",
+            prom.alerts()
+        );
+        std::thread::sleep(Duration::from_secs(5));
     }
 
     // Ctrl-C: the demo stops everything it started.

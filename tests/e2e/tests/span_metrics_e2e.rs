@@ -139,12 +139,36 @@ fn adjusted_counts_estimate_the_traffic_and_prometheus_answers_the_seeds_queries
             "{expr}: {r:?}"
         );
     }
-    // The filter's own Envoy stats reach Prometheus too.
-    let sampled = prometheus.query_until(
-        "{__name__=~\".*meshtrace_spans_sampled\"}",
-        Duration::from_secs(30),
+    // Every counter the filter defines (filter/core/src/metrics.rs) reaches Prometheus
+    // from Envoy's /stats/prometheus as meshtrace_<name>, and the README documents it.
+    let root = meshtrace_testkit::workspace_root();
+    let defined = std::fs::read_to_string(root.join("filter/core/src/metrics.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let names: Vec<&str> = defined
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("(\"meshtrace.")?.split('"').next())
+        .collect();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        let r = prometheus.query_until(
+            &format!("meshtrace_{name}{{job=\"envoy\"}}"),
+            Duration::from_secs(30),
+        );
+        eprintln!("envoy stat meshtrace_{name}: {}", r[0]["value"][1]);
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README's Envoy stats table lacks {name}"
+        );
+    }
+    let sampled = prometheus.query("meshtrace_spans_sampled{job=\"envoy\"}");
+    assert_eq!(
+        sampled[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap(),
+        envoy.counter("spans_sampled") as f64
     );
-    eprintln!("the filter's stats in Prometheus: {sampled:?}");
 }
 
 #[test]

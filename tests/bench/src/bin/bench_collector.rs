@@ -8,7 +8,11 @@
 //! through a sidecar-mode collector forwarding to the central one and
 //! measures the sidecar's CPU per span and RSS. Phase D compares the two
 //! `store.durability` modes (`fsync`, the default, and `os`) side by side,
-//! interleaved over `--durability-rounds` rounds on fresh stores.
+//! interleaved over `--durability-rounds` rounds on fresh stores. Phase M
+//! compares ingest with span metrics on and off (`metrics.enabled`) the same
+//! way, then measures the memory of the metric tables at their cap: every span
+//! a new operation, `metrics.max_series` 2,000 and 20,000, against metrics off.
+//! `--metrics-only 1` runs phase M alone.
 
 // A benchmark: setup that fails aborts the run with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -26,6 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 512;
+/// Phase M's cardinality run: every trace's spans get operations never seen before.
+static UNIQUE_OPERATIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const SPANS_PER_TRACE: usize = 8;
 const SERVICES: usize = 10;
 const OPERATIONS: usize = 20;
@@ -83,10 +89,15 @@ fn request(conn: u64, seq: u64, now_ns: u64) -> ExportTraceServiceRequest {
         for s in 0..SPANS_PER_TRACE as u64 {
             let op = ((seq + t + s) as usize) % OPERATIONS;
             let dur = 1_000_000 * (1 + (t * 7 + s * 13) % 50);
+            let name = if UNIQUE_OPERATIONS.load(Ordering::Relaxed) {
+                format!("GET /api/v1/c{conn}/s{seq}/t{t}/s{s}")
+            } else {
+                format!("GET /api/v1/op{op}")
+            };
             spans.push(span_in_trace(
                 &tid,
                 s,
-                format!("GET /api/v1/op{op}"),
+                name,
                 if s == 0 { 2 } else { 3 },
                 now_ns,
                 dur,
@@ -371,17 +382,15 @@ async fn ingest_round(
     )
 }
 
-/// One ingest measure with `store.durability: durability` on a fresh store:
-/// (CPU µs per stored span, ack p50 ms, ack p99 ms, stored spans per second).
-async fn durability_round(durability: &str, spans: u64, conns: u64, tag: &str) -> [f64; 4] {
+/// One ingest measure with `yaml` on a fresh store: (CPU µs per stored span,
+/// ack p50 ms, ack p99 ms, stored spans per second, peak RSS MB).
+async fn config_round(yaml: &str, spans: u64, conns: u64, tag: &str) -> [f64; 5] {
     let tck = clk_tck();
     let dir = std::env::temp_dir().join(format!("meshtrace-bench-{}-{tag}", std::process::id()));
     let c = Collector::start_opts(
         dir.clone(),
         Opts {
-            yaml: Some(format!(
-                "retention: 30d\nstore:\n  durability: {durability}\n"
-            )),
+            yaml: Some(format!("retention: 30d\n{yaml}")),
             ..Opts::default()
         },
     );
@@ -391,10 +400,25 @@ async fn durability_round(durability: &str, spans: u64, conns: u64, tag: &str) -
     let (_, mut lat, _) = drive(c.grpc_port, conns, spans, 0).await;
     let wall = t0.elapsed().as_secs_f64();
     let cpu_s = (cpu_ticks(pid) - c0) as f64 / tck;
-    let stored = metric(
-        &c.get("/metrics").1,
-        "meshtrace_collector_spans_stored_total",
-    );
+    // Peak resident size before anything scrapes /metrics (the tables), then after.
+    let rss = vm_kb(pid, "VmHWM:") / 1024.0;
+    let m = c.get("/metrics").1;
+    let stored = metric(&m, "meshtrace_collector_spans_stored_total");
+    let scrape_rss = vm_kb(pid, "VmHWM:") / 1024.0;
+    if yaml.contains("max_series") {
+        println!(
+            "    /metrics: {:.1} MB of text, peak rss {rss:.0} MB before the scrape, {scrape_rss:.0} MB after",
+            m.len() as f64 / 1e6
+        );
+    }
+    if yaml.contains("max_series") {
+        for l in m.lines().filter(|l| {
+            l.starts_with("meshtrace_metrics_series{")
+                || l.starts_with("meshtrace_metrics_overflow_spans_total{")
+        }) {
+            println!("    {l}");
+        }
+    }
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
     [
@@ -402,7 +426,97 @@ async fn durability_round(durability: &str, spans: u64, conns: u64, tag: &str) -
         pct(&mut lat, 0.5),
         pct(&mut lat, 0.99),
         stored as f64 / wall,
+        rss,
     ]
+}
+
+async fn durability_round(durability: &str, spans: u64, conns: u64, tag: &str) -> [f64; 4] {
+    let r = config_round(
+        &format!("store:\n  durability: {durability}\n"),
+        spans,
+        conns,
+        tag,
+    )
+    .await;
+    [r[0], r[1], r[2], r[3]]
+}
+
+/// Phase M: span metrics on vs off, interleaved; then the tables' memory at the cap.
+async fn metrics_phase(conns: u64) -> String {
+    let rounds = arg("--metrics-rounds", 5);
+    let n = arg("--metrics-spans", 200_000);
+    println!("# phase M: metrics.enabled true vs false, interleaved over {rounds} rounds ({n} spans each: 10 services x 20 operations, {conns} connections, fresh stores)");
+    let mut by_mode: [Vec<[f64; 5]>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for (i, on) in [true, false].iter().enumerate() {
+            let r = config_round(
+                &format!("metrics:\n  enabled: {on}\n"),
+                n,
+                conns,
+                &format!("m-{round}-{on}"),
+            )
+            .await;
+            println!(
+                "round {round} metrics {}: {:.2} cpu µs/span, ack p50 {:.1} ms p99 {:.1} ms, {:.0} spans/s, peak rss {:.0} MB",
+                if *on { "on " } else { "off" }, r[0], r[1], r[2], r[3], r[4]
+            );
+            by_mode[i].push(r);
+        }
+    }
+    let med = |v: &[[f64; 5]], k: usize| {
+        let mut x: Vec<f64> = v.iter().map(|r| r[k]).collect();
+        pct(&mut x, 0.5)
+    };
+    let [on, off] = &by_mode;
+    let ratios: Vec<f64> = on
+        .iter()
+        .zip(off)
+        .map(|(a, b)| a[0] / b[0].max(1e-9))
+        .collect();
+    println!(
+        "medians: on {:.2} vs off {:.2} cpu µs/span (per-round ratios {}), {:.0} vs {:.0} spans/s",
+        med(on, 0),
+        med(off, 0),
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        med(on, 3),
+        med(off, 3)
+    );
+    let cap_spans = arg("--cap-spans", 400_000);
+    println!("# phase M, memory at the cap: {cap_spans} spans, every trace's spans new operations (one label set each)");
+    UNIQUE_OPERATIONS.store(true, Ordering::Relaxed);
+    let mut rss = Vec::new();
+    for (label, yaml) in [
+        ("off", "metrics:\n  enabled: false\n".to_string()),
+        (
+            "max_series 2000",
+            "metrics:\n  max_series: 2000\n".to_string(),
+        ),
+        (
+            "max_series 20000",
+            "metrics:\n  max_series: 20000\n".to_string(),
+        ),
+    ] {
+        let r = config_round(&yaml, cap_spans, conns, &format!("cap-{}", rss.len())).await;
+        println!(
+            "  {label}: peak rss {:.0} MB, {:.2} cpu µs/span",
+            r[4], r[0]
+        );
+        rss.push(r[4]);
+    }
+    UNIQUE_OPERATIONS.store(false, Ordering::Relaxed);
+    let per_series_kb = (rss[2] - rss[1]) * 1024.0 / 18_000.0;
+    println!(
+        "  at the cap: +{:.0} MB (2,000 series per table) and +{:.0} MB (20,000) over metrics off: ~{per_series_kb:.1} KB per label set across the span, history and trace tables",
+        rss[1] - rss[0], rss[2] - rss[0]
+    );
+    format!(
+        " metrics_cpu_ratio={:.2} metrics_on_cpu_us_per_span={:.2} metrics_off_cpu_us_per_span={:.2} metrics_rss_at_cap_2000_mb={:.0} metrics_rss_at_cap_20000_mb={:.0} metrics_off_rss_mb={:.0}",
+        med(on, 0) / med(off, 0).max(1e-9), med(on, 0), med(off, 0), rss[1], rss[2], rss[0]
+    )
 }
 
 /// Phase D: `fsync` vs `os` durability, interleaved; the RESULT fields.
@@ -493,6 +607,11 @@ async fn main() {
             e / f.max(1e-9)
         );
     }
+    if arg("--metrics-only", 0) == 1 {
+        println!("RESULT{}", metrics_phase(conns).await);
+        return;
+    }
+    let metrics_comparison = metrics_phase(conns).await;
     let durability_comparison = durability_phase(conns).await;
     println!("# phase 1: {total} spans in batches of {BATCH} over {conns} OTLP gRPC connections");
     let t0 = Instant::now();
@@ -621,6 +740,6 @@ async fn main() {
     drop(central);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}"
+        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}"
     );
 }
