@@ -5,28 +5,18 @@
 // An integration test: its helpers fail the test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{demo_command, lines};
 use meshtrace_demo::orchestrator as demo;
 use meshtrace_testkit::collector::jaeger_tag;
-use meshtrace_testkit::workspace_root;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn demo_command(args: &[&str]) -> Command {
-    let mut c = Command::new(workspace_root().join("scripts/demo"));
-    c.args(args)
-        // Built by cargo for this test and by scripts/test; cargo cannot run again here.
-        .env("MESHTRACE_DEMO_PREBUILT", "1")
-        .env("MESHTRACE_DEMO_BIN", env!("CARGO_BIN_EXE_meshtrace-demo"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
 
 fn nothing_listening() {
     let listening: Vec<String> = demo::ports()
@@ -136,17 +126,7 @@ fn the_demo_traces_three_services_and_stops_everything() {
     let mut child = demo_command(&["--duration", "20", "--fresh"])
         .spawn()
         .expect("run scripts/demo");
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let (rx, reader) = lines(child.stdout.take().expect("stdout"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut example = None;
     while example.is_none() && Instant::now() < deadline {

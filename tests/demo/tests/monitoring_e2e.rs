@@ -9,14 +9,15 @@
 // An integration test: its helpers fail the test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{demo_command, lines};
 use meshtrace_demo::monitoring::PROMETHEUS;
 use meshtrace_testkit::prometheus::Api;
 use meshtrace_testkit::workspace_root;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SERVICES: [&str; 3] = ["frontend", "checkout", "inventory"];
@@ -204,27 +205,11 @@ impl Drop for Demo {
 
 #[test]
 fn the_demos_prometheus_answers_every_query_of_the_rules_and_the_dashboard() {
-    let mut child = Command::new(workspace_root().join("scripts/demo"))
-        .args(["--duration", "900", "--fresh"])
-        .env("MESHTRACE_DEMO_PREBUILT", "1")
-        .env("MESHTRACE_DEMO_BIN", env!("CARGO_BIN_EXE_meshtrace-demo"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = demo_command(&["--duration", "900", "--fresh"])
         .spawn()
         .expect("run scripts/demo");
-    let stdout = child.stdout.take().expect("stdout");
+    let (rx, reader) = lines(child.stdout.take().expect("stdout"));
     let mut child = Demo(child);
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut running = false;
     while !running && Instant::now() < deadline {
