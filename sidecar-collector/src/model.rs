@@ -31,6 +31,9 @@ pub struct SpanRecord {
     /// probabilistic sampler's `sampler.param`, else OpenTelemetry's `th` in the
     /// span's `tracestate`. Adaptive sampling's input and span metrics' weight (1/p).
     pub sampled_probability: Option<f64>,
+    /// This span's own sampler decided, probabilistically (`sampler.type` is
+    /// `probabilistic`), rather than following its parent: what adaptive sampling counts.
+    pub sampler_decided: bool,
     /// The span's [`Origin`], encoded once per `ScopeSpans` and shared by its spans.
     pub origin: Arc<[u8]>,
     /// Encoded `Span`, with every attribute, event and link.
@@ -94,6 +97,7 @@ impl SpanRecord {
             duration_ns,
         } = validate(s)?;
         let error = is_error(s);
+        let own_probability = sampled_probability(&s.attributes);
         let mut indexed_tags: Vec<(String, String)> = s
             .attributes
             .iter()
@@ -115,8 +119,8 @@ impl SpanRecord {
             error,
             status_code: s.status.as_ref().map_or(0, |st| st.code),
             indexed_tags,
-            sampled_probability: sampled_probability(&s.attributes)
-                .or_else(|| tracestate_probability(&s.trace_state)),
+            sampled_probability: own_probability.or_else(|| tracestate_probability(&s.trace_state)),
+            sampler_decided: own_probability.is_some(),
             origin: origin.clone(),
             body: s.encode_to_vec(),
         })
@@ -364,6 +368,28 @@ mod tests {
         );
         assert_eq!(tracestate_probability(""), None);
         assert_eq!(tracestate_probability("ot=rv:00000000000000"), None);
+
+        // A record: the probability from either, "decided" only from its own sampler.
+        let origin: Arc<[u8]> = Arc::from(Vec::new());
+        let span = |attrs: Vec<KeyValue>, ts: &str| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            trace_state: ts.into(),
+            attributes: attrs,
+            ..Default::default()
+        };
+        let inner =
+            SpanRecord::from_span(&span(parent.to_vec(), "ot=th:e"), "s", &origin, &[]).unwrap();
+        assert_eq!(
+            (inner.sampled_probability, inner.sampler_decided),
+            (Some(0.125), false)
+        );
+        let root =
+            SpanRecord::from_span(&span(tags.to_vec(), "ot=th:c"), "s", &origin, &[]).unwrap();
+        assert_eq!(
+            (root.sampled_probability, root.sampler_decided),
+            (Some(0.25), true)
+        );
     }
 
     #[test]

@@ -293,6 +293,7 @@ mod tests {
                 status_code: 0,
                 indexed_tags: vec![],
                 sampled_probability: None,
+                sampler_decided: false,
                 origin: Arc::from(Vec::new()),
                 body: vec![0; body],
             })

@@ -144,11 +144,13 @@ impl Sink {
                 }
                 c.spans_rejected.inc_by(ingested.rejected);
                 let tally = adaptive.as_ref().map(|a| {
+                    // Only where the span's own sampler decided: a hop that followed
+                    // its parent says nothing about its own operation's probability.
                     a.tally(ingested.records.iter().filter_map(|r| {
                         Some((
                             r.service.as_str(),
                             r.operation.as_str(),
-                            r.sampled_probability?,
+                            r.sampled_probability.filter(|_| r.sampler_decided)?,
                         ))
                     }))
                 });

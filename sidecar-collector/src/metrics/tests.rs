@@ -40,6 +40,7 @@ fn span(
         status_code: status,
         indexed_tags: vec![],
         sampled_probability: p,
+        sampler_decided: p.is_some(),
         origin: Arc::from(Vec::new()),
         body: vec![],
     }
