@@ -1,5 +1,6 @@
 //! Types shared by the filter and the collector.
 //!
+//! - [`filter_stats`]: the filter's Envoy counters, names and help text.
 //! - [`ids`]: `TraceId` / `SpanId` newtypes with strict hex parsing.
 //! - [`strategy`]: Jaeger's sampling-strategies file model and its merge rules.
 //! - [`sampling_json`]: Jaeger's remote-sampling answer as JSON (collector writes, filter reads).
@@ -10,6 +11,7 @@
 //! - `otlp` (feature): the OTLP prost messages, for host-side crates, and [`jaeger`]:
 //!   Jaeger's remote sampling messages (`proto/jaeger/api_v2/sampling.proto`).
 
+pub mod filter_stats;
 pub mod ids;
 #[cfg(feature = "otlp")]
 pub mod jaeger;

@@ -337,6 +337,9 @@ pub struct SidecarConfig {
     pub client_key_file: Option<PathBuf>,
     /// A file holding the bearer token sent upstream (exports and strategy fetches).
     pub token_file: Option<PathBuf>,
+    /// Envoy's admin address (`127.0.0.1:15000` in an Istio pod): the filter's
+    /// counters are read there every 5 s and re-exported with help text. Empty: off.
+    pub envoy_admin: String,
     /// At shutdown, how long the queue keeps being forwarded; what is left
     /// then is dropped, counted and logged (keep it under the pod's
     /// `terminationGracePeriodSeconds`).
@@ -359,6 +362,7 @@ impl Default for SidecarConfig {
             client_cert_file: None,
             client_key_file: None,
             token_file: None,
+            envoy_admin: String::new(),
         }
     }
 }
@@ -613,6 +617,15 @@ impl Config {
         if self.queue.max_batch_requests == 0 {
             return Err(err("queue.max_batch_requests", "must be greater than 0"));
         }
+        if !self.sidecar.envoy_admin.is_empty() {
+            let a = &self.sidecar.envoy_admin;
+            a.parse::<SocketAddr>().map_err(|e| {
+                err(
+                    "sidecar.envoy_admin",
+                    format!("{a:?} is not an address like 127.0.0.1:15000: {e}"),
+                )
+            })?;
+        }
         let m = &self.metrics;
         let b = &m.duration_buckets_ms;
         if b.is_empty()
@@ -862,6 +875,24 @@ mod tests {
             ("queue:\n  num_workers: 5000", "queue.num_workers"),
             ("sidecar:\n  batch_bytes: 0", "sidecar.batch_bytes"),
             ("sidecar:\n  timeout_ms: 0", "sidecar.timeout_ms"),
+            ("sidecar:\n  envoy_admin: localhost", "sidecar.envoy_admin"),
+            (
+                "metrics:\n  duration_buckets_ms: [5, 1]",
+                "metrics.duration_buckets_ms",
+            ),
+            (
+                "metrics:\n  duration_buckets_ms: []",
+                "metrics.duration_buckets_ms",
+            ),
+            ("metrics:\n  max_series: 0", "metrics.max_series"),
+            (
+                "metrics:\n  service_graph_wait: 0s",
+                "metrics.service_graph_wait",
+            ),
+            (
+                "metrics:\n  history_retention: 5m",
+                "metrics.history_retention",
+            ),
             (
                 "sampling:\n  reload_interval: 0s",
                 "sampling.reload_interval",

@@ -10,6 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     ("config", &[]),
     ("grpc", &[]),
+    ("filter_stats", &[]),
     ("listen", &["telemetry", "grpc"]),
     ("memory", &["telemetry", "grpc"]),
     ("security", &["grpc"]),

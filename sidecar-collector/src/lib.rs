@@ -8,6 +8,7 @@
 //! and timeouts) on `telemetry`; `config` stands alone; `main` wires them.
 
 pub mod config;
+pub mod filter_stats;
 pub mod forward;
 pub mod grpc;
 pub mod ingest;

@@ -4,6 +4,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::Durability;
 use meshtrace_collector::config::{parse_duration, Config, Mode, ServerConfig};
+use meshtrace_collector::filter_stats::FilterStats;
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
 use meshtrace_collector::ingest::{Redaction, TimeWindow};
 use meshtrace_collector::listen;
@@ -77,6 +78,10 @@ struct Args {
     /// Sidecar mode: file with the bearer token sent upstream (overrides `sidecar.token_file`).
     #[arg(long, env = "MESHTRACE_UPSTREAM_TOKEN_FILE")]
     upstream_token_file: Option<PathBuf>,
+    /// Sidecar mode: Envoy's admin address, to re-export the filter's counters
+    /// with help text (overrides `sidecar.envoy_admin`).
+    #[arg(long, env = "MESHTRACE_ENVOY_ADMIN")]
+    envoy_admin: Option<String>,
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION", value_parser = parse_duration)]
     retention: Option<Duration>,
@@ -120,6 +125,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(u) = &args.upstream {
         cfg.sidecar.upstream = u.clone();
+    }
+    if let Some(a) = &args.envoy_admin {
+        cfg.sidecar.envoy_admin = a.clone();
     }
     for (flag, key) in [
         (&args.upstream_ca_file, &mut cfg.sidecar.ca_file),
@@ -395,6 +403,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow!(e))?,
         ))
     });
+    let mut filter_stats_task = None;
     // The sink, and what must be drained at shutdown.
     let (target, query_app, writer, forwarder, store, span_metrics) = if cfg.mode == Mode::Sidecar {
         let sc = &cfg.sidecar;
@@ -412,6 +421,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let (f, shutdown, task) = Forwarder::start(settings, telemetry.metrics.counters.clone())
             .map_err(|e| anyhow!(e))?;
+        if !sc.envoy_admin.is_empty() {
+            let stats = FilterStats::default();
+            telemetry.register_collector(Box::new(stats.clone()));
+            filter_stats_task = Some(stats.spawn(sc.envoy_admin.clone(), Duration::from_secs(5)));
+        }
         // A sidecar has no store: its query port serves metrics and health only.
         let app = telemetry::router(telemetry.clone());
         (
@@ -678,6 +692,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         summary_task,
         health_task,
         metrics_task,
+        filter_stats_task,
     ]
     .into_iter()
     .flatten()

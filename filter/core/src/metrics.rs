@@ -1,5 +1,7 @@
 //! Every Envoy stat the filter defines, in one place. Envoy shows them with
-//! its `wasmcustom.` prefix, e.g. `wasmcustom.meshtrace.spans_started`.
+//! its `wasmcustom.` prefix, e.g. `wasmcustom.meshtrace.spans_started`. Their
+//! names and help text are `meshtrace_proto::filter_stats` (the collector reads
+//! those); this table adds how each is read, and a test keeps the two equal.
 
 use crate::export::Counters;
 
@@ -18,3 +20,19 @@ pub const COUNTERS: &[(&str, CounterReader)] = &[
     ("meshtrace.strategy_updates", |c| c.strategy_updates),
     ("meshtrace.strategy_failures", |c| c.strategy_failures),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshtrace_proto::filter_stats;
+
+    #[test]
+    fn the_counters_are_the_ones_declared_in_proto() {
+        let here: Vec<&str> = COUNTERS.iter().map(|(n, _)| *n).collect();
+        let declared: Vec<String> = filter_stats::COUNTERS
+            .iter()
+            .map(|(n, _)| format!("{}{n}", filter_stats::PREFIX))
+            .collect();
+        assert_eq!(here, declared);
+    }
+}

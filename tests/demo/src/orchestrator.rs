@@ -513,6 +513,8 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
         let mut cmd = collector_cmd("sidecar", ip, name);
         cmd.arg("--upstream")
             .arg(format!("http://{CENTRAL}:4317"))
+            .arg("--envoy-admin")
+            .arg(format!("{ip}:15000"))
             .arg("--sampling-upstream")
             .arg(format!("http://{CENTRAL}:5779"));
         mesh.spawn(

@@ -357,3 +357,70 @@ fn spm_endpoints_answer_in_jaegers_shape_from_history_that_survives_a_restart() 
     let again = Collector::start_opts(dir, Opts::default());
     check(&again);
 }
+
+#[test]
+fn the_sidecar_collector_re_exports_the_filters_counters_with_help_text() {
+    // Envoy's /stats/prometheus has no HELP lines; the sidecar collector beside it
+    // (--envoy-admin) exports the filter's counters with theirs.
+    let central = Collector::start_opts(
+        meshtrace_testkit::scratch_path("filter-stats-central"),
+        Opts::default(),
+    );
+    let admin = meshtrace_testkit::free_port();
+    let mut opts = Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
+    opts.args
+        .extend(["--envoy-admin".into(), format!("127.0.0.1:{admin}")]);
+    let sidecar = Collector::start_opts(
+        meshtrace_testkit::scratch_path("filter-stats-sidecar"),
+        opts,
+    );
+    let app = Upstream::start();
+    let cfg = r#"{"export":{"flush_interval_ms":100,"tick_ms":50},
+        "sampling":{"default_strategy":{"type":"probabilistic","param":1.0}}}"#;
+    let mut b = EnvoyBuilder::new("backend", Filter::Meshtrace(cfg.into()), sidecar.otlp_port);
+    b.admin_port = Some(admin);
+    let port = b.listener("INBOUND", app.port);
+    let envoy = b.start();
+    let mut c = Client::connect(port);
+    for _ in 0..50 {
+        assert_eq!(c.get("/x", &[]).status(), 200);
+    }
+    let prometheus = Prometheus::start(
+        &[Job {
+            name: "meshtrace-sidecar-collector",
+            targets: vec![format!("127.0.0.1:{}", sidecar.query_port)],
+            path: "/metrics",
+        }],
+        &[],
+    );
+    // The poll runs every 5 s: wait for the counters to catch up with Envoy's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = sidecar.get("/metrics").1;
+        let want = envoy.counter("spans_sampled");
+        if want >= 50 && text.contains(&format!("meshtrace_filter_spans_sampled_total {want}")) {
+            assert!(text.contains("meshtrace_filter_stats_up 1"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{want} sampled by Envoy; the sidecar says:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Prometheus has the help text of every one of them.
+    for (name, help) in meshtrace_proto::filter_stats::COUNTERS {
+        let metric = format!("meshtrace_filter_{name}_total");
+        prometheus.query_until(&metric, Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let meta = prometheus.api(&format!("/api/v1/metadata?metric=meshtrace_filter_{name}"));
+            let got = meta["data"][format!("meshtrace_filter_{name}")][0]["help"].clone();
+            if got == *help {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: help {got} in {meta}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
