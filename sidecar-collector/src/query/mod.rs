@@ -7,6 +7,7 @@ pub mod duration;
 pub mod jaeger;
 mod params;
 pub mod spm;
+pub mod v3;
 
 use crate::model::kind_name;
 use crate::store::{SpanReader, StoreError};
@@ -45,6 +46,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/metrics/calls", get(spm::calls))
         .route("/api/metrics/errors", get(spm::errors))
         .route("/api/metrics/minstep", get(spm::minstep))
+        .merge(v3::routes())
         .with_state(state)
 }
 
@@ -106,19 +108,32 @@ pub fn error(status: StatusCode, msg: &str) -> Response {
     json_response(status, &body, false)
 }
 
-fn store_error(e: StoreError) -> Response {
-    tracing::error!(error = %e, "query failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+/// Runs store work off the async threads; a failure becomes an answer in the
+/// caller's error shape (`shape`: v1's envelope or v3's gateway error).
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    shape: fn(StatusCode, String) -> Response,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "query failed");
+            Err(shape(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+        Err(e) => Err(shape(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(store_error(e)),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
-    }
+    run_blocking(f, |s, m| error(s, &m)).await
+}
+
+async fn blocking_v3<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    run_blocking(f, v3::error).await
 }
 
 fn now_us() -> i64 {

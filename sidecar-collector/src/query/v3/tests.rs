@@ -1,0 +1,220 @@
+//! api_v3 answers against the real SQLite store, compared with golden files
+//! (`UPDATE_GOLDEN=1` rewrites them; review the diff).
+
+use super::*;
+use crate::ingest::records_from_request;
+use crate::query::{answer::Budget, router};
+use crate::store::sqlite::SqliteStore;
+use crate::store::SpanWriter;
+use axum::body::Body;
+use axum::http::Request;
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use tower::ServiceExt;
+
+/// 2026-12-01T10:00:00Z in nanoseconds.
+const T0: u64 = 1_796_119_200_000_000_000;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn span(
+    id: u8,
+    parent: Option<u8>,
+    name: &str,
+    kind: i32,
+    start_ms: u64,
+    end_ms: u64,
+    error: bool,
+) -> Span {
+    Span {
+        trace_id: vec![0xab; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.into(),
+        kind,
+        start_time_unix_nano: T0 + start_ms * 1_000_000,
+        end_time_unix_nano: T0 + end_ms * 1_000_000,
+        attributes: vec![kv("http.request.method", "GET")],
+        status: error.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "boom".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: "meshtrace".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            }),
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// frontend GET / (root) → frontend client call → checkout POST /orders (fails),
+/// and a span whose parent never arrived.
+fn fixture() -> (tempfile::TempDir, QueryState) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(
+                "frontend",
+                vec![
+                    span(1, None, "GET /", 2, 0, 100, false),
+                    span(2, Some(1), "POST checkout", 3, 10, 90, true),
+                ],
+            ),
+            resource_spans(
+                "checkout",
+                vec![
+                    span(3, Some(2), "POST /orders", 2, 20, 80, true),
+                    span(4, Some(9), "late", 1, 30, 40, false),
+                ],
+            ),
+        ],
+    };
+    let records = records_from_request(req, &[], None).records;
+    store.write(&records).unwrap();
+    let st = QueryState {
+        store,
+        metrics: None,
+        budget: Budget::new(100, 1000, 2, None),
+    };
+    (dir, st)
+}
+
+async fn get(st: &QueryState, uri: &str) -> (u16, serde_json::Value) {
+    let resp = router(st.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{uri}: {e}: {}", String::from_utf8_lossy(&body)));
+    (status, v)
+}
+
+fn golden(name: &str, got: &serde_json::Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/query/v3/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(got).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(text, want, "{name} differs from {}", path.display());
+}
+
+const WINDOW: &str =
+    "query.start_time_min=2026-12-01T09:59:00Z&query.start_time_max=2026-12-01T12:00:00%2B01:00";
+
+#[tokio::test]
+async fn answers_match_jaegers_shapes() {
+    let (_d, st) = fixture();
+    let (s, v) = get(&st, "/api/v3/services").await;
+    assert_eq!(s, 200);
+    golden("services", &v);
+    let (s, v) = get(&st, "/api/v3/operations?service=frontend").await;
+    assert_eq!(s, 200);
+    golden("operations", &v);
+    let (_, v) = get(&st, "/api/v3/operations?service=frontend&span_kind=client").await;
+    assert_eq!(v["operations"].as_array().unwrap().len(), 1, "{v}");
+    let id = "abababababababababababababababab";
+    let (s, v) = get(&st, &format!("/api/v3/traces/{id}")).await;
+    assert_eq!(s, 200);
+    golden("get_trace", &v);
+    // Decimal-string nanoseconds, hex ids, numeric kind and status code.
+    let first = &v["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(first["traceId"], id);
+    assert_eq!(first["startTimeUnixNano"], T0.to_string());
+    assert!(
+        first.get("status").is_none(),
+        "an unset status is left out, not null"
+    );
+    let (s, v) = get(
+        &st,
+        &format!("/api/v3/traces?query.service_name=frontend&{WINDOW}"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    golden("find_traces", &v);
+    let (s, v) = get(
+        &st,
+        &format!("/api/v3/trace-summaries?query.service_name=frontend&{WINDOW}"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    golden("trace_summaries", &v);
+    let sum = &v["summaries"][0];
+    assert_eq!(sum["rootServiceName"], "frontend");
+    assert_eq!(sum["rootOperationName"], "GET /");
+    assert_eq!(
+        (
+            sum["spanCount"].as_u64(),
+            sum["errorSpanCount"].as_u64(),
+            sum["orphanSpanCount"].as_u64()
+        ),
+        (Some(4), Some(2), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn errors_in_jaegers_gateway_shape() {
+    let (_d, st) = fixture();
+    for (uri, status, needle) in [
+        ("/api/v3/traces/xyz", 400, "malformed parameter trace_id"),
+        ("/api/v3/traces/00000000000000000000000000000001", 404, "No traces found"),
+        ("/api/v3/traces?query.service_name=frontend", 400, "query.start_time_min and query.start_time_max are required"),
+        ("/api/v3/traces?query.service_name=frontend&query.start_time_min=yesterday&query.start_time_max=2026-12-01T11:00:00Z", 400, "malformed parameter query.start_time_min"),
+        ("/api/v3/traces?query.service_name=frontend&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z&query.duration_min=fast", 400, "malformed parameter query.duration_min"),
+        ("/api/v3/traces?query.service_name=frontend&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z&query.search_depth=x", 400, "malformed parameter query.search_depth"),
+        ("/api/v3/traces?query.service_name=nobody&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z", 404, "No traces found"),
+        ("/api/v3/operations", 400, "malformed parameter service"),
+    ] {
+        let (s, v) = get(&st, uri).await;
+        assert_eq!(s, status, "{uri}: {v}");
+        assert_eq!(v["error"]["httpCode"], status, "{uri}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{uri}: {v}");
+    }
+}
+
+#[test]
+fn rfc3339_with_fractions_and_offsets() {
+    let z = parse_rfc3339_us("2026-12-01T10:00:00Z").unwrap();
+    assert_eq!(z, (T0 / 1000) as i64);
+    assert_eq!(
+        parse_rfc3339_us("2026-12-01T10:00:00.5Z").unwrap(),
+        z + 500_000
+    );
+    assert_eq!(parse_rfc3339_us("2026-12-01T12:00:00+02:00").unwrap(), z);
+    assert_eq!(parse_rfc3339_us("2026-12-01T05:30:00-04:30").unwrap(), z);
+    assert!(parse_rfc3339_us("yesterday").is_err());
+}
