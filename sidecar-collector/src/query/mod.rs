@@ -2,6 +2,7 @@
 //! data source work unchanged. Reads through the store's reader interface;
 //! answers are `meshtrace_proto::jaeger_json` structs serialized directly.
 
+pub mod analysis;
 pub mod answer;
 pub mod duration;
 pub mod jaeger;
@@ -47,6 +48,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/metrics/errors", get(spm::errors))
         .route("/api/metrics/minstep", get(spm::minstep))
         .merge(v3::routes())
+        .merge(analysis::routes())
         .with_state(state)
 }
 

@@ -218,3 +218,51 @@ fn rfc3339_with_fractions_and_offsets() {
     assert_eq!(parse_rfc3339_us("2026-12-01T05:30:00-04:30").unwrap(), z);
     assert!(parse_rfc3339_us("yesterday").is_err());
 }
+
+#[tokio::test]
+async fn critical_path_of_a_stored_trace() {
+    let (_d, st) = fixture();
+    let (s, v) = get(
+        &st,
+        "/api/analysis/critical-path/abababababababababababababababab",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let ms = |k: &serde_json::Value| (k.as_str().unwrap().parse::<u64>().unwrap() - T0) / 1_000_000;
+    let path: Vec<(String, u64, u64)> = v["criticalPath"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["spanId"].as_str().unwrap()[..2].to_string(),
+                ms(&p["startTimeUnixNano"]),
+                ms(&p["endTimeUnixNano"]),
+            )
+        })
+        .collect();
+    // By hand: the root until its client call, the call until the server span, the
+    // server span, back in the call, back in the root.
+    assert_eq!(
+        path,
+        vec![
+            ("01".into(), 0, 10),
+            ("02".into(), 10, 20),
+            ("03".into(), 20, 80),
+            ("02".into(), 80, 90),
+            ("01".into(), 90, 100)
+        ]
+    );
+    assert_eq!(v["durationNs"], 100_000_000);
+    assert!(
+        v["warnings"].to_string().contains("missing_parent"),
+        "the orphan is reported: {}",
+        v["warnings"]
+    );
+    let (s, _) = get(
+        &st,
+        "/api/analysis/critical-path/00000000000000000000000000000001",
+    )
+    .await;
+    assert_eq!(s, 404);
+}
