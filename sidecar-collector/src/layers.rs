@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("grpc", &[]),
     ("filter_stats", &[]),
+    ("ui", &[]),
     ("listen", &["telemetry", "grpc"]),
     ("memory", &["telemetry", "grpc"]),
     ("security", &["grpc"]),

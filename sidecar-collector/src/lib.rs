@@ -26,3 +26,4 @@ pub mod security;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod ui;

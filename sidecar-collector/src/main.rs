@@ -474,7 +474,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             telemetry.clone(),
             telemetry::track_latency,
         ))
-        .merge(telemetry::router(telemetry.clone()));
+        .merge(telemetry::router(telemetry.clone()))
+        // Last: the UI holds the fallback that answers deep links with its page.
+        .merge(meshtrace_collector::ui::router());
         let sink = Target::Store {
             pipeline,
             indexed_tags: Arc::new(cfg.indexed_tags.clone()),

@@ -191,6 +191,11 @@ pub struct FindParams {
     /// Accepted and ignored: traces are always answered as stored (no adjustment on the wire).
     #[serde(rename = "query.raw_traces")]
     raw_traces: Option<String>,
+    /// meshtrace: attributes every matching trace has on one span, a JSON object
+    /// of strings (`{"error":"true","http.response.status_code":"503"}`), as
+    /// v1's `tags`.
+    #[serde(rename = "query.attributes")]
+    attributes: Option<String>,
 }
 
 /// Validated find parameters, or the error answer naming the parameter.
@@ -233,10 +238,22 @@ pub fn parse_find(p: &FindParams) -> Result<TraceQuery, Refusal> {
         r.parse::<bool>()
             .map_err(|e| malformed("query.raw_traces", e))?;
     }
+    let tags = match p.attributes.as_deref().filter(|s| !s.is_empty()) {
+        None => Vec::new(),
+        Some(j) => serde_json::from_str::<BTreeMap<String, String>>(j)
+            .map_err(|e| {
+                malformed(
+                    "query.attributes",
+                    format!("not a JSON object of strings: {e}"),
+                )
+            })?
+            .into_iter()
+            .collect(),
+    };
     Ok(TraceQuery {
         service,
         operation: p.operation_name.clone().filter(|s| !s.is_empty()),
-        tags: Vec::new(),
+        tags,
         start_us,
         end_us,
         min_duration_us: duration("query.duration_min", &p.duration_min)?,

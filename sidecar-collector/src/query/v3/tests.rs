@@ -173,6 +173,20 @@ async fn answers_match_jaegers_shapes() {
     .await;
     assert_eq!(s, 200, "{v}");
     golden("trace_summaries", &v);
+    // Attributes narrow the search as v1's tags do.
+    let (s, v1) = get(&st, &format!("/api/v3/trace-summaries?query.service_name=frontend&{WINDOW}&query.attributes=%7B%22http.request.method%22%3A%22GET%22%7D")).await;
+    assert_eq!(
+        (s, v1["summaries"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v1}"
+    );
+    let (s, v2) = get(&st, &format!("/api/v3/trace-summaries?query.service_name=frontend&{WINDOW}&query.attributes=%7B%22http.request.method%22%3A%22PUT%22%7D")).await;
+    assert_eq!(s, 200, "{v2}");
+    assert_eq!(
+        v2["summaries"],
+        serde_json::json!([]),
+        "no trace has a PUT span"
+    );
     let sum = &v["summaries"][0];
     assert_eq!(sum["rootServiceName"], "frontend");
     assert_eq!(sum["rootOperationName"], "GET /");
@@ -198,6 +212,7 @@ async fn errors_in_jaegers_gateway_shape() {
         ("/api/v3/traces?query.service_name=frontend&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z&query.search_depth=x", 400, "malformed parameter query.search_depth"),
         ("/api/v3/traces?query.service_name=nobody&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z", 404, "No traces found"),
         ("/api/v3/operations", 400, "malformed parameter service"),
+        ("/api/v3/traces?query.service_name=frontend&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z&query.attributes=%5B1%5D", 400, "malformed parameter query.attributes"),
     ] {
         let (s, v) = get(&st, uri).await;
         assert_eq!(s, status, "{uri}: {v}");

@@ -1,0 +1,51 @@
+// The collector's APIs as the UI uses them: api_v3 (OTLP JSON) for traces and
+// search, v1 for what v3 lacks, the analysis endpoints.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, { headers: { accept: "application/json" } });
+  let body = null;
+  try {
+    body = await r.json();
+  } catch {
+    // not JSON: fall through to the status check
+  }
+  if (!r.ok) {
+    const msg =
+      body?.error?.message || body?.errors?.[0]?.msg || `${r.status} ${r.statusText}`;
+    throw new ApiError(r.status, msg);
+  }
+  return body;
+}
+
+export const services = () => getJSON("/api/v3/services").then((b) => b.services || []);
+
+export const operations = (service) =>
+  getJSON(`/api/v3/operations?service=${encodeURIComponent(service)}`).then(
+    (b) => b.operations || [],
+  );
+
+export function findSummaries(q) {
+  const p = new URLSearchParams();
+  p.set("query.service_name", q.service);
+  if (q.operation) p.set("query.operation_name", q.operation);
+  p.set("query.start_time_min", q.start.toISOString());
+  p.set("query.start_time_max", q.end.toISOString());
+  if (q.minDuration) p.set("query.duration_min", q.minDuration);
+  if (q.maxDuration) p.set("query.duration_max", q.maxDuration);
+  if (q.limit) p.set("query.search_depth", String(q.limit));
+  if (q.tags && Object.keys(q.tags).length) p.set("query.attributes", JSON.stringify(q.tags));
+  return getJSON(`/api/v3/trace-summaries?${p}`).then((b) => b.summaries || []);
+}
+
+export const trace = (id) =>
+  getJSON(`/api/v3/traces/${encodeURIComponent(id)}`).then((b) => b.result);
+
+export const criticalPath = (id) =>
+  getJSON(`/api/analysis/critical-path/${encodeURIComponent(id)}`);

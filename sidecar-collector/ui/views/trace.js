@@ -1,0 +1,268 @@
+// One trace: header, find, collapse/expand, JSON download and upload, a minimap,
+// the waterfall (virtualized: only the rows on screen exist, so a 10,000-span
+// trace scrolls like a small one) with service colours and the critical path
+// highlighted, and the selected span's detail.
+
+import * as api from "../api.js";
+import { build, colour, fmtMs } from "../model.js";
+import { errorBox } from "../app.js";
+
+const ROW = 24;
+const OVERSCAN = 12;
+
+const el = (tag, props = {}, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v);
+  }
+  e.append(...kids.filter((k) => k !== null && k !== undefined));
+  return e;
+};
+
+export async function traceView(view, id) {
+  view.replaceChildren(el("p", { class: "muted" }, `Loading trace ${id}…`));
+  const started = performance.now();
+  let data;
+  try {
+    data = await api.trace(id);
+  } catch (e) {
+    view.replaceChildren(errorBox(e.status === 404 ? `Trace ${id} was not found.` : e.message));
+    return;
+  }
+  let cp = null;
+  let cpError = null;
+  try {
+    cp = await api.criticalPath(id);
+  } catch (e) {
+    cpError = e.message;
+  }
+  show(view, data, cp, cpError);
+  // The browser test reads this: time from navigation to the first screen of rows.
+  window.__meshtraceFirstScreenMs = performance.now() - started;
+}
+
+function show(view, data, cp, cpError) {
+  const t = build(data);
+  if (!t) {
+    view.replaceChildren(errorBox("This trace has no spans."));
+    return;
+  }
+  // Critical path segments by span, in ms from the trace start.
+  const crit = new Map();
+  const times = new Map();
+  if (cp) {
+    for (const seg of cp.criticalPath) {
+      const list = crit.get(seg.spanId) || [];
+      list.push([
+        Number(BigInt(seg.startTimeUnixNano) - t.t0) / 1e6,
+        Number(BigInt(seg.endTimeUnixNano) - t.t0) / 1e6,
+      ]);
+      crit.set(seg.spanId, list);
+    }
+    for (const s of cp.spans) times.set(s.spanId, s);
+  }
+  const collapsed = new Set();
+  let selected = null;
+  let query = "";
+  let visible = [];
+
+  const head = el("div", { class: "trace-head" },
+    el("h1", {}, `${t.root.service}: ${t.root.name}`),
+    el("span", { class: "muted", "data-testid": "trace-id" }, t.traceId),
+    el("span", {}, `duration ${fmtMs(t.duration)}`),
+    el("span", {}, `${t.spans.length} spans`),
+    el("span", {}, `${t.services.length} services`),
+    el("span", { class: "muted" }, new Date(Number(t.t0 / 1000000n)).toLocaleString()));
+  const warnings = [...t.warnings, ...(cp?.warnings || []).map(describeWarning)];
+  if (cpError) warnings.push(`critical path unavailable: ${cpError}`);
+  const warnList = warnings.length
+    ? el("ul", { class: "warnings", "aria-label": "warnings" }, ...warnings.map((w) => el("li", {}, w)))
+    : null;
+
+  const find = el("input", { type: "search", placeholder: "Find in trace (name, service, attribute)", "aria-label": "find in trace", id: "find" });
+  const found = el("span", { class: "muted", "aria-live": "polite" });
+  const upload = el("input", { type: "file", accept: ".json,application/json", id: "upload", class: "sr-only" });
+  const toolbar = el("div", { class: "toolbar" }, find, found,
+    el("button", { type: "button", onclick: () => { for (const s of t.spans) if (s.children.length) collapsed.add(s); refresh(); } }, "Collapse all"),
+    el("button", { type: "button", onclick: () => { collapsed.clear(); refresh(); } }, "Expand all"),
+    el("button", { type: "button", id: "download", onclick: () => download(t.traceId, data) }, "Download JSON"),
+    el("label", { for: "upload", class: "button", role: "button", tabindex: "0" }, "Open JSON file…"), upload,
+    el("span", { class: "legend" }, el("span", { class: "crit" }), "critical path"));
+  upload.addEventListener("change", async () => {
+    const f = upload.files?.[0];
+    if (!f) return;
+    try {
+      const json = JSON.parse(await f.text());
+      show(view, json.result || json, null, "a file opened in the browser");
+      history.replaceState(null, "", location.pathname);
+    } catch (e) {
+      view.prepend(errorBox(`${f.name}: ${e.message}`));
+    }
+  });
+
+  const minimap = el("div", { class: "minimap", "aria-hidden": "true" });
+  const canvas = el("canvas");
+  minimap.append(canvas);
+  const inner = el("div", { class: "wf-inner" });
+  const wf = el("div", { class: "waterfall", tabindex: "0", role: "tree", "aria-label": "spans", id: "waterfall" }, inner);
+  const detail = el("section", { class: "detail", "aria-live": "polite", id: "detail" },
+    el("p", { class: "muted" }, "Select a span for its attributes, events, links and process."));
+  view.replaceChildren(head, ...(warnList ? [warnList] : []), toolbar, minimap, wf, detail);
+
+  const matches = (s) => {
+    if (!query) return false;
+    const q = query.toLowerCase();
+    return s.name.toLowerCase().includes(q) || s.service.toLowerCase().includes(q) ||
+      s.id.includes(q) || s.attributes.some(([k, v]) => k.toLowerCase().includes(q) || String(v).toLowerCase().includes(q));
+  };
+
+  function computeVisible() {
+    visible = [];
+    const hidden = new Set();
+    for (const s of t.spans) {
+      const p = s.parentId && t.byId.get(s.parentId);
+      if (p && (collapsed.has(p) || hidden.has(p))) {
+        hidden.add(s);
+        continue;
+      }
+      visible.push(s);
+    }
+  }
+
+  function row(s, i) {
+    const left = (100 * s.start) / (t.duration || 1);
+    const width = Math.max(0.05, (100 * (s.end - s.start)) / (t.duration || 1));
+    const bars = el("div", { class: "wf-bar-area" },
+      el("div", { class: "wf-bar", style: `left:${left}%;width:${width}%;background:${colour(s.service)}${s.error ? ";outline:2px solid #b42318" : ""}` }));
+    for (const [a, b] of crit.get(s.id) || []) {
+      bars.append(el("div", { class: "wf-crit", "data-critical": s.id, style: `left:${(100 * a) / t.duration}%;width:${Math.max(0.05, (100 * (b - a)) / t.duration)}%` }));
+    }
+    bars.append(el("span", { class: "wf-label", style: `left:${Math.min(left + width, 92)}%` }, ` ${fmtMs(s.end - s.start)}`));
+    const toggle = s.children.length
+      ? el("button", { type: "button", class: "toggle", "aria-label": collapsed.has(s) ? "expand" : "collapse", onclick: (e) => { e.stopPropagation(); toggleSpan(s); } }, collapsed.has(s) ? "▸" : "▾")
+      : el("span", { style: "display:inline-block;width:20px" });
+    const name = el("div", { class: "wf-name", style: `padding-left:${4 + s.depth * 14}px`, title: `${s.service}: ${s.name}` },
+      toggle, el("span", { style: `color:${colour(s.service)};font-weight:600` }, s.service), ` ${s.name}`,
+      s.error ? el("span", { class: "badge-err" }, " !") : null);
+    const r = el("div", {
+      class: `wf-row${selected === s ? " selected" : ""}${matches(s) ? " match" : ""}`,
+      style: `top:${i * ROW}px`, role: "treeitem", "aria-level": String(s.depth + 1),
+      "aria-selected": selected === s ? "true" : "false", "data-span-id": s.id,
+    }, name, bars);
+    r.addEventListener("click", () => select(s));
+    return r;
+  }
+
+  function draw() {
+    const top = wf.scrollTop;
+    const h = wf.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
+    const last = Math.min(visible.length, Math.ceil((top + h) / ROW) + OVERSCAN);
+    const rows = [];
+    for (let i = first; i < last; i++) rows.push(row(visible[i], i));
+    inner.replaceChildren(...rows);
+    drawMinimap(top, h);
+  }
+
+  function drawMinimap(top, h) {
+    const w = (canvas.width = minimap.clientWidth || 800);
+    const ch = (canvas.height = minimap.clientHeight || 40);
+    const g = canvas.getContext("2d");
+    if (!g) return;
+    g.clearRect(0, 0, w, ch);
+    const n = visible.length || 1;
+    const step = Math.max(1, Math.floor(n / ch));
+    for (let i = 0; i < n; i += step) {
+      const s = visible[i];
+      g.fillStyle = colour(s.service);
+      g.fillRect((w * s.start) / t.duration, (ch * i) / n, Math.max(1, (w * (s.end - s.start)) / t.duration), Math.max(1, ch / n));
+    }
+    g.strokeStyle = "#1f6feb";
+    g.strokeRect(0, (ch * top) / (n * ROW), w - 1, Math.max(2, (ch * h) / (n * ROW)));
+  }
+
+  function refresh() {
+    computeVisible();
+    inner.style.height = `${visible.length * ROW}px`;
+    const m = query ? t.spans.filter(matches) : [];
+    found.textContent = query ? `${m.length} match${m.length === 1 ? "" : "es"}` : "";
+    draw();
+  }
+
+  function toggleSpan(s) {
+    if (collapsed.has(s)) collapsed.delete(s);
+    else collapsed.add(s);
+    refresh();
+  }
+
+  function select(s) {
+    selected = s;
+    detail.replaceChildren(...spanDetail(s, times.get(s.id)));
+    const i = visible.indexOf(s);
+    if (i >= 0 && (i * ROW < wf.scrollTop || (i + 1) * ROW > wf.scrollTop + wf.clientHeight)) {
+      wf.scrollTop = Math.max(0, i * ROW - wf.clientHeight / 2);
+    }
+    draw();
+  }
+
+  wf.addEventListener("scroll", () => requestAnimationFrame(draw));
+  wf.addEventListener("keydown", (e) => {
+    const i = selected ? visible.indexOf(selected) : -1;
+    if (e.key === "ArrowDown") select(visible[Math.min(visible.length - 1, i + 1)]);
+    else if (e.key === "ArrowUp") select(visible[Math.max(0, i - 1)]);
+    else if (e.key === "ArrowLeft" && selected?.children.length && !collapsed.has(selected)) toggleSpan(selected);
+    else if (e.key === "ArrowRight" && selected && collapsed.has(selected)) toggleSpan(selected);
+    else return;
+    e.preventDefault();
+  });
+  find.addEventListener("input", () => {
+    query = find.value.trim();
+    refresh();
+    const first = query && visible.find(matches);
+    if (first) select(first);
+  });
+  window.addEventListener("resize", () => draw(), { passive: true });
+  refresh();
+}
+
+function describeWarning(w) {
+  if (w.kind === "clock_skew") return `span ${w.span.toString(16)}: shifted ${fmtMs(w.shift_ns / 1e6)} to fit its parent (clock skew between sidecars)`;
+  if (w.kind === "missing_parent") return `span ${w.span.toString(16)}: its parent is not in the trace`;
+  if (w.kind === "several_roots") return `${w.roots} spans without a parent in the trace`;
+  return JSON.stringify(w);
+}
+
+function table(rows) {
+  return el("table", {}, ...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, String(v)))));
+}
+
+function spanDetail(s, times) {
+  const parts = [
+    el("h2", {}, `${s.service}: ${s.name}`),
+    table([
+      ["span id", s.id], ["parent", s.parentId || "(root)"], ["kind", s.kind],
+      ["start", `+${fmtMs(s.start)}`], ["duration", fmtMs(s.end - s.start)],
+      ["status", s.error ? `error ${s.statusMessage}` : "ok/unset"],
+      ["sampler", s.sampler ? `${s.sampler}${s.probability ? ` (p = ${s.probability})` : ""}` : "—"],
+      ...(times ? [["self time", fmtMs(times.selfNs / 1e6)], ["on the critical path", fmtMs(times.criticalNs / 1e6)]] : []),
+    ]),
+    el("h3", {}, "Attributes"), table(s.attributes),
+  ];
+  if (s.events.length) {
+    parts.push(el("h3", {}, "Events"));
+    for (const e of s.events) parts.push(el("h4", {}, `+${fmtMs(e.at)} ${e.name}`), table(e.attributes));
+  }
+  if (s.links.length) parts.push(el("h3", {}, "Links"), table(s.links.map((l) => [l.traceId, l.spanId])));
+  parts.push(el("h3", {}, "Process"), table([...s.resource, ["instrumentation scope", s.scope || "—"]]));
+  return parts;
+}
+
+function download(id, data) {
+  const blob = new Blob([JSON.stringify({ result: data }, null, 2)], { type: "application/json" });
+  const a = el("a", { href: URL.createObjectURL(blob), download: `trace-${id}.json` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
