@@ -60,4 +60,6 @@ fn main() {
         .out_dir(&out)
         .compile(&[trace_server]);
     println!("cargo::rerun-if-changed=build.rs");
+    // The UI is embedded by include_dir!, which cannot tell cargo that its files changed.
+    println!("cargo::rerun-if-changed=ui");
 }

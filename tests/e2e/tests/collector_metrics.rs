@@ -38,8 +38,21 @@ fn promtool_check(text: &str, mode: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The two duration histograms keep the names users query (the seed's
+    // jaeger_span_duration_milliseconds, the OpenTelemetry spanmetrics connector's
+    // traces_span_metrics_duration_milliseconds) although promtool's lint prefers
+    // seconds; that lint, for those two names only, is expected. Anything else fails.
+    let mandated = [
+        "jaeger_span_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\"",
+        "traces_span_metrics_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\"",
+    ];
+    let other: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !mandated.contains(&l.trim()))
+        .collect();
     assert!(
-        out.status.success() && said.trim().is_empty(),
+        other.is_empty()
+            && (out.status.success() || said.lines().any(|l| mandated.contains(&l.trim()))),
         "promtool check metrics on the {mode} collector: {said}\n{text}"
     );
 }

@@ -1,0 +1,104 @@
+// The UI in a real browser: Debian's chromium driven by playwright-core.
+// Usage: node tests/node/ui_test.mjs CONFIG_JSON
+//   {"base": "http://127.0.0.1:PORT", "service": "...", "trace": "<id>",
+//    "critical": ["<span id>", …], "offPath": ["<span id>", …], "big": "<id>",
+//    "artifacts": "<dir>"}
+// Prints one JSON line of results; exits 1 with the reason on the first failure.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const cfg = JSON.parse(process.argv[2]);
+mkdirSync(cfg.artifacts, { recursive: true });
+const results = { views: {} };
+
+function fail(msg) {
+  console.error(`UI test failed: ${msg}`);
+  console.log(JSON.stringify(results));
+  process.exit(1);
+}
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(e.message));
+  const shot = (name) => page.screenshot({ path: `${cfg.artifacts}/${name}.png`, fullPage: false });
+  const T = 30_000;
+
+  // Search: the known trace is found.
+  await page.goto(`${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50`);
+  await page.waitForSelector(`[data-trace-id="${cfg.trace}"]`, { timeout: T }).catch(() => fail(`search did not list ${cfg.trace}`));
+  results.views.search = { rows: await page.locator("#result-list li").count() };
+  await shot("search");
+
+  // Keyboard: the result is a link reachable and opened with the keyboard.
+  await page.locator(`[data-trace-id="${cfg.trace}"]`).focus();
+  await page.keyboard.press("Enter");
+  await page.waitForURL(`**/trace/${cfg.trace}`, { timeout: T }).catch(() => fail("Enter on a result did not open the trace"));
+  await page.waitForSelector(".wf-row", { timeout: T }).catch(() => fail("the trace view showed no spans"));
+
+  // The critical path: these spans have a critical segment, those do not.
+  for (const id of cfg.critical) {
+    if ((await page.locator(`.wf-crit[data-critical="${id}"]`).count()) === 0) fail(`span ${id} is not marked on the critical path`);
+  }
+  for (const id of cfg.offPath) {
+    if ((await page.locator(`.wf-crit[data-critical="${id}"]`).count()) !== 0) fail(`span ${id} is marked on the critical path but is not on it`);
+  }
+  results.views.trace = { rows: await page.locator(".wf-row").count(), critical: await page.locator(".wf-crit").count() };
+  await shot("trace");
+
+  // Keyboard in the waterfall: ArrowDown selects the next span and shows it.
+  await page.locator("#waterfall").focus();
+  await page.keyboard.press("ArrowDown");
+  await page.keyboard.press("ArrowDown");
+  const detail = await page.locator("#detail h2").textContent().catch(() => "");
+  if (!detail) fail("arrow keys did not select a span");
+  results.views.trace.selected = detail;
+
+  // Find in trace.
+  await page.locator("#find").fill(cfg.findText);
+  await page.waitForFunction(() => /match/.test(document.querySelector(".toolbar [aria-live]")?.textContent || ""), null, { timeout: T })
+    .catch(() => fail("find did not report matches"));
+
+  // A deep link survives a reload; a trace id typed in the header opens it.
+  await page.reload();
+  await page.waitForSelector(".wf-row", { timeout: T }).catch(() => fail("reload of a deep link lost the trace"));
+  await page.goto(`${cfg.base}/search`);
+  await page.locator("#lookup-id").fill(cfg.trace);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector(".wf-row", { timeout: T }).catch(() => fail("the trace id box did not open the trace"));
+
+  // A 10,000-span trace: the first screen, and only a screenful of rows in the page.
+  const t0 = Date.now();
+  await page.goto(`${cfg.base}/trace/${cfg.big}`);
+  await page.waitForSelector(".wf-row", { timeout: 60_000 }).catch(() => fail("the big trace did not render"));
+  const firstScreen = await page.evaluate(() => window.__meshtraceFirstScreenMs);
+  results.views.big = {
+    first_screen_ms: Math.round(firstScreen),
+    navigation_to_rows_ms: Date.now() - t0,
+    rows_in_dom: await page.locator(".wf-row").count(),
+  };
+  if (results.views.big.rows_in_dom > 200) fail(`${results.views.big.rows_in_dom} rows in the page: not virtualized`);
+  await page.locator("#waterfall").evaluate((w) => { w.scrollTop = w.scrollHeight / 2; });
+  await page.waitForTimeout(200);
+  if ((await page.locator(".wf-row").count()) === 0) fail("scrolling the big trace showed no rows");
+  await shot("big-trace");
+
+  // A wide screen.
+  await page.setViewportSize({ width: 2560, height: 1440 });
+  await page.goto(`${cfg.base}/trace/${cfg.trace}`);
+  await page.waitForSelector(".wf-row", { timeout: T });
+  await shot("trace-wide");
+
+  if (errors.length) fail(`console errors: ${errors.join(" | ")}`);
+  results.console_errors = 0;
+  console.log(JSON.stringify(results));
+} finally {
+  await browser.close();
+}
