@@ -49,3 +49,6 @@ export const trace = (id) =>
 
 export const criticalPath = (id) =>
   getJSON(`/api/analysis/critical-path/${encodeURIComponent(id)}`);
+
+export const hotspots = (service, lookback, limit) =>
+  getJSON(`/api/analysis/hotspots?service=${encodeURIComponent(service)}&lookback=${encodeURIComponent(lookback)}&limit=${encodeURIComponent(limit)}`);

@@ -4,12 +4,14 @@
 
 import { searchView } from "./views/search.js";
 import { traceView } from "./views/trace.js";
+import { hotspotsView } from "./views/hotspots.js";
 
 const view = document.getElementById("view");
 
 const routes = [
   [/^\/(search)?$/, () => searchView(view)],
   [/^\/trace\/([0-9a-fA-F]{1,32})$/, (m) => traceView(view, m[1])],
+  [/^\/hotspots$/, () => hotspotsView(view)],
 ];
 
 function setCurrent(path) {

@@ -90,6 +90,16 @@ try {
   if ((await page.locator(".wf-row").count()) === 0) fail("scrolling the big trace showed no rows");
   await shot("big-trace");
 
+  // Hotspots over the service's traces: `pay` holds 70 ms of critical path (by hand).
+  await page.goto(`${cfg.base}/hotspots?service=${encodeURIComponent(cfg.service)}&lookback=48h&limit=100`);
+  await page.waitForSelector("#hotspot-table tbody tr", { timeout: T }).catch(() => fail("hotspots showed no table"));
+  const pay = page.locator(`#hotspot-table tr[data-operation="${cfg.hotspot.operation}"] td`);
+  if ((await pay.count()) === 0) fail(`no hotspot row for ${cfg.hotspot.operation}`);
+  const p50 = (await pay.nth(3).textContent()).trim();
+  if (p50 !== cfg.hotspot.criticalP50) fail(`hotspot ${cfg.hotspot.operation}: critical p50 ${p50}, expected ${cfg.hotspot.criticalP50}`);
+  results.views.hotspots = { rows: await page.locator("#hotspot-table tbody tr").count(), [cfg.hotspot.operation]: p50 };
+  await shot("hotspots");
+
   // A wide screen.
   await page.setViewportSize({ width: 2560, height: 1440 });
   await page.goto(`${cfg.base}/trace/${cfg.trace}`);

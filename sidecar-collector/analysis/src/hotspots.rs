@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 /// One ranked row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Hotspot {
     pub service: String,
     pub operation: String,

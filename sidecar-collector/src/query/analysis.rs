@@ -4,24 +4,40 @@
 //! - `GET /api/analysis/critical-path/{trace_id}`: the trace's critical path
 //!   (clock skew adjusted first), each span's self time and critical-path time,
 //!   and what was worked around (missing parents, skew).
+//! - `GET /api/analysis/hotspots?service=…`: for the traces a v1 search finds
+//!   (same parameters; `limit` up to `HOTSPOT_MAX_TRACES`), which (service,
+//!   operation) pairs hold how much of the end-to-end latency on the critical
+//!   path. Bounded: traces are read and folded in chunks under the answer's span
+//!   budget, within `HOTSPOT_TIME_BUDGET`; what was left out is said.
 
-use super::{blocking_v3, params::parse_trace_id, v3, QueryState};
+use super::{blocking_v3, params::parse_trace_id, v3, QueryState, Search, SearchParams};
 use crate::model::{service_of, StoredTrace};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use axum_extra::extract::Query;
 use meshtrace_analysis::critical::critical_times;
+use meshtrace_analysis::hotspots::{Hotspot, Hotspots};
 use meshtrace_analysis::{critical_path, self_times, skew, Span, Trace, TraceWarning};
 use serde::Serialize;
 
 pub fn routes() -> Router<QueryState> {
-    Router::new().route(
-        "/api/analysis/critical-path/{trace_id}",
-        get(critical_path_of),
-    )
+    Router::new()
+        .route(
+            "/api/analysis/critical-path/{trace_id}",
+            get(critical_path_of),
+        )
+        .route("/api/analysis/hotspots", get(hotspots))
 }
+
+/// Traces one hotspots answer folds in at most.
+pub const HOTSPOT_MAX_TRACES: usize = 2000;
+/// Traces read per store call.
+const HOTSPOT_CHUNK: usize = 100;
+/// How long one hotspots answer may read and compute.
+pub const HOTSPOT_TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn id_u64(b: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
@@ -146,4 +162,75 @@ async fn critical_path_of(State(st): State<QueryState>, Path(id): Path<String>) 
         warnings: t.warnings.clone(),
     })
     .into_response()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HotspotsAnswer {
+    /// Traces folded in.
+    traces: u64,
+    /// Their end-to-end latency, summed (ns).
+    total_ns: i64,
+    hotspots: Vec<Hotspot>,
+    /// Why fewer traces than asked were analysed, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<String>,
+}
+
+async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -> Response {
+    let mut q = match super::parse_search(&p, super::now_us()) {
+        Ok(Search::Query(q)) => q,
+        Ok(Search::Ids(_)) => {
+            return v3::error(
+                StatusCode::BAD_REQUEST,
+                "hotspots take a search (service, …), not traceID",
+            )
+        }
+        Err(m) => return v3::error(StatusCode::BAD_REQUEST, m),
+    };
+    let asked = q.limit;
+    q.limit = q.limit.min(HOTSPOT_MAX_TRACES);
+    let _slot = match st.budget.slot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    let result = blocking_v3(move || {
+        let started = std::time::Instant::now();
+        let ids = store.find_trace_ids(&q)?;
+        let mut h = Hotspots::new(500, 1000);
+        let mut truncated = (asked > q.limit).then(|| {
+            format!("limit {asked} is above {HOTSPOT_MAX_TRACES} traces: the newest {HOTSPOT_MAX_TRACES} were analysed")
+        });
+        for chunk in ids.chunks(HOTSPOT_CHUNK) {
+            if started.elapsed() > HOTSPOT_TIME_BUDGET {
+                truncated = Some(format!(
+                    "stopped after {} of {} traces: the {} s time budget ran out",
+                    h.traces,
+                    ids.len(),
+                    HOTSPOT_TIME_BUDGET.as_secs()
+                ));
+                break;
+            }
+            let set = store.traces_within(chunk, max_spans)?;
+            for t in &set.traces {
+                h.add(
+                    &meshtrace_proto::TraceId(t.trace_id).to_string(),
+                    analysis_spans(t),
+                );
+            }
+        }
+        Ok((h, truncated))
+    })
+    .await;
+    match result {
+        Ok((h, truncated)) => Json(HotspotsAnswer {
+            traces: h.traces,
+            total_ns: h.total_ns,
+            hotspots: h.ranked(),
+            truncated,
+        })
+        .into_response(),
+        Err(r) => r,
+    }
 }

@@ -621,6 +621,7 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
     let frontend = addr(SERVICES[0].1, 15006)?;
     println!(
         "\nmeshtrace demo running ({}), {} requests/s to the frontend\n\
+         \x20 UI           http://{CENTRAL}:16686/  (search, trace view with the critical path)\n\
          \x20 services     curl -s http://{CENTRAL}:16686/api/services\n\
          \x20 traces       curl -s 'http://{CENTRAL}:16686/api/traces?service=frontend&limit=5'\n\
          \x20 dependencies curl -s http://{CENTRAL}:16686/api/dependencies\n\
@@ -687,6 +688,7 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
             if let (false, Some(id)) = (example_before, &seen.example) {
                 println!(
                     "example trace across all three services: {id}\n\
+                     \x20 in the UI: http://{CENTRAL}:16686/trace/{id}\n\
                      \x20 curl -s http://{CENTRAL}:16686/api/traces/{id}"
                 );
             }

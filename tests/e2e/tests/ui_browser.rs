@@ -2,7 +2,8 @@
 //! tests/node/ui_test.mjs) against the real collector filled through OTLP: search
 //! finds a known trace, the trace view marks the critical path computed by hand
 //! (and not the parallel span that is off it), keyboard use, find, deep links on
-//! reload, a 10,000-span trace rendered virtualized, a wide screen, no console
+//! reload, a 10,000-span trace rendered virtualized, hotspots ranking the known
+//! trace's critical-path time as computed by hand, a wide screen, no console
 //! errors. Screenshots go to target/ui-artifacts/.
 
 // An integration test: its helpers fail the test with the reason.
@@ -90,6 +91,7 @@ fn the_ui_in_a_real_browser() {
         "critical": ["0000000000000001", "0000000000000003"],
         "offPath": ["0000000000000002"],
         "findText": "pay",
+        "hotspot": {"operation": "pay", "criticalP50": "70.00 ms"},
         "big": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
         "artifacts": artifacts.display().to_string(),
     });
@@ -111,7 +113,7 @@ fn the_ui_in_a_real_browser() {
     eprintln!("browser results: {results}");
     assert_eq!(results["console_errors"], 0);
     assert!(results["views"]["big"]["rows_in_dom"].as_u64().unwrap() > 10);
-    for shot in ["search", "trace", "big-trace", "trace-wide"] {
+    for shot in ["search", "trace", "big-trace", "hotspots", "trace-wide"] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }

@@ -281,3 +281,76 @@ async fn critical_path_of_a_stored_trace() {
     .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn hotspots_rank_pairs_by_critical_path_time_as_computed_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
+    // Two traces: frontend GET / 0..T calls checkout POST /orders 10..T-10, which
+    // calls inventory GET /stock 30..T-30; the second is 100 ms slower in inventory.
+    for (n, extra) in [(1u8, 0u64), (2, 100)] {
+        let s = |id: u8, parent: Option<u8>, name: &str, a: u64, b: u64| {
+            let mut x = span(id, parent, name, 2, a, b, false);
+            x.trace_id = vec![n; 16];
+            x
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                resource_spans("frontend", vec![s(1, None, "GET /", 0, 100 + extra)]),
+                resource_spans(
+                    "checkout",
+                    vec![s(2, Some(1), "POST /orders", 10, 90 + extra)],
+                ),
+                resource_spans(
+                    "inventory",
+                    vec![s(3, Some(2), "GET /stock", 30, 70 + extra)],
+                ),
+            ],
+        };
+        store
+            .write(&records_from_request(req, &[], None).records)
+            .unwrap();
+    }
+    let st = QueryState {
+        store,
+        metrics: None,
+        budget: Budget::new(100, 1000, 2, None),
+    };
+    let start = T0 / 1000 - 1_000_000;
+    let (s, v) = get(
+        &st,
+        &format!(
+            "/api/analysis/hotspots?service=frontend&start={start}&end={}",
+            start + 10_000_000
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["traces"], 2);
+    let ranked: Vec<(String, i64)> = v["hotspots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["service"].as_str().unwrap().to_string(),
+                h["criticalNs"].as_i64().unwrap() / 1_000_000,
+            )
+        })
+        .collect();
+    // By hand (ms): inventory 40 + 140, checkout (20 + 20) × 2, frontend (10 + 10) × 2.
+    assert_eq!(
+        ranked,
+        vec![
+            ("inventory".into(), 180),
+            ("checkout".into(), 80),
+            ("frontend".into(), 40)
+        ]
+    );
+    assert_eq!(
+        v["hotspots"][0]["examples"][0][0],
+        "02020202020202020202020202020202"
+    );
+    let (s, v) = get(&st, "/api/analysis/hotspots").await;
+    assert_eq!(s, 400, "{v}");
+}
