@@ -52,3 +52,14 @@ export const criticalPath = (id) =>
 
 export const hotspots = (service, lookback, limit) =>
   getJSON(`/api/analysis/hotspots?service=${encodeURIComponent(service)}&lookback=${encodeURIComponent(lookback)}&limit=${encodeURIComponent(limit)}`);
+
+/** Jaeger's SPM endpoints: `what` is calls, errors or latencies. */
+export function spm(what, p) {
+  const q = new URLSearchParams();
+  q.set("service", p.service);
+  for (const k of ["lookback", "step", "ratePer", "spanKind", "quantile"]) if (p[k] !== undefined) q.set(k, String(p[k]));
+  if (p.groupByOperation) q.set("groupByOperation", "true");
+  if (p.adjusted) q.set("adjusted", "true");
+  q.set("endTs", String(Date.now()));
+  return getJSON(`/api/metrics/${what}?${q}`);
+}

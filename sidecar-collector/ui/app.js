@@ -5,6 +5,7 @@
 import { searchView } from "./views/search.js";
 import { traceView } from "./views/trace.js";
 import { hotspotsView } from "./views/hotspots.js";
+import { monitorView } from "./views/monitor.js";
 
 const view = document.getElementById("view");
 
@@ -12,6 +13,7 @@ const routes = [
   [/^\/(search)?$/, () => searchView(view)],
   [/^\/trace\/([0-9a-fA-F]{1,32})$/, (m) => traceView(view, m[1])],
   [/^\/hotspots$/, () => hotspotsView(view)],
+  [/^\/monitor$/, () => monitorView(view)],
 ];
 
 function setCurrent(path) {

@@ -100,6 +100,16 @@ try {
   results.views.hotspots = { rows: await page.locator("#hotspot-table tbody tr").count(), [cfg.hotspot.operation]: p50 };
   await shot("hotspots");
 
+  // Service performance from the SPM endpoints: rates (adjusted and sampled), errors,
+  // latency, and the per-operation table.
+  await page.goto(`${cfg.base}/monitor?service=${encodeURIComponent(cfg.service)}&lookback=1h`);
+  await page.waitForSelector('#chart-rate polyline[data-series="adjusted for sampling"]', { timeout: T })
+    .catch(() => fail("performance: no request-rate line"));
+  await page.waitForSelector(`#operation-table tr[data-operation="${cfg.monitorOperation}"]`, { timeout: T })
+    .catch(() => fail(`performance: no row for ${cfg.monitorOperation}`));
+  results.views.monitor = { operations: await page.locator("#operation-table tbody tr").count() };
+  await shot("performance");
+
   // A wide screen.
   await page.setViewportSize({ width: 2560, height: 1440 });
   await page.goto(`${cfg.base}/trace/${cfg.trace}`);

@@ -92,6 +92,7 @@ fn the_ui_in_a_real_browser() {
         "offPath": ["0000000000000002"],
         "findText": "pay",
         "hotspot": {"operation": "pay", "criticalP50": "70.00 ms"},
+        "monitorOperation": "GET /checkout",
         "big": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
         "artifacts": artifacts.display().to_string(),
     });
@@ -113,7 +114,7 @@ fn the_ui_in_a_real_browser() {
     eprintln!("browser results: {results}");
     assert_eq!(results["console_errors"], 0);
     assert!(results["views"]["big"]["rows_in_dom"].as_u64().unwrap() > 10);
-    for shot in ["search", "trace", "big-trace", "hotspots", "trace-wide"] {
+    for shot in ["search", "trace", "big-trace", "hotspots", "performance", "trace-wide"] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }
