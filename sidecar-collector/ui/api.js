@@ -63,3 +63,6 @@ export function spm(what, p) {
   q.set("endTs", String(Date.now()));
   return getJSON(`/api/metrics/${what}?${q}`);
 }
+
+export const diff = (a, b) =>
+  getJSON(`/api/analysis/diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);

@@ -6,6 +6,7 @@ import { searchView } from "./views/search.js";
 import { traceView } from "./views/trace.js";
 import { hotspotsView } from "./views/hotspots.js";
 import { monitorView } from "./views/monitor.js";
+import { compareView } from "./views/compare.js";
 
 const view = document.getElementById("view");
 
@@ -14,6 +15,7 @@ const routes = [
   [/^\/trace\/([0-9a-fA-F]{1,32})$/, (m) => traceView(view, m[1])],
   [/^\/hotspots$/, () => hotspotsView(view)],
   [/^\/monitor$/, () => monitorView(view)],
+  [/^\/compare$/, () => compareView(view)],
 ];
 
 function setCurrent(path) {

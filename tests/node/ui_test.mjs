@@ -110,6 +110,17 @@ try {
   results.views.monitor = { operations: await page.locator("#operation-table tbody tr").count() };
   await shot("performance");
 
+  // Compare: the span only B has is marked, the shared ones line up.
+  await page.goto(`${cfg.base}/compare?a=${cfg.compare.a}&b=${cfg.compare.b}`);
+  await page.waitForSelector("#diff-table tbody tr", { timeout: T }).catch(() => fail("compare showed no table"));
+  if ((await page.locator(`#diff-table tr[data-operation="${cfg.compare.onlyB}"][data-presence="b"]`).count()) !== 1) {
+    fail(`compare did not mark ${cfg.compare.onlyB} as only in B`);
+  }
+  const both = await page.locator('#diff-table tr[data-presence="both"]').count();
+  if (both < 3) fail(`compare lined up ${both} shared nodes, expected 3`);
+  results.views.compare = { rows: await page.locator("#diff-table tbody tr").count(), shared: both };
+  await shot("compare");
+
   // A wide screen.
   await page.setViewportSize({ width: 2560, height: 1440 });
   await page.goto(`${cfg.base}/trace/${cfg.trace}`);

@@ -8,10 +8,13 @@
 //!   walk back through the last-finishing synchronous child), and self time.
 //! - [`hotspots`]: critical-path time aggregated by (service, operation) across
 //!   many traces, in bounded memory.
+//! - [`diff`]: two traces merged by their (service, operation) paths: counts,
+//!   durations and what exists on one side only.
 //!
 //! No I/O and no dependency beyond serde, so it compiles to WebAssembly as it is.
 
 pub mod critical;
+pub mod diff;
 pub mod hotspots;
 pub mod skew;
 pub mod trace;

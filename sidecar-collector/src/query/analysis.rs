@@ -9,6 +9,9 @@
 //!   operation) pairs hold how much of the end-to-end latency on the critical
 //!   path. Bounded: traces are read and folded in chunks under the answer's span
 //!   budget, within `HOTSPOT_TIME_BUDGET`; what was left out is said.
+//! - `GET /api/analysis/diff?a=…&b=…`: two traces merged by their (service,
+//!   operation) paths, each node with both counts and durations and the delta,
+//!   nodes on one side only marked.
 
 use super::{blocking_v3, params::parse_trace_id, v3, QueryState, Search, SearchParams};
 use crate::model::{service_of, StoredTrace};
@@ -30,6 +33,7 @@ pub fn routes() -> Router<QueryState> {
             get(critical_path_of),
         )
         .route("/api/analysis/hotspots", get(hotspots))
+        .route("/api/analysis/diff", get(diff))
 }
 
 /// Traces one hotspots answer folds in at most.
@@ -233,4 +237,53 @@ async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -
         .into_response(),
         Err(r) => r,
     }
+}
+
+#[derive(serde::Deserialize)]
+struct DiffParams {
+    a: Option<String>,
+    b: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DiffAnswer {
+    a: String,
+    b: String,
+    nodes: Vec<meshtrace_analysis::diff::DiffNode>,
+}
+
+async fn diff(State(st): State<QueryState>, Query(p): Query<DiffParams>) -> Response {
+    let mut ids = Vec::new();
+    for (name, v) in [("a", &p.a), ("b", &p.b)] {
+        match v.as_deref().and_then(parse_trace_id) {
+            Some(id) => ids.push(id),
+            None => {
+                return v3::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed parameter {name}: a trace id is required"),
+                )
+            }
+        }
+    }
+    let _slot = match st.budget.slot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let max_spans = st.budget.max_spans;
+    let wanted = ids.clone();
+    let set = match blocking_v3(move || st.store.traces_within(&wanted, max_spans)).await {
+        Ok(set) => set,
+        Err(r) => return r,
+    };
+    let find = |id: &[u8; 16]| set.traces.iter().find(|t| &t.trace_id == id);
+    let (Some(a), Some(b)) = (find(&ids[0]), find(&ids[1])) else {
+        return v3::error(StatusCode::NOT_FOUND, "trace not found");
+    };
+    Json(DiffAnswer {
+        a: meshtrace_proto::TraceId(a.trace_id).to_string(),
+        b: meshtrace_proto::TraceId(b.trace_id).to_string(),
+        nodes: meshtrace_analysis::diff::diff(analysis_spans(a), analysis_spans(b)),
+    })
+    .into_response()
 }

@@ -2,7 +2,8 @@
 //! tests/node/ui_test.mjs) against the real collector filled through OTLP: search
 //! finds a known trace, the trace view marks the critical path computed by hand
 //! (and not the parallel span that is off it), keyboard use, find, deep links on
-//! reload, a 10,000-span trace rendered virtualized, hotspots ranking the known
+//! reload, a 10,000-span trace rendered virtualized, compare marking the span
+//! only one trace has, hotspots ranking the known
 //! trace's critical-path time as computed by hand, a wide screen, no console
 //! errors. Screenshots go to target/ui-artifacts/.
 
@@ -54,6 +55,15 @@ fn the_ui_in_a_real_browser() {
         span(known, 3, Some(1), "pay", 20, 90, t0),
     ];
     assert_eq!(c.post_otlp(&request("ui-shop", spans).encode_to_vec()), 200);
+    // The same request with a fraud check added: what compare must mark.
+    let other = [0x5b; 16];
+    let spans = vec![
+        span(other, 1, None, "GET /checkout", 0, 160, t0),
+        span(other, 2, Some(1), "reserve", 10, 40, t0),
+        span(other, 3, Some(1), "pay", 20, 90, t0),
+        span(other, 4, Some(1), "fraud-check", 95, 150, t0),
+    ];
+    assert_eq!(c.post_otlp(&request("ui-shop", spans).encode_to_vec()), 200);
     // 10,000 spans: a root, 99 children, 100 grandchildren each.
     let big = [0xb1; 16];
     let mut spans = vec![span(big, 1, None, "GET /report", 0, 20_000, t0)];
@@ -93,6 +103,7 @@ fn the_ui_in_a_real_browser() {
         "findText": "pay",
         "hotspot": {"operation": "pay", "criticalP50": "70.00 ms"},
         "monitorOperation": "GET /checkout",
+        "compare": {"a": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a", "b": "5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b", "onlyB": "fraud-check"},
         "big": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
         "artifacts": artifacts.display().to_string(),
     });
@@ -114,7 +125,14 @@ fn the_ui_in_a_real_browser() {
     eprintln!("browser results: {results}");
     assert_eq!(results["console_errors"], 0);
     assert!(results["views"]["big"]["rows_in_dom"].as_u64().unwrap() > 10);
-    for shot in ["search", "trace", "big-trace", "hotspots", "performance", "trace-wide"] {
+    for shot in [
+        "search",
+        "trace",
+        "big-trace",
+        "hotspots",
+        "performance",
+        "trace-wide",
+    ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
 }

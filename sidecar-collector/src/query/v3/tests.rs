@@ -354,3 +354,23 @@ async fn hotspots_rank_pairs_by_critical_path_time_as_computed_by_hand() {
     let (s, v) = get(&st, "/api/analysis/hotspots").await;
     assert_eq!(s, 400, "{v}");
 }
+
+#[tokio::test]
+async fn diff_of_two_stored_traces() {
+    let (_d, st) = fixture();
+    let id = "abababababababababababababababab";
+    let (s, v) = get(&st, &format!("/api/analysis/diff?a={id}&b={id}")).await;
+    assert_eq!(s, 200, "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert!(!nodes.is_empty());
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["presence"] == "both" && n["delta"] == 0),
+        "{v}"
+    );
+    let (s, _) = get(&st, &format!("/api/analysis/diff?a={id}")).await;
+    assert_eq!(s, 400);
+    let (s, _) = get(&st, &format!("/api/analysis/diff?a={id}&b=01")).await;
+    assert_eq!(s, 404);
+}
