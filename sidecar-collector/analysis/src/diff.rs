@@ -26,10 +26,12 @@ pub struct DiffNode {
 }
 
 type Path = Vec<(String, String)>;
+/// (spans, summed duration, earliest start from the root) at one path.
+type Tally = (u32, i64, i64);
 
-fn paths(t: &Trace) -> BTreeMap<Path, (u32, i64, i64)> {
+fn paths(t: &Trace) -> BTreeMap<Path, Tally> {
     // path → (count, summed duration, earliest start for ordering)
-    let mut out: BTreeMap<Path, (u32, i64, i64)> = BTreeMap::new();
+    let mut out: BTreeMap<Path, Tally> = BTreeMap::new();
     let Some(root) = t.root else { return out };
     // Every root (orphans included), each walked depth first.
     let mut roots: Vec<usize> = (0..t.spans.len())
@@ -64,8 +66,7 @@ fn key(s: &Span) -> (String, String) {
 /// The merged tree of `a` and `b`, depth first, children in start order.
 pub fn diff(a: Vec<Span>, b: Vec<Span>) -> Vec<DiffNode> {
     let (pa, pb) = (paths(&Trace::new(a)), paths(&Trace::new(b)));
-    let mut all: BTreeMap<&Path, (Option<&(u32, i64, i64)>, Option<&(u32, i64, i64)>)> =
-        BTreeMap::new();
+    let mut all: BTreeMap<&Path, (Option<&Tally>, Option<&Tally>)> = BTreeMap::new();
     for (p, v) in &pa {
         all.entry(p).or_default().0 = Some(v);
     }
