@@ -66,3 +66,6 @@ export function spm(what, p) {
 
 export const diff = (a, b) =>
   getJSON(`/api/analysis/diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+
+export const serviceMap = (lookback) =>
+  getJSON(`/api/analysis/service-map?lookback=${encodeURIComponent(lookback)}`);

@@ -7,6 +7,7 @@ import { traceView } from "./views/trace.js";
 import { hotspotsView } from "./views/hotspots.js";
 import { monitorView } from "./views/monitor.js";
 import { compareView } from "./views/compare.js";
+import { mapView } from "./views/map.js";
 
 const view = document.getElementById("view");
 
@@ -16,6 +17,7 @@ const routes = [
   [/^\/hotspots$/, () => hotspotsView(view)],
   [/^\/monitor$/, () => monitorView(view)],
   [/^\/compare$/, () => compareView(view)],
+  [/^\/map$/, () => mapView(view)],
 ];
 
 function setCurrent(path) {

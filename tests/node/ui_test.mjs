@@ -121,6 +121,12 @@ try {
   results.views.compare = { rows: await page.locator("#diff-table tbody tr").count(), shared: both };
   await shot("compare");
 
+  // The service map: the call between the two services is an edge.
+  await page.goto(`${cfg.base}/map?lookback=1h`);
+  await page.waitForSelector(`svg.service-map g[data-edge="${cfg.mapEdge}"]`, { timeout: T }).catch(() => fail(`the service map has no edge ${cfg.mapEdge}`));
+  results.views.map = { edges: await page.locator("#edge-table tbody tr").count() };
+  await shot("map");
+
   // A wide screen.
   await page.setViewportSize({ width: 2560, height: 1440 });
   await page.goto(`${cfg.base}/trace/${cfg.trace}`);

@@ -72,6 +72,17 @@ impl Seconds {
 /// (trace id, the client's span id): where the two halves of a request meet.
 type PairKey = ([u8; 16], [u8; 8]);
 
+/// A request just paired, for the per-minute history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paired {
+    pub client: Box<str>,
+    pub server: Box<str>,
+    pub connection_type: &'static str,
+    pub failed: bool,
+    pub server_s: f64,
+    pub weight: f64,
+}
+
 /// (client, server, connection type); the overflow edge is `None`.
 pub type EdgeKey = Option<(Box<str>, Box<str>, &'static str)>;
 
@@ -130,13 +141,13 @@ impl Graph {
         error: bool,
         weight: f64,
         now_ms: u64,
-    ) {
+    ) -> Option<Paired> {
         let (client, messaging, key) = match (kind, parent) {
             (3, _) => (true, false, (trace_id, span_id)),
             (4, _) => (true, true, (trace_id, span_id)),
             (2, Some(p)) => (false, false, (trace_id, p)),
             (5, Some(p)) => (false, true, (trace_id, p)),
-            _ => return,
+            _ => return None,
         };
         // No allocation unless the half is kept: most spans pair or are dropped.
         let half = |service: &str| Half {
@@ -154,25 +165,34 @@ impl Graph {
                 } else {
                     (other, half(service))
                 };
-                self.pair(c, s);
+                Some(self.pair(c, s))
             }
             _ => {
                 if self.pending.len() >= self.settings.max_pending {
                     self.dropped += 1;
-                    return;
+                    return None;
                 }
                 let deadline = now_ms + self.settings.wait_ms;
                 self.pending.insert(key, (half(service), deadline));
                 self.expiry.push_back((key, deadline));
+                None
             }
         }
     }
 
-    fn pair(&mut self, c: Half, s: Half) {
+    fn pair(&mut self, c: Half, s: Half) -> Paired {
         let kind = if c.messaging || s.messaging {
             "messaging_system"
         } else {
             ""
+        };
+        let paired = Paired {
+            client: c.service.clone(),
+            server: s.service.clone(),
+            connection_type: kind,
+            failed: c.error || s.error,
+            server_s: s.duration_s,
+            weight: c.weight,
         };
         let mut key: EdgeKey = Some((c.service, s.service, kind));
         if !self.edges.contains_key(&key) && self.edges.len() >= self.settings.max_edges {
@@ -196,6 +216,7 @@ impl Graph {
         }
         e.server.observe(bounds, s.duration_s);
         e.client.observe(bounds, c.duration_s);
+        paired
     }
 
     /// Counts and forgets the halves whose wait is over.

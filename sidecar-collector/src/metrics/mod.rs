@@ -14,7 +14,7 @@ pub mod graph;
 pub mod spm;
 
 use crate::model::SpanRecord;
-use crate::store::history::{HistoryDb, MinuteRow};
+use crate::store::history::{EdgeMinuteRow, HistoryDb, MinuteRow};
 use graph::{Graph, GraphSettings};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -160,7 +160,25 @@ struct Minute {
     /// service → operation → one row per span kind.
     rows: HashMap<Box<str>, HashMap<Box<str>, Vec<MinuteRow>>>,
     len: usize,
+    /// client → server → one row per connection type.
+    edges: HashMap<Box<str>, HashMap<Box<str>, Vec<EdgeMinuteRow>>>,
+    edge_count: usize,
 }
+
+impl Minute {
+    fn new(start: i64) -> Minute {
+        Minute {
+            start,
+            rows: HashMap::new(),
+            len: 0,
+            edges: HashMap::new(),
+            edge_count: 0,
+        }
+    }
+}
+
+/// A finished minute: its span rows and edge rows.
+type MinuteRows = (Vec<MinuteRow>, Vec<EdgeMinuteRow>);
 
 /// Everything counted, behind one lock.
 #[derive(Debug)]
@@ -228,11 +246,7 @@ impl SpanMetrics {
                 traces_overflow: Count::default(),
                 traces_folded: 0,
                 graph: Graph::new(settings.graph, &settings.bounds_ms),
-                minute: Minute {
-                    start: 0,
-                    rows: HashMap::new(),
-                    len: 0,
-                },
+                minute: Minute::new(0),
                 history_folded: 0,
                 history_lost: 0,
             }),
@@ -300,7 +314,7 @@ impl SpanMetrics {
                     c.observed += 1;
                     c.adjusted += w;
                 }
-                graph.observe(
+                let paired = graph.observe(
                     r.trace_id,
                     r.span_id,
                     r.parent_span_id,
@@ -311,6 +325,11 @@ impl SpanMetrics {
                     w,
                     now_ms,
                 );
+                if let (Some(p), true) = (paired, self.history.is_some()) {
+                    let b = bounds.partition_point(|x| *x < p.server_s * 1000.0);
+                    add_edge_to_minute(m, &p, self.settings.graph.max_edges, bounds.len() + 1, b)
+                        .unwrap_or_else(|| *history_folded += 1);
+                }
                 if self.history.is_some() {
                     add_to_minute(m, r, self.settings.max_series, bounds.len() + 1, bucket, w)
                         .unwrap_or_else(|| *history_folded += 1);
@@ -324,31 +343,55 @@ impl SpanMetrics {
     }
 
     /// Starts minute `next`; returns the finished minute's rows.
-    fn take_minute(&self, st: &mut State, next: i64) -> Option<Vec<MinuteRow>> {
-        let old = std::mem::replace(
-            &mut st.minute,
-            Minute {
-                start: next,
-                rows: HashMap::new(),
-                len: 0,
-            },
-        );
-        (old.len > 0).then(|| {
-            old.rows
-                .into_values()
-                .flat_map(|ops| ops.into_values().flatten())
-                .collect()
+    fn take_minute(&self, st: &mut State, next: i64) -> Option<MinuteRows> {
+        let old = std::mem::replace(&mut st.minute, Minute::new(next));
+        (old.len > 0 || old.edge_count > 0).then(|| {
+            (
+                old.rows
+                    .into_values()
+                    .flat_map(|ops| ops.into_values().flatten())
+                    .collect(),
+                old.edges
+                    .into_values()
+                    .flat_map(|servers| servers.into_values().flatten())
+                    .collect(),
+            )
         })
     }
 
-    fn persist(&self, rows: &[MinuteRow]) {
+    fn persist(&self, (rows, edges): &MinuteRows) {
         let Some(h) = &self.history else {
             return;
         };
-        if let Err(error) = h.0.add(rows) {
-            tracing::error!(%error, rows = rows.len(), "writing the metrics history failed");
-            self.lock().history_lost += rows.len() as u64;
+        let written = h.0.add(rows).and_then(|()| h.0.add_edges(edges));
+        if let Err(error) = written {
+            tracing::error!(%error, rows = rows.len() + edges.len(), "writing the metrics history failed");
+            self.lock().history_lost += (rows.len() + edges.len()) as u64;
         }
+    }
+
+    /// Service-graph edge rows for minutes in `[from, to]` (unix seconds), the
+    /// minute in progress included.
+    pub fn edge_history(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<EdgeMinuteRow>, crate::store::StoreError> {
+        let mut rows = match &self.history {
+            Some(h) => h.0.read_edges(from, to)?,
+            None => Vec::new(),
+        };
+        let st = self.lock();
+        if st.minute.start >= from && st.minute.start <= to {
+            rows.extend(
+                st.minute
+                    .edges
+                    .values()
+                    .flat_map(|s| s.values().flatten())
+                    .cloned(),
+            );
+        }
+        Ok(rows)
     }
 
     /// Writes the finished minute if the clock has moved on (a tick calls this,
@@ -410,6 +453,54 @@ impl SpanMetrics {
         }
         Ok(rows)
     }
+}
+
+fn add_edge_to_minute(
+    m: &mut Minute,
+    p: &graph::Paired,
+    cap: usize,
+    n: usize,
+    bucket: usize,
+) -> Option<()> {
+    let exists = m
+        .edges
+        .get(&*p.client)
+        .and_then(|s| s.get(&*p.server))
+        .is_some_and(|v| v.iter().any(|e| e.connection_type == p.connection_type));
+    if !exists {
+        if m.edge_count >= cap {
+            return None;
+        }
+        m.edge_count += 1;
+        m.edges
+            .entry(p.client.clone())
+            .or_default()
+            .entry(p.server.clone())
+            .or_default()
+            .push(EdgeMinuteRow {
+                minute: m.start,
+                client: p.client.to_string(),
+                server: p.server.to_string(),
+                connection_type: p.connection_type.to_string(),
+                buckets: vec![0; n],
+                ..EdgeMinuteRow::default()
+            });
+    }
+    let e = m
+        .edges
+        .get_mut(&*p.client)?
+        .get_mut(&*p.server)?
+        .iter_mut()
+        .find(|e| e.connection_type == p.connection_type)?;
+    e.requests += 1;
+    e.adjusted += p.weight;
+    if p.failed {
+        e.failed += 1;
+    }
+    if let Some(b) = e.buckets.get_mut(bucket) {
+        *b += 1;
+    }
+    Some(())
 }
 
 fn add_to_minute(

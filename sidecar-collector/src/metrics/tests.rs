@@ -229,3 +229,41 @@ fn weight_is_one_over_p_when_p_is_sane() {
     assert_eq!(weight(Some(0.0)), 1.0, "p = 0 cannot have been sampled");
     assert_eq!(weight(Some(7.0)), 1.0, "a rate limit, not a probability");
 }
+
+#[test]
+fn the_graph_history_keeps_edges_per_minute_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = HistoryDb::open(dir.path(), &[10.0, 100.0]).unwrap();
+    let m = SpanMetrics::new(settings(100), Some(db));
+    let pair = |t: u8, failed: bool| {
+        vec![
+            span(t, 1, None, "frontend", "checkout", 3, 40, 0, Some(0.5)),
+            span(
+                t,
+                2,
+                Some(1),
+                "checkout",
+                "POST /pay",
+                2,
+                30,
+                if failed { 2 } else { 0 },
+                Some(0.5),
+            ),
+        ]
+    };
+    m.record_at(&pair(1, false), 120, 0);
+    m.record_at(&pair(2, true), 130, 0);
+    let e = m.edge_history(0, 1000).unwrap();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].client.as_str(), e[0].server.as_str()),
+        ("frontend", "checkout")
+    );
+    assert_eq!((e[0].requests, e[0].failed, e[0].adjusted), (2, 1, 4.0));
+    assert_eq!(e[0].buckets, vec![0, 2, 0], "server spans of 30 ms");
+    m.flush_now();
+    drop(m);
+    let db = HistoryDb::open(dir.path(), &[10.0, 100.0]).unwrap();
+    let m = SpanMetrics::new(settings(100), Some(db));
+    assert_eq!(m.edge_history(0, 1000).unwrap()[0].requests, 2);
+}

@@ -9,6 +9,9 @@
 //!   operation) pairs hold how much of the end-to-end latency on the critical
 //!   path. Bounded: traces are read and folded in chunks under the answer's span
 //!   budget, within `HOTSPOT_TIME_BUDGET`; what was left out is said.
+//! - `GET /api/analysis/service-map?lookback=…` (or `start`/`end`, µs): the
+//!   service graph over a time range from the per-minute edge history: each
+//!   edge's request rate (sampled and adjusted), error rate and p95.
 //! - `GET /api/analysis/diff?a=…&b=…`: two traces merged by their (service,
 //!   operation) paths, each node with both counts and durations and the delta,
 //!   nodes on one side only marked.
@@ -34,6 +37,7 @@ pub fn routes() -> Router<QueryState> {
         )
         .route("/api/analysis/hotspots", get(hotspots))
         .route("/api/analysis/diff", get(diff))
+        .route("/api/analysis/service-map", get(service_map))
 }
 
 /// Traces one hotspots answer folds in at most.
@@ -284,6 +288,142 @@ async fn diff(State(st): State<QueryState>, Query(p): Query<DiffParams>) -> Resp
         a: meshtrace_proto::TraceId(a.trace_id).to_string(),
         b: meshtrace_proto::TraceId(b.trace_id).to_string(),
         nodes: meshtrace_analysis::diff::diff(analysis_spans(a), analysis_spans(b)),
+    })
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct MapParams {
+    start: Option<String>,
+    end: Option<String>,
+    lookback: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MapEdge {
+    client: String,
+    server: String,
+    connection_type: String,
+    requests: u64,
+    failed: u64,
+    requests_per_second: f64,
+    adjusted_per_second: f64,
+    error_rate: f64,
+    /// p95 of the server side's duration (ms); absent without requests.
+    p95_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceMap {
+    start_us: i64,
+    end_us: i64,
+    services: Vec<String>,
+    edges: Vec<MapEdge>,
+}
+
+async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -> Response {
+    let Some(metrics) = st.metrics.clone() else {
+        return v3::error(
+            StatusCode::NOT_IMPLEMENTED,
+            "the service map needs span metrics (metrics.enabled is false)",
+        );
+    };
+    let now = super::now_us();
+    let num = |name: &str, v: &Option<String>, default: i64| -> Result<i64, Response> {
+        match v.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(x) => x.parse().map_err(|_| {
+                v3::error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "malformed parameter {name}: {x:?} is not microseconds since the epoch"
+                    ),
+                )
+            }),
+        }
+    };
+    let end_us = match num("end", &p.end, now) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let lookback = match p.lookback.as_deref().filter(|s| !s.is_empty()) {
+        None => 3_600_000_000,
+        Some(l) => match super::duration::parse_go_duration_us(l) {
+            Some(v) => v,
+            None => {
+                return v3::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed parameter lookback: {l:?} is not a duration like 1h"),
+                )
+            }
+        },
+    };
+    let start_us = match num("start", &p.start, end_us - lookback) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if start_us >= end_us {
+        return v3::error(StatusCode::BAD_REQUEST, "start must be before end");
+    }
+    let (from, to) = (start_us / 1_000_000 - 59, end_us / 1_000_000);
+    let m = metrics.clone();
+    let rows = match tokio::task::spawn_blocking(move || m.edge_history(from, to)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return v3::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return v3::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let window_s = ((end_us - start_us) as f64 / 1e6).max(1.0);
+    let mut by_edge: std::collections::BTreeMap<
+        (String, String, String),
+        (u64, u64, f64, Vec<f64>),
+    > = std::collections::BTreeMap::new();
+    for r in rows {
+        let e = by_edge
+            .entry((r.client, r.server, r.connection_type))
+            .or_default();
+        e.0 += r.requests;
+        e.1 += r.failed;
+        e.2 += r.adjusted;
+        if e.3.len() < r.buckets.len() {
+            e.3.resize(r.buckets.len(), 0.0);
+        }
+        for (a, b) in e.3.iter_mut().zip(&r.buckets) {
+            *a += *b as f64;
+        }
+    }
+    let bounds = metrics.settings().bounds_ms.clone();
+    let mut services = std::collections::BTreeSet::new();
+    let edges = by_edge
+        .into_iter()
+        .map(
+            |((client, server, connection_type), (req, failed, adjusted, buckets))| {
+                services.insert(client.clone());
+                services.insert(server.clone());
+                MapEdge {
+                    client,
+                    server,
+                    connection_type,
+                    requests: req,
+                    failed,
+                    requests_per_second: req as f64 / window_s,
+                    adjusted_per_second: adjusted / window_s,
+                    error_rate: if req > 0 {
+                        failed as f64 / req as f64
+                    } else {
+                        0.0
+                    },
+                    p95_ms: crate::metrics::spm::quantile_ms(0.95, &buckets, &bounds),
+                }
+            },
+        )
+        .collect();
+    Json(ServiceMap {
+        start_us,
+        end_us,
+        services: services.into_iter().collect(),
+        edges,
     })
     .into_response()
 }

@@ -25,6 +25,21 @@ pub struct MinuteRow {
     pub buckets: Vec<u64>,
 }
 
+/// What one minute holds for one service-graph edge.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EdgeMinuteRow {
+    pub minute: i64,
+    pub client: String,
+    pub server: String,
+    pub connection_type: String,
+    pub requests: u64,
+    pub failed: u64,
+    /// Requests counted 1/p each (the client span's p).
+    pub adjusted: f64,
+    /// Requests per server-duration bucket (seconds bounds = ms bounds / 1000), last +Inf.
+    pub buckets: Vec<u64>,
+}
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -42,6 +57,17 @@ CREATE TABLE IF NOT EXISTS minutes (
     PRIMARY KEY (service, minute, operation, kind)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS minutes_by_time ON minutes (minute);
+CREATE TABLE IF NOT EXISTS edge_minutes (
+    minute INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    server TEXT NOT NULL,
+    connection_type TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    adjusted REAL NOT NULL,
+    buckets BLOB NOT NULL,
+    PRIMARY KEY (minute, client, server, connection_type)
+) WITHOUT ROWID;
 ";
 
 fn encode_buckets(b: &[u64]) -> Vec<u8> {
@@ -93,6 +119,7 @@ impl HistoryDb {
                 );
             }
             conn.execute("DELETE FROM minutes", [])?;
+            conn.execute("DELETE FROM edge_minutes", [])?;
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('bounds', ?1)",
                 [&want],
@@ -194,11 +221,90 @@ impl HistoryDb {
         Ok(out)
     }
 
+    /// Adds edge rows (a minute written twice adds up).
+    pub fn add_edges(&self, rows: &[EdgeMinuteRow]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut read = tx.prepare_cached(
+                "SELECT requests, failed, adjusted, buckets FROM edge_minutes
+                 WHERE minute = ?1 AND client = ?2 AND server = ?3 AND connection_type = ?4",
+            )?;
+            let mut write = tx.prepare_cached(
+                "INSERT OR REPLACE INTO edge_minutes
+                 (minute, client, server, connection_type, requests, failed, adjusted, buckets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for r in rows {
+                let mut row = r.clone();
+                let old = read
+                    .query_row(
+                        params![r.minute, r.client, r.server, r.connection_type],
+                        |x| {
+                            Ok((
+                                x.get::<_, i64>(0)?,
+                                x.get::<_, i64>(1)?,
+                                x.get::<_, f64>(2)?,
+                                x.get::<_, Vec<u8>>(3)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                if let Some((req, failed, adjusted, buckets)) = old {
+                    row.requests += req as u64;
+                    row.failed += failed as u64;
+                    row.adjusted += adjusted;
+                    for (a, b) in row.buckets.iter_mut().zip(decode_buckets(&buckets)) {
+                        *a += b;
+                    }
+                }
+                write.execute(params![
+                    row.minute,
+                    row.client,
+                    row.server,
+                    row.connection_type,
+                    row.requests as i64,
+                    row.failed as i64,
+                    row.adjusted,
+                    encode_buckets(&row.buckets),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Edge rows with minutes in `[from, to]` (unix seconds).
+    pub fn read_edges(&self, from: i64, to: i64) -> Result<Vec<EdgeMinuteRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT minute, client, server, connection_type, requests, failed, adjusted, buckets
+             FROM edge_minutes WHERE minute >= ?1 AND minute <= ?2",
+        )?;
+        let rows = stmt.query_map(params![from, to], |x| {
+            Ok(EdgeMinuteRow {
+                minute: x.get(0)?,
+                client: x.get(1)?,
+                server: x.get(2)?,
+                connection_type: x.get(3)?,
+                requests: x.get::<_, i64>(4)? as u64,
+                failed: x.get::<_, i64>(5)? as u64,
+                adjusted: x.get(6)?,
+                buckets: decode_buckets(&x.get::<_, Vec<u8>>(7)?),
+            })
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
     /// Drops minutes before `before` (unix seconds); returns how many rows.
     pub fn prune(&self, before: i64) -> Result<usize, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM minutes WHERE minute < ?1", [before])?)
+        let conn = self.conn();
+        let n = conn.execute("DELETE FROM minutes WHERE minute < ?1", [before])?;
+        Ok(n + conn.execute("DELETE FROM edge_minutes WHERE minute < ?1", [before])?)
     }
 }
 
@@ -239,6 +345,32 @@ mod tests {
         assert_eq!(db.read(&["s".into()], 100, 1000).unwrap().len(), 1);
         assert_eq!(db.prune(120).unwrap(), 1);
         assert_eq!(db.read(&["s".into()], 0, 1000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn edge_rows_add_up_and_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        let e = |minute, requests| EdgeMinuteRow {
+            minute,
+            client: "a".into(),
+            server: "b".into(),
+            connection_type: String::new(),
+            requests,
+            failed: 1,
+            adjusted: requests as f64 * 2.0,
+            buckets: vec![requests, 0, 0],
+        };
+        db.add_edges(&[e(60, 3), e(120, 1)]).unwrap();
+        db.add_edges(&[e(60, 2)]).unwrap();
+        let rows = db.read_edges(0, 100).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].requests, rows[0].failed, rows[0].adjusted),
+            (5, 2, 10.0)
+        );
+        assert_eq!(db.prune(120).unwrap(), 1);
+        assert_eq!(db.read_edges(0, 1000).unwrap().len(), 1);
     }
 
     #[test]

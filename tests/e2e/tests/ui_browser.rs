@@ -3,7 +3,8 @@
 //! finds a known trace, the trace view marks the critical path computed by hand
 //! (and not the parallel span that is off it), keyboard use, find, deep links on
 //! reload, a 10,000-span trace rendered virtualized, compare marking the span
-//! only one trace has, hotspots ranking the known
+//! only one trace has, the service map with the edge between two services,
+//! hotspots ranking the known
 //! trace's critical-path time as computed by hand, a wide screen, no console
 //! errors. Screenshots go to target/ui-artifacts/.
 
@@ -64,6 +65,22 @@ fn the_ui_in_a_real_browser() {
         span(other, 4, Some(1), "fraud-check", 95, 150, t0),
     ];
     assert_eq!(c.post_otlp(&request("ui-shop", spans).encode_to_vec()), 200);
+    // A call between two services: ui-web's client span is the parent of ui-api's
+    // server span, so the service map has the edge ui-web → ui-api.
+    let call = [0xca; 16];
+    let mut client = span(call, 1, None, "GET ui-api", 0, 30, t0);
+    client.kind = 3;
+    let server = span(call, 2, Some(1), "GET /items", 5, 25, t0);
+    let mut server = server;
+    server.kind = 2;
+    assert_eq!(
+        c.post_otlp(&request("ui-web", vec![client]).encode_to_vec()),
+        200
+    );
+    assert_eq!(
+        c.post_otlp(&request("ui-api", vec![server]).encode_to_vec()),
+        200
+    );
     // 10,000 spans: a root, 99 children, 100 grandchildren each.
     let big = [0xb1; 16];
     let mut spans = vec![span(big, 1, None, "GET /report", 0, 20_000, t0)];
@@ -103,6 +120,7 @@ fn the_ui_in_a_real_browser() {
         "findText": "pay",
         "hotspot": {"operation": "pay", "criticalP50": "70.00 ms"},
         "monitorOperation": "GET /checkout",
+        "mapEdge": "ui-web->ui-api",
         "compare": {"a": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a", "b": "5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b", "onlyB": "fraud-check"},
         "big": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
         "artifacts": artifacts.display().to_string(),

@@ -374,3 +374,62 @@ async fn diff_of_two_stored_traces() {
     let (s, _) = get(&st, &format!("/api/analysis/diff?a={id}&b=01")).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn the_service_map_over_a_window_from_the_edge_history() {
+    use crate::metrics::graph::GraphSettings;
+    use crate::metrics::{MetricsSettings, SpanMetrics};
+    use crate::store::history::HistoryDb;
+    let (dir, mut st) = fixture();
+    let metrics = Arc::new(SpanMetrics::new(
+        MetricsSettings {
+            bounds_ms: vec![10.0, 100.0],
+            max_series: 100,
+            graph: GraphSettings {
+                max_edges: 10,
+                wait_ms: 10_000,
+                max_pending: 100,
+            },
+            history_retention_s: 3600,
+        },
+        Some(HistoryDb::open(dir.path(), &[10.0, 100.0]).unwrap()),
+    ));
+    // The fixture's spans, counted: frontend's client span is the parent of
+    // checkout's server span (failed): one request on frontend → checkout.
+    let all = st.store.traces(&[[0xab; 16]]).unwrap();
+    assert_eq!(all.len(), 1);
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(
+                "frontend",
+                vec![
+                    span(1, None, "GET /", 2, 0, 100, false),
+                    span(2, Some(1), "POST checkout", 3, 10, 90, true),
+                ],
+            ),
+            resource_spans(
+                "checkout",
+                vec![span(3, Some(2), "POST /orders", 2, 20, 80, true)],
+            ),
+        ],
+    };
+    metrics.record(&records_from_request(req, &[], None).records);
+    st.metrics = Some(metrics);
+    let (s, v) = get(&st, "/api/analysis/service-map?lookback=1h").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["services"], serde_json::json!(["checkout", "frontend"]));
+    let e = &v["edges"][0];
+    assert_eq!(
+        (e["client"].as_str(), e["server"].as_str()),
+        (Some("frontend"), Some("checkout"))
+    );
+    assert_eq!(
+        (e["requests"].as_u64(), e["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(e["errorRate"], 1.0);
+    // One 60 ms server span in the (10, 100] bucket: p95 interpolates to 95.5 ms.
+    assert!((e["p95Ms"].as_f64().unwrap() - 95.5).abs() < 1e-9, "{e}");
+    let (s, _) = get(&st, "/api/analysis/service-map?lookback=soon").await;
+    assert_eq!(s, 400);
+}
