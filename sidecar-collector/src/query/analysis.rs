@@ -314,6 +314,11 @@ struct MapEdge {
     p95_ms: Option<f64>,
 }
 
+/// (client, server, connection type).
+type EdgeKey = (String, String, String);
+/// (requests, failed, adjusted requests, server-duration bucket counts).
+type EdgeSums = (u64, u64, f64, Vec<f64>);
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ServiceMap {
@@ -362,7 +367,7 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
     };
     let start_us = match num("start", &p.start, end_us - lookback) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if start_us >= end_us {
         return v3::error(StatusCode::BAD_REQUEST, "start must be before end");
