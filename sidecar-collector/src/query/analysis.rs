@@ -380,10 +380,8 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
         Err(e) => return v3::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let window_s = ((end_us - start_us) as f64 / 1e6).max(1.0);
-    let mut by_edge: std::collections::BTreeMap<
-        (String, String, String),
-        (u64, u64, f64, Vec<f64>),
-    > = std::collections::BTreeMap::new();
+    let mut by_edge: std::collections::BTreeMap<EdgeKey, EdgeSums> =
+        std::collections::BTreeMap::new();
     for r in rows {
         let e = by_edge
             .entry((r.client, r.server, r.connection_type))
