@@ -336,22 +336,20 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
         );
     };
     let now = super::now_us();
-    let num = |name: &str, v: &Option<String>, default: i64| -> Result<i64, Response> {
+    let num = |name: &str, v: &Option<String>, default: i64| -> Result<i64, v3::Refusal> {
         match v.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(default),
-            Some(x) => x.parse().map_err(|_| {
-                v3::error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "malformed parameter {name}: {x:?} is not microseconds since the epoch"
-                    ),
-                )
+            Some(x) => x.parse().map_err(|_| v3::Refusal {
+                status: StatusCode::BAD_REQUEST,
+                message: format!(
+                    "malformed parameter {name}: {x:?} is not microseconds since the epoch"
+                ),
             }),
         }
     };
     let end_us = match num("end", &p.end, now) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let lookback = match p.lookback.as_deref().filter(|s| !s.is_empty()) {
         None => 3_600_000_000,
