@@ -69,3 +69,9 @@ export const diff = (a, b) =>
 
 export const serviceMap = (lookback) =>
   getJSON(`/api/analysis/service-map?lookback=${encodeURIComponent(lookback)}`);
+
+export function compareWindows(p) {
+  const q = new URLSearchParams({ service: p.service, start: String(Math.round(p.start)), end: String(Math.round(p.end)), baselineOffset: p.baselineOffset });
+  if (p.operation) q.set("operation", p.operation);
+  return getJSON(`/api/analysis/compare-windows?${q}`);
+}

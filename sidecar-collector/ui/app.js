@@ -8,6 +8,7 @@ import { hotspotsView } from "./views/hotspots.js";
 import { monitorView } from "./views/monitor.js";
 import { compareView } from "./views/compare.js";
 import { mapView } from "./views/map.js";
+import { comparisonView } from "./views/comparison.js";
 
 const view = document.getElementById("view");
 
@@ -18,6 +19,7 @@ const routes = [
   [/^\/monitor$/, () => monitorView(view)],
   [/^\/compare$/, () => compareView(view)],
   [/^\/map$/, () => mapView(view)],
+  [/^\/comparison$/, () => comparisonView(view)],
 ];
 
 function setCurrent(path) {

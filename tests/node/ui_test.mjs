@@ -127,6 +127,14 @@ try {
   results.views.map = { edges: await page.locator("#edge-table tbody tr").count() };
   await shot("map");
 
+  // Window vs baseline: the attribute planted only in the window's slow spans ranks first.
+  await page.goto(`${cfg.base}/comparison?service=${cfg.comparison.service}&window=1h&baselineOffset=24h`);
+  await page.waitForSelector("#overrepresented tbody tr", { timeout: T }).catch(() => fail("the comparison listed no attribute"));
+  const first = await page.locator("#overrepresented tbody tr").first().getAttribute("data-attr");
+  if (first !== cfg.comparison.top) fail(`the comparison ranked ${first} first, expected ${cfg.comparison.top}`);
+  results.views.comparison = { top: first };
+  await shot("comparison");
+
   // A wide screen.
   await page.setViewportSize({ width: 2560, height: 1440 });
   await page.goto(`${cfg.base}/trace/${cfg.trace}`);

@@ -10,6 +10,9 @@
 //!   many traces, in bounded memory.
 //! - [`diff`]: two traces merged by their (service, operation) paths: counts,
 //!   durations and what exists on one side only.
+//! - [`windows`]: a window against a baseline: percentiles, error rate and
+//!   throughput with deltas, and the attribute values over-represented in the
+//!   window's slow or failed spans.
 //!
 //! No I/O and no dependency beyond serde, so it compiles to WebAssembly as it is.
 
@@ -18,6 +21,7 @@ pub mod diff;
 pub mod hotspots;
 pub mod skew;
 pub mod trace;
+pub mod windows;
 
 pub use critical::{critical_path, self_times, Segment};
 pub use trace::{Span, Trace, TraceWarning};

@@ -12,6 +12,10 @@
 //! - `GET /api/analysis/service-map?lookback=…` (or `start`/`end`, µs): the
 //!   service graph over a time range from the per-minute edge history: each
 //!   edge's request rate (sampled and adjusted), error rate and p95.
+//! - `GET /api/analysis/compare-windows?service=…`: a window against a baseline
+//!   window for a service (and operation): percentiles, error rate, throughput
+//!   and their deltas, and the attribute values over-represented in the
+//!   window's slow or failed spans. Bounded like hotspots.
 //! - `GET /api/analysis/diff?a=…&b=…`: two traces merged by their (service,
 //!   operation) paths, each node with both counts and durations and the delta,
 //!   nodes on one side only marked.
@@ -38,6 +42,7 @@ pub fn routes() -> Router<QueryState> {
         .route("/api/analysis/hotspots", get(hotspots))
         .route("/api/analysis/diff", get(diff))
         .route("/api/analysis/service-map", get(service_map))
+        .route("/api/analysis/compare-windows", get(compare_windows))
 }
 
 /// Traces one hotspots answer folds in at most.
@@ -427,4 +432,149 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
         edges,
     })
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WindowParams {
+    service: Option<String>,
+    operation: Option<String>,
+    /// The window, µs since the epoch (default: the last hour).
+    start: Option<String>,
+    end: Option<String>,
+    /// The baseline, µs (default: the window moved back by `baselineOffset`).
+    baseline_start: Option<String>,
+    baseline_end: Option<String>,
+    /// Go duration, default 24h.
+    baseline_offset: Option<String>,
+    /// Traces read per side at most (default 500, at most 2,000).
+    limit: Option<String>,
+}
+
+fn span_facts(
+    t: &StoredTrace,
+    service: &str,
+    operation: Option<&str>,
+) -> Vec<meshtrace_analysis::windows::SpanFacts> {
+    t.spans
+        .iter()
+        .filter(|s| service_of(&s.origin.resource) == service)
+        .filter(|s| operation.is_none_or(|o| s.span.name == o))
+        .map(|s| {
+            let mut attributes: Vec<(String, String)> = s
+                .span
+                .attributes
+                .iter()
+                .chain(&s.origin.resource.attributes)
+                .filter_map(|kv| {
+                    Some((
+                        kv.key.clone(),
+                        crate::model::value_text(kv.value.as_ref()?)?,
+                    ))
+                })
+                .collect();
+            attributes.retain(|(k, _)| k != "service.name");
+            meshtrace_analysis::windows::SpanFacts {
+                duration_ns: (s.span.end_time_unix_nano as i64
+                    - s.span.start_time_unix_nano as i64)
+                    .max(0),
+                error: crate::model::is_error(&s.span),
+                attributes,
+            }
+        })
+        .collect()
+}
+
+async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowParams>) -> Response {
+    let bad = |m: String| v3::error(StatusCode::BAD_REQUEST, m);
+    let Some(service) = p.service.clone().filter(|s| !s.is_empty()) else {
+        return bad("malformed parameter service: a service name is required".into());
+    };
+    let num = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
+        v.as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|x| {
+                x.parse::<i64>().map_err(|_| {
+                    format!("malformed parameter {name}: {x:?} is not microseconds since the epoch")
+                })
+            })
+            .transpose()
+    };
+    let parsed = (|| -> Result<(i64, i64, i64, i64, usize), String> {
+        let end = num("end", &p.end)?.unwrap_or_else(super::now_us);
+        let start = num("start", &p.start)?.unwrap_or(end - 3_600_000_000);
+        let offset = match p.baseline_offset.as_deref().filter(|s| !s.is_empty()) {
+            None => 86_400_000_000,
+            Some(o) => super::duration::parse_go_duration_us(o).ok_or(format!(
+                "malformed parameter baselineOffset: {o:?} is not a duration like 24h"
+            ))?,
+        };
+        let bstart = num("baselineStart", &p.baseline_start)?.unwrap_or(start - offset);
+        let bend = num("baselineEnd", &p.baseline_end)?.unwrap_or(end - offset);
+        if start >= end || bstart >= bend {
+            return Err("each window must start before it ends".into());
+        }
+        let limit = match p.limit.as_deref().filter(|s| !s.is_empty()) {
+            None => 500,
+            Some(l) => l
+                .parse::<usize>()
+                .map_err(|_| format!("malformed parameter limit: {l:?}"))?
+                .clamp(1, HOTSPOT_MAX_TRACES),
+        };
+        Ok((start, end, bstart, bend, limit))
+    })();
+    let (start, end, bstart, bend, limit) = match parsed {
+        Ok(x) => x,
+        Err(m) => return bad(m),
+    };
+    let _slot = match st.budget.slot().await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    let operation = p.operation.clone().filter(|s| !s.is_empty());
+    let result = blocking_v3(move || {
+        let started = std::time::Instant::now();
+        let side = |from: i64,
+                    to: i64|
+         -> Result<
+            Vec<meshtrace_analysis::windows::SpanFacts>,
+            crate::store::StoreError,
+        > {
+            let q = crate::store::TraceQuery {
+                service: service.clone(),
+                operation: operation.clone(),
+                start_us: from,
+                end_us: to,
+                limit,
+                ..Default::default()
+            };
+            let ids = store.find_trace_ids(&q)?;
+            let mut out = Vec::new();
+            for chunk in ids.chunks(HOTSPOT_CHUNK) {
+                if started.elapsed() > HOTSPOT_TIME_BUDGET {
+                    break;
+                }
+                for t in store.traces_within(chunk, max_spans)?.traces {
+                    out.extend(span_facts(&t, &service, operation.as_deref()));
+                }
+            }
+            Ok(out)
+        };
+        let w = side(start, end)?;
+        let b = side(bstart, bend)?;
+        Ok(meshtrace_analysis::windows::compare(
+            &w,
+            (end - start) as f64 / 1e6,
+            &b,
+            (bend - bstart) as f64 / 1e6,
+            20,
+            2,
+        ))
+    })
+    .await;
+    match result {
+        Ok(c) => Json(c).into_response(),
+        Err(r) => r,
+    }
 }

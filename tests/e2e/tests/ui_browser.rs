@@ -4,6 +4,8 @@
 //! (and not the parallel span that is off it), keyboard use, find, deep links on
 //! reload, a 10,000-span trace rendered virtualized, compare marking the span
 //! only one trace has, the service map with the edge between two services,
+//! the window-vs-baseline comparison surfacing the attribute planted only in
+//! the window's slow spans,
 //! hotspots ranking the known
 //! trace's critical-path time as computed by hand, a wide screen, no console
 //! errors. Screenshots go to target/ui-artifacts/.
@@ -81,6 +83,49 @@ fn the_ui_in_a_real_browser() {
         c.post_otlp(&request("ui-api", vec![server]).encode_to_vec()),
         200
     );
+    // ui-db `query` now (40 spans, 10 of them slow and all of those on shard 7) and a
+    // day earlier (40 fast spans on shards 1 and 2): the comparison must surface
+    // db.shard=7.
+    let mut spans = Vec::new();
+    for i in 0..40u64 {
+        let slow = i % 4 == 0;
+        let mut s = span(
+            [0xd0, i as u8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            1,
+            None,
+            "query",
+            i,
+            i + if slow { 200 } else { 5 },
+            t0,
+        );
+        s.attributes = vec![meshtrace_testkit::otlp::kv(
+            "db.shard",
+            if slow {
+                "7"
+            } else if i % 2 == 0 {
+                "1"
+            } else {
+                "2"
+            },
+        )];
+        spans.push(s);
+        let day = 86_400_000_000_000;
+        let mut b = span(
+            [0xd1, i as u8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            1,
+            None,
+            "query",
+            i,
+            i + 5,
+            t0 - day,
+        );
+        b.attributes = vec![meshtrace_testkit::otlp::kv(
+            "db.shard",
+            if i % 2 == 0 { "1" } else { "2" },
+        )];
+        spans.push(b);
+    }
+    assert_eq!(c.post_otlp(&request("ui-db", spans).encode_to_vec()), 200);
     // 10,000 spans: a root, 99 children, 100 grandchildren each.
     let big = [0xb1; 16];
     let mut spans = vec![span(big, 1, None, "GET /report", 0, 20_000, t0)];
@@ -121,6 +166,7 @@ fn the_ui_in_a_real_browser() {
         "hotspot": {"operation": "pay", "criticalP50": "70.00 ms"},
         "monitorOperation": "GET /checkout",
         "mapEdge": "ui-web->ui-api",
+        "comparison": {"service": "ui-db", "top": "db.shard=7"},
         "compare": {"a": "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a", "b": "5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b", "onlyB": "fraud-check"},
         "big": "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1",
         "artifacts": artifacts.display().to_string(),

@@ -1,0 +1,241 @@
+//! A window against a baseline window, for one service (and operation):
+//! latency percentiles, error rate and throughput with their deltas, and the
+//! attribute values over-represented in the window's slow or failed spans
+//! compared with the baseline's spans (what Grafana's Traces Drilldown
+//! comparison does for Tempo). Slow means slower than the baseline's p95 (the
+//! window's own p95 when the baseline is empty).
+
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// One span as the comparison needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanFacts {
+    pub duration_ns: i64,
+    pub error: bool,
+    /// Attribute key and value, as text (span and resource attributes).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// One side's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Side {
+    pub spans: u64,
+    pub per_second: f64,
+    pub error_rate: f64,
+    pub p50_ns: i64,
+    pub p95_ns: i64,
+    pub p99_ns: i64,
+}
+
+/// An attribute value and how much more often it appears among the window's
+/// slow or failed spans than among the baseline's spans.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overrepresented {
+    pub key: String,
+    pub value: String,
+    /// Share of the window's slow or failed spans that have it.
+    pub in_selection: f64,
+    /// Share of the baseline's spans that have it.
+    pub in_baseline: f64,
+    /// `in_selection - in_baseline`: what the list is ranked by.
+    pub score: f64,
+    /// Slow or failed spans of the window that have it.
+    pub count: u64,
+}
+
+/// The comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowComparison {
+    pub window: Side,
+    pub baseline: Side,
+    /// Window minus baseline.
+    pub delta_p50_ns: i64,
+    pub delta_p95_ns: i64,
+    pub delta_p99_ns: i64,
+    pub delta_error_rate: f64,
+    pub delta_per_second: f64,
+    /// The duration above which a window span counts as slow (ns).
+    pub slow_threshold_ns: i64,
+    /// Window spans that are slow or failed.
+    pub selected: u64,
+    pub overrepresented: Vec<Overrepresented>,
+}
+
+fn pct(v: &mut [i64], p: f64) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn side(spans: &[SpanFacts], seconds: f64) -> Side {
+    let mut d: Vec<i64> = spans.iter().map(|s| s.duration_ns).collect();
+    let n = spans.len() as u64;
+    Side {
+        spans: n,
+        per_second: n as f64 / seconds.max(1e-9),
+        error_rate: if n > 0 {
+            spans.iter().filter(|s| s.error).count() as f64 / n as f64
+        } else {
+            0.0
+        },
+        p50_ns: pct(&mut d, 0.5),
+        p95_ns: pct(&mut d, 0.95),
+        p99_ns: pct(&mut d, 0.99),
+    }
+}
+
+fn shares<'a>(
+    spans: impl Iterator<Item = &'a SpanFacts>,
+) -> (u64, HashMap<(&'a str, &'a str), u64>) {
+    let mut n = 0;
+    let mut m: HashMap<(&str, &str), u64> = HashMap::new();
+    for s in spans {
+        n += 1;
+        // Once per span, whatever its duplicates.
+        let mut seen: Vec<(&str, &str)> = s
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for kv in seen {
+            *m.entry(kv).or_default() += 1;
+        }
+    }
+    (n, m)
+}
+
+/// Compares `window` (lasting `window_s` seconds) with `baseline` (`baseline_s`);
+/// at most `top` attribute values, each seen on at least `min_count` selected spans.
+pub fn compare(
+    window: &[SpanFacts],
+    window_s: f64,
+    baseline: &[SpanFacts],
+    baseline_s: f64,
+    top: usize,
+    min_count: u64,
+) -> WindowComparison {
+    let w = side(window, window_s);
+    let b = side(baseline, baseline_s);
+    let threshold = if baseline.is_empty() {
+        w.p95_ns
+    } else {
+        b.p95_ns
+    };
+    let selected: Vec<&SpanFacts> = window
+        .iter()
+        .filter(|s| s.error || s.duration_ns > threshold)
+        .collect();
+    let (ns, in_sel) = shares(selected.iter().copied());
+    let (nb, in_base) = shares(baseline.iter());
+    let mut over: Vec<Overrepresented> = in_sel
+        .iter()
+        .filter(|(_, c)| **c >= min_count)
+        .map(|(&(k, v), &c)| {
+            let a = c as f64 / ns.max(1) as f64;
+            let bshare = in_base.get(&(k, v)).copied().unwrap_or(0) as f64 / nb.max(1) as f64;
+            Overrepresented {
+                key: k.to_string(),
+                value: v.to_string(),
+                in_selection: a,
+                in_baseline: bshare,
+                score: a - bshare,
+                count: c,
+            }
+        })
+        .filter(|o| o.score > 0.0)
+        .collect();
+    over.sort_by(|x, y| {
+        y.score
+            .total_cmp(&x.score)
+            .then(y.count.cmp(&x.count))
+            .then(x.key.cmp(&y.key))
+            .then(x.value.cmp(&y.value))
+    });
+    over.truncate(top);
+    WindowComparison {
+        delta_p50_ns: w.p50_ns - b.p50_ns,
+        delta_p95_ns: w.p95_ns - b.p95_ns,
+        delta_p99_ns: w.p99_ns - b.p99_ns,
+        delta_error_rate: w.error_rate - b.error_rate,
+        delta_per_second: w.per_second - b.per_second,
+        slow_threshold_ns: threshold,
+        selected: ns,
+        window: w,
+        baseline: b,
+        overrepresented: over,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(ms: i64, error: bool, attrs: &[(&str, &str)]) -> SpanFacts {
+        SpanFacts {
+            duration_ns: ms * 1_000_000,
+            error,
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_attribute_only_slow_spans_have_ranks_first() {
+        // Baseline: 100 spans of 10 ms on shards 1 and 2.
+        let baseline: Vec<SpanFacts> = (0..100)
+            .map(|i| {
+                f(
+                    10,
+                    false,
+                    &[
+                        ("db.shard", if i % 2 == 0 { "1" } else { "2" }),
+                        ("region", "eu"),
+                    ],
+                )
+            })
+            .collect();
+        // Window: the same, plus 20 slow spans (300 ms), all on shard 7, and 5 failures.
+        let mut window = baseline.clone();
+        for _ in 0..20 {
+            window.push(f(300, false, &[("db.shard", "7"), ("region", "eu")]));
+        }
+        for _ in 0..5 {
+            window.push(f(10, true, &[("db.shard", "1"), ("region", "eu")]));
+        }
+        let c = compare(&window, 60.0, &baseline, 60.0, 10, 2);
+        assert_eq!(c.baseline.p95_ns, 10_000_000);
+        assert_eq!(c.selected, 25, "20 slow + 5 failed");
+        let top = &c.overrepresented[0];
+        assert_eq!((top.key.as_str(), top.value.as_str()), ("db.shard", "7"));
+        assert_eq!(top.in_selection, 0.8);
+        assert_eq!(top.in_baseline, 0.0);
+        // region=eu is everywhere: not over-represented.
+        assert!(
+            c.overrepresented.iter().all(|o| o.key != "region"),
+            "{:?}",
+            c.overrepresented
+        );
+        assert_eq!(c.window.spans, 125);
+        assert!((c.delta_per_second - 25.0 / 60.0).abs() < 1e-12);
+        assert!((c.delta_error_rate - 0.04).abs() < 1e-12);
+        assert!(c.delta_p99_ns > 0);
+    }
+
+    #[test]
+    fn an_empty_baseline_uses_the_windows_own_p95() {
+        let window: Vec<SpanFacts> = (1..=100).map(|i| f(i, false, &[])).collect();
+        let c = compare(&window, 10.0, &[], 10.0, 5, 1);
+        assert_eq!(c.slow_threshold_ns, 95_000_000);
+        assert_eq!(c.selected, 5);
+    }
+}
