@@ -23,7 +23,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("forward", &["ingest", "pipeline", "telemetry"]),
     (
         "query",
-        &["model", "store", "telemetry", "memory", "metrics"],
+        &[
+            "model",
+            "store",
+            "telemetry",
+            "memory",
+            "metrics",
+            "sampling",
+        ],
     ),
     (
         "sink",

@@ -463,6 +463,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let app = query::router(QueryState {
             store: store.clone(),
             metrics: span_metrics.clone(),
+            sampling: Some(provider.clone()),
             budget: query::answer::Budget::new(
                 cfg.query.max_traces,
                 cfg.query.max_spans,

@@ -75,3 +75,5 @@ export function compareWindows(p) {
   if (p.operation) q.set("operation", p.operation);
   return getJSON(`/api/analysis/compare-windows?${q}`);
 }
+
+export const sampling = (lookback) => getJSON(`/api/analysis/sampling?lookback=${encodeURIComponent(lookback)}`);

@@ -9,6 +9,7 @@ import { monitorView } from "./views/monitor.js";
 import { compareView } from "./views/compare.js";
 import { mapView } from "./views/map.js";
 import { comparisonView } from "./views/comparison.js";
+import { samplingView } from "./views/sampling.js";
 
 const view = document.getElementById("view");
 
@@ -20,6 +21,7 @@ const routes = [
   [/^\/compare$/, () => compareView(view)],
   [/^\/map$/, () => mapView(view)],
   [/^\/comparison$/, () => comparisonView(view)],
+  [/^\/sampling$/, () => samplingView(view)],
 ];
 
 function setCurrent(path) {

@@ -135,6 +135,13 @@ try {
   results.views.comparison = { top: first };
   await shot("comparison");
 
+  // Sampling: each service with its strategy and effective probability, and the change log.
+  await page.goto(`${cfg.base}/sampling?lookback=1h`);
+  await page.waitForSelector(`#sampling-table tr[data-service="${cfg.service}"]`, { timeout: T }).catch(() => fail("the sampling page lists no service"));
+  if ((await page.locator("#changes li").count()) < 1) fail("the sampling page shows no change log");
+  results.views.sampling = { services: await page.locator("#sampling-table tr[data-service]").count() };
+  await shot("sampling");
+
   // A wide screen.
   await page.setViewportSize({ width: 2560, height: 1440 });
   await page.goto(`${cfg.base}/trace/${cfg.trace}`);

@@ -16,6 +16,10 @@
 //!   window for a service (and operation): percentiles, error rate, throughput
 //!   and their deltas, and the attribute values over-represented in the
 //!   window's slow or failed spans. Bounded like hotspots.
+//! - `GET /api/analysis/sampling?lookback=…`: per service the strategy in force
+//!   (file and adaptive, Jaeger's JSON), its server spans per second as stored
+//!   and adjusted for sampling, the effective probability, and the strategies'
+//!   change log.
 //! - `GET /api/analysis/diff?a=…&b=…`: two traces merged by their (service,
 //!   operation) paths, each node with both counts and durations and the delta,
 //!   nodes on one side only marked.
@@ -43,6 +47,7 @@ pub fn routes() -> Router<QueryState> {
         .route("/api/analysis/diff", get(diff))
         .route("/api/analysis/service-map", get(service_map))
         .route("/api/analysis/compare-windows", get(compare_windows))
+        .route("/api/analysis/sampling", get(sampling_page))
 }
 
 /// Traces one hotspots answer folds in at most.
@@ -577,4 +582,101 @@ async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowPar
         Ok(c) => Json(c).into_response(),
         Err(r) => r,
     }
+}
+
+#[derive(serde::Deserialize)]
+struct SamplingParams {
+    lookback: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceSampling {
+    service: String,
+    /// What `/api/sampling?service=…` answers (Jaeger's JSON).
+    strategy: Option<meshtrace_proto::sampling_json::StrategyResponse>,
+    adaptive: bool,
+    /// Server spans stored per second over the window, and adjusted for sampling.
+    observed_per_second: f64,
+    adjusted_per_second: f64,
+    /// observed ÷ adjusted: the probability traffic was actually sampled with.
+    effective_probability: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SamplingPage {
+    lookback_seconds: f64,
+    services: Vec<ServiceSampling>,
+    changes: Vec<crate::sampling::Change>,
+}
+
+async fn sampling_page(State(st): State<QueryState>, Query(p): Query<SamplingParams>) -> Response {
+    let lookback_us = match p.lookback.as_deref().filter(|s| !s.is_empty()) {
+        None => 3_600_000_000,
+        Some(l) => match super::duration::parse_go_duration_us(l) {
+            Some(v) if v > 0 => v,
+            _ => {
+                return v3::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed parameter lookback: {l:?} is not a duration like 1h"),
+                )
+            }
+        },
+    };
+    let store = st.store.clone();
+    let services = match blocking_v3(move || store.services()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let now_s = super::now_us() / 1_000_000;
+    let from = now_s - lookback_us / 1_000_000;
+    let rows = match st.metrics.clone() {
+        Some(m) => {
+            let names = services.clone();
+            match tokio::task::spawn_blocking(move || m.history(&names, from - 59, now_s)).await {
+                Ok(Ok(r)) => r,
+                _ => Vec::new(),
+            }
+        }
+        None => Vec::new(),
+    };
+    let seconds = (lookback_us as f64 / 1e6).max(1.0);
+    let mut out = Vec::new();
+    for service in services {
+        let (obs, adj) = rows
+            .iter()
+            .filter(|r| r.service == service && r.kind == 2)
+            .fold((0.0, 0.0), |(o, a), r| {
+                (o + r.calls as f64, a + r.adjusted_calls)
+            });
+        let (strategy, adaptive) = match &st.sampling {
+            Some(p) => (
+                p.strategy(&service)
+                    .await
+                    .ok()
+                    .map(|r| crate::sampling::to_json(&r)),
+                p.adaptive_for(&service),
+            ),
+            None => (None, false),
+        };
+        out.push(ServiceSampling {
+            service,
+            strategy,
+            adaptive,
+            observed_per_second: obs / seconds,
+            adjusted_per_second: adj / seconds,
+            effective_probability: (adj > 0.0).then(|| obs / adj),
+        });
+    }
+    Json(SamplingPage {
+        lookback_seconds: seconds,
+        services: out,
+        changes: st
+            .sampling
+            .as_ref()
+            .map(|p| p.changes())
+            .unwrap_or_default(),
+    })
+    .into_response()
 }

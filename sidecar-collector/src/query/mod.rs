@@ -28,6 +28,8 @@ pub struct QueryState {
     pub store: Arc<dyn SpanReader>,
     /// The span metrics and their history (SPM); `None` when metrics are off.
     pub metrics: Option<Arc<crate::metrics::SpanMetrics>>,
+    /// The sampling strategies in force (the sampling page).
+    pub sampling: Option<Arc<crate::sampling::Provider>>,
     /// What one trace answer may hold, and how many run at once.
     pub budget: answer::Budget,
 }

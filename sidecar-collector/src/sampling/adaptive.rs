@@ -255,6 +255,11 @@ impl Adaptive {
     /// `base` (from the strategies file) with the computed per-operation
     /// probabilities: they replace the file's for the operations estimated;
     /// other operations keep the file's value or the default.
+    /// Whether this service's probabilities are computed here.
+    pub fn covers(&self, service: &str) -> bool {
+        self.settings.services.iter().any(|s| s == service)
+    }
+
     pub fn overlay(
         &self,
         service: &str,

@@ -29,6 +29,80 @@ pub struct Strategies {
     path: Option<PathBuf>,
     last_text: RwLock<String>,
     metrics: Arc<SamplingMetrics>,
+    /// What changed when (newest last), at most `MAX_CHANGES`.
+    changes: std::sync::Mutex<std::collections::VecDeque<Change>>,
+}
+
+/// One entry of the strategies' change log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub at_unix_ms: u64,
+    pub what: String,
+}
+
+/// Change-log entries kept.
+const MAX_CHANGES: usize = 100;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sampler_text(s: Sampler) -> String {
+    match s {
+        Sampler::Probabilistic(p) => format!("probabilistic {p}"),
+        Sampler::RateLimiting(r) => format!("ratelimiting {r}/s"),
+    }
+}
+
+/// What differs between two strategies files, one line per service or operation.
+pub fn describe_changes(old: &StrategiesFile, new: &StrategiesFile) -> Vec<String> {
+    let names = |f: &StrategiesFile| -> std::collections::BTreeSet<String> {
+        f.service_strategies
+            .iter()
+            .map(|s| s.service.clone())
+            .chain(
+                f.operation_strategies
+                    .iter()
+                    .filter_map(|o| o.service.clone()),
+            )
+            .collect()
+    };
+    let mut out = Vec::new();
+    let (a, b) = (old.for_service(""), new.for_service(""));
+    if a != b {
+        out.push(format!(
+            "default strategy: {} → {}",
+            sampler_text(a.default),
+            sampler_text(b.default)
+        ));
+    }
+    for svc in names(old).union(&names(new)) {
+        let (a, b) = (old.for_service(svc), new.for_service(svc));
+        if a.default != b.default {
+            out.push(format!(
+                "{svc}: {} → {}",
+                sampler_text(a.default),
+                sampler_text(b.default)
+            ));
+        }
+        for op in a
+            .operations
+            .keys()
+            .chain(b.operations.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            match (a.operations.get(op), b.operations.get(op)) {
+                (Some(x), Some(y)) if x != y => out.push(format!("{svc} {op}: {x} → {y}")),
+                (Some(x), None) => out.push(format!("{svc} {op}: {x} → removed")),
+                (None, Some(y)) => out.push(format!("{svc} {op}: added, {y}")),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// Shows the configured probabilities on `/metrics` (what the dashboard sets
@@ -89,12 +163,44 @@ impl Strategies {
             None => (StrategiesFile::default(), String::new()),
         };
         publish(&file, &metrics);
+        let first = Change {
+            at_unix_ms: unix_ms(),
+            what: match &path {
+                Some(p) => format!(
+                    "loaded {} ({} service strategies)",
+                    p.display(),
+                    file.service_strategies.len()
+                ),
+                None => "no strategies file: Jaeger's default (probabilistic 0.001)".into(),
+            },
+        };
         Ok(Strategies {
             current: RwLock::new(Arc::new(file)),
             path,
             last_text: RwLock::new(text),
             metrics,
+            changes: std::sync::Mutex::new(std::collections::VecDeque::from([first])),
         })
+    }
+
+    /// The change log, oldest first.
+    pub fn changes(&self) -> Vec<Change> {
+        self.changes
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn note(&self, what: String) {
+        if let Ok(mut c) = self.changes.lock() {
+            if c.len() >= MAX_CHANGES {
+                c.pop_front();
+            }
+            c.push_back(Change {
+                at_unix_ms: unix_ms(),
+                what,
+            });
+        }
     }
 
     pub fn current(&self) -> Arc<StrategiesFile> {
@@ -121,6 +227,12 @@ impl Strategies {
         match StrategiesFile::from_json(&text) {
             Ok(file) => {
                 publish(&file, &self.metrics);
+                let changed = describe_changes(&self.current(), &file);
+                self.note(if changed.is_empty() {
+                    "reloaded: no strategy changed".into()
+                } else {
+                    format!("reloaded: {}", changed.join("; "))
+                });
                 if let Ok(mut c) = self.current.write() {
                     *c = Arc::new(file);
                 }
@@ -136,6 +248,9 @@ impl Strategies {
                     *t = text;
                 }
                 self.metrics.reload_failures.inc();
+                self.note(format!(
+                    "refused an invalid file ({e}); the last good strategies stay"
+                ));
                 tracing::error!(path = %path.display(), error = %e, "invalid strategies file; keeping the last good strategies");
             }
         }
@@ -224,6 +339,19 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// The strategies' change log (sidecars have none: the central collector keeps it).
+    pub fn changes(&self) -> Vec<Change> {
+        match self {
+            Provider::Local { strategies, .. } => strategies.changes(),
+            Provider::Upstream(_) => Vec::new(),
+        }
+    }
+
+    /// Whether adaptive sampling sets this service's probabilities.
+    pub fn adaptive_for(&self, service: &str) -> bool {
+        matches!(self, Provider::Local { adaptive: Some(a), .. } if a.covers(service))
+    }
+
     pub async fn strategy(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
         match self {
             Provider::Local {
@@ -351,6 +479,31 @@ mod tests {
 
     fn response_json(file: &StrategiesFile, service: &str) -> serde_json::Value {
         serde_json::to_value(to_json(&response(file, service))).unwrap()
+    }
+
+    #[test]
+    fn changes_are_described_per_service_and_operation() {
+        let a = StrategiesFile::from_json(
+            r#"{"default_strategy":{"type":"probabilistic","param":0.1},
+                "service_strategies":[{"service":"f","type":"probabilistic","param":0.5,
+                  "operation_strategies":[{"operation":"GET /x","type":"probabilistic","param":1.0}]}]}"#,
+        )
+        .unwrap();
+        let b = StrategiesFile::from_json(
+            r#"{"default_strategy":{"type":"probabilistic","param":0.1},
+                "service_strategies":[{"service":"f","type":"probabilistic","param":0.25},
+                  {"service":"g","type":"ratelimiting","param":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            describe_changes(&a, &b),
+            vec![
+                "f: probabilistic 0.5 → probabilistic 0.25",
+                "f GET /x: 1 → removed",
+                "g: probabilistic 0.1 → ratelimiting 5/s",
+            ]
+        );
+        assert!(describe_changes(&a, &a).is_empty());
     }
 
     #[test]

@@ -100,6 +100,7 @@ fn fixture() -> (tempfile::TempDir, QueryState) {
     let st = QueryState {
         store,
         metrics: None,
+        sampling: None,
         budget: Budget::new(100, 1000, 2, None),
     };
     (dir, st)
@@ -314,6 +315,7 @@ async fn hotspots_rank_pairs_by_critical_path_time_as_computed_by_hand() {
     let st = QueryState {
         store,
         metrics: None,
+        sampling: None,
         budget: Budget::new(100, 1000, 2, None),
     };
     let start = T0 / 1000 - 1_000_000;
