@@ -622,6 +622,8 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
     println!(
         "\nmeshtrace demo running ({}), {} requests/s to the frontend\n\
          \x20 UI           http://{CENTRAL}:16686/  (search, trace view with the critical path)\n\
+         \x20 service map  http://{CENTRAL}:16686/map\n\
+         \x20 hotspots     http://{CENTRAL}:16686/hotspots?service=frontend\n\
          \x20 services     curl -s http://{CENTRAL}:16686/api/services\n\
          \x20 traces       curl -s 'http://{CENTRAL}:16686/api/traces?service=frontend&limit=5'\n\
          \x20 dependencies curl -s http://{CENTRAL}:16686/api/dependencies\n\
