@@ -107,11 +107,20 @@ export function build(tracesData) {
   };
 }
 
-/** A stable colour per service. */
-export function colour(service) {
+function hue(service) {
   let h = 0;
   for (const c of service) h = (h * 31 + c.charCodeAt(0)) >>> 0;
-  return `hsl(${h % 360} 55% 42%)`;
+  return h % 360;
+}
+
+/** A stable colour per service, for bars and lines. */
+export function colour(service) {
+  return `hsl(${hue(service)} 55% 42%)`;
+}
+
+/** The same hue dark enough for text on white, and for white text on it (≥ 4.5:1). */
+export function textColour(service) {
+  return `hsl(${hue(service)} 60% 28%)`;
 }
 
 export function fmtMs(v) {

@@ -6,6 +6,12 @@
 // Prints one JSON line of results; exits 1 with the reason on the first failure.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+
+// axe-core (npm): the accessibility rules checked on every view (contrast, names of
+// controls, links and images, landmarks' basics).
+const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+const AXE_RULES = ["color-contrast", "label", "button-name", "link-name", "image-alt", "select-name", "aria-valid-attr", "aria-required-children", "duplicate-id"];
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.artifacts, { recursive: true });
@@ -28,7 +34,16 @@ try {
   const errors = [];
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   page.on("pageerror", (e) => errors.push(e.message));
-  const shot = (name) => page.screenshot({ path: `${cfg.artifacts}/${name}.png`, fullPage: false });
+  const a11y = {};
+  const shot = async (name) => {
+    await page.screenshot({ path: `${cfg.artifacts}/${name}.png`, fullPage: false });
+    await page.addScriptTag({ path: AXE });
+    const found = await page.evaluate(async (rules) => {
+      const r = await window.axe.run(document, { runOnly: { type: "rule", values: rules } });
+      return r.violations.map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
+    }, AXE_RULES);
+    a11y[name] = found;
+  };
   const T = 30_000;
 
   // Search: the known trace is found.
@@ -148,6 +163,9 @@ try {
   await page.waitForSelector(".wf-row", { timeout: T });
   await shot("trace-wide");
 
+  results.accessibility = a11y;
+  const violations = Object.entries(a11y).flatMap(([v, list]) => list.map((x) => `${v}: ${x}`));
+  if (violations.length) fail(`accessibility (axe-core): ${violations.join(" | ")}`);
   if (errors.length) fail(`console errors: ${errors.join(" | ")}`);
   results.console_errors = 0;
   console.log(JSON.stringify(results));

@@ -3,7 +3,7 @@
 // exist in one trace only are marked.
 
 import * as api from "../api.js";
-import { colour, fmtMs } from "../model.js";
+import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
 
 const el = (tag, props = {}, ...kids) => {
@@ -40,7 +40,7 @@ export async function compareView(view) {
       el("thead", {}, el("tr", {}, ...["service / operation", "spans A", "spans B", "duration A", "duration B", "Δ"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...d.nodes.map((n) => el("tr", { class: `diff-${n.presence}`, "data-presence": n.presence, "data-operation": n.operation },
         el("td", { style: `padding-left:${8 + n.depth * 16}px` },
-          el("span", { style: `color:${colour(n.service)};font-weight:600` }, n.service), ` ${n.operation} `,
+          el("span", { style: `color:${textColour(n.service)};font-weight:600` }, n.service), ` ${n.operation} `,
           only[n.presence] ? el("span", { class: "only" }, only[n.presence]) : null),
         el("td", { class: "num" }, String(n.countA)), el("td", { class: "num" }, String(n.countB)),
         el("td", { class: "num" }, fmtMs(n.durationA / 1e6)), el("td", { class: "num" }, fmtMs(n.durationB / 1e6)),

@@ -3,7 +3,7 @@
 // the p50/p95 of their critical-path time and self time per trace, and the
 // traces where each took longest.
 
-import { colour, fmtMs } from "../model.js";
+import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
 import * as api from "../api.js";
 
@@ -46,7 +46,7 @@ export async function hotspotsView(view) {
   }
   const rows = r.hotspots.map((h, i) => el("tr", { "data-operation": h.operation, "data-service": h.service },
     el("td", {}, String(i + 1)),
-    el("td", {}, el("span", { style: `color:${colour(h.service)};font-weight:600` }, h.service), ` ${h.operation}`),
+    el("td", {}, el("span", { style: `color:${textColour(h.service)};font-weight:600` }, h.service), ` ${h.operation}`),
     el("td", {}, el("div", { class: "share", style: `width:${Math.max(1, 100 * h.share)}%` }), ` ${(100 * h.share).toFixed(1)}%`),
     el("td", { class: "num" }, fmtMs(h.criticalP50Ns / 1e6)),
     el("td", { class: "num" }, fmtMs(h.criticalP95Ns / 1e6)),

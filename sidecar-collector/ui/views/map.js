@@ -3,7 +3,7 @@
 // error rate and p95, from the service-graph history.
 
 import * as api from "../api.js";
-import { colour, fmtMs } from "../model.js";
+import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
 
 const el = (tag, props = {}, ...kids) => {
@@ -92,7 +92,7 @@ export async function mapView(view) {
   for (const [s, p] of pos) {
     const g = svgEl("g", { "data-service": s });
     g.append(svgEl("rect", { x: p.x, y: p.y, width: 160, height: 50, rx: 6, fill: "#fff", stroke: colour(s), "stroke-width": "2" }));
-    g.append(svgEl("text", { x: p.x + 80, y: p.y + 30, "text-anchor": "middle", "font-size": "13", "font-weight": "600", fill: colour(s) }, s));
+    g.append(svgEl("text", { x: p.x + 80, y: p.y + 30, "text-anchor": "middle", "font-size": "13", "font-weight": "600", fill: textColour(s) }, s));
     svg.append(g);
   }
   out.replaceChildren(svg,

@@ -4,7 +4,7 @@
 // and the list (root service and operation, duration, spans, errors, services).
 
 import * as api from "../api.js";
-import { colour, fmtMs } from "../model.js";
+import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
 
 const LOOKBACKS = [
@@ -138,7 +138,7 @@ async function run(q, out) {
 
 function resultItem(s) {
   const services = s.services.map((x) =>
-    el("span", { class: `tag${x.errorSpanCount ? " err" : ""}`, style: `background:${colour(x.name)}` },
+    el("span", { class: `tag${x.errorSpanCount ? " err" : ""}`, style: `background:${textColour(x.name)}` },
       `${x.name} (${x.spanCount})`));
   return el("li", {},
     el("a", { href: `/trace/${s.traceId}`, "data-link": "", class: "result", "data-trace-id": s.traceId },

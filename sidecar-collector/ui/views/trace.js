@@ -4,7 +4,7 @@
 // highlighted, and the selected span's detail.
 
 import * as api from "../api.js";
-import { build, colour, fmtMs } from "../model.js";
+import { build, colour, fmtMs, textColour } from "../model.js";
 import { errorBox } from "../app.js";
 
 const ROW = 24;
@@ -144,7 +144,7 @@ function show(view, data, cp, cpError) {
       ? el("button", { type: "button", class: "toggle", "aria-label": collapsed.has(s) ? "expand" : "collapse", onclick: (e) => { e.stopPropagation(); toggleSpan(s); } }, collapsed.has(s) ? "▸" : "▾")
       : el("span", { style: "display:inline-block;width:20px" });
     const name = el("div", { class: "wf-name", style: `padding-left:${4 + s.depth * 14}px`, title: `${s.service}: ${s.name}` },
-      toggle, el("span", { style: `color:${colour(s.service)};font-weight:600` }, s.service), ` ${s.name}`,
+      toggle, el("span", { style: `color:${textColour(s.service)};font-weight:600` }, s.service), ` ${s.name}`,
       s.error ? el("span", { class: "badge-err" }, " !") : null);
     const r = el("div", {
       class: `wf-row${selected === s ? " selected" : ""}${matches(s) ? " match" : ""}`,
