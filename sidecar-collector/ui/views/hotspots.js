@@ -6,16 +6,8 @@
 import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
 import * as api from "../api.js";
+import { el } from "../dom.js";
 
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
 
 export async function hotspotsView(view) {
   const q = new URLSearchParams(location.search);

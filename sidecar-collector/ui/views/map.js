@@ -5,16 +5,8 @@
 import * as api from "../api.js";
 import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
+import { el } from "../dom.js";
 
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
 
 const NS = "http://www.w3.org/2000/svg";
 const svgEl = (tag, attrs, text) => {

@@ -5,16 +5,8 @@
 import * as api from "../api.js";
 import { colour, fmtMs } from "../model.js";
 import { errorBox, go } from "../app.js";
+import { el } from "../dom.js";
 
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
 
 const LOOKBACKS = { "15m": 15 * 60e3, "1h": 3600e3, "6h": 6 * 3600e3, "24h": 24 * 3600e3, "48h": 48 * 3600e3 };
 

@@ -4,16 +4,8 @@
 
 import * as api from "../api.js";
 import { errorBox, go } from "../app.js";
+import { el } from "../dom.js";
 
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
 
 const pct = (v) => (v == null ? "—" : `${(100 * v).toPrecision(3)}%`);
 

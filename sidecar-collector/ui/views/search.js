@@ -6,22 +6,13 @@
 import * as api from "../api.js";
 import { colour, fmtMs, textColour } from "../model.js";
 import { errorBox, go } from "../app.js";
+import { el } from "../dom.js";
 
 const LOOKBACKS = [
   ["5m", 5 * 60e3], ["15m", 15 * 60e3], ["1h", 3600e3], ["6h", 6 * 3600e3],
   ["24h", 24 * 3600e3], ["2d", 48 * 3600e3], ["custom", 0],
 ];
 
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
 
 /** `key=value` pairs separated by spaces (a value may be "quoted"). */
 export function parseTags(text) {

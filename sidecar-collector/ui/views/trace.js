@@ -6,20 +6,11 @@
 import * as api from "../api.js";
 import { build, colour, fmtMs, textColour } from "../model.js";
 import { errorBox } from "../app.js";
+import { el } from "../dom.js";
 
 const ROW = 24;
 const OVERSCAN = 12;
 
-const el = (tag, props = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v);
-  }
-  e.append(...kids.filter((k) => k !== null && k !== undefined));
-  return e;
-};
 
 export async function traceView(view, id) {
   view.replaceChildren(el("p", { class: "muted" }, `Loading trace ${id}…`));
