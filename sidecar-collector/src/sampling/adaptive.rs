@@ -80,6 +80,8 @@ pub struct Adaptive {
     pub settings: Settings,
     state: Mutex<State>,
     metrics: Arc<SamplingMetrics>,
+    /// Probabilities that moved by a factor of 2 or more, newest last (bounded).
+    changes: Mutex<std::collections::VecDeque<super::Change>>,
 }
 
 impl Adaptive {
@@ -93,7 +95,16 @@ impl Adaptive {
                 window_start: Instant::now(),
                 overflow: 0,
             }),
+            changes: Mutex::default(),
         }
+    }
+
+    /// Probabilities that moved by a factor of 2 or more, oldest first.
+    pub fn changes(&self) -> Vec<super::Change> {
+        self.changes
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn applies_to(&self, service: &str) -> bool {
@@ -181,7 +192,9 @@ impl Adaptive {
             }
             keep
         });
-        for op in st.ops.values_mut() {
+        let mut moved = Vec::new();
+        for ((service, operation), op) in st.ops.iter_mut() {
+            let before = op.probability;
             let observed = op.requests / secs;
             let rate = match op.rate {
                 None => observed,
@@ -195,7 +208,28 @@ impl Adaptive {
             } else {
                 1.0
             };
-            op.probability = Some(p.clamp(s.min_sampling_probability, 1.0));
+            let now = p.clamp(s.min_sampling_probability, 1.0);
+            op.probability = Some(now);
+            match before {
+                None => moved.push(format!("adaptive: {service} {operation}: set to {now:.4}")),
+                Some(b) if b > 0.0 && (now / b >= 2.0 || b / now >= 2.0) => moved.push(format!(
+                    "adaptive: {service} {operation}: {b:.4} → {now:.4}"
+                )),
+                Some(_) => {}
+            }
+        }
+        if !moved.is_empty() {
+            if let Ok(mut c) = self.changes.lock() {
+                for what in moved {
+                    if c.len() >= 100 {
+                        c.pop_front();
+                    }
+                    c.push_back(super::Change {
+                        at_unix_ms: super::unix_ms(),
+                        what,
+                    });
+                }
+            }
         }
         let m = &self.metrics;
         m.adaptive_probability.clear();
@@ -255,11 +289,6 @@ impl Adaptive {
     /// `base` (from the strategies file) with the computed per-operation
     /// probabilities: they replace the file's for the operations estimated;
     /// other operations keep the file's value or the default.
-    /// Whether this service's probabilities are computed here.
-    pub fn covers(&self, service: &str) -> bool {
-        self.settings.services.iter().any(|s| s == service)
-    }
-
     pub fn overlay(
         &self,
         service: &str,
@@ -383,6 +412,17 @@ mod tests {
         simulate(&a, &[("busy", 200.0), ("rare", 5.0)], 10, &mut carry);
         let after = a.probabilities("svc")["busy"];
         assert!((after / before - 1.0).abs() < 0.2, "{before} → {after}");
+        // The first probability per operation was logged (and any later move by a
+        // factor of 2 or more); the steady state adds nothing.
+        let log = a.changes();
+        assert!(
+            log.iter()
+                .any(|c| c.what.starts_with("adaptive: svc busy: ")),
+            "{log:?}"
+        );
+        let n = log.len();
+        simulate(&a, &[("busy", 200.0), ("rare", 5.0)], 10, &mut carry);
+        assert_eq!(a.changes().len(), n, "no change logged at steady state");
     }
 
     #[test]

@@ -342,14 +342,24 @@ impl Provider {
     /// The strategies' change log (sidecars have none: the central collector keeps it).
     pub fn changes(&self) -> Vec<Change> {
         match self {
-            Provider::Local { strategies, .. } => strategies.changes(),
+            Provider::Local {
+                strategies,
+                adaptive,
+            } => {
+                let mut all = strategies.changes();
+                if let Some(a) = adaptive {
+                    all.extend(a.changes());
+                }
+                all.sort_by_key(|c| c.at_unix_ms);
+                all
+            }
             Provider::Upstream(_) => Vec::new(),
         }
     }
 
     /// Whether adaptive sampling sets this service's probabilities.
     pub fn adaptive_for(&self, service: &str) -> bool {
-        matches!(self, Provider::Local { adaptive: Some(a), .. } if a.covers(service))
+        matches!(self, Provider::Local { adaptive: Some(a), .. } if a.applies_to(service))
     }
 
     pub async fn strategy(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
