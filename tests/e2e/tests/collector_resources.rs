@@ -43,7 +43,9 @@ fn a_request_over_a_thousand_days_keeps_file_descriptors_bounded() {
         meshtrace_testkit::scratch_path("collector"),
         Opts {
             yaml: Some(
-                "retention: 3650d\nmax_span_age: 3650d\nstore:\n  max_open_partitions: 8\n  partition_idle_timeout: 1s\n  health_interval: 200ms\n".into(),
+                // Creating 1,000 partitions, each fsynced, takes ~10 s in a debug build on
+                // a busy disk: the request may take longer than the default 10 s timeout.
+                "retention: 3650d\nmax_span_age: 3650d\nstore:\n  max_open_partitions: 8\n  partition_idle_timeout: 1s\n  health_interval: 200ms\nserver:\n  request_timeout: 120s\n".into(),
             ),
             ..Opts::default()
         },
