@@ -160,15 +160,23 @@ fn adjusted_counts_estimate_the_traffic_and_prometheus_answers_the_seeds_queries
             "README's Envoy stats table lacks {name}"
         );
     }
-    let sampled = prometheus.query("meshtrace_spans_sampled{job=\"envoy\"}");
-    assert_eq!(
-        sampled[0]["value"][1]
-            .as_str()
-            .unwrap()
-            .parse::<f64>()
-            .unwrap(),
-        envoy.counter("spans_sampled") as f64
-    );
+    // Prometheus scrapes every second; Envoy's counter is what it converges to.
+    let want = envoy.counter("spans_sampled") as f64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = prometheus.query("meshtrace_spans_sampled{job=\"envoy\"}");
+        let got = r
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok());
+        if got == Some(want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has {got:?}, Envoy {want}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
