@@ -73,13 +73,14 @@ struct Sums {
 }
 
 /// The family Jaeger answers for `measure`, from history rows (any order).
-/// `now_s` tells the minute in progress, whose length so far is its weight.
+/// `now_s` (seconds since the epoch, with its fraction) tells the minute in
+/// progress, whose length so far is its weight: a query at `now` counts all of it.
 pub fn compute(
     rows: &[MinuteRow],
     q: &SpmQuery,
     measure: Measure,
     bounds_ms: &[f64],
-    now_s: i64,
+    now_s: f64,
 ) -> MetricFamily {
     // group → minute → sums.
     let mut groups: BTreeMap<(String, String), BTreeMap<i64, Sums>> = BTreeMap::new();
@@ -121,8 +122,8 @@ pub fn compute(
             let lo = hi - q.rate_per_ms as f64 / 1000.0;
             let mut w = Sums::default();
             for (m, s) in minutes.range((lo as i64 - 60)..=(hi as i64)) {
-                let len = if *m + 60 > now_s {
-                    ((now_s - m) as f64).max(1.0)
+                let len = if (*m + 60) as f64 > now_s {
+                    (now_s - *m as f64).max(0.001)
                 } else {
                     60.0
                 };
@@ -268,7 +269,7 @@ mod tests {
             rows.push(row(m * 60, "a", "op1", 3, 999, 999));
             rows.push(row(m * 60, "b", "op1", 2, 999, 999));
         }
-        let now = 10_000;
+        let now = 10_000.0;
         let q = query(false);
         let calls = compute(&rows, &q, Measure::Calls, &[10.0, 20.0], now);
         assert_eq!(calls.name, "service_call_rate");
@@ -313,14 +314,36 @@ mod tests {
     fn grouped_by_operation_and_empty_windows() {
         let rows = vec![row(540, "a", "x", 2, 60, 0), row(540, "a", "y", 2, 30, 0)];
         let q = query(true);
-        let f = compute(&rows, &q, Measure::Calls, &[10.0, 20.0], 10_000);
+        let f = compute(&rows, &q, Measure::Calls, &[10.0, 20.0], 10_000.0);
         assert_eq!(f.name, "service_operation_call_rate");
         assert_eq!(f.metrics.len(), 2);
         assert_eq!(f.metrics[0].labels[1].name, "operation");
         // At 480 s nothing happened yet: rate 0; latency has no point there.
         assert_eq!(f.metrics[0].metric_points[0].gauge_value.double_value, 0.0);
-        let l = compute(&rows, &q, Measure::Latency(0.5), &[10.0, 20.0], 10_000);
+        let l = compute(&rows, &q, Measure::Latency(0.5), &[10.0, 20.0], 10_000.0);
         assert_eq!(l.metrics[0].metric_points.len(), 1, "{l:?}");
+    }
+
+    #[test]
+    fn the_minute_in_progress_counts_whole_at_now() {
+        // 60 calls recorded in the first 0.3 s of minute 600; asked at 600.3 s with a
+        // 60 s window: all 60 are in the window (they are all the minute has so far).
+        let rows = vec![row(600, "a", "op", 2, 60, 0)];
+        let q = SpmQuery {
+            end_ms: 600_300,
+            lookback_ms: 60_000,
+            step_ms: 60_000,
+            rate_per_ms: 60_000,
+            ..query(false)
+        };
+        let f = compute(&rows, &q, Measure::Calls, &[10.0, 20.0], 600.3);
+        let last = f.metrics[0]
+            .metric_points
+            .last()
+            .unwrap()
+            .gauge_value
+            .double_value;
+        assert!((last * 60.0 - 60.0).abs() < 1e-9, "{last}");
     }
 
     #[test]

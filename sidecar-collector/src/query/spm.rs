@@ -131,7 +131,7 @@ async fn answer(st: QueryState, p: SpmParams, measure: Result<Measure, String>) 
         &q,
         measure,
         &metrics.settings().bounds_ms,
-        now / 1000,
+        now as f64 / 1000.0,
     );
     json_response(StatusCode::OK, &family, pretty)
 }
