@@ -6,6 +6,7 @@
 //! percentiles (a uniform reservoir beyond that).
 
 use crate::critical::{critical_path, critical_times, self_times};
+use crate::percentile;
 use crate::skew;
 use crate::trace::{Span, Trace};
 use serde::Serialize;
@@ -58,14 +59,6 @@ pub struct Hotspots {
 
 const OTHER: &str = "(other)";
 const EXAMPLES: usize = 3;
-
-fn pct(v: &mut [i64], p: f64) -> i64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 impl Hotspots {
     pub fn new(max_keys: usize, max_samples: usize) -> Hotspots {
@@ -160,10 +153,10 @@ impl Hotspots {
                         0.0
                     },
                     traces: a.traces,
-                    critical_p50_ns: pct(&mut c, 0.5),
-                    critical_p95_ns: pct(&mut c, 0.95),
-                    self_p50_ns: pct(&mut s, 0.5),
-                    self_p95_ns: pct(&mut s, 0.95),
+                    critical_p50_ns: percentile(&mut c, 0.5),
+                    critical_p95_ns: percentile(&mut c, 0.95),
+                    self_p50_ns: percentile(&mut s, 0.5),
+                    self_p95_ns: percentile(&mut s, 0.95),
                     examples: a.examples.clone(),
                 }
             })

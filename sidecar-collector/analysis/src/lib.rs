@@ -24,4 +24,13 @@ pub mod trace;
 pub mod windows;
 
 pub use critical::{critical_path, self_times, Segment};
+
+/// The `p`-quantile of `v` (nearest rank; `v` is sorted in place); 0 when empty.
+pub(crate) fn percentile(v: &mut [i64], p: f64) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
 pub use trace::{Span, Trace, TraceWarning};

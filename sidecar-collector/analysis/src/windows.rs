@@ -5,6 +5,7 @@
 //! comparison does for Tempo). Slow means slower than the baseline's p95 (the
 //! window's own p95 when the baseline is empty).
 
+use crate::percentile;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -65,14 +66,6 @@ pub struct WindowComparison {
     pub overrepresented: Vec<Overrepresented>,
 }
 
-fn pct(v: &mut [i64], p: f64) -> i64 {
-    if v.is_empty() {
-        return 0;
-    }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn side(spans: &[SpanFacts], seconds: f64) -> Side {
     let mut d: Vec<i64> = spans.iter().map(|s| s.duration_ns).collect();
     let n = spans.len() as u64;
@@ -84,9 +77,9 @@ fn side(spans: &[SpanFacts], seconds: f64) -> Side {
         } else {
             0.0
         },
-        p50_ns: pct(&mut d, 0.5),
-        p95_ns: pct(&mut d, 0.95),
-        p99_ns: pct(&mut d, 0.99),
+        p50_ns: percentile(&mut d, 0.5),
+        p95_ns: percentile(&mut d, 0.95),
+        p99_ns: percentile(&mut d, 0.99),
     }
 }
 

@@ -22,7 +22,7 @@ use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use meshtrace_testkit::bench::{arg, clk_tck};
+use meshtrace_testkit::bench::{arg, clk_tck, pct};
 use meshtrace_testkit::collector::{metric, Collector, Opts};
 use meshtrace_testkit::envoy::cpu_ticks;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,14 +148,6 @@ fn request(conn: u64, seq: u64, now_ns: u64) -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn vm_kb(pid: u32, field: &str) -> f64 {

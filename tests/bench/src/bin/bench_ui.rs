@@ -9,16 +9,11 @@
 
 use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
-use meshtrace_testkit::bench::arg;
+use meshtrace_testkit::bench::{arg, pct};
 use meshtrace_testkit::collector::{Collector, Opts};
 use meshtrace_testkit::otlp::{now_ns, request};
 use meshtrace_testkit::workspace_root;
 use std::process::Command;
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 fn main() {
     let rounds = arg("--rounds", 10);
