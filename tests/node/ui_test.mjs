@@ -5,7 +5,7 @@
 //    "artifacts": "<dir>"}
 // Prints one JSON line of results; exits 1 with the reason on the first failure.
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 // axe-core (npm): the accessibility rules checked on every view (contrast, names of
@@ -80,6 +80,31 @@ try {
   await page.locator("#find").fill(cfg.findText);
   await page.waitForFunction(() => /match/.test(document.querySelector(".toolbar [aria-live]")?.textContent || ""), null, { timeout: T })
     .catch(() => fail("find did not report matches"));
+
+  // A JSON file opened in the trace view: the trace under an id the collector does
+  // not hold, so its critical path can only come from the analysis wasm in the page.
+  const stored = await (await fetch(`${cfg.base}/api/v3/traces/${cfg.trace}`)).text();
+  const offline = "f".repeat(32);
+  const file = `${cfg.artifacts}/opened-file.json`;
+  writeFileSync(file, stored.replaceAll(cfg.trace, offline));
+  await page.locator(".trace-head").evaluate((h) => { h.dataset.before = "1"; });
+  await page.locator("#upload").setInputFiles(file);
+  await page.waitForSelector(".trace-head:not([data-before])", { timeout: T }).catch(() => fail("opening a JSON file did not show its trace"));
+  if ((await page.locator("[data-testid=trace-id]").textContent()) !== offline) fail("the opened file's trace is not the one shown");
+  const fileWarnings = (await page.locator(".warnings").allTextContents()).join(" ");
+  if (/critical path unavailable/.test(fileWarnings)) fail(`opened file: ${fileWarnings}`);
+  for (const id of cfg.critical) {
+    if ((await page.locator(`.wf-crit[data-critical="${id}"]`).count()) === 0) fail(`opened file: span ${id} is not marked on the critical path`);
+  }
+  for (const id of cfg.offPath) {
+    if ((await page.locator(`.wf-crit[data-critical="${id}"]`).count()) !== 0) fail(`opened file: span ${id} is marked on the critical path but is not on it`);
+  }
+  results.views.openedFile = { critical: await page.locator(".wf-crit").count() };
+  if (results.views.openedFile.critical !== results.views.trace.critical) {
+    fail(`opened file: ${results.views.openedFile.critical} critical segments on screen, the collector's answer had ${results.views.trace.critical}`);
+  }
+  await page.goto(`${cfg.base}/trace/${cfg.trace}`);
+  await page.waitForSelector(".wf-row", { timeout: T }).catch(() => fail("the trace did not open again"));
 
   // A deep link survives a reload; a trace id typed in the header opens it.
   await page.reload();

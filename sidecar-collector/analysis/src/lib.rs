@@ -19,6 +19,7 @@
 pub mod critical;
 pub mod diff;
 pub mod hotspots;
+pub mod report;
 pub mod skew;
 pub mod trace;
 pub mod windows;

@@ -32,9 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use axum_extra::extract::Query;
-use meshtrace_analysis::critical::critical_times;
 use meshtrace_analysis::hotspots::{Hotspot, Hotspots};
-use meshtrace_analysis::{critical_path, self_times, skew, Span, Trace, TraceWarning};
+use meshtrace_analysis::report::{critical_path_report, process_of};
+use meshtrace_analysis::Span;
 use serde::Serialize;
 
 pub fn routes() -> Router<QueryState> {
@@ -61,10 +61,6 @@ fn id_u64(b: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
 }
 
-fn hex(id: u64) -> String {
-    format!("{id:016x}")
-}
-
 /// A stored trace as the analyses see it: a consumer span does not hold up its
 /// producer (asynchronous); the process is the service and its pod or host.
 pub fn analysis_spans(t: &StoredTrace) -> Vec<Span> {
@@ -76,13 +72,7 @@ pub fn analysis_spans(t: &StoredTrace) -> Vec<Span> {
                     .and_then(crate::model::value_text)
             };
             let service = service_of(&s.origin.resource);
-            let process = format!(
-                "{service}/{}",
-                attr("k8s.pod.name")
-                    .or_else(|| attr("host.name"))
-                    .or_else(|| attr("service.instance.id"))
-                    .unwrap_or_default()
-            );
+            let process = process_of(&service, attr);
             Some(Span {
                 id: id_u64(&s.span.span_id)?,
                 parent: id_u64(&s.span.parent_span_id),
@@ -95,37 +85,6 @@ pub fn analysis_spans(t: &StoredTrace) -> Vec<Span> {
             })
         })
         .collect()
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PathSegment {
-    span_id: String,
-    /// Nanoseconds since the epoch, as decimal strings (as OTLP JSON times are).
-    start_time_unix_nano: String,
-    end_time_unix_nano: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SpanTimes {
-    span_id: String,
-    service: String,
-    operation: String,
-    self_ns: i64,
-    critical_ns: i64,
-    /// Start after clock-skew adjustment (ns).
-    adjusted_start_unix_nano: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CriticalPathAnswer {
-    trace_id: String,
-    duration_ns: i64,
-    critical_path: Vec<PathSegment>,
-    spans: Vec<SpanTimes>,
-    warnings: Vec<TraceWarning>,
 }
 
 async fn critical_path_of(State(st): State<QueryState>, Path(id): Path<String>) -> Response {
@@ -147,38 +106,10 @@ async fn critical_path_of(State(st): State<QueryState>, Path(id): Path<String>) 
     let Some(stored) = set.traces.first() else {
         return v3::error(StatusCode::NOT_FOUND, "trace not found");
     };
-    let mut t = Trace::new(analysis_spans(stored));
-    skew::adjust(&mut t);
-    let path = critical_path(&t);
-    let crit = critical_times(&t, &path);
-    let own = self_times(&t);
-    let duration_ns = t.root.map_or(0, |r| t.spans[r].duration());
-    Json(CriticalPathAnswer {
-        trace_id: meshtrace_proto::TraceId(stored.trace_id).to_string(),
-        duration_ns,
-        critical_path: path
-            .iter()
-            .map(|s| PathSegment {
-                span_id: hex(t.spans[s.span].id),
-                start_time_unix_nano: s.start.to_string(),
-                end_time_unix_nano: s.end.to_string(),
-            })
-            .collect(),
-        spans: t
-            .spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SpanTimes {
-                span_id: hex(s.id),
-                service: s.service.clone(),
-                operation: s.operation.clone(),
-                self_ns: own[i],
-                critical_ns: crit[i],
-                adjusted_start_unix_nano: s.start.to_string(),
-            })
-            .collect(),
-        warnings: t.warnings.clone(),
-    })
+    Json(critical_path_report(
+        meshtrace_proto::TraceId(stored.trace_id).to_string(),
+        analysis_spans(stored),
+    ))
     .into_response()
 }
 

@@ -150,8 +150,11 @@ pub fn parse_rfc3339_us(s: &str) -> Result<i64, String> {
     // humantime reads UTC (`Z`); an offset is applied here.
     let (base, offset_s) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
         Some((b, o))
-            if (o.starts_with('+') || o.starts_with('-')) && o.as_bytes().get(3) == Some(&b':') =>
+            if (o.starts_with('+') || o.starts_with('-') || o.starts_with(' '))
+                && o.as_bytes().get(3) == Some(&b':') =>
         {
+            // ' ': a `+` sent unencoded (Grafana's Jaeger data source writes the
+            // times into the query string as they are) reads back as a space.
             let h: i64 = o[1..3].parse().map_err(|_| format!("bad offset {o:?}"))?;
             let m: i64 = o[4..6].parse().map_err(|_| format!("bad offset {o:?}"))?;
             let sign = if o.starts_with('-') { -1 } else { 1 };

@@ -4,6 +4,7 @@
 // highlighted, and the selected span's detail.
 
 import * as api from "../api.js";
+import { criticalPath } from "../analysis.js";
 import { build, colour, fmtMs, textColour } from "../model.js";
 import { errorBox } from "../app.js";
 import { el } from "../dom.js";
@@ -81,8 +82,17 @@ function show(view, data, cp, cpError) {
     const f = upload.files?.[0];
     if (!f) return;
     try {
-      const json = JSON.parse(await f.text());
-      show(view, json.result || json, null, "a file opened in the browser");
+      const text = await f.text();
+      const json = JSON.parse(text);
+      // The critical path of the file's trace, computed here by the analysis wasm.
+      let fileCp = null;
+      let fileCpError = null;
+      try {
+        fileCp = await criticalPath(text);
+      } catch (e) {
+        fileCpError = e.message;
+      }
+      show(view, json.result || json, fileCp, fileCpError);
       history.replaceState(null, "", location.pathname);
     } catch (e) {
       view.prepend(errorBox(`${f.name}: ${e.message}`));
