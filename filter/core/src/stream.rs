@@ -229,39 +229,48 @@ impl Stream {
             (random != 0).then(|| trace_id.randomness()),
         );
         let sampled = decision.sampled();
-        let span_id = SpanId(tracer.rng.span_id());
+        // One rule for a hop that records no span, whatever headers the app
+        // forwarded: it writes no span id of its own. With a valid parent, every
+        // format goes on carrying the parent's id; only what is missing or must
+        // change is written (formats to inject that did not arrive or arrived
+        // invalid, a traceparent of another version or with unknown flags, a
+        // changed decision, tracestate edits). A sampled hop writes its new span
+        // id in every format.
+        let keep_parent = match parent {
+            Some(p) if !sampled => Some(p),
+            _ => None,
+        };
+        let span_id = keep_parent.unwrap_or_else(|| SpanId(tracer.rng.span_id()));
 
         let mut formats = tracer.inject_formats;
         if tracer.config.propagation.inject_incoming_formats {
             formats = formats.union(extracted.arrived);
         }
+        if keep_parent.is_some()
+            && !extracted.invalid
+            && extracted.sampled == Some(sampled)
+            && !extracted.debug
+        {
+            let mut write = formats.without(extracted.arrived);
+            if extracted.w3c_rewrite && formats.contains(propagation::Formats::W3C) {
+                write.insert(propagation::Formats::W3C);
+            }
+            formats = write;
+        }
         let out = Outgoing {
             trace_id,
             span_id,
-            parent_span_id: parent,
+            // x-b3-parentspanid: this span's parent; a hop without a span has none to name.
+            parent_span_id: if keep_parent.is_some() { None } else { parent },
             sampled,
             debug: extracted.debug,
             w3c_flags: extracted.w3c_flags.unwrap_or(0) | random,
             tracestate: new_tracestate.as_ref().unwrap_or(&extracted.tracestate),
         };
-        // Not sampled upstream, and a valid context arrived in exactly the
-        // formats we would write: nothing records this hop, so the headers
-        // go on unchanged (W3C allows it) and no host call is spent.
-        let pass_through = decision == Decision::Parent(false)
-            && extracted.parent.is_some()
-            && !extracted.invalid
-            && !extracted.debug
-            && formats == extracted.arrived
-            && matches!(
-                extracted.tracestate,
-                TraceState::Keep(_) | TraceState::Absent
-            );
-        if !pass_through {
-            let mut edits = Vec::with_capacity(8);
-            propagation::inject(&out, formats, &mut edits);
-            for (name, value) in &edits {
-                host.set_request_header(name, value.as_deref());
-            }
+        let mut edits = Vec::new();
+        propagation::inject(&out, formats, &mut edits);
+        for (name, value) in &edits {
+            host.set_request_header(name, value.as_deref());
         }
         if !sampled {
             return Stream { span: None };

@@ -22,6 +22,8 @@ pub struct FakeHost {
     pub shared: SharedStore,
     /// Make the next N `shared_set` calls lose the CAS race.
     pub fail_cas: u32,
+    /// Every `set_request_header` call, in order.
+    pub edits: Vec<(String, Option<String>)>,
 }
 
 impl FakeHost {
@@ -76,6 +78,7 @@ impl StreamHost for FakeHost {
         self.request_headers.clone()
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        self.edits.push((name.into(), value.map(str::to_string)));
         self.request_headers.retain(|(n, _)| n != name);
         if let Some(v) = value {
             self.request_headers

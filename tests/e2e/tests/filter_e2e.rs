@@ -677,3 +677,95 @@ fn h_consistent_downstream_keeps_a_subset_of_upstream() {
         "{last_ts:?}"
     );
 }
+
+/// W3C Trace Context Level 2 on the wire through a real Envoy (issue 14 items 1–3):
+/// other vendors' tracestate keys valid under Level 2's grammar go on untouched,
+/// unknown trace-flags and higher versions never go on, and an unsampled hop sends
+/// the parent's id on whichever headers the app forwarded.
+#[test]
+fn i_w3c_level_2_on_the_wire_and_one_pass_through_rule() {
+    let receiver = OtlpReceiver::start();
+    let (_envoy, port, app) = inbound(&cfg(r#""propagation":{"inject":["w3c","b3"]}"#), &receiver);
+    let mut c = Client::connect(port);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+
+    // Item 1: Level 2 keys (Level 1 dropped all four of these members).
+    let tenant = format!("{}@sys=1", "t".repeat(242));
+    let ts = format!("foo@=1,foo@@bar=1,1special=1,{tenant},vendor=x");
+    let tp = format!("00-{trace}-{parent}-01");
+    assert_eq!(
+        c.get(
+            "/l2/keys",
+            &[
+                ("traceparent", tp.as_bytes()),
+                ("tracestate", ts.as_bytes())
+            ]
+        )
+        .status(),
+        200
+    );
+    assert_eq!(
+        app.last().header("tracestate").as_deref(),
+        Some(ts.as_str())
+    );
+
+    // Item 2: unknown flags zeroed, any version written as 00.
+    for (i, (incoming, out_flags)) in [
+        (format!("00-{trace}-{parent}-05"), "01"),
+        (format!("00-{trace}-{parent}-ff"), "03"),
+        (format!("cc-{trace}-{parent}-ff-future"), "03"),
+        (format!("00-{trace}-{parent}-04"), "00"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(
+            c.get(
+                &format!("/l2/flags/{i}"),
+                &[("traceparent", incoming.as_bytes())]
+            )
+            .status(),
+            200
+        );
+        let out = app.last().header("traceparent").unwrap_or_default();
+        assert!(
+            out.starts_with(&format!("00-{trace}-"))
+                && out.ends_with(&format!("-{out_flags}"))
+                && out.len() == 55,
+            "{incoming} went on as {out}"
+        );
+    }
+
+    // Item 3: an unsampled context, from an app forwarding only W3C's header and from
+    // one forwarding Istio's whole list: the same parent id goes on in both formats.
+    let unsampled = format!("00-{trace}-{parent}-00");
+    let w3c_only: Vec<(&str, &[u8])> = vec![("traceparent", unsampled.as_bytes())];
+    let istio: Vec<(&str, &[u8])> = vec![
+        ("traceparent", unsampled.as_bytes()),
+        ("x-request-id", b"5f1b0c3e"),
+        ("x-b3-traceid", trace.as_bytes()),
+        ("x-b3-spanid", parent.as_bytes()),
+        ("x-b3-parentspanid", b"1111111111111111"),
+        ("x-b3-sampled", b"0"),
+    ];
+    for (app_kind, headers) in [("W3C only", &w3c_only), ("Istio's list", &istio)] {
+        assert_eq!(c.get("/l2/unsampled", headers).status(), 200);
+        let seen = app.last();
+        assert_eq!(
+            seen.header("traceparent").as_deref(),
+            Some(unsampled.as_str()),
+            "{app_kind}"
+        );
+        assert_eq!(
+            seen.header("x-b3-spanid").as_deref(),
+            Some(parent),
+            "{app_kind}"
+        );
+        assert_eq!(
+            seen.header("x-b3-sampled").as_deref(),
+            Some("0"),
+            "{app_kind}"
+        );
+    }
+}

@@ -31,6 +31,10 @@ impl Formats {
     pub fn union(self, other: Formats) -> Formats {
         Formats(self.0 | other.0)
     }
+    /// The formats of `self` that `other` does not have.
+    pub fn without(self, other: Formats) -> Formats {
+        Formats(self.0 & !other.0)
+    }
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -132,6 +136,9 @@ pub struct Extracted {
     pub debug: bool,
     /// W3C trace-flags of the parent when the context came from `traceparent`.
     pub w3c_flags: Option<u8>,
+    /// The `traceparent` that arrived must be rewritten even if nothing else
+    /// changes (a higher version, unknown flags set).
+    pub w3c_rewrite: bool,
     pub tracestate: TraceState,
     /// Formats whose headers were present (valid or not).
     pub arrived: Formats,
@@ -146,6 +153,7 @@ pub fn extract(h: &IncomingHeaders<'_>) -> Extracted {
         sampled: None,
         debug: false,
         w3c_flags: None,
+        w3c_rewrite: false,
         tracestate: TraceState::Absent,
         arrived: Formats::NONE,
         invalid: false,
@@ -173,6 +181,7 @@ pub fn extract(h: &IncomingHeaders<'_>) -> Extracted {
                 });
                 out.sampled = Some(p.flags & w3c::FLAG_SAMPLED != 0);
                 out.w3c_flags = Some(p.flags);
+                out.w3c_rewrite = !p.canonical;
                 out.tracestate = match h.tracestate.as_slice() {
                     [] => TraceState::Absent,
                     [one] => match w3c::sanitize_tracestate(one) {
@@ -279,7 +288,9 @@ pub type HeaderEdit = (&'static str, Option<String>);
 /// The header edits that inject `ctx` in `formats`.
 pub fn inject(ctx: &Outgoing<'_>, formats: Formats, edits: &mut Vec<HeaderEdit>) {
     if formats.contains(Formats::W3C) {
-        let flags = (ctx.w3c_flags & !w3c::FLAG_SAMPLED) | u8::from(ctx.sampled);
+        // Only the flags this version knows go on (Level 2: "Other Flags" MUST be
+        // zero); always version 00, whatever version arrived.
+        let flags = (ctx.w3c_flags & w3c::FLAG_RANDOM) | u8::from(ctx.sampled);
         edits.push((
             "traceparent",
             Some(w3c::format_traceparent(&ctx.trace_id, &ctx.span_id, flags)),

@@ -8,6 +8,9 @@ pub struct TraceParent {
     pub trace_id: TraceId,
     pub parent_id: SpanId,
     pub flags: u8,
+    /// Exactly what this version writes: version 00, no unknown flag set. A
+    /// header that is not must be rewritten before it goes on.
+    pub canonical: bool,
 }
 
 /// Why a `traceparent` was rejected.
@@ -32,7 +35,11 @@ pub enum TraceParentError {
 }
 
 pub const FLAG_SAMPLED: u8 = 0x01;
+/// Level 2's random trace-id flag.
 pub const FLAG_RANDOM: u8 = 0x02;
+/// The flags this version defines; Level 2 (§3.2.2.5.3 "Other Flags"): the
+/// others MUST be set to zero when propagating.
+pub const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_RANDOM;
 
 fn hex_byte(s: &[u8]) -> Option<u8> {
     let v = |c: u8| match c {
@@ -75,6 +82,7 @@ pub fn parse_traceparent(v: &[u8]) -> Result<TraceParent, TraceParentError> {
         trace_id,
         parent_id,
         flags,
+        canonical: version == 0 && flags & !KNOWN_FLAGS == 0,
     })
 }
 
@@ -97,30 +105,20 @@ pub const MAX_MEMBERS: usize = 32;
 pub const MAX_LENGTH: usize = 512;
 const LONG_MEMBER: usize = 128;
 
-fn valid_simple_key(k: &[u8]) -> bool {
-    !k.is_empty()
-        && k.len() <= 256
-        && k[0].is_ascii_lowercase()
-        && k.iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*' | b'/')
-        })
-}
-
+/// A `tracestate` key, W3C Trace Context Level 2 (§3.3.1.3.1):
+/// `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`. Level 1's
+/// `tenant@system` split (tenant ≤ 241, system ≤ 14 starting with a letter) is
+/// gone: `foo@=1`, `foo@@bar=1` and a 242-character tenant are other vendors'
+/// valid keys, which a vendor SHOULD NOT delete.
 fn valid_key(k: &[u8]) -> bool {
-    let body = |s: &[u8], max: usize, first_digit_ok: bool| {
-        !s.is_empty()
-            && s.len() <= max
-            && (s[0].is_ascii_lowercase() || (first_digit_ok && s[0].is_ascii_digit()))
-            && s.iter().all(|c| {
-                c.is_ascii_lowercase()
-                    || c.is_ascii_digit()
-                    || matches!(c, b'_' | b'-' | b'*' | b'/')
-            })
-    };
-    match k.iter().position(|c| *c == b'@') {
-        None => valid_simple_key(k),
-        Some(at) => body(&k[..at], 241, true) && body(&k[at + 1..], 14, false),
-    }
+    matches!(k.first(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && k.len() <= 256
+        && k.iter().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, b'_' | b'-' | b'*' | b'/' | b'@')
+        })
 }
 
 fn valid_value(v: &[u8]) -> bool {
@@ -321,6 +319,28 @@ mod tests {
                 Some("1tenant@sys=1"),
                 "tenant may start with digit",
             ),
+            // Level 2 §3.3.1.3.1: key = ( lcalpha / DIGIT ) 0*255 ( keychar ),
+            // keychar includes "@": no tenant/system split any more.
+            ("foo@=1", Some("foo@=1"), "L2: '@' as the last keychar"),
+            ("foo@@bar=1", Some("foo@@bar=1"), "L2: two '@'"),
+            (
+                "1special=1",
+                Some("1special=1"),
+                "L2: a key may start with a digit",
+            ),
+            (
+                "a@b@c=1,x=2",
+                Some("a@b@c=1,x=2"),
+                "L2: '@' anywhere after the first",
+            ),
+            ("foo@Bar=1", None, "L2: uppercase is still no keychar"),
+            (
+                "@foo=1",
+                None,
+                "L2: the first character is lcalpha or DIGIT",
+            ),
+            ("_foo=1", None, "L2: '_' cannot start a key"),
+            ("foo.bar=1", None, "L2: '.' is no keychar"),
             ("a=b=c", None, "equals in value"),
             ("a=", None, "empty value"),
             ("a=x ", Some("a=x"), "trailing whitespace is list OWS"),
@@ -333,6 +353,48 @@ mod tests {
                 sanitize_tracestate(input.as_bytes()).as_deref(),
                 *want,
                 "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn tracestate_key_lengths_level_2() {
+        // A 242-character tenant: Level 1 capped it at 241, Level 2 only caps the key at 256.
+        let tenant = format!("{}@sys=1", "t".repeat(242));
+        assert_eq!(
+            sanitize_tracestate(tenant.as_bytes()).as_deref(),
+            Some(tenant.as_str())
+        );
+        let longest = format!("{}=1", "k".repeat(256));
+        assert_eq!(
+            sanitize_tracestate(longest.as_bytes()).as_deref(),
+            Some(longest.as_str())
+        );
+        let too_long = format!("{}=1", "k".repeat(257));
+        assert_eq!(
+            sanitize_tracestate(too_long.as_bytes()),
+            None,
+            "257 characters"
+        );
+    }
+
+    #[test]
+    fn canonical_is_version_00_with_known_flags_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        for (tp, canonical) in [
+            (format!("00-{id}-00"), true),
+            (format!("00-{id}-01"), true),
+            (format!("00-{id}-03"), true),
+            (format!("00-{id}-05"), false),
+            (format!("00-{id}-09"), false),
+            (format!("00-{id}-ff"), false),
+            (format!("cc-{id}-01"), false),
+            (format!("cc-{id}-ff-more"), false),
+        ] {
+            assert_eq!(
+                parse_traceparent(tp.as_bytes()).unwrap().canonical,
+                canonical,
+                "{tp}"
             );
         }
     }

@@ -161,15 +161,14 @@ fn probability_zero_exports_nothing_but_propagates() {
     );
     let (h, req) = run(&mut t, host);
     assert!(req.is_none());
-    let tp = h.header("traceparent").unwrap();
-    assert!(
-        tp.starts_with("00-80f198ee56343ba864fe8b2a57d3eff7-") && tp.ends_with("-00"),
-        "{tp}"
+    // No span here, so no span id of its own: the parent's goes on, now with a decision.
+    assert_eq!(
+        h.header("traceparent").as_deref(),
+        Some("00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-00")
     );
-    let b3 = h.header("b3").unwrap();
-    assert!(
-        b3.starts_with("80f198ee56343ba864fe8b2a57d3eff7-") && b3.ends_with("-0-e457b5a2e4d86bd1"),
-        "{b3}"
+    assert_eq!(
+        h.header("b3").as_deref(),
+        Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")
     );
     assert_eq!(t.buffer.counters.spans_started, 1);
     assert_eq!(t.buffer.counters.spans_sampled, 0);
@@ -441,15 +440,7 @@ fn unsampled_parent_passes_headers_through_unchanged() {
         Some(tp),
         "forwarded as is"
     );
-
-    // A format we must add (b3 configured) means the context is written.
-    let host = node()
-        .with_request("GET", "/")
-        .with_header("traceparent", tp);
-    let mut t = tracer(r#"{"propagation":{"inject":["w3c","b3"]}}"#, &host);
-    let (h, _) = run(&mut t, host);
-    assert_ne!(h.header("traceparent").as_deref(), Some(tp));
-    assert!(h.header("x-b3-traceid").is_some());
+    assert!(h.edits.is_empty(), "no host call: {:?}", h.edits);
 
     // Sampled upstream: our span becomes the parent.
     let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -463,6 +454,100 @@ fn unsampled_parent_passes_headers_through_unchanged() {
         .header("traceparent")
         .unwrap()
         .contains(&hex(&span.span_id)));
+}
+
+/// Issue 14 item 3: whether an unsampled hop re-parents must not depend on which
+/// headers the app forwarded. An app forwarding only W3C's headers and one
+/// forwarding Istio's whole list (W3C, B3 multi, x-request-id, …) send the same
+/// parent id on, in every format the filter writes, for every inject setting.
+#[test]
+fn an_unsampled_hop_keeps_the_parent_id_whatever_the_app_forwarded() {
+    let parent = "00f067aa0ba902b7";
+    let tp = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{parent}-00");
+    let w3c_only: Vec<(&str, String)> = vec![("traceparent", tp.clone())];
+    let istio_list: Vec<(&str, String)> = vec![
+        ("traceparent", tp.clone()),
+        ("tracestate", "congo=t61rcWkgMzE".into()),
+        ("x-request-id", "5f1b0c3e-1".into()),
+        ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        ("x-b3-spanid", parent.into()),
+        ("x-b3-parentspanid", "1111111111111111".into()),
+        ("x-b3-sampled", "0".into()),
+        ("x-ot-span-context", "x".into()),
+    ];
+    for inject in [
+        r#"["w3c"]"#,
+        r#"["w3c","b3"]"#,
+        r#"["w3c","b3","b3_single","jaeger"]"#,
+    ] {
+        for (app, forwarded) in [("W3C only", &w3c_only), ("Istio's list", &istio_list)] {
+            let mut host = node().with_request("GET", "/");
+            for (k, v) in forwarded {
+                host = host.with_header(k, v);
+            }
+            let mut t = tracer(
+                &format!(r#"{{"propagation":{{"inject":{inject}}}}}"#),
+                &host,
+            );
+            let (h, req) = run(&mut t, host);
+            assert!(req.is_none(), "{inject}, {app}: unsampled");
+            let ids = [
+                h.header("traceparent").map(|v| v[36..52].to_string()),
+                h.header("x-b3-spanid"),
+                h.header("b3").map(|v| v[33..49].to_string()),
+                h.header("uber-trace-id")
+                    .map(|v| v.split(':').nth(1).unwrap_or_default().to_string()),
+            ];
+            for id in ids.into_iter().flatten() {
+                assert_eq!(id, parent, "{inject}, {app}: {:?}", h.edits);
+            }
+            assert_eq!(
+                h.header("traceparent").as_deref(),
+                Some(tp.as_str()),
+                "{inject}, {app}"
+            );
+        }
+    }
+}
+
+/// Issue 14 item 2, W3C Trace Context Level 2 §3.2.2.5.3 ("Other Flags": MUST be
+/// set to zero) and §3.2.4 (a higher version is read as 00 and written as 00).
+#[test]
+fn unknown_trace_flags_and_versions_never_go_on() {
+    let ids = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+    for (incoming, sampled, flags_out) in [
+        (format!("00-{ids}-04"), false, "00"),
+        (format!("00-{ids}-06"), false, "02"),
+        (format!("00-{ids}-05"), true, "01"),
+        (format!("00-{ids}-09"), true, "01"),
+        (format!("00-{ids}-ff"), true, "03"),
+        (format!("cc-{ids}-ff-more-fields"), true, "03"),
+        (format!("cc-{ids}-00"), false, "00"),
+    ] {
+        let host = node()
+            .with_request("GET", "/")
+            .with_header("traceparent", &incoming);
+        let mut t = tracer("{}", &host);
+        let (h, req) = run(&mut t, host);
+        let out = h.header("traceparent").unwrap_or_default();
+        assert_eq!(req.is_some(), sampled, "{incoming}");
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{incoming} → {out}"
+        );
+        assert!(
+            out.ends_with(&format!("-{flags_out}")),
+            "{incoming} → {out}"
+        );
+        assert_eq!(out.len(), 55, "{incoming} → {out}");
+        if !sampled {
+            assert_eq!(
+                &out[36..52],
+                "00f067aa0ba902b7",
+                "{incoming}: no span, the parent's id"
+            );
+        }
+    }
 }
 
 #[test]
