@@ -4,7 +4,7 @@
 use crate::config::{AttributeType, Direction};
 use crate::host::{Headers, StreamHost};
 use crate::otlp::{self, span_field as f, SpanKind, StatusCode, Value};
-use crate::propagation::{self, IncomingHeaders, Outgoing, TraceState};
+use crate::propagation::{self, IncomingHeaders, Outgoing};
 use crate::sampling::Decision;
 use crate::tracer::{truncate, Tracer};
 use meshtrace_proto::{semconv, SpanId, TraceId};
