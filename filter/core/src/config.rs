@@ -152,6 +152,21 @@ pub struct PropagationConfig {
     pub inject: Vec<FormatName>,
     /// Also write back every format that arrived.
     pub inject_incoming_formats: bool,
+    /// When to return W3C Trace Context Level 2's `traceresponse` header.
+    pub traceresponse: TraceResponseMode,
+}
+
+/// Which responses carry `traceresponse: 00-<trace id>-<this hop's span id>-<flags>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceResponseMode {
+    /// Requests that arrived without a trace context: they come from outside the
+    /// mesh (every hop inside it carries one), and their caller cannot otherwise
+    /// learn the trace id. Mesh-internal hops answer without it.
+    Roots,
+    /// Every response.
+    Always,
+    Never,
 }
 
 impl Default for PropagationConfig {
@@ -159,15 +174,25 @@ impl Default for PropagationConfig {
         Self {
             inject: vec![FormatName::W3c],
             inject_incoming_formats: true,
+            traceresponse: TraceResponseMode::Roots,
         }
     }
 }
+
+/// The default force header: survives Envoy's edge, unlike `x-envoy-force-trace`.
+pub const DEFAULT_FORCE_HEADER: &str = "x-meshtrace-force-trace";
+
+/// Jaeger clients' debug header: forces sampling; its value becomes the span's
+/// `jaeger-debug-id` tag, so the trace can be searched by it.
+pub const JAEGER_DEBUG_ID: &str = "jaeger-debug-id";
 
 /// Static sampling: the keys of Jaeger's strategies file, plus a force header.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingConfig {
-    /// A request with this header (any value) is always sampled.
+    /// A request with this header (any value) is always sampled. Not `x-envoy-*`:
+    /// Envoy removes those from requests arriving from outside the mesh. Jaeger's
+    /// `jaeger-debug-id` always forces sampling too (and is recorded as a tag).
     pub force_sample_header: Option<String>,
     pub default_strategy: Option<DefaultStrategy>,
     pub service_strategies: Vec<ServiceStrategy>,
@@ -208,7 +233,7 @@ impl Default for RemoteSamplingConfig {
 impl Default for SamplingConfig {
     fn default() -> Self {
         Self {
-            force_sample_header: Some("x-envoy-force-trace".into()),
+            force_sample_header: Some(DEFAULT_FORCE_HEADER.into()),
             default_strategy: Some(DefaultStrategy {
                 kind: StrategyType::Probabilistic,
                 param: 1.0,
@@ -420,6 +445,16 @@ impl Config {
         }
         if let Some(h) = &self.sampling.force_sample_header {
             check_header_name("sampling.force_sample_header", h)?;
+            if h.starts_with("x-envoy-") {
+                return Err(err(
+                    "sampling.force_sample_header",
+                    format!(
+                        "{h:?}: Envoy removes x-envoy-* headers from requests arriving from outside \
+                         the mesh, so a request from there could never force a trace; use another \
+                         name (the default is {DEFAULT_FORCE_HEADER:?}; jaeger-debug-id works too)"
+                    ),
+                ));
+            }
         }
         positive(
             "operations.max_operations",
@@ -626,6 +661,16 @@ mod tests {
                 "typo in sampling",
             ),
             (r#"{"direction":"sideways"}"#, "direction", "bad enum"),
+            (
+                r#"{"sampling":{"force_sample_header":"x-envoy-force-trace"}}"#,
+                "sampling.force_sample_header",
+                "Envoy removes x-envoy-* headers",
+            ),
+            (
+                r#"{"propagation":{"traceresponse":"sometimes"}}"#,
+                "propagation.traceresponse",
+                "unknown variant",
+            ),
             (r#"[1,2]"#, "(root)", "not an object"),
             (r#"{"#, "EOF", "truncated json"),
             (

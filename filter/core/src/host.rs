@@ -17,6 +17,8 @@ pub trait StreamHost: Host {
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     fn response_headers(&self) -> Headers;
+    /// Sets a response header (to the downstream caller).
+    fn set_response_header(&mut self, name: &str, value: &str);
     fn response_trailers(&self) -> Headers;
     /// Shared data of every VM of this Envoy: (value, compare-and-swap token).
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);

@@ -1,7 +1,7 @@
 //! One HTTP stream through the sidecar: decide, propagate, and (if sampled)
 //! build one span that covers the whole stream, emitted at `on_log`.
 
-use crate::config::{AttributeType, Direction};
+use crate::config::{AttributeType, Direction, TraceResponseMode};
 use crate::host::{Headers, StreamHost};
 use crate::otlp::{self, span_field as f, SpanKind, StatusCode, Value};
 use crate::propagation::{self, IncomingHeaders, Outgoing};
@@ -84,6 +84,9 @@ fn split_host_port(addr: &str) -> (&str, Option<i64>) {
     }
 }
 
+/// W3C Trace Context Level 2's response header.
+pub const TRACERESPONSE: &str = "traceresponse";
+
 /// State of a sampled stream.
 #[derive(Debug)]
 pub struct SpanState {
@@ -117,12 +120,16 @@ struct RequestFields {
     authority: Option<usize>,
     user_agent: Option<usize>,
     request_id: Option<usize>,
+    /// Jaeger's `jaeger-debug-id`: forced sampling, recorded as a tag.
+    debug_id: Option<usize>,
 }
 
-/// Per-stream tracing; `None` when the request is not sampled (nothing more to do).
+/// Per-stream tracing: the span when the request is sampled, and the
+/// `traceresponse` to return when this hop answers with one.
 #[derive(Debug, Default)]
 pub struct Stream {
     span: Option<Box<SpanState>>,
+    traceresponse: Option<String>,
 }
 
 fn lossy(v: &[u8], max: usize) -> String {
@@ -132,6 +139,11 @@ fn lossy(v: &[u8], max: usize) -> String {
 impl Stream {
     pub fn is_sampled(&self) -> bool {
         self.span.is_some()
+    }
+
+    /// Response headers are needed: a span to complete or a `traceresponse` to write.
+    pub fn wants_response_headers(&self) -> bool {
+        self.span.is_some() || self.traceresponse.is_some()
     }
 
     /// Request headers arrived: extract, decide, inject.
@@ -160,6 +172,7 @@ impl Stream {
                 ":authority" => fields.authority = Some(at),
                 "user-agent" => fields.user_agent = Some(at),
                 "x-request-id" => fields.request_id = Some(at),
+                crate::config::JAEGER_DEBUG_ID if !v.is_empty() => fields.debug_id = Some(at),
                 "content-length" => content_length = ascii_int(v),
                 _ => {}
             }
@@ -213,18 +226,20 @@ impl Stream {
             ),
         };
         let budget_key = &tracer.budget_key;
+        // Jaeger's debug id samples like a debug flag, and says so downstream.
+        let debug = extracted.debug || fields.debug_id.is_some();
         let decision = tracer.sampler.decide(
             name.as_deref().unwrap_or(""),
             &trace_id,
             extracted.sampled,
-            forced || extracted.debug,
+            forced || debug,
             |rate| crate::budget::take_shared(host, budget_key, rate),
         );
         let (decision, new_tracestate) = crate::sampling::otel_threshold(
             decision,
             &tracer.sampler,
             name.as_deref().unwrap_or(""),
-            tracer.config.sampling.consistent_downstream && !forced && !extracted.debug,
+            tracer.config.sampling.consistent_downstream && !forced && !debug,
             &extracted.tracestate,
             (random != 0).then(|| trace_id.randomness()),
         );
@@ -249,7 +264,7 @@ impl Stream {
         if keep_parent.is_some()
             && !extracted.invalid
             && extracted.sampled == Some(sampled)
-            && !extracted.debug
+            && !debug
         {
             let mut write = formats.without(extracted.arrived);
             if extracted.w3c_rewrite && formats.contains(propagation::Formats::W3C) {
@@ -263,7 +278,7 @@ impl Stream {
             // x-b3-parentspanid: this span's parent; a hop without a span has none to name.
             parent_span_id: if keep_parent.is_some() { None } else { parent },
             sampled,
-            debug: extracted.debug,
+            debug,
             w3c_flags: extracted.w3c_flags.unwrap_or(0) | random,
             tracestate: new_tracestate.as_ref().unwrap_or(&extracted.tracestate),
         };
@@ -272,8 +287,22 @@ impl Stream {
         for (name, value) in &edits {
             host.set_request_header(name, value.as_deref());
         }
+        let traceresponse = match tracer.config.propagation.traceresponse {
+            TraceResponseMode::Never => None,
+            TraceResponseMode::Roots if extracted.parent.is_some() => None,
+            TraceResponseMode::Roots | TraceResponseMode::Always => {
+                Some(propagation::w3c::format_traceparent(
+                    &trace_id,
+                    &span_id,
+                    random | u8::from(sampled),
+                ))
+            }
+        };
         if !sampled {
-            return Stream { span: None };
+            return Stream {
+                span: None,
+                traceresponse,
+            };
         }
         tracer.buffer.counters.spans_sampled += 1;
         let now = host.now_nanos();
@@ -304,6 +333,7 @@ impl Stream {
                 response_body_size: None,
                 response_tags: Vec::new(),
             })),
+            traceresponse,
         }
     }
 
@@ -311,9 +341,12 @@ impl Stream {
     pub fn on_response_headers(
         &mut self,
         tracer: &Tracer,
-        host: &impl StreamHost,
+        host: &mut impl StreamHost,
         end_of_stream: bool,
     ) {
+        if let Some(tr) = self.traceresponse.take() {
+            host.set_response_header(TRACERESPONSE, &tr);
+        }
         let Some(span) = self.span.as_mut() else {
             return;
         };
@@ -491,6 +524,10 @@ impl Stream {
                 if let Some(ua) = text(span.fields.user_agent) {
                     let ua = truncate(&ua, max);
                     otlp::put_attr(b, a, "user_agent.original", &Value::Str(ua));
+                }
+                if let Some(d) = text(span.fields.debug_id) {
+                    let d = truncate(&d, max);
+                    otlp::put_attr(b, a, crate::config::JAEGER_DEBUG_ID, &Value::Str(d));
                 }
                 if let Some(r) = text(span.fields.request_id) {
                     let r = truncate(&r, max);

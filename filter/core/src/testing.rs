@@ -24,6 +24,8 @@ pub struct FakeHost {
     pub fail_cas: u32,
     /// Every `set_request_header` call, in order.
     pub edits: Vec<(String, Option<String>)>,
+    /// Every `set_response_header` call, in order.
+    pub response_edits: Vec<(String, String)>,
 }
 
 impl FakeHost {
@@ -84,6 +86,9 @@ impl StreamHost for FakeHost {
             self.request_headers
                 .push((name.into(), v.as_bytes().to_vec()));
         }
+    }
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.response_edits.push((name.into(), value.into()));
     }
     fn response_headers(&self) -> Headers {
         self.response_headers.clone()

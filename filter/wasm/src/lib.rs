@@ -55,6 +55,13 @@ impl StreamHost for Abi {
         hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpResponseHeaders)
             .unwrap_or_default()
     }
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        let _ = hostcalls::set_map_value(
+            proxy_wasm::types::MapType::HttpResponseHeaders,
+            name,
+            Some(value),
+        );
+    }
     fn response_trailers(&self) -> Headers {
         hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpResponseTrailers)
             .unwrap_or_default()
@@ -246,10 +253,10 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if self.stream.is_sampled() {
+        if self.stream.wants_response_headers() {
             if let Some(t) = &self.tracer {
                 self.stream
-                    .on_response_headers(&t.borrow(), &Abi, end_of_stream);
+                    .on_response_headers(&t.borrow(), &mut Abi, end_of_stream);
             }
         }
         Action::Continue

@@ -631,7 +631,9 @@ pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
          \x20 Prometheus   http://{}:{}/  (alerts: /alerts; try rate(jaeger_traces_per_service_total[5m]))\n\
          \x20 Monitor API  curl -s 'http://{CENTRAL}:16686/api/metrics/calls?service=frontend&groupByOperation=true'\n\
          \x20 strategies   curl -s 'http://{CENTRAL}:5778/api/sampling?service=frontend'  (edit istio/collector/strategies.json: reloaded live)\n\
-         \x20 a request    curl -s -X POST http://{}/checkout -H 'host: frontend:8080'\n\
+         \x20 a request    curl -si -X POST http://{}/checkout -H 'host: frontend:8080' -H 'jaeger-debug-id: my-test'\n\
+         \x20              (its traceresponse header names the trace: 00-<trace id>-<span id>-03;\n\
+         \x20               jaeger-debug-id records it whatever the sampling, tagged for search)\n\
          \x20 Envoy stats  curl -s 'http://{}:15000/stats?filter=meshtrace'\n\
          \x20 logs         {}\n",
         match opts.duration {

@@ -105,6 +105,62 @@ fn check_trace(id: &str) {
     );
 }
 
+/// Issue 14 items 4 and 5: a plain curl from outside the mesh, as the demo prints it,
+/// learns its trace id from `traceresponse`; `jaeger-debug-id` (and the force header)
+/// make sure the trace is recorded whatever the frontend's sampling rate.
+fn curl_from_outside_finds_its_trace() {
+    let frontend = format!("http://{}:15006/checkout", demo::SERVICES[0].1);
+    for (header, tag) in [
+        ("jaeger-debug-id: demo-e2e-curl", Some("demo-e2e-curl")),
+        ("x-meshtrace-force-trace: 1", None),
+    ] {
+        let out = Command::new("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/null", "-X", "POST", &frontend])
+            .args(["-H", "host: frontend:8080", "-H", header])
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        let head = String::from_utf8_lossy(&out.stdout);
+        let tr = head
+            .lines()
+            .find_map(|l| l.strip_prefix("traceresponse: "))
+            .unwrap_or_else(|| panic!("{header}: no traceresponse in\n{head}"))
+            .trim()
+            .to_string();
+        assert!(
+            tr.len() == 55 && tr.ends_with("-03"),
+            "{header}: recorded, says {tr}"
+        );
+        let trace_id = &tr[3..35];
+        let a: SocketAddr = "127.0.0.1:16686".parse().expect("address");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = demo::get_json(a, &format!("/api/traces/{trace_id}")).ok();
+            let spans = found
+                .as_ref()
+                .and_then(|t| t["data"][0]["spans"].as_array().cloned())
+                .unwrap_or_default();
+            let root = spans
+                .iter()
+                .find(|s| s["spanID"].as_str() == Some(&tr[36..52]));
+            if let Some(root) = root {
+                let got = jaeger_tag(root, "jaeger-debug-id")
+                    .and_then(|v| v["value"].as_str().map(str::to_string));
+                assert_eq!(
+                    got.as_deref(),
+                    tag,
+                    "{header}: the span's jaeger-debug-id tag"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{header}: trace {trace_id} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 #[test]
 fn the_demo_traces_three_services_and_stops_everything() {
     // 1. A taken port: a clear message naming it, nothing started.
@@ -122,8 +178,8 @@ fn the_demo_traces_three_services_and_stops_everything() {
     drop(held);
     nothing_listening();
 
-    // 2. A 20 s run from an empty store, read while it runs.
-    let mut child = demo_command(&["--duration", "20", "--fresh"])
+    // 2. A 30 s run from an empty store, read while it runs.
+    let mut child = demo_command(&["--duration", "30", "--fresh"])
         .spawn()
         .expect("run scripts/demo");
     let (rx, reader) = lines(child.stdout.take().expect("stdout"));
@@ -146,6 +202,7 @@ fn the_demo_traces_three_services_and_stops_everything() {
         panic!("no example trace printed:\n{out}");
     };
     check_trace(&id);
+    curl_from_outside_finds_its_trace();
     // Every stored checkout trace is whole, not just the example.
     let traces = get("/api/traces?service=checkout&lookback=1h&limit=50");
     let ids: Vec<&str> = traces["data"]

@@ -769,3 +769,37 @@ fn i_w3c_level_2_on_the_wire_and_one_pass_through_rule() {
         );
     }
 }
+
+/// Issue 14 items 4 and 5 on the wire through a real Envoy, sampling at 0: a request
+/// from outside the mesh (no context) gets `traceresponse` naming its trace; one with
+/// `jaeger-debug-id` is traced anyway, tagged with the id; a mesh-internal hop (a
+/// context arrived) answers without `traceresponse`.
+#[test]
+fn j_traceresponse_and_jaeger_debug_id() {
+    let receiver = OtlpReceiver::start();
+    let never = r#""sampling":{"default_strategy":{"type":"probabilistic","param":0}}"#;
+    let (_envoy, port, _app) = inbound(&cfg(never), &receiver);
+    let mut c = Client::connect(port);
+
+    let plain = c.get("/edge/plain", &[]);
+    let tr = plain
+        .header("traceresponse")
+        .expect("traceresponse for a request from outside");
+    assert!(
+        tr.starts_with("00-") && tr.ends_with("-02") && tr.len() == 55,
+        "not sampled: {tr}"
+    );
+
+    let debug = c.get("/edge/debug", &[("jaeger-debug-id", b"ticket-4711")]);
+    let tr = debug.header("traceresponse").expect("traceresponse");
+    assert!(tr.ends_with("-03"), "sampled: {tr}");
+    let spans = wait_spans(&receiver, 1);
+    assert_eq!(spans.len(), 1, "only the debug request is traced");
+    let span = &spans[0];
+    assert_eq!(span.attr("jaeger-debug-id").as_deref(), Some("ticket-4711"));
+    assert_eq!(tr, format!("00-{}-{}-03", span.trace_id(), span.span_id()));
+
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let inner = c.get("/inner", &[("traceparent", tp.as_bytes())]);
+    assert_eq!(inner.header("traceresponse"), None, "mesh-internal hop");
+}

@@ -42,17 +42,19 @@ impl Upstream {
                                 .collect::<Vec<_>>(),
                         )
                         .unwrap_or_default();
+                        // Recorded before answering: a test reading `last()` after its
+                        // response must see its own request.
+                        if let Ok(mut r) = rec.lock() {
+                            if r.len() < 100_000 {
+                                r.push(m);
+                            }
+                        }
                         write_response(
                             &mut writer,
                             status,
                             &[("content-type", "application/json"), ("x-cache", "HIT")],
                             &body,
                         );
-                        if let Ok(mut r) = rec.lock() {
-                            if r.len() < 100_000 {
-                                r.push(m);
-                            }
-                        }
                     }
                 });
             }

@@ -34,7 +34,7 @@ fn cost_of_requests() {
             .with_request("GET", &format!("/api/items/{}", i % 50))
             .with_response_header(":status", "200");
         let mut s = Stream::on_request_headers(&mut t, &mut h, true);
-        s.on_response_headers(&t, &h, false);
+        s.on_response_headers(&t, &mut h, false);
         s.on_log(&mut t, &h);
         if i % 256 == 0 {
             let before = h.dispatched.len();

@@ -24,7 +24,7 @@ fn node() -> FakeHost {
 /// Runs one request through the stream and returns the exported request.
 fn run(t: &mut Tracer, mut h: FakeHost) -> (FakeHost, Option<ExportTraceServiceRequest>) {
     let mut s = Stream::on_request_headers(t, &mut h, true);
-    s.on_response_headers(t, &h, false);
+    s.on_response_headers(t, &mut h, false);
     s.on_response_trailers(&h);
     h.now += 2_500_000;
     s.on_log(t, &h);
@@ -307,7 +307,7 @@ fn export_outcomes_update_counters() {
     // The host refuses the call (no such cluster): the span stays buffered.
     h.refuse_dispatch = true;
     let mut s = Stream::on_request_headers(&mut t, &mut h, true);
-    s.on_response_headers(&t, &h, false);
+    s.on_response_headers(&t, &mut h, false);
     s.on_log(&mut t, &h);
     h.now += 2_000_000_000;
     t.flush(&mut h);
@@ -320,7 +320,7 @@ fn force_header_and_debug_sample_at_zero() {
     let cfg = r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0}}}"#;
     let host = node()
         .with_request("GET", "/")
-        .with_header("x-envoy-force-trace", "1");
+        .with_header("x-meshtrace-force-trace", "1");
     let mut t = tracer(cfg, &host);
     let (_, req) = run(&mut t, host);
     assert_eq!(
@@ -332,6 +332,110 @@ fn force_header_and_debug_sample_at_zero() {
     let (h, req) = run(&mut t, host);
     assert!(req.is_some());
     assert!(h.header("b3").unwrap().ends_with("-d"), "debug propagated");
+}
+
+/// Issue 14 item 5: Jaeger clients' `jaeger-debug-id` forces sampling, is recorded
+/// as the span's `jaeger-debug-id` tag (Jaeger's UI and search find it) and sends
+/// a debug decision downstream; an empty one does nothing.
+#[test]
+fn jaeger_debug_id_forces_sampling_and_is_recorded() {
+    let cfg = r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0}},
+                  "propagation":{"inject":["w3c","jaeger"]}}"#;
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("jaeger-debug-id", "ticket-4711");
+    let mut t = tracer(cfg, &host);
+    let (h, req) = run(&mut t, host);
+    let span = only_span(req.as_ref().expect("sampled at p = 0")).clone();
+    assert_eq!(attr(&span, "jaeger-debug-id"), s("ticket-4711"));
+    assert_eq!(attr(&span, "sampler.type"), s("const"));
+    assert!(
+        h.header("traceparent").unwrap().ends_with("-03"),
+        "sampled downstream"
+    );
+    assert!(
+        h.header("uber-trace-id").unwrap().ends_with(":3"),
+        "Jaeger's debug flag"
+    );
+
+    // Behind a sampled-out parent too (a curl through an ingress that decided no).
+    let host = node()
+        .with_request("GET", "/")
+        .with_header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )
+        .with_header("jaeger-debug-id", "x");
+    let mut t = tracer(cfg, &host);
+    let (_, req) = run(&mut t, host);
+    assert!(req.is_some());
+
+    let host = node()
+        .with_request("GET", "/")
+        .with_header("jaeger-debug-id", "");
+    let mut t = tracer(cfg, &host);
+    let (_, req) = run(&mut t, host);
+    assert!(req.is_none(), "an empty debug id does not force");
+}
+
+/// Issue 14 item 4, W3C Trace Context Level 2 §4 (`traceresponse`): a request
+/// that arrived without a context (from outside the mesh) is answered with the
+/// trace id, this hop's span id and the sampled flag; a mesh-internal hop (a
+/// context arrived) is not, unless configured `always`; `never` turns it off.
+#[test]
+fn traceresponse_for_requests_from_outside_the_mesh() {
+    for (p, traceparent, mode, expect) in [
+        (1.0, None, "", true),
+        (0.0, None, "", true),
+        (
+            1.0,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "",
+            false,
+        ),
+        (
+            1.0,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            r#","traceresponse":"always""#,
+            true,
+        ),
+        (1.0, None, r#","traceresponse":"never""#, false),
+    ] {
+        let cfg = format!(
+            r#"{{"sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}},
+                "propagation":{{"inject":["w3c"]{mode}}}}}"#
+        );
+        let mut host = node().with_request("GET", "/");
+        if let Some(tp) = traceparent {
+            host = host.with_header("traceparent", tp);
+        }
+        let mut t = tracer(&cfg, &host);
+        let (h, req) = run(&mut t, host);
+        let got: Vec<&(String, String)> = h
+            .response_edits
+            .iter()
+            .filter(|(n, _)| n == "traceresponse")
+            .collect();
+        assert_eq!(
+            got.len(),
+            usize::from(expect),
+            "p={p} {traceparent:?} {mode}: {:?}",
+            h.response_edits
+        );
+        if let Some((_, v)) = got.first() {
+            let parsed = crate::propagation::w3c::parse_traceparent(v.as_bytes()).unwrap();
+            let sent = h.header("traceparent").unwrap();
+            assert_eq!(
+                &v[..52],
+                &sent[..52],
+                "the trace id and this hop's span id: {v}"
+            );
+            assert_eq!(parsed.flags & 1, u8::from(p > 0.5), "{v}");
+            if let Some(req) = &req {
+                assert_eq!(hex(&only_span(req).span_id), &v[36..52]);
+            }
+        }
+    }
 }
 
 #[test]
@@ -350,7 +454,7 @@ fn direction_from_istio_cluster_names_without_listener_direction() {
         let mut t = tracer("{}", &host);
         let mut h = host;
         let mut st = Stream::on_request_headers(&mut t, &mut h, false);
-        st.on_response_headers(&t, &h, false);
+        st.on_response_headers(&t, &mut h, false);
         st.on_log(&mut t, &h);
         h.now += 2_000_000_000;
         t.flush(&mut h);
@@ -386,7 +490,8 @@ mod fuzz {
         "x-b3-sampled",
         "x-b3-flags",
         "uber-trace-id",
-        "x-envoy-force-trace",
+        "x-meshtrace-force-trace",
+        "jaeger-debug-id",
         "content-length",
         "user-agent",
         "x-request-id",
@@ -413,7 +518,7 @@ mod fuzz {
             }
             let mut t = tracer(r#"{"custom_tags":[{"tag":"u","request_header":"x-user"}]}"#, &host);
             let mut s = Stream::on_request_headers(&mut t, &mut host, end_of_stream);
-            s.on_response_headers(&t, &host, false);
+            s.on_response_headers(&t, &mut host, false);
             s.on_log(&mut t, &host);
             host.now += 2_000_000_000;
             t.flush(&mut host);
