@@ -1,76 +1,134 @@
-//! proxy-wasm adapter: implements `meshtrace_filter_core::host` over the ABI
-//! and forwards every callback. No logic lives here.
+//! The proxy-wasm adapter: implements `meshtrace_filter_core::host` over the ABI
+//! ([`abi`]) and forwards each callback to the core. No logic lives here.
 //!
-//! All export calls are made from the root context: Envoy cancels a
-//! context's pending calls when the context goes away, and the SDK routes a
-//! call's answer to the context that made it. Streams only append encoded
-//! spans to the VM's buffer; the root's tick sends them.
+//! The module exports only the callbacks the filter needs, because the host
+//! enters the VM for every callback a module exports (the Rust SDK exports all
+//! of them): per request Envoy enters it for the request headers, the response
+//! headers and the log, nothing else (no context create, bodies, request
+//! trailers, done or delete; response trailers only when a response has them).
+//! A stream's state exists only when something is left to do after its request
+//! headers (a sampled span, a `traceresponse` to write); it is created there and
+//! dropped at the log callback, the last one Envoy makes for a stream (its
+//! access-log phase). One plugin configuration per VM: a second root context in
+//! the same VM is refused with a log line (give each its own `vm_id`).
+//!
+//! All export calls are made from the root context: Envoy cancels a context's
+//! pending calls when the context goes away. Streams only append encoded spans
+//! to the VM's buffer; the root's tick sends them.
 
+mod abi;
+mod diag;
+
+use abi::{Buffer, Map};
 use meshtrace_filter_core::export::CallOutcome;
 use meshtrace_filter_core::host::{Headers, Host, RootHost, StreamHost};
 use meshtrace_filter_core::metrics::COUNTERS;
 use meshtrace_filter_core::{Config, Stream, Tracer};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { tracer: None, metrics: Vec::new() })
+/// Streams with state at once per VM; beyond it a new stream's span is not kept.
+const MAX_OPEN_STREAMS: usize = 10_000;
+const CONTINUE: u32 = 0;
+
+#[derive(Default)]
+struct Vm {
+    root: Option<u32>,
+    tracer: Option<Tracer>,
+    metrics: Vec<(&'static str, u32)>,
+    streams: FxHashMap<u32, Stream>,
+    /// Diagnostic counters: (name, id, total already reported).
+    diag: Vec<(&'static str, u32, u64)>,
+}
+
+thread_local! {
+    static VM: RefCell<Vm> = RefCell::new(Vm::default());
+    /// When each kind of host error was last logged (ns), for rate limiting;
+    /// apart from `VM`, which is borrowed while the errors happen.
+    static LOGGED: RefCell<Vec<(&'static str, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the VM's state. Callbacks never nest (host calls do not call back
+/// into the filter), so the borrow always succeeds; if it did not, the callback
+/// is skipped rather than the request failed.
+fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
+    VM.with(|vm| vm.try_borrow_mut().ok().map(|mut v| f(&mut v)))
+}
+
+/// Logs a host error at most once a minute per kind.
+fn host_error(kind: &'static str, detail: &str) {
+    let now = abi::now_nanos();
+    let due = LOGGED.with(|l| {
+        let Ok(mut logged) = l.try_borrow_mut() else {
+            return false;
+        };
+        match logged.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, at)) if now.saturating_sub(*at) < 60_000_000_000 => false,
+            Some((_, at)) => {
+                *at = now;
+                true
+            }
+            None => {
+                logged.push((kind, now));
+                true
+            }
+        }
     });
-}}
+    if due {
+        abi::log(
+            abi::LOG_WARN,
+            &format!("meshtrace: {kind}: {detail} (logged at most once a minute)"),
+        );
+    }
+}
 
-type Shared = Rc<RefCell<Tracer>>;
-
-/// Host calls common to all contexts.
+/// Host calls, for every context.
 struct Abi;
 
 impl Host for Abi {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        abi::property(path).map(|b| b.as_slice().to_vec())
     }
     fn now_nanos(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as u64)
+        abi::now_nanos()
     }
 }
 
 impl StreamHost for Abi {
     fn request_headers(&self) -> Headers {
-        hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpRequestHeaders).unwrap_or_default()
+        abi::header_map(Map::RequestHeaders)
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        let _ =
-            hostcalls::set_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name, value);
+        let status = abi::set_header(Map::RequestHeaders, name, value);
+        if status != abi::OK && !(value.is_none() && status == abi::NOT_FOUND) {
+            host_error(
+                "setting a request header",
+                &format!("{name}: status {status}"),
+            );
+        }
     }
     fn response_headers(&self) -> Headers {
-        hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpResponseHeaders)
-            .unwrap_or_default()
+        abi::header_map(Map::ResponseHeaders)
     }
     fn set_response_header(&mut self, name: &str, value: &str) {
-        let _ = hostcalls::set_map_value(
-            proxy_wasm::types::MapType::HttpResponseHeaders,
-            name,
-            Some(value),
-        );
+        let status = abi::set_header(Map::ResponseHeaders, name, Some(value));
+        if status != abi::OK {
+            host_error(
+                "setting a response header",
+                &format!("{name}: status {status}"),
+            );
+        }
     }
     fn response_trailers(&self) -> Headers {
-        hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpResponseTrailers)
-            .unwrap_or_default()
+        abi::header_map(Map::ResponseTrailers)
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
+        abi::shared_get(key)
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        abi::shared_set(key, value, cas)
     }
 }
 
@@ -82,198 +140,247 @@ impl RootHost for Abi {
         body: &[u8],
         timeout_ms: u64,
     ) -> Option<u32> {
-        match hostcalls::dispatch_http_call(
-            cluster,
-            headers.to_vec(),
-            Some(body),
-            Vec::new(),
-            Duration::from_millis(timeout_ms),
-        ) {
+        let timeout = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
+        match abi::http_call(cluster, headers, body, timeout) {
             Ok(token) => Some(token),
             Err(status) => {
-                log::warn!("meshtrace: export call to cluster {cluster:?} refused: {status:?}");
+                host_error(
+                    "export call refused",
+                    &format!("cluster {cluster:?}: status {status}"),
+                );
                 None
             }
         }
     }
 }
 
-struct Root {
-    tracer: Option<Shared>,
-    metrics: Vec<(&'static str, u32)>,
-}
-
 fn seed() -> u64 {
     // std's RandomState keys come from WASI random_get: one entropy read per VM.
     let mut h = RandomState::new().build_hasher();
-    h.write_u64(Abi.now_nanos());
+    h.write_u64(abi::now_nanos());
     h.finish()
 }
 
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        let Some(tracer) = &self.tracer else {
-            return;
-        };
-        if tracer.borrow().is_strategy_call(token) {
-            let status = hostcalls::get_map_value(
-                proxy_wasm::types::MapType::HttpCallResponseHeaders,
-                ":status",
-            )
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u32>().ok());
-            let body = hostcalls::get_buffer(
-                proxy_wasm::types::BufferType::HttpCallResponseBody,
-                0,
-                body_size,
-            )
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-            let result = tracer
-                .borrow_mut()
-                .strategy_response(status, &body, Abi.now_nanos());
-            if let Err(e) = result {
-                log::warn!(
-                    "meshtrace: sampling strategy not updated, keeping the current one: {e}"
-                );
-            }
-            return;
-        }
-        // A failed call (reset, timeout, no upstream) has no `:status`.
-        let outcome = hostcalls::get_map_value(
-            proxy_wasm::types::MapType::HttpCallResponseHeaders,
-            ":status",
-        )
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse::<u32>().ok())
-        .map_or(CallOutcome::NoResponse, CallOutcome::Status);
-        if let CallOutcome::Status(code) = outcome {
-            if !(200..300).contains(&code) {
-                log::warn!("meshtrace: collector answered {code}");
-            }
-        }
-        let mut t = tracer.borrow_mut();
-        t.export_completed(token, outcome, Abi.now_nanos());
-        // Keep the pipe full under load: send what is ready now, not at the next tick.
-        t.flush(&mut Abi);
+#[cfg(target_os = "wasi")]
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+/// The WASI reactor's initializer: runs the module's static constructors.
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    #[cfg(target_os = "wasi")]
+    #[allow(unsafe_code)]
+    // SAFETY: called once by the host before any other export, as WASI reactors require.
+    unsafe {
+        __wasm_call_ctors();
     }
 }
 
-impl RootContext for Root {
-    fn on_configure(&mut self, size: usize) -> bool {
-        let raw = if size == 0 {
-            Vec::new()
-        } else {
-            self.get_plugin_configuration().unwrap_or_default()
-        };
-        let config = match Config::from_plugin_bytes(&raw) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
-        };
-        let tick = config.export.tick_ms;
-        let env = |name: &str| std::env::var(name).ok();
-        match Tracer::new(config, &Abi, &env, seed()) {
-            Ok(t) => {
-                log::info!(
-                    "meshtrace: configured for service {:?}",
-                    t.identity.service_name
-                );
-                self.tracer = Some(Rc::new(RefCell::new(t)));
-            }
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
-        }
-        if self.metrics.is_empty() {
-            self.metrics = COUNTERS
-                .iter()
-                .filter_map(|(name, _)| {
-                    hostcalls::define_metric(MetricType::Counter, name)
-                        .ok()
-                        .map(|id| (*name, id))
-                })
-                .collect();
-        }
-        self.set_tick_period(Duration::from_millis(tick));
-        true
-    }
+/// Declares the ABI version this module speaks.
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
 
-    fn on_tick(&mut self) {
-        let Some(tracer) = &self.tracer else {
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
+    1
+}
+
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
+    let raw = if size == 0 {
+        Vec::new()
+    } else {
+        abi::buffer(Buffer::PluginConfiguration, size)
+            .map(|b| b.as_slice().to_vec())
+            .unwrap_or_default()
+    };
+    let ok = with_vm(|vm| configure(vm, root, &raw)).unwrap_or(false);
+    u32::from(ok)
+}
+
+fn configure(vm: &mut Vm, root: u32, raw: &[u8]) -> bool {
+    if vm.root.is_some_and(|r| r != root) {
+        abi::log(
+            abi::LOG_ERROR,
+            "meshtrace: a second plugin configuration in the same VM is not supported: give each its own vm_id",
+        );
+        return false;
+    }
+    let config = match Config::from_plugin_bytes(raw) {
+        Ok(c) => c,
+        Err(e) => {
+            abi::log(abi::LOG_ERROR, &e.to_string());
+            return false;
+        }
+    };
+    let tick = config.export.tick_ms;
+    let env = |name: &str| std::env::var(name).ok();
+    let tracer = match Tracer::new(config, &Abi, &env, seed()) {
+        Ok(t) => t,
+        Err(e) => {
+            abi::log(abi::LOG_ERROR, &e.to_string());
+            return false;
+        }
+    };
+    abi::log(
+        abi::LOG_INFO,
+        &format!(
+            "meshtrace: configured for service {:?}",
+            tracer.identity.service_name
+        ),
+    );
+    vm.root = Some(root);
+    vm.tracer = Some(tracer);
+    if vm.metrics.is_empty() {
+        vm.metrics = COUNTERS
+            .iter()
+            .filter_map(|(name, _)| abi::define_counter(name).map(|id| (*name, id)))
+            .collect();
+        vm.diag = diag::totals()
+            .iter()
+            .filter_map(|(name, _)| abi::define_counter(name).map(|id| (*name, id, 0)))
+            .collect();
+    }
+    abi::set_tick_period_ms(u32::try_from(tick).unwrap_or(u32::MAX));
+    true
+}
+
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(_root: u32) {
+    with_vm(|vm| {
+        let Some(t) = vm.tracer.as_mut() else {
             return;
         };
-        let mut t = tracer.borrow_mut();
         t.flush(&mut Abi);
         t.poll_strategy(&mut Abi);
         for (name, delta) in t.counter_deltas() {
-            if let Some((_, id)) = self.metrics.iter().find(|(n, _)| *n == name) {
-                let _ = hostcalls::increment_metric(*id, delta as i64);
+            if let Some((_, id)) = vm.metrics.iter().find(|(n, _)| *n == name) {
+                abi::increment(*id, delta);
             }
         }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            tracer: self.tracer.clone(),
-            stream: Stream::default(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
+        for (name, total) in diag::totals() {
+            if let Some((_, id, reported)) = vm.diag.iter_mut().find(|(n, _, _)| *n == name) {
+                abi::increment(*id, total - *reported);
+                *reported = total;
+            }
+        }
+    });
 }
 
-struct Http {
-    tracer: Option<Shared>,
-    stream: Stream,
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(
+    _root: u32,
+    token: u32,
+    _headers: usize,
+    body_size: usize,
+    _trailers: usize,
+) {
+    // A failed call (reset, timeout, no upstream) has no `:status`.
+    let status = abi::header_value(Map::HttpCallResponseHeaders, ":status")
+        .and_then(|v| std::str::from_utf8(v.as_slice()).ok()?.parse::<u32>().ok());
+    with_vm(|vm| {
+        let Some(t) = vm.tracer.as_mut() else {
+            return;
+        };
+        if t.is_strategy_call(token) {
+            let body = abi::buffer(Buffer::HttpCallResponseBody, body_size)
+                .map(|b| b.as_slice().to_vec())
+                .unwrap_or_default();
+            if let Err(e) = t.strategy_response(status, &body, abi::now_nanos()) {
+                abi::log(
+                    abi::LOG_WARN,
+                    &format!(
+                        "meshtrace: sampling strategy not updated, keeping the current one: {e}"
+                    ),
+                );
+            }
+            return;
+        }
+        let outcome = status.map_or(CallOutcome::NoResponse, CallOutcome::Status);
+        if let CallOutcome::Status(code) = outcome {
+            if !(200..300).contains(&code) {
+                abi::log(
+                    abi::LOG_WARN,
+                    &format!("meshtrace: collector answered {code}"),
+                );
+            }
+        }
+        t.export_completed(token, outcome, abi::now_nanos());
+        // Keep the pipe full under load: send what is ready now, not at the next tick.
+        t.flush(&mut Abi);
+    });
 }
 
-impl Context for Http {}
-
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if let Some(t) = &self.tracer {
-            self.stream = Stream::on_request_headers(&mut t.borrow_mut(), &mut Abi, end_of_stream);
-        }
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if self.stream.wants_response_headers() {
-            if let Some(t) = &self.tracer {
-                self.stream
-                    .on_response_headers(&t.borrow(), &mut Abi, end_of_stream);
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(context: u32, _headers: usize, end: u32) -> u32 {
+    let _entry = diag::stream_callback();
+    with_vm(|vm| {
+        let Some(t) = vm.tracer.as_mut() else {
+            return;
+        };
+        let stream = Stream::on_request_headers(t, &mut Abi, end != 0);
+        if stream.wants_response_headers() {
+            if vm.streams.len() < MAX_OPEN_STREAMS {
+                vm.streams.insert(context, stream);
+            } else {
+                abi::log(
+                    abi::LOG_WARN,
+                    "meshtrace: too many open streams in this VM; this request's span is not kept",
+                );
             }
         }
-        Action::Continue
-    }
+    });
+    CONTINUE
+}
 
-    fn on_http_response_trailers(&mut self, _: usize) -> Action {
-        if self.stream.is_sampled() {
-            self.stream.on_response_trailers(&Abi);
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(context: u32, _headers: usize, end: u32) -> u32 {
+    let _entry = diag::stream_callback();
+    with_vm(|vm| {
+        let (Some(t), Some(s)) = (vm.tracer.as_ref(), vm.streams.get_mut(&context)) else {
+            return;
+        };
+        s.on_response_headers(t, &mut Abi, end != 0);
+        if !s.is_sampled() {
+            vm.streams.remove(&context);
         }
-        Action::Continue
-    }
+    });
+    CONTINUE
+}
 
-    fn on_log(&mut self) {
-        if self.stream.is_sampled() {
-            if let Some(t) = &self.tracer {
-                std::mem::take(&mut self.stream).on_log(&mut t.borrow_mut(), &Abi);
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(context: u32, _trailers: usize) -> u32 {
+    let _entry = diag::stream_callback();
+    with_vm(|vm| {
+        if let Some(s) = vm.streams.get_mut(&context) {
+            s.on_response_trailers(&Abi);
+        }
+    });
+    CONTINUE
+}
+
+#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
+#[no_mangle]
+pub extern "C" fn proxy_on_log(context: u32) {
+    let _entry = diag::stream_callback();
+    with_vm(|vm| {
+        let Some(stream) = vm.streams.remove(&context) else {
+            return;
+        };
+        if let Some(t) = vm.tracer.as_mut() {
+            if stream.is_sampled() {
+                stream.on_log(t, &Abi);
             }
         }
-    }
+    });
 }

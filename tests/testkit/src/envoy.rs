@@ -19,8 +19,9 @@ pub enum Filter {
     None,
     /// A proxy-wasm module given by path, with an optional configuration string.
     Wasm(PathBuf, Option<String>),
-    /// Envoy's native OpenTelemetry tracer, 100% sampling, exporting over OTLP/HTTP.
-    NativeOtel,
+    /// Envoy's native OpenTelemetry tracer sampling this percentage of requests
+    /// (`random_sampling`), exporting over OTLP/HTTP.
+    NativeOtel(f64),
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +174,7 @@ impl EnvoyBuilder {
         match &self.filter {
             Filter::Meshtrace(c) => vec![wasm(&wasm_path(), Some(c)), router],
             Filter::Wasm(p, c) => vec![wasm(p, c.as_deref()), router],
-            Filter::None | Filter::NativeOtel => vec![router],
+            Filter::None | Filter::NativeOtel(_) => vec![router],
         }
     }
 
@@ -189,9 +190,9 @@ impl EnvoyBuilder {
                 "route_config": {"virtual_hosts": virtual_hosts},
                 "http_filters": self.http_filters(),
             });
-            if let Filter::NativeOtel = self.filter {
+            if let Filter::NativeOtel(percent) = self.filter {
                 hcm["tracing"] = json!({
-                    "random_sampling": {"value": 100},
+                    "random_sampling": {"value": percent},
                     "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
                         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
                         "service_name": self.app,

@@ -63,7 +63,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let rounds = arg("--rounds", 3) as usize;
+    let rounds = arg("--rounds", 7) as usize;
     let secs = arg("--seconds", 5);
     let conns = arg("--connections", 16);
     let rss_requests = arg("--rss-requests", 500_000);
@@ -78,54 +78,43 @@ fn main() {
             r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
         ))
     };
+    let setup = |name: &'static str, filter: Filter, runtime: serde_json::Value| Setup {
+        name,
+        filter,
+        runtime,
+    };
+    // Envoy's native tracer flushes every 5 spans by default; 100 is its cheapest
+    // sensible setting. Both are measured where flushing costs something (10%, 100%).
+    let flush100 = || json!({"tracing.opentelemetry.min_flush_spans": 100});
     let mut setups = vec![
-        Setup {
-            name: "plain",
-            filter: Filter::None,
-            runtime: json!({}),
-        },
-        Setup {
-            name: "empty_wasm",
-            filter: Filter::Wasm(empty.clone(), None),
-            runtime: json!({}),
-        },
-        Setup {
-            name: "wasm_headers_only",
-            filter: Filter::Wasm(empty.clone(), Some("headers".into())),
-            runtime: json!({}),
-        },
-        Setup {
-            name: "wasm_span_calls_only",
-            filter: Filter::Wasm(empty, Some("span".into())),
-            runtime: json!({}),
-        },
-        Setup {
-            name: "native_otel_flush5",
-            filter: Filter::NativeOtel,
-            runtime: json!({}),
-        },
-        Setup {
-            name: "native_otel_flush100",
-            filter: Filter::NativeOtel,
-            runtime: json!({"tracing.opentelemetry.min_flush_spans": 100}),
-        },
-        Setup {
-            name: "meshtrace_100pct",
-            filter: mesh(1.0),
-            runtime: json!({}),
-        },
-        Setup {
-            name: "meshtrace_100pct_batch32",
-            filter: Filter::Meshtrace(
-                r#"{"service_name":"bench","export":{"max_batch_spans":32}}"#.into(),
-            ),
-            runtime: json!({}),
-        },
-        Setup {
-            name: "meshtrace_1pct",
-            filter: mesh(0.01),
-            runtime: json!({}),
-        },
+        setup("plain", Filter::None, json!({})),
+        setup("empty_wasm", Filter::Wasm(empty.clone(), None), json!({})),
+        setup(
+            "wasm_headers_only",
+            Filter::Wasm(empty.clone(), Some("headers".into())),
+            json!({}),
+        ),
+        setup(
+            "wasm_span_calls_only",
+            Filter::Wasm(empty, Some("span".into())),
+            json!({}),
+        ),
+        setup("native_1pct", Filter::NativeOtel(1.0), json!({})),
+        setup("native_10pct_flush5", Filter::NativeOtel(10.0), json!({})),
+        setup(
+            "native_10pct_flush100",
+            Filter::NativeOtel(10.0),
+            flush100(),
+        ),
+        setup("native_100pct_flush5", Filter::NativeOtel(100.0), json!({})),
+        setup(
+            "native_100pct_flush100",
+            Filter::NativeOtel(100.0),
+            flush100(),
+        ),
+        setup("meshtrace_1pct", mesh(0.01), json!({})),
+        setup("meshtrace_10pct", mesh(0.1), json!({})),
+        setup("meshtrace_100pct", mesh(1.0), json!({})),
     ];
     // MESHTRACE_BASELINE_WASM: another build of the filter, measured beside this one.
     let baseline = std::env::var_os("MESHTRACE_BASELINE_WASM").map(std::path::PathBuf::from);
@@ -135,16 +124,17 @@ fn main() {
                 r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
             )
         };
-        setups.push(Setup {
-            name: "baseline_100pct",
-            filter: Filter::Wasm(b.clone(), Some(cfg(1.0))),
-            runtime: json!({}),
-        });
-        setups.push(Setup {
-            name: "baseline_1pct",
-            filter: Filter::Wasm(b.clone(), Some(cfg(0.01))),
-            runtime: json!({}),
-        });
+        for (name, p) in [
+            ("baseline_1pct", 0.01),
+            ("baseline_10pct", 0.1),
+            ("baseline_100pct", 1.0),
+        ] {
+            setups.push(setup(
+                name,
+                Filter::Wasm(b.clone(), Some(cfg(p))),
+                json!({}),
+            ));
+        }
     }
     // `--only a,b`: measure these configurations (plain is always measured).
     let args: Vec<String> = std::env::args().collect();
@@ -191,6 +181,14 @@ fn main() {
         println!("profiled {name}: {n} requests, data in {out}");
         return;
     }
+    // `--counts`: only the VM entries and host calls per request.
+    if args.iter().any(|a| a == "--counts") {
+        match diagnostic_counts(upstream.port, sink.port, conns) {
+            Some(d) => println!("{d}"),
+            None => println!("no diagnostic build: scripts/bench/filter builds it"),
+        }
+        return;
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     println!("# {rounds} rounds x {} configurations, {secs}s each, wrk -c{conns}; Envoy --concurrency 1 on CPU 0, load on CPU 1", setups.len());
     for round in 0..rounds {
@@ -214,28 +212,81 @@ fn main() {
                 );
             }
             println!(
-                "round {round} {:<22} {n:>8} req  {us:7.2} cpu_us/req{extra}",
+                "round {round} {:<24} {n:>8} req  {us:7.2} cpu_us/req{extra}",
                 s.name
             );
             samples[i].push(us);
         }
     }
+    // Per-round overheads (each against plain Envoy of the same round) before the
+    // medians sort the samples.
+    let per_round = |a: &str, b: &[&str]| -> Vec<f64> {
+        let idx = |n: &str| setups.iter().position(|s| s.name == n);
+        let (Some(ia), Some(ip)) = (idx(a), idx("plain")) else {
+            return Vec::new();
+        };
+        let ib: Vec<usize> = b.iter().filter_map(|n| idx(n)).collect();
+        if ib.is_empty() {
+            return Vec::new();
+        }
+        (0..rounds)
+            .map(|r| {
+                let plain = samples[ip][r];
+                let native = ib
+                    .iter()
+                    .map(|&i| samples[i][r] - plain)
+                    .fold(f64::INFINITY, f64::min);
+                (samples[ia][r] - plain) / native
+            })
+            .collect()
+    };
+    let round_ratios = [
+        ("1pct", per_round("meshtrace_1pct", &["native_1pct"])),
+        (
+            "10pct",
+            per_round(
+                "meshtrace_10pct",
+                &["native_10pct_flush5", "native_10pct_flush100"],
+            ),
+        ),
+        (
+            "100pct",
+            per_round(
+                "meshtrace_100pct",
+                &["native_100pct_flush5", "native_100pct_flush100"],
+            ),
+        ),
+    ];
     let med: Vec<f64> = samples.iter_mut().map(|v| median(v)).collect();
     println!("# medians (cpu µs per request) and overhead over plain Envoy");
     for (s, m) in setups.iter().zip(&med) {
-        println!("{:<22} {m:7.2}  {:+7.2}", s.name, m - med[0]);
+        println!("{:<24} {m:7.2}  {:+7.2}", s.name, m - med[0]);
+    }
+    for (rate, v) in &round_ratios {
+        if !v.is_empty() {
+            let shown: Vec<String> = v.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "# meshtrace / native overhead at {rate}, round by round: {}",
+                shown.join(" ")
+            );
+        }
     }
     let over = |i: usize| med[i] - med[0];
     let find = |n: &str| setups.iter().position(|s| s.name == n).map(over);
     if baseline.is_some() {
-        let pair = |a: &str, b: &str| match (find(a), find(b)) {
-            (Some(x), Some(y)) => format!("{:.2}", x / y),
-            _ => "-".into(),
+        let ratio = |a: &str, natives: &[&str]| {
+            let native = natives
+                .iter()
+                .filter_map(|n| find(n))
+                .fold(f64::INFINITY, f64::min);
+            find(a).map_or("-".into(), |x| format!("{:.2}", x / native))
         };
         println!(
-            "RESULT_BASELINE overhead_ratio_100pct={} overhead_ratio_1pct={} (this build / baseline, overhead over plain Envoy)",
-            pair("meshtrace_100pct", "baseline_100pct"),
-            pair("meshtrace_1pct", "baseline_1pct")
+            "RESULT_BASELINE ratio_1pct={} ratio_10pct={} ratio_100pct={} unsampled_overhead_us={} (the MESHTRACE_BASELINE_WASM build, same run)",
+            ratio("baseline_1pct", &["native_1pct"]),
+            ratio("baseline_10pct", &["native_10pct_flush5", "native_10pct_flush100"]),
+            ratio("baseline_100pct", &["native_100pct_flush5", "native_100pct_flush100"]),
+            find("baseline_1pct").map_or("-".into(), |x| format!("{x:.2}")),
         );
     }
     if args.iter().any(|a| a == "--only") {
@@ -245,21 +296,24 @@ fn main() {
     let floor = by_name("empty_wasm");
     let headers_only = by_name("wasm_headers_only");
     let span_calls = by_name("wasm_span_calls_only");
-    let native = by_name("native_otel_flush5").min(by_name("native_otel_flush100"));
-    let sampled = by_name("meshtrace_100pct");
-    let batch32 = by_name("meshtrace_100pct_batch32");
-    let unsampled = by_name("meshtrace_1pct");
+    let native_1 = by_name("native_1pct");
+    let native_10 = by_name("native_10pct_flush5").min(by_name("native_10pct_flush100"));
+    let native_100 = by_name("native_100pct_flush5").min(by_name("native_100pct_flush100"));
+    let mesh_1 = by_name("meshtrace_1pct");
+    let mesh_10 = by_name("meshtrace_10pct");
+    let mesh_100 = by_name("meshtrace_100pct");
     println!(
-        "# lower bound for a sampled SERVER span with meshtrace's host calls, no logic: +{span_calls:.2} µs = {:.2}x native",
-        span_calls / native
+        "# lower bound for a sampled SERVER span with the SDK adapter's host calls, no logic: +{span_calls:.2} µs = {:.2}x native at 100%",
+        span_calls / native_100
     );
     println!(
-        "# export call cost per request: 32-span batches +{batch32:.2} µs vs 512-span batches +{sampled:.2} µs"
+        "# lower bound for any propagating wasm filter (read header map + set one header): +{headers_only:.2} µs = {:.2}x the floor, {:.2}x native at 1%",
+        headers_only / floor,
+        headers_only / native_1
     );
-    println!(
-        "# lower bound for any propagating wasm filter (read header map + set one header): +{headers_only:.2} µs = {:.2}x the floor",
-        headers_only / floor
-    );
+    if let Some(diag) = diagnostic_counts(upstream.port, sink.port, conns) {
+        println!("{diag}");
+    }
 
     // RSS before and after `rss_requests` requests at 100%.
     let at_100 = setups
@@ -282,9 +336,64 @@ fn main() {
     );
     drop(envoy);
     println!(
-        "RESULT sampled_overhead_us={sampled:.2} native_overhead_us={native:.2} ratio_vs_native={:.2} unsampled_overhead_us={unsampled:.2} floor_overhead_us={floor:.2} unsampled_vs_floor={:.2} rss_growth_mb={:.1}",
-        sampled / native,
-        unsampled / floor,
+        "RESULT ratio_1pct={:.2} ratio_10pct={:.2} ratio_100pct={:.2} unsampled_overhead_us={mesh_1:.2} native_1pct_overhead_us={native_1:.2} floor_overhead_us={floor:.2} rss_growth_mb={:.1}",
+        mesh_1 / native_1,
+        mesh_10 / native_10,
+        mesh_100 / native_100,
         rss1 - rss0
     );
+}
+
+/// VM entries and host calls per request, from the diagnostic build of the filter
+/// (`--features diagnostics`, which scripts/bench/filter builds into target/diag):
+/// stream callbacks and host calls counted by the filter itself, at 0% (every
+/// request unsampled) and 100%, over 20,000 requests each. `None` without that build.
+fn diagnostic_counts(upstream: u16, sink: u16, conns: u64) -> Option<String> {
+    let wasm = workspace_root().join("target/diag/wasm32-wasip1/release/meshtrace_filter.wasm");
+    if !wasm.exists() {
+        return None;
+    }
+    let mut lines = vec!["# per request, counted by the diagnostic build: VM entries (stream callbacks, and allocations the host makes in the VM to return data) and host calls:".to_string()];
+    for (what, p, extra) in [
+        (
+            "unsampled, from outside the mesh (traceresponse written)",
+            0.0,
+            "",
+        ),
+        (
+            "unsampled, traceresponse off",
+            0.0,
+            r#","propagation":{"traceresponse":"never"}"#,
+        ),
+        ("sampled", 1.0, ""),
+    ] {
+        let cfg = format!(
+            r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}{extra}}}"#
+        );
+        let mut b = EnvoyBuilder::new("bench", Filter::Wasm(wasm.clone(), Some(cfg)), sink);
+        let port = b.listener("INBOUND", upstream);
+        let envoy = b.start();
+        let read = || {
+            [
+                envoy.counter("diag_vm_entries"),
+                envoy.counter("diag_allocations"),
+                envoy.counter("diag_host_calls"),
+            ]
+        };
+        let before = read();
+        let mut n = 0;
+        while n < 20_000 {
+            n += wrk(port, 2, conns);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let after = read();
+        let per = |i: usize| after[i].saturating_sub(before[i]) as f64 / n as f64;
+        lines.push(format!(
+            "#   {what:<56} {:5.2} callbacks + {:5.2} allocations  {:5.2} host calls",
+            per(0),
+            per(1),
+            per(2)
+        ));
+    }
+    Some(lines.join("\n"))
 }
