@@ -182,10 +182,6 @@ impl Default for PropagationConfig {
 /// The default force header: survives Envoy's edge, unlike `x-envoy-force-trace`.
 pub const DEFAULT_FORCE_HEADER: &str = "x-meshtrace-force-trace";
 
-/// Jaeger clients' debug header: forces sampling; its value becomes the span's
-/// `jaeger-debug-id` tag, so the trace can be searched by it.
-pub const JAEGER_DEBUG_ID: &str = "jaeger-debug-id";
-
 /// Static sampling: the keys of Jaeger's strategies file, plus a force header.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -13,6 +13,7 @@
 //! counts it.
 
 use crate::config::ExportConfig;
+use crate::metrics::Counters;
 use std::collections::VecDeque;
 
 /// An unsent batch of encoded `ScopeSpans.spans` entries.
@@ -20,29 +21,6 @@ use std::collections::VecDeque;
 pub struct Batch {
     pub spans: Vec<u8>,
     pub count: usize,
-}
-
-/// Counts kept per VM; the root pushes their deltas to Envoy stats on a tick.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Requests the filter saw (a span started, sampled or not).
-    pub spans_started: u64,
-    /// Of those, sampled (a span was built).
-    pub spans_sampled: u64,
-    /// Spans the collector accepted.
-    pub spans_exported: u64,
-    /// Spans dropped: buffer full, or a non-retryable export failure.
-    pub spans_dropped: u64,
-    /// Failed export calls (any cause).
-    pub export_failures: u64,
-    /// Requests whose propagation headers were present but invalid.
-    pub invalid_context: u64,
-    /// Requests named with the overflow operation name.
-    pub operations_overflow: u64,
-    /// Strategy polls answered and applied.
-    pub strategy_updates: u64,
-    /// Strategy polls that failed (no answer, bad status, bad body): the last strategy stays.
-    pub strategy_failures: u64,
 }
 
 /// What happened to an export call.

@@ -17,12 +17,12 @@ pub mod propagation;
 pub mod remote;
 pub mod rng;
 pub mod sampling;
-pub mod stream;
+pub mod semconv;
 pub mod tracer;
 
 #[cfg(test)]
 pub mod testing;
 
 pub use config::{Config, ConfigError};
-pub use stream::Stream;
+pub use tracer::stream::{self, Stream};
 pub use tracer::Tracer;

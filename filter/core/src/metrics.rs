@@ -1,9 +1,30 @@
-//! Every Envoy stat the filter defines, in one place. Envoy shows them with
+//! The filter-wide counters, and every Envoy stat the filter defines, in one place. Envoy shows them with
 //! its `wasmcustom.` prefix, e.g. `wasmcustom.meshtrace.spans_started`. Their
 //! names and help text are `meshtrace_proto::filter_stats` (the collector reads
 //! those); this table adds how each is read, and a test keeps the two equal.
 
-use crate::export::Counters;
+/// Counts kept per VM; the root pushes their deltas to Envoy stats on a tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests the filter saw (a span started, sampled or not).
+    pub spans_started: u64,
+    /// Of those, sampled (a span was built).
+    pub spans_sampled: u64,
+    /// Spans the collector accepted.
+    pub spans_exported: u64,
+    /// Spans dropped: buffer full, or a non-retryable export failure.
+    pub spans_dropped: u64,
+    /// Failed export calls (any cause).
+    pub export_failures: u64,
+    /// Requests whose propagation headers were present but invalid.
+    pub invalid_context: u64,
+    /// Requests named with the overflow operation name.
+    pub operations_overflow: u64,
+    /// Strategy polls answered and applied.
+    pub strategy_updates: u64,
+    /// Strategy polls that failed (no answer, bad status, bad body): the last strategy stays.
+    pub strategy_failures: u64,
+}
 
 /// Reads one counter.
 pub type CounterReader = fn(&Counters) -> u64;

@@ -77,16 +77,16 @@ pub enum Value<'a> {
     Double(f64),
 }
 
-/// `KeyValue { key = 1; value = 2 (AnyValue { string=1 bool=2 int=3 double=4 }) }`.
+/// A `KeyValue` with its `AnyValue`.
 pub fn put_attr(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value<'_>) {
     put_nested(buf, field, |b| {
-        put_str(b, 1, key);
-        put_nested(b, 2, |v| match value {
-            Value::Str(s) => put_str(v, 1, s),
-            Value::Bool(x) => put_uint(v, 2, u64::from(*x)),
-            Value::Int(i) => put_uint(v, 3, *i as u64),
+        put_str(b, key_value::KEY, key);
+        put_nested(b, key_value::VALUE, |v| match value {
+            Value::Str(s) => put_str(v, any_value::STRING, s),
+            Value::Bool(x) => put_uint(v, any_value::BOOL, u64::from(*x)),
+            Value::Int(i) => put_uint(v, any_value::INT, *i as u64),
             Value::Double(d) => {
-                put_key(v, 4, FIXED64);
+                put_key(v, any_value::DOUBLE, FIXED64);
                 v.extend_from_slice(&d.to_le_bytes());
             }
         });
@@ -108,6 +108,35 @@ pub enum StatusCode {
     Error = 2,
 }
 
+/// Field numbers of `opentelemetry.proto.common.v1.KeyValue`.
+pub mod key_value {
+    pub const KEY: u32 = 1;
+    pub const VALUE: u32 = 2;
+}
+
+/// Field numbers of `opentelemetry.proto.common.v1.AnyValue`.
+pub mod any_value {
+    pub const STRING: u32 = 1;
+    pub const BOOL: u32 = 2;
+    pub const INT: u32 = 3;
+    pub const DOUBLE: u32 = 4;
+}
+
+/// Field numbers of the messages around the spans: `ExportTraceServiceRequest`,
+/// `ResourceSpans`, `ScopeSpans`, `Resource`, `InstrumentationScope`, `Status`.
+pub mod field {
+    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
+    pub const RESOURCE_SPANS_RESOURCE: u32 = 1;
+    pub const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+    pub const SCOPE_SPANS_SCOPE: u32 = 1;
+    pub const SCOPE_SPANS_SPANS: u32 = 2;
+    pub const RESOURCE_ATTRIBUTES: u32 = 1;
+    pub const SCOPE_NAME: u32 = 1;
+    pub const SCOPE_VERSION: u32 = 2;
+    pub const STATUS_MESSAGE: u32 = 2;
+    pub const STATUS_CODE: u32 = 3;
+}
+
 /// Field numbers of `opentelemetry.proto.trace.v1.Span`.
 pub mod span_field {
     pub const TRACE_ID: u32 = 1;
@@ -126,7 +155,7 @@ pub mod span_field {
 pub fn encode_resource(attrs: &[(String, String)]) -> Vec<u8> {
     let mut buf = Vec::new();
     for (k, v) in attrs {
-        put_attr(&mut buf, 1, k, &Value::Str(v));
+        put_attr(&mut buf, field::RESOURCE_ATTRIBUTES, k, &Value::Str(v));
     }
     buf
 }
@@ -134,8 +163,8 @@ pub fn encode_resource(attrs: &[(String, String)]) -> Vec<u8> {
 /// Encodes an `InstrumentationScope` body.
 pub fn encode_scope(name: &str, version: &str) -> Vec<u8> {
     let mut buf = Vec::new();
-    put_str(&mut buf, 1, name);
-    put_str(&mut buf, 2, version);
+    put_str(&mut buf, field::SCOPE_NAME, name);
+    put_str(&mut buf, field::SCOPE_VERSION, version);
     buf
 }
 
@@ -147,12 +176,12 @@ pub fn encode_request(resource: &[u8], scope: &[u8], spans: &[u8], out: &mut Vec
     let resource_spans_body = nested_len(resource.len()) + nested_len(scope_spans_body);
     out.clear();
     out.reserve(nested_len(resource_spans_body));
-    put_key(out, 1, LEN);
+    put_key(out, field::REQUEST_RESOURCE_SPANS, LEN);
     put_varint(out, resource_spans_body as u64);
-    put_bytes(out, 1, resource);
-    put_key(out, 2, LEN);
+    put_bytes(out, field::RESOURCE_SPANS_RESOURCE, resource);
+    put_key(out, field::RESOURCE_SPANS_SCOPE_SPANS, LEN);
     put_varint(out, scope_spans_body as u64);
-    put_bytes(out, 1, scope);
+    put_bytes(out, field::SCOPE_SPANS_SCOPE, scope);
     out.extend_from_slice(spans);
 }
 
@@ -179,7 +208,7 @@ mod tests {
         let mut spans = Vec::new();
         let long = "x".repeat(300);
         for i in 0..3u8 {
-            put_nested(&mut spans, 2, |b| {
+            put_nested(&mut spans, field::SCOPE_SPANS_SPANS, |b| {
                 put_bytes(b, span_field::TRACE_ID, &[i + 1; 16]);
                 put_bytes(b, span_field::SPAN_ID, &[i + 1; 8]);
                 put_str(b, span_field::NAME, "GET /x");
@@ -191,7 +220,7 @@ mod tests {
                 put_attr(b, span_field::ATTRIBUTES, "b", &Value::Bool(true));
                 put_attr(b, span_field::ATTRIBUTES, "d", &Value::Double(0.25));
                 put_nested(b, span_field::STATUS, |s| {
-                    put_uint(s, 3, StatusCode::Error as u64)
+                    put_uint(s, field::STATUS_CODE, StatusCode::Error as u64)
                 });
             });
         }

@@ -18,6 +18,8 @@
 
 mod abi;
 mod diag;
+#[cfg(test)]
+mod fake_host;
 
 use abi::{Buffer, Map};
 use meshtrace_filter_core::export::CallOutcome;
@@ -231,7 +233,7 @@ fn configure(vm: &mut Vm, root: u32, raw: &[u8]) -> bool {
         abi::LOG_INFO,
         &format!(
             "meshtrace: configured for service {:?}",
-            tracer.identity.service_name
+            tracer.service_name()
         ),
     );
     vm.root = Some(root);
@@ -326,7 +328,7 @@ pub extern "C" fn proxy_on_request_headers(context: u32, _headers: usize, end: u
         let Some(t) = vm.tracer.as_mut() else {
             return;
         };
-        let stream = Stream::on_request_headers(t, &mut Abi, end != 0);
+        let stream = t.start(&mut Abi, end != 0);
         if stream.wants_response_headers() {
             if vm.streams.len() < MAX_OPEN_STREAMS {
                 vm.streams.insert(context, stream);
@@ -379,8 +381,123 @@ pub extern "C" fn proxy_on_log(context: u32) {
         };
         if let Some(t) = vm.tracer.as_mut() {
             if stream.is_sampled() {
-                stream.on_log(t, &Abi);
+                t.finish(stream, &Abi);
             }
         }
     });
+}
+
+/// Smoke tests of the callbacks through the ABI, against `fake_host` (each test
+/// thread has its own VM state and fake host).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fake_host::with;
+
+    fn configure(json: &str) -> u32 {
+        with(|f| {
+            f.now = 1_700_000_000_000_000_000;
+            f.config = json.as_bytes().to_vec();
+        });
+        assert_eq!(proxy_on_vm_start(1, 0), 1);
+        proxy_on_configure(1, json.len())
+    }
+
+    fn request(extra: &[(&str, &str)]) {
+        with(|f| {
+            f.request = [
+                (":method", "GET"),
+                (":path", "/smoke/1"),
+                (":authority", "app"),
+                (":scheme", "http"),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            f.response = vec![(":status".into(), "503".into())];
+        });
+    }
+
+    fn header(list: &[(String, String)], name: &str) -> Option<String> {
+        list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_sampled_request_is_traced_answered_and_exported() {
+        assert_eq!(
+            configure(r#"{"service_name":"smoke","export":{"flush_interval_ms":1}}"#),
+            1
+        );
+        assert_eq!(with(|f| f.tick_ms), 100, "the export tick is set");
+        request(&[]);
+        assert_eq!(proxy_on_request_headers(2, 4, 1), CONTINUE);
+        let tp = with(|f| header(&f.request, "traceparent")).expect("traceparent injected");
+        assert!(tp.starts_with("00-") && tp.ends_with("-03"), "{tp}");
+        assert_eq!(proxy_on_response_headers(2, 1, 0), CONTINUE);
+        let tr = with(|f| header(&f.response, "traceresponse")).expect("traceresponse");
+        assert_eq!(tr, tp, "the trace id and this hop's span id, sampled");
+        proxy_on_log(2);
+        assert_eq!(
+            with_vm(|vm| vm.streams.len()),
+            Some(0),
+            "state dropped at the log"
+        );
+        with(|f| f.now += 2_000_000_000);
+        proxy_on_tick(1);
+        let (cluster, headers, body) = with(|f| f.calls.first().cloned()).expect("an export call");
+        assert_eq!(cluster, "meshtrace-collector");
+        assert!(
+            headers.contains(&(":path".to_string(), b"/v1/traces".to_vec())),
+            "{headers:?}"
+        );
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            has(b"smoke") && has(b"/smoke/1"),
+            "the span is in the OTLP body"
+        );
+        with(|f| f.call_response = vec![(":status".into(), "200".into())]);
+        proxy_on_http_call_response(1, 1, 1, 0, 0);
+        proxy_on_tick(1);
+        let exported = with(|f| {
+            f.metrics
+                .iter()
+                .find(|(n, _)| n == "meshtrace.spans_exported")
+                .map(|(_, v)| *v)
+        });
+        assert_eq!(exported, Some(1));
+    }
+
+    #[test]
+    fn an_unsampled_inner_hop_keeps_no_state_and_writes_nothing() {
+        let never = r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0}}}"#;
+        assert_eq!(configure(never), 1);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        request(&[("traceparent", tp)]);
+        let before = with(|f| f.request.clone());
+        proxy_on_request_headers(3, 5, 1);
+        assert_eq!(with_vm(|vm| vm.streams.len()), Some(0));
+        proxy_on_response_headers(3, 1, 0);
+        proxy_on_log(3);
+        assert_eq!(
+            with(|f| f.request.clone()),
+            before,
+            "headers go on as they came"
+        );
+        assert_eq!(with(|f| header(&f.response, "traceresponse")), None);
+    }
+
+    #[test]
+    fn a_bad_configuration_and_a_second_root_are_refused_with_a_log_line() {
+        assert_eq!(configure(r#"{"export":{"max_batch_spans":0}}"#), 0);
+        let logs = with(|f| f.logs.clone());
+        assert!(
+            logs.iter()
+                .any(|(l, m)| *l == abi::LOG_ERROR && m.contains("export.max_batch_spans")),
+            "{logs:?}"
+        );
+        assert_eq!(configure("{}"), 1);
+        assert_eq!(proxy_on_configure(7, 2), 0, "another root in this VM");
+        assert!(with(|f| f.logs.iter().any(|(_, m)| m.contains("vm_id"))));
+    }
 }

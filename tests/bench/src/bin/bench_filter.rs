@@ -63,8 +63,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let rounds = arg("--rounds", 7) as usize;
-    let secs = arg("--seconds", 5);
+    let rounds = arg("--rounds", 10) as usize;
+    let secs = arg("--seconds", 3);
     let conns = arg("--connections", 16);
     let rss_requests = arg("--rss-requests", 500_000);
     let tck = clk_tck();
@@ -113,6 +113,15 @@ fn main() {
             flush100(),
         ),
         setup("meshtrace_1pct", mesh(0.01), json!({})),
+        // What `traceresponse` (on by default for requests from outside the mesh, as
+        // all of wrk's are) adds to an unsampled request: one header write.
+        setup(
+            "meshtrace_no_traceresponse_1pct",
+            Filter::Meshtrace(
+                r#"{"service_name":"bench","sampling":{"default_strategy":{"type":"probabilistic","param":0.01}},"propagation":{"traceresponse":"never"}}"#.into(),
+            ),
+            json!({}),
+        ),
         setup("meshtrace_10pct", mesh(0.1), json!({})),
         setup("meshtrace_100pct", mesh(1.0), json!({})),
     ];
@@ -189,103 +198,150 @@ fn main() {
         }
         return;
     }
+    // Every configuration's Envoy is started once and stays up (all on CPU 0, idle
+    // but for their timers while another is measured); a round measures each group
+    // (plain Envoy, Envoy's native tracer and meshtrace at one sampling rate)
+    // back to back, `secs` each under wrk on CPU 1, so the overheads and ratios of a
+    // round come from measurements seconds apart: the drift of a shared machine
+    // (plain Envoy has moved by 2x within minutes here) cancels out of them.
+    // Groups and members rotate from round to round.
+    let group_of = |name: &str| {
+        if name.ends_with("_1pct") {
+            1
+        } else if name.contains("_10pct") {
+            2
+        } else if name.contains("_100pct") {
+            3
+        } else {
+            0
+        }
+    };
+    let groups: Vec<Vec<usize>> = (0..4)
+        .map(|g| {
+            (0..setups.len())
+                .filter(|&i| setups[i].name == "plain" || group_of(setups[i].name) == g)
+                .collect::<Vec<_>>()
+        })
+        .filter(|members| members.len() > 1)
+        .collect();
+    let envoys: Vec<(Envoy, u16)> = setups
+        .iter()
+        .map(|s| start(s, upstream.port, sink.port))
+        .collect();
+    for (_, port) in &envoys {
+        wrk(*port, 1, conns);
+    }
+    // samples[i]: CPU µs per request; over[i]: minus plain of the same group and round.
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
-    println!("# {rounds} rounds x {} configurations, {secs}s each, wrk -c{conns}; Envoy --concurrency 1 on CPU 0, load on CPU 1", setups.len());
+    let mut over: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut ratios: Vec<(&str, Vec<f64>)> =
+        vec![("1pct", vec![]), ("10pct", vec![]), ("100pct", vec![])];
+    let mut base_ratios = ratios.clone();
+    println!(
+        "# {rounds} rounds x {} groups (plain Envoy in each), {secs}s per configuration, wrk -c{conns} on CPU 1, each Envoy --concurrency 1 on CPU 0",
+        groups.len()
+    );
     for round in 0..rounds {
-        for k in 0..setups.len() {
-            let i = (k + round) % setups.len();
-            let s = &setups[i];
-            let (envoy, port) = start(s, upstream.port, sink.port);
-            wrk(port, 1, conns);
-            let t0 = cpu_ticks(envoy.pid());
-            let n = wrk(port, secs, conns);
-            let t1 = cpu_ticks(envoy.pid());
-            let us = (t1 - t0) as f64 / tck * 1e6 / n.max(1) as f64;
-            let mut extra = String::new();
-            if s.name.starts_with("meshtrace") {
-                std::thread::sleep(std::time::Duration::from_millis(1500));
-                extra = format!(
-                    " sampled={} exported={} dropped={}",
-                    envoy.counter("spans_sampled"),
-                    envoy.counter("spans_exported"),
-                    envoy.counter("spans_dropped")
+        for k in 0..groups.len() {
+            let mut members = groups[(k + round) % groups.len()].clone();
+            let len = members.len();
+            members.rotate_left(round % len);
+            let mut n = Vec::new();
+            let mut ticks = Vec::new();
+            for &i in &members {
+                let (e, port) = &envoys[i];
+                let t0 = cpu_ticks(e.pid());
+                n.push(wrk(*port, secs, conns));
+                ticks.push(cpu_ticks(e.pid()) - t0);
+            }
+            let us: Vec<f64> = (0..members.len())
+                .map(|j| ticks[j] as f64 / tck * 1e6 / n[j].max(1) as f64)
+                .collect();
+            let plain_at = members
+                .iter()
+                .position(|&i| setups[i].name == "plain")
+                .unwrap_or(0);
+            for (j, &i) in members.iter().enumerate() {
+                samples[i].push(us[j]);
+                over[i].push(us[j] - us[plain_at]);
+                let (e, _) = &envoys[i];
+                let extra = if setups[i].name.starts_with("meshtrace") {
+                    format!(
+                        " sampled={} dropped={}",
+                        e.counter("spans_sampled"),
+                        e.counter("spans_dropped")
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "round {round} {:<24} {:>8} req  {:7.2} cpu_us/req  {:+7.2}{extra}",
+                    setups[i].name,
+                    n[j],
+                    us[j],
+                    us[j] - us[plain_at]
                 );
             }
-            println!(
-                "round {round} {:<24} {n:>8} req  {us:7.2} cpu_us/req{extra}",
-                s.name
-            );
-            samples[i].push(us);
-        }
-    }
-    // Per-round overheads (each against plain Envoy of the same round) before the
-    // medians sort the samples.
-    let per_round = |a: &str, b: &[&str]| -> Vec<f64> {
-        let idx = |n: &str| setups.iter().position(|s| s.name == n);
-        let (Some(ia), Some(ip)) = (idx(a), idx("plain")) else {
-            return Vec::new();
-        };
-        let ib: Vec<usize> = b.iter().filter_map(|n| idx(n)).collect();
-        if ib.is_empty() {
-            return Vec::new();
-        }
-        (0..rounds)
-            .map(|r| {
-                let plain = samples[ip][r];
-                let native = ib
+            // This round's ratio at this group's rate: meshtrace over the cheaper native.
+            let of = |name: &str| {
+                members
                     .iter()
-                    .map(|&i| samples[i][r] - plain)
-                    .fold(f64::INFINITY, f64::min);
-                (samples[ia][r] - plain) / native
-            })
-            .collect()
-    };
-    let round_ratios = [
-        ("1pct", per_round("meshtrace_1pct", &["native_1pct"])),
-        (
-            "10pct",
-            per_round(
-                "meshtrace_10pct",
-                &["native_10pct_flush5", "native_10pct_flush100"],
-            ),
-        ),
-        (
-            "100pct",
-            per_round(
-                "meshtrace_100pct",
-                &["native_100pct_flush5", "native_100pct_flush100"],
-            ),
-        ),
-    ];
-    let med: Vec<f64> = samples.iter_mut().map(|v| median(v)).collect();
-    println!("# medians (cpu µs per request) and overhead over plain Envoy");
-    for (s, m) in setups.iter().zip(&med) {
-        println!("{:<24} {m:7.2}  {:+7.2}", s.name, m - med[0]);
+                    .position(|&i| setups[i].name == name)
+                    .map(|j| us[j] - us[plain_at])
+            };
+            for (build, list) in [("meshtrace", &mut ratios), ("baseline", &mut base_ratios)] {
+                for (rate, v) in list.iter_mut() {
+                    let natives: Vec<f64> = [
+                        format!("native_{rate}"),
+                        format!("native_{rate}_flush5"),
+                        format!("native_{rate}_flush100"),
+                    ]
+                    .iter()
+                    .filter_map(|n| of(n))
+                    .collect();
+                    if let (Some(m), false) = (of(&format!("{build}_{rate}")), natives.is_empty()) {
+                        v.push(m / natives.iter().copied().fold(f64::INFINITY, f64::min));
+                    }
+                }
+            }
+        }
     }
-    for (rate, v) in &round_ratios {
+    drop(envoys);
+    let med: Vec<f64> = samples.iter_mut().map(|v| median(v)).collect();
+    let med_over: Vec<f64> = over.iter_mut().map(|v| median(v)).collect();
+    println!(
+        "# medians: cpu µs per request, and overhead over plain Envoy of the same group and round"
+    );
+    for (i, s) in setups.iter().enumerate() {
+        println!("{:<24} {:7.2}  {:+7.2}", s.name, med[i], med_over[i]);
+    }
+    let mut ratio_med = std::collections::HashMap::new();
+    for (rate, v) in ratios.iter_mut() {
         if !v.is_empty() {
             let shown: Vec<String> = v.iter().map(|r| format!("{r:.2}")).collect();
             println!(
                 "# meshtrace / native overhead at {rate}, round by round: {}",
                 shown.join(" ")
             );
+            ratio_med.insert(*rate, median(v));
         }
     }
-    let over = |i: usize| med[i] - med[0];
-    let find = |n: &str| setups.iter().position(|s| s.name == n).map(over);
+    let find = |n: &str| setups.iter().position(|s| s.name == n).map(|i| med_over[i]);
     if baseline.is_some() {
-        let ratio = |a: &str, natives: &[&str]| {
-            let native = natives
-                .iter()
-                .filter_map(|n| find(n))
-                .fold(f64::INFINITY, f64::min);
-            find(a).map_or("-".into(), |x| format!("{:.2}", x / native))
-        };
+        let mut shown = Vec::new();
+        for (rate, v) in base_ratios.iter_mut() {
+            if !v.is_empty() {
+                let rounds: Vec<String> = v.iter().map(|r| format!("{r:.2}")).collect();
+                println!(
+                    "# baseline / native overhead at {rate}, round by round: {}",
+                    rounds.join(" ")
+                );
+                shown.push(format!("ratio_{rate}={:.2}", median(v)));
+            }
+        }
         println!(
-            "RESULT_BASELINE ratio_1pct={} ratio_10pct={} ratio_100pct={} unsampled_overhead_us={} (the MESHTRACE_BASELINE_WASM build, same run)",
-            ratio("baseline_1pct", &["native_1pct"]),
-            ratio("baseline_10pct", &["native_10pct_flush5", "native_10pct_flush100"]),
-            ratio("baseline_100pct", &["native_100pct_flush5", "native_100pct_flush100"]),
+            "RESULT_BASELINE {} unsampled_overhead_us={} (the MESHTRACE_BASELINE_WASM build, same run)",
+            shown.join(" "),
             find("baseline_1pct").map_or("-".into(), |x| format!("{x:.2}")),
         );
     }
@@ -335,11 +391,18 @@ fn main() {
         envoy.counter("spans_dropped")
     );
     drop(envoy);
+    let r = |rate: &str| ratio_med.get(rate).copied().unwrap_or(f64::NAN);
     println!(
-        "RESULT ratio_1pct={:.2} ratio_10pct={:.2} ratio_100pct={:.2} unsampled_overhead_us={mesh_1:.2} native_1pct_overhead_us={native_1:.2} floor_overhead_us={floor:.2} rss_growth_mb={:.1}",
+        "# ratios of the median overheads: 1% {:.2}, 10% {:.2}, 100% {:.2} (the RESULT gives the median of the per-round ratios)",
         mesh_1 / native_1,
         mesh_10 / native_10,
-        mesh_100 / native_100,
+        mesh_100 / native_100
+    );
+    println!(
+        "RESULT ratio_1pct={:.2} ratio_10pct={:.2} ratio_100pct={:.2} unsampled_overhead_us={mesh_1:.2} native_1pct_overhead_us={native_1:.2} floor_overhead_us={floor:.2} rss_growth_mb={:.1}",
+        r("1pct"),
+        r("10pct"),
+        r("100pct"),
         rss1 - rss0
     );
 }

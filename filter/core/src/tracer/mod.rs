@@ -1,9 +1,18 @@
 //! The per-VM tracer: built once from the config and the node metadata in
-//! `on_configure`, shared by every stream of the VM.
+//! `on_configure`, shared by every stream of the VM. Its fields are private:
+//! the adapter starts streams and finishes spans through [`Tracer::start`] and
+//! [`Tracer::finish`] (the per-request code lives in the child module
+//! [`stream`], which sees them), and runs the export and the strategy polls on
+//! the root tick.
+
+pub mod stream;
+
+use stream::Stream;
 
 use crate::config::{AttributeType, Config, ConfigError, Direction, FormatName};
-use crate::export::{CallOutcome, Counters, ExportBuffer};
-use crate::host::{Host, RootHost};
+use crate::export::{CallOutcome, ExportBuffer};
+use crate::host::{Host, RootHost, StreamHost};
+use crate::metrics::Counters;
 use crate::metrics::COUNTERS;
 use crate::operation::OperationNamer;
 use crate::otlp::{self, Value};
@@ -74,24 +83,24 @@ pub fn truncate(s: &str, max: usize) -> &str {
 }
 
 pub struct Tracer {
-    pub config: Config,
-    pub identity: Identity,
-    pub direction: Direction,
-    pub inject_formats: Formats,
-    pub force_header: Option<String>,
+    config: Config,
+    identity: Identity,
+    direction: Direction,
+    inject_formats: Formats,
+    force_header: Option<String>,
     resource: Vec<u8>,
     scope: Vec<u8>,
     /// Pre-encoded span attributes that never change (literal, env, metadata tags).
-    pub static_attrs: Vec<u8>,
-    pub request_header_tags: Vec<HeaderTag>,
-    pub response_header_tags: Vec<HeaderTag>,
-    pub attribute_tags: Vec<AttributeTag>,
-    pub namer: OperationNamer,
-    pub sampler: Sampler,
+    static_attrs: Vec<u8>,
+    request_header_tags: Vec<HeaderTag>,
+    response_header_tags: Vec<HeaderTag>,
+    attribute_tags: Vec<AttributeTag>,
+    namer: OperationNamer,
+    sampler: Sampler,
     /// Shared-data key of this service's Envoy-wide rate-limit budget.
-    pub budget_key: String,
-    pub rng: Rng,
-    pub buffer: ExportBuffer,
+    budget_key: String,
+    rng: Rng,
+    buffer: ExportBuffer,
     reported: Counters,
     request_body: Vec<u8>,
     remote: Option<RemoteState>,
@@ -258,6 +267,22 @@ impl Tracer {
             identity,
             config,
         })
+    }
+
+    /// Request headers arrived: extract, decide, inject; what is left to do for
+    /// this stream. `end_of_stream`: the request has no body.
+    pub fn start(&mut self, host: &mut impl StreamHost, end_of_stream: bool) -> Stream {
+        Stream::on_request_headers(self, host, end_of_stream)
+    }
+
+    /// The stream is over: finish its span (if sampled) and buffer it.
+    pub fn finish(&mut self, stream: Stream, host: &impl StreamHost) {
+        stream.on_log(self, host);
+    }
+
+    /// This workload's `service.name`.
+    pub fn service_name(&self) -> &str {
+        &self.identity.service_name
     }
 
     /// Sends what is due. Called on the root tick.

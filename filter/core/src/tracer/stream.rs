@@ -1,13 +1,13 @@
 //! One HTTP stream through the sidecar: decide, propagate, and (if sampled)
 //! build one span that covers the whole stream, emitted at `on_log`.
 
-use crate::config::{AttributeType, Direction, TraceResponseMode};
+use crate::config::TraceResponseMode;
 use crate::host::{Headers, StreamHost};
-use crate::otlp::{self, span_field as f, SpanKind, StatusCode, Value};
+
 use crate::propagation::{self, IncomingHeaders, Outgoing};
 use crate::sampling::Decision;
 use crate::tracer::{truncate, Tracer};
-use meshtrace_proto::{semconv, SpanId, TraceId};
+use meshtrace_proto::{SpanId, TraceId};
 use std::rc::Rc;
 
 /// Envoy's legacy response-flag bits (`response.flags`), with their short codes.
@@ -149,7 +149,7 @@ impl Stream {
     /// Request headers arrived: extract, decide, inject.
     ///
     /// `end_of_stream`: the request has no body (its size is then known to be 0).
-    pub fn on_request_headers(
+    pub(super) fn on_request_headers(
         tracer: &mut Tracer,
         host: &mut impl StreamHost,
         end_of_stream: bool,
@@ -172,7 +172,7 @@ impl Stream {
                 ":authority" => fields.authority = Some(at),
                 "user-agent" => fields.user_agent = Some(at),
                 "x-request-id" => fields.request_id = Some(at),
-                crate::config::JAEGER_DEBUG_ID if !v.is_empty() => fields.debug_id = Some(at),
+                crate::semconv::JAEGER_DEBUG_ID if !v.is_empty() => fields.debug_id = Some(at),
                 "content-length" => content_length = ascii_int(v),
                 _ => {}
             }
@@ -381,249 +381,35 @@ impl Stream {
     }
 
     /// The stream is over: finish and buffer the span.
-    pub fn on_log(self, tracer: &mut Tracer, host: &impl StreamHost) {
+    pub(super) fn on_log(self, tracer: &mut Tracer, host: &impl StreamHost) {
         let Some(span) = self.span else {
             return;
         };
-        let end_ns = host.now_nanos();
-        let prop_str = |path: &[&str]| {
-            host.property(path)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .filter(|s| !s.is_empty())
+        let ending = finish::read(&span, tracer, host);
+        let Tracer {
+            buffer,
+            static_attrs,
+            config,
+            request_header_tags,
+            response_header_tags,
+            attribute_tags,
+            ..
+        } = tracer;
+        let tags = encode::Tags {
+            fixed: static_attrs,
+            max_length: config.max_tag_length,
+            request: request_header_tags,
+            response: response_header_tags,
+            attributes: attribute_tags,
         };
-        let cluster = prop_str(&["xds", "cluster_name"]);
-        let kind = match tracer.direction {
-            Direction::Inbound => SpanKind::Server,
-            Direction::Outbound => SpanKind::Client,
-            // Istio names clusters `inbound|port||` and `outbound|port|subset|host`:
-            // that answers without another host call.
-            Direction::Auto
-                if cluster
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("inbound|")) =>
-            {
-                SpanKind::Server
-            }
-            Direction::Auto
-                if cluster
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("outbound|")) =>
-            {
-                SpanKind::Client
-            }
-            // Envoy's enum: 1 = INBOUND, 2 = OUTBOUND.
-            Direction::Auto => match host
-                .property(&["xds", "listener_direction"])
-                .and_then(|b| int_le(&b))
-            {
-                Some(1) => SpanKind::Server,
-                _ => SpanKind::Client,
-            },
-        };
-        let status = span.status.or_else(|| {
-            host.property(&["response", "code"])
-                .and_then(|b| int_le(&b))
-                .filter(|c| *c > 0)
+        buffer.append(ending.end_ns, |buf| {
+            encode::write_span(buf, &span, &ending, &tags)
         });
-        let grpc_error = span.grpc_status.is_some_and(|g| g != 0);
-        let http_error = status.is_none_or(|s| s >= 500);
-        let (flags, local_failure) = if http_error || grpc_error {
-            host.property(&["response", "flags"])
-                .and_then(|b| int_le(&b))
-                .map(|bits| response_flags(bits as u64))
-                .unwrap_or_default()
-        } else {
-            (String::new(), false)
-        };
-        // SERVER: the peer is downstream; the upstream is the local app, not
-        // worth a host call. CLIENT: the peer is the upstream host.
-        let (peer, upstream_host) = match kind {
-            SpanKind::Server => (prop_str(&["source", "address"]), None),
-            SpanKind::Client => {
-                let u = prop_str(&["upstream", "address"]);
-                (u.clone(), u)
-            }
-        };
-        let req_size = span
-            .request_body_size
-            .or_else(|| host.property(&["request", "size"]).and_then(|b| int_le(&b)));
-        let resp_size = span.response_body_size.or_else(|| {
-            host.property(&["response", "size"])
-                .and_then(|b| int_le(&b))
-        });
-        let attr_values: Vec<(usize, Option<Vec<u8>>)> = tracer
-            .attribute_tags
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let path: Vec<&str> = t.path.iter().map(String::as_str).collect();
-                (i, host.property(&path))
-            })
-            .collect();
-
-        let error = http_error || grpc_error || local_failure;
-        let status_message = if !flags.is_empty() {
-            flags.clone()
-        } else if status.is_none() {
-            "no response".to_string()
-        } else {
-            String::new()
-        };
-        let static_attrs = &tracer.static_attrs;
-        let max_tag_length = tracer.config.max_tag_length;
-        let req_tags = &tracer.request_header_tags;
-        let resp_tags = &tracer.response_header_tags;
-        let attr_tags = &tracer.attribute_tags;
-        let write_span = |buf: &mut Vec<u8>| {
-            otlp::put_nested(buf, 2, |b| {
-                otlp::put_bytes(b, f::TRACE_ID, &span.trace_id.0);
-                otlp::put_bytes(b, f::SPAN_ID, &span.span_id.0);
-                if let Some(ts) = &span.tracestate {
-                    otlp::put_str(b, f::TRACE_STATE, ts);
-                }
-                if let Some(p) = &span.parent {
-                    otlp::put_bytes(b, f::PARENT_SPAN_ID, &p.0);
-                }
-                otlp::put_str(b, f::NAME, &span.name);
-                otlp::put_uint(b, f::KIND, kind as u64);
-                otlp::put_fixed64(b, f::START, span.start_ns);
-                otlp::put_fixed64(b, f::END, end_ns.max(span.start_ns));
-                let a = f::ATTRIBUTES;
-                let max = max_tag_length;
-                let text =
-                    |at: Option<usize>| at.map(|i| String::from_utf8_lossy(&span.headers[i].1));
-                let method = text(span.fields.method);
-                let method = method.as_deref().unwrap_or("GET");
-                otlp::put_attr(
-                    b,
-                    a,
-                    "http.request.method",
-                    &Value::Str(truncate(method, max)),
-                );
-                let path = text(span.fields.path);
-                let path = crate::operation::path_without_query(path.as_deref().unwrap_or("/"));
-                otlp::put_attr(b, a, "url.path", &Value::Str(truncate(path, max)));
-                if let Some(s) = text(span.fields.scheme) {
-                    let s = truncate(&s, max);
-                    otlp::put_attr(b, a, "url.scheme", &Value::Str(s));
-                }
-                if let Some(auth) = text(span.fields.authority) {
-                    let auth = truncate(&auth, max);
-                    let (h, port) = split_host_port(auth);
-                    otlp::put_attr(b, a, "server.address", &Value::Str(h));
-                    if let Some(p) = port {
-                        otlp::put_attr(b, a, "server.port", &Value::Int(p));
-                    }
-                }
-                if let Some(s) = status {
-                    otlp::put_attr(b, a, "http.response.status_code", &Value::Int(s));
-                }
-                if let Some(g) = span.grpc_status {
-                    otlp::put_attr(b, a, "rpc.grpc.status_code", &Value::Int(g));
-                }
-                if let Some(ua) = text(span.fields.user_agent) {
-                    let ua = truncate(&ua, max);
-                    otlp::put_attr(b, a, "user_agent.original", &Value::Str(ua));
-                }
-                if let Some(d) = text(span.fields.debug_id) {
-                    let d = truncate(&d, max);
-                    otlp::put_attr(b, a, crate::config::JAEGER_DEBUG_ID, &Value::Str(d));
-                }
-                if let Some(r) = text(span.fields.request_id) {
-                    let r = truncate(&r, max);
-                    otlp::put_attr(b, a, "http.request.header.x-request-id", &Value::Str(r));
-                }
-                if let Some(p) = &peer {
-                    let (h, port) = split_host_port(p);
-                    otlp::put_attr(b, a, "network.peer.address", &Value::Str(h));
-                    if let Some(port) = port {
-                        otlp::put_attr(b, a, "network.peer.port", &Value::Int(port));
-                    }
-                    if kind == SpanKind::Server {
-                        otlp::put_attr(b, a, "client.address", &Value::Str(h));
-                    }
-                }
-                if let Some(n) = req_size {
-                    otlp::put_attr(b, a, "http.request.body.size", &Value::Int(n));
-                }
-                if let Some(n) = resp_size {
-                    otlp::put_attr(b, a, "http.response.body.size", &Value::Int(n));
-                }
-                if let Some(c) = &cluster {
-                    otlp::put_attr(b, a, "envoy.upstream.cluster", &Value::Str(c));
-                }
-                if let Some(u) = &upstream_host {
-                    otlp::put_attr(b, a, "envoy.upstream.host", &Value::Str(u));
-                }
-                if !flags.is_empty() {
-                    otlp::put_attr(b, a, "envoy.response_flags", &Value::Str(&flags));
-                }
-                let (stype, sparam) = span.decision.sampler_tags();
-                otlp::put_attr(b, a, semconv::SAMPLER_TYPE, &Value::Str(stype));
-                if let Some(p) = sparam {
-                    otlp::put_attr(b, a, semconv::SAMPLER_PARAM, &Value::Double(p));
-                }
-                b.extend_from_slice(static_attrs);
-                for (i, tag) in req_tags.iter().enumerate() {
-                    match span.request_tags.iter().find(|(j, _)| *j == i) {
-                        Some((_, at)) => {
-                            let v = String::from_utf8_lossy(&span.headers[*at].1);
-                            let v = truncate(&v, tag.max_length);
-                            otlp::put_attr(b, a, &tag.tag, &Value::Str(v));
-                        }
-                        None => {
-                            if let Some(d) = &tag.default {
-                                otlp::put_attr(b, a, &tag.tag, &Value::Str(d));
-                            }
-                        }
-                    }
-                }
-                for (i, tag) in resp_tags.iter().enumerate() {
-                    match span.response_tags.iter().find(|(j, _)| *j == i) {
-                        Some((_, v)) => otlp::put_attr(b, a, &tag.tag, &Value::Str(v)),
-                        None => {
-                            if let Some(d) = &tag.default {
-                                otlp::put_attr(b, a, &tag.tag, &Value::Str(d));
-                            }
-                        }
-                    }
-                }
-                for (i, raw) in &attr_values {
-                    let tag = &attr_tags[*i];
-                    let value = raw.as_deref().and_then(|bytes| match tag.value_type {
-                        AttributeType::Int => int_le(bytes).map(Value::Int),
-                        AttributeType::Bool => bytes.first().map(|x| Value::Bool(*x != 0)),
-                        AttributeType::String => None,
-                    });
-                    match (value, raw) {
-                        (Some(v), _) => otlp::put_attr(b, a, &tag.tag, &v),
-                        (None, Some(bytes)) if tag.value_type == AttributeType::String => {
-                            let s = lossy(bytes, tag.max_length);
-                            otlp::put_attr(b, a, &tag.tag, &Value::Str(&s));
-                        }
-                        _ => {
-                            if let Some(d) = &tag.default {
-                                otlp::put_attr(b, a, &tag.tag, &Value::Str(d));
-                            }
-                        }
-                    }
-                }
-                otlp::put_nested(b, f::STATUS, |s| {
-                    if error && !status_message.is_empty() {
-                        otlp::put_str(s, 2, &status_message);
-                    }
-                    let code = if error {
-                        StatusCode::Error
-                    } else {
-                        StatusCode::Unset
-                    };
-                    otlp::put_uint(s, 3, code as u64);
-                });
-            })
-        };
-        tracer.buffer.append(end_ns, write_span);
     }
 }
+
+mod encode;
+mod finish;
 
 #[cfg(test)]
 mod cost;
