@@ -126,7 +126,7 @@ impl Write for ChunkWriter {
 
 /// Writes `{"data":[trace,…],"total":N,"limit":0,"offset":0,"errors":null}`, one trace at a time.
 fn write_envelope(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     set: TraceSet,
     mut warnings: Vec<String>,
 ) -> std::io::Result<()> {
@@ -154,20 +154,17 @@ pub fn traces_answer(
     pretty: bool,
     slot: OwnedSemaphorePermit,
 ) -> Response {
-    // A small answer (or an indented one, which people read) is written at once:
-    // streaming costs a thread hop and a channel.
     let spans: usize = set.traces.iter().map(|t| t.spans.len()).sum();
-    if pretty || spans <= STREAM_FROM_SPANS {
+    if pretty {
+        // An indented answer is for people: written at once.
         let mut body = Vec::with_capacity(spans * 1024 + 64);
         let written = write_envelope(&mut body, set, warnings).map_err(|e| e.to_string());
         drop(slot);
-        let body = match written {
-            Ok(()) if pretty => serde_json::from_slice::<serde_json::Value>(&body)
+        let body = written.and_then(|()| {
+            serde_json::from_slice::<serde_json::Value>(&body)
                 .and_then(|v| serde_json::to_vec_pretty(&v))
-                .map_err(|e| e.to_string()),
-            Ok(()) => Ok(body),
-            Err(e) => Err(e),
-        };
+                .map_err(|e| e.to_string())
+        });
         return match body {
             Ok(body) => (
                 StatusCode::OK,
@@ -178,6 +175,32 @@ pub fn traces_answer(
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         };
     }
+    json_answer(spans, slot, move |out| write_envelope(out, set, warnings))
+}
+
+/// A JSON answer of `spans` spans, produced by `write`: a small one is written
+/// at once (streaming costs a thread hop and a channel), a larger one is written
+/// to the socket in 64 KiB chunks from a blocking thread as it is produced. The
+/// slot is held until the last byte is handed over.
+pub fn json_answer(
+    spans: usize,
+    slot: OwnedSemaphorePermit,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send + 'static,
+) -> Response {
+    if spans <= STREAM_FROM_SPANS {
+        let mut body = Vec::with_capacity(spans * 1024 + 64);
+        let written = write(&mut body);
+        drop(slot);
+        return match written {
+            Ok(()) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+    }
     let (tx, mut rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
@@ -185,7 +208,7 @@ pub fn traces_answer(
             tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        if let Err(e) = write_envelope(&mut out, set, warnings) {
+        if let Err(e) = write(&mut out).and_then(|()| out.flush()) {
             tracing::debug!(error = %e, "trace answer not completed");
         }
     });

@@ -257,7 +257,7 @@ impl<'a> TraceJson<'a> {
     /// at a time: no whole-trace model in memory.
     pub fn write(
         &self,
-        w: &mut impl std::io::Write,
+        w: &mut (impl std::io::Write + ?Sized),
         warnings: Option<&[String]>,
     ) -> std::io::Result<()> {
         w.write_all(b"{\"traceID\":")?;

@@ -15,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use axum_extra::extract::Query;
-use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, TracesData};
+use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The v3 routes (merged into the query router).
 pub fn routes() -> Router<QueryState> {
@@ -265,38 +266,7 @@ pub fn parse_find(p: &FindParams) -> Result<TraceQuery, Refusal> {
     })
 }
 
-/// The traces as OTLP: one `ResourceSpans` per distinct resource + scope, in trace order.
-pub fn otlp(traces: &[StoredTrace]) -> TracesData {
-    let mut out: Vec<ResourceSpans> = Vec::new();
-    for t in traces {
-        let mut last: Option<*const crate::model::Origin> = None;
-        for s in &t.spans {
-            let here = Arc::as_ptr(&s.origin);
-            if last != Some(here) {
-                out.push(ResourceSpans {
-                    resource: Some(s.origin.resource.clone()),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(s.origin.scope.clone()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
-                last = Some(here);
-            }
-            if let Some(ss) = out.last_mut().and_then(|r| r.scope_spans.last_mut()) {
-                ss.spans.push(s.span.clone());
-            }
-        }
-    }
-    TracesData {
-        resource_spans: out,
-    }
-}
 
-#[derive(Serialize)]
-struct Wrapped {
-    result: TracesData,
-}
 
 /// Drops `null` members: protobuf JSON leaves an unset message out, and clients
 /// that validate the shape (the Jaeger UI's schemas) refuse `null` where a message may be.
@@ -311,19 +281,71 @@ fn without_nulls(v: &mut serde_json::Value) {
     }
 }
 
-fn traces_answer(traces: &[StoredTrace]) -> Response {
+fn traces_answer(traces: Vec<StoredTrace>, slot: OwnedSemaphorePermit) -> Response {
     if traces.is_empty() {
         return error(StatusCode::NOT_FOUND, "No traces found");
     }
-    match serde_json::to_value(Wrapped {
-        result: otlp(traces),
-    }) {
-        Ok(mut v) => {
-            without_nulls(&mut v);
-            json(StatusCode::OK, &v)
+    let spans = traces.iter().map(|t| t.spans.len()).sum();
+    super::answer::json_answer(spans, slot, move |out| write_otlp(out, &traces))
+}
+
+/// `serde_json` text of `v` with its `null`s left out (Jaeger's gateway omits
+/// unset fields).
+fn json_text(v: &impl Serialize) -> std::io::Result<Vec<u8>> {
+    let mut v = serde_json::to_value(v)?;
+    without_nulls(&mut v);
+    Ok(serde_json::to_vec(&v)?)
+}
+
+/// Writes `{"result":{"resourceSpans":[…]}}` span by span: each resource group's
+/// shell (its resource and scope, no spans) and then each span become JSON on
+/// their own, so an answer holds its stored spans and one span's JSON tree at a
+/// time — a 100,000-span answer built as one `serde_json::Value` took over 1 GiB.
+fn write_otlp(out: &mut dyn std::io::Write, traces: &[StoredTrace]) -> std::io::Result<()> {
+    out.write_all(b"{\"result\":{\"resourceSpans\":[")?;
+    let mut groups = 0usize;
+    let mut close: Vec<u8> = Vec::new();
+    for t in traces {
+        let mut last: Option<*const crate::model::Origin> = None;
+        let mut spans_in_group = 0usize;
+        for s in &t.spans {
+            let here = Arc::as_ptr(&s.origin);
+            if last != Some(here) {
+                out.write_all(&close)?;
+                if groups > 0 {
+                    out.write_all(b",")?;
+                }
+                groups += 1;
+                let shell = json_text(&ResourceSpans {
+                    resource: Some(s.origin.resource.clone()),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(s.origin.scope.clone()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })?;
+                // `"spans":[]` occurs once, as the scope's key (quotes inside
+                // strings are escaped): the spans go between its brackets.
+                const SPANS: &[u8] = b"\"spans\":[";
+                let at = shell
+                    .windows(SPANS.len() + 1)
+                    .rposition(|w| w[..SPANS.len()] == *SPANS && w[SPANS.len()] == b']')
+                    .map(|i| i + SPANS.len())
+                    .ok_or_else(|| std::io::Error::other("a ResourceSpans without spans"))?;
+                out.write_all(&shell[..at])?;
+                close = shell[at..].to_vec();
+                last = Some(here);
+                spans_in_group = 0;
+            }
+            if spans_in_group > 0 {
+                out.write_all(b",")?;
+            }
+            spans_in_group += 1;
+            out.write_all(&json_text(&s.span)?)?;
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+    out.write_all(&close)?;
+    out.write_all(b"]}}")
 }
 
 #[derive(Deserialize)]
@@ -357,32 +379,38 @@ async fn get_trace(
             return malformed("raw_traces", e).into_response();
         }
     }
-    let _slot = match st.budget.slot().await {
+    let slot = match st.budget.slot().await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let max_spans = st.budget.max_spans;
     match blocking_v3(move || st.store.traces_within(&[tid], max_spans)).await {
-        Ok(set) => traces_answer(&set.traces),
+        Ok(set) => traces_answer(set.traces, slot),
         Err(r) => r,
     }
 }
 
-async fn find(st: &QueryState, p: &FindParams) -> Result<Vec<StoredTrace>, Response> {
+/// The traces a search finds, and the answer slot that read them (held until
+/// the answer is written).
+async fn find(
+    st: &QueryState,
+    p: &FindParams,
+) -> Result<(Vec<StoredTrace>, OwnedSemaphorePermit), Response> {
     let mut q = parse_find(p).map_err(IntoResponse::into_response)?;
-    let _slot = st.budget.slot().await?;
+    let slot = st.budget.slot().await?;
     q.limit = q.limit.min(st.budget.max_traces);
     let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
-    blocking_v3(move || {
+    let traces = blocking_v3(move || {
         let ids = store.find_trace_ids(&q)?;
         Ok(store.traces_within(&ids, max_spans)?.traces)
     })
-    .await
+    .await?;
+    Ok((traces, slot))
 }
 
 async fn find_traces(State(st): State<QueryState>, Query(p): Query<FindParams>) -> Response {
     match find(&st, &p).await {
-        Ok(traces) => traces_answer(&traces),
+        Ok((traces, slot)) => traces_answer(traces, slot),
         Err(r) => r,
     }
 }
@@ -461,7 +489,7 @@ struct Summaries {
 
 async fn find_summaries(State(st): State<QueryState>, Query(p): Query<FindParams>) -> Response {
     match find(&st, &p).await {
-        Ok(traces) => json(
+        Ok((traces, _slot)) => json(
             StatusCode::OK,
             &Summaries {
                 summaries: traces.iter().map(summary).collect(),
