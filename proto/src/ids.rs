@@ -69,6 +69,14 @@ fn decode_padded<const N: usize>(src: &[u8], allow_upper: bool) -> Result<[u8; N
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 0xf) as usize];
+    }
+}
+
 fn encode_into(bytes: &[u8], out: &mut String) {
     for b in bytes {
         out.push(HEX[(b >> 4) as usize] as char);
@@ -123,6 +131,10 @@ impl TraceId {
     pub fn write_hex(&self, out: &mut String) {
         encode_into(&self.0, out);
     }
+    /// The 32 hex chars into `out[..32]` (a byte buffer being filled).
+    pub fn hex_bytes_into(&self, out: &mut [u8]) {
+        hex_into(&self.0, out);
+    }
 }
 
 impl SpanId {
@@ -151,6 +163,10 @@ impl SpanId {
     }
     pub fn write_hex(&self, out: &mut String) {
         encode_into(&self.0, out);
+    }
+    /// The 16 hex chars into `out[..16]` (a byte buffer being filled).
+    pub fn hex_bytes_into(&self, out: &mut [u8]) {
+        hex_into(&self.0, out);
     }
 }
 

@@ -266,8 +266,6 @@ pub fn parse_find(p: &FindParams) -> Result<TraceQuery, Refusal> {
     })
 }
 
-
-
 /// Drops `null` members: protobuf JSON leaves an unset message out, and clients
 /// that validate the shape (the Jaeger UI's schemas) refuse `null` where a message may be.
 fn without_nulls(v: &mut serde_json::Value) {

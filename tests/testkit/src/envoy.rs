@@ -70,6 +70,11 @@ pub struct EnvoyBuilder {
     pub work_dir: Option<PathBuf>,
     /// Start Envoy in its own process group (a terminal's Ctrl-C does not reach it).
     pub own_process_group: bool,
+    /// Run Envoy under this command (e.g. valgrind and its options); with
+    /// `cpu` unset only.
+    pub wrapper: Vec<String>,
+    /// How long to wait for it to be ready.
+    pub ready_timeout: Duration,
 }
 
 impl EnvoyBuilder {
@@ -97,6 +102,8 @@ impl EnvoyBuilder {
             admin_port: None,
             work_dir: None,
             own_process_group: false,
+            wrapper: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 
@@ -286,7 +293,14 @@ impl EnvoyBuilder {
                 c.arg("-c").arg(cpu.to_string()).arg(envoy_bin());
                 c
             }
-            None => Command::new(crate::try_envoy_bin()?),
+            None => match self.wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(crate::try_envoy_bin()?);
+                    c
+                }
+                None => Command::new(crate::try_envoy_bin()?),
+            },
         };
         if self.own_process_group {
             use std::os::unix::process::CommandExt;
@@ -313,7 +327,7 @@ impl EnvoyBuilder {
             dir,
             keep_dir: self.work_dir.is_some(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + self.ready_timeout;
         loop {
             if let Ok(Some(_)) = envoy.child.try_wait() {
                 return Err(envoy.log());
@@ -330,7 +344,11 @@ impl EnvoyBuilder {
                 return Ok(envoy);
             }
             if Instant::now() > deadline {
-                return Err(format!("not ready after 30 s\n{}", envoy.log()));
+                return Err(format!(
+                    "not ready after {} s\n{}",
+                    self.ready_timeout.as_secs(),
+                    envoy.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -86,18 +86,20 @@ pub fn parse_traceparent(v: &[u8]) -> Result<TraceParent, TraceParentError> {
     })
 }
 
-/// Formats a version-00 `traceparent`.
+/// Formats a version-00 `traceparent` (filled as bytes: once or twice per
+/// request, so no per-character string pushes).
 pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> String {
-    let mut s = String::with_capacity(55);
-    s.push_str("00-");
-    trace_id.write_hex(&mut s);
-    s.push('-');
-    span_id.write_hex(&mut s);
-    s.push('-');
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    s.push(HEX[(flags >> 4) as usize] as char);
-    s.push(HEX[(flags & 0xf) as usize] as char);
-    s
+    let mut b = [b'-'; 55];
+    b[..2].copy_from_slice(b"00");
+    trace_id.hex_bytes_into(&mut b[3..35]);
+    span_id.hex_bytes_into(&mut b[36..52]);
+    b[53] = HEX[(flags >> 4) as usize];
+    b[54] = HEX[(flags & 0xf) as usize];
+    // Only ASCII was written.
+    std::str::from_utf8(&b)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// The spec's limits for `tracestate`.

@@ -22,12 +22,29 @@ struct Setup {
     name: &'static str,
     filter: Filter,
     runtime: serde_json::Value,
+    /// A request header every request carries (`name: value`), e.g. a trace
+    /// context arriving at an inner hop.
+    header: Option<&'static str>,
 }
+
+/// An unsampled W3C context, as an inner hop of an unsampled trace receives it.
+const UNSAMPLED_CONTEXT: &str =
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
 /// Runs wrk on CPU 1 for `secs`; returns the number of completed requests.
 fn wrk(port: u16, secs: u64, conns: u64) -> u64 {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1"])
+    wrk_with(port, secs, conns, None)
+}
+
+/// `wrk`, every request carrying `header` if given.
+fn wrk_with(port: u16, secs: u64, conns: u64, header: Option<&str>) -> u64 {
+    let mut cmd = Command::new("taskset");
+    if let Some(h) = header {
+        cmd.args(["-c", "1", "wrk", "-H", h, "-t1"]);
+    } else {
+        cmd.args(["-c", "1", "wrk", "-t1"]);
+    }
+    let out = cmd
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
         .arg(format!("http://127.0.0.1:{port}/api/items/42"))
@@ -57,6 +74,22 @@ fn start(setup: &Setup, upstream: u16, sink: u16) -> (Envoy, u16) {
     (b.start(), port)
 }
 
+/// Prints each rate's per-round ratios of `build`; their medians, by rate.
+fn round_ratios<'a>(build: &str, ratios: &mut [(&'a str, Vec<f64>)]) -> Vec<(&'a str, f64)> {
+    let mut out = Vec::new();
+    for (rate, v) in ratios.iter_mut() {
+        if !v.is_empty() {
+            let shown: Vec<String> = v.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "# {build} / native overhead at {rate}, round by round: {}",
+                shown.join(" ")
+            );
+            out.push((*rate, median(v)));
+        }
+    }
+    out
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -73,6 +106,12 @@ fn main() {
         empty.exists(),
         "build the empty filter first: scripts/bench/filter does"
     );
+    let minimal =
+        workspace_root().join("target/wasm32-wasip1/release/meshtrace_minimal_filter.wasm");
+    assert!(
+        minimal.exists(),
+        "build the minimal-ABI reference filter first: scripts/bench/filter does"
+    );
     let mesh = |p: f64| {
         Filter::Meshtrace(format!(
             r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
@@ -82,6 +121,7 @@ fn main() {
         name,
         filter,
         runtime,
+        header: None,
     };
     // Envoy's native tracer flushes every 5 spans by default; 100 is its cheapest
     // sensible setting. Both are measured where flushing costs something (10%, 100%).
@@ -97,6 +137,16 @@ fn main() {
         setup(
             "wasm_span_calls_only",
             Filter::Wasm(empty, Some("span".into())),
+            json!({}),
+        ),
+        // The same floors on meshtrace's own ABI layer and exports (3 VM entries
+        // per request): nothing; the header map read and one header written; and
+        // a response header too, as for a request from outside the mesh.
+        setup("minimal_abi_empty", Filter::Wasm(minimal.clone(), None), json!({})),
+        setup("minimal_abi_headers", Filter::Wasm(minimal.clone(), Some("headers".into())), json!({})),
+        setup(
+            "minimal_abi_traceresponse",
+            Filter::Wasm(minimal, Some("traceresponse".into())),
             json!({}),
         ),
         setup("native_1pct", Filter::NativeOtel(1.0), json!({})),
@@ -124,6 +174,16 @@ fn main() {
         ),
         setup("meshtrace_10pct", mesh(0.1), json!({})),
         setup("meshtrace_100pct", mesh(1.0), json!({})),
+        // An inner hop of an unsampled trace (most hops of a mesh at 1%): the
+        // context arrives, nothing is recorded, the decision goes on.
+        Setup {
+            header: Some(UNSAMPLED_CONTEXT),
+            ..setup("native_inner_unsampled", Filter::NativeOtel(1.0), json!({}))
+        },
+        Setup {
+            header: Some(UNSAMPLED_CONTEXT),
+            ..setup("meshtrace_inner_unsampled", mesh(0.01), json!({}))
+        },
     ];
     // MESHTRACE_BASELINE_WASM: another build of the filter, measured beside this one.
     let baseline = std::env::var_os("MESHTRACE_BASELINE_WASM").map(std::path::PathBuf::from);
@@ -144,6 +204,14 @@ fn main() {
                 json!({}),
             ));
         }
+        setups.push(Setup {
+            header: Some(UNSAMPLED_CONTEXT),
+            ..setup(
+                "baseline_inner_unsampled",
+                Filter::Wasm(b.clone(), Some(cfg(0.01))),
+                json!({}),
+            )
+        });
     }
     // `--only a,b`: measure these configurations (plain is always measured).
     let args: Vec<String> = std::env::args().collect();
@@ -190,6 +258,11 @@ fn main() {
         println!("profiled {name}: {n} requests, data in {out}");
         return;
     }
+    // `--instructions`: instructions per request under valgrind instead of CPU time.
+    if args.iter().any(|a| a == "--instructions") {
+        instructions(&setups, upstream.port, sink.port, arg("--requests", 2000));
+        return;
+    }
     // `--counts`: only the VM entries and host calls per request.
     if args.iter().any(|a| a == "--counts") {
         match diagnostic_counts(upstream.port, sink.port, conns) {
@@ -206,7 +279,9 @@ fn main() {
     // (plain Envoy has moved by 2x within minutes here) cancels out of them.
     // Groups and members rotate from round to round.
     let group_of = |name: &str| {
-        if name.ends_with("_1pct") {
+        if name.ends_with("_inner_unsampled") {
+            4
+        } else if name.ends_with("_1pct") {
             1
         } else if name.contains("_10pct") {
             2
@@ -216,7 +291,7 @@ fn main() {
             0
         }
     };
-    let groups: Vec<Vec<usize>> = (0..4)
+    let groups: Vec<Vec<usize>> = (0..5)
         .map(|g| {
             (0..setups.len())
                 .filter(|&i| setups[i].name == "plain" || group_of(setups[i].name) == g)
@@ -228,14 +303,18 @@ fn main() {
         .iter()
         .map(|s| start(s, upstream.port, sink.port))
         .collect();
-    for (_, port) in &envoys {
-        wrk(*port, 1, conns);
+    for ((_, port), s) in envoys.iter().zip(&setups) {
+        wrk_with(*port, 1, conns, s.header);
     }
     // samples[i]: CPU µs per request; over[i]: minus plain of the same group and round.
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     let mut over: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
-    let mut ratios: Vec<(&str, Vec<f64>)> =
-        vec![("1pct", vec![]), ("10pct", vec![]), ("100pct", vec![])];
+    let mut ratios: Vec<(&str, Vec<f64>)> = vec![
+        ("1pct", vec![]),
+        ("10pct", vec![]),
+        ("100pct", vec![]),
+        ("inner_unsampled", vec![]),
+    ];
     let mut base_ratios = ratios.clone();
     println!(
         "# {rounds} rounds x {} groups (plain Envoy in each), {secs}s per configuration, wrk -c{conns} on CPU 1, each Envoy --concurrency 1 on CPU 0",
@@ -251,7 +330,7 @@ fn main() {
             for &i in &members {
                 let (e, port) = &envoys[i];
                 let t0 = cpu_ticks(e.pid());
-                n.push(wrk(*port, secs, conns));
+                n.push(wrk_with(*port, secs, conns, setups[i].header));
                 ticks.push(cpu_ticks(e.pid()) - t0);
             }
             let us: Vec<f64> = (0..members.len())
@@ -315,30 +394,13 @@ fn main() {
     for (i, s) in setups.iter().enumerate() {
         println!("{:<24} {:7.2}  {:+7.2}", s.name, med[i], med_over[i]);
     }
-    let mut ratio_med = std::collections::HashMap::new();
-    for (rate, v) in ratios.iter_mut() {
-        if !v.is_empty() {
-            let shown: Vec<String> = v.iter().map(|r| format!("{r:.2}")).collect();
-            println!(
-                "# meshtrace / native overhead at {rate}, round by round: {}",
-                shown.join(" ")
-            );
-            ratio_med.insert(*rate, median(v));
-        }
-    }
+    let ratio_med = round_ratios("meshtrace", &mut ratios);
     let find = |n: &str| setups.iter().position(|s| s.name == n).map(|i| med_over[i]);
     if baseline.is_some() {
-        let mut shown = Vec::new();
-        for (rate, v) in base_ratios.iter_mut() {
-            if !v.is_empty() {
-                let rounds: Vec<String> = v.iter().map(|r| format!("{r:.2}")).collect();
-                println!(
-                    "# baseline / native overhead at {rate}, round by round: {}",
-                    rounds.join(" ")
-                );
-                shown.push(format!("ratio_{rate}={:.2}", median(v)));
-            }
-        }
+        let shown: Vec<String> = round_ratios("baseline", &mut base_ratios)
+            .iter()
+            .map(|(rate, r)| format!("ratio_{rate}={r:.2}"))
+            .collect();
         println!(
             "RESULT_BASELINE {} unsampled_overhead_us={} (the MESHTRACE_BASELINE_WASM build, same run)",
             shown.join(" "),
@@ -391,7 +453,12 @@ fn main() {
         envoy.counter("spans_dropped")
     );
     drop(envoy);
-    let r = |rate: &str| ratio_med.get(rate).copied().unwrap_or(f64::NAN);
+    let r = |rate: &str| {
+        ratio_med
+            .iter()
+            .find(|(k, _)| *k == rate)
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
     println!(
         "# ratios of the median overheads: 1% {:.2}, 10% {:.2}, 100% {:.2} (the RESULT gives the median of the per-round ratios)",
         mesh_1 / native_1,
@@ -399,11 +466,12 @@ fn main() {
         mesh_100 / native_100
     );
     println!(
-        "RESULT ratio_1pct={:.2} ratio_10pct={:.2} ratio_100pct={:.2} unsampled_overhead_us={mesh_1:.2} native_1pct_overhead_us={native_1:.2} floor_overhead_us={floor:.2} rss_growth_mb={:.1}",
+        "RESULT ratio_1pct={:.2} ratio_10pct={:.2} ratio_100pct={:.2} unsampled_overhead_us={mesh_1:.2} native_1pct_overhead_us={native_1:.2} floor_overhead_us={floor:.2} rss_growth_mb={:.1} ratio_inner_unsampled={:.2}",
         r("1pct"),
         r("10pct"),
         r("100pct"),
-        rss1 - rss0
+        rss1 - rss0,
+        r("inner_unsampled")
     );
 }
 
@@ -459,4 +527,132 @@ fn diagnostic_counts(upstream: u16, sink: u16, conns: u64) -> Option<String> {
         ));
     }
     Some(lines.join("\n"))
+}
+
+/// Envoy's instructions per request for each configuration, counted by valgrind
+/// (callgrind): the count does not depend on what else the machine runs, so
+/// configurations compare within a percent where CPU time drifts by 2x. Each
+/// Envoy runs under callgrind; after a warm-up the counters are zeroed, `n`
+/// requests are sent one after another on one connection, and the counters are
+/// dumped (`callgrind_control`). Background work in that window (timers, the
+/// export of spans) is counted too, as part of what the requests cost.
+fn instructions(setups: &[Setup], upstream: u16, sink: u16, n: u64) {
+    use meshtrace_testkit::http::Client;
+    println!(
+        "# instructions per request under callgrind, {n} requests each (Envoy --concurrency 1)"
+    );
+    let mut plain = None;
+    let mut results = Vec::new();
+    for s in setups {
+        let dir =
+            std::env::temp_dir().join(format!("meshtrace-cg-{}-{}", std::process::id(), s.name));
+        let _ = std::fs::create_dir_all(&dir);
+        let mut b = EnvoyBuilder::new("bench", s.filter.clone(), sink);
+        b.runtime = s.runtime.clone();
+        b.wrapper = vec![
+            "valgrind".into(),
+            "--tool=callgrind".into(),
+            "--smc-check=all-non-file".into(),
+            format!("--callgrind-out-file={}/cg.%p", dir.display()),
+        ];
+        b.ready_timeout = std::time::Duration::from_secs(600);
+        let port = b.listener("INBOUND", upstream);
+        let envoy = b.start();
+        let mut c = Client::connect(port);
+        let header: Vec<(&str, &[u8])> = s
+            .header
+            .and_then(|h| h.split_once(": "))
+            .map(|(k, v)| vec![(k, v.as_bytes())])
+            .unwrap_or_default();
+        for _ in 0..200 {
+            c.get("/api/items/42", &header);
+        }
+        let control = |flag: &str| {
+            Command::new("callgrind_control")
+                .arg(flag)
+                .arg(envoy.pid().to_string())
+                .output()
+                .expect("callgrind_control (Debian valgrind)");
+        };
+        control("-z");
+        for _ in 0..n {
+            c.get("/api/items/42", &header);
+        }
+        control("-d");
+        let total: u64 = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".1"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| {
+                        l.strip_prefix("totals: ")
+                            .or_else(|| l.strip_prefix("summary: "))
+                    })
+                    .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                    .max()
+            })
+            .sum();
+        drop(envoy);
+        let _ = std::fs::remove_dir_all(&dir);
+        let per = total as f64 / n as f64;
+        let over = plain.map(|p: f64| per - p);
+        if s.name == "plain" {
+            plain = Some(per);
+        }
+        println!(
+            "{:<32} {per:10.0} instructions/request  {}",
+            s.name,
+            over.map_or(String::new(), |o| format!("{o:+10.0}"))
+        );
+        results.push((s.name, per));
+    }
+    let over = |n: &str| {
+        let p = results.iter().find(|(k, _)| *k == "plain")?.1;
+        results.iter().find(|(k, _)| *k == n).map(|(_, v)| v - p)
+    };
+    let min_of = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| over(n))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let ratio = |build: &str, rate: &str, natives: &[&str]| {
+        over(&format!("{build}_{rate}"))
+            .map_or("-".into(), |m| format!("{:.2}", m / min_of(natives)))
+    };
+    let line = |build: &str| {
+        format!(
+            "ratio_1pct={} ratio_10pct={} ratio_100pct={} ratio_inner_unsampled={}",
+            ratio(build, "1pct", &["native_1pct"]),
+            ratio(
+                build,
+                "10pct",
+                &["native_10pct_flush5", "native_10pct_flush100"]
+            ),
+            ratio(
+                build,
+                "100pct",
+                &["native_100pct_flush5", "native_100pct_flush100"]
+            ),
+            ratio(build, "inner_unsampled", &["native_inner_unsampled"]),
+        )
+    };
+    let show = |n: &str| over(n).map_or("-".into(), |v| format!("{v:.0}"));
+    if over("baseline_1pct").is_some() {
+        println!(
+            "RESULT_INSTRUCTIONS_BASELINE {} unsampled_overhead_instr={}",
+            line("baseline"),
+            show("baseline_1pct")
+        );
+    }
+    println!(
+        "RESULT_INSTRUCTIONS {} unsampled_overhead_instr={} native_1pct_overhead_instr={} floor_overhead_instr={}",
+        line("meshtrace"),
+        show("meshtrace_1pct"),
+        show("native_1pct"),
+        show("empty_wasm")
+    );
 }
