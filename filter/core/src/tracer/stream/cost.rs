@@ -42,5 +42,8 @@ fn cost_of_requests() {
             sampled += h.dispatched.len() - before;
         }
     }
-    assert!(p < 0.5 || n == 0 || sampled > 0, "nothing exported at p = {p}");
+    assert!(
+        p < 0.5 || n == 0 || sampled > 0,
+        "nothing exported at p = {p}"
+    );
 }
