@@ -1,5 +1,8 @@
 //! The proxy-wasm ABI (v0.2.1, as Envoy implements it): the host functions this
-//! filter calls, behind safe wrappers. The only `unsafe` code of the filter.
+//! filter calls, behind safe wrappers, and the module-level exports (the WASI
+//! initializer, the ABI version, VM start, memory allocation). The only `unsafe`
+//! code of the filter; `tests/minimal-filter` builds its reference filters on
+//! this same file.
 //!
 //! Memory the host returns (header maps, properties, buffers) is allocated by the
 //! host calling [`proxy_on_memory_allocate`] inside the VM during the host call;
@@ -99,6 +102,31 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+}
+
+#[cfg(target_os = "wasi")]
+extern "C" {
+    fn __wasm_call_ctors();
+}
+
+/// The WASI reactor's initializer: runs the module's static constructors.
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    #[cfg(target_os = "wasi")]
+    // SAFETY: called once by the host before any other export, as WASI reactors require.
+    unsafe {
+        __wasm_call_ctors();
+    }
+}
+
+/// Declares the ABI version this module speaks.
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+/// The VM starts: nothing to do before the plugin's configuration.
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
+    1
 }
 
 /// The host allocates what it returns in the VM through this export.

@@ -163,34 +163,6 @@ fn seed() -> u64 {
     h.finish()
 }
 
-#[cfg(target_os = "wasi")]
-extern "C" {
-    fn __wasm_call_ctors();
-}
-
-/// The WASI reactor's initializer: runs the module's static constructors.
-#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
-#[no_mangle]
-pub extern "C" fn _initialize() {
-    #[cfg(target_os = "wasi")]
-    #[allow(unsafe_code)]
-    // SAFETY: called once by the host before any other export, as WASI reactors require.
-    unsafe {
-        __wasm_call_ctors();
-    }
-}
-
-/// Declares the ABI version this module speaks.
-#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
-#[no_mangle]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
-
-#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
-#[no_mangle]
-pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
-    1
-}
-
 #[allow(unsafe_code)] // `no_mangle`: an export of the ABI
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
@@ -399,7 +371,7 @@ mod tests {
             f.now = 1_700_000_000_000_000_000;
             f.config = json.as_bytes().to_vec();
         });
-        assert_eq!(proxy_on_vm_start(1, 0), 1);
+        assert_eq!(abi::proxy_on_vm_start(1, 0), 1);
         proxy_on_configure(1, json.len())
     }
 

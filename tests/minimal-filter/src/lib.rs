@@ -28,31 +28,6 @@ thread_local! {
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
-#[cfg(target_os = "wasi")]
-extern "C" {
-    fn __wasm_call_ctors();
-}
-
-#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
-#[no_mangle]
-pub extern "C" fn _initialize() {
-    #[cfg(target_os = "wasi")]
-    // SAFETY: called once by the host before any other export.
-    unsafe {
-        __wasm_call_ctors();
-    }
-}
-
-#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
-#[no_mangle]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
-
-#[allow(unsafe_code)] // `no_mangle`: an export of the ABI
-#[no_mangle]
-pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> u32 {
-    1
-}
-
 #[allow(unsafe_code)] // `no_mangle`: an export of the ABI
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
