@@ -207,15 +207,7 @@ mod tests {
     use meshtrace_proto::otlp::common::v1::{any_value, ArrayValue};
     use prost::Message;
 
-    fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::store::suite::kv;
 
     /// The real heap bytes of a decoded request (strings, vecs by capacity) plus its struct.
     #[allow(clippy::ptr_arg)] // capacity, which a slice has not

@@ -9,7 +9,7 @@ use crate::store::SpanWriter;
 use axum::body::Body;
 use axum::http::Request;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use meshtrace_proto::otlp::common::v1::InstrumentationScope;
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use tower::ServiceExt;
@@ -17,15 +17,7 @@ use tower::ServiceExt;
 /// 2026-12-01T10:00:00Z in nanoseconds.
 const T0: u64 = 1_796_119_200_000_000_000;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
+use crate::store::suite::kv;
 
 fn span(
     id: u8,
@@ -74,10 +66,8 @@ fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
 
 /// frontend GET / (root) → frontend client call → checkout POST /orders (fails),
 /// and a span whose parent never arrived.
-fn fixture() -> (tempfile::TempDir, QueryState) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
-    let req = ExportTraceServiceRequest {
+fn fixture_request() -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
         resource_spans: vec![
             resource_spans(
                 "frontend",
@@ -94,8 +84,14 @@ fn fixture() -> (tempfile::TempDir, QueryState) {
                 ],
             ),
         ],
-    };
-    let records = records_from_request(req, &[], None).records;
+    }
+}
+
+/// The fixture in a real SQLite store.
+fn fixture() -> (tempfile::TempDir, QueryState) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
+    let records = records_from_request(fixture_request(), &[], None).records;
     store.write(&records).unwrap();
     let st = QueryState {
         store,
@@ -589,22 +585,8 @@ async fn the_service_map_over_a_window_from_the_edge_history() {
     // checkout's server span (failed): one request on frontend → checkout.
     let all = st.store.traces(&[[0xab; 16]]).unwrap();
     assert_eq!(all.len(), 1);
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![
-            resource_spans(
-                "frontend",
-                vec![
-                    span(1, None, "GET /", 2, 0, 100, false),
-                    span(2, Some(1), "POST checkout", 3, 10, 90, true),
-                ],
-            ),
-            resource_spans(
-                "checkout",
-                vec![span(3, Some(2), "POST /orders", 2, 20, 80, true)],
-            ),
-        ],
-    };
-    metrics.record(&records_from_request(req, &[], None).records);
+    // (The span whose parent never arrived is INTERNAL: it pairs with nothing.)
+    metrics.record(&records_from_request(fixture_request(), &[], None).records);
     st.metrics = Some(metrics);
     let (s, v) = get(&st, "/api/analysis/service-map?lookback=1h").await;
     assert_eq!(s, 200, "{v}");
