@@ -1,7 +1,116 @@
 //! What the filter needs from its host (Envoy through proxy-wasm, or a fake in tests).
 
-/// Header map as the host returns it: lowercase names, raw values.
-pub type Headers = Vec<(String, Vec<u8>)>;
+/// A header map as the host returns it (lowercase names, raw values), kept in
+/// the host's one buffer and indexed: no copy or allocation per header.
+///
+/// The host's encoding: a u32 count, then each pair's u32 name and value sizes,
+/// then each name and value followed by a NUL (little-endian).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    raw: Vec<u8>,
+    /// (name start, name end, value start, value end) in `raw`.
+    at: Vec<[u32; 4]>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<usize> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+}
+
+impl Headers {
+    /// Indexes the host's encoding; a malformed map yields what was readable,
+    /// and a name that is not UTF-8 (Envoy's never are) is left out.
+    pub fn decode(raw: Vec<u8>) -> Headers {
+        let n = u32_at(&raw, 0).unwrap_or(0);
+        let mut at = Vec::with_capacity(n.min(raw.len() / 10));
+        let mut data = n.saturating_mul(8).saturating_add(4);
+        for i in 0..n {
+            let (Some(kl), Some(vl)) = (u32_at(&raw, 4 + i * 8), u32_at(&raw, 8 + i * 8)) else {
+                break;
+            };
+            let Some(name_end) = data.checked_add(kl) else {
+                break;
+            };
+            let Some(value_end) = name_end.checked_add(1).and_then(|s| s.checked_add(vl)) else {
+                break;
+            };
+            // Each value is followed by a NUL; the offsets fit the index's u32s.
+            if value_end >= raw.len() || u32::try_from(value_end).is_err() {
+                break;
+            }
+            if raw
+                .get(data..name_end)
+                .is_some_and(|n| std::str::from_utf8(n).is_ok())
+            {
+                at.push([
+                    data as u32,
+                    name_end as u32,
+                    (name_end + 1) as u32,
+                    value_end as u32,
+                ]);
+            }
+            data = value_end + 1;
+        }
+        Headers { raw, at }
+    }
+
+    /// The host's encoding of `pairs` (also what `proxy_http_call` takes).
+    pub fn encode<V: AsRef<[u8]>>(pairs: &[(&str, V)]) -> Vec<u8> {
+        let size: usize = pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().len() + 10)
+            .sum();
+        let mut b = Vec::with_capacity(4 + size);
+        b.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (k, v) in pairs {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            b.extend_from_slice(k.as_bytes());
+            b.push(0);
+            b.extend_from_slice(v.as_ref());
+            b.push(0);
+        }
+        b
+    }
+
+    pub fn from_pairs<V: AsRef<[u8]>>(pairs: &[(&str, V)]) -> Headers {
+        Headers::decode(Headers::encode(pairs))
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// The `i`th header, in the host's order.
+    pub fn get(&self, i: usize) -> Option<(&str, &[u8])> {
+        let [ns, ne, vs, ve] = *self.at.get(i)?;
+        let name = std::str::from_utf8(self.raw.get(ns as usize..ne as usize)?).ok()?;
+        Some((name, self.raw.get(vs as usize..ve as usize)?))
+    }
+
+    /// The `i`th header's value (empty if there is none).
+    pub fn value(&self, i: usize) -> &[u8] {
+        self.get(i).map_or(&[], |(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        (0..self.at.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The first value of `name`.
+    pub fn find(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+}
 
 /// Calls available in every context.
 pub trait Host {
@@ -16,9 +125,14 @@ pub trait StreamHost: Host {
     fn request_headers(&self) -> Headers;
     /// Sets (`Some`) or removes (`None`) a request header.
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Adds a request header the map does not hold: cheaper in Envoy than
+    /// setting one (no lookup and removal first).
+    fn add_request_header(&mut self, name: &str, value: &str);
     fn response_headers(&self) -> Headers;
     /// Sets a response header (to the downstream caller).
     fn set_response_header(&mut self, name: &str, value: &str);
+    /// Adds a response header the map does not hold.
+    fn add_response_header(&mut self, name: &str, value: &str);
     fn response_trailers(&self) -> Headers;
     /// Shared data of every VM of this Envoy: (value, compare-and-swap token).
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
@@ -36,4 +150,50 @@ pub trait RootHost: Host {
         body: &[u8],
         timeout_ms: u64,
     ) -> Option<u32>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_maps_round_trip_without_a_copy_per_header() {
+        let pairs = [(":method", "GET"), ("traceparent", "00-ab"), ("empty", "")];
+        let h = Headers::from_pairs(&pairs);
+        assert_eq!(h.len(), 3);
+        let back: Vec<(&str, &[u8])> = h.iter().collect();
+        assert_eq!(
+            back,
+            [
+                (":method", &b"GET"[..]),
+                ("traceparent", b"00-ab"),
+                ("empty", b"")
+            ]
+        );
+        assert_eq!(h.find("traceparent"), Some(&b"00-ab"[..]));
+        assert!(!h.contains("tracestate"));
+        assert_eq!(h.value(0), b"GET");
+        assert_eq!(h.value(9), b"");
+    }
+
+    #[test]
+    fn malformed_header_maps_yield_what_was_readable() {
+        let b = Headers::encode(&[("a", "1"), ("b", "2")]);
+        // Cut inside the second pair's value.
+        let h = Headers::decode(b[..b.len() - 2].to_vec());
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("a", &b"1"[..])]);
+        assert!(Headers::decode(Vec::new()).is_empty());
+        // A count far larger than the bytes.
+        assert!(Headers::decode(vec![255, 255, 255, 255]).is_empty());
+        // A name that is not UTF-8 is left out, the rest kept.
+        let h = Headers::from_pairs(&[("ok", "1")]);
+        let mut raw = Headers::encode(&[("\u{e9}", "1"), ("ok", "2")]);
+        let e9 = raw.iter().position(|b| *b == 0xc3).unwrap();
+        raw[e9] = 0xff;
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            Headers::decode(raw).iter().collect::<Vec<_>>(),
+            [("ok", &b"2"[..])]
+        );
+    }
 }

@@ -7,24 +7,35 @@ use std::collections::HashMap;
 /// Fake shared data, shareable between fake VMs: key → (value, cas).
 pub type SharedStore = std::rc::Rc<std::cell::RefCell<HashMap<String, (Vec<u8>, u32)>>>;
 
+/// Headers as a test writes them: (lowercase name, value).
+pub type HeaderPairs = Vec<(String, Vec<u8>)>;
+
+fn to_headers(pairs: &HeaderPairs) -> Headers {
+    let refs: Vec<(&str, &[u8])> = pairs
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    Headers::from_pairs(&refs)
+}
+
 /// A recorded export call: cluster, headers, body.
 pub type Dispatched = (String, Vec<(String, String)>, Vec<u8>);
 
 #[derive(Debug, Default, Clone)]
 pub struct FakeHost {
     pub properties: HashMap<String, Vec<u8>>,
-    pub request_headers: Headers,
-    pub response_headers: Headers,
-    pub response_trailers: Headers,
+    pub request_headers: HeaderPairs,
+    pub response_headers: HeaderPairs,
+    pub response_trailers: HeaderPairs,
     pub now: u64,
     pub dispatched: Vec<Dispatched>,
     pub refuse_dispatch: bool,
     pub shared: SharedStore,
     /// Make the next N `shared_set` calls lose the CAS race.
     pub fail_cas: u32,
-    /// Every `set_request_header` call, in order.
+    /// Every `set_request_header` and `add_request_header` call, in order.
     pub edits: Vec<(String, Option<String>)>,
-    /// Every `set_response_header` call, in order.
+    /// Every `set_response_header` and `add_response_header` call, in order.
     pub response_edits: Vec<(String, String)>,
 }
 
@@ -77,7 +88,7 @@ impl Host for FakeHost {
 
 impl StreamHost for FakeHost {
     fn request_headers(&self) -> Headers {
-        self.request_headers.clone()
+        to_headers(&self.request_headers)
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.edits.push((name.into(), value.map(str::to_string)));
@@ -87,14 +98,30 @@ impl StreamHost for FakeHost {
                 .push((name.into(), v.as_bytes().to_vec()));
         }
     }
+    /// Envoy would add a second value: a test fails if the filter adds a
+    /// header the request already has.
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        assert!(
+            self.header(name).is_none(),
+            "added request header {name} that the request already has"
+        );
+        self.set_request_header(name, Some(value));
+    }
     fn set_response_header(&mut self, name: &str, value: &str) {
         self.response_edits.push((name.into(), value.into()));
     }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        assert!(
+            !self.response_headers.iter().any(|(n, _)| n == name),
+            "added response header {name} that the response already has"
+        );
+        self.set_response_header(name, value);
+    }
     fn response_headers(&self) -> Headers {
-        self.response_headers.clone()
+        to_headers(&self.response_headers)
     }
     fn response_trailers(&self) -> Headers {
-        self.response_trailers.clone()
+        to_headers(&self.response_trailers)
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.shared.borrow().get(key) {

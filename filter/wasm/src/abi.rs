@@ -15,6 +15,8 @@ use std::ptr::{null, null_mut};
 /// The ABI's status codes this filter tells apart.
 pub const OK: u32 = 0;
 pub const NOT_FOUND: u32 = 1;
+#[allow(dead_code)] // returned by the fake host in tests
+pub const BAD_ARGUMENT: u32 = 2;
 
 /// Header maps.
 #[derive(Clone, Copy)]
@@ -60,6 +62,13 @@ extern "C" {
         out_size: *mut usize,
     ) -> u32;
     fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
         map: u32,
         key: *const u8,
         key_size: usize,
@@ -154,6 +163,16 @@ impl HostBytes {
         // SAFETY: the host wrote `len` bytes at `ptr`, allocated for at least `len`.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
+
+    /// The bytes as a `Vec`, without a copy.
+    pub fn into_vec(self) -> Vec<u8> {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `proxy_on_memory_allocate` allocated `ptr` with the global
+        // allocator and the layout of `[u8; len.max(1)]`, the layout a `Vec<u8>`
+        // of that capacity frees with; the host initialised `len` bytes, and
+        // `this` is not dropped, so the memory has one owner.
+        unsafe { Vec::from_raw_parts(this.ptr, this.len, this.len.max(1)) }
+    }
 }
 
 impl Drop for HostBytes {
@@ -199,66 +218,10 @@ pub fn buffer(buffer: Buffer, max: usize) -> Option<HostBytes> {
     returned(|d, s| unsafe { proxy_get_buffer_bytes(buffer as u32, 0, max, d, s) })
 }
 
-/// A header map as (lowercase name, value) pairs.
-///
-/// The host's encoding: a u32 count, then each pair's u32 name and value sizes,
-/// then each name and value followed by a NUL.
-pub fn header_map(map: Map) -> Vec<(String, Vec<u8>)> {
+/// A header map in the host's encoding (see `meshtrace_filter_core::host::Headers`).
+pub fn header_map(map: Map) -> Option<HostBytes> {
     // SAFETY: out-pointers valid for the call.
-    let Some(bytes) = returned(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) })
-    else {
-        return Vec::new();
-    };
-    decode_map(bytes.as_slice())
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<usize> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
-}
-
-/// Decodes a serialized header map; a malformed one yields what was readable.
-pub fn decode_map(b: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let Some(n) = u32_at(b, 0) else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(n.min(256));
-    let mut data = 4 + n.saturating_mul(8);
-    for i in 0..n {
-        let (Some(kl), Some(vl)) = (u32_at(b, 4 + i * 8), u32_at(b, 8 + i * 8)) else {
-            break;
-        };
-        let (Some(k), Some(v)) = (
-            b.get(data..data + kl),
-            b.get(data + kl + 1..data + kl + 1 + vl),
-        ) else {
-            break;
-        };
-        out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
-        data += kl + vl + 2;
-    }
-    out
-}
-
-/// Encodes pairs in the host's map encoding (for `proxy_http_call`).
-pub fn encode_map(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(
-        4 + pairs
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 10)
-            .sum::<usize>(),
-    );
-    b.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        b.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        b.extend_from_slice(k.as_bytes());
-        b.push(0);
-        b.extend_from_slice(v.as_bytes());
-        b.push(0);
-    }
-    b
+    returned(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) })
 }
 
 pub fn header_value(map: Map, name: &str) -> Option<HostBytes> {
@@ -286,6 +249,22 @@ pub fn set_header(map: Map, name: &str, value: Option<&str>) -> u32 {
     }
 }
 
+/// Adds a header the map does not hold yet (cheaper than replacing: no lookup
+/// and removal first); the host's status.
+pub fn add_header(map: Map, name: &str, value: &str) -> u32 {
+    crate::diag::host_call();
+    // SAFETY: the slices are valid for the call.
+    unsafe {
+        proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    }
+}
+
 /// An Envoy attribute; the path's segments are NUL-separated on the wire.
 pub fn property(path: &[&str]) -> Option<HostBytes> {
     let mut p = Vec::with_capacity(path.iter().map(|s| s.len() + 1).sum());
@@ -310,7 +289,7 @@ pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match status {
         OK => (
-            HostBytes::new(data, size).map(|b| b.as_slice().to_vec()),
+            HostBytes::new(data, size).map(HostBytes::into_vec),
             Some(cas),
         ),
         _ => (None, None),
@@ -332,14 +311,9 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     }
 }
 
-/// Starts an HTTP call to `cluster`; its token, or the host's refusal status.
-pub fn http_call(
-    cluster: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout_ms: u32,
-) -> Result<u32, u32> {
-    let h = encode_map(headers);
+/// Starts an HTTP call to `cluster` (`headers` in the host's map encoding); its
+/// token, or the host's refusal status.
+pub fn http_call(cluster: &str, h: &[u8], body: &[u8], timeout_ms: u32) -> Result<u32, u32> {
     let mut token = 0;
     // SAFETY: every slice is valid for the call; no trailers.
     let status = unsafe {
@@ -373,35 +347,4 @@ pub fn define_counter(name: &str) -> Option<u32> {
 pub fn increment(id: u32, by: u64) {
     // SAFETY: no pointers.
     unsafe { proxy_increment_metric(id, by as i64) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn maps_round_trip_the_hosts_encoding() {
-        let pairs = [
-            (":status", "200"),
-            ("x-empty", ""),
-            ("traceparent", "00-ab"),
-        ];
-        let decoded = decode_map(&encode_map(&pairs));
-        let want: Vec<(String, Vec<u8>)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect();
-        assert_eq!(decoded, want);
-    }
-
-    #[test]
-    fn a_truncated_map_yields_what_was_readable() {
-        let b = encode_map(&[("a", "1"), ("b", "2")]);
-        assert_eq!(decode_map(&b[..b.len() - 3]).len(), 1);
-        assert!(decode_map(&[]).is_empty());
-        assert!(
-            decode_map(&[255, 255, 255, 255]).is_empty(),
-            "a count with no pairs"
-        );
-    }
 }

@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 use crate::abi;
+use meshtrace_filter_core::host::Headers;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -120,7 +121,7 @@ unsafe extern "C" fn proxy_get_header_map_pairs(
         map_of(f, map).map(|m| {
             let pairs: Vec<(&str, &str)> =
                 m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            abi::encode_map(&pairs)
+            Headers::encode(&pairs)
         })
     });
     match encoded {
@@ -159,6 +160,27 @@ unsafe extern "C" fn proxy_replace_header_map_value(
     with(|f| match map_of(f, map) {
         Some(m) => {
             m.retain(|(n, _)| *n != k);
+            m.push((k, v));
+            abi::OK
+        }
+        None => abi::NOT_FOUND,
+    })
+}
+
+/// Envoy appends a second value; the fake refuses, so a test fails if the
+/// filter adds a header the map holds.
+#[no_mangle]
+unsafe extern "C" fn proxy_add_header_map_value(
+    map: u32,
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
+) -> u32 {
+    let (k, v) = (text(key, key_size), text(value, value_size));
+    with(|f| match map_of(f, map) {
+        Some(m) if m.iter().any(|(n, _)| *n == k) => abi::BAD_ARGUMENT,
+        Some(m) => {
             m.push((k, v));
             abi::OK
         }
@@ -249,7 +271,10 @@ unsafe extern "C" fn proxy_http_call(
     token: *mut u32,
 ) -> u32 {
     let cluster = text(upstream, upstream_size);
-    let h = abi::decode_map(bytes(headers, headers_size));
+    let h = Headers::decode(bytes(headers, headers_size).to_vec())
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect();
     let b = bytes(body, body_size).to_vec();
     *token = with(|f| {
         f.calls.push((cluster, h, b));

@@ -89,9 +89,14 @@ fn host_error(kind: &'static str, detail: &str) {
 /// Host calls, for every context.
 struct Abi;
 
+/// A header map, indexed in the buffer the host filled (no copy).
+fn headers(map: Map) -> Headers {
+    abi::header_map(map).map_or_else(Headers::default, |b| Headers::decode(b.into_vec()))
+}
+
 impl Host for Abi {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        abi::property(path).map(|b| b.as_slice().to_vec())
+        abi::property(path).map(abi::HostBytes::into_vec)
     }
     fn now_nanos(&self) -> u64 {
         abi::now_nanos()
@@ -100,7 +105,7 @@ impl Host for Abi {
 
 impl StreamHost for Abi {
     fn request_headers(&self) -> Headers {
-        abi::header_map(Map::RequestHeaders)
+        headers(Map::RequestHeaders)
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         let status = abi::set_header(Map::RequestHeaders, name, value);
@@ -111,8 +116,17 @@ impl StreamHost for Abi {
             );
         }
     }
+    fn add_request_header(&mut self, name: &str, value: &str) {
+        let status = abi::add_header(Map::RequestHeaders, name, value);
+        if status != abi::OK {
+            host_error(
+                "adding a request header",
+                &format!("{name}: status {status}"),
+            );
+        }
+    }
     fn response_headers(&self) -> Headers {
-        abi::header_map(Map::ResponseHeaders)
+        headers(Map::ResponseHeaders)
     }
     fn set_response_header(&mut self, name: &str, value: &str) {
         let status = abi::set_header(Map::ResponseHeaders, name, Some(value));
@@ -123,8 +137,17 @@ impl StreamHost for Abi {
             );
         }
     }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        let status = abi::add_header(Map::ResponseHeaders, name, value);
+        if status != abi::OK {
+            host_error(
+                "adding a response header",
+                &format!("{name}: status {status}"),
+            );
+        }
+    }
     fn response_trailers(&self) -> Headers {
-        abi::header_map(Map::ResponseTrailers)
+        headers(Map::ResponseTrailers)
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         abi::shared_get(key)
@@ -143,7 +166,7 @@ impl RootHost for Abi {
         timeout_ms: u64,
     ) -> Option<u32> {
         let timeout = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
-        match abi::http_call(cluster, headers, body, timeout) {
+        match abi::http_call(cluster, &Headers::encode(headers), body, timeout) {
             Ok(token) => Some(token),
             Err(status) => {
                 host_error(
@@ -265,7 +288,7 @@ pub extern "C" fn proxy_on_http_call_response(
         };
         if t.is_strategy_call(token) {
             let body = abi::buffer(Buffer::HttpCallResponseBody, body_size)
-                .map(|b| b.as_slice().to_vec())
+                .map(abi::HostBytes::into_vec)
                 .unwrap_or_default();
             if let Err(e) = t.strategy_response(status, &body, abi::now_nanos()) {
                 abi::log(

@@ -160,12 +160,14 @@ impl Stream {
         let mut content_length = None;
         let mut forced = false;
         let mut tag_values: Vec<(usize, usize)> = Vec::new();
-        for (at, (name, value)) in headers.iter().enumerate() {
-            let v = value.as_slice();
+        for at in 0..headers.len() {
+            let Some((name, v)) = headers.get(at) else {
+                continue;
+            };
             if incoming.observe(name, v) {
                 continue;
             }
-            match name.as_str() {
+            match name {
                 ":method" => fields.method = Some(at),
                 ":path" => fields.path = Some(at),
                 ":scheme" => fields.scheme = Some(at),
@@ -176,11 +178,11 @@ impl Stream {
                 "content-length" => content_length = ascii_int(v),
                 _ => {}
             }
-            if tracer.force_header.as_deref() == Some(name.as_str()) {
+            if tracer.force_header.as_deref() == Some(name) {
                 forced = true;
             }
             for (i, t) in tracer.request_header_tags.iter().enumerate() {
-                if t.header == *name {
+                if t.header == name {
                     tag_values.push((i, at));
                 }
             }
@@ -192,7 +194,7 @@ impl Stream {
             counters.invalid_context += 1;
         }
         let value_of = |at: Option<usize>, default: &'static str| match at {
-            Some(i) => String::from_utf8_lossy(&headers[i].1),
+            Some(i) => String::from_utf8_lossy(headers.value(i)),
             None => std::borrow::Cow::Borrowed(default),
         };
         // The operation name is only computed when the decision needs it or
@@ -285,7 +287,12 @@ impl Stream {
         let mut edits = Vec::new();
         propagation::inject(&out, formats, &mut edits);
         for (name, value) in &edits {
-            host.set_request_header(name, value.as_deref());
+            // Envoy adds a header more cheaply than it replaces one: the map
+            // read above says which names the request holds.
+            match value.as_deref() {
+                Some(v) if !headers.contains(name) => host.add_request_header(name, v),
+                v => host.set_request_header(name, v),
+            }
         }
         let traceresponse = match tracer.config.propagation.traceresponse {
             TraceResponseMode::Never => None,
@@ -344,27 +351,37 @@ impl Stream {
         host: &mut impl StreamHost,
         end_of_stream: bool,
     ) {
-        if let Some(tr) = self.traceresponse.take() {
-            host.set_response_header(TRACERESPONSE, &tr);
-        }
+        let traceresponse = self.traceresponse.take();
         let Some(span) = self.span.as_mut() else {
+            // Unsampled: the response map is not read, so the header is set.
+            if let Some(tr) = traceresponse {
+                host.set_response_header(TRACERESPONSE, &tr);
+            }
             return;
         };
         if end_of_stream {
             span.response_body_size = Some(0);
         }
-        for (name, value) in host.response_headers() {
-            match name.as_str() {
-                ":status" => span.status = ascii_int(&value),
-                "content-length" if !end_of_stream => span.response_body_size = ascii_int(&value),
-                "grpc-status" => span.grpc_status = ascii_int(&value),
+        let headers = host.response_headers();
+        let mut has_traceresponse = false;
+        for (name, value) in headers.iter() {
+            match name {
+                ":status" => span.status = ascii_int(value),
+                "content-length" if !end_of_stream => span.response_body_size = ascii_int(value),
+                "grpc-status" => span.grpc_status = ascii_int(value),
+                TRACERESPONSE => has_traceresponse = true,
                 _ => {}
             }
             for (i, t) in tracer.response_header_tags.iter().enumerate() {
                 if t.header == name {
-                    span.response_tags.push((i, lossy(&value, t.max_length)));
+                    span.response_tags.push((i, lossy(value, t.max_length)));
                 }
             }
+        }
+        match traceresponse {
+            Some(tr) if has_traceresponse => host.set_response_header(TRACERESPONSE, &tr),
+            Some(tr) => host.add_response_header(TRACERESPONSE, &tr),
+            None => {}
         }
     }
 
@@ -373,10 +390,8 @@ impl Stream {
         let Some(span) = self.span.as_mut() else {
             return;
         };
-        for (name, value) in host.response_trailers() {
-            if name == "grpc-status" {
-                span.grpc_status = ascii_int(&value);
-            }
+        if let Some(v) = host.response_trailers().find("grpc-status") {
+            span.grpc_status = ascii_int(v);
         }
     }
 

@@ -146,7 +146,7 @@ fn main() {
         setup("minimal_abi_headers", Filter::Wasm(minimal.clone(), Some("headers".into())), json!({})),
         setup(
             "minimal_abi_traceresponse",
-            Filter::Wasm(minimal, Some("traceresponse".into())),
+            Filter::Wasm(minimal.clone(), Some("traceresponse".into())),
             json!({}),
         ),
         setup("native_1pct", Filter::NativeOtel(1.0), json!({})),
@@ -185,6 +185,25 @@ fn main() {
             ..setup("meshtrace_inner_unsampled", mesh(0.01), json!({}))
         },
     ];
+    // `--calls "probe,add;respmap"`: the minimal filter making these host calls
+    // per request (see tests/minimal-filter), to price each kind of call.
+    let args: Vec<String> = std::env::args().collect();
+    let mut priced = Vec::new();
+    if let Some(sets) = args
+        .iter()
+        .position(|a| a == "--calls")
+        .and_then(|i| args.get(i + 1))
+    {
+        for set in sets.split(';') {
+            let name: &'static str = Box::leak(format!("minimal_abi_{set}").into_boxed_str());
+            priced.push(name);
+            setups.push(setup(
+                name,
+                Filter::Wasm(minimal.clone(), Some(set.into())),
+                json!({}),
+            ));
+        }
+    }
     // MESHTRACE_BASELINE_WASM: another build of the filter, measured beside this one.
     let baseline = std::env::var_os("MESHTRACE_BASELINE_WASM").map(std::path::PathBuf::from);
     if let Some(b) = &baseline {
@@ -214,14 +233,13 @@ fn main() {
         });
     }
     // `--only a,b`: measure these configurations (plain is always measured).
-    let args: Vec<String> = std::env::args().collect();
     if let Some(only) = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
     {
         let keep: Vec<&str> = only.split(',').collect();
-        setups.retain(|s| s.name == "plain" || keep.contains(&s.name));
+        setups.retain(|s| s.name == "plain" || keep.contains(&s.name) || priced.contains(&s.name));
     }
     let upstream = Upstream::start();
     let sink = OtlpReceiver::start_sink();
@@ -596,7 +614,11 @@ fn instructions(setups: &[Setup], upstream: u16, sink: u16, n: u64) {
             })
             .sum();
         drop(envoy);
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("MESHTRACE_KEEP_CALLGRIND").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            println!("# callgrind output kept in {}", dir.display());
+        }
         let per = total as f64 / n as f64;
         let over = plain.map(|p: f64| per - p);
         if s.name == "plain" {

@@ -35,7 +35,7 @@ pub(super) fn write_span(buf: &mut Vec<u8>, span: &SpanState, e: &Ending, tags: 
         otlp::put_fixed64(b, f::END, e.end_ns.max(span.start_ns));
         let a = f::ATTRIBUTES;
         let max = tags.max_length;
-        let text = |at: Option<usize>| at.map(|i| String::from_utf8_lossy(&span.headers[i].1));
+        let text = |at: Option<usize>| at.map(|i| String::from_utf8_lossy(span.headers.value(i)));
         let method = text(span.fields.method);
         let method = method.as_deref().unwrap_or("GET");
         otlp::put_attr(
@@ -111,7 +111,7 @@ pub(super) fn write_span(buf: &mut Vec<u8>, span: &SpanState, e: &Ending, tags: 
         for (i, tag) in tags.request.iter().enumerate() {
             match span.request_tags.iter().find(|(j, _)| *j == i) {
                 Some((_, at)) => {
-                    let v = String::from_utf8_lossy(&span.headers[*at].1);
+                    let v = String::from_utf8_lossy(span.headers.value(*at));
                     let v = truncate(&v, tag.max_length);
                     otlp::put_attr(b, a, &tag.tag, &Value::Str(v));
                 }
