@@ -8,7 +8,10 @@
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
     raw: Vec<u8>,
-    /// (name start, name end, value start, value end) in `raw`.
+    /// The names, checked as UTF-8 once and copied together (one allocation),
+    /// so that reading a name checks nothing again.
+    names: String,
+    /// (name start, name end) in `names`, (value start, value end) in `raw`.
     at: Vec<[u32; 4]>,
 }
 
@@ -22,6 +25,7 @@ impl Headers {
     pub fn decode(raw: Vec<u8>) -> Headers {
         let n = u32_at(&raw, 0).unwrap_or(0);
         let mut at = Vec::with_capacity(n.min(raw.len() / 10));
+        let mut names = String::new();
         let mut data = n.saturating_mul(8).saturating_add(4);
         for i in 0..n {
             let (Some(kl), Some(vl)) = (u32_at(&raw, 4 + i * 8), u32_at(&raw, 8 + i * 8)) else {
@@ -37,20 +41,25 @@ impl Headers {
             if value_end >= raw.len() || u32::try_from(value_end).is_err() {
                 break;
             }
-            if raw
+            if let Some(name) = raw
                 .get(data..name_end)
-                .is_some_and(|n| std::str::from_utf8(n).is_ok())
+                .and_then(|n| std::str::from_utf8(n).ok())
             {
+                if names.is_empty() {
+                    names.reserve(raw.len() / 2);
+                }
+                let start = names.len();
+                names.push_str(name);
                 at.push([
-                    data as u32,
-                    name_end as u32,
+                    start as u32,
+                    names.len() as u32,
                     (name_end + 1) as u32,
                     value_end as u32,
                 ]);
             }
             data = value_end + 1;
         }
-        Headers { raw, at }
+        Headers { raw, names, at }
     }
 
     /// The host's encoding of `pairs` (also what `proxy_http_call` takes).
@@ -89,7 +98,7 @@ impl Headers {
     /// The `i`th header, in the host's order.
     pub fn get(&self, i: usize) -> Option<(&str, &[u8])> {
         let [ns, ne, vs, ve] = *self.at.get(i)?;
-        let name = std::str::from_utf8(self.raw.get(ns as usize..ne as usize)?).ok()?;
+        let name = self.names.get(ns as usize..ne as usize)?;
         Some((name, self.raw.get(vs as usize..ve as usize)?))
     }
 

@@ -17,6 +17,8 @@ fn cost_of_requests() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    // MESHTRACE_COST_PARENT: a `traceparent` every request carries (an inner hop).
+    let parent = std::env::var("MESHTRACE_COST_PARENT").ok();
     let root = FakeHost::new().with_property("xds.node.metadata.LABELS.app", b"checkout");
     let config =
         format!(r#"{{"sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#);
@@ -33,6 +35,9 @@ fn cost_of_requests() {
         let mut h = FakeHost::new()
             .with_request("GET", &format!("/api/items/{}", i % 50))
             .with_response_header(":status", "200");
+        if let Some(p) = &parent {
+            h = h.with_header("traceparent", p);
+        }
         let mut s = Stream::on_request_headers(&mut t, &mut h, true);
         s.on_response_headers(&t, &mut h, false);
         s.on_log(&mut t, &h);
