@@ -94,6 +94,13 @@ fn headers(map: Map) -> Headers {
     abi::header_map(map).map_or_else(Headers::default, |b| Headers::decode(b.into_vec()))
 }
 
+/// Logs (rate-limited) a header edit the host refused.
+fn edited(what: &'static str, name: &str, status: u32) {
+    if status != abi::OK {
+        host_error(what, &format!("{name}: status {status}"));
+    }
+}
+
 impl Host for Abi {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::property(path).map(abi::HostBytes::into_vec)
@@ -109,42 +116,25 @@ impl StreamHost for Abi {
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         let status = abi::set_header(Map::RequestHeaders, name, value);
-        if status != abi::OK && !(value.is_none() && status == abi::NOT_FOUND) {
-            host_error(
-                "setting a request header",
-                &format!("{name}: status {status}"),
-            );
+        // Removing a header that is not there is no error.
+        if !(value.is_none() && status == abi::NOT_FOUND) {
+            edited("setting a request header", name, status);
         }
     }
     fn add_request_header(&mut self, name: &str, value: &str) {
         let status = abi::add_header(Map::RequestHeaders, name, value);
-        if status != abi::OK {
-            host_error(
-                "adding a request header",
-                &format!("{name}: status {status}"),
-            );
-        }
+        edited("adding a request header", name, status);
     }
     fn response_headers(&self) -> Headers {
         headers(Map::ResponseHeaders)
     }
     fn set_response_header(&mut self, name: &str, value: &str) {
         let status = abi::set_header(Map::ResponseHeaders, name, Some(value));
-        if status != abi::OK {
-            host_error(
-                "setting a response header",
-                &format!("{name}: status {status}"),
-            );
-        }
+        edited("setting a response header", name, status);
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         let status = abi::add_header(Map::ResponseHeaders, name, value);
-        if status != abi::OK {
-            host_error(
-                "adding a response header",
-                &format!("{name}: status {status}"),
-            );
-        }
+        edited("adding a response header", name, status);
     }
     fn response_trailers(&self) -> Headers {
         headers(Map::ResponseTrailers)
