@@ -149,6 +149,19 @@ fn main() {
             Filter::Wasm(minimal.clone(), Some("traceresponse".into())),
             json!({}),
         ),
+        // Looking headers up one by one instead of reading the map: the six names
+        // meshtrace must look for in a request from outside the mesh (four
+        // formats, the force header, Jaeger's debug id), or `traceparent` alone.
+        setup(
+            "minimal_abi_probe6_add",
+            Filter::Wasm(minimal.clone(), Some("probe,add".into())),
+            json!({}),
+        ),
+        setup(
+            "minimal_abi_probe1_add",
+            Filter::Wasm(minimal.clone(), Some("probe1,add".into())),
+            json!({}),
+        ),
         setup("native_1pct", Filter::NativeOtel(1.0), json!({})),
         setup("native_10pct_flush5", Filter::NativeOtel(10.0), json!({})),
         setup(
@@ -671,10 +684,12 @@ fn instructions(setups: &[Setup], upstream: u16, sink: u16, n: u64) {
         );
     }
     println!(
-        "RESULT_INSTRUCTIONS {} unsampled_overhead_instr={} native_1pct_overhead_instr={} floor_overhead_instr={}",
+        "RESULT_INSTRUCTIONS {} unsampled_overhead_instr={} native_1pct_overhead_instr={} floor_overhead_instr={} abi_floor_instr={} propagation_floor_instr={}",
         line("meshtrace"),
         show("meshtrace_1pct"),
         show("native_1pct"),
-        show("empty_wasm")
+        show("empty_wasm"),
+        show("minimal_abi_empty"),
+        show("minimal_abi_headers")
     );
 }
