@@ -294,6 +294,14 @@ fn main() {
         instructions(&setups, upstream.port, sink.port, arg("--requests", 2000));
         return;
     }
+    // `--rss`: only Envoy's RSS growth over `--rss-requests` requests at 100%.
+    if args.iter().any(|a| a == "--rss") {
+        if let Some(at_100) = setups.iter().find(|s| s.name == "meshtrace_100pct") {
+            let (rss0, rss1) = rss_growth(at_100, upstream.port, sink.port, conns, rss_requests);
+            println!("RESULT_RSS rss_growth_mb={:.1}", rss1 - rss0);
+        }
+        return;
+    }
     // `--counts`: only the VM entries and host calls per request.
     if args.iter().any(|a| a == "--counts") {
         match diagnostic_counts(upstream.port, sink.port, conns) {
@@ -464,26 +472,11 @@ fn main() {
         println!("{diag}");
     }
 
-    // RSS before and after `rss_requests` requests at 100%.
     let at_100 = setups
         .iter()
         .find(|s| s.name == "meshtrace_100pct")
         .expect("configured");
-    let (envoy, port) = start(at_100, upstream.port, sink.port);
-    wrk(port, 2, conns);
-    let rss0 = envoy.rss_mb();
-    let mut done = 0;
-    while done < rss_requests {
-        done += wrk(port, 10, conns);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let rss1 = envoy.rss_mb();
-    println!(
-        "# rss at 100%: {rss0:.1} MB after warm-up, {rss1:.1} MB after {done} more requests (exported {}, dropped {})",
-        envoy.counter("spans_exported"),
-        envoy.counter("spans_dropped")
-    );
-    drop(envoy);
+    let (rss0, rss1) = rss_growth(at_100, upstream.port, sink.port, conns, rss_requests);
     let r = |rate: &str| {
         ratio_med
             .iter()
@@ -506,6 +499,26 @@ fn main() {
     );
 }
 
+/// Envoy's RSS (MB) after a warm-up and after `n` more requests with `setup`
+/// (meshtrace at 100%: every request makes a span); prints both.
+fn rss_growth(setup: &Setup, upstream: u16, sink: u16, conns: u64, n: u64) -> (f64, f64) {
+    let (envoy, port) = start(setup, upstream, sink);
+    wrk(port, 2, conns);
+    let rss0 = envoy.rss_mb();
+    let mut done = 0;
+    while done < n {
+        done += wrk(port, 10, conns);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rss1 = envoy.rss_mb();
+    println!(
+        "# rss at 100%: {rss0:.1} MB after warm-up, {rss1:.1} MB after {done} more requests (exported {}, dropped {})",
+        envoy.counter("spans_exported"),
+        envoy.counter("spans_dropped")
+    );
+    (rss0, rss1)
+}
+
 /// VM entries and host calls per request, from the diagnostic build of the filter
 /// (`--features diagnostics`, which scripts/bench/filter builds into target/diag):
 /// stream callbacks and host calls counted by the filter itself, at 0% (every
@@ -516,18 +529,26 @@ fn diagnostic_counts(upstream: u16, sink: u16, conns: u64) -> Option<String> {
         return None;
     }
     let mut lines = vec!["# per request, counted by the diagnostic build: VM entries (stream callbacks, and allocations the host makes in the VM to return data) and host calls:".to_string()];
-    for (what, p, extra) in [
+    for (what, p, extra, header) in [
         (
             "unsampled, from outside the mesh (traceresponse written)",
             0.0,
             "",
+            None,
         ),
         (
             "unsampled, traceresponse off",
             0.0,
             r#","propagation":{"traceresponse":"never"}"#,
+            None,
         ),
-        ("sampled", 1.0, ""),
+        (
+            "unsampled inner hop (an unsampled context arrives)",
+            0.0,
+            "",
+            Some(UNSAMPLED_CONTEXT),
+        ),
+        ("sampled", 1.0, "", None),
     ] {
         let cfg = format!(
             r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}{extra}}}"#
@@ -545,7 +566,7 @@ fn diagnostic_counts(upstream: u16, sink: u16, conns: u64) -> Option<String> {
         let before = read();
         let mut n = 0;
         while n < 20_000 {
-            n += wrk(port, 2, conns);
+            n += wrk_with(port, 2, conns, header);
         }
         std::thread::sleep(std::time::Duration::from_millis(1500));
         let after = read();
