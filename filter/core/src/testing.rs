@@ -37,6 +37,8 @@ pub struct FakeHost {
     pub edits: Vec<(String, Option<String>)>,
     /// Every `set_response_header` and `add_response_header` call, in order.
     pub response_edits: Vec<(String, String)>,
+    /// The names of the headers added (`add_request_header`, `add_response_header`).
+    pub added: Vec<String>,
 }
 
 impl FakeHost {
@@ -105,6 +107,7 @@ impl StreamHost for FakeHost {
             self.header(name).is_none(),
             "added request header {name} that the request already has"
         );
+        self.added.push(name.into());
         self.set_request_header(name, Some(value));
     }
     fn set_response_header(&mut self, name: &str, value: &str) {
@@ -115,6 +118,7 @@ impl StreamHost for FakeHost {
             !self.response_headers.iter().any(|(n, _)| n == name),
             "added response header {name} that the response already has"
         );
+        self.added.push(name.into());
         self.set_response_header(name, value);
     }
     fn response_headers(&self) -> Headers {

@@ -148,16 +148,11 @@ unsafe extern "C" fn proxy_get_header_map_value(
     }
 }
 
-#[no_mangle]
-unsafe extern "C" fn proxy_replace_header_map_value(
-    map: u32,
-    key: *const u8,
-    key_size: usize,
-    value: *const u8,
-    value_size: usize,
-) -> u32 {
-    let (k, v) = (text(key, key_size), text(value, value_size));
+/// Sets `key: value` in `map`; with `add`, refuses a key the map holds (Envoy
+/// would append a second value), so a test fails if the filter adds one.
+fn put_header(map: u32, k: String, v: String, add: bool) -> u32 {
     with(|f| match map_of(f, map) {
+        Some(m) if add && m.iter().any(|(n, _)| *n == k) => abi::BAD_ARGUMENT,
         Some(m) => {
             m.retain(|(n, _)| *n != k);
             m.push((k, v));
@@ -167,8 +162,17 @@ unsafe extern "C" fn proxy_replace_header_map_value(
     })
 }
 
-/// Envoy appends a second value; the fake refuses, so a test fails if the
-/// filter adds a header the map holds.
+#[no_mangle]
+unsafe extern "C" fn proxy_replace_header_map_value(
+    map: u32,
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
+) -> u32 {
+    put_header(map, text(key, key_size), text(value, value_size), false)
+}
+
 #[no_mangle]
 unsafe extern "C" fn proxy_add_header_map_value(
     map: u32,
@@ -177,15 +181,7 @@ unsafe extern "C" fn proxy_add_header_map_value(
     value: *const u8,
     value_size: usize,
 ) -> u32 {
-    let (k, v) = (text(key, key_size), text(value, value_size));
-    with(|f| match map_of(f, map) {
-        Some(m) if m.iter().any(|(n, _)| *n == k) => abi::BAD_ARGUMENT,
-        Some(m) => {
-            m.push((k, v));
-            abi::OK
-        }
-        None => abi::NOT_FOUND,
-    })
+    put_header(map, text(key, key_size), text(value, value_size), true)
 }
 
 #[no_mangle]
