@@ -139,11 +139,17 @@ pub struct QueryConfig {
     pub max_traces: usize,
     /// Spans per answer at most (traces past it are cut, with a warning).
     pub max_spans: usize,
-    /// Trace answers built at once; more wait up to 10 s, then get 503.
+    /// Reads (every query endpoint) served at once; more wait up to 10 s, then get 503.
     pub max_concurrent: usize,
-    /// A query not answered within this gets 503 (instead of `server.request_timeout`).
+    /// A read still working at this is stopped and answered 503 naming it
+    /// (instead of `server.request_timeout`).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Bytes all reads together may hold (answers and working memory), shared
+    /// by the `max_concurrent` slots; past its share a trace answer is cut (with
+    /// a warning) and other reads answer 503 naming it. 0: a quarter of
+    /// `memory.limit_bytes` (32 MiB–1 GiB), 512 MiB without a limit.
+    pub max_bytes: u64,
 }
 
 impl Default for QueryConfig {
@@ -154,6 +160,7 @@ impl Default for QueryConfig {
             max_spans: 100_000,
             max_concurrent: 2,
             timeout: Duration::from_secs(60),
+            max_bytes: 0,
         }
     }
 }
@@ -592,6 +599,12 @@ impl Config {
                 return Err(err(key, "must be at least 1"));
             }
         }
+        if self.query.max_bytes != 0 && self.query.max_bytes < 4 * 1024 * 1024 {
+            return Err(err(
+                "query.max_bytes",
+                "must be 0 (automatic) or at least 4194304",
+            ));
+        }
         if self.server.max_connections == 0 {
             return Err(err("server.max_connections", "must be at least 1"));
         }
@@ -919,6 +932,7 @@ mod tests {
             ("query:\n  max_spans: 0", "query.max_spans"),
             ("query:\n  max_traces: 0", "query.max_traces"),
             ("query:\n  max_concurrent: 0", "query.max_concurrent"),
+            ("query:\n  max_bytes: 1000", "query.max_bytes"),
             (
                 "store:\n  max_open_partitions: 0",
                 "store.max_open_partitions",

@@ -53,6 +53,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// The configuration key of `request_timeout`, named in the timeout's answer.
+    pub timeout_name: &'static str,
 }
 
 /// How a listener's connections are spoken: plain TCP, or TLS (rustls, ALPN
@@ -284,9 +286,9 @@ async fn watchdog(state: Arc<ConnState>, limits: Limits) -> &'static str {
 }
 
 /// The answer to a request that ran out of time: retryable, saying which limit.
-fn timed_out(grpc: bool, limit: Duration) -> Response<Body> {
+fn timed_out(grpc: bool, limit: Duration, name: &str) -> Response<Body> {
     let msg = format!(
-        "request not completed within server.request_timeout ({}); retry later",
+        "request not completed within {name} ({}); retry later",
         humantime::format_duration(limit)
     );
     refusal(
@@ -409,7 +411,7 @@ pub async fn serve(
                         Ok(Err(never)) => match never {},
                         Err(_) => {
                             request_timeouts.inc();
-                            timed_out(grpc, limits.request_timeout)
+                            timed_out(grpc, limits.request_timeout, limits.timeout_name)
                         }
                     })
                 }

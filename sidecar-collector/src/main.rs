@@ -195,6 +195,7 @@ fn connection_limits(s: &ServerConfig) -> listen::Limits {
         header_timeout: s.header_timeout,
         idle_timeout: s.idle_timeout,
         request_timeout: s.request_timeout,
+        timeout_name: "server.request_timeout",
     }
 }
 
@@ -469,6 +470,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.query.max_spans,
                 cfg.query.max_concurrent,
                 Some(limiter.clone()),
+            )
+            .limits(
+                cfg.query.timeout,
+                memory::query_bytes(cfg.query.max_bytes, limiter.limit_bytes()),
             ),
         })
         .route_layer(axum::middleware::from_fn_with_state(
@@ -609,8 +614,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let limits = connection_limits(&cfg.server);
     let conns = telemetry.metrics.connections.clone();
     // Queries may take longer than an export should (an OTel SDK gives up after 10 s).
+    // A read stops at `query.timeout` and says so itself; the listener's own
+    // timeout, a second later, only catches what never reached a read.
     let query_limits = listen::Limits {
-        request_timeout: cfg.query.timeout,
+        request_timeout: cfg.query.timeout + Duration::from_secs(1),
+        timeout_name: "query.timeout",
         ..limits
     };
     let grpc_app = tonic::service::Routes::new(grpc_service)

@@ -66,6 +66,17 @@ impl Sizing {
     }
 }
 
+/// `query.max_bytes`: what all reads together may hold (answers and working
+/// memory), shared by the `query.max_concurrent` slots. 0: a quarter of the
+/// process limit (32 MiB–1 GiB), 512 MiB without one.
+pub fn query_bytes(configured: u64, limit_bytes: Option<u64>) -> u64 {
+    match (configured, limit_bytes) {
+        (0, Some(l)) => (l / 4).clamp(32 * MIB, 1024 * MIB),
+        (0, None) => 512 * MIB,
+        (n, _) => n,
+    }
+}
+
 /// Reservations are in KiB (a semaphore permit each).
 const UNIT: u64 = 1024;
 
@@ -134,6 +145,11 @@ impl MemoryLimiter {
             })
             .inc();
         e
+    }
+
+    /// The process limit (`memory.limit_bytes`), if any.
+    pub fn limit_bytes(&self) -> Option<u64> {
+        self.rss_limit
     }
 
     /// Refuses (retryably) while the resident set is over the process limit.

@@ -10,6 +10,12 @@ use meshtrace_proto::semconv;
 use prost::Message;
 use std::sync::Arc;
 
+/// 9999-12-31T23:59:59.999999Z, the last instant RFC 3339 can write, in µs
+/// since the epoch: every time a query takes or answers is at most this.
+pub const LAST_RFC3339_US: i64 = 253_402_300_799_999_999;
+/// The same instant in ms.
+pub const LAST_RFC3339_MS: i64 = LAST_RFC3339_US / 1000;
+
 /// A span ready to store: index columns plus the encoded span and resource.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {

@@ -174,6 +174,11 @@ try {
   if (first !== cfg.comparison.top) fail(`the comparison ranked ${first} first, expected ${cfg.comparison.top}`);
   results.views.comparison = { top: first };
   await shot("comparison");
+  // A baseline with no spans (a week earlier: nothing stored there) is said, with no delta against zero.
+  await page.goto(`${cfg.base}/comparison?service=${cfg.comparison.service}&window=1h&baselineOffset=168h`);
+  await page.waitForSelector("#no-baseline", { timeout: T }).catch(() => fail("an empty baseline showed no notice"));
+  const deltas = await page.locator("#window-stats tbody td:last-child").allTextContents();
+  if (deltas.some((d) => /[0-9]/.test(d))) fail(`an empty baseline still showed deltas: ${deltas.join(", ")}`);
 
   // Sampling: each service with its strategy and effective probability, and the change log.
   await page.goto(`${cfg.base}/sampling?lookback=1h`);

@@ -2,8 +2,11 @@
 //! latency percentiles, error rate and throughput with their deltas, and the
 //! attribute values over-represented in the window's slow or failed spans
 //! compared with the baseline's spans (what Grafana's Traces Drilldown
-//! comparison does for Tempo). Slow means slower than the baseline's p95 (the
-//! window's own p95 when the baseline is empty).
+//! comparison does for Tempo). Slow means slower than the baseline's p95.
+//!
+//! An empty baseline is said, not compared against: no deltas (`null`), a
+//! `notice`, the window's own p95 as the slow threshold, and attribute values
+//! ranked against the window's other spans instead of the baseline's.
 
 use crate::percentile;
 use serde::Serialize;
@@ -53,12 +56,16 @@ pub struct Overrepresented {
 pub struct WindowComparison {
     pub window: Side,
     pub baseline: Side,
-    /// Window minus baseline.
-    pub delta_p50_ns: i64,
-    pub delta_p95_ns: i64,
-    pub delta_p99_ns: i64,
-    pub delta_error_rate: f64,
-    pub delta_per_second: f64,
+    /// True when the baseline window holds no spans: deltas are `null`.
+    pub baseline_empty: bool,
+    /// What a reader must know before reading the numbers (an empty baseline).
+    pub notice: Option<String>,
+    /// Window minus baseline (`null` without a baseline).
+    pub delta_p50_ns: Option<i64>,
+    pub delta_p95_ns: Option<i64>,
+    pub delta_p99_ns: Option<i64>,
+    pub delta_error_rate: Option<f64>,
+    pub delta_per_second: Option<f64>,
     /// The duration above which a window span counts as slow (ns).
     pub slow_threshold_ns: i64,
     /// Window spans that are slow or failed.
@@ -122,12 +129,14 @@ pub fn compare(
     } else {
         b.p95_ns
     };
-    let selected: Vec<&SpanFacts> = window
-        .iter()
-        .filter(|s| s.error || s.duration_ns > threshold)
-        .collect();
-    let (ns, in_sel) = shares(selected.iter().copied());
-    let (nb, in_base) = shares(baseline.iter());
+    let is_selected = |s: &&SpanFacts| s.error || s.duration_ns > threshold;
+    let (ns, in_sel) = shares(window.iter().filter(is_selected));
+    // Without a baseline, the selection is set against the window's other spans.
+    let (nb, in_base) = if baseline.is_empty() {
+        shares(window.iter().filter(|s| !is_selected(s)))
+    } else {
+        shares(baseline.iter())
+    };
     let mut over: Vec<Overrepresented> = in_sel
         .iter()
         .filter(|(_, c)| **c >= min_count)
@@ -153,12 +162,17 @@ pub fn compare(
             .then(x.value.cmp(&y.value))
     });
     over.truncate(top);
+    let has = !baseline.is_empty();
     WindowComparison {
-        delta_p50_ns: w.p50_ns - b.p50_ns,
-        delta_p95_ns: w.p95_ns - b.p95_ns,
-        delta_p99_ns: w.p99_ns - b.p99_ns,
-        delta_error_rate: w.error_rate - b.error_rate,
-        delta_per_second: w.per_second - b.per_second,
+        baseline_empty: !has,
+        notice: (!has).then(|| {
+            "no baseline data: the baseline window holds no spans of this service, so there are no deltas; attribute values are ranked against the window's other spans".to_string()
+        }),
+        delta_p50_ns: has.then(|| w.p50_ns - b.p50_ns),
+        delta_p95_ns: has.then(|| w.p95_ns - b.p95_ns),
+        delta_p99_ns: has.then(|| w.p99_ns - b.p99_ns),
+        delta_error_rate: has.then_some(w.error_rate - b.error_rate),
+        delta_per_second: has.then_some(w.per_second - b.per_second),
         slow_threshold_ns: threshold,
         selected: ns,
         window: w,
@@ -219,16 +233,41 @@ mod tests {
             c.overrepresented
         );
         assert_eq!(c.window.spans, 125);
-        assert!((c.delta_per_second - 25.0 / 60.0).abs() < 1e-12);
-        assert!((c.delta_error_rate - 0.04).abs() < 1e-12);
-        assert!(c.delta_p99_ns > 0);
+        assert!((c.delta_per_second.unwrap() - 25.0 / 60.0).abs() < 1e-12);
+        assert!((c.delta_error_rate.unwrap() - 0.04).abs() < 1e-12);
+        assert!(c.delta_p99_ns.unwrap() > 0);
+        assert!(!c.baseline_empty && c.notice.is_none());
     }
 
     #[test]
-    fn an_empty_baseline_uses_the_windows_own_p95() {
-        let window: Vec<SpanFacts> = (1..=100).map(|i| f(i, false, &[])).collect();
+    fn an_empty_baseline_is_said_not_compared_against() {
+        // 100 spans; the 5 slowest (above the window's own p95) carry pod=b, the rest pod=a.
+        let window: Vec<SpanFacts> = (1..=100)
+            .map(|i| {
+                f(
+                    i,
+                    false,
+                    &[("pod", if i > 95 { "b" } else { "a" }), ("region", "eu")],
+                )
+            })
+            .collect();
         let c = compare(&window, 10.0, &[], 10.0, 5, 1);
         assert_eq!(c.slow_threshold_ns, 95_000_000);
         assert_eq!(c.selected, 5);
+        assert!(c.baseline_empty);
+        assert!(c.notice.as_deref().unwrap().contains("no baseline data"));
+        assert_eq!(c.delta_p50_ns, None, "no delta against zero");
+        assert_eq!(c.delta_error_rate, None);
+        // Ranked against the window's other 95 spans: pod=b stands out, region=eu
+        // (everywhere) does not — against an empty baseline every value was +100%.
+        let top: Vec<(&str, &str)> = c
+            .overrepresented
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(top, [("pod", "b")]);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["deltaP95Ns"], serde_json::Value::Null);
+        assert_eq!(json["baselineEmpty"], true);
     }
 }

@@ -14,7 +14,8 @@ pub mod graph;
 pub mod spm;
 
 use crate::model::SpanRecord;
-use crate::store::history::{EdgeMinuteRow, HistoryDb, MinuteRow};
+use crate::store::history::{edge_row_cost, minute_row_cost, EdgeMinuteRow, HistoryDb, MinuteRow};
+use crate::store::ReadCtl;
 use graph::{Graph, GraphSettings};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -376,20 +377,18 @@ impl SpanMetrics {
         &self,
         from: i64,
         to: i64,
+        ctl: &ReadCtl,
     ) -> Result<Vec<EdgeMinuteRow>, crate::store::StoreError> {
         let mut rows = match &self.history {
-            Some(h) => h.0.read_edges(from, to)?,
+            Some(h) => h.0.read_edges(from, to, ctl)?,
             None => Vec::new(),
         };
         let st = self.lock();
         if st.minute.start >= from && st.minute.start <= to {
-            rows.extend(
-                st.minute
-                    .edges
-                    .values()
-                    .flat_map(|s| s.values().flatten())
-                    .cloned(),
-            );
+            // Charged before it is copied: the lock is held for the copy only.
+            let live = st.minute.edges.values().flat_map(|s| s.values().flatten());
+            ctl.charge(live.clone().map(edge_row_cost).sum())?;
+            rows.extend(live.cloned());
         }
         Ok(rows)
     }
@@ -433,20 +432,26 @@ impl SpanMetrics {
 
     /// History rows of `services` for minutes in `[from, to]` (unix seconds),
     /// the minute in progress included.
+    ///
+    /// `services` must not repeat a name (each is read once per name given).
+    /// Rows are charged to `ctl`, the minute in progress before it is copied
+    /// under the metrics lock.
     pub fn history(
         &self,
         services: &[String],
         from: i64,
         to: i64,
+        ctl: &ReadCtl,
     ) -> Result<Vec<MinuteRow>, crate::store::StoreError> {
         let mut rows = match &self.history {
-            Some(h) => h.0.read(services, from, to)?,
+            Some(h) => h.0.read(services, from, to, ctl)?,
             None => Vec::new(),
         };
         let st = self.lock();
         if st.minute.start >= from && st.minute.start <= to {
             for service in services {
                 if let Some(ops) = st.minute.rows.get(service.as_str()) {
+                    ctl.charge(ops.values().flatten().map(minute_row_cost).sum())?;
                     rows.extend(ops.values().flatten().cloned());
                 }
             }

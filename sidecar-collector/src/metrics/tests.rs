@@ -207,7 +207,9 @@ fn history_keeps_minutes_and_the_minute_in_progress() {
     m.record_at(&[s(false), s(true)], 120, 0);
     // The next minute starts: minute 120 is written.
     m.record_at(&[s(false)], 185, 0);
-    let rows = m.history(&["a".into()], 0, 1000).unwrap();
+    let rows = m
+        .history(&["a".into()], 0, 1000, &crate::store::ReadCtl::unbounded())
+        .unwrap();
     let at = |minute| rows.iter().find(|r| r.minute == minute).unwrap();
     assert_eq!((at(120).calls, at(120).errors), (2, 1));
     assert_eq!(at(120).adjusted_calls, 4.0);
@@ -218,7 +220,12 @@ fn history_keeps_minutes_and_the_minute_in_progress() {
     // A restart keeps both.
     let db = HistoryDb::open(dir.path(), &[10.0, 100.0]).unwrap();
     let m = SpanMetrics::new(settings(100), Some(db));
-    assert_eq!(m.history(&["a".into()], 0, 1000).unwrap().len(), 2);
+    assert_eq!(
+        m.history(&["a".into()], 0, 1000, &crate::store::ReadCtl::unbounded())
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -253,7 +260,9 @@ fn the_graph_history_keeps_edges_per_minute_across_a_restart() {
     };
     m.record_at(&pair(1, false), 120, 0);
     m.record_at(&pair(2, true), 130, 0);
-    let e = m.edge_history(0, 1000).unwrap();
+    let e = m
+        .edge_history(0, 1000, &crate::store::ReadCtl::unbounded())
+        .unwrap();
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(
         (e[0].client.as_str(), e[0].server.as_str()),
@@ -265,5 +274,10 @@ fn the_graph_history_keeps_edges_per_minute_across_a_restart() {
     drop(m);
     let db = HistoryDb::open(dir.path(), &[10.0, 100.0]).unwrap();
     let m = SpanMetrics::new(settings(100), Some(db));
-    assert_eq!(m.edge_history(0, 1000).unwrap()[0].requests, 2);
+    assert_eq!(
+        m.edge_history(0, 1000, &crate::store::ReadCtl::unbounded())
+            .unwrap()[0]
+            .requests,
+        2
+    );
 }

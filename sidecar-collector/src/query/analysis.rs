@@ -24,8 +24,10 @@
 //!   operation) paths, each node with both counts and durations and the delta,
 //!   nodes on one side only marked.
 
-use super::{blocking_v3, params::parse_trace_id, v3, QueryState, Search, SearchParams};
+use super::answer::Hold;
+use super::{bounds, params::parse_trace_id, v3, QueryState, Search, SearchParams};
 use crate::model::{service_of, StoredTrace};
+use crate::store::{ReadCtl, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -61,6 +63,23 @@ fn id_u64(b: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
 }
 
+/// A read's hold in the analysis endpoints' error shape (v3's).
+async fn begin(st: &QueryState) -> Result<Hold, Response> {
+    st.budget.begin_in(v3::error).await
+}
+
+/// What one analysis span holds (its strings, its slot in a `Vec` that may double).
+fn analysis_span_cost(s: &Span) -> u64 {
+    (2 * std::mem::size_of::<Span>() + s.service.len() + s.operation.len() + s.process.len()) as u64
+}
+
+/// [`analysis_spans`], charged to `ctl`.
+fn charged_spans(t: &StoredTrace, ctl: &ReadCtl) -> Result<Vec<Span>, StoreError> {
+    let spans = analysis_spans(t);
+    ctl.charge(spans.iter().map(analysis_span_cost).sum())?;
+    Ok(spans)
+}
+
 /// A stored trace as the analyses see it: a consumer span does not hold up its
 /// producer (asynchronous); the process is the service and its pod or host.
 pub fn analysis_spans(t: &StoredTrace) -> Vec<Span> {
@@ -94,23 +113,30 @@ async fn critical_path_of(State(st): State<QueryState>, Path(id): Path<String>) 
             format!("malformed parameter trace_id: {id:?} is not a trace id"),
         );
     };
-    let _slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match begin(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
-    let max_spans = st.budget.max_spans;
-    let set = match blocking_v3(move || st.store.traces_within(&[tid], max_spans)).await {
-        Ok(set) => set,
-        Err(r) => return r,
-    };
-    let Some(stored) = set.traces.first() else {
-        return v3::error(StatusCode::NOT_FOUND, "trace not found");
-    };
-    Json(critical_path_report(
-        meshtrace_proto::TraceId(stored.trace_id).to_string(),
-        analysis_spans(stored),
-    ))
-    .into_response()
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    let report = hold
+        .run(move |ctl| {
+            let set = store.traces_within(&[tid], max_spans, ctl)?;
+            let Some(stored) = set.traces.first() else {
+                return Ok(None);
+            };
+            let spans = charged_spans(stored, ctl)?;
+            ctl.check()?;
+            Ok(Some(critical_path_report(
+                meshtrace_proto::TraceId(stored.trace_id).to_string(),
+                spans,
+            )))
+        })
+        .await;
+    match report {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => v3::error(StatusCode::NOT_FOUND, "trace not found"),
+        Err(r) => r,
+    }
 }
 
 #[derive(Serialize)]
@@ -139,14 +165,14 @@ async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -
     };
     let asked = q.limit;
     q.limit = q.limit.min(HOTSPOT_MAX_TRACES);
-    let _slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match begin(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
     let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
-    let result = blocking_v3(move || {
+    let result = hold.run(move |ctl| {
         let started = std::time::Instant::now();
-        let ids = store.find_trace_ids(&q)?;
+        let ids = store.find_trace_ids(&q, ctl)?;
         let mut h = Hotspots::new(500, 1000);
         let mut truncated = (asked > q.limit).then(|| {
             format!("limit {asked} is above {HOTSPOT_MAX_TRACES} traces: the newest {HOTSPOT_MAX_TRACES} were analysed")
@@ -161,13 +187,17 @@ async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -
                 ));
                 break;
             }
-            let set = store.traces_within(chunk, max_spans)?;
+            // Each chunk's spans are held while it is folded in, then given back.
+            let before = ctl.used();
+            let set = store.traces_within(chunk, max_spans, ctl)?;
             for t in &set.traces {
                 h.add(
                     &meshtrace_proto::TraceId(t.trace_id).to_string(),
-                    analysis_spans(t),
+                    charged_spans(t, ctl)?,
                 );
             }
+            drop(set);
+            ctl.release(ctl.used().saturating_sub(before));
         }
         Ok((h, truncated))
     })
@@ -211,26 +241,39 @@ async fn diff(State(st): State<QueryState>, Query(p): Query<DiffParams>) -> Resp
             }
         }
     }
-    let _slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match begin(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
-    let max_spans = st.budget.max_spans;
-    let wanted = ids.clone();
-    let set = match blocking_v3(move || st.store.traces_within(&wanted, max_spans)).await {
-        Ok(set) => set,
-        Err(r) => return r,
-    };
-    let find = |id: &[u8; 16]| set.traces.iter().find(|t| &t.trace_id == id);
-    let (Some(a), Some(b)) = (find(&ids[0]), find(&ids[1])) else {
-        return v3::error(StatusCode::NOT_FOUND, "trace not found");
-    };
-    Json(DiffAnswer {
-        a: meshtrace_proto::TraceId(a.trace_id).to_string(),
-        b: meshtrace_proto::TraceId(b.trace_id).to_string(),
-        nodes: meshtrace_analysis::diff::diff(analysis_spans(a), analysis_spans(b)),
-    })
-    .into_response()
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    let answer = hold
+        .run(move |ctl| {
+            let set = store.traces_within(&ids, max_spans, ctl)?;
+            let find = |id: &[u8; 16]| set.traces.iter().find(|t| &t.trace_id == id);
+            let (Some(a), Some(b)) = (find(&ids[0]), find(&ids[1])) else {
+                return Ok(None);
+            };
+            let (sa, sb) = (charged_spans(a, ctl)?, charged_spans(b, ctl)?);
+            ctl.check()?;
+            let nodes = meshtrace_analysis::diff::diff(sa, sb);
+            ctl.charge(
+                nodes
+                    .iter()
+                    .map(|n| (128 + n.service.len() + n.operation.len()) as u64)
+                    .sum(),
+            )?;
+            Ok(Some(DiffAnswer {
+                a: meshtrace_proto::TraceId(a.trace_id).to_string(),
+                b: meshtrace_proto::TraceId(b.trace_id).to_string(),
+                nodes,
+            }))
+        })
+        .await;
+    match answer {
+        Ok(Some(d)) => Json(d).into_response(),
+        Ok(None) => v3::error(StatusCode::NOT_FOUND, "trace not found"),
+        Err(r) => r,
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -276,48 +319,55 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
             "the service map needs span metrics (metrics.enabled is false)",
         );
     };
-    let now = super::now_us();
-    let num = |name: &str, v: &Option<String>, default: i64| -> Result<i64, v3::Refusal> {
-        match v.as_deref().filter(|s| !s.is_empty()) {
-            None => Ok(default),
-            Some(x) => x.parse().map_err(|_| v3::Refusal {
-                status: StatusCode::BAD_REQUEST,
-                message: format!(
-                    "malformed parameter {name}: {x:?} is not microseconds since the epoch"
-                ),
-            }),
-        }
+    let window = (|| {
+        let lookback = match p.lookback.as_deref().filter(|s| !s.is_empty()) {
+            None => 3_600_000_000,
+            Some(l) => bounds::go_duration_us("lookback", l, true)?,
+        };
+        bounds::window_us(
+            ("start", p.start.as_deref()),
+            ("end", p.end.as_deref()),
+            lookback,
+            super::now_us(),
+        )
+    })();
+    let (start_us, end_us) = match window {
+        Ok(w) => w,
+        Err(m) => return v3::error(StatusCode::BAD_REQUEST, m),
     };
-    let end_us = match num("end", &p.end, now) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    let lookback = match p.lookback.as_deref().filter(|s| !s.is_empty()) {
-        None => 3_600_000_000,
-        Some(l) => match super::duration::parse_go_duration_us(l) {
-            Some(v) => v,
-            None => {
-                return v3::error(
-                    StatusCode::BAD_REQUEST,
-                    format!("malformed parameter lookback: {l:?} is not a duration like 1h"),
-                )
-            }
-        },
-    };
-    let start_us = match num("start", &p.start, end_us - lookback) {
-        Ok(v) => v,
-        Err(r) => return r.into_response(),
-    };
-    if start_us >= end_us {
+    if start_us == end_us {
         return v3::error(StatusCode::BAD_REQUEST, "start must be before end");
     }
+    let hold = match begin(&st).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
     let (from, to) = (start_us / 1_000_000 - 59, end_us / 1_000_000);
     let m = metrics.clone();
-    let rows = match tokio::task::spawn_blocking(move || m.edge_history(from, to)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return v3::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => return v3::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
+    let map = hold
+        .run(move |ctl| {
+            let rows = m.edge_history(from, to, ctl)?;
+            Ok(service_map_of(
+                rows,
+                start_us,
+                end_us,
+                &m.settings().bounds_ms,
+            ))
+        })
+        .await;
+    match map {
+        Ok(map) => Json(map).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The map of the edge rows of `[start_us, end_us]`.
+fn service_map_of(
+    rows: Vec<crate::store::history::EdgeMinuteRow>,
+    start_us: i64,
+    end_us: i64,
+    bounds: &[f64],
+) -> ServiceMap {
     let window_s = ((end_us - start_us) as f64 / 1e6).max(1.0);
     let mut by_edge: std::collections::BTreeMap<EdgeKey, EdgeSums> =
         std::collections::BTreeMap::new();
@@ -335,7 +385,6 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
             *a += *b as f64;
         }
     }
-    let bounds = metrics.settings().bounds_ms.clone();
     let mut services = std::collections::BTreeSet::new();
     let edges = by_edge
         .into_iter()
@@ -356,18 +405,17 @@ async fn service_map(State(st): State<QueryState>, Query(p): Query<MapParams>) -
                     } else {
                         0.0
                     },
-                    p95_ms: crate::metrics::spm::quantile_ms(0.95, &buckets, &bounds),
+                    p95_ms: crate::metrics::spm::quantile_ms(0.95, &buckets, bounds),
                 }
             },
         )
         .collect();
-    Json(ServiceMap {
+    ServiceMap {
         start_us,
         end_us,
         services: services.into_iter().collect(),
         edges,
-    })
-    .into_response()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -421,41 +469,44 @@ fn span_facts(
         .collect()
 }
 
+/// What one span's facts hold: its attributes' text and their slots.
+fn facts_cost(f: &meshtrace_analysis::windows::SpanFacts) -> u64 {
+    let attrs: usize = f
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 64)
+        .sum();
+    (std::mem::size_of::<meshtrace_analysis::windows::SpanFacts>() * 2 + attrs) as u64
+}
+
 async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowParams>) -> Response {
     let bad = |m: String| v3::error(StatusCode::BAD_REQUEST, m);
     let Some(service) = p.service.clone().filter(|s| !s.is_empty()) else {
         return bad("malformed parameter service: a service name is required".into());
     };
-    let num = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
-        v.as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|x| {
-                x.parse::<i64>().map_err(|_| {
-                    format!("malformed parameter {name}: {x:?} is not microseconds since the epoch")
-                })
-            })
-            .transpose()
-    };
     let parsed = (|| -> Result<(i64, i64, i64, i64, usize), String> {
-        let end = num("end", &p.end)?.unwrap_or_else(super::now_us);
-        let start = num("start", &p.start)?.unwrap_or(end - 3_600_000_000);
+        let (start, end) = bounds::window_us(
+            ("start", p.start.as_deref()),
+            ("end", p.end.as_deref()),
+            3_600_000_000,
+            super::now_us(),
+        )?;
         let offset = match p.baseline_offset.as_deref().filter(|s| !s.is_empty()) {
             None => 86_400_000_000,
-            Some(o) => super::duration::parse_go_duration_us(o).ok_or(format!(
-                "malformed parameter baselineOffset: {o:?} is not a duration like 24h"
-            ))?,
+            Some(o) => bounds::go_duration_us("baselineOffset", o, false)?,
         };
-        let bstart = num("baselineStart", &p.baseline_start)?.unwrap_or(start - offset);
-        let bend = num("baselineEnd", &p.baseline_end)?.unwrap_or(end - offset);
+        let (bstart, bend) = bounds::window_us(
+            ("baselineStart", p.baseline_start.as_deref()),
+            ("baselineEnd", p.baseline_end.as_deref()),
+            end.saturating_sub(start),
+            end.saturating_sub(offset).max(0),
+        )?;
         if start >= end || bstart >= bend {
             return Err("each window must start before it ends".into());
         }
         let limit = match p.limit.as_deref().filter(|s| !s.is_empty()) {
             None => 500,
-            Some(l) => l
-                .parse::<usize>()
-                .map_err(|_| format!("malformed parameter limit: {l:?}"))?
-                .clamp(1, HOTSPOT_MAX_TRACES),
+            Some(l) => bounds::count("limit", l, HOTSPOT_MAX_TRACES)?,
         };
         Ok((start, end, bstart, bend, limit))
     })();
@@ -463,52 +514,58 @@ async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowPar
         Ok(x) => x,
         Err(m) => return bad(m),
     };
-    let _slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match begin(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
     let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
     let operation = p.operation.clone().filter(|s| !s.is_empty());
-    let result = blocking_v3(move || {
-        let started = std::time::Instant::now();
-        let side = |from: i64,
-                    to: i64|
-         -> Result<
-            Vec<meshtrace_analysis::windows::SpanFacts>,
-            crate::store::StoreError,
-        > {
-            let q = crate::store::TraceQuery {
-                service: service.clone(),
-                operation: operation.clone(),
-                start_us: from,
-                end_us: to,
-                limit,
-                ..Default::default()
+    let result = hold
+        .run(move |ctl| {
+            let started = std::time::Instant::now();
+            let side = |from: i64, to: i64| -> Result<Vec<_>, StoreError> {
+                let q = crate::store::TraceQuery {
+                    service: service.clone(),
+                    operation: operation.clone(),
+                    start_us: from,
+                    end_us: to,
+                    limit,
+                    ..Default::default()
+                };
+                let ids = store.find_trace_ids(&q, ctl)?;
+                let mut out = Vec::new();
+                for chunk in ids.chunks(HOTSPOT_CHUNK) {
+                    if started.elapsed() > HOTSPOT_TIME_BUDGET {
+                        break;
+                    }
+                    // The chunk's spans are held until their facts are taken.
+                    let before = ctl.used();
+                    let traces = store.traces_within(chunk, max_spans, ctl)?.traces;
+                    let mut facts = Vec::new();
+                    for t in &traces {
+                        facts.extend(span_facts(t, &service, operation.as_deref()));
+                    }
+                    let cost = facts.iter().map(facts_cost).sum();
+                    ctl.charge(cost)?;
+                    drop(traces);
+                    ctl.release(ctl.used().saturating_sub(before).saturating_sub(cost));
+                    out.extend(facts);
+                }
+                Ok(out)
             };
-            let ids = store.find_trace_ids(&q)?;
-            let mut out = Vec::new();
-            for chunk in ids.chunks(HOTSPOT_CHUNK) {
-                if started.elapsed() > HOTSPOT_TIME_BUDGET {
-                    break;
-                }
-                for t in store.traces_within(chunk, max_spans)?.traces {
-                    out.extend(span_facts(&t, &service, operation.as_deref()));
-                }
-            }
-            Ok(out)
-        };
-        let w = side(start, end)?;
-        let b = side(bstart, bend)?;
-        Ok(meshtrace_analysis::windows::compare(
-            &w,
-            (end - start) as f64 / 1e6,
-            &b,
-            (bend - bstart) as f64 / 1e6,
-            20,
-            2,
-        ))
-    })
-    .await;
+            let w = side(start, end)?;
+            let b = side(bstart, bend)?;
+            ctl.check()?;
+            Ok(meshtrace_analysis::windows::compare(
+                &w,
+                (end - start) as f64 / 1e6,
+                &b,
+                (bend - bstart) as f64 / 1e6,
+                20,
+                2,
+            ))
+        })
+        .await;
     match result {
         Ok(c) => Json(c).into_response(),
         Err(r) => r,
@@ -545,69 +602,72 @@ struct SamplingPage {
 async fn sampling_page(State(st): State<QueryState>, Query(p): Query<SamplingParams>) -> Response {
     let lookback_us = match p.lookback.as_deref().filter(|s| !s.is_empty()) {
         None => 3_600_000_000,
-        Some(l) => match super::duration::parse_go_duration_us(l) {
-            Some(v) if v > 0 => v,
-            _ => {
-                return v3::error(
-                    StatusCode::BAD_REQUEST,
-                    format!("malformed parameter lookback: {l:?} is not a duration like 1h"),
-                )
-            }
+        Some(l) => match bounds::go_duration_us("lookback", l, true) {
+            Ok(v) => v,
+            Err(m) => return v3::error(StatusCode::BAD_REQUEST, m),
         },
     };
-    let store = st.store.clone();
-    let services = match blocking_v3(move || store.services()).await {
-        Ok(s) => s,
+    let hold = match begin(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
-    let now_s = super::now_us() / 1_000_000;
-    let from = now_s - lookback_us / 1_000_000;
-    let rows = match st.metrics.clone() {
-        Some(m) => {
-            let names = services.clone();
-            match tokio::task::spawn_blocking(move || m.history(&names, from - 59, now_s)).await {
-                Ok(Ok(r)) => r,
-                _ => Vec::new(),
+    let (store, metrics, sampling) = (st.store.clone(), st.metrics.clone(), st.sampling.clone());
+    let page = hold
+        .run(move |ctl| {
+            let services = store.services(ctl)?;
+            let now_s = super::now_us() / 1_000_000;
+            let from = now_s - lookback_us / 1_000_000;
+            let rows = match &metrics {
+                Some(m) => m.history(&services, from - 59, now_s, ctl)?,
+                None => Vec::new(),
+            };
+            // Server spans per service, summed once (not a scan of every row per service).
+            let mut sums: std::collections::HashMap<&str, (f64, f64)> =
+                std::collections::HashMap::new();
+            for r in rows.iter().filter(|r| r.kind == 2) {
+                let e = sums.entry(r.service.as_str()).or_default();
+                e.0 += r.calls as f64;
+                e.1 += r.adjusted_calls;
             }
-        }
-        None => Vec::new(),
-    };
-    let seconds = (lookback_us as f64 / 1e6).max(1.0);
-    let mut out = Vec::new();
-    for service in services {
-        let (obs, adj) = rows
-            .iter()
-            .filter(|r| r.service == service && r.kind == 2)
-            .fold((0.0, 0.0), |(o, a), r| {
-                (o + r.calls as f64, a + r.adjusted_calls)
-            });
-        let (strategy, adaptive) = match &st.sampling {
-            Some(p) => (
-                p.strategy(&service)
-                    .await
-                    .ok()
-                    .map(|r| crate::sampling::to_json(&r)),
-                p.adaptive_for(&service),
-            ),
-            None => (None, false),
-        };
-        out.push(ServiceSampling {
-            service,
-            strategy,
-            adaptive,
-            observed_per_second: obs / seconds,
-            adjusted_per_second: adj / seconds,
-            effective_probability: (adj > 0.0).then(|| obs / adj),
-        });
+            let seconds = (lookback_us as f64 / 1e6).max(1.0);
+            let mut out = Vec::with_capacity(services.len());
+            for service in &services {
+                ctl.check()?;
+                let (obs, adj) = sums.get(service.as_str()).copied().unwrap_or_default();
+                let (strategy, adaptive) = match &sampling {
+                    Some(p) => (
+                        p.local_strategy(service)
+                            .map(|r| crate::sampling::to_json(&r)),
+                        p.adaptive_for(service),
+                    ),
+                    None => (None, false),
+                };
+                ctl.charge(
+                    (512 + service.len()
+                        + strategy
+                            .as_ref()
+                            .and_then(|s| s.operation_sampling.as_ref())
+                            .map_or(0, |p| p.per_operation_strategies.len() * 128))
+                        as u64,
+                )?;
+                out.push(ServiceSampling {
+                    service: service.clone(),
+                    strategy,
+                    adaptive,
+                    observed_per_second: obs / seconds,
+                    adjusted_per_second: adj / seconds,
+                    effective_probability: (adj > 0.0).then(|| obs / adj),
+                });
+            }
+            Ok(SamplingPage {
+                lookback_seconds: seconds,
+                services: out,
+                changes: sampling.as_ref().map(|p| p.changes()).unwrap_or_default(),
+            })
+        })
+        .await;
+    match page {
+        Ok(p) => Json(p).into_response(),
+        Err(r) => r,
     }
-    Json(SamplingPage {
-        lookback_seconds: seconds,
-        services: out,
-        changes: st
-            .sampling
-            .as_ref()
-            .map(|p| p.changes())
-            .unwrap_or_default(),
-    })
-    .into_response()
 }

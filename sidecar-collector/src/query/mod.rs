@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod answer;
+pub mod bounds;
 pub mod duration;
 pub mod jaeger;
 mod params;
@@ -11,7 +12,7 @@ pub mod spm;
 pub mod v3;
 
 use crate::model::kind_name;
-use crate::store::{SpanReader, StoreError};
+use crate::store::SpanReader;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -112,34 +113,6 @@ pub fn error(status: StatusCode, msg: &str) -> Response {
     json_response(status, &body, false)
 }
 
-/// Runs store work off the async threads; a failure becomes an answer in the
-/// caller's error shape (`shape`: v1's envelope or v3's gateway error).
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-    shape: fn(StatusCode, String) -> Response,
-) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "query failed");
-            Err(shape(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-        }
-        Err(e) => Err(shape(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Response> {
-    run_blocking(f, |s, m| error(s, &m)).await
-}
-
-async fn blocking_v3<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Response> {
-    run_blocking(f, v3::error).await
-}
-
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -158,34 +131,34 @@ struct DependencyParams {
 /// `/api/dependencies?endTs=MS&lookback=MS[&service=S]` (Jaeger's units:
 /// milliseconds). With `service`, only edges that touch it.
 async fn dependencies(State(st): State<QueryState>, Query(q): Query<DependencyParams>) -> Response {
-    let now_ms = now_us() / 1000;
-    let num = |k: &str, v: &Option<String>, default: i64| -> Result<i64, String> {
-        match v.as_deref() {
-            None | Some("") => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("parameter '{k}': {v:?} is not a number of milliseconds")),
-        }
+    let window = (|| {
+        let end_ms = match q.end_ts.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => bounds::epoch_ms("endTs", v)?,
+            None => (now_us() / 1000).clamp(0, bounds::MAX_MS),
+        };
+        let lookback_ms = match q.lookback.as_deref().filter(|v| !v.is_empty()) {
+            Some(v) => bounds::positive_ms("lookback", v)?,
+            None => 86_400_000,
+        };
+        Ok::<_, String>((
+            end_ms.saturating_sub(lookback_ms).max(0) * 1000,
+            end_ms * 1000,
+        ))
+    })();
+    let (start_us, end_us) = match window {
+        Ok(w) => w,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    let (end_ms, lookback_ms) = match (
-        num("endTs", &q.end_ts, now_ms),
-        num("lookback", &q.lookback, 86_400_000),
-    ) {
-        (Ok(e), Ok(l)) if l >= 0 => (e, l),
-        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, &m),
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "parameter 'lookback' must not be negative",
-            )
-        }
-    };
-    let (start_us, end_us) = (
-        end_ms.saturating_sub(lookback_ms).saturating_mul(1000),
-        end_ms.saturating_mul(1000),
-    );
     let service = q.service.filter(|s| !s.is_empty());
-    match blocking(move || st.store.dependencies(start_us, end_us)).await {
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let store = st.store.clone();
+    match hold
+        .run(move |ctl| store.dependencies(start_us, end_us, ctl))
+        .await
+    {
         Ok(edges) => data(
             edges
                 .into_iter()
@@ -203,7 +176,12 @@ async fn dependencies(State(st): State<QueryState>, Query(q): Query<DependencyPa
 }
 
 async fn services(State(st): State<QueryState>, Query(f): Query<Format>) -> Response {
-    match blocking(move || st.store.services()).await {
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let store = st.store.clone();
+    match hold.run(move |ctl| store.services(ctl)).await {
         Ok(s) => data(s, f.pretty()),
         Err(r) => r,
     }
@@ -214,7 +192,12 @@ async fn service_operations(
     Path(service): Path<String>,
     Query(f): Query<Format>,
 ) -> Response {
-    match blocking(move || st.store.operations(&service)).await {
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let store = st.store.clone();
+    match hold.run(move |ctl| store.operations(&service, ctl)).await {
         Ok(ops) => {
             let mut names: Vec<String> = ops.into_iter().map(|(o, _)| o).collect();
             names.dedup();
@@ -248,7 +231,12 @@ async fn operations(State(st): State<QueryState>, Query(q): Query<OperationParam
             None => return error(StatusCode::BAD_REQUEST, &format!("unknown spanKind {k:?}")),
         },
     };
-    match blocking(move || st.store.operations(&service)).await {
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let store = st.store.clone();
+    match hold.run(move |ctl| store.operations(&service, ctl)).await {
         Ok(ops) => data(
             ops.into_iter()
                 .filter(|(_, k)| want_kind.is_none_or(|w| w == *k))
@@ -274,18 +262,21 @@ async fn trace(
             &format!("{id:?} is not a trace id (1 to 32 hex characters)"),
         );
     };
-    let slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
         Err(r) => return r,
     };
-    let max_spans = st.budget.max_spans;
-    match blocking(move || st.store.traces_within(&[tid], max_spans)).await {
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    match hold
+        .run(move |ctl| store.traces_within(&[tid], max_spans, ctl))
+        .await
+    {
         Ok(set) if set.traces.is_empty() && set.left_out == 0 => {
             error(StatusCode::NOT_FOUND, "trace not found")
         }
         Ok(set) => {
             let w = answer::warnings(&set, 0, &st.budget);
-            answer::traces_answer(set, w, f.pretty(), slot)
+            answer::traces_answer(set, w, f.pretty(), hold)
         }
         Err(r) => r,
     }
@@ -297,29 +288,30 @@ async fn find_traces(State(st): State<QueryState>, Query(p): Query<SearchParams>
         Ok(s) => s,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    let slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
         Err(r) => return r,
     };
     let store = st.store.clone();
     let (max_traces, max_spans) = (st.budget.max_traces, st.budget.max_spans);
-    match blocking(move || match search {
-        Search::Ids(mut ids) => {
-            let dropped = ids.len().saturating_sub(max_traces);
-            ids.truncate(max_traces);
-            Ok((store.traces_within(&ids, max_spans)?, dropped))
-        }
-        Search::Query(mut q) => {
-            q.limit = q.limit.min(max_traces);
-            let ids = store.find_trace_ids(&q)?;
-            Ok((store.traces_within(&ids, max_spans)?, 0))
-        }
-    })
-    .await
+    match hold
+        .run(move |ctl| match search {
+            Search::Ids(mut ids) => {
+                let dropped = ids.len().saturating_sub(max_traces);
+                ids.truncate(max_traces);
+                Ok((store.traces_within(&ids, max_spans, ctl)?, dropped))
+            }
+            Search::Query(mut q) => {
+                q.limit = q.limit.min(max_traces);
+                let ids = store.find_trace_ids(&q, ctl)?;
+                Ok((store.traces_within(&ids, max_spans, ctl)?, 0))
+            }
+        })
+        .await
     {
         Ok((set, dropped)) => {
             let w = answer::warnings(&set, dropped, &st.budget);
-            answer::traces_answer(set, w, pretty, slot)
+            answer::traces_answer(set, w, pretty, hold)
         }
         Err(r) => r,
     }

@@ -3,7 +3,7 @@
 //! per-minute history: no Prometheus needed. Parameters and defaults as
 //! Jaeger's query service parses them; errors in Jaeger's envelope.
 
-use super::{error, json_response, pretty, QueryState};
+use super::{bounds, error, json_response, pretty, QueryState};
 use crate::metrics::spm::{compute, Measure, SpmQuery, MIN_STEP_MS};
 use crate::model::kind_from_name;
 use axum::extract::State;
@@ -36,14 +36,22 @@ fn parse_error(param: &str, msg: impl std::fmt::Display) -> String {
     format!("unable to parse param '{param}': {msg}")
 }
 
+/// A time (`endTs`) or a duration in ms, bounded ([`bounds`]); absent or empty: `default`.
 fn millis(param: &str, v: &Option<String>, default: i64) -> Result<i64, String> {
+    let parse = if param == "endTs" {
+        bounds::epoch_ms
+    } else {
+        bounds::positive_ms
+    };
     match v.as_deref() {
         None | Some("") => Ok(default),
-        Some(v) => v.parse::<i64>().map_err(|_| {
-            parse_error(
-                param,
-                format!("strconv.ParseInt: parsing {v:?}: invalid syntax (milliseconds)"),
-            )
+        Some(v) => parse(param, v).map_err(|e| {
+            // Jaeger's wording first, then which bound.
+            let why = e
+                .split_once(": ")
+                .map_or(e.as_str(), |(_, w)| w)
+                .to_string();
+            parse_error(param, why)
         }),
     }
 }
@@ -63,12 +71,22 @@ fn boolean(param: &str, v: &Option<String>) -> Result<bool, String> {
 /// Jaeger's parameters → a query (defaults: lookback 1h, step 5s, ratePer 10m,
 /// spanKind server, endTs now).
 pub fn parse(p: &SpmParams, now_ms: i64) -> Result<SpmQuery, String> {
-    let services: Vec<String> = p
-        .service
-        .iter()
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .collect();
+    // Distinct names, in the order given (a repeated name is read once).
+    let mut services: Vec<String> = Vec::new();
+    for s in p.service.iter().filter(|s| !s.is_empty()) {
+        if !services.contains(s) {
+            if services.len() == crate::metrics::spm::MAX_SERVICES {
+                return Err(parse_error(
+                    "service",
+                    format!(
+                        "more than {} distinct services",
+                        crate::metrics::spm::MAX_SERVICES
+                    ),
+                ));
+            }
+            services.push(s.clone());
+        }
+    }
     if services.is_empty() {
         return Err(parse_error(
             "service",
@@ -78,20 +96,22 @@ pub fn parse(p: &SpmParams, now_ms: i64) -> Result<SpmQuery, String> {
     let span_kinds = if p.span_kind.is_empty() {
         vec![2]
     } else {
-        p.span_kind
-            .iter()
-            .map(|k| {
-                kind_from_name(k)
-                    .or((k == "unspecified").then_some(0))
-                    .ok_or_else(|| parse_error("spanKind", format!("unsupported span kind: '{k}'")))
-            })
-            .collect::<Result<_, _>>()?
+        let mut kinds: Vec<i32> = Vec::new();
+        for k in &p.span_kind {
+            let kind = kind_from_name(k)
+                .or((k == "unspecified").then_some(0))
+                .ok_or_else(|| parse_error("spanKind", format!("unsupported span kind: '{k}'")))?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        kinds
     };
     let q = SpmQuery {
         services,
         group_by_operation: boolean("groupByOperation", &p.group_by_operation)?,
         span_kinds,
-        end_ms: millis("endTs", &p.end_ts, now_ms)?,
+        end_ms: millis("endTs", &p.end_ts, now_ms.clamp(0, bounds::MAX_MS))?,
         lookback_ms: millis("lookback", &p.lookback, 3_600_000)?,
         step_ms: millis("step", &p.step, 5_000)?,
         rate_per_ms: millis("ratePer", &p.rate_per, 600_000)?,
@@ -118,29 +138,36 @@ async fn answer(st: QueryState, p: SpmParams, measure: Result<Measure, String>) 
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let pretty = pretty(&p.pretty_print);
-    let (from, to) = q.minutes();
-    let services = q.services.clone();
-    let m = metrics.clone();
-    let rows = match tokio::task::spawn_blocking(move || m.history(&services, from, to)).await {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
+        Err(r) => return r,
     };
-    let family = compute(
-        &rows,
-        &q,
-        measure,
-        &metrics.settings().bounds_ms,
-        now as f64 / 1000.0,
-    );
-    json_response(StatusCode::OK, &family, pretty)
+    let (from, to) = q.minutes();
+    let family = hold
+        .run(move |ctl| {
+            let rows = metrics.history(&q.services, from, to, ctl)?;
+            compute(
+                &rows,
+                &q,
+                measure,
+                &metrics.settings().bounds_ms,
+                now as f64 / 1000.0,
+                ctl,
+            )
+        })
+        .await;
+    match family {
+        Ok(family) => json_response(StatusCode::OK, &family, pretty),
+        Err(r) => r,
+    }
 }
 
 /// `/api/metrics/latencies?quantile=Q&service=S…`
 pub async fn latencies(State(st): State<QueryState>, Query(p): Query<SpmParams>) -> Response {
     let q = match p.quantile.as_deref() {
         None | Some("") => Err(parse_error("quantile", "a quantile in (0, 1] is required")),
-        Some(v) => match v.parse::<f64>() {
+        Some(v) => match v.trim().parse::<f64>() {
+            // NaN fails both comparisons.
             Ok(q) if q > 0.0 && q <= 1.0 => Ok(Measure::Latency(q)),
             _ => Err(parse_error(
                 "quantile",
@@ -190,7 +217,7 @@ mod tests {
             (10_000_000, 3_600_000, 5_000, 600_000)
         );
         let q = parse(
-            &params("service=a&spanKind=client&spanKind=server&groupByOperation=true&endTs=5&lookback=60000&step=1000&ratePer=60000"),
+            &params("service=a&spanKind=client&spanKind=server&groupByOperation=true&endTs=5000000&lookback=60000&step=1000&ratePer=60000"),
             0,
         )
         .unwrap();
@@ -198,7 +225,7 @@ mod tests {
         assert!(q.group_by_operation);
         assert_eq!(
             (q.end_ms, q.lookback_ms, q.step_ms, q.rate_per_ms),
-            (5, 60_000, 1_000, 60_000)
+            (5_000_000, 60_000, 1_000, 60_000)
         );
     }
 

@@ -5,8 +5,9 @@
 //! times as decimal strings) wrapped in `{"result": …}` as Jaeger's gateway
 //! does; errors are `{"error": {"httpCode": N, "message": "…"}}`.
 
+use super::answer::Hold;
 use super::duration::parse_go_duration_us;
-use super::{blocking_v3, params::parse_trace_id, QueryState};
+use super::{params::parse_trace_id, QueryState};
 use crate::model::{is_error, kind_from_name, kind_name, service_of, StoredTrace};
 use crate::store::TraceQuery;
 use axum::extract::{Path, State};
@@ -19,7 +20,6 @@ use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// The v3 routes (merged into the query router).
 pub fn routes() -> Router<QueryState> {
@@ -88,17 +88,98 @@ struct Services {
     services: Vec<String>,
 }
 
+/// A read's hold in v3's error shape.
+async fn begin(st: &QueryState) -> Result<Hold, Response> {
+    st.budget.begin_in(error).await
+}
+
 async fn services(State(st): State<QueryState>) -> Response {
-    match blocking_v3(move || st.store.services()).await {
+    let hold = match begin(&st).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let store = st.store.clone();
+    match hold.run(move |ctl| store.services(ctl)).await {
         Ok(services) => json(StatusCode::OK, &Services { services }),
         Err(r) => r,
     }
 }
 
-#[derive(Deserialize)]
-struct OperationParams {
-    service: Option<String>,
-    span_kind: Option<String>,
+/// A query string as name/value pairs, read the way Jaeger's gateway reads
+/// it: each parameter by its canonical camelCase name, else its deprecated
+/// snake_case alias; a parameter given twice with different values is refused
+/// (the gateway would silently take the first).
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The first non-empty value under any of `names` (canonical first), with
+    /// the name it came under.
+    pub fn get(&self, names: &[&'static str]) -> Result<Option<(&'static str, &str)>, Refusal> {
+        for name in names {
+            let mut values = self
+                .0
+                .iter()
+                .filter(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| v.as_str());
+            if let Some(first) = values.next() {
+                if values.any(|v| v != first) {
+                    return Err(malformed(
+                        name,
+                        "given more than once, with different values",
+                    ));
+                }
+                return Ok(Some((name, first)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Canonical name and deprecated alias of every api_v3 query parameter.
+mod names {
+    pub const SERVICE: &[&str] = &["query.serviceName", "query.service_name"];
+    /// `query.spanName`: what some Jaeger UI builds send for the operation.
+    pub const OPERATION: &[&str] = &[
+        "query.operationName",
+        "query.operation_name",
+        "query.spanName",
+        "query.span_name",
+    ];
+    pub const TIME_MIN: &[&str] = &["query.startTimeMin", "query.start_time_min"];
+    pub const TIME_MAX: &[&str] = &["query.startTimeMax", "query.start_time_max"];
+    pub const SEARCH_DEPTH: &[&str] = &[
+        "query.searchDepth",
+        "query.search_depth",
+        "query.num_traces",
+        "query.numTraces",
+    ];
+    pub const DURATION_MIN: &[&str] = &["query.durationMin", "query.duration_min"];
+    pub const DURATION_MAX: &[&str] = &["query.durationMax", "query.duration_max"];
+    pub const QUERY_RAW: &[&str] = &["query.rawTraces", "query.raw_traces"];
+    pub const ATTRIBUTES: &[&str] = &["query.attributes"];
+    pub const START: &[&str] = &["startTime", "start_time"];
+    pub const END: &[&str] = &["endTime", "end_time"];
+    pub const RAW: &[&str] = &["rawTraces", "raw_traces"];
+    pub const SPAN_KIND: &[&str] = &["spanKind", "span_kind"];
+    pub const OPS_SERVICE: &[&str] = &["service"];
+}
+
+/// A span kind as api_v3 names it (`server`, or the enum's `SPAN_KIND_SERVER`).
+fn span_kind_param(p: &Params) -> Result<Option<i32>, Refusal> {
+    match p.get(names::SPAN_KIND)? {
+        None => Ok(None),
+        Some((name, k)) => {
+            let plain = k
+                .strip_prefix("SPAN_KIND_")
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_else(|| k.to_string());
+            kind_from_name(&plain)
+                .map(Some)
+                .ok_or_else(|| malformed(name, format!("unknown span kind {k:?}")))
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -113,20 +194,22 @@ struct Operations {
     operations: Vec<Operation>,
 }
 
-async fn operations(State(st): State<QueryState>, Query(q): Query<OperationParams>) -> Response {
-    let Some(service) = q.service.filter(|s| !s.is_empty()) else {
-        return malformed("service", "a service name is required").into_response();
+async fn operations(State(st): State<QueryState>, Query(q): Query<Params>) -> Response {
+    let service = match q.get(names::OPS_SERVICE) {
+        Ok(Some((_, s))) => s.to_string(),
+        Ok(None) => return malformed("service", "a service name is required").into_response(),
+        Err(r) => return r.into_response(),
     };
-    let want = match q.span_kind.as_deref() {
-        None | Some("") => None,
-        Some(k) => match kind_from_name(k) {
-            Some(n) => Some(n),
-            None => {
-                return malformed("span_kind", format!("unknown span kind {k:?}")).into_response()
-            }
-        },
+    let want = match span_kind_param(&q) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
     };
-    match blocking_v3(move || st.store.operations(&service)).await {
+    let hold = match begin(&st).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let store = st.store.clone();
+    match hold.run(move |ctl| store.operations(&service, ctl)).await {
         Ok(ops) => json(
             StatusCode::OK,
             &Operations {
@@ -172,96 +255,62 @@ pub fn parse_rfc3339_us(s: &str) -> Result<i64, String> {
     Ok(us - offset_s * 1_000_000)
 }
 
-/// `FindTraces` / `FindTraceSummaries` parameters, as Jaeger's gateway reads them.
-#[derive(Debug, Default, Deserialize)]
-pub struct FindParams {
-    #[serde(rename = "query.service_name")]
-    service_name: Option<String>,
-    #[serde(rename = "query.operation_name")]
-    operation_name: Option<String>,
-    #[serde(rename = "query.start_time_min")]
-    start_time_min: Option<String>,
-    #[serde(rename = "query.start_time_max")]
-    start_time_max: Option<String>,
-    #[serde(rename = "query.search_depth")]
-    search_depth: Option<String>,
-    /// The older name of `query.search_depth`.
-    #[serde(rename = "query.num_traces")]
-    num_traces: Option<String>,
-    #[serde(rename = "query.duration_min")]
-    duration_min: Option<String>,
-    #[serde(rename = "query.duration_max")]
-    duration_max: Option<String>,
-    /// Accepted and ignored: traces are always answered as stored (no adjustment on the wire).
-    #[serde(rename = "query.raw_traces")]
-    raw_traces: Option<String>,
-    /// meshtrace: attributes every matching trace has on one span, a JSON object
-    /// of strings (`{"error":"true","http.response.status_code":"503"}`), as
-    /// v1's `tags`.
-    #[serde(rename = "query.attributes")]
-    attributes: Option<String>,
-}
-
-/// Validated find parameters, or the error answer naming the parameter.
-pub fn parse_find(p: &FindParams) -> Result<TraceQuery, Refusal> {
-    let (Some(min), Some(max)) = (
-        p.start_time_min.as_deref().filter(|s| !s.is_empty()),
-        p.start_time_max.as_deref().filter(|s| !s.is_empty()),
-    ) else {
+/// Validated `FindTraces` / `FindTraceSummaries` parameters (camelCase or
+/// their snake_case aliases), or the error answer naming the parameter.
+pub fn parse_find(p: &Params) -> Result<TraceQuery, Refusal> {
+    let (Some((min_name, min)), Some((max_name, max))) =
+        (p.get(names::TIME_MIN)?, p.get(names::TIME_MAX)?)
+    else {
         return Err(Refusal {
             status: StatusCode::BAD_REQUEST,
-            message: "query.start_time_min and query.start_time_max are required".into(),
+            message: "query.startTimeMin and query.startTimeMax are required".into(),
         });
     };
-    let start_us = parse_rfc3339_us(min).map_err(|e| malformed("query.start_time_min", e))?;
-    let end_us = parse_rfc3339_us(max).map_err(|e| malformed("query.start_time_max", e))?;
-    let Some(service) = p.service_name.clone().filter(|s| !s.is_empty()) else {
+    let start_us = parse_rfc3339_us(min).map_err(|e| malformed(min_name, e))?;
+    let end_us = parse_rfc3339_us(max).map_err(|e| malformed(max_name, e))?;
+    if start_us > end_us {
         return Err(malformed(
-            "query.service_name",
-            "a service name is required",
+            min_name,
+            format!("{min:?} is after {max_name} {max:?}"),
         ));
+    }
+    let Some((_, service)) = p.get(names::SERVICE)? else {
+        return Err(malformed("query.serviceName", "a service name is required"));
     };
-    let limit = match (p.search_depth.as_deref(), p.num_traces.as_deref()) {
-        (Some(n), _) if !n.is_empty() => n
-            .parse::<usize>()
-            .map_err(|e| malformed("query.search_depth", e))?,
-        (_, Some(n)) if !n.is_empty() => n
-            .parse::<usize>()
-            .map_err(|e| malformed("query.num_traces", e))?,
-        _ => 100,
+    let limit = match p.get(names::SEARCH_DEPTH)? {
+        Some((name, n)) => match n.parse::<usize>() {
+            Ok(0) => return Err(malformed(name, "must be at least 1")),
+            Ok(n) => n,
+            Err(e) => return Err(malformed(name, e)),
+        },
+        None => 100,
     };
-    let duration = |name: &str, v: &Option<String>| -> Result<Option<i64>, Refusal> {
-        match v.as_deref().filter(|s| !s.is_empty()) {
+    let duration = |names: &[&'static str]| -> Result<Option<i64>, Refusal> {
+        match p.get(names)? {
             None => Ok(None),
-            Some(d) => parse_go_duration_us(d)
+            Some((name, d)) => parse_go_duration_us(d)
                 .map(Some)
                 .ok_or_else(|| malformed(name, format!("time: invalid duration {d:?}"))),
         }
     };
-    if let Some(r) = p.raw_traces.as_deref().filter(|s| !s.is_empty()) {
-        r.parse::<bool>()
-            .map_err(|e| malformed("query.raw_traces", e))?;
+    if let Some((name, r)) = p.get(names::QUERY_RAW)? {
+        r.parse::<bool>().map_err(|e| malformed(name, e))?;
     }
-    let tags = match p.attributes.as_deref().filter(|s| !s.is_empty()) {
+    let tags = match p.get(names::ATTRIBUTES)? {
         None => Vec::new(),
-        Some(j) => serde_json::from_str::<BTreeMap<String, String>>(j)
-            .map_err(|e| {
-                malformed(
-                    "query.attributes",
-                    format!("not a JSON object of strings: {e}"),
-                )
-            })?
+        Some((name, j)) => serde_json::from_str::<BTreeMap<String, String>>(j)
+            .map_err(|e| malformed(name, format!("not a JSON object of strings: {e}")))?
             .into_iter()
             .collect(),
     };
     Ok(TraceQuery {
-        service,
-        operation: p.operation_name.clone().filter(|s| !s.is_empty()),
+        service: service.to_string(),
+        operation: p.get(names::OPERATION)?.map(|(_, o)| o.to_string()),
         tags,
         start_us,
         end_us,
-        min_duration_us: duration("query.duration_min", &p.duration_min)?,
-        max_duration_us: duration("query.duration_max", &p.duration_max)?,
+        min_duration_us: duration(names::DURATION_MIN)?,
+        max_duration_us: duration(names::DURATION_MAX)?,
         limit,
     })
 }
@@ -279,12 +328,11 @@ fn without_nulls(v: &mut serde_json::Value) {
     }
 }
 
-fn traces_answer(traces: Vec<StoredTrace>, slot: OwnedSemaphorePermit) -> Response {
+fn traces_answer(traces: Vec<StoredTrace>, hold: Hold) -> Response {
     if traces.is_empty() {
         return error(StatusCode::NOT_FOUND, "No traces found");
     }
-    let spans = traces.iter().map(|t| t.spans.len()).sum();
-    super::answer::json_answer(spans, slot, move |out| write_otlp(out, &traces))
+    super::answer::json_answer(hold, move |out| write_otlp(out, &traces))
 }
 
 /// `serde_json` text of `v` with its `null`s left out (Jaeger's gateway omits
@@ -346,17 +394,10 @@ fn write_otlp(out: &mut dyn std::io::Write, traces: &[StoredTrace]) -> std::io::
     out.write_all(b"]}}")
 }
 
-#[derive(Deserialize)]
-struct GetTraceParams {
-    start_time: Option<String>,
-    end_time: Option<String>,
-    raw_traces: Option<String>,
-}
-
 async fn get_trace(
     State(st): State<QueryState>,
     Path(id): Path<String>,
-    Query(q): Query<GetTraceParams>,
+    Query(q): Query<Params>,
 ) -> Response {
     let Some(tid) = parse_trace_id(&id) else {
         return malformed(
@@ -365,50 +406,53 @@ async fn get_trace(
         )
         .into_response();
     };
-    for (name, v) in [("start_time", &q.start_time), ("end_time", &q.end_time)] {
-        if let Some(t) = v.as_deref().filter(|s| !s.is_empty()) {
-            if let Err(e) = parse_rfc3339_us(t) {
-                return malformed(name, e).into_response();
+    let checked = (|| -> Result<(), Refusal> {
+        for names in [names::START, names::END] {
+            if let Some((name, t)) = q.get(names)? {
+                parse_rfc3339_us(t).map_err(|e| malformed(name, e))?;
             }
         }
-    }
-    if let Some(r) = q.raw_traces.as_deref().filter(|s| !s.is_empty()) {
-        if let Err(e) = r.parse::<bool>() {
-            return malformed("raw_traces", e).into_response();
+        if let Some((name, r)) = q.get(names::RAW)? {
+            r.parse::<bool>().map_err(|e| malformed(name, e))?;
         }
+        Ok(())
+    })();
+    if let Err(r) = checked {
+        return r.into_response();
     }
-    let slot = match st.budget.slot().await {
-        Ok(s) => s,
+    let hold = match begin(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
-    let max_spans = st.budget.max_spans;
-    match blocking_v3(move || st.store.traces_within(&[tid], max_spans)).await {
-        Ok(set) => traces_answer(set.traces, slot),
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    match hold
+        .run(move |ctl| store.traces_within(&[tid], max_spans, ctl))
+        .await
+    {
+        Ok(set) => traces_answer(set.traces, hold),
         Err(r) => r,
     }
 }
 
-/// The traces a search finds, and the answer slot that read them (held until
-/// the answer is written).
-async fn find(
-    st: &QueryState,
-    p: &FindParams,
-) -> Result<(Vec<StoredTrace>, OwnedSemaphorePermit), Response> {
+/// The traces a search finds, and the read that found them (held until the
+/// answer is written).
+async fn find(st: &QueryState, p: &Params) -> Result<(Vec<StoredTrace>, Hold), Response> {
     let mut q = parse_find(p).map_err(IntoResponse::into_response)?;
-    let slot = st.budget.slot().await?;
+    let hold = begin(st).await?;
     q.limit = q.limit.min(st.budget.max_traces);
     let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
-    let traces = blocking_v3(move || {
-        let ids = store.find_trace_ids(&q)?;
-        Ok(store.traces_within(&ids, max_spans)?.traces)
-    })
-    .await?;
-    Ok((traces, slot))
+    let traces = hold
+        .run(move |ctl| {
+            let ids = store.find_trace_ids(&q, ctl)?;
+            Ok(store.traces_within(&ids, max_spans, ctl)?.traces)
+        })
+        .await?;
+    Ok((traces, hold))
 }
 
-async fn find_traces(State(st): State<QueryState>, Query(p): Query<FindParams>) -> Response {
+async fn find_traces(State(st): State<QueryState>, Query(p): Query<Params>) -> Response {
     match find(&st, &p).await {
-        Ok((traces, slot)) => traces_answer(traces, slot),
+        Ok((traces, hold)) => traces_answer(traces, hold),
         Err(r) => r,
     }
 }
@@ -485,9 +529,9 @@ struct Summaries {
     summaries: Vec<TraceSummary>,
 }
 
-async fn find_summaries(State(st): State<QueryState>, Query(p): Query<FindParams>) -> Response {
+async fn find_summaries(State(st): State<QueryState>, Query(p): Query<Params>) -> Response {
     match find(&st, &p).await {
-        Ok((traces, _slot)) => json(
+        Ok((traces, _hold)) => json(
             StatusCode::OK,
             &Summaries {
                 summaries: traces.iter().map(summary).collect(),

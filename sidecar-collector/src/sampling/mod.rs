@@ -362,19 +362,30 @@ impl Provider {
         matches!(self, Provider::Local { adaptive: Some(a), .. } if a.applies_to(service))
     }
 
-    pub async fn strategy(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
+    /// The strategy this collector sets for `service` itself (`None` when it
+    /// forwards to an upstream's): computed in place, no waiting.
+    pub fn local_strategy(&self, service: &str) -> Option<SamplingStrategyResponse> {
         match self {
             Provider::Local {
                 strategies,
                 adaptive,
             } => {
                 let base = response(&strategies.current(), service);
-                Ok(match adaptive {
+                Some(match adaptive {
                     Some(a) => a.overlay(service, base),
                     None => base,
                 })
             }
+            Provider::Upstream(_) => None,
+        }
+    }
+
+    pub async fn strategy(&self, service: &str) -> Result<SamplingStrategyResponse, String> {
+        match self {
             Provider::Upstream(cache) => cache.get(service).await,
+            local => local
+                .local_strategy(service)
+                .ok_or_else(|| "no local strategies".to_string()),
         }
     }
 }

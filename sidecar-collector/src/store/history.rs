@@ -2,7 +2,7 @@
 //! Monitor tab (`/api/metrics/*`) shows: one SQLite file (`metrics-history.sqlite`
 //! in the data directory), one row per minute and (service, operation, span kind).
 
-use super::StoreError;
+use super::{ReadCtl, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,6 +38,33 @@ pub struct EdgeMinuteRow {
     pub adjusted: f64,
     /// Requests per server-duration bucket (seconds bounds = ms bounds / 1000), last +Inf.
     pub buckets: Vec<u64>,
+}
+
+/// What a history row holds in memory (and its points take in an answer).
+pub fn minute_row_cost(r: &MinuteRow) -> u64 {
+    (r.service.len() + r.operation.len() + r.buckets.len() * 8 + 160) as u64
+}
+
+/// What an edge row holds in memory.
+pub fn edge_row_cost(r: &EdgeMinuteRow) -> u64 {
+    (r.client.len() + r.server.len() + r.connection_type.len() + r.buckets.len() * 8 + 160) as u64
+}
+
+/// SQLite's progress handler stopping statements at `ctl`'s deadline while it lives.
+struct Interruptible<'a>(&'a Connection);
+
+impl<'a> Interruptible<'a> {
+    fn new(conn: &'a Connection, ctl: &ReadCtl) -> Self {
+        let stop = ctl.stop_handle();
+        conn.progress_handler(10_000, Some(move || stop.stopped()));
+        Interruptible(conn)
+    }
+}
+
+impl Drop for Interruptible<'_> {
+    fn drop(&mut self) {
+        self.0.progress_handler(0, None::<fn() -> bool>);
+    }
 }
 
 const SCHEMA: &str = "
@@ -187,14 +214,17 @@ impl HistoryDb {
         Ok(())
     }
 
-    /// Rows of these services with minutes in `[from, to]` (unix seconds).
+    /// Rows of these services with minutes in `[from, to]` (unix seconds),
+    /// each charged to `ctl`; the scan stops at `ctl`'s deadline.
     pub fn read(
         &self,
         services: &[String],
         from: i64,
         to: i64,
+        ctl: &ReadCtl,
     ) -> Result<Vec<MinuteRow>, StoreError> {
         let conn = self.conn();
+        let _stop = Interruptible::new(&conn, ctl);
         let mut stmt = conn.prepare_cached(
             "SELECT minute, service, operation, kind, calls, errors, adjusted_calls, adjusted_errors, buckets
              FROM minutes WHERE service = ?1 AND minute >= ?2 AND minute <= ?3",
@@ -215,7 +245,9 @@ impl HistoryDb {
                 })
             })?;
             for r in rows {
-                out.push(r?);
+                let r = r.map_err(|e| ctl.stopped_or(e))?;
+                ctl.charge(minute_row_cost(&r))?;
+                out.push(r);
             }
         }
         Ok(out)
@@ -274,9 +306,16 @@ impl HistoryDb {
         Ok(())
     }
 
-    /// Edge rows with minutes in `[from, to]` (unix seconds).
-    pub fn read_edges(&self, from: i64, to: i64) -> Result<Vec<EdgeMinuteRow>, StoreError> {
+    /// Edge rows with minutes in `[from, to]` (unix seconds), each charged to
+    /// `ctl`; the scan stops at `ctl`'s deadline.
+    pub fn read_edges(
+        &self,
+        from: i64,
+        to: i64,
+        ctl: &ReadCtl,
+    ) -> Result<Vec<EdgeMinuteRow>, StoreError> {
         let conn = self.conn();
+        let _stop = Interruptible::new(&conn, ctl);
         let mut stmt = conn.prepare_cached(
             "SELECT minute, client, server, connection_type, requests, failed, adjusted, buckets
              FROM edge_minutes WHERE minute >= ?1 AND minute <= ?2",
@@ -295,7 +334,9 @@ impl HistoryDb {
         })?;
         let mut out = Vec::new();
         for r in rows {
-            out.push(r?);
+            let r = r.map_err(|e| ctl.stopped_or(e))?;
+            ctl.charge(edge_row_cost(&r))?;
+            out.push(r);
         }
         Ok(out)
     }
@@ -334,17 +375,32 @@ mod tests {
         db.add(&[row(60, 2)]).unwrap();
         drop(db);
         let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
-        let mut rows = db.read(&["s".into()], 0, 1000).unwrap();
+        let mut rows = db
+            .read(&["s".into()], 0, 1000, &ReadCtl::unbounded())
+            .unwrap();
         rows.sort_by_key(|r| r.minute);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].calls, 5);
         assert_eq!(rows[0].errors, 2);
         assert_eq!(rows[0].adjusted_calls, 50.0);
         assert_eq!(rows[0].buckets, vec![5, 0, 0]);
-        assert!(db.read(&["other".into()], 0, 1000).unwrap().is_empty());
-        assert_eq!(db.read(&["s".into()], 100, 1000).unwrap().len(), 1);
+        assert!(db
+            .read(&["other".into()], 0, 1000, &ReadCtl::unbounded())
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            db.read(&["s".into()], 100, 1000, &ReadCtl::unbounded())
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(db.prune(120).unwrap(), 1);
-        assert_eq!(db.read(&["s".into()], 0, 1000).unwrap().len(), 1);
+        assert_eq!(
+            db.read(&["s".into()], 0, 1000, &ReadCtl::unbounded())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -363,14 +419,17 @@ mod tests {
         };
         db.add_edges(&[e(60, 3), e(120, 1)]).unwrap();
         db.add_edges(&[e(60, 2)]).unwrap();
-        let rows = db.read_edges(0, 100).unwrap();
+        let rows = db.read_edges(0, 100, &ReadCtl::unbounded()).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (rows[0].requests, rows[0].failed, rows[0].adjusted),
             (5, 2, 10.0)
         );
         assert_eq!(db.prune(120).unwrap(), 1);
-        assert_eq!(db.read_edges(0, 1000).unwrap().len(), 1);
+        assert_eq!(
+            db.read_edges(0, 1000, &ReadCtl::unbounded()).unwrap().len(),
+            1
+        );
     }
 
     #[test]
@@ -381,6 +440,9 @@ mod tests {
             .add(&[row(60, 3)])
             .unwrap();
         let db = HistoryDb::open(dir.path(), &[1.0, 20.0]).unwrap();
-        assert!(db.read(&["s".into()], 0, 1000).unwrap().is_empty());
+        assert!(db
+            .read(&["s".into()], 0, 1000, &ReadCtl::unbounded())
+            .unwrap()
+            .is_empty());
     }
 }

@@ -29,6 +29,8 @@ pub struct TraceSet {
     pub traces: Vec<StoredTrace>,
     /// Asked-for traces that have spans but none fit the budget.
     pub left_out: usize,
+    /// The read's memory budget (not the span count) cut the answer.
+    pub cut_by_bytes: bool,
 }
 
 /// A dependency edge: (parent service, child service, calls).
@@ -45,6 +47,164 @@ pub enum StoreError {
     },
     #[error("stored span is corrupt: {0}")]
     Corrupt(String),
+    /// The read's deadline passed (or its client went away): its work stopped.
+    #[error("the read was stopped: it ran past its deadline ({0})")]
+    Stopped(String),
+    /// The read needs more memory than it may hold.
+    #[error("the read needs more than its memory budget ({limit} bytes, {name}); narrow it")]
+    OverBudget { limit: u64, name: &'static str },
+}
+
+impl StoreError {
+    /// The read ran out of time or memory (an answer for the client, not a fault).
+    pub fn is_limit(&self) -> bool {
+        matches!(self, StoreError::Stopped(_) | StoreError::OverBudget { .. })
+    }
+}
+
+/// When a read must stop: a deadline, and a flag its owner sets when it gives
+/// up first. Shared with what runs the read's work (SQLite's progress handler).
+#[derive(Debug)]
+pub struct Stop {
+    deadline: Option<std::time::Instant>,
+    flag: std::sync::atomic::AtomicBool,
+    /// What the deadline is, for messages (`query.timeout (60s)`).
+    what: String,
+}
+
+impl Stop {
+    /// True once the deadline passed or the flag is set.
+    pub fn stopped(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Relaxed)
+            || self
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+    }
+}
+
+/// How one read is bounded, checked inside every scan and loop that serves it:
+/// a deadline after which its work stops, and the bytes of memory (what it
+/// holds and what its answer will take) it may account for. Reads that hold
+/// spans charge them as they read; a read over its bytes is cut or refused.
+#[derive(Debug)]
+pub struct ReadCtl {
+    stop: std::sync::Arc<Stop>,
+    limit_bytes: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl ReadCtl {
+    /// No deadline and no memory bound (internal reads and tests).
+    pub fn unbounded() -> ReadCtl {
+        ReadCtl::new(None, u64::MAX, String::new())
+    }
+
+    /// A read that stops at `deadline` (described by `what`, e.g.
+    /// `query.timeout (60s)`) and may hold `limit_bytes`.
+    pub fn new(deadline: Option<std::time::Instant>, limit_bytes: u64, what: String) -> ReadCtl {
+        ReadCtl {
+            stop: std::sync::Arc::new(Stop {
+                deadline,
+                flag: std::sync::atomic::AtomicBool::new(false),
+                what,
+            }),
+            limit_bytes,
+            used: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Err(Stopped)` once the deadline passed or the read was given up.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.stop.stopped() {
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    /// The error of a read stopped at its deadline.
+    pub fn stopped(&self) -> StoreError {
+        StoreError::Stopped(self.stop.what.clone())
+    }
+
+    /// `e`, or `Stopped` when the read's deadline is what interrupted it.
+    pub fn stopped_or(&self, e: impl Into<StoreError>) -> StoreError {
+        if self.stop.stopped() {
+            self.stopped()
+        } else {
+            e.into()
+        }
+    }
+
+    /// Gives the read up: its next check stops it.
+    pub fn give_up(&self) {
+        self.stop
+            .flag
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The stop condition, for work that cannot hold a reference (SQLite's handler).
+    pub fn stop_handle(&self) -> std::sync::Arc<Stop> {
+        self.stop.clone()
+    }
+
+    /// Accounts `bytes` more; false (nothing accounted) when that would pass the limit.
+    pub fn try_charge(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = used.checked_add(bytes).filter(|n| *n <= self.limit_bytes) else {
+                return false;
+            };
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Accounts `bytes` more, or `Err(OverBudget)`; checks the deadline too.
+    pub fn charge(&self, bytes: u64) -> Result<(), StoreError> {
+        self.check()?;
+        if self.try_charge(bytes) {
+            Ok(())
+        } else {
+            Err(StoreError::OverBudget {
+                limit: self.limit_bytes,
+                name: "query.max_bytes / query.max_concurrent",
+            })
+        }
+    }
+
+    /// Returns `bytes` (memory the read no longer holds).
+    pub fn release(&self, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes accounted now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most the read may account for.
+    pub fn limit(&self) -> u64 {
+        self.limit_bytes
+    }
+}
+
+/// What a decoded stored span holds in memory and takes in an answer, from its
+/// stored (protobuf) size: decoded strings and vectors take about twice their
+/// wire bytes, and the answer's JSON about as much again (see the test
+/// `span_cost_covers_decoded_and_json_sizes`).
+pub fn span_cost(body_len: usize) -> u64 {
+    (body_len as u64).saturating_mul(4).saturating_add(512)
 }
 
 /// The write side: the pipeline's writer thread and retention use it.
@@ -62,20 +222,36 @@ pub trait SpanReader: Send + Sync {
     /// store for all of them, holding at most `max_spans` spans: past that,
     /// traces are marked `truncated` (and those with no span read yet are
     /// counted in `left_out`).
-    fn traces_within(&self, ids: &[[u8; 16]], max_spans: usize) -> Result<TraceSet, StoreError>;
+    /// Each span read is charged to `ctl` ([`span_cost`]); past its memory
+    /// budget, traces are cut the same way (and `cut_by_bytes` says so). Every
+    /// method stops with `StoreError::Stopped` once `ctl`'s deadline passes.
+    fn traces_within(
+        &self,
+        ids: &[[u8; 16]],
+        max_spans: usize,
+        ctl: &ReadCtl,
+    ) -> Result<TraceSet, StoreError>;
 
     /// Every span of the traces with these ids (no budget).
     fn traces(&self, ids: &[[u8; 16]]) -> Result<Vec<StoredTrace>, StoreError> {
-        Ok(self.traces_within(ids, usize::MAX)?.traces)
+        Ok(self
+            .traces_within(ids, usize::MAX, &ReadCtl::unbounded())?
+            .traces)
     }
     /// Trace ids matching `q`, newest first, at most `q.limit`.
-    fn find_trace_ids(&self, q: &TraceQuery) -> Result<Vec<[u8; 16]>, StoreError>;
-    fn services(&self) -> Result<Vec<String>, StoreError>;
-    /// (operation, span kind) pairs of a service.
-    fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, StoreError>;
+    fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError>;
+    /// Service names (each charged to `ctl`).
+    fn services(&self, ctl: &ReadCtl) -> Result<Vec<String>, StoreError>;
+    /// (operation, span kind) pairs of a service (each charged to `ctl`).
+    fn operations(&self, service: &str, ctl: &ReadCtl) -> Result<Vec<(String, i32)>, StoreError>;
     /// Edges from parent/child spans across services, for child spans starting
     /// in [start_us, end_us].
-    fn dependencies(&self, start_us: i64, end_us: i64) -> Result<Vec<Edge>, StoreError>;
+    fn dependencies(
+        &self,
+        start_us: i64,
+        end_us: i64,
+        ctl: &ReadCtl,
+    ) -> Result<Vec<Edge>, StoreError>;
 
     /// Every span of one trace, in start order (empty when unknown).
     fn trace(&self, trace_id: &[u8; 16]) -> Result<Vec<StoredSpan>, StoreError> {
@@ -89,7 +265,7 @@ pub trait SpanReader: Send + Sync {
 
     /// The traces matching `q`, newest first: the ids, then every trace in one pass.
     fn find_traces(&self, q: &TraceQuery) -> Result<Vec<StoredTrace>, StoreError> {
-        self.traces(&self.find_trace_ids(q)?)
+        self.traces(&self.find_trace_ids(q, &ReadCtl::unbounded())?)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The storage test suite every backend must pass, with shared fixtures.
 
-use super::{SpanReader, SpanStore, SpanWriter, TraceQuery};
+use super::{ReadCtl, SpanReader, SpanStore, SpanWriter, TraceQuery};
 use crate::model::SpanRecord;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
@@ -119,7 +119,9 @@ fn dependencies_from_parent_child_pairs(store: Box<dyn SpanStore>) {
         ))
         .unwrap();
     let from = (BASE_NS / 1000) as i64 - 1;
-    let deps = store.dependencies(from, from + 3_600_000_000).unwrap();
+    let deps = store
+        .dependencies(from, from + 3_600_000_000, &ReadCtl::unbounded())
+        .unwrap();
     assert_eq!(
         deps,
         vec![
@@ -128,7 +130,10 @@ fn dependencies_from_parent_child_pairs(store: Box<dyn SpanStore>) {
         ]
     );
     assert!(
-        store.dependencies(from - 10, from - 5).unwrap().is_empty(),
+        store
+            .dependencies(from - 10, from - 5, &ReadCtl::unbounded())
+            .unwrap()
+            .is_empty(),
         "outside the window"
     );
 }
@@ -173,12 +178,12 @@ fn services_and_operations(store: Box<dyn SpanStore>) {
         ))
         .unwrap();
     assert_eq!(
-        store.services().unwrap(),
+        store.services(&ReadCtl::unbounded()).unwrap(),
         vec!["a", "b"],
         "across partitions"
     );
     let ops: Vec<String> = store
-        .operations("a")
+        .operations("a", &ReadCtl::unbounded())
         .unwrap()
         .into_iter()
         .map(|(o, _)| o)
@@ -210,7 +215,7 @@ fn search(store: Box<dyn SpanStore>) {
             ..Default::default()
         };
         f(&mut q);
-        store.find_trace_ids(&q).unwrap()
+        store.find_trace_ids(&q, &ReadCtl::unbounded()).unwrap()
     };
     assert_eq!(q(&|_| {}).len(), 20);
     assert_eq!(q(&|q| q.operation = Some("even".into())).len(), 10);
@@ -309,7 +314,9 @@ fn retention_never_fails_concurrent_reads(store: Box<dyn SpanStore>) {
             scope.spawn(|| {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     store.traces(&ids).expect("trace lookup during retention");
-                    store.services().expect("services during retention");
+                    store
+                        .services(&ReadCtl::unbounded())
+                        .expect("services during retention");
                     let q = TraceQuery {
                         service: "s".into(),
                         start_us: 0,

@@ -41,20 +41,23 @@ export async function comparisonView(view) {
   }
   const row = (label, w, b, d) => el("tr", {}, el("th", { scope: "row" }, label), el("td", { class: "num" }, w), el("td", { class: "num" }, b), el("td", { class: "num" }, d));
   const ms = (ns) => fmtMs(ns / 1e6);
+  // No baseline: no delta (null), never a delta against zero.
+  const delta = (d, fmt) => (d === null || d === undefined ? "—" : signed(d, fmt));
   out.replaceChildren(
+    ...(c.baselineEmpty ? [el("p", { class: "notice", id: "no-baseline", role: "status" }, c.notice || "No baseline data: nothing to compare against.")] : []),
     el("table", { class: "grid", id: "window-stats" },
       el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", { scope: "col" }, "window"), el("th", { scope: "col" }, "baseline"), el("th", { scope: "col" }, "Δ"))),
       el("tbody", {},
-        row("p50", ms(c.window.p50Ns), ms(c.baseline.p50Ns), signed(c.deltaP50Ns, ms)),
-        row("p95", ms(c.window.p95Ns), ms(c.baseline.p95Ns), signed(c.deltaP95Ns, ms)),
-        row("p99", ms(c.window.p99Ns), ms(c.baseline.p99Ns), signed(c.deltaP99Ns, ms)),
-        row("error rate", pct(c.window.errorRate), pct(c.baseline.errorRate), signed(c.deltaErrorRate, pct)),
-        row("spans read per second", c.window.perSecond.toFixed(3), c.baseline.perSecond.toFixed(3), signed(c.deltaPerSecond, (v) => v.toFixed(3))),
+        row("p50", ms(c.window.p50Ns), (c.baselineEmpty ? "—" : ms(c.baseline.p50Ns)), delta(c.deltaP50Ns, ms)),
+        row("p95", ms(c.window.p95Ns), (c.baselineEmpty ? "—" : ms(c.baseline.p95Ns)), delta(c.deltaP95Ns, ms)),
+        row("p99", ms(c.window.p99Ns), (c.baselineEmpty ? "—" : ms(c.baseline.p99Ns)), delta(c.deltaP99Ns, ms)),
+        row("error rate", pct(c.window.errorRate), pct(c.baseline.errorRate), delta(c.deltaErrorRate, pct)),
+        row("spans read per second", c.window.perSecond.toFixed(3), c.baseline.perSecond.toFixed(3), delta(c.deltaPerSecond, (v) => v.toFixed(3))),
         row("spans", String(c.window.spans), String(c.baseline.spans), ""))),
     el("h2", {}, `Over-represented in the window's slow (> ${ms(c.slowThresholdNs)}) or failed spans (${c.selected})`),
     c.overrepresented.length
       ? el("table", { class: "grid", id: "overrepresented" },
-        el("thead", {}, el("tr", {}, ...["attribute", "in slow or failed", "in baseline", "difference", "spans"].map((h) => el("th", { scope: "col" }, h)))),
+        el("thead", {}, el("tr", {}, ...["attribute", "in slow or failed", c.baselineEmpty ? "in the window's other spans" : "in baseline", "difference", "spans"].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, ...c.overrepresented.map((o) => el("tr", { "data-attr": `${o.key}=${o.value}` },
           el("td", {}, `${o.key} = ${o.value}`), el("td", { class: "num" }, pct(o.inSelection)),
           el("td", { class: "num" }, pct(o.inBaseline)), el("td", { class: "num" }, signed(o.score, pct)),

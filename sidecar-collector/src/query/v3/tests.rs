@@ -203,7 +203,7 @@ async fn errors_in_jaegers_gateway_shape() {
     for (uri, status, needle) in [
         ("/api/v3/traces/xyz", 400, "malformed parameter trace_id"),
         ("/api/v3/traces/00000000000000000000000000000001", 404, "No traces found"),
-        ("/api/v3/traces?query.service_name=frontend", 400, "query.start_time_min and query.start_time_max are required"),
+        ("/api/v3/traces?query.service_name=frontend", 400, "query.startTimeMin and query.startTimeMax are required"),
         ("/api/v3/traces?query.service_name=frontend&query.start_time_min=yesterday&query.start_time_max=2026-12-01T11:00:00Z", 400, "malformed parameter query.start_time_min"),
         ("/api/v3/traces?query.service_name=frontend&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z&query.duration_min=fast", 400, "malformed parameter query.duration_min"),
         ("/api/v3/traces?query.service_name=frontend&query.start_time_min=2026-12-01T09:00:00Z&query.start_time_max=2026-12-01T11:00:00Z&query.search_depth=x", 400, "malformed parameter query.search_depth"),
