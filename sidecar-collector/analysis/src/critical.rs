@@ -72,15 +72,24 @@ pub fn critical_path(trace: &Trace) -> Vec<Segment> {
         })
         .collect();
     let mut out = Vec::new();
+    // Where each span's search for its next child resumes: the walk only goes
+    // back in time, so a child passed over (ending at or after the point
+    // reached) is never a candidate again. Linear in spans: rescanning from the
+    // first child each time was quadratic in fan-out (a root with 100,000
+    // sequential children: 6.8 s).
+    let mut cursor = vec![0usize; trace.spans.len()];
     let (mut cur, mut before) = (root, None::<i64>);
     // Each step goes down to a child or up to the parent at an earlier time; the
     // bound only guards against malformed input.
     for _ in 0..(4 * trace.spans.len() + 4) {
         let Some((start, end)) = clip[cur] else { break };
         let until = before.unwrap_or(end);
-        let last = kids[cur]
-            .iter()
-            .find(|(_, _, ce)| before.is_none_or(|b| *ce < b));
+        if let Some(b) = before {
+            while kids[cur].get(cursor[cur]).is_some_and(|k| k.2 >= b) {
+                cursor[cur] += 1;
+            }
+        }
+        let last = kids[cur].get(cursor[cur]);
         match last {
             Some(&(child, _, child_end)) => {
                 if child_end < until {
