@@ -212,6 +212,66 @@ pub struct StoredTrace {
     pub truncated: bool,
 }
 
+/// Heap bytes of a decoded span (what it holds in memory, with its struct): each
+/// vector counted at twice its elements (prost grows them by doubling), each
+/// string and byte string by its length rounded up to an allocation (16 B).
+/// Reads charge this against their budget; walking the decoded span costs a
+/// few nanoseconds per attribute.
+pub fn span_memory(s: &Span) -> u64 {
+    use std::mem::size_of;
+    fn heap(len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            len.div_ceil(16) * 16
+        }
+    }
+    fn value(v: &AnyValue) -> usize {
+        match &v.value {
+            Some(any_value::Value::StringValue(s)) => heap(s.len()),
+            Some(any_value::Value::BytesValue(b)) => heap(b.len()),
+            Some(any_value::Value::ArrayValue(a)) => {
+                2 * a.values.len() * size_of::<AnyValue>()
+                    + a.values.iter().map(value).sum::<usize>()
+            }
+            Some(any_value::Value::KvlistValue(l)) => attrs(&l.values),
+            _ => 0,
+        }
+    }
+    fn attrs(kvs: &[KeyValue]) -> usize {
+        2 * kvs.len() * size_of::<KeyValue>()
+            + kvs
+                .iter()
+                .map(|kv| heap(kv.key.len()) + kv.value.as_ref().map_or(0, value))
+                .sum::<usize>()
+    }
+    let events: usize = s
+        .events
+        .iter()
+        .map(|e| heap(e.name.len()) + attrs(&e.attributes))
+        .sum::<usize>()
+        + 2 * s.events.len() * size_of::<meshtrace_proto::otlp::trace::v1::span::Event>();
+    let links: usize = s
+        .links
+        .iter()
+        .map(|l| {
+            heap(l.trace_id.len())
+                + heap(l.span_id.len())
+                + heap(l.trace_state.len())
+                + attrs(&l.attributes)
+        })
+        .sum::<usize>()
+        + 2 * s.links.len() * size_of::<meshtrace_proto::otlp::trace::v1::span::Link>();
+    let own = size_of::<Span>()
+        + heap(s.trace_id.len())
+        + heap(s.span_id.len())
+        + heap(s.parent_span_id.len())
+        + heap(s.trace_state.len())
+        + heap(s.name.len())
+        + s.status.as_ref().map_or(0, |st| heap(st.message.len()));
+    (own + attrs(&s.attributes) + events + links) as u64
+}
+
 /// An attribute value as text, for indexing and tag matching. Arrays and
 /// key-value lists are JSON (as Jaeger's OTLP translator renders them).
 pub fn value_text(v: &AnyValue) -> Option<String> {

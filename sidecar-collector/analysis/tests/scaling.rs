@@ -11,7 +11,7 @@
 
 use meshtrace_analysis::hotspots::Hotspots;
 use meshtrace_analysis::report::critical_path_report;
-use meshtrace_analysis::windows::{compare, SpanFacts};
+use meshtrace_analysis::windows::{compare, Attributes, SpanFacts};
 use meshtrace_analysis::{diff, Span};
 
 const N: usize = 8_000;
@@ -155,23 +155,26 @@ fn hotspots_scale() {
 
 #[test]
 fn window_comparison_scales() {
-    let facts = |n: usize| -> Vec<SpanFacts> {
+    let facts = |n: usize, names: &mut Attributes| -> Vec<SpanFacts> {
         (0..n)
             .map(|i| SpanFacts {
                 duration_ns: (i % 1000) as i64,
                 error: i % 50 == 0,
                 attributes: vec![
-                    ("pod".into(), format!("p{}", i % 97)),
-                    ("http.route".into(), format!("/r{}", i % 31)),
+                    names.intern("pod", &format!("p{}", i % 97)).0,
+                    names.intern("http.route", &format!("/r{}", i % 31)).0,
                 ],
             })
             .collect()
     };
     growth(
         "window vs baseline",
-        |n| (facts(n), facts(n)),
-        |(w, b)| {
-            let c = compare(&w, 60.0, &b, 60.0, 20, 2);
+        |n| {
+            let mut names = Attributes::default();
+            (facts(n, &mut names), facts(n, &mut names), names)
+        },
+        |(w, b, names)| {
+            let c = compare(&w, 60.0, &b, 60.0, &names, 20, 2);
             assert_eq!(c.window.spans, w.len() as u64);
         },
     );

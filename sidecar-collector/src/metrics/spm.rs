@@ -181,7 +181,14 @@ pub fn compute(
 ) -> Result<MetricFamily, StoreError> {
     let groups = group_rows(rows, q);
     let points = q.points().clamp(0, MAX_POINTS) as u64;
-    ctl.charge((groups.len() as u64).saturating_mul(points.saturating_mul(POINT_COST)))?;
+    // A point needs data in its window: a minute reaches the points of the next
+    // `(60 s + ratePer) / step + 1` steps at most.
+    let per_minute = ((60_000 + q.rate_per_ms) / q.step_ms.max(1)) as u64 + 1;
+    let bound: u64 = groups
+        .values()
+        .map(|m| points.min((m.len() as u64).saturating_mul(per_minute)))
+        .fold(0u64, u64::saturating_add);
+    ctl.charge(bound.saturating_mul(POINT_COST))?;
     let start = q.start_ms();
     let mut metrics = Vec::with_capacity(groups.len());
     for ((service, operation), minutes) in groups {
@@ -580,16 +587,18 @@ mod tests {
 
     #[test]
     fn the_answer_is_charged_before_it_is_made() {
-        let rows: Vec<MinuteRow> = (0..50)
-            .map(|i| row(540, "a", &format!("op{i}"), 2, 60, 0))
-            .collect();
         let mut q = query(true);
         q.lookback_ms = 600_000;
         q.step_ms = 1;
         q.check().unwrap_err();
         q.step_ms = 60;
         q.check().unwrap();
-        // 50 series × 10,001 points × 160 B = 80 MB: refused by a 10 MB budget, at once.
+        // 50 series of 10 minutes each: each minute reaches (60 s + 120 s) / 60 ms + 1 =
+        // 3,001 points, so each series may have all its 10,001 points: 50 × 10,001 ×
+        // 160 B = 80 MB, refused by a 10 MB budget before any point is made.
+        let rows: Vec<MinuteRow> = (0..50)
+            .flat_map(|i| (0..10).map(move |m| row(m * 60, "a", &format!("op{i}"), 2, 60, 0)))
+            .collect();
         let small = ReadCtl::new(None, 10 << 20, String::new());
         let e = compute(&rows, &q, Measure::Calls, &[10.0, 20.0], 10_000.0, &small).unwrap_err();
         assert!(matches!(e, StoreError::OverBudget { .. }), "{e}");

@@ -36,6 +36,7 @@ use axum::{Json, Router};
 use axum_extra::extract::Query;
 use meshtrace_analysis::hotspots::{Hotspot, Hotspots};
 use meshtrace_analysis::report::{critical_path_report, process_of};
+use meshtrace_analysis::windows::{Attributes, SpanFacts};
 use meshtrace_analysis::Span;
 use serde::Serialize;
 
@@ -78,6 +79,79 @@ fn charged_spans(t: &StoredTrace, ctl: &ReadCtl) -> Result<Vec<Span>, StoreError
     let spans = analysis_spans(t);
     ctl.charge(spans.iter().map(analysis_span_cost).sum())?;
     Ok(spans)
+}
+
+/// How [`each_trace`] went: traces handed over, left out for memory, and why it
+/// stopped early (the time budget), if it did.
+#[derive(Default)]
+struct Walked {
+    done: usize,
+    too_big: usize,
+    stopped: Option<String>,
+}
+
+/// Reads `ids` in chunks and hands each whole trace to `f`; what a chunk held
+/// is given back to `ctl` once it is handed over. Traces a chunk could not hold
+/// whole are read again alone; one that does not fit alone in the read's memory
+/// is left out and counted (an analysis of part of a trace would mislead).
+/// Stops early, saying so, past `HOTSPOT_TIME_BUDGET`.
+fn each_trace(
+    store: &dyn crate::store::SpanReader,
+    ids: &[[u8; 16]],
+    max_spans: usize,
+    ctl: &ReadCtl,
+    mut f: impl FnMut(&StoredTrace) -> Result<(), StoreError>,
+) -> Result<Walked, StoreError> {
+    let started = std::time::Instant::now();
+    let mut w = Walked::default();
+    let mut read = |chunk: &[[u8; 16]], w: &mut Walked| -> Result<Vec<[u8; 16]>, StoreError> {
+        let before = ctl.used();
+        // A quarter of what is left stays free while the chunk is read: the
+        // work `f` does on each trace needs room too.
+        let headroom = ctl.limit().saturating_sub(before) / 4;
+        let kept = ctl.try_charge(headroom);
+        let set = store.traces_within(chunk, max_spans, ctl);
+        if kept {
+            ctl.release(headroom);
+        }
+        let set = set?;
+        let mut again = Vec::new();
+        for t in &set.traces {
+            if t.truncated {
+                again.push(t.trace_id);
+            } else {
+                f(t)?;
+                w.done += 1;
+            }
+        }
+        if set.left_out > 0 {
+            again.extend(
+                chunk
+                    .iter()
+                    .filter(|id| !set.traces.iter().any(|t| &t.trace_id == *id)),
+            );
+        }
+        drop(set);
+        ctl.release(ctl.used().saturating_sub(before));
+        Ok(again)
+    };
+    for chunk in ids.chunks(HOTSPOT_CHUNK) {
+        if started.elapsed() > HOTSPOT_TIME_BUDGET {
+            w.stopped = Some(format!(
+                "stopped after {} of {} traces: the {} s time budget ran out",
+                w.done,
+                ids.len(),
+                HOTSPOT_TIME_BUDGET.as_secs()
+            ));
+            break;
+        }
+        for id in read(chunk, &mut w)? {
+            if !read(&[id], &mut w)?.is_empty() {
+                w.too_big += 1;
+            }
+        }
+    }
+    Ok(w)
 }
 
 /// A stored trace as the analyses see it: a consumer span does not hold up its
@@ -170,38 +244,32 @@ async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -
         Err(r) => return r,
     };
     let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
-    let result = hold.run(move |ctl| {
-        let started = std::time::Instant::now();
-        let ids = store.find_trace_ids(&q, ctl)?;
-        let mut h = Hotspots::new(500, 1000);
-        let mut truncated = (asked > q.limit).then(|| {
-            format!("limit {asked} is above {HOTSPOT_MAX_TRACES} traces: the newest {HOTSPOT_MAX_TRACES} were analysed")
-        });
-        for chunk in ids.chunks(HOTSPOT_CHUNK) {
-            if started.elapsed() > HOTSPOT_TIME_BUDGET {
-                truncated = Some(format!(
-                    "stopped after {} of {} traces: the {} s time budget ran out",
-                    h.traces,
-                    ids.len(),
-                    HOTSPOT_TIME_BUDGET.as_secs()
+    let result = hold
+        .run(move |ctl| {
+            let ids = store.find_trace_ids(&q, ctl)?;
+            let mut h = Hotspots::new(500, 1000);
+            let walked = each_trace(&*store, &ids, max_spans, ctl, |t| {
+                let spans = charged_spans(t, ctl)?;
+                let cost = spans.iter().map(analysis_span_cost).sum();
+                h.add(&meshtrace_proto::TraceId(t.trace_id).to_string(), spans);
+                ctl.release(cost);
+                Ok(())
+            })?;
+            let mut notes: Vec<String> = Vec::new();
+            if asked > q.limit {
+                notes.push(format!("limit {asked} is above {HOTSPOT_MAX_TRACES} traces: the newest {HOTSPOT_MAX_TRACES} were analysed"));
+            }
+            notes.extend(walked.stopped);
+            if walked.too_big > 0 {
+                notes.push(format!(
+                    "{} traces were left out: each is larger than one query may hold (query.max_bytes / query.max_concurrent: {} bytes)",
+                    walked.too_big,
+                    ctl.limit()
                 ));
-                break;
             }
-            // Each chunk's spans are held while it is folded in, then given back.
-            let before = ctl.used();
-            let set = store.traces_within(chunk, max_spans, ctl)?;
-            for t in &set.traces {
-                h.add(
-                    &meshtrace_proto::TraceId(t.trace_id).to_string(),
-                    charged_spans(t, ctl)?,
-                );
-            }
-            drop(set);
-            ctl.release(ctl.used().saturating_sub(before));
-        }
-        Ok((h, truncated))
-    })
-    .await;
+            Ok((h, (!notes.is_empty()).then(|| notes.join("; "))))
+        })
+        .await;
     match result {
         Ok((h, truncated)) => Json(HotspotsAnswer {
             traces: h.traces,
@@ -439,44 +507,54 @@ fn span_facts(
     t: &StoredTrace,
     service: &str,
     operation: Option<&str>,
-) -> Vec<meshtrace_analysis::windows::SpanFacts> {
-    t.spans
+    names: &mut Attributes,
+    ctl: &ReadCtl,
+) -> Result<Vec<SpanFacts>, StoreError> {
+    let mut out = Vec::new();
+    for s in t
+        .spans
         .iter()
         .filter(|s| service_of(&s.origin.resource) == service)
         .filter(|s| operation.is_none_or(|o| s.span.name == o))
-        .map(|s| {
-            let mut attributes: Vec<(String, String)> = s
-                .span
-                .attributes
-                .iter()
-                .chain(&s.origin.resource.attributes)
-                .filter_map(|kv| {
-                    Some((
-                        kv.key.clone(),
-                        crate::model::value_text(kv.value.as_ref()?)?,
-                    ))
-                })
-                .collect();
-            attributes.retain(|(k, _)| k != "service.name");
-            meshtrace_analysis::windows::SpanFacts {
-                duration_ns: (s.span.end_time_unix_nano as i64
-                    - s.span.start_time_unix_nano as i64)
-                    .max(0),
-                error: crate::model::is_error(&s.span),
-                attributes,
+    {
+        let mut attributes = Vec::new();
+        for kv in s
+            .span
+            .attributes
+            .iter()
+            .chain(&s.origin.resource.attributes)
+        {
+            if kv.key == "service.name" {
+                continue;
             }
-        })
-        .collect()
+            let Some(text) = kv.value.as_ref().and_then(crate::model::value_text) else {
+                continue;
+            };
+            let (id, new) = names.intern(&kv.key, &text);
+            if new {
+                // Held once, in the table (and in a map beside it).
+                ctl.charge(2 * (kv.key.len() + text.len()) as u64 + 128)?;
+            }
+            attributes.push(id);
+        }
+        ctl.charge((2 * std::mem::size_of::<SpanFacts>() + 4 * attributes.capacity()) as u64)?;
+        out.push(SpanFacts {
+            duration_ns: (s.span.end_time_unix_nano as i64 - s.span.start_time_unix_nano as i64)
+                .max(0),
+            error: crate::model::is_error(&s.span),
+            attributes,
+        });
+    }
+    Ok(out)
 }
 
-/// What one span's facts hold: its attributes' text and their slots.
-fn facts_cost(f: &meshtrace_analysis::windows::SpanFacts) -> u64 {
-    let attrs: usize = f
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 64)
-        .sum();
-    (std::mem::size_of::<meshtrace_analysis::windows::SpanFacts>() * 2 + attrs) as u64
+/// The comparison, and why fewer traces than found were compared, if so.
+#[derive(Serialize)]
+struct WindowsAnswer {
+    #[serde(flatten)]
+    comparison: meshtrace_analysis::windows::WindowComparison,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<String>,
 }
 
 async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowParams>) -> Response {
@@ -522,8 +600,8 @@ async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowPar
     let operation = p.operation.clone().filter(|s| !s.is_empty());
     let result = hold
         .run(move |ctl| {
-            let started = std::time::Instant::now();
-            let side = |from: i64, to: i64| -> Result<Vec<_>, StoreError> {
+            let mut names = Attributes::default();
+            let side = |from: i64, to: i64, names: &mut Attributes| -> Result<(Vec<_>, Walked), StoreError> {
                 let q = crate::store::TraceQuery {
                     service: service.clone(),
                     operation: operation.clone(),
@@ -534,36 +612,36 @@ async fn compare_windows(State(st): State<QueryState>, Query(p): Query<WindowPar
                 };
                 let ids = store.find_trace_ids(&q, ctl)?;
                 let mut out = Vec::new();
-                for chunk in ids.chunks(HOTSPOT_CHUNK) {
-                    if started.elapsed() > HOTSPOT_TIME_BUDGET {
-                        break;
-                    }
-                    // The chunk's spans are held until their facts are taken.
-                    let before = ctl.used();
-                    let traces = store.traces_within(chunk, max_spans, ctl)?.traces;
-                    let mut facts = Vec::new();
-                    for t in &traces {
-                        facts.extend(span_facts(t, &service, operation.as_deref()));
-                    }
-                    let cost = facts.iter().map(facts_cost).sum();
-                    ctl.charge(cost)?;
-                    drop(traces);
-                    ctl.release(ctl.used().saturating_sub(before).saturating_sub(cost));
-                    out.extend(facts);
-                }
-                Ok(out)
+                let walked = each_trace(&*store, &ids, max_spans, ctl, |t| {
+                    out.extend(span_facts(t, &service, operation.as_deref(), names, ctl)?);
+                    Ok(())
+                })?;
+                Ok((out, walked))
             };
-            let w = side(start, end)?;
-            let b = side(bstart, bend)?;
+            let (w, ww) = side(start, end, &mut names)?;
+            let (b, bw) = side(bstart, bend, &mut names)?;
             ctl.check()?;
-            Ok(meshtrace_analysis::windows::compare(
+            let comparison = meshtrace_analysis::windows::compare(
                 &w,
                 (end - start) as f64 / 1e6,
                 &b,
                 (bend - bstart) as f64 / 1e6,
+                &names,
                 20,
                 2,
-            ))
+            );
+            let mut notes: Vec<String> = [ww.stopped, bw.stopped].into_iter().flatten().collect();
+            let too_big = ww.too_big + bw.too_big;
+            if too_big > 0 {
+                notes.push(format!(
+                    "{too_big} traces were left out: each is larger than one query may hold (query.max_bytes / query.max_concurrent: {} bytes)",
+                    ctl.limit()
+                ));
+            }
+            Ok(WindowsAnswer {
+                comparison,
+                truncated: (!notes.is_empty()).then(|| notes.join("; ")),
+            })
         })
         .await;
     match result {

@@ -199,14 +199,6 @@ impl ReadCtl {
     }
 }
 
-/// What a decoded stored span holds in memory and takes in an answer, from its
-/// stored (protobuf) size: decoded strings and vectors take about twice their
-/// wire bytes, and the answer's JSON about as much again (see the test
-/// `span_cost_covers_decoded_and_json_sizes`).
-pub fn span_cost(body_len: usize) -> u64 {
-    (body_len as u64).saturating_mul(4).saturating_add(512)
-}
-
 /// The write side: the pipeline's writer thread and retention use it.
 pub trait SpanWriter: Send + Sync {
     /// Stores the spans durably; returns only after they are committed.
@@ -222,7 +214,7 @@ pub trait SpanReader: Send + Sync {
     /// store for all of them, holding at most `max_spans` spans: past that,
     /// traces are marked `truncated` (and those with no span read yet are
     /// counted in `left_out`).
-    /// Each span read is charged to `ctl` ([`span_cost`]); past its memory
+    /// Each span read is charged to `ctl` (`model::span_memory`); past its memory
     /// budget, traces are cut the same way (and `cut_by_bytes` says so). Every
     /// method stops with `StoreError::Stopped` once `ctl`'s deadline passes.
     fn traces_within(

@@ -15,8 +15,8 @@
 //! flush to the kernel (`synchronous=NORMAL`): it survives a process crash,
 //! not a kernel crash or power loss.
 
-use super::{span_cost, Edge, ReadCtl, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
-use crate::model::{span_matches_tag, Origin, SpanRecord, StoredSpan, StoredTrace};
+use super::{Edge, ReadCtl, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
+use crate::model::{span_matches_tag, span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
 use rusqlite::{params, Connection, OpenFlags};
@@ -553,7 +553,10 @@ impl SpanReader for SqliteStore {
                     if by_id.get(&trace_id).is_some_and(|e| e.1.contains(&identity)) {
                         continue;
                     }
-                    if !ctl.try_charge(span_cost(body.len())) {
+                    let span = Span::decode(body).map_err(corrupt)?;
+                    // Charged once decoded (what it holds is known then); past the
+                    // budget it is dropped at once and the answer is cut here.
+                    if !ctl.try_charge(span_memory(&span)) {
                         ctl.check()?;
                         cut_by_bytes = true;
                         held = max_spans;
@@ -563,7 +566,6 @@ impl SpanReader for SqliteStore {
                     let entry = by_id.entry(trace_id).or_default();
                     entry.1.insert(identity);
                     held += 1;
-                    let span = Span::decode(body).map_err(corrupt)?;
                     let origin = origins.get(c, day, row.get(3)?)?;
                     entry.0.push((row.get(4)?, StoredSpan { span, origin }));
                 }
