@@ -107,6 +107,10 @@ pub struct RedactionConfig {
     pub keys: Vec<String>,
     /// Attribute keys kept verbatim although they match (whole key, any case).
     pub allow: Vec<String>,
+    /// Regular expressions (Rust `regex` syntax) over every string value; each
+    /// match becomes `[REDACTED]` (e.g. `(?i)bearer\s+[a-z0-9._~+/-]+=*`,
+    /// `AKIA[0-9A-Z]{16}`). Off by default: each costs CPU on every string.
+    pub patterns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -599,6 +603,11 @@ impl Config {
                 return Err(err(key, "must be at least 1"));
             }
         }
+        for (i, p) in self.redaction.patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(p) {
+                return Err(err(&format!("redaction.patterns[{i}]"), e.to_string()));
+            }
+        }
         if self.query.max_bytes != 0 && self.query.max_bytes < 4 * 1024 * 1024 {
             return Err(err(
                 "query.max_bytes",
@@ -933,6 +942,10 @@ mod tests {
             ("query:\n  max_traces: 0", "query.max_traces"),
             ("query:\n  max_concurrent: 0", "query.max_concurrent"),
             ("query:\n  max_bytes: 1000", "query.max_bytes"),
+            (
+                "redaction:\n  patterns: ['ok', '(unclosed']",
+                "redaction.patterns[1]",
+            ),
             (
                 "store:\n  max_open_partitions: 0",
                 "store.max_open_partitions",

@@ -594,7 +594,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let sink = Sink {
         target,
-        redaction: Arc::new(Redaction::new(&cfg.redaction.keys, &cfg.redaction.allow)),
+        redaction: Arc::new(
+            Redaction::new(&cfg.redaction.keys, &cfg.redaction.allow)
+                .with_patterns(&cfg.redaction.patterns)?,
+        ),
     };
     let reserve = axum::middleware::from_fn_with_state(
         memory::IngestMemory {

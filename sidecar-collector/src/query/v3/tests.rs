@@ -9,7 +9,7 @@ use crate::store::SpanWriter;
 use axum::body::Body;
 use axum::http::Request;
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use meshtrace_proto::otlp::common::v1::InstrumentationScope;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use tower::ServiceExt;
@@ -292,11 +292,16 @@ mod grafana {
         pub start_time_unix_nano: String,
         pub end_time_unix_nano: String,
         pub attributes: Vec<KeyValue>,
-        // Grafana declares an event's `timeUnixNano` as int64 where Jaeger (and
-        // meshtrace) write OTLP JSON's decimal string; the fixture has no events.
-        pub events: Vec<serde_json::Value>,
+        pub events: Vec<SpanEvent>,
         pub links: Vec<serde_json::Value>,
         pub status: Status,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub struct SpanEvent {
+        pub time_unix_nano: String,
+        pub name: String,
+        pub attributes: Vec<KeyValue>,
     }
     #[derive(Deserialize, Default)]
     #[serde(default)]
@@ -310,13 +315,18 @@ mod grafana {
         pub key: String,
         pub value: AnyValue,
     }
+    /// As Grafana declares it today (`pkg/tsdb/jaeger/types/grpc_types.go`):
+    /// every scalar a string. Jaeger's gateway (and meshtrace) write OTLP JSON,
+    /// where `boolValue` and `doubleValue` are JSON booleans and numbers, so
+    /// Grafana's v3 mode cannot read a trace that has either.
     #[derive(Deserialize, Default)]
     #[serde(default, rename_all = "camelCase")]
     pub struct AnyValue {
         pub string_value: String,
-        pub bool_value: bool,
+        pub bool_value: String,
         pub int_value: String,
-        pub double_value: f64,
+        pub double_value: String,
+        pub bytes_value: String,
     }
 }
 
@@ -400,6 +410,164 @@ async fn grafanas_jaeger_data_source_in_v3_mode_reads_the_answers() {
     let (s, v) = get(&st, "/api/v3/traces/00000000000000000000000000000001").await;
     let missing: grafana::Traces = serde_json::from_value(v).unwrap();
     assert_eq!((s, missing.error.http_code), (404, 404));
+}
+
+/// A store holding one trace whose root carries `extra` attributes.
+fn store_with(extra: Vec<KeyValue>) -> (tempfile::TempDir, QueryState) {
+    let (dir, st) = fixture();
+    let mut root = span(7, None, "GET /typed", 2, 0, 10, false);
+    root.trace_id = vec![0xcd; 16];
+    root.attributes.extend(extra);
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans("typed", vec![root])],
+    };
+    let store = SqliteStore::open(dir.path(), Default::default()).unwrap();
+    store
+        .write(&records_from_request(req, &[], None).records)
+        .unwrap();
+    (dir, st)
+}
+
+fn typed(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn grafanas_v3_mode_reads_string_and_int_attributes_only() {
+    let id = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+    // Strings and ints: Grafana's types read it.
+    let (_d, st) = store_with(vec![typed(
+        "http.response.status_code",
+        any_value::Value::IntValue(200),
+    )]);
+    let (s, v) = get(&st, &format!("/api/v3/traces/{id}")).await;
+    assert_eq!(s, 200, "{v}");
+    let t: grafana::Traces = serde_json::from_value(v).unwrap();
+    let attrs = &t.result.resource_spans[0].scope_spans[0].spans[0].attributes;
+    assert!(attrs
+        .iter()
+        .any(|a| a.key == "http.response.status_code" && a.value.int_value == "200"));
+    // A double (every probabilistically sampled mesh span: `sampler.param`) or a
+    // bool: OTLP JSON writes a number / a boolean, as Jaeger's gateway does, and
+    // Grafana's string fields refuse it. Kept as Jaeger writes it; the README says
+    // to use Grafana's v1 mode (or the Jaeger UI, or meshtrace's) for such traces.
+    for (key, value, json) in [
+        ("sampler.param", any_value::Value::DoubleValue(0.1), "0.1"),
+        ("cache.hit", any_value::Value::BoolValue(true), "true"),
+    ] {
+        let (_d, st) = store_with(vec![typed(key, value)]);
+        let (s, v) = get(&st, &format!("/api/v3/traces/{id}")).await;
+        assert_eq!(s, 200);
+        assert!(v.to_string().contains(&format!(":{json}}}")), "{v}");
+        assert!(
+            serde_json::from_value::<grafana::Traces>(v).is_err(),
+            "{key}: Grafana's types refuse it"
+        );
+        // Grafana's v1 mode reads the same trace (Jaeger's v1 JSON types every tag).
+        let (s, v1) = get(&st, &format!("/api/traces/{id}")).await;
+        assert_eq!(s, 200, "{v1}");
+        let tags = v1["data"][0]["spans"][0]["tags"].as_array().unwrap();
+        assert!(tags.iter().any(|t| t["key"] == key), "{v1}");
+    }
+}
+
+/// The requests the current Jaeger UI (`packages/jaeger-ui/src/api/v3/client.ts`)
+/// and Jaeger's own gateway parameter names (`cmd/query/app/apiv3/http_gateway.go`:
+/// canonical camelCase, deprecated snake_case aliases) send, exactly.
+#[tokio::test]
+async fn the_current_jaeger_ui_and_the_gateways_canonical_names_find_the_traces() {
+    let (_d, st) = fixture();
+    let (min, max) = ("2026-12-01T09:00:00.000Z", "2026-12-01T11:00:00.000Z");
+    let found = |v: &serde_json::Value| -> usize {
+        v["result"]["resourceSpans"].as_array().map_or(0, |r| {
+            r.iter()
+                .flat_map(|r| r["scopeSpans"].as_array().unwrap())
+                .map(|s| s["spans"].as_array().unwrap().len())
+                .sum()
+        })
+    };
+    // The Jaeger UI's search (URLSearchParams: `+` for spaces, `:` encoded).
+    let ui = format!(
+        "/api/v3/trace-summaries?query.service_name=frontend&query.span_name=GET+%2F&query.start_time_min={}&query.start_time_max={}&query.num_traces=20",
+        min.replace(':', "%3A"),
+        max.replace(':', "%3A")
+    );
+    let (s, v) = get(&st, &ui).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["summaries"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["summaries"][0]["rootOperationName"], "GET /");
+    // The gateway's canonical names, every parameter.
+    let canonical = format!(
+        "/api/v3/traces?query.serviceName=frontend&query.operationName=GET+%2F&query.startTimeMin={min}&query.startTimeMax={max}&query.searchDepth=20&query.durationMin=1ms&query.durationMax=1h&query.rawTraces=true"
+    );
+    let (s, v) = get(&st, &canonical).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(found(&v), 4, "the whole trace");
+    // The same search with every deprecated alias: the same answer.
+    let aliases = format!(
+        "/api/v3/traces?query.service_name=frontend&query.operation_name=GET+%2F&query.start_time_min={min}&query.start_time_max={max}&query.search_depth=20&query.duration_min=1ms&query.duration_max=1h&query.raw_traces=true"
+    );
+    let (s, v2) = get(&st, &aliases).await;
+    assert_eq!((s, found(&v2)), (200, 4));
+    // A duration filter that excludes the root: nothing.
+    let (s, _) = get(&st, &canonical.replace("durationMin=1ms", "durationMin=1s")).await;
+    assert_eq!(s, 404);
+    // GetTrace with the canonical time range and rawTraces.
+    let id = "abababababababababababababababab";
+    let (s, v) = get(
+        &st,
+        &format!("/api/v3/traces/{id}?startTime={min}&endTime={max}&rawTraces=true"),
+    )
+    .await;
+    assert_eq!((s, found(&v)), (200, 4));
+    let (s, v) = get(&st, &format!("/api/v3/traces/{id}?startTime=yesterday")).await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("startTime"),
+        "{v}"
+    );
+    // GetOperations with spanKind (was ignored): the name or the enum.
+    for (kind, want) in [
+        ("spanKind=server", vec!["GET /"]),
+        ("spanKind=SPAN_KIND_CLIENT", vec!["POST checkout"]),
+        ("span_kind=client", vec!["POST checkout"]),
+        ("", vec!["GET /", "POST checkout"]),
+    ] {
+        let (s, v) = get(&st, &format!("/api/v3/operations?service=frontend&{kind}")).await;
+        assert_eq!(s, 200, "{v}");
+        let names: Vec<&str> = v["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, want, "{kind}");
+    }
+    let (s, v) = get(&st, "/api/v3/operations?service=frontend&spanKind=sideways").await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("spanKind"),
+        "{v}"
+    );
+    // One parameter given twice, differently: refused by name (the same twice is fine).
+    let (s, v) = get(&st, &format!("/api/v3/traces?query.serviceName=frontend&query.serviceName=checkout&query.startTimeMin={min}&query.startTimeMax={max}")).await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("query.serviceName"),
+        "{v}"
+    );
+    let (s, _) = get(&st, &format!("/api/v3/traces?query.serviceName=frontend&query.serviceName=frontend&query.startTimeMin={min}&query.startTimeMax={max}")).await;
+    assert_eq!(s, 200);
 }
 
 #[test]
