@@ -26,7 +26,16 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-fn asset(path: &str, cache: &'static str) -> Response {
+/// What the page may load and run: only this origin's files, the analysis
+/// wasm (`wasm-unsafe-eval` compiles it; no `eval` of JavaScript), style
+/// attributes (the waterfall positions bars with them; nothing writes HTML),
+/// and it may not be framed.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn asset(path: &str, cache: &'static str, head: bool) -> Response {
     match ASSETS.get_file(path) {
         Some(f) => (
             StatusCode::OK,
@@ -34,26 +43,30 @@ fn asset(path: &str, cache: &'static str) -> Response {
                 (header::CONTENT_TYPE, content_type(path)),
                 (header::CACHE_CONTROL, cache),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+                (header::REFERRER_POLICY, "no-referrer"),
             ],
-            f.contents(),
+            if head { &[][..] } else { f.contents() },
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, format!("no UI file {path}\n")).into_response(),
     }
 }
 
-async fn file(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+async fn file(method: Method, axum::extract::Path(path): axum::extract::Path<String>) -> Response {
     // Revalidated on every load: the files are small and change with the binary.
-    asset(&path, "no-cache")
+    asset(&path, "no-cache", method == Method::HEAD)
 }
 
-/// The page for any path the other routes do not answer (API paths get 404).
+/// The page for any GET or HEAD the other routes do not answer (API paths get 404).
 async fn page(method: Method, uri: Uri) -> Response {
     let p = uri.path();
-    if method != Method::GET || p.starts_with("/api/") || p == "/api" {
+    let head = method == Method::HEAD;
+    if !(method == Method::GET || head) || p.starts_with("/api/") || p == "/api" {
         return (StatusCode::NOT_FOUND, format!("nothing at {p}\n")).into_response();
     }
-    asset("index.html", "no-cache")
+    asset("index.html", "no-cache", head)
 }
 
 /// `/ui/*` and the page fallback; merge last (it holds the fallback).
@@ -98,6 +111,44 @@ mod tests {
             404,
             "API paths are not the page"
         );
+    }
+
+    #[tokio::test]
+    async fn the_page_is_sent_with_its_policy_and_answers_head() {
+        for uri in ["/", "/trace/abc", "/ui/app.js"] {
+            let r = router()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let h = r.headers();
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{uri}");
+            let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(
+                csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+                "{csp}"
+            );
+            assert!(
+                !csp.contains("'unsafe-eval'"),
+                "no eval of JavaScript: {csp}"
+            );
+        }
+        let r = router()
+            .oneshot(Request::head("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "HEAD / (was 404)");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        assert!(body.is_empty());
+        let r = router()
+            .oneshot(Request::head("/api/nothing").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
     }
 
     #[test]

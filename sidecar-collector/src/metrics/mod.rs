@@ -364,7 +364,7 @@ impl SpanMetrics {
         let Some(h) = &self.history else {
             return;
         };
-        let written = h.0.add(rows).and_then(|()| h.0.add_edges(edges));
+        let written = h.0.add_minute(rows, edges);
         if let Err(error) = written {
             tracing::error!(%error, rows = rows.len() + edges.len(), "writing the metrics history failed");
             self.lock().history_lost += (rows.len() + edges.len()) as u64;
@@ -394,22 +394,47 @@ impl SpanMetrics {
     }
 
     /// Writes the finished minute if the clock has moved on (a tick calls this,
-    /// so a minute is written even when no span follows it), and drops history
-    /// older than the retention.
+    /// so a minute is written even when no span follows it), saves the minute
+    /// in progress as it stands (a crash loses at most one tick of it), and
+    /// drops history older than the retention.
     pub fn flush_due(&self) {
         let now = unix_now_s();
         let minute = now - now.rem_euclid(60);
-        let finished = {
+        let (finished, live) = {
             let mut st = self.lock();
             st.graph.expire(mono_ms());
-            if st.minute.start != minute {
+            let finished = if st.minute.start != minute {
                 self.take_minute(&mut st, minute)
             } else {
                 None
-            }
+            };
+            // A copy of the minute in progress (at most `max_series` rows and
+            // `service_graph_max_edges` edges), written outside the lock.
+            let live = self.history.as_ref().map(|_| {
+                (
+                    st.minute
+                        .rows
+                        .values()
+                        .flat_map(|ops| ops.values().flatten())
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    st.minute
+                        .edges
+                        .values()
+                        .flat_map(|s| s.values().flatten())
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                )
+            });
+            (finished, live)
         };
         if let Some(rows) = finished {
             self.persist(&rows);
+        }
+        if let (Some(h), Some((rows, edges))) = (&self.history, live) {
+            if let Err(error) = h.0.save_live(&rows, &edges) {
+                tracing::warn!(%error, "saving the metrics minute in progress failed");
+            }
         }
         if let Some(h) = &self.history {
             if let Err(error) = h.0.prune(minute - self.settings.history_retention_s) {

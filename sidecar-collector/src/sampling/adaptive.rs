@@ -123,21 +123,23 @@ impl Adaptive {
     /// comes back and must not count twice).
     pub fn tally<'a>(&self, spans: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> Tally {
         let mut out: Vec<(String, String, f64, u64)> = Vec::new();
+        // Borrowed keys: no allocation per span; linear in spans however many
+        // operations an export holds (a scan was quadratic in them).
+        let mut at: std::collections::HashMap<(&str, &str), usize> = Default::default();
         for (service, operation, p) in spans {
             let plausible = p >= self.settings.min_sampling_probability && p > 0.0 && p <= 1.0;
             if !(plausible && self.applies_to(service)) {
                 continue;
             }
-            // An export holds few operations: a scan beats hashing owned keys.
-            match out
-                .iter_mut()
-                .find(|(s, o, _, _)| s == service && o == operation)
-            {
-                Some(t) => {
-                    t.2 += 1.0 / p;
-                    t.3 += 1;
+            match at.get(&(service, operation)) {
+                Some(&i) => {
+                    out[i].2 += 1.0 / p;
+                    out[i].3 += 1;
                 }
-                None => out.push((service.to_string(), operation.to_string(), 1.0 / p, 1)),
+                None => {
+                    at.insert((service, operation), out.len());
+                    out.push((service.to_string(), operation.to_string(), 1.0 / p, 1));
+                }
             }
         }
         Tally(out)
@@ -152,15 +154,17 @@ impl Adaptive {
         for (service, operation, requests, spans) in tally.0 {
             let key = (service, operation);
             if !st.ops.contains_key(&key) {
-                let in_service = st.per_service.entry(key.0.clone()).or_default();
+                // A service gets an entry only with an operation it keeps: junk
+                // names that overflow leave nothing behind.
+                let in_service = st.per_service.get(&key.0).copied().unwrap_or(0);
                 if st.ops.len() >= MAX_OPERATIONS
-                    || *in_service >= self.settings.max_operations_per_service
+                    || in_service >= self.settings.max_operations_per_service
                 {
                     st.overflow += spans;
                     self.metrics.adaptive_overflow.inc_by(spans);
                     continue;
                 }
-                *in_service += 1;
+                *st.per_service.entry(key.0.clone()).or_default() += 1;
             }
             let op = st.ops.entry(key).or_default();
             op.requests += requests;
@@ -192,6 +196,8 @@ impl Adaptive {
             }
             keep
         });
+        // A service whose operations were all forgotten is forgotten too.
+        st.per_service.retain(|_, n| *n > 0);
         let mut moved = Vec::new();
         for ((service, operation), op) in st.ops.iter_mut() {
             let before = op.probability;
@@ -516,6 +522,32 @@ mod tests {
         s2.observe(s2.tally([("other", "GET /", 1.0)]));
         s2.recompute();
         assert!(s2.probabilities("other").contains_key("GET /"));
+    }
+
+    #[test]
+    fn junk_service_names_leave_nothing_behind() {
+        let a = Adaptive::new(
+            Settings {
+                services: vec!["*".into()],
+                ..settings()
+            },
+            Arc::default(),
+        );
+        // Fill the table, then 50,000 junk service names: all overflow, and none
+        // is remembered (each used to leave an entry in the per-service count).
+        let fill: Vec<(String, String)> = (0..MAX_OPERATIONS)
+            .map(|i| (format!("svc{}", i / 100), format!("op{i}")))
+            .collect();
+        a.observe(a.tally(fill.iter().map(|(s, o)| (s.as_str(), o.as_str(), 1.0))));
+        let junk: Vec<String> = (0..50_000).map(|i| format!("junk-service-{i}")).collect();
+        a.observe(a.tally(junk.iter().map(|j| (j.as_str(), "GET /", 1.0))));
+        let services = || a.state.lock().unwrap().per_service.len();
+        assert_eq!(services(), MAX_OPERATIONS / 100);
+        // Once everything idles out, the count is empty again.
+        for _ in 0..FORGET_AFTER_IDLE_INTERVALS + 1 {
+            a.recompute();
+        }
+        assert_eq!(services(), 0);
     }
 
     #[test]

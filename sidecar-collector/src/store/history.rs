@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS edge_minutes (
     buckets BLOB NOT NULL,
     PRIMARY KEY (minute, client, server, connection_type)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live_minutes AS SELECT * FROM minutes WHERE 0;
+CREATE TABLE IF NOT EXISTS live_edge_minutes AS SELECT * FROM edge_minutes WHERE 0;
 ";
 
 fn encode_buckets(b: &[u64]) -> Vec<u8> {
@@ -145,16 +147,25 @@ impl HistoryDb {
                     "metrics.duration_buckets_ms changed: the metrics history starts over"
                 );
             }
-            conn.execute("DELETE FROM minutes", [])?;
-            conn.execute("DELETE FROM edge_minutes", [])?;
+            conn.execute_batch(
+                "DELETE FROM minutes; DELETE FROM edge_minutes; DELETE FROM live_minutes; DELETE FROM live_edge_minutes;",
+            )?;
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('bounds', ?1)",
                 [&want],
             )?;
         }
-        Ok(HistoryDb {
+        let db = HistoryDb {
             conn: Mutex::new(conn),
-        })
+        };
+        let recovered = db.recover_live()?;
+        if recovered > 0 {
+            tracing::info!(
+                rows = recovered,
+                "the metrics minute in progress at the last stop was recovered"
+            );
+        }
+        Ok(db)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -165,48 +176,67 @@ impl HistoryDb {
     pub fn add(&self, rows: &[MinuteRow]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        add_rows(&tx, rows)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A finished minute: its rows added (a minute written twice adds up) and
+    /// the snapshot of it in progress forgotten, in one transaction.
+    pub fn add_minute(
+        &self,
+        rows: &[MinuteRow],
+        edges: &[EdgeMinuteRow],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        add_rows(&tx, rows)?;
+        add_edge_rows(&tx, edges)?;
+        tx.execute_batch("DELETE FROM live_minutes; DELETE FROM live_edge_minutes;")?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The minute in progress, as it stands (replacing the last snapshot): a
+    /// crash loses what came after it, not the whole minute.
+    pub fn save_live(&self, rows: &[MinuteRow], edges: &[EdgeMinuteRow]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute_batch("DELETE FROM live_minutes; DELETE FROM live_edge_minutes;")?;
         {
-            let mut read = tx.prepare_cached(
-                "SELECT calls, errors, adjusted_calls, adjusted_errors, buckets FROM minutes
-                 WHERE service = ?1 AND minute = ?2 AND operation = ?3 AND kind = ?4",
-            )?;
-            let mut write = tx.prepare_cached(
-                "INSERT OR REPLACE INTO minutes
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO live_minutes
                  (minute, service, operation, kind, calls, errors, adjusted_calls, adjusted_errors, buckets)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for r in rows {
-                let mut row = r.clone();
-                let old = read
-                    .query_row(params![r.service, r.minute, r.operation, r.kind], |x| {
-                        Ok((
-                            x.get::<_, i64>(0)?,
-                            x.get::<_, i64>(1)?,
-                            x.get::<_, f64>(2)?,
-                            x.get::<_, f64>(3)?,
-                            x.get::<_, Vec<u8>>(4)?,
-                        ))
-                    })
-                    .optional()?;
-                if let Some((calls, errors, ac, ae, buckets)) = old {
-                    row.calls += calls as u64;
-                    row.errors += errors as u64;
-                    row.adjusted_calls += ac;
-                    row.adjusted_errors += ae;
-                    for (a, b) in row.buckets.iter_mut().zip(decode_buckets(&buckets)) {
-                        *a += b;
-                    }
-                }
-                write.execute(params![
-                    row.minute,
-                    row.service,
-                    row.operation,
-                    row.kind,
-                    row.calls as i64,
-                    row.errors as i64,
-                    row.adjusted_calls,
-                    row.adjusted_errors,
-                    encode_buckets(&row.buckets),
+                ins.execute(params![
+                    r.minute,
+                    r.service,
+                    r.operation,
+                    r.kind,
+                    r.calls as i64,
+                    r.errors as i64,
+                    r.adjusted_calls,
+                    r.adjusted_errors,
+                    encode_buckets(&r.buckets),
+                ])?;
+            }
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO live_edge_minutes
+                 (minute, client, server, connection_type, requests, failed, adjusted, buckets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for r in edges {
+                ins.execute(params![
+                    r.minute,
+                    r.client,
+                    r.server,
+                    r.connection_type,
+                    r.requests as i64,
+                    r.failed as i64,
+                    r.adjusted,
+                    encode_buckets(&r.buckets),
                 ])?;
             }
         }
@@ -214,6 +244,161 @@ impl HistoryDb {
         Ok(())
     }
 
+    /// After a crash: the last snapshot of the minute then in progress joins the
+    /// history (added, like any minute written twice); returns its rows.
+    fn recover_live(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rows: Vec<MinuteRow> = {
+            let mut stmt = tx.prepare(
+                "SELECT minute, service, operation, kind, calls, errors, adjusted_calls, adjusted_errors, buckets FROM live_minutes",
+            )?;
+            let rows = stmt.query_map([], minute_row)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let edges: Vec<EdgeMinuteRow> = {
+            let mut stmt = tx.prepare(
+                "SELECT minute, client, server, connection_type, requests, failed, adjusted, buckets FROM live_edge_minutes",
+            )?;
+            let rows = stmt.query_map([], edge_row)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        add_rows(&tx, &rows)?;
+        add_edge_rows(&tx, &edges)?;
+        tx.execute_batch("DELETE FROM live_minutes; DELETE FROM live_edge_minutes;")?;
+        tx.commit()?;
+        Ok(rows.len() + edges.len())
+    }
+}
+
+fn minute_row(x: &rusqlite::Row<'_>) -> rusqlite::Result<MinuteRow> {
+    Ok(MinuteRow {
+        minute: x.get(0)?,
+        service: x.get(1)?,
+        operation: x.get(2)?,
+        kind: x.get(3)?,
+        calls: x.get::<_, i64>(4)? as u64,
+        errors: x.get::<_, i64>(5)? as u64,
+        adjusted_calls: x.get(6)?,
+        adjusted_errors: x.get(7)?,
+        buckets: decode_buckets(&x.get::<_, Vec<u8>>(8)?),
+    })
+}
+
+fn edge_row(x: &rusqlite::Row<'_>) -> rusqlite::Result<EdgeMinuteRow> {
+    Ok(EdgeMinuteRow {
+        minute: x.get(0)?,
+        client: x.get(1)?,
+        server: x.get(2)?,
+        connection_type: x.get(3)?,
+        requests: x.get::<_, i64>(4)? as u64,
+        failed: x.get::<_, i64>(5)? as u64,
+        adjusted: x.get(6)?,
+        buckets: decode_buckets(&x.get::<_, Vec<u8>>(7)?),
+    })
+}
+
+/// Adds rows inside `tx` (a minute written twice adds up).
+fn add_rows(tx: &rusqlite::Transaction<'_>, rows: &[MinuteRow]) -> Result<(), StoreError> {
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT calls, errors, adjusted_calls, adjusted_errors, buckets FROM minutes
+                 WHERE service = ?1 AND minute = ?2 AND operation = ?3 AND kind = ?4",
+        )?;
+        let mut write = tx.prepare_cached(
+                "INSERT OR REPLACE INTO minutes
+                 (minute, service, operation, kind, calls, errors, adjusted_calls, adjusted_errors, buckets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+        for r in rows {
+            let mut row = r.clone();
+            let old = read
+                .query_row(params![r.service, r.minute, r.operation, r.kind], |x| {
+                    Ok((
+                        x.get::<_, i64>(0)?,
+                        x.get::<_, i64>(1)?,
+                        x.get::<_, f64>(2)?,
+                        x.get::<_, f64>(3)?,
+                        x.get::<_, Vec<u8>>(4)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((calls, errors, ac, ae, buckets)) = old {
+                row.calls += calls as u64;
+                row.errors += errors as u64;
+                row.adjusted_calls += ac;
+                row.adjusted_errors += ae;
+                for (a, b) in row.buckets.iter_mut().zip(decode_buckets(&buckets)) {
+                    *a += b;
+                }
+            }
+            write.execute(params![
+                row.minute,
+                row.service,
+                row.operation,
+                row.kind,
+                row.calls as i64,
+                row.errors as i64,
+                row.adjusted_calls,
+                row.adjusted_errors,
+                encode_buckets(&row.buckets),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds edge rows inside `tx` (a minute written twice adds up).
+fn add_edge_rows(tx: &rusqlite::Transaction<'_>, rows: &[EdgeMinuteRow]) -> Result<(), StoreError> {
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT requests, failed, adjusted, buckets FROM edge_minutes
+             WHERE minute = ?1 AND client = ?2 AND server = ?3 AND connection_type = ?4",
+        )?;
+        let mut write = tx.prepare_cached(
+            "INSERT OR REPLACE INTO edge_minutes
+             (minute, client, server, connection_type, requests, failed, adjusted, buckets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for r in rows {
+            let mut row = r.clone();
+            let old = read
+                .query_row(
+                    params![r.minute, r.client, r.server, r.connection_type],
+                    |x| {
+                        Ok((
+                            x.get::<_, i64>(0)?,
+                            x.get::<_, i64>(1)?,
+                            x.get::<_, f64>(2)?,
+                            x.get::<_, Vec<u8>>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            if let Some((req, failed, adjusted, buckets)) = old {
+                row.requests += req as u64;
+                row.failed += failed as u64;
+                row.adjusted += adjusted;
+                for (a, b) in row.buckets.iter_mut().zip(decode_buckets(&buckets)) {
+                    *a += b;
+                }
+            }
+            write.execute(params![
+                row.minute,
+                row.client,
+                row.server,
+                row.connection_type,
+                row.requests as i64,
+                row.failed as i64,
+                row.adjusted,
+                encode_buckets(&row.buckets),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+impl HistoryDb {
     /// Rows of these services with minutes in `[from, to]` (unix seconds),
     /// each charged to `ctl`; the scan stops at `ctl`'s deadline.
     pub fn read(
@@ -257,51 +442,7 @@ impl HistoryDb {
     pub fn add_edges(&self, rows: &[EdgeMinuteRow]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        {
-            let mut read = tx.prepare_cached(
-                "SELECT requests, failed, adjusted, buckets FROM edge_minutes
-                 WHERE minute = ?1 AND client = ?2 AND server = ?3 AND connection_type = ?4",
-            )?;
-            let mut write = tx.prepare_cached(
-                "INSERT OR REPLACE INTO edge_minutes
-                 (minute, client, server, connection_type, requests, failed, adjusted, buckets)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for r in rows {
-                let mut row = r.clone();
-                let old = read
-                    .query_row(
-                        params![r.minute, r.client, r.server, r.connection_type],
-                        |x| {
-                            Ok((
-                                x.get::<_, i64>(0)?,
-                                x.get::<_, i64>(1)?,
-                                x.get::<_, f64>(2)?,
-                                x.get::<_, Vec<u8>>(3)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                if let Some((req, failed, adjusted, buckets)) = old {
-                    row.requests += req as u64;
-                    row.failed += failed as u64;
-                    row.adjusted += adjusted;
-                    for (a, b) in row.buckets.iter_mut().zip(decode_buckets(&buckets)) {
-                        *a += b;
-                    }
-                }
-                write.execute(params![
-                    row.minute,
-                    row.client,
-                    row.server,
-                    row.connection_type,
-                    row.requests as i64,
-                    row.failed as i64,
-                    row.adjusted,
-                    encode_buckets(&row.buckets),
-                ])?;
-            }
-        }
+        add_edge_rows(&tx, rows)?;
         tx.commit()?;
         Ok(())
     }
@@ -365,6 +506,37 @@ mod tests {
             adjusted_errors: 10.0,
             buckets: vec![calls, 0, 0],
         }
+    }
+
+    #[test]
+    fn a_crash_keeps_the_last_snapshot_of_the_minute_in_progress_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        db.add(&[row(60, 3)]).unwrap();
+        // Snapshots replace each other: the last one counts.
+        db.save_live(&[row(120, 2)], &[]).unwrap();
+        db.save_live(&[row(120, 5)], &[]).unwrap();
+        // Killed here (no add_minute): the snapshot is recovered at the next open.
+        drop(db);
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        let read = |db: &HistoryDb| {
+            let mut rows = db
+                .read(&["s".into()], 0, 1000, &ReadCtl::unbounded())
+                .unwrap();
+            rows.sort_by_key(|r| r.minute);
+            rows.iter().map(|r| (r.minute, r.calls)).collect::<Vec<_>>()
+        };
+        assert_eq!(read(&db), [(60, 3), (120, 5)]);
+        // Recovered once: opening again adds nothing.
+        drop(db);
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        assert_eq!(read(&db), [(60, 3), (120, 5)]);
+        // A finished minute forgets its snapshot in the same transaction.
+        db.save_live(&[row(180, 7)], &[]).unwrap();
+        db.add_minute(&[row(180, 8)], &[]).unwrap();
+        drop(db);
+        let db = HistoryDb::open(dir.path(), &[1.0, 10.0]).unwrap();
+        assert_eq!(read(&db), [(60, 3), (120, 5), (180, 8)]);
     }
 
     #[test]
