@@ -8,6 +8,8 @@ pub mod bounds;
 pub mod duration;
 pub mod jaeger;
 mod params;
+#[cfg(test)]
+mod props;
 pub mod spm;
 pub mod v3;
 
