@@ -500,6 +500,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let query_listener = bind("query.listen", &cfg.query.listen).await?;
     let sampling_listener = bind("sampling.http_listen", &cfg.sampling.http_listen).await?;
     let sampling_grpc_listener = bind("sampling.grpc_listen", &cfg.sampling.grpc_listen).await?;
+    // Integrity after the ports: a large store does not delay start-up.
+    if let Some(store) = store.clone() {
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let (checked, aside) = store.check_partitions();
+            tracing::info!(
+                checked,
+                set_aside = aside,
+                took_ms = started.elapsed().as_millis() as u64,
+                "store partitions checked"
+            );
+        });
+    }
     let reloader = strategies.spawn_reloader(reload_interval);
     let adaptive_task = adaptive.as_ref().map(|a| a.spawn());
     let summary_task = telemetry.spawn_summary(cfg.log_summary_interval);

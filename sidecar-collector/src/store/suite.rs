@@ -425,6 +425,7 @@ fn sqlite_recovers_from_a_broken_partition() {
         b"this is not a database",
     )
     .unwrap();
+    // Found on use: the read goes on without it, and it is moved aside.
     let s = super::sqlite::SqliteStore::open(d.path(), Default::default()).unwrap();
     assert_eq!(
         s.trace(&[1; 16]).unwrap().len(),
@@ -435,6 +436,21 @@ fn sqlite_recovers_from_a_broken_partition() {
         d.path().join("spans-000001.broken").exists(),
         "bad one moved aside"
     );
+    // Found by the check after start-up, before any read.
+    std::fs::write(
+        d.path().join("spans-000002.sqlite"),
+        b"not a database either",
+    )
+    .unwrap();
+    let s = super::sqlite::SqliteStore::open(d.path(), Default::default()).unwrap();
+    assert_eq!(
+        s.check_partitions(),
+        (2, 1),
+        "two partitions checked, one set aside"
+    );
+    assert!(d.path().join("spans-000002.broken").exists());
+    assert_eq!(s.trace(&[1; 16]).unwrap().len(), 1);
+    assert_eq!(s.check_partitions(), (1, 0));
 }
 
 #[test]

@@ -96,3 +96,130 @@ fn startup_errors_name_the_problem() {
     assert!(out.contains("--data-dir"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 21, finding 12: every start checked every partition before any port
+/// listened (26 s on a cold 1.9 GB store; a liveness probe of 60 s kills a
+/// store of a few GB at every restart). Now a 2.4 GB store with the page cache
+/// dropped answers `/healthz` at once; the check runs afterwards and a corrupt
+/// partition is set aside with a log line while the collector keeps serving.
+#[test]
+fn a_large_cold_store_starts_listening_at_once_and_is_checked_afterwards() {
+    use meshtrace_testkit::collector::{Collector, Opts};
+    use meshtrace_testkit::load::trace_body;
+    use std::time::{Duration, Instant};
+    let dir = meshtrace_testkit::scratch_path("large-store");
+    // Real partitions, written by the collector: four days of spans.
+    let c = Collector::start_opts(
+        dir.clone(),
+        Opts {
+            yaml: Some("retention: 3650d\nmax_span_age: 3650d\n".into()),
+            ..Opts::default()
+        },
+    );
+    let day_ns: u64 = 86_400_000_000_000;
+    let now = meshtrace_testkit::otlp::now_ns();
+    for d in 0..4u64 {
+        let mut body = trace_body(1, d as u32, 5);
+        // Shift the spans d days back (their partitions are by start day).
+        let mut req = <meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest as meshtrace_proto::prost::Message>::decode(body.as_slice()).unwrap();
+        for s in &mut req.resource_spans[0].scope_spans[0].spans {
+            s.start_time_unix_nano -= d * day_ns;
+            s.end_time_unix_nano -= d * day_ns;
+        }
+        body = meshtrace_proto::prost::Message::encode_to_vec(&req);
+        assert_eq!(c.post_otlp(&body), 200);
+    }
+    let (status, dir, log) = c.terminate_keep_data();
+    assert!(status.success(), "{log}");
+    // Each partition grown to ~650 MB of small indexed rows (what a busy day
+    // leaves: the check walks every cell of every b-tree), appended in key order
+    // so that writing them takes seconds, not minutes.
+    let mut partitions: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "sqlite")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("spans-")
+        })
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions.len(), 4, "{partitions:?}");
+    let t = Instant::now();
+    for p in &partitions {
+        let conn = rusqlite::Connection::open(p).unwrap();
+        conn.execute_batch(
+            "PRAGMA synchronous = OFF;
+             CREATE TABLE filler (k INTEGER PRIMARY KEY, a INTEGER NOT NULL, t TEXT NOT NULL);
+             CREATE INDEX filler_a ON filler (a);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 2500000)
+             INSERT INTO filler SELECT i, i, printf('%0240d', i) FROM n;",
+        )
+        .unwrap();
+    }
+    let bytes: u64 = partitions
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    eprintln!("store of {} MB written in {:?}", bytes >> 20, t.elapsed());
+    assert!(bytes > 2 << 30);
+    // And one partition (five days ago, inside retention) that is not a database at all.
+    let bad_day = now / day_ns - 5;
+    std::fs::write(
+        dir.join(format!("spans-{bad_day:06}.sqlite")),
+        vec![0x42u8; 1 << 20],
+    )
+    .unwrap();
+    // Cold: nothing of the store in the page cache.
+    let _ = Command::new("sync").status();
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+    eprintln!("page cache dropped: {dropped}");
+    let t = Instant::now();
+    let c = Collector::start_opts(
+        dir,
+        Opts {
+            yaml: Some("retention: 3650d\nmax_span_age: 3650d\n".into()),
+            ..Opts::default()
+        },
+    );
+    let listening = t.elapsed();
+    eprintln!("listening after {listening:?} (the check used to come first)");
+    assert!(listening < Duration::from_secs(2), "{listening:?}");
+    // It serves at once: a stored trace is found, ingest is acknowledged.
+    let (s, body) = c.get("/api/traces?service=steady&lookback=100h&limit=10");
+    assert_eq!(s, 200, "{body}");
+    let (s, text) = meshtrace_testkit::load::send(c.otlp_port, &[], &trace_body(2, 1, 3));
+    assert_eq!(s, 200, "{text}\n{}", c.log());
+    // The check ends in the background, and sets the bad partition aside.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !c.log().contains("store partitions checked") {
+        assert!(Instant::now() < deadline, "{}", c.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = c.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("store partitions checked"))
+        .unwrap();
+    eprintln!("{line}");
+    // The bad partition: set aside by the check, or already by the first read of it.
+    assert!(line.contains("checked="), "{line}");
+    assert!(log.contains("moved aside"), "{log}");
+    assert!(c
+        .data_dir
+        .join(format!("spans-{bad_day:06}.broken"))
+        .exists());
+    assert_eq!(c.get("/healthz").0, 200);
+    let (s, body) = c.get("/api/traces?service=steady&lookback=100h&limit=10");
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5,
+        "the four days and the trace sent after the start"
+    );
+}

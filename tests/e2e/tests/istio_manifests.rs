@@ -143,4 +143,15 @@ fn the_manifests_carry_the_configuration_the_demo_loads() {
     let cm = find(&collector, "ConfigMap", "meshtrace-collector-config");
     let file = std::fs::read_to_string(meshtrace_testkit::istio::strategies_path()).expect("file");
     assert_eq!(cm["data"]["strategies.json"].as_str(), Some(file.as_str()));
+    // The central collector: liveness waits for a startup probe (a volume may be
+    // slow to attach), and both read /healthz, which answers as soon as it listens.
+    let central = find(&collector, "Deployment", "meshtrace-collector");
+    let container = &central["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["startupProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{probe}");
+    }
+    let startup = &container["startupProbe"];
+    let budget =
+        startup["periodSeconds"].as_u64().unwrap() * startup["failureThreshold"].as_u64().unwrap();
+    assert!(budget >= 120, "the startup probe allows {budget} s");
 }
