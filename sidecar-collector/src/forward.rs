@@ -167,6 +167,13 @@ impl Forwarder {
         ))
     }
 
+    /// Why a request of at least `bytes` (its wire size: it is no smaller
+    /// encoded again) would be refused now: asked before it is decoded.
+    pub fn no_room_for(&self, bytes: u64) -> Option<SubmitError> {
+        (self.counters.queue_bytes.get().saturating_add(bytes) > self.max_bytes)
+            .then_some(SubmitError::Full)
+    }
+
     /// Queues a request (split into parts of at most `batch_bytes`), or
     /// refuses it: for good when it is larger than the whole queue, "retry
     /// later" when the queue is full.

@@ -619,11 +619,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         memory::reserve_request,
     );
+    // Outermost: a full queue refuses before the memory reservation and the body.
+    let room = axum::middleware::from_fn_with_state(
+        sink.clone(),
+        meshtrace_collector::sink::refuse_when_full,
+    );
     let http_app = http::router(HttpState {
         sink: sink.clone(),
         max_message_bytes,
     })
     .route_layer(reserve.clone())
+    .route_layer(room.clone())
     .merge(telemetry::health_router(telemetry.clone()));
     let grpc_service = grpc::service(GrpcReceiver { sink: sink.clone() }, max_message_bytes);
     drop(sink);
@@ -640,6 +646,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let grpc_app = tonic::service::Routes::new(grpc_service)
         .into_axum_router()
         .route_layer(reserve)
+        .route_layer(room)
         .route_layer(axum::middleware::from_fn(grpc::never_fits_is_final));
     let sampling_grpc_app =
         tonic::service::Routes::new(sampling::grpc_service(provider.clone())).into_axum_router();

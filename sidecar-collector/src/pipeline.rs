@@ -98,6 +98,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     tx: SyncSender<Job>,
     max_bytes: u64,
+    queue_size: usize,
     pub counters: Arc<Counters>,
 }
 
@@ -120,10 +121,22 @@ impl Pipeline {
             Pipeline {
                 tx,
                 max_bytes: settings.max_bytes,
+                queue_size: settings.queue_size,
                 counters,
             },
             handle,
         ))
+    }
+
+    /// Why a request of at least `bytes` would be refused for room now (the
+    /// queue holds `queue.queue_size` requests, or `bytes` more would pass
+    /// `queue.max_bytes`): asked before it is decoded, so a saturated collector
+    /// spends nothing on what it will refuse.
+    pub fn no_room_for(&self, bytes: u64) -> Option<SubmitError> {
+        let c = &self.counters;
+        let full = c.queue_depth.get() as usize >= self.queue_size
+            || c.queue_bytes.get().saturating_add(bytes) > self.max_bytes;
+        full.then_some(SubmitError::Full)
     }
 
     /// Queues records and waits until they are committed.

@@ -74,6 +74,34 @@ pub enum Target {
     Forward(Forwarder),
 }
 
+/// Middleware for the ingest routes: a request that a full queue would
+/// refuse is refused before its body is read (by its `Content-Length`, or
+/// when no room is left at all), with the answer the sink would give.
+pub async fn refuse_when_full(
+    axum::extract::State(sink): axum::extract::State<Sink>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1);
+    match sink.room_for(declared) {
+        Ok(()) => next.run(req).await,
+        Err(r) => {
+            let grpc = crate::grpc::is_grpc(req.headers());
+            crate::grpc::refusal(
+                grpc,
+                tonic::Code::Unavailable,
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                r.to_string(),
+            )
+        }
+    }
+}
+
 /// Invalid spans that were left out.
 #[derive(Debug, Default)]
 pub struct Accepted {
@@ -89,6 +117,23 @@ impl Sink {
         }
     }
 
+    /// `Err(Retry)` when a request of at least `bytes` would be refused for
+    /// room (a full queue): checked before its body is read, decompressed or
+    /// decoded — at saturation that work was most of a refused request's cost.
+    pub fn room_for(&self, bytes: u64) -> Result<(), Refusal> {
+        let full = match &self.target {
+            Target::Store { pipeline, .. } => pipeline.no_room_for(bytes),
+            Target::Forward(f) => f.no_room_for(bytes),
+        };
+        match full {
+            Some(e) => {
+                self.counters().exports_refused_undecoded.inc();
+                Err(e.into())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Takes an encoded export: its decoded size is estimated from the wire
     /// bytes and reserved (with the bytes themselves) before it is decoded;
     /// the reservation ends once its spans are queued.
@@ -98,6 +143,7 @@ impl Sink {
         encoding: Encoding,
         memory: Option<RequestMemory>,
     ) -> Result<Accepted, Refusal> {
+        self.room_for(raw.len() as u64)?;
         let cost = match encoding {
             Encoding::Protobuf => {
                 decoded_cost(&raw).map_err(|e| Refusal::Malformed(e.to_string()))?

@@ -51,6 +51,8 @@ pub struct Counters {
     pub queue_bytes: UGauge,
     /// Attribute values replaced by `[REDACTED]` at ingest.
     pub attributes_redacted: Counter,
+    /// Export requests refused for room before they were decompressed or decoded.
+    pub exports_refused_undecoded: Counter,
 }
 
 impl Counters {
@@ -105,6 +107,11 @@ impl Counters {
                 "attributes_redacted",
                 "Attribute values named like credentials, replaced by [REDACTED] at ingest",
                 &self.attributes_redacted,
+            ),
+            (
+                "exports_refused_undecoded",
+                "Export requests refused for room (full queue) before they were decompressed or decoded",
+                &self.exports_refused_undecoded,
             ),
         ];
         for (name, help, c) in counters {

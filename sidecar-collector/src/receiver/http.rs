@@ -124,6 +124,10 @@ async fn export(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    // A full queue refuses before inflating: it inflates to no less than this.
+    if let Err(e) = st.sink.room_for(body.len() as u64) {
+        return refused(e);
+    }
     let raw = if gzip {
         match gunzip(&body, st.max_message_bytes, memory.as_ref()).await {
             Ok(out) => Bytes::from(out),
