@@ -1,6 +1,20 @@
 //! Helpers shared by the benchmark binaries.
 
 use std::process::Command;
+use std::sync::atomic::Ordering;
+
+/// Call first in a benchmark's `main`: a panic kills every collector and Envoy
+/// the run started (the release profile aborts on panic, so `Drop` never
+/// runs), and collectors are waited for as long as a cold start on a large
+/// store may take (5 minutes, not the tests' 20 s).
+pub fn guard() {
+    crate::collector::READY_TIMEOUT_S.store(300, Ordering::Relaxed);
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        crate::kill_children();
+        default(info);
+    }));
+}
 
 /// The value after `--name` on the command line, else `default`.
 pub fn arg(name: &str, default: u64) -> u64 {

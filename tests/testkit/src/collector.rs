@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a collector may take to answer `/healthz` after it is spawned.
+pub static READY_TIMEOUT_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(20);
+
 /// Launch options.
 #[derive(Debug, Default, Clone)]
 pub struct Opts {
@@ -155,7 +158,9 @@ impl Collector {
             log_path,
             keep_data: false,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        crate::track_child(c.child.id());
+        let deadline = Instant::now()
+            + Duration::from_secs(READY_TIMEOUT_S.load(std::sync::atomic::Ordering::Relaxed));
         let ready = |c: &Collector| {
             if opts.tls {
                 TcpStream::connect(("127.0.0.1", c.query_port)).is_ok()
@@ -292,6 +297,7 @@ pub fn get_with_headers(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16
 
 impl Drop for Collector {
     fn drop(&mut self) {
+        crate::forget_child(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !std::thread::panicking() && !self.keep_data {

@@ -319,6 +319,7 @@ impl EnvoyBuilder {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         let child = cmd.spawn().map_err(|e| format!("spawn envoy: {e}"))?;
+        crate::track_child(child.id());
         let mut envoy = Envoy {
             child,
             admin_port: 0,
@@ -441,6 +442,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
+        crate::forget_child(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !std::thread::panicking() && !self.keep_dir {

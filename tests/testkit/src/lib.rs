@@ -22,6 +22,34 @@ pub mod upstream;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+/// Processes this harness started (collectors, Envoys), killed by the panic
+/// hook [`bench::guard`] installs: a benchmark built with `panic = "abort"`
+/// never runs `Drop`, and a failed run must not leave them behind.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a child process (until [`forget_child`]).
+pub fn track_child(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Forgets a child process (it was stopped).
+pub fn forget_child(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+}
+
+/// SIGKILLs every child still recorded.
+pub fn kill_children() {
+    let pids = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     // tests/testkit → the workspace.

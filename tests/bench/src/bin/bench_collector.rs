@@ -277,6 +277,18 @@ fn query_phase(c: &Collector, queries: usize, conns: u64, batches: u64) -> Query
 /// Sends batches from `conns` connections until `total` spans are acknowledged.
 /// Returns (acked spans, export latencies in ms, refused calls).
 async fn drive(grpc_port: u16, conns: u64, total: u64, id_base: u64) -> (u64, Vec<f64>, u64) {
+    drive_with(grpc_port, conns, total, id_base, Duration::from_millis(20)).await
+}
+
+/// [`drive`], each client waiting `backoff` after a refusal (zero: a client that
+/// hammers a saturated collector).
+async fn drive_with(
+    grpc_port: u16,
+    conns: u64,
+    total: u64,
+    id_base: u64,
+    backoff: Duration,
+) -> (u64, Vec<f64>, u64) {
     let acked = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -302,7 +314,11 @@ async fn drive(grpc_port: u16, conns: u64, total: u64, id_base: u64) -> (u64, Ve
                     }
                     Err(_) => {
                         refused.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if backoff.is_zero() {
+                            tokio::task::yield_now().await;
+                        } else {
+                            tokio::time::sleep(backoff).await;
+                        }
                     }
                 }
             }
@@ -547,6 +563,7 @@ async fn durability_phase(conns: u64) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    meshtrace_testkit::bench::guard();
     let total = arg("--spans", 10_000_000);
     let conns = arg("--connections", 4);
     let sidecar_total = arg("--sidecar-spans", 1_000_000);
@@ -729,9 +746,41 @@ async fn main() {
     let sidecar_rss = vm_kb(spid, "VmHWM:") / 1024.0;
     println!("sidecar: {sacked} spans, {sidecar_cpu:.2} cpu µs/span, peak rss {sidecar_rss:.1} MB");
     drop(sidecar);
+    // Saturated: a 4 MiB forward queue and twice the clients, none backing off
+    // on a refusal; what the sidecar spends per span it accepts.
+    let mut opts = Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
+    opts.yaml = Some(
+        "sidecar:\n  retry_initial_ms: 50\n  retry_max_ms: 200\n  queue_bytes: 4194304\n".into(),
+    );
+    let sat = Collector::start_opts(dir.join("sidecar-saturated"), opts);
+    let spid = sat.child.id();
+    let c0 = cpu_ticks(spid);
+    let (sat_acked, _, sat_refused) = drive_with(
+        sat.grpc_port,
+        2 * conns,
+        sidecar_total,
+        2 << 20,
+        Duration::ZERO,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(
+        &sat.get("/metrics").1,
+        "meshtrace_collector_spans_forwarded_total",
+    ) < sat_acked
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sat_cpu = (cpu_ticks(spid) - c0) as f64 / tck * 1e6 / sat_acked.max(1) as f64;
+    println!(
+        "sidecar saturated: {sat_acked} spans accepted, {sat_refused} requests refused, {sat_cpu:.2} cpu µs per accepted span ({:.2}x the paced figure)",
+        sat_cpu / sidecar_cpu.max(1e-9)
+    );
+    drop(sat);
     drop(central);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}"
+        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_saturated_cpu_us_per_span={sat_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}"
     );
 }

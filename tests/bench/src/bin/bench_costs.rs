@@ -183,6 +183,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
+    meshtrace_testkit::bench::guard();
     let rounds = arg("--rounds", 15) as usize;
     let n = arg("--spans", 20_000) as usize;
     let before = Before::new();

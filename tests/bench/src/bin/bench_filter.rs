@@ -96,6 +96,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
+    meshtrace_testkit::bench::guard();
     let rounds = arg("--rounds", 10) as usize;
     let secs = arg("--seconds", 3);
     let conns = arg("--connections", 16);

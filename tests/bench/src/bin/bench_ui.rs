@@ -16,6 +16,7 @@ use meshtrace_testkit::workspace_root;
 use std::process::Command;
 
 fn main() {
+    meshtrace_testkit::bench::guard();
     let rounds = arg("--rounds", 10);
     let c = Collector::start_opts(
         std::env::temp_dir().join(format!("meshtrace-bench-ui-{}", std::process::id())),
