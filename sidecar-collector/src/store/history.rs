@@ -416,19 +416,7 @@ impl HistoryDb {
         )?;
         let mut out = Vec::new();
         for service in services {
-            let rows = stmt.query_map(params![service, from, to], |x| {
-                Ok(MinuteRow {
-                    minute: x.get(0)?,
-                    service: x.get(1)?,
-                    operation: x.get(2)?,
-                    kind: x.get(3)?,
-                    calls: x.get::<_, i64>(4)? as u64,
-                    errors: x.get::<_, i64>(5)? as u64,
-                    adjusted_calls: x.get(6)?,
-                    adjusted_errors: x.get(7)?,
-                    buckets: decode_buckets(&x.get::<_, Vec<u8>>(8)?),
-                })
-            })?;
+            let rows = stmt.query_map(params![service, from, to], minute_row)?;
             for r in rows {
                 let r = r.map_err(|e| ctl.stopped_or(e))?;
                 ctl.charge(minute_row_cost(&r))?;
@@ -461,18 +449,7 @@ impl HistoryDb {
             "SELECT minute, client, server, connection_type, requests, failed, adjusted, buckets
              FROM edge_minutes WHERE minute >= ?1 AND minute <= ?2",
         )?;
-        let rows = stmt.query_map(params![from, to], |x| {
-            Ok(EdgeMinuteRow {
-                minute: x.get(0)?,
-                client: x.get(1)?,
-                server: x.get(2)?,
-                connection_type: x.get(3)?,
-                requests: x.get::<_, i64>(4)? as u64,
-                failed: x.get::<_, i64>(5)? as u64,
-                adjusted: x.get(6)?,
-                buckets: decode_buckets(&x.get::<_, Vec<u8>>(7)?),
-            })
-        })?;
+        let rows = stmt.query_map(params![from, to], edge_row)?;
         let mut out = Vec::new();
         for r in rows {
             let r = r.map_err(|e| ctl.stopped_or(e))?;

@@ -12,6 +12,7 @@ use meshtrace_collector::config::Config;
 use meshtrace_collector::store::history::{HistoryDb, MinuteRow};
 use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
+use meshtrace_testkit::cgroup::MemoryCgroup;
 use meshtrace_testkit::collector::{get, post, Collector, Opts};
 use meshtrace_testkit::load::{cgroup, get_big, hex, peak_rss_mb, send, trace_body};
 use meshtrace_testkit::otlp::{kv, now_ns, request};
@@ -126,6 +127,41 @@ impl Watch {
     }
 }
 
+/// A central collector in a 1 GiB memory cgroup (the central manifest's
+/// limit), with `yaml`; `None` (the test skips, saying why) without cgroups.
+fn central_in_1gib(
+    name: &str,
+    dir: std::path::PathBuf,
+    yaml: Option<&str>,
+) -> Option<(MemoryCgroup, Collector)> {
+    let cg = cgroup(name, 1 << 30)?;
+    let c = Collector::start_opts(
+        dir,
+        Opts {
+            wrapper: cg.wrapper(),
+            yaml: yaml.map(String::from),
+            ..Opts::default()
+        },
+    );
+    Some((cg, c))
+}
+
+/// What every heavy test ends with: no OOM kill, every export acknowledged
+/// within an OTel SDK's 10 s, every `/healthz` answered (within `health`).
+fn assert_served(seen: &Seen, cg: &MemoryCgroup, c: &Collector, health: Duration) {
+    eprintln!(
+        "{seen:?}; cgroup peak {} MB, process peak {} MB, OOM kills {}",
+        cg.peak_bytes() / MIB,
+        peak_rss_mb(c),
+        cg.oom_kills()
+    );
+    assert_eq!(cg.oom_kills(), 0);
+    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
+    assert!(seen.acked > 0);
+    assert!(seen.slowest_ack < Duration::from_secs(10), "{seen:?}");
+    assert!(seen.slowest_health < health, "{seen:?}");
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {}", &body[..body.len().min(400)]))
 }
@@ -235,19 +271,15 @@ fn seed_history(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn spm_over_a_week_of_2000_operations_stays_within_its_budget_in_1gib() {
-    let Some(cg) = cgroup("meshtrace-spm", 1 << 30) else {
-        return;
-    };
     let dir = meshtrace_testkit::scratch_path("spm-week");
     let rows = seed_history(&dir);
-    let c = Collector::start_opts(
+    let Some((cg, c)) = central_in_1gib(
+        "meshtrace-spm",
         dir,
-        Opts {
-            wrapper: cg.wrapper(),
-            yaml: Some("metrics:\n  history_retention: 9d\n".into()),
-            ..Opts::default()
-        },
-    );
+        Some("metrics:\n  history_retention: 9d\n"),
+    ) else {
+        return;
+    };
     let watch = Watch::start(&c);
     let week = 7 * 86_400_000 + 14 * 3_600_000; // 7.6 days
     for path in [
@@ -281,31 +313,19 @@ fn spm_over_a_week_of_2000_operations_stays_within_its_budget_in_1gib() {
             assert!(message(&body).contains("query.max_bytes"), "{body}");
         }
     }
-    let seen = watch.stop();
-    eprintln!(
-        "{rows} history rows; {seen:?}; cgroup peak {} MB, process peak {} MB, OOM kills {}",
-        cg.peak_bytes() / MIB,
-        peak_rss_mb(&c),
-        cg.oom_kills()
-    );
-    assert_eq!(cg.oom_kills(), 0);
-    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
-    assert!(seen.acked > 0);
-    assert!(seen.slowest_ack < Duration::from_secs(10), "{seen:?}");
+    eprintln!("{rows} history rows");
+    assert_served(&watch.stop(), &cg, &c, Duration::from_secs(1));
 }
 
 #[test]
 fn pathological_traces_are_analysed_while_the_collector_keeps_serving_in_1gib() {
-    let Some(cg) = cgroup("meshtrace-shapes", 1 << 30) else {
+    let Some((cg, c)) = central_in_1gib(
+        "meshtrace-shapes",
+        meshtrace_testkit::scratch_path("shapes"),
+        None,
+    ) else {
         return;
     };
-    let c = Collector::start_opts(
-        meshtrace_testkit::scratch_path("shapes"),
-        Opts {
-            wrapper: cg.wrapper(),
-            ..Opts::default()
-        },
-    );
     let t0 = now_ns() - 60_000_000_000;
     // Two chains 3,000 deep (finding 3: OOM-killed), nested in time.
     let chain = |tid: [u8; 16], slower: u64| -> Vec<Span> {
@@ -392,31 +412,19 @@ fn pathological_traces_are_analysed_while_the_collector_keeps_serving_in_1gib() 
         19_999 + 99_999
     );
 
-    let seen = watch.stop();
-    eprintln!(
-        "{seen:?}; cgroup peak {} MB, process peak {} MB, OOM kills {}",
-        cg.peak_bytes() / MIB,
-        peak_rss_mb(&c),
-        cg.oom_kills()
-    );
-    assert_eq!(cg.oom_kills(), 0);
-    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
-    assert!(seen.slowest_health < Duration::from_secs(1), "{seen:?}");
-    assert!(seen.slowest_ack < Duration::from_secs(10), "{seen:?}");
+    // The bound: /healthz within 1 s while the analyses run.
+    assert_served(&watch.stop(), &cg, &c, Duration::from_secs(1));
 }
 
 #[test]
 fn wide_answers_two_at_once_and_a_window_against_itself_stay_bounded_in_1gib() {
-    let Some(cg) = cgroup("meshtrace-wide", 1 << 30) else {
+    let Some((cg, c)) = central_in_1gib(
+        "meshtrace-wide",
+        meshtrace_testkit::scratch_path("wide"),
+        None,
+    ) else {
         return;
     };
-    let c = Collector::start_opts(
-        meshtrace_testkit::scratch_path("wide"),
-        Opts {
-            wrapper: cg.wrapper(),
-            ..Opts::default()
-        },
-    );
     // Finding 5: 100 traces of 1,000 spans with 20 attributes of 100 B: a 340 MB answer.
     let t0 = now_ns() - 600_000_000_000;
     for trace in 0..100u8 {
@@ -502,14 +510,5 @@ fn wide_answers_two_at_once_and_a_window_against_itself_stay_bounded_in_1gib() {
     );
     let (status, body) = get_big(c.query_port, &paths[4]);
     assert!(status == 200 || status == 503, "{body}");
-    let seen = watch.stop();
-    eprintln!(
-        "{seen:?}; cgroup peak {} MB, process peak {} MB, OOM kills {}",
-        cg.peak_bytes() / MIB,
-        peak_rss_mb(&c),
-        cg.oom_kills()
-    );
-    assert_eq!(cg.oom_kills(), 0);
-    assert!(seen.failures.is_empty(), "{:?}", seen.failures);
-    assert!(seen.slowest_ack < Duration::from_secs(10), "{seen:?}");
+    assert_served(&watch.stop(), &cg, &c, Duration::from_secs(1));
 }

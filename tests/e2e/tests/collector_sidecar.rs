@@ -1,6 +1,9 @@
 //! Sidecar mode: Envoy → sidecar collector → central collector, and the
 //! sidecar holding spans while the central one is down.
 
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshtrace_testkit::collector::{post_otlp, Collector, Opts};
 use meshtrace_testkit::envoy::{EnvoyBuilder, Filter};
 use meshtrace_testkit::free_port;
