@@ -450,6 +450,21 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_timeout_names_the_key_that_set_it() {
+        for (name, grpc) in [("query.timeout", false), ("server.request_timeout", true)] {
+            let r = timed_out(grpc, Duration::from_secs(60), name);
+            let text = if grpc {
+                r.headers()["grpc-message"].to_str().unwrap().to_string()
+            } else {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+                String::from_utf8(body.to_vec()).unwrap()
+            };
+            assert!(text.contains(name) && text.contains("1m"), "{text}");
+        }
+    }
+
     #[test]
     fn connections_fit_the_open_files_limit() {
         assert_eq!(

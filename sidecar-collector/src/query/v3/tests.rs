@@ -774,3 +774,70 @@ async fn the_service_map_over_a_window_from_the_edge_history() {
     let (s, _) = get(&st, "/api/analysis/service-map?lookback=soon").await;
     assert_eq!(s, 400);
 }
+
+/// Issue 21, finding 8: the sampling page looped over every service on a
+/// runtime thread, with no slot (100,000 services: 1.4 s; with adaptive
+/// sampling on `*`, 12 s of CPU). Now it is one read like the others: off the
+/// runtime, in a slot, charged in bytes (a small budget refuses it by name),
+/// and linear in services (server rows summed once, not scanned per service).
+#[tokio::test]
+async fn the_sampling_page_over_20000_services_is_a_bounded_read() {
+    use crate::sampling::adaptive::{Adaptive, Settings};
+    use crate::sampling::{Provider, Strategies};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
+    let n = 20_000usize;
+    let req = ExportTraceServiceRequest {
+        resource_spans: (0..n)
+            .map(|i| {
+                let mut s = span((i % 250 + 1) as u8, None, "GET /", 2, 0, 1, false);
+                s.trace_id = (i as u128 + 1).to_be_bytes().to_vec();
+                resource_spans(&format!("svc-{i:05}"), vec![s])
+            })
+            .collect(),
+    };
+    store
+        .write(&records_from_request(req, &[], None).records)
+        .unwrap();
+    let metrics = Arc::new(crate::telemetry::SamplingMetrics::default());
+    let adaptive = Arc::new(Adaptive::new(
+        Settings {
+            services: vec!["*".into()],
+            target_traces_per_second: 1.0,
+            min_sampling_probability: 0.0001,
+            lower_bound_traces_per_minute: 1.0,
+            interval: std::time::Duration::from_secs(60),
+            smoothing: 0.5,
+            max_operations_per_service: 100,
+        },
+        metrics.clone(),
+    ));
+    let provider = Arc::new(Provider::Local {
+        strategies: Arc::new(Strategies::open(None, metrics).unwrap()),
+        adaptive: Some(adaptive),
+    });
+    let st = |bytes: u64| QueryState {
+        store: store.clone(),
+        metrics: None,
+        sampling: Some(provider.clone()),
+        budget: Budget::new(100, 1000, 2, None).limits(std::time::Duration::from_secs(30), bytes),
+    };
+    let t = std::time::Instant::now();
+    let (s, v) = get(&st(256 << 20), "/api/analysis/sampling?lookback=1h").await;
+    eprintln!("sampling page, {n} services: {:?}", t.elapsed());
+    assert_eq!(s, 200);
+    let services = v["services"].as_array().unwrap();
+    assert_eq!(services.len(), n);
+    assert_eq!(services[0]["adaptive"], true);
+    assert!(services[0]["strategy"].is_object());
+    // 20,000 services do not fit in a 4 MiB budget (2 MiB per read): refused by name.
+    let (s, v) = get(&st(4 << 20), "/api/analysis/sampling?lookback=1h").await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("query.max_bytes"),
+        "{v}"
+    );
+}
