@@ -5,12 +5,12 @@
 //    "artifacts": "<dir>"}
 // Prints one JSON line of results; exits 1 with the reason on the first failure.
 import { chromium } from "playwright-core";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 // axe-core (npm): the accessibility rules checked on every view (contrast, names of
 // controls, links and images, landmarks' basics).
-const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const AXE_RULES = ["color-contrast", "label", "button-name", "link-name", "image-alt", "select-name", "aria-valid-attr", "aria-required-children", "duplicate-id"];
 
 const cfg = JSON.parse(process.argv[2]);
@@ -34,10 +34,13 @@ try {
   const errors = [];
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   page.on("pageerror", (e) => errors.push(e.message));
+  // The UI runs under its Content-Security-Policy: a violation is a console error.
   const a11y = {};
   const shot = async (name) => {
     await page.screenshot({ path: `${cfg.artifacts}/${name}.png`, fullPage: false });
-    await page.addScriptTag({ path: AXE });
+    // Evaluated through the DevTools protocol: the page's Content-Security-Policy
+    // (no inline scripts) stays in force for the UI itself.
+    await page.evaluate(AXE);
     const found = await page.evaluate(async (rules) => {
       const r = await window.axe.run(document, { runOnly: { type: "rule", values: rules } });
       return r.violations.map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
@@ -143,8 +146,12 @@ try {
   // Service performance from the SPM endpoints: rates (adjusted and sampled), errors,
   // latency, and the per-operation table.
   await page.goto(`${cfg.base}/monitor?service=${encodeURIComponent(cfg.service)}&lookback=1h`);
-  await page.waitForSelector('#chart-rate polyline[data-series="adjusted for sampling"]', { timeout: T })
+  // A service seen for a minute has one point (no zero-filled ones, as Prometheus):
+  // its line is a dot, drawn but of no extent, so wait for it in the DOM.
+  await page.waitForSelector('#chart-rate polyline[data-series="adjusted for sampling"]', { timeout: T, state: "attached" })
     .catch(() => fail("performance: no request-rate line"));
+  const ratePoints = await page.locator("#chart-rate circle").count();
+  if (ratePoints < 1) fail("performance: the request rate has no point");
   await page.waitForSelector(`#operation-table tr[data-operation="${cfg.monitorOperation}"]`, { timeout: T })
     .catch(() => fail(`performance: no row for ${cfg.monitorOperation}`));
   results.views.monitor = { operations: await page.locator("#operation-table tbody tr").count() };

@@ -183,6 +183,10 @@ impl Redaction {
     /// `url` with its userinfo and credential-named query parameters masked
     /// (rule 2); `None` when nothing in it is a credential.
     pub fn redact_url(&self, url: &str) -> Option<String> {
+        // Most URLs carry neither userinfo nor a query: nothing to build.
+        if !url.contains('@') && !url.contains('=') {
+            return None;
+        }
         let mut changed = false;
         let mut out = String::with_capacity(url.len() + 16);
         let mut rest = url;
