@@ -89,11 +89,27 @@ const MAX_DEPTH: usize = 16;
 /// `name` lowercased without `-` and `_`, into `out`.
 fn normalize_into(name: &str, out: &mut String) {
     out.clear();
-    out.extend(
-        name.chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .map(|c| c.to_ascii_lowercase()),
-    );
+    if name.is_ascii() {
+        // Byte by byte: no UTF-8 decoding for the keys spans carry.
+        for b in name.bytes() {
+            if b != b'-' && b != b'_' {
+                out.push(b.to_ascii_lowercase() as char);
+            }
+        }
+    } else {
+        out.extend(
+            name.chars()
+                .filter(|c| *c != '-' && *c != '_')
+                .map(|c| c.to_ascii_lowercase()),
+        );
+    }
+}
+
+/// Whether `key` holds a URL (rule 2); most keys fail on their first bytes.
+fn is_url_key(key: &str) -> bool {
+    let k = key.as_bytes();
+    (k.len() >= 4 && (k[..4].eq_ignore_ascii_case(b"url.") || k[..4].eq_ignore_ascii_case(b"http")))
+        && URL_KEYS.iter().any(|u| u.eq_ignore_ascii_case(key))
 }
 
 fn normalized(name: &str) -> String {
@@ -263,7 +279,7 @@ impl Redaction {
         match v.value.as_mut() {
             Some(any_value::Value::StringValue(s)) => {
                 let mut n = 0;
-                if URL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                if is_url_key(key) {
                     if let Some(r) = self.redact_url(s) {
                         *s = r;
                         n += 1;
