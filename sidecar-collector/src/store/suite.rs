@@ -486,3 +486,100 @@ fn sqlite_closes_idle_partitions_and_reopens_them() {
         .unwrap();
     assert_eq!(s.open_writers(), 1);
 }
+
+/// A trace of `n` spans alternating two services, each the child of the one
+/// before (`chain`) or of the root (fan), all in one partition.
+fn alternating(n: u64, chain: bool) -> Vec<SpanRecord> {
+    let mut out = Vec::new();
+    for (service, parity) in [("deps-a", 1u64), ("deps-b", 0)] {
+        let spans: Vec<Span> = (1..=n)
+            .filter(|i| i % 2 == parity)
+            .map(|i| Span {
+                trace_id: vec![0xd1; 16],
+                span_id: i.to_be_bytes().to_vec(),
+                parent_span_id: match (i, chain) {
+                    (1, _) => vec![],
+                    (_, true) => (i - 1).to_be_bytes().to_vec(),
+                    (_, false) => 1u64.to_be_bytes().to_vec(),
+                },
+                name: "op".into(),
+                kind: 2,
+                start_time_unix_nano: BASE_NS + i,
+                end_time_unix_nano: BASE_NS + i + 1,
+                ..Default::default()
+            })
+            .collect();
+        out.extend(records(service, spans));
+    }
+    out
+}
+
+/// This thread's CPU time, ns.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn sqlite_dependencies_grow_linearly_in_a_traces_size() {
+    // The self-join looked each parent up among all its trace's spans: quadratic
+    // (traces of 20k–100k spans: 60 s and on). Now one pass per partition.
+    for chain in [true, false] {
+        let time = |n: u64| {
+            let d = tempfile::tempdir().unwrap();
+            let s = super::sqlite::SqliteStore::open(d.path(), Default::default()).unwrap();
+            s.write(&alternating(n, chain)).unwrap();
+            let ctl = ReadCtl::unbounded();
+            let t = cpu_ns();
+            let deps = s.dependencies(0, i64::MAX / 2, &ctl).unwrap();
+            let took = (cpu_ns() - t).max(1);
+            let calls: u64 = deps.iter().map(|e| e.2).sum();
+            let expected = if chain { n - 1 } else { n / 2 };
+            assert_eq!(calls, expected, "chain {chain}: {deps:?}");
+            took
+        };
+        let (small, large) = (time(4_000), time(32_000));
+        let growth = large as f64 / small as f64;
+        eprintln!(
+            "dependencies (chain {chain}): 4,000 spans {:.1} ms, 32,000 {:.1} ms: {growth:.1}x",
+            small as f64 / 1e6,
+            large as f64 / 1e6
+        );
+        assert!(growth < 20.0, "{growth:.1}x at 8x the spans");
+    }
+}
+
+#[test]
+fn sqlite_reads_stop_at_their_deadline() {
+    let d = tempfile::tempdir().unwrap();
+    let s = super::sqlite::SqliteStore::open(d.path(), Default::default()).unwrap();
+    s.write(&alternating(40_000, true)).unwrap();
+    // The deadline passes during the scan: SQLite's progress handler stops the
+    // statement, and the read says which limit stopped it.
+    let ctl = ReadCtl::new(
+        Some(std::time::Instant::now() + std::time::Duration::from_micros(200)),
+        u64::MAX,
+        "query.timeout (test)".into(),
+    );
+    let t = std::time::Instant::now();
+    let e = s.dependencies(0, i64::MAX / 2, &ctl).unwrap_err();
+    assert!(matches!(e, super::StoreError::Stopped(_)), "{e}");
+    assert!(e.to_string().contains("query.timeout"), "{e}");
+    eprintln!("stopped after {:?}", t.elapsed());
+    // A read given up by its owner stops too, and one past its bytes is refused.
+    let ctl = ReadCtl::unbounded();
+    ctl.give_up();
+    assert!(matches!(
+        s.services(&ctl),
+        Err(super::StoreError::Stopped(_))
+    ));
+    let small = ReadCtl::new(None, 1024, String::new());
+    let set = s.traces_within(&[[0xd1; 16]], usize::MAX, &small).unwrap();
+    assert!(
+        set.cut_by_bytes && set.traces[0].truncated,
+        "cut by bytes, said so"
+    );
+    assert!(small.used() <= 1024);
+}
