@@ -42,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "telemetry",
             "model",
             "memory",
+            "grpc",
         ],
     ),
     ("receiver", &["sink", "grpc", "memory"]),

@@ -8,18 +8,15 @@
 
 use super::answer::Budget;
 use super::{router, QueryState};
-use crate::ingest::records_from_request;
 use crate::metrics::graph::GraphSettings;
 use crate::metrics::{MetricsSettings, SpanMetrics};
 use crate::store::history::HistoryDb;
 use crate::store::sqlite::SqliteStore;
-use crate::store::suite::kv;
+use crate::store::suite::{kv, records};
 use crate::store::SpanWriter;
 use axum::body::Body;
 use axum::http::Request;
-use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use meshtrace_proto::otlp::resource::v1::Resource;
-use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::otlp::trace::v1::Span;
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,20 +225,7 @@ fn state(dir: &std::path::Path) -> QueryState {
             ..Default::default()
         })
         .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "shop")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let records = records_from_request(req, &[], None).records;
+    let records = records("shop", spans);
     store.write(&records).unwrap();
     let metrics = Arc::new(SpanMetrics::new(
         MetricsSettings {

@@ -67,7 +67,8 @@ pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
-fn records(service: &str, spans: Vec<Span>) -> Vec<SpanRecord> {
+/// The records the ingest path makes of `spans` of `service`.
+pub fn records(service: &str, spans: Vec<Span>) -> Vec<SpanRecord> {
     let tags = vec!["http.response.status_code".to_string()];
     let req = request(service, spans);
     let rs = &req.resource_spans[0];
