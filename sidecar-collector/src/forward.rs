@@ -170,6 +170,13 @@ impl Forwarder {
     /// Why a request of at least `bytes` (its wire size: it is no smaller
     /// encoded again) would be refused now: asked before it is decoded.
     pub fn no_room_for(&self, bytes: u64) -> Option<SubmitError> {
+        if bytes > self.max_bytes {
+            return Some(SubmitError::TooLarge {
+                bytes,
+                limit: self.max_bytes,
+                key: "sidecar.queue_bytes",
+            });
+        }
         (self.counters.queue_bytes.get().saturating_add(bytes) > self.max_bytes)
             .then_some(SubmitError::Full)
     }

@@ -133,6 +133,13 @@ impl Pipeline {
     /// `queue.max_bytes`): asked before it is decoded, so a saturated collector
     /// spends nothing on what it will refuse.
     pub fn no_room_for(&self, bytes: u64) -> Option<SubmitError> {
+        if bytes > self.max_bytes {
+            return Some(SubmitError::TooLarge {
+                bytes,
+                limit: self.max_bytes,
+                key: "queue.max_bytes",
+            });
+        }
         let c = &self.counters;
         let full = c.queue_depth.get() as usize >= self.queue_size
             || c.queue_bytes.get().saturating_add(bytes) > self.max_bytes;

@@ -92,12 +92,18 @@ pub async fn refuse_when_full(
         Ok(()) => next.run(req).await,
         Err(r) => {
             let grpc = crate::grpc::is_grpc(req.headers());
-            crate::grpc::refusal(
-                grpc,
-                tonic::Code::Unavailable,
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                r.to_string(),
-            )
+            // Larger than the whole queue: final (as the sink answers it once decoded).
+            let (code, status) = match r {
+                Refusal::TooLarge(_) => (
+                    tonic::Code::ResourceExhausted,
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                ),
+                _ => (
+                    tonic::Code::Unavailable,
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                ),
+            };
+            crate::grpc::refusal(grpc, code, status, r.to_string())
         }
     }
 }

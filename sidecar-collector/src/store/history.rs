@@ -158,12 +158,17 @@ impl HistoryDb {
         let db = HistoryDb {
             conn: Mutex::new(conn),
         };
-        let recovered = db.recover_live()?;
-        if recovered > 0 {
-            tracing::info!(
-                rows = recovered,
+        // Not fatal: on a full disk the collector still starts and serves.
+        match db.recover_live() {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
                 "the metrics minute in progress at the last stop was recovered"
-            );
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "the metrics minute in progress at the last stop could not be recovered yet"
+            ),
         }
         Ok(db)
     }
@@ -248,6 +253,15 @@ impl HistoryDb {
     /// history (added, like any minute written twice); returns its rows.
     fn recover_live(&self) -> Result<usize, StoreError> {
         let mut conn = self.conn();
+        // Nothing to recover (a clean stop): no write at all.
+        let pending: i64 = conn.query_row(
+            "SELECT (SELECT count(*) FROM live_minutes) + (SELECT count(*) FROM live_edge_minutes)",
+            [],
+            |r| r.get(0),
+        )?;
+        if pending == 0 {
+            return Ok(0);
+        }
         let tx = conn.transaction()?;
         let rows: Vec<MinuteRow> = {
             let mut stmt = tx.prepare(

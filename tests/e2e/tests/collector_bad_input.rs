@@ -385,12 +385,20 @@ fn full_queue_answers_retry_later_and_drops_nothing_acknowledged() {
             "acknowledged trace {id} stored whole"
         );
     }
+    // Every refusal is counted once: a request refused before it was decoded
+    // (a full queue, seen from its size) as an export, one refused after as its
+    // 50 spans.
     let (_, metrics) = c.get("/metrics");
-    assert!(
-        metrics.contains(&format!(
-            "meshtrace_collector_spans_refused_total {}",
-            refused.len() * 50
-        )),
+    let spans_refused =
+        meshtrace_testkit::collector::metric(&metrics, "meshtrace_collector_spans_refused_total");
+    let undecoded = meshtrace_testkit::collector::metric(
+        &metrics,
+        "meshtrace_collector_exports_refused_undecoded_total",
+    );
+    assert_eq!(spans_refused % 50, 0, "{metrics}");
+    assert_eq!(
+        spans_refused / 50 + undecoded,
+        refused.len() as u64,
         "{metrics}"
     );
 }
