@@ -157,20 +157,24 @@ impl Pipeline {
             return Err(SubmitError::Full);
         }
         let (done, wait) = oneshot::channel();
+        // Counted before it is sent: the writer may take the job (and count it
+        // out) before `try_send` returns, and the gauge must never wrap below
+        // zero (`no_room_for` reads it).
+        self.counters.queue_depth.inc();
         match self.tx.try_send(Job {
             records,
             bytes,
             done,
         }) {
-            Ok(()) => {
-                self.counters.queue_depth.inc();
-            }
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.counters.queue_depth.dec();
                 q.fetch_sub(bytes, Ordering::Relaxed);
                 self.counters.spans_refused.inc_by(n);
                 return Err(SubmitError::Full);
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.counters.queue_depth.dec();
                 q.fetch_sub(bytes, Ordering::Relaxed);
                 return Err(SubmitError::Closed);
             }
