@@ -215,17 +215,7 @@ impl HistoryDb {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for r in rows {
-                ins.execute(params![
-                    r.minute,
-                    r.service,
-                    r.operation,
-                    r.kind,
-                    r.calls as i64,
-                    r.errors as i64,
-                    r.adjusted_calls,
-                    r.adjusted_errors,
-                    encode_buckets(&r.buckets),
-                ])?;
+                write_minute(&mut ins, r)?;
             }
             let mut ins = tx.prepare_cached(
                 "INSERT OR REPLACE INTO live_edge_minutes
@@ -233,16 +223,7 @@ impl HistoryDb {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for r in edges {
-                ins.execute(params![
-                    r.minute,
-                    r.client,
-                    r.server,
-                    r.connection_type,
-                    r.requests as i64,
-                    r.failed as i64,
-                    r.adjusted,
-                    encode_buckets(&r.buckets),
-                ])?;
+                write_edge(&mut ins, r)?;
             }
         }
         tx.commit()?;
@@ -283,6 +264,41 @@ impl HistoryDb {
         tx.commit()?;
         Ok(rows.len() + edges.len())
     }
+}
+
+/// Binds a row to an insert of the minutes' columns (`minutes`, `live_minutes`).
+fn write_minute(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    r: &MinuteRow,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        r.minute,
+        r.service,
+        r.operation,
+        r.kind,
+        r.calls as i64,
+        r.errors as i64,
+        r.adjusted_calls,
+        r.adjusted_errors,
+        encode_buckets(&r.buckets),
+    ])
+}
+
+/// Binds an edge row to an insert of the edges' columns (`edge_minutes`, `live_edge_minutes`).
+fn write_edge(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    r: &EdgeMinuteRow,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        r.minute,
+        r.client,
+        r.server,
+        r.connection_type,
+        r.requests as i64,
+        r.failed as i64,
+        r.adjusted,
+        encode_buckets(&r.buckets),
+    ])
 }
 
 fn minute_row(x: &rusqlite::Row<'_>) -> rusqlite::Result<MinuteRow> {
@@ -346,17 +362,7 @@ fn add_rows(tx: &rusqlite::Transaction<'_>, rows: &[MinuteRow]) -> Result<(), St
                     *a += b;
                 }
             }
-            write.execute(params![
-                row.minute,
-                row.service,
-                row.operation,
-                row.kind,
-                row.calls as i64,
-                row.errors as i64,
-                row.adjusted_calls,
-                row.adjusted_errors,
-                encode_buckets(&row.buckets),
-            ])?;
+            write_minute(&mut write, &row)?;
         }
     }
     Ok(())
@@ -397,16 +403,7 @@ fn add_edge_rows(tx: &rusqlite::Transaction<'_>, rows: &[EdgeMinuteRow]) -> Resu
                     *a += b;
                 }
             }
-            write.execute(params![
-                row.minute,
-                row.client,
-                row.server,
-                row.connection_type,
-                row.requests as i64,
-                row.failed as i64,
-                row.adjusted,
-                encode_buckets(&row.buckets),
-            ])?;
+            write_edge(&mut write, &row)?;
         }
     }
     Ok(())
