@@ -2,7 +2,9 @@
 //! API separates them), so another backend can be added and pass the same
 //! test suite (`store::suite`). Imports only `model`.
 
+pub mod blocks;
 pub mod history;
+pub mod rows;
 pub mod sqlite;
 #[cfg(test)]
 pub mod suite;
@@ -47,6 +49,13 @@ pub enum StoreError {
     },
     #[error("stored span is corrupt: {0}")]
     Corrupt(String),
+    /// The object store failed or did not answer.
+    #[error("object store: {0}")]
+    Backend(String),
+    /// The write-ahead log holds as much as it may (the object store is down
+    /// or slow): writes wait until blocks are uploaded.
+    #[error("the write-ahead log is full ({bytes} of {limit} bytes, wal.max_bytes): blocks are not reaching the object store; retry later")]
+    WalFull { bytes: u64, limit: u64 },
     /// The read's deadline passed (or its client went away): its work stopped.
     #[error("the read was stopped: it ran past its deadline ({0})")]
     Stopped(String),
@@ -265,3 +274,40 @@ pub trait SpanReader: Send + Sync {
 pub trait SpanStore: SpanWriter + SpanReader {}
 
 impl<T: SpanWriter + SpanReader> SpanStore for T {}
+
+impl<T: SpanWriter + ?Sized> SpanWriter for std::sync::Arc<T> {
+    fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
+        (**self).write(spans)
+    }
+    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
+        (**self).apply_retention(cutoff_us)
+    }
+}
+
+impl<T: SpanReader + ?Sized> SpanReader for std::sync::Arc<T> {
+    fn traces_within(
+        &self,
+        ids: &[[u8; 16]],
+        max_spans: usize,
+        ctl: &ReadCtl,
+    ) -> Result<TraceSet, StoreError> {
+        (**self).traces_within(ids, max_spans, ctl)
+    }
+    fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
+        (**self).find_trace_ids(q, ctl)
+    }
+    fn services(&self, ctl: &ReadCtl) -> Result<Vec<String>, StoreError> {
+        (**self).services(ctl)
+    }
+    fn operations(&self, service: &str, ctl: &ReadCtl) -> Result<Vec<(String, i32)>, StoreError> {
+        (**self).operations(service, ctl)
+    }
+    fn dependencies(
+        &self,
+        start_us: i64,
+        end_us: i64,
+        ctl: &ReadCtl,
+    ) -> Result<Vec<Edge>, StoreError> {
+        (**self).dependencies(start_us, end_us, ctl)
+    }
+}

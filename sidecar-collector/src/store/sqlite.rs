@@ -22,6 +22,9 @@
 //! flush to the kernel (`synchronous=NORMAL`): it survives a process crash,
 //! not a kernel crash or power loss.
 
+use super::rows::{
+    corrupt, day_of, io, lock, name_cost, row_identity, span_key, TraceEdges, TraceRows,
+};
 use super::{Edge, ReadCtl, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
 use crate::model::{span_matches_tag, span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
 use meshtrace_proto::otlp::trace::v1::Span;
@@ -29,11 +32,9 @@ use prost::Message;
 use rusqlite::{params, Connection, OpenFlags};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-const DAY_US: i64 = 86_400_000_000;
 /// Idle read connections kept across all partitions.
 const MAX_IDLE_READERS: usize = 32;
 /// Trace ids per `IN (...)` lookup.
@@ -120,25 +121,6 @@ pub struct SqliteStore {
     /// Held (shared) by every read while it uses a partition, and (exclusive)
     /// by retention while it deletes files: a read never sees its files vanish.
     files_gate: RwLock<()>,
-}
-
-fn io(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn day_of(start_us: i64) -> i64 {
-    start_us.div_euclid(DAY_US)
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SqliteStore {
@@ -507,26 +489,6 @@ impl SpanWriter for SqliteStore {
     }
 }
 
-/// Identity of a stored row for de-duplication: a retried export stores the
-/// same span twice (same id, same bytes); Zipkin-style spans share an id but
-/// differ, and both are kept.
-fn row_identity(span_id: &[u8], body: &[u8]) -> (u64, u64) {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    let id = match <[u8; 8]>::try_from(span_id) {
-        Ok(b) => u64::from_be_bytes(b),
-        Err(_) => {
-            let mut k = std::collections::hash_map::DefaultHasher::new();
-            span_id.hash(&mut k);
-            k.finish()
-        }
-    };
-    (id, h.finish())
-}
-
-/// Spans of one trace as read (with their start), and the identities seen.
-type TraceRows = (Vec<(i64, StoredSpan)>, HashSet<(u64, u64)>);
-
 impl SqliteStore {
     /// Closes writer connections not written for `idle` and the pooled read
     /// connections; returns how many writers were closed. Files stay; a later
@@ -826,94 +788,5 @@ impl SpanReader for SqliteStore {
             })?;
         }
         Ok(edges.into_iter().map(|((p, c), n)| (p, c, n)).collect())
-    }
-}
-
-/// A span id as a map key (ids longer than 8 bytes are hashed).
-fn span_key(b: &[u8]) -> u64 {
-    match <[u8; 8]>::try_from(b) {
-        Ok(a) => u64::from_be_bytes(a),
-        Err(_) => {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            b.hash(&mut h);
-            h.finish()
-        }
-    }
-}
-
-/// What a name costs held in a set and written in an answer.
-fn name_cost(s: &str) -> u64 {
-    s.len() as u64 + 64
-}
-
-/// Bytes one span of [`TraceEdges`] holds (map entry, row, amortised growth).
-const EDGE_SPAN_COST: u64 = 96;
-
-/// One trace's spans while [`SqliteStore::dependencies`] reads it.
-#[derive(Default)]
-struct TraceEdges {
-    id: Vec<u8>,
-    /// Span id → index of its service in `services`.
-    service_of: HashMap<u64, usize>,
-    services: Vec<String>,
-    service_index: HashMap<String, usize>,
-    /// (parent id, service index, start) of every span.
-    spans: Vec<(Option<u64>, usize, i64)>,
-    charged: u64,
-}
-
-impl TraceEdges {
-    fn add(
-        &mut self,
-        id: u64,
-        parent: Option<u64>,
-        service: &str,
-        start_us: i64,
-        ctl: &ReadCtl,
-    ) -> Result<(), StoreError> {
-        let si = match self.service_index.get(service) {
-            Some(&i) => i,
-            None => {
-                ctl.charge(2 * name_cost(service))?;
-                self.charged += 2 * name_cost(service);
-                self.services.push(service.to_string());
-                self.service_index
-                    .insert(service.to_string(), self.services.len() - 1);
-                self.services.len() - 1
-            }
-        };
-        ctl.charge(EDGE_SPAN_COST)?;
-        self.charged += EDGE_SPAN_COST;
-        self.service_of.insert(id, si);
-        self.spans.push((parent, si, start_us));
-        Ok(())
-    }
-
-    /// Adds this trace's cross-service calls to `edges` and forgets the trace.
-    fn count_into(
-        &mut self,
-        edges: &mut BTreeMap<(String, String), u64>,
-        start_us: i64,
-        end_us: i64,
-        ctl: &ReadCtl,
-    ) -> Result<(), StoreError> {
-        for &(parent, child, start) in &self.spans {
-            if start < start_us || start > end_us {
-                continue;
-            }
-            let Some(&p) = parent.and_then(|p| self.service_of.get(&p)) else {
-                continue;
-            };
-            if p != child {
-                let key = (self.services[p].clone(), self.services[child].clone());
-                if !edges.contains_key(&key) {
-                    ctl.charge(name_cost(&key.0) + name_cost(&key.1))?;
-                }
-                *edges.entry(key).or_default() += 1;
-            }
-        }
-        ctl.release(self.charged);
-        *self = TraceEdges::default();
-        Ok(())
     }
 }

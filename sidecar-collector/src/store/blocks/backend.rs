@@ -1,0 +1,275 @@
+//! Where blocks live: `object_store` over a local directory (the embedded
+//! default) or an S3-compatible bucket. The store's calls are synchronous
+//! (they run on the writer thread, the block thread and blocking read
+//! threads), so the backend owns a small runtime and blocks on it.
+
+use super::super::StoreError;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::file::reader::{ChunkReader, Length};
+use std::sync::Arc;
+
+/// Where to keep blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// A local directory.
+    Local(std::path::PathBuf),
+    /// An S3-compatible bucket.
+    S3(S3),
+}
+
+/// An S3-compatible bucket. Credentials not given here come from the
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct S3 {
+    pub bucket: String,
+    /// Inside the bucket; may be empty.
+    pub prefix: String,
+    /// `http://127.0.0.1:9000` for MinIO, Ceph, s3s; empty for AWS.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO and Ceph expect.
+    pub path_style: bool,
+}
+
+impl Location {
+    /// `s3://bucket/prefix` (with `s3` settings filled in from `base`) or a directory.
+    pub fn parse(url: &str, base: &S3) -> Result<Location, String> {
+        match url.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(format!("{url}: no bucket (s3://BUCKET/PREFIX)"));
+                }
+                Ok(Location::S3(S3 {
+                    bucket: bucket.to_string(),
+                    prefix: prefix.trim_matches('/').to_string(),
+                    ..base.clone()
+                }))
+            }
+            None if url.contains("://") => Err(format!(
+                "{url}: only s3:// URLs and local directories are supported"
+            )),
+            None => Ok(Location::Local(url.into())),
+        }
+    }
+}
+
+fn os(e: object_store::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// The object store and the runtime its calls run on.
+pub struct Backend {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    /// What it is, for logs and errors.
+    pub describe: String,
+    /// How long one call may take before it counts as failed.
+    timeout: std::time::Duration,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // Dropped from async code too (the process's end): never block there.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Backend {
+    pub fn open(location: &Location) -> Result<Backend, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("object-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("starting the object-store runtime: {e}")))?;
+        let (store, prefix, describe): (Arc<dyn ObjectStore>, ObjectPath, String) = match location {
+            Location::Local(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| super::super::rows::io(dir, e))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(os)?
+                    .with_automatic_cleanup(true);
+                (
+                    Arc::new(fs),
+                    ObjectPath::default(),
+                    dir.display().to_string(),
+                )
+            }
+            Location::S3(s3) => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&s3.bucket)
+                    .with_virtual_hosted_style_request(!s3.path_style);
+                if !s3.region.is_empty() {
+                    b = b.with_region(&s3.region);
+                }
+                if !s3.endpoint.is_empty() {
+                    b = b
+                        .with_endpoint(&s3.endpoint)
+                        .with_allow_http(s3.endpoint.starts_with("http://"));
+                }
+                if !s3.access_key_id.is_empty() {
+                    b = b.with_access_key_id(&s3.access_key_id);
+                }
+                if !s3.secret_access_key.is_empty() {
+                    b = b.with_secret_access_key(&s3.secret_access_key);
+                }
+                let store = b.build().map_err(os)?;
+                (
+                    Arc::new(store),
+                    ObjectPath::from(s3.prefix.as_str()),
+                    format!("s3://{}/{}", s3.bucket, s3.prefix),
+                )
+            }
+        };
+        let handle = runtime.handle().clone();
+        Ok(Backend {
+            store,
+            prefix,
+            runtime: Some(runtime),
+            handle,
+            describe,
+            timeout: std::time::Duration::from_secs(30),
+        })
+    }
+
+    /// The full path of `key` (relative to the configured prefix).
+    pub fn path(&self, key: &str) -> ObjectPath {
+        let mut p = self.prefix.clone();
+        for part in key.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    /// `key` relative to the prefix, from a full path.
+    pub fn key(&self, path: &ObjectPath) -> String {
+        match path.prefix_match(&self.prefix) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => path.to_string(),
+        }
+    }
+
+    fn run<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.timeout;
+        match self
+            .handle
+            .block_on(async move { tokio::time::timeout(timeout, f).await })
+        {
+            Ok(r) => r.map_err(|e| StoreError::Backend(format!("{what}: {e}"))),
+            Err(_) => Err(StoreError::Backend(format!(
+                "{what}: no answer within {timeout:?} from {}",
+                self.describe
+            ))),
+        }
+    }
+
+    pub fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key);
+        self.run(&format!("writing {key}"), async {
+            self.store.put(&path, PutPayload::from_bytes(data)).await
+        })?;
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key);
+        let r = self.run(&format!("reading {key}"), async {
+            match self.store.get(&path).await {
+                Ok(g) => g.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(r)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        self.run(&format!("deleting {key}"), async {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Keys (relative) and sizes of every object under `key_prefix`.
+    pub fn list(&self, key_prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let path = self.path(key_prefix);
+        let metas = self.run(&format!("listing {key_prefix}"), async {
+            let mut out = Vec::new();
+            let mut s = self.store.list(Some(&path));
+            while let Some(m) = s.next().await {
+                out.push(m?);
+            }
+            Ok(out)
+        })?;
+        Ok(metas
+            .into_iter()
+            .map(|m| (self.key(&m.location), m.size))
+            .collect())
+    }
+
+    /// A reader of byte ranges of `key` (of `size` bytes).
+    pub fn reader(self: &Arc<Self>, key: &str, size: u64) -> RemoteFile {
+        RemoteFile {
+            backend: self.clone(),
+            path: self.path(key),
+            size,
+        }
+    }
+
+    fn range(&self, path: &ObjectPath, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
+        self.run(&format!("reading {path}"), async {
+            self.store.get_range(path, range).await
+        })
+    }
+}
+
+/// Byte ranges of one object, read as Parquet asks for them.
+#[derive(Clone)]
+pub struct RemoteFile {
+    backend: Arc<Backend>,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl Length for RemoteFile {
+    fn len(&self) -> u64 {
+        self.size
+    }
+}
+
+impl ChunkReader for RemoteFile {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self
+            .get_bytes(start, self.size.saturating_sub(start) as usize)?
+            .reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let end = start.saturating_add(length as u64).min(self.size);
+        self.backend
+            .range(&self.path, start..end)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+    }
+}

@@ -1,0 +1,279 @@
+//! A block's Parquet file: one row per span, sorted by trace id (then start),
+//! row groups of `rows_per_group` spans, zstd, dictionary-encoded names and
+//! origins, a split-block bloom filter and min/max statistics on the trace id
+//! (a lookup reads the one row group whose range and filter match), and
+//! statistics on service, operation, start and duration for search.
+//!
+//! Format version 1. A reader of a later version reads version 1 files as
+//! they are (the golden block in `tests/data/` keeps it so); a column added
+//! later is optional to the reader.
+
+use super::super::rows::corrupt;
+use super::super::StoreError;
+use super::Row;
+use arrow_array::builder::{
+    BinaryBuilder, BinaryDictionaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Int32Builder,
+    Int64Builder, StringDictionaryBuilder,
+};
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::bloom_filter::Sbbf;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
+use parquet::schema::types::ColumnPath;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The block format this version writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const TRACE_ID: usize = 0;
+pub const SPAN_ID: usize = 1;
+pub const PARENT_SPAN_ID: usize = 2;
+pub const SERVICE: usize = 3;
+pub const OPERATION: usize = 4;
+pub const START_US: usize = 6;
+pub const DURATION_US: usize = 7;
+pub const ORIGIN: usize = 10;
+pub const BODY: usize = 11;
+
+pub fn schema() -> SchemaRef {
+    let dict = |v: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(v));
+    Arc::new(Schema::new(vec![
+        Field::new("trace_id", DataType::FixedSizeBinary(16), false),
+        Field::new("span_id", DataType::FixedSizeBinary(8), false),
+        Field::new("parent_span_id", DataType::FixedSizeBinary(8), true),
+        Field::new("service", dict(DataType::Utf8), false),
+        Field::new("operation", dict(DataType::Utf8), false),
+        Field::new("kind", DataType::Int32, false),
+        Field::new("start_us", DataType::Int64, false),
+        Field::new("duration_us", DataType::Int64, false),
+        Field::new("status_code", DataType::Int32, false),
+        Field::new("error", DataType::Boolean, false),
+        Field::new("origin", dict(DataType::Binary), false),
+        Field::new("body", DataType::Binary, false),
+    ]))
+}
+
+fn pq(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("block: {e}"))
+}
+
+/// Writes `rows` (sorted by trace id, then start) as a block to `out`.
+pub fn write<W: std::io::Write + Send>(
+    rows: &[Row],
+    rows_per_group: usize,
+    out: W,
+) -> Result<W, StoreError> {
+    let traces = rows
+        .windows(2)
+        .filter(|w| w[0].trace_id != w[1].trace_id)
+        .count()
+        + usize::from(!rows.is_empty());
+    let per_group = rows_per_group.max(1);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
+        .set_max_row_group_row_count(Some(per_group))
+        .set_data_page_row_count_limit(1024)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("body"), false)
+        .set_column_statistics_enabled(ColumnPath::from("body"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("origin"), EnabledStatistics::None)
+        .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
+        .set_column_bloom_filter_max_ndv(
+            ColumnPath::from("trace_id"),
+            (traces.min(per_group) as u64).max(16),
+        )
+        .build();
+    let mut w = ArrowWriter::try_new(out, schema(), Some(props)).map_err(pq)?;
+    for chunk in rows.chunks(per_group.min(8192)) {
+        w.write(&batch(chunk)?).map_err(pq)?;
+    }
+    w.into_inner().map_err(pq)
+}
+
+fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
+    let n = rows.len();
+    let mut trace = FixedSizeBinaryBuilder::with_capacity(n, 16);
+    let mut span = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut service = StringDictionaryBuilder::<Int32Type>::new();
+    let mut operation = StringDictionaryBuilder::<Int32Type>::new();
+    let mut kind = Int32Builder::with_capacity(n);
+    let mut start = Int64Builder::with_capacity(n);
+    let mut duration = Int64Builder::with_capacity(n);
+    let mut status = Int32Builder::with_capacity(n);
+    let mut error = BooleanBuilder::with_capacity(n);
+    let mut origin = BinaryDictionaryBuilder::<Int32Type>::new();
+    let mut body = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.body.len()).sum());
+    for r in rows {
+        trace.append_value(r.trace_id).map_err(pq)?;
+        span.append_value(r.span_id).map_err(pq)?;
+        match r.parent_span_id {
+            Some(p) => parent.append_value(p).map_err(pq)?,
+            None => parent.append_null(),
+        }
+        service.append(&*r.service).map_err(pq)?;
+        operation.append(&*r.operation).map_err(pq)?;
+        kind.append_value(r.kind);
+        start.append_value(r.start_us);
+        duration.append_value(r.duration_us);
+        status.append_value(r.status_code);
+        error.append_value(r.error);
+        origin.append(&*r.origin).map_err(pq)?;
+        body.append_value(&r.body);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(trace.finish()),
+        Arc::new(span.finish()),
+        Arc::new(parent.finish()),
+        Arc::new(service.finish()),
+        Arc::new(operation.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(start.finish()),
+        Arc::new(duration.finish()),
+        Arc::new(status.finish()),
+        Arc::new(error.finish()),
+        Arc::new(origin.finish()),
+        Arc::new(body.finish()),
+    ];
+    RecordBatch::try_new(schema(), columns).map_err(pq)
+}
+
+/// What a reader keeps of an opened block: its Parquet metadata (with the
+/// page index), and per row group the trace-id range and bloom filter.
+pub struct Opened {
+    pub meta: ArrowReaderMetadata,
+    pub groups: Vec<Group>,
+}
+
+pub struct Group {
+    pub rows: usize,
+    pub first_trace: [u8; 16],
+    pub last_trace: [u8; 16],
+    pub bloom: Option<Sbbf>,
+    /// Start range (µs) of the group's spans, when the statistics say.
+    pub start: Option<(i64, i64)>,
+}
+
+impl Group {
+    /// Whether `id` may be in this group (range, then bloom filter).
+    pub fn may_hold(&self, id: &[u8; 16]) -> bool {
+        id >= &self.first_trace
+            && id <= &self.last_trace
+            && self.bloom.as_ref().is_none_or(|b| b.check(&id[..]))
+    }
+}
+
+/// Reads a block's metadata and trace-id filters.
+pub fn open<R: ChunkReader + 'static>(reader: R) -> Result<Opened, StoreError> {
+    let meta = ArrowReaderMetadata::load(
+        &reader,
+        ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional),
+    )
+    .map_err(pq)?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta.clone());
+    let md = meta.metadata().clone();
+    let mut groups = Vec::with_capacity(md.num_row_groups());
+    for (i, rg) in md.row_groups().iter().enumerate() {
+        let id_of = |b: Option<&[u8]>| -> Result<[u8; 16], StoreError> {
+            b.and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| pq("a row group has no trace-id statistics"))
+        };
+        let ids = rg
+            .column(TRACE_ID)
+            .statistics()
+            .ok_or_else(|| pq("a row group has no trace-id statistics"))?;
+        let start = rg.column(START_US).statistics().and_then(|s| match s {
+            parquet::file::statistics::Statistics::Int64(v) => Some((*v.min_opt()?, *v.max_opt()?)),
+            _ => None,
+        });
+        groups.push(Group {
+            rows: rg.num_rows() as usize,
+            first_trace: id_of(ids.min_bytes_opt())?,
+            last_trace: id_of(ids.max_bytes_opt())?,
+            bloom: builder
+                .get_row_group_column_bloom_filter(i, TRACE_ID)
+                .map_err(pq)?,
+            start,
+        });
+    }
+    Ok(Opened { meta, groups })
+}
+
+/// Reads `columns` of the rows `selection` (row ranges within row group `group`).
+pub fn read<R: ChunkReader + 'static>(
+    reader: R,
+    opened: &Opened,
+    group: usize,
+    columns: &[usize],
+    selection: Option<&[Range<usize>]>,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let rows = opened.groups.get(group).map_or(0, |g| g.rows);
+    let mask = ProjectionMask::roots(opened.meta.parquet_schema(), columns.iter().copied());
+    let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, opened.meta.clone())
+        .with_row_groups(vec![group])
+        .with_projection(mask)
+        .with_batch_size(8192);
+    if let Some(ranges) = selection {
+        b = b.with_row_selection(RowSelection::from_consecutive_ranges(
+            ranges.iter().cloned(),
+            rows,
+        ));
+    }
+    b.build()
+        .map_err(pq)?
+        .map(|r| r.map_err(pq))
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// The column of `batch` at `name`, as `T`.
+pub fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, StoreError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| corrupt(format!("block column {name} missing or of another type")))
+}
+
+/// Row ranges of each id in the (sorted) trace-id column of one row group.
+pub fn ranges_of(
+    ids: &arrow_array::FixedSizeBinaryArray,
+    wanted: &[[u8; 16]],
+) -> Vec<Range<usize>> {
+    let n = ids.len();
+    let mut out = Vec::new();
+    for id in wanted {
+        let lo = partition_point(n, |i| ids.value(i) < &id[..]);
+        let hi = partition_point(n, |i| ids.value(i) <= &id[..]);
+        if lo < hi {
+            out.push(lo..hi);
+        }
+    }
+    out.sort_by_key(|r| r.start);
+    out.dedup();
+    out
+}
+
+fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}

@@ -1,0 +1,1623 @@
+//! The second engine (Tempo's shape, on kept parts): a write-ahead log for
+//! durability and acknowledgement, an in-memory head for recent spans, and
+//! immutable Parquet blocks in an object store (a local directory by default,
+//! any S3-compatible bucket otherwise).
+//!
+//! ```text
+//! write ─▶ WAL (fsync, ack) ─▶ head (memory) ──seal──▶ sealed head
+//!                                   ──block thread──▶ pending block (local Parquet)
+//!                                   ──upload: data, then index──▶ backend block
+//!                                   ──▶ WAL segments released
+//! ```
+//!
+//! A head is sealed when it holds `max_bytes` or is `max_age` old; sealing
+//! rolls the WAL, so a block covers whole segments, and its index object
+//! names them: on start-up, segments whose blocks the backend already holds
+//! are not replayed (no duplicate blocks after a crash between the upload and
+//! the release). A block's index object (`meta.json`) is written after its
+//! data, so a block is visible only once it is whole.
+//!
+//! Layout in the backend: `blocks/<day>/<replica>/<block id>/{data.parquet,meta.json}`.
+//! A block holds one UTC day of span starts (retention drops whole days, as
+//! the SQLite engine does), sorted by trace id.
+
+pub mod backend;
+mod format;
+mod wal;
+
+use super::rows::{corrupt, day_of, io, lock, name_cost, row_identity, span_key, EDGE_SPAN_COST};
+use super::sqlite::Durability;
+use super::{Edge, ReadCtl, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
+use crate::model::{span_matches_tag, span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
+use backend::{Backend, Location};
+use bytes::Bytes;
+use meshtrace_proto::otlp::trace::v1::Span;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct BlockSettings {
+    pub durability: Durability,
+    pub location: Location,
+    /// This collector's name in the bucket (several replicas share one).
+    pub replica: String,
+    /// A head older than this is sealed into a block.
+    pub max_age: Duration,
+    /// A head holding this many bytes is sealed into a block.
+    pub max_bytes: u64,
+    /// Bytes the WAL may hold before writes are refused (retryably).
+    pub wal_max_bytes: u64,
+    /// Spans per Parquet row group.
+    pub rows_per_group: usize,
+    /// How often the list of blocks is read again (other replicas' blocks).
+    pub poll_interval: Duration,
+}
+
+impl Default for BlockSettings {
+    fn default() -> Self {
+        BlockSettings {
+            durability: Durability::Fsync,
+            location: Location::Local(PathBuf::from("blocks")),
+            replica: "local".into(),
+            max_age: Duration::from_secs(300),
+            max_bytes: 128 << 20,
+            wal_max_bytes: 8 << 30,
+            rows_per_group: 8192,
+            poll_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A span as the engine holds it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub service: Arc<str>,
+    pub operation: Arc<str>,
+    pub kind: i32,
+    pub start_us: i64,
+    pub duration_us: i64,
+    pub error: bool,
+    pub status_code: i32,
+    pub origin: Arc<[u8]>,
+    pub body: Bytes,
+}
+
+impl Row {
+    fn from_record(r: &SpanRecord, names: &mut Names) -> Row {
+        Row {
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_span_id: r.parent_span_id,
+            service: names.get(&r.service),
+            operation: names.get(&r.operation),
+            kind: r.kind,
+            start_us: r.start_us,
+            duration_us: r.duration_us,
+            error: r.error,
+            status_code: r.status_code,
+            origin: r.origin.clone(),
+            body: Bytes::copy_from_slice(&r.body),
+        }
+    }
+
+    /// What it holds in memory (for the head's bound).
+    fn cost(&self) -> u64 {
+        self.body.len() as u64 + 160
+    }
+
+    fn identity(&self) -> ([u8; 16], (u64, u64)) {
+        (self.trace_id, row_identity(&self.span_id, &self.body))
+    }
+}
+
+/// Interned names: one allocation per distinct service or operation.
+#[derive(Default)]
+pub struct Names(HashMap<String, Arc<str>>);
+
+impl Names {
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        if self.0.len() < 100_000 {
+            self.0.insert(s.to_string(), a.clone());
+        }
+        a
+    }
+}
+
+/// A block's index object: what a reader needs to decide whether to open it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockMeta {
+    pub format_version: u32,
+    pub id: String,
+    pub replica: String,
+    /// UTC day (days since the epoch) of every span start in it.
+    pub day: i64,
+    pub min_start_us: i64,
+    pub max_start_us: i64,
+    pub spans: u64,
+    pub traces: u64,
+    pub data_bytes: u64,
+    /// Service → (operation, span kind) pairs.
+    pub services: BTreeMap<String, Vec<(String, i32)>>,
+    pub created_us: i64,
+    /// The WAL segments it holds, when it was cut from this replica's WAL.
+    #[serde(default)]
+    pub wal: Option<WalRange>,
+}
+
+/// Segments `first..=last` of the WAL `wal_id`; `last_part` on the last block
+/// cut from them (uploaded last: once it is in the backend, all are).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WalRange {
+    pub wal_id: String,
+    pub first: u64,
+    pub last: u64,
+    pub last_part: bool,
+}
+
+impl BlockMeta {
+    fn dir_key(&self) -> String {
+        format!("blocks/{:06}/{}/{}", self.day, self.replica, self.id)
+    }
+}
+
+/// Where a block's bytes are.
+enum Source {
+    /// Written locally, not yet uploaded (once uploaded, the file goes and
+    /// the same bytes are read from the backend).
+    Pending(PathBuf, Arc<Backend>),
+    Remote(Arc<Backend>),
+}
+
+struct Block {
+    meta: BlockMeta,
+    source: Source,
+    opened: Mutex<Option<Arc<format::Opened>>>,
+}
+
+enum Reader {
+    File(std::fs::File),
+    Remote(backend::RemoteFile),
+}
+
+impl Block {
+    fn data_key(&self) -> String {
+        format!("{}/data.parquet", self.meta.dir_key())
+    }
+
+    fn reader(&self) -> Result<Reader, StoreError> {
+        Ok(match &self.source {
+            Source::Pending(p, backend) => match std::fs::File::open(p) {
+                Ok(f) => Reader::File(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Reader::Remote(backend.reader(&self.data_key(), self.meta.data_bytes))
+                }
+                Err(e) => return Err(io(p, e)),
+            },
+            Source::Remote(b) => Reader::Remote(b.reader(&self.data_key(), self.meta.data_bytes)),
+        })
+    }
+
+    /// The block's metadata and filters, read once (a failed read is tried again next time).
+    fn opened(&self) -> Result<Arc<format::Opened>, StoreError> {
+        if let Some(o) = lock(&self.opened).as_ref() {
+            return Ok(o.clone());
+        }
+        let o = Arc::new(match self.reader()? {
+            Reader::File(f) => format::open(f)?,
+            Reader::Remote(r) => format::open(r)?,
+        });
+        *lock(&self.opened) = Some(o.clone());
+        Ok(o)
+    }
+
+    fn read(
+        &self,
+        opened: &format::Opened,
+        group: usize,
+        columns: &[usize],
+        selection: Option<&[std::ops::Range<usize>]>,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        match self.reader()? {
+            Reader::File(f) => format::read(f, opened, group, columns, selection),
+            Reader::Remote(r) => format::read(r, opened, group, columns, selection),
+        }
+    }
+
+    fn overlaps(&self, from_us: i64, to_us: i64) -> bool {
+        self.meta.max_start_us >= from_us && self.meta.min_start_us <= to_us
+    }
+}
+
+/// Recent spans, in memory: appended in batches, indexed by trace id.
+#[derive(Default)]
+struct Head {
+    chunks: Vec<Arc<Vec<Row>>>,
+    by_trace: HashMap<[u8; 16], Vec<(u32, u32)>>,
+    seen: HashSet<([u8; 16], (u64, u64))>,
+    bytes: u64,
+    opened: Option<Instant>,
+    /// The first WAL segment its spans are in.
+    first_seq: u64,
+    /// Service → operations seen.
+    services: BTreeMap<Arc<str>, BTreeSet<(Arc<str>, i32)>>,
+}
+
+impl Head {
+    fn new(first_seq: u64) -> Head {
+        Head {
+            first_seq,
+            ..Head::default()
+        }
+    }
+
+    /// Adds the rows not already held; returns them.
+    fn insert(&mut self, rows: Vec<Row>) {
+        let mut fresh = Vec::with_capacity(rows.len());
+        for r in rows {
+            if self.seen.insert(r.identity()) {
+                fresh.push(r);
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let c = self.chunks.len() as u32;
+        for (i, r) in fresh.iter().enumerate() {
+            self.by_trace
+                .entry(r.trace_id)
+                .or_default()
+                .push((c, i as u32));
+            self.bytes += r.cost() + 64;
+            let ops = self.services.entry(r.service.clone()).or_default();
+            if !ops.contains(&(r.operation.clone(), r.kind)) {
+                ops.insert((r.operation.clone(), r.kind));
+            }
+        }
+        self.opened.get_or_insert_with(Instant::now);
+        self.chunks.push(Arc::new(fresh));
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Keeps only the rows of days from `day` on; returns the days dropped.
+    fn drop_days_before(&mut self, day: i64) -> BTreeSet<i64> {
+        let dropped: BTreeSet<i64> = self
+            .rows()
+            .map(|r| day_of(r.start_us))
+            .filter(|d| *d < day)
+            .collect();
+        if dropped.is_empty() {
+            return dropped;
+        }
+        let kept: Vec<Row> = self
+            .rows()
+            .filter(|r| day_of(r.start_us) >= day)
+            .cloned()
+            .collect();
+        let (first_seq, opened) = (self.first_seq, self.opened);
+        *self = Head::new(first_seq);
+        self.insert(kept);
+        self.opened = opened;
+        dropped
+    }
+}
+
+/// A sealed head waiting for its blocks, and the WAL segments it is in.
+struct Sealed {
+    head: Head,
+    last_seq: u64,
+}
+
+/// What readers see: the head, sealed heads, pending and uploaded blocks.
+#[derive(Default)]
+struct State {
+    sealed: Vec<Arc<Sealed>>,
+    pending: Vec<Arc<Block>>,
+    /// Uploaded blocks (this replica's and the others'), by directory key.
+    blocks: BTreeMap<String, Arc<Block>>,
+}
+
+/// The WAL and the head, changed together under one lock (the writer's).
+struct Writing {
+    wal: wal::Wal,
+    head: Arc<RwLock<Head>>,
+}
+
+/// The blocks engine.
+pub struct BlockStore {
+    settings: BlockSettings,
+    #[allow(dead_code)]
+    dir: PathBuf,
+    cutter: Cutter,
+    backend: Arc<Backend>,
+    writing: Mutex<Writing>,
+    /// The head readers look at (the same `Arc` as `writing.head`).
+    head: RwLock<Arc<RwLock<Head>>>,
+    state: RwLock<State>,
+    /// Wakes the block thread.
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    /// Set when the store is dropped: the block thread ends.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held by a round of block work.
+    working: Mutex<()>,
+    /// The last upload failed (the backend is down): why.
+    upload_error: Mutex<Option<String>>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now_us());
+    format!("{:016x}{:016x}", now_us() as u64, h.finish())
+}
+
+/// Cuts sealed heads into local Parquet blocks.
+struct Cutter {
+    pending_dir: PathBuf,
+    backend: Arc<Backend>,
+    replica: String,
+    rows_per_group: usize,
+    wal_id: String,
+}
+
+impl Cutter {
+    /// A sealed head's spans as local Parquet blocks, one per UTC day.
+    fn blocks(&self, sealed: &Sealed) -> Result<Vec<Block>, StoreError> {
+        let mut by_day: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+        for r in sealed.head.rows() {
+            by_day
+                .entry(day_of(r.start_us))
+                .or_default()
+                .push(r.clone());
+        }
+        let parts = by_day.len();
+        let mut blocks = Vec::with_capacity(parts);
+        for (i, (day, mut rows)) in by_day.into_iter().enumerate() {
+            rows.sort_by_key(|r| (r.trace_id, r.start_us));
+            let wal = WalRange {
+                wal_id: self.wal_id.clone(),
+                first: sealed.head.first_seq,
+                last: sealed.last_seq,
+                last_part: i + 1 == parts,
+            };
+            blocks.push(self.block(day, &rows, Some(wal))?);
+        }
+        Ok(blocks)
+    }
+
+    /// Writes `rows` (one day, sorted) as a local block.
+    fn block(&self, day: i64, rows: &[Row], wal: Option<WalRange>) -> Result<Block, StoreError> {
+        let id = format!("{}-{}", self.replica, random_id());
+        let path = self.pending_dir.join(format!("{id}.parquet"));
+        let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
+        let file = format::write(rows, self.rows_per_group, file)?;
+        file.sync_all().map_err(|e| io(&path, e))?;
+        let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
+        let mut services: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
+        for r in rows {
+            let ops = services.entry(r.service.to_string()).or_default();
+            if !ops.iter().any(|(o, k)| **o == *r.operation && *k == r.kind) {
+                ops.insert((r.operation.to_string(), r.kind));
+            }
+        }
+        let meta = BlockMeta {
+            format_version: format::FORMAT_VERSION,
+            id,
+            replica: self.replica.clone(),
+            day,
+            min_start_us: rows.iter().map(|r| r.start_us).min().unwrap_or(0),
+            max_start_us: rows.iter().map(|r| r.start_us).max().unwrap_or(0),
+            spans: rows.len() as u64,
+            traces: rows
+                .windows(2)
+                .filter(|w| w[0].trace_id != w[1].trace_id)
+                .count() as u64
+                + u64::from(!rows.is_empty()),
+            data_bytes,
+            services: services
+                .into_iter()
+                .map(|(s, ops)| (s, ops.into_iter().collect()))
+                .collect(),
+            created_us: now_us(),
+            wal,
+        };
+        Ok(Block {
+            meta,
+            source: Source::Pending(path, self.backend.clone()),
+            opened: Mutex::new(None),
+        })
+    }
+}
+
+impl BlockStore {
+    /// Opens the engine: `dir` holds the WAL and pending blocks; blocks go to
+    /// `settings.location`. Replays the WAL segments not yet in the backend
+    /// (cutting blocks as heads fill, so memory stays within `max_bytes`) and
+    /// starts the block thread.
+    pub fn open(dir: &Path, settings: BlockSettings) -> Result<Arc<BlockStore>, StoreError> {
+        let started = Instant::now();
+        let backend = Arc::new(Backend::open(&settings.location)?);
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(|e| io(&wal_dir, e))?;
+        let id_path = wal_dir.join("ID");
+        let wal_id = match std::fs::read_to_string(&id_path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                let id = random_id();
+                std::fs::write(&id_path, &id).map_err(|e| io(&id_path, e))?;
+                id
+            }
+        };
+        // Pending blocks are made again from the WAL: what was left is dropped.
+        let pending_dir = dir.join("pending");
+        if pending_dir.exists() {
+            std::fs::remove_dir_all(&pending_dir).map_err(|e| io(&pending_dir, e))?;
+        }
+        std::fs::create_dir_all(&pending_dir).map_err(|e| io(&pending_dir, e))?;
+        let cutter = Cutter {
+            pending_dir,
+            backend: backend.clone(),
+            replica: settings.replica.clone(),
+            rows_per_group: settings.rows_per_group,
+            wal_id: wal_id.clone(),
+        };
+
+        let mut state = State::default();
+        for b in load_catalog(&backend)? {
+            state.blocks.insert(b.meta.dir_key(), Arc::new(b));
+        }
+        // Segments already in the backend (this WAL's, whole seals only).
+        let covered = state
+            .blocks
+            .values()
+            .filter_map(|b| b.meta.wal.as_ref())
+            .filter(|w| w.wal_id == wal_id && w.last_part)
+            .map(|w| w.last)
+            .max()
+            .unwrap_or(0);
+        let (mut head, mut last_seq, mut replayed, mut skipped) = (Head::new(0), 0, 0u64, 0);
+        let mut wal = wal::Wal::open(&wal_dir, settings.durability, |r| {
+            if r.seq <= covered {
+                skipped += 1;
+                return Ok(());
+            }
+            if head.is_empty() {
+                head.first_seq = r.seq;
+            }
+            for b in r.batches {
+                replayed += b.len() as u64;
+                head.insert(b);
+            }
+            last_seq = r.seq;
+            if head.bytes >= settings.max_bytes {
+                let full = std::mem::take(&mut head);
+                let blocks = cutter.blocks(&Sealed {
+                    head: full,
+                    last_seq,
+                })?;
+                state.pending.extend(blocks.into_iter().map(Arc::new));
+            }
+            Ok(())
+        })?;
+        if !head.is_empty() {
+            let blocks = cutter.blocks(&Sealed { head, last_seq })?;
+            state.pending.extend(blocks.into_iter().map(Arc::new));
+        }
+        if covered > 0 {
+            wal.release_below(covered + 1)?;
+        }
+        if replayed > 0 || skipped > 0 {
+            tracing::info!(
+                spans = replayed,
+                segments_already_in_blocks = skipped,
+                took_ms = started.elapsed().as_millis() as u64,
+                "WAL replayed"
+            );
+        }
+        let head = Arc::new(RwLock::new(Head::new(wal.seq())));
+        let store = Arc::new(BlockStore {
+            dir: dir.to_path_buf(),
+            backend,
+            writing: Mutex::new(Writing {
+                wal,
+                head: head.clone(),
+            }),
+            head: RwLock::new(head),
+            state: RwLock::new(state),
+            wake: Arc::new((Mutex::new(false), Condvar::new())),
+            closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            thread: Mutex::new(None),
+            upload_error: Mutex::new(None),
+            working: Mutex::new(()),
+            cutter,
+            settings,
+        });
+        let weak = Arc::downgrade(&store);
+        let (wake, closing) = (store.wake.clone(), store.closing.clone());
+        let handle = std::thread::Builder::new()
+            .name("blocks".into())
+            .spawn(move || block_thread(weak, wake, closing))
+            .map_err(|e| io(dir, e))?;
+        *lock(&store.thread) = Some(handle);
+        Ok(store)
+    }
+
+    /// Writes a sealed head out as pending blocks and hands them to readers in its place.
+    fn make_pending(&self, sealed: Arc<Sealed>) -> Result<(), StoreError> {
+        let blocks = self.cutter.blocks(&sealed)?;
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.sealed.retain(|s| !Arc::ptr_eq(s, &sealed));
+        st.pending.extend(blocks.into_iter().map(Arc::new));
+        Ok(())
+    }
+
+    /// Seals the head if it is full or old enough (or `force`); true if it did.
+    fn seal(&self, force: bool) -> Result<bool, StoreError> {
+        let mut w = lock(&self.writing);
+        let due = {
+            let h = w.head.read().unwrap_or_else(|e| e.into_inner());
+            !h.is_empty()
+                && (force
+                    || h.bytes >= self.settings.max_bytes
+                    || h.opened
+                        .is_some_and(|o| o.elapsed() >= self.settings.max_age))
+        };
+        if !due {
+            return Ok(false);
+        }
+        let last_seq = w.wal.seq();
+        let next = w.wal.roll()?;
+        let fresh = Arc::new(RwLock::new(Head::new(next)));
+        let old = std::mem::replace(&mut w.head, fresh.clone());
+        {
+            // Under the state's lock: a read sees the spans in the head or in
+            // the sealed head, never in neither.
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let head = std::mem::take(&mut *old.write().unwrap_or_else(|e| e.into_inner()));
+            st.sealed.push(Arc::new(Sealed { head, last_seq }));
+            *self.head.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
+        drop(w);
+        let (m, c) = &*self.wake;
+        *lock(m) = true;
+        c.notify_all();
+        Ok(true)
+    }
+
+    /// One round of the block thread: seal when due, write sealed heads out,
+    /// upload pending blocks, release the WAL. Errors are logged and retried.
+    fn work(&self) -> Result<(), StoreError> {
+        // One round at a time (the block thread, `flush`): a sealed head is cut once.
+        let _one = lock(&self.working);
+        self.seal(false)?;
+        let sealed: Vec<Arc<Sealed>> = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sealed
+            .clone();
+        for s in sealed {
+            self.make_pending(s)?;
+        }
+        self.upload_pending()
+    }
+
+    /// Uploads pending blocks in order; the WAL is released past what is uploaded.
+    fn upload_pending(&self) -> Result<(), StoreError> {
+        let pending: Vec<Arc<Block>> = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .clone();
+        for b in pending {
+            let Source::Pending(path, _) = &b.source else {
+                continue;
+            };
+            let data = std::fs::read(path).map_err(|e| io(path, e))?;
+            let meta = serde_json::to_vec(&b.meta).map_err(corrupt)?;
+            let result = self
+                .backend
+                .put(&b.data_key(), Bytes::from(data))
+                .and_then(|_| {
+                    self.backend.put(
+                        &format!("{}/meta.json", b.meta.dir_key()),
+                        Bytes::from(meta),
+                    )
+                });
+            if let Err(e) = result {
+                *lock(&self.upload_error) = Some(e.to_string());
+                return Err(e);
+            }
+            *lock(&self.upload_error) = None;
+            let uploaded = Arc::new(Block {
+                meta: b.meta.clone(),
+                source: Source::Remote(self.backend.clone()),
+                opened: Mutex::new(None),
+            });
+            {
+                let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                st.pending.retain(|p| !Arc::ptr_eq(p, &b));
+                st.blocks.insert(uploaded.meta.dir_key(), uploaded);
+            }
+            let _ = std::fs::remove_file(path);
+            self.release_wal()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the WAL segments every one of whose spans is in the backend.
+    fn release_wal(&self) -> Result<(), StoreError> {
+        let mut w = lock(&self.writing);
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let head_first = w.head.read().unwrap_or_else(|e| e.into_inner()).first_seq;
+        let keep_from = st
+            .sealed
+            .iter()
+            .map(|s| s.head.first_seq)
+            .chain(
+                st.pending
+                    .iter()
+                    .filter_map(|b| b.meta.wal.as_ref().map(|r| r.first)),
+            )
+            .chain(std::iter::once(head_first.max(1)))
+            .min()
+            .unwrap_or(head_first);
+        drop(st);
+        w.wal.release_below(keep_from)?;
+        Ok(())
+    }
+
+    /// Reads the list of blocks again (other replicas' new blocks, blocks
+    /// deleted by retention elsewhere).
+    pub fn refresh(&self) -> Result<(), StoreError> {
+        let listed = list_meta_keys(&self.backend)?;
+        let known: HashSet<String> = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocks
+            .keys()
+            .cloned()
+            .collect();
+        let mut fresh = Vec::new();
+        for dir in listed.iter().filter(|d| !known.contains(*d)) {
+            if let Some(b) = load_block(&self.backend, dir)? {
+                fresh.push(b);
+            }
+        }
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.blocks.retain(|k, _| listed.contains(k));
+        for b in fresh {
+            st.blocks.insert(b.meta.dir_key(), Arc::new(b));
+        }
+        Ok(())
+    }
+
+    /// Seals the head and uploads everything (tests, shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.seal(true)?;
+        self.work()
+    }
+
+    /// Bytes the WAL holds.
+    pub fn wal_bytes(&self) -> u64 {
+        lock(&self.writing).wal.bytes()
+    }
+
+    /// Blocks (uploaded, pending) and spans in heads, for tests and metrics.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let head = self.head_now();
+        let in_heads = head
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .rows()
+            .count()
+            + st.sealed
+                .iter()
+                .map(|s| s.head.rows().count())
+                .sum::<usize>();
+        (st.blocks.len(), st.pending.len(), in_heads)
+    }
+
+    /// Why the last upload failed, while uploads fail.
+    pub fn upload_error(&self) -> Option<String> {
+        lock(&self.upload_error).clone()
+    }
+
+    fn head_now(&self) -> Arc<RwLock<Head>> {
+        self.head.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Everything a read looks at, as of now.
+    fn snapshot(&self) -> Snapshot {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let head = self.head_now();
+        let head_chunks = head
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .chunks
+            .clone();
+        let mut chunks: Vec<Arc<Vec<Row>>> = st
+            .sealed
+            .iter()
+            .flat_map(|s| s.head.chunks.iter().cloned())
+            .collect();
+        chunks.extend(head_chunks);
+        Snapshot {
+            sealed: st.sealed.clone(),
+            head,
+            chunks,
+            blocks: st
+                .pending
+                .iter()
+                .cloned()
+                .chain(st.blocks.values().cloned())
+                .collect(),
+        }
+    }
+
+    fn still_listed(&self, b: &Block) -> bool {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.blocks.contains_key(&b.meta.dir_key())
+            || st.pending.iter().any(|p| p.meta.id == b.meta.id)
+    }
+}
+
+impl Drop for BlockStore {
+    fn drop(&mut self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (m, c) = &*self.wake;
+        *lock(m) = true;
+        c.notify_all();
+    }
+}
+
+/// The block thread: seals heads when due, writes and uploads blocks,
+/// re-reads the block list; backs off while the backend fails.
+fn block_thread(
+    store: std::sync::Weak<BlockStore>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let mut last_poll = Instant::now();
+    loop {
+        if closing.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Some(s) = store.upgrade() else { return };
+        let wait = match s.work() {
+            Ok(()) => {
+                backoff = Duration::from_millis(500);
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    "blocks: writing or uploading failed; the WAL keeps the spans, retrying");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        if last_poll.elapsed() >= s.settings.poll_interval {
+            last_poll = Instant::now();
+            if let Err(e) = s.refresh() {
+                tracing::warn!(error = %e, "blocks: listing the backend failed");
+            }
+        }
+        drop(s);
+        let (m, c) = &*wake;
+        let mut woken = lock(m);
+        if !*woken {
+            woken = c
+                .wait_timeout(woken, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        *woken = false;
+    }
+}
+
+fn list_meta_keys(backend: &Backend) -> Result<HashSet<String>, StoreError> {
+    Ok(backend
+        .list("blocks")?
+        .into_iter()
+        .filter_map(|(k, _)| k.strip_suffix("/meta.json").map(str::to_string))
+        .collect())
+}
+
+fn load_block(backend: &Arc<Backend>, dir: &str) -> Result<Option<Block>, StoreError> {
+    let Some(bytes) = backend.get(&format!("{dir}/meta.json"))? else {
+        return Ok(None);
+    };
+    let meta: BlockMeta = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(block = dir, error = %e, "block index cannot be read; block left out");
+            return Ok(None);
+        }
+    };
+    if meta.format_version > format::FORMAT_VERSION {
+        tracing::error!(
+            block = dir,
+            version = meta.format_version,
+            "block written by a newer meshtrace; left out"
+        );
+        return Ok(None);
+    }
+    Ok(Some(Block {
+        meta,
+        source: Source::Remote(backend.clone()),
+        opened: Mutex::new(None),
+    }))
+}
+
+fn load_catalog(backend: &Arc<Backend>) -> Result<Vec<Block>, StoreError> {
+    let mut out = Vec::new();
+    for dir in list_meta_keys(backend)? {
+        if let Some(b) = load_block(backend, &dir)? {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// What one read looks at.
+struct Snapshot {
+    #[allow(dead_code)]
+    sealed: Vec<Arc<Sealed>>,
+    head: Arc<RwLock<Head>>,
+    /// The rows of sealed heads and the head.
+    chunks: Vec<Arc<Vec<Row>>>,
+    blocks: Vec<Arc<Block>>,
+}
+
+/// Decoded origins of one read, shared by the spans that carry them.
+#[derive(Default)]
+struct Origins(HashMap<Vec<u8>, Arc<Origin>>);
+
+impl Origins {
+    fn get(&mut self, bytes: &[u8]) -> Result<Arc<Origin>, StoreError> {
+        if let Some(o) = self.0.get(bytes) {
+            return Ok(o.clone());
+        }
+        let o = Arc::new(Origin::decode(bytes).map_err(corrupt)?);
+        self.0.insert(bytes.to_vec(), o.clone());
+        Ok(o)
+    }
+}
+
+/// Spans gathered for `traces_within`, de-duplicated, within the budget.
+struct Gather<'a> {
+    ctl: &'a ReadCtl,
+    max_spans: usize,
+    held: usize,
+    by_id: HashMap<[u8; 16], super::rows::TraceRows>,
+    cut: HashSet<[u8; 16]>,
+    cut_by_bytes: bool,
+    origins: Origins,
+}
+
+impl Gather<'_> {
+    fn add(
+        &mut self,
+        trace_id: [u8; 16],
+        span_id: &[u8],
+        start_us: i64,
+        body: &[u8],
+        origin: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.held >= self.max_spans {
+            self.cut.insert(trace_id);
+            return Ok(());
+        }
+        let identity = row_identity(span_id, body);
+        if self
+            .by_id
+            .get(&trace_id)
+            .is_some_and(|e| e.1.contains(&identity))
+        {
+            return Ok(());
+        }
+        let span = Span::decode(body).map_err(corrupt)?;
+        if !self.ctl.try_charge(span_memory(&span)) {
+            self.ctl.check()?;
+            self.cut_by_bytes = true;
+            self.held = self.max_spans;
+            self.cut.insert(trace_id);
+            return Ok(());
+        }
+        let origin = self.origins.get(origin)?;
+        let e = self.by_id.entry(trace_id).or_default();
+        e.1.insert(identity);
+        e.0.push((start_us, StoredSpan { span, origin }));
+        self.held += 1;
+        Ok(())
+    }
+}
+
+/// Rows of `batch` as (trace id, span id, start, origin, body).
+fn batch_rows(
+    batch: &RecordBatch,
+    mut f: impl FnMut([u8; 16], &[u8], i64, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let ids: &FixedSizeBinaryArray = format::col(batch, "trace_id")?;
+    let spans: &FixedSizeBinaryArray = format::col(batch, "span_id")?;
+    let starts = format::col::<arrow_array::Int64Array>(batch, "start_us")?;
+    let bodies = format::col::<arrow_array::BinaryArray>(batch, "body")?;
+    let origins = batch
+        .column_by_name("origin")
+        .ok_or_else(|| corrupt("block column origin missing"))?
+        .as_dictionary_opt::<Int32Type>()
+        .ok_or_else(|| corrupt("block column origin is not a dictionary"))?;
+    let values = origins
+        .values()
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| corrupt("origin values"))?;
+    for i in 0..batch.num_rows() {
+        let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
+        let o = values.value(origins.keys().value(i) as usize);
+        f(id, spans.value(i), starts.value(i), o, bodies.value(i))?;
+    }
+    Ok(())
+}
+
+impl SpanWriter for BlockStore {
+    fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let mut names = Names::default();
+        let rows: Vec<Row> = spans
+            .iter()
+            .map(|r| Row::from_record(r, &mut names))
+            .collect();
+        let due = {
+            let mut w = lock(&self.writing);
+            let bytes = w.wal.bytes();
+            if bytes >= self.settings.wal_max_bytes {
+                return Err(StoreError::WalFull {
+                    bytes,
+                    limit: self.settings.wal_max_bytes,
+                });
+            }
+            w.wal.append(&rows)?;
+            let mut h = w.head.write().unwrap_or_else(|e| e.into_inner());
+            h.insert(rows);
+            h.bytes >= self.settings.max_bytes
+        };
+        if due {
+            self.seal(false)?;
+        }
+        Ok(())
+    }
+
+    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
+        let cutoff_day = day_of(cutoff_us);
+        let mut days = BTreeSet::new();
+        // Not while a round of block work cuts or uploads what it drops.
+        let _one = lock(&self.working);
+        // Blocks: the index object first (the block disappears whole), then the data.
+        let old: Vec<Arc<Block>> = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocks
+            .values()
+            .filter(|b| b.meta.day < cutoff_day)
+            .cloned()
+            .collect();
+        for b in &old {
+            self.backend
+                .delete(&format!("{}/meta.json", b.meta.dir_key()))?;
+            self.state
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .blocks
+                .remove(&b.meta.dir_key());
+            self.backend.delete(&b.data_key())?;
+            days.insert(b.meta.day);
+        }
+        // Pending blocks and heads in memory.
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            st.pending.retain(|b| {
+                if b.meta.day < cutoff_day {
+                    days.insert(b.meta.day);
+                    if let Source::Pending(p, _) = &b.source {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+            let sealed = std::mem::take(&mut st.sealed);
+            for s in sealed {
+                let mut s = Arc::try_unwrap(s).unwrap_or_else(|a| Sealed {
+                    head: {
+                        let mut h = Head::new(a.head.first_seq);
+                        h.insert(a.head.rows().cloned().collect());
+                        h
+                    },
+                    last_seq: a.last_seq,
+                });
+                days.extend(s.head.drop_days_before(cutoff_day));
+                if !s.head.is_empty() {
+                    st.sealed.push(Arc::new(s));
+                }
+            }
+        }
+        let head = self.head_now();
+        days.extend(
+            head.write()
+                .unwrap_or_else(|e| e.into_inner())
+                .drop_days_before(cutoff_day),
+        );
+        Ok(days.len())
+    }
+}
+
+impl SpanReader for BlockStore {
+    fn traces_within(
+        &self,
+        ids: &[[u8; 16]],
+        max_spans: usize,
+        ctl: &ReadCtl,
+    ) -> Result<TraceSet, StoreError> {
+        if ids.is_empty() {
+            return Ok(TraceSet::default());
+        }
+        ctl.charge((ids.len() as u64).saturating_mul(128))?;
+        let snap = self.snapshot();
+        let mut g = Gather {
+            ctl,
+            max_spans,
+            held: 0,
+            by_id: HashMap::with_capacity(ids.len()),
+            cut: HashSet::new(),
+            cut_by_bytes: false,
+            origins: Origins::default(),
+        };
+        let wanted: HashSet<[u8; 16]> = ids.iter().copied().collect();
+        // Heads: through the index of the live head, a scan of sealed ones.
+        {
+            let head = snap.head.read().unwrap_or_else(|e| e.into_inner());
+            for id in ids {
+                for &(c, i) in head.by_trace.get(id).map_or(&[][..], |v| &v[..]) {
+                    if let Some(r) = head.chunks.get(c as usize).and_then(|c| c.get(i as usize)) {
+                        g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
+                    }
+                }
+            }
+        }
+        for s in &snap.sealed {
+            ctl.check()?;
+            for id in ids {
+                for &(c, i) in s.head.by_trace.get(id).map_or(&[][..], |v| &v[..]) {
+                    if let Some(r) = s
+                        .head
+                        .chunks
+                        .get(c as usize)
+                        .and_then(|c| c.get(i as usize))
+                    {
+                        g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
+                    }
+                }
+            }
+        }
+        let mut sorted: Vec<[u8; 16]> = wanted.iter().copied().collect();
+        sorted.sort_unstable();
+        for b in &snap.blocks {
+            ctl.check()?;
+            let result = (|| -> Result<(), StoreError> {
+                let opened = b.opened()?;
+                for (gi, group) in opened.groups.iter().enumerate() {
+                    let here: Vec<[u8; 16]> = sorted
+                        .iter()
+                        .filter(|id| group.may_hold(id))
+                        .copied()
+                        .collect();
+                    if here.is_empty() {
+                        continue;
+                    }
+                    ctl.check()?;
+                    let idb = b.read(&opened, gi, &[format::TRACE_ID], None)?;
+                    let mut ranges = Vec::new();
+                    let mut offset = 0;
+                    for batch in &idb {
+                        let col: &FixedSizeBinaryArray = format::col(batch, "trace_id")?;
+                        for r in format::ranges_of(col, &here) {
+                            ranges.push(r.start + offset..r.end + offset);
+                        }
+                        offset += batch.num_rows();
+                    }
+                    if ranges.is_empty() {
+                        continue;
+                    }
+                    let cols = [
+                        format::TRACE_ID,
+                        format::SPAN_ID,
+                        format::START_US,
+                        format::ORIGIN,
+                        format::BODY,
+                    ];
+                    for batch in b.read(&opened, gi, &cols, Some(&ranges))? {
+                        batch_rows(&batch, |id, span, start, origin, body| {
+                            g.add(id, span, start, body, origin)
+                        })?;
+                    }
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {}
+                Err(e) if e.is_limit() => return Err(e),
+                // Deleted meanwhile (retention, compaction): read on without it.
+                Err(_) if !self.still_listed(b) => {}
+                Err(e) => return Err(ctl.stopped_or(e)),
+            }
+        }
+        let left_out = g.cut.iter().filter(|id| !g.by_id.contains_key(*id)).count();
+        let traces = ids
+            .iter()
+            .filter_map(|id| {
+                let (mut spans, _) = g.by_id.remove(id)?;
+                spans.sort_by_key(|(start, _)| *start);
+                Some(StoredTrace {
+                    trace_id: *id,
+                    spans: spans.into_iter().map(|(_, s)| s).collect(),
+                    truncated: g.cut.contains(id),
+                })
+            })
+            .collect();
+        Ok(TraceSet {
+            traces,
+            left_out,
+            cut_by_bytes: g.cut_by_bytes,
+        })
+    }
+
+    fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
+        if q.limit == 0 || q.end_us < q.start_us {
+            return Ok(Vec::new());
+        }
+        ctl.charge((q.limit.min(1 << 20) as u64).saturating_mul(96))?;
+        let snap = self.snapshot();
+        // Newest matching span start per trace.
+        let mut newest: HashMap<[u8; 16], i64> = HashMap::new();
+        let mut origins = Origins::default();
+        let duration_ok = |d: i64| {
+            q.min_duration_us.is_none_or(|m| d >= m) && q.max_duration_us.is_none_or(|m| d <= m)
+        };
+        let note = |newest: &mut HashMap<[u8; 16], i64>, id: [u8; 16], start: i64| {
+            let e = newest.entry(id).or_insert(i64::MIN);
+            if *e == i64::MIN {
+                ctl.charge(48)?;
+            }
+            *e = (*e).max(start);
+            Ok::<(), StoreError>(())
+        };
+        let tags_match = |origins: &mut Origins, body: &[u8], origin: &[u8]| {
+            if q.tags.is_empty() {
+                return Ok(true);
+            }
+            let stored = StoredSpan {
+                span: Span::decode(body).map_err(corrupt)?,
+                origin: origins.get(origin)?,
+            };
+            Ok::<bool, StoreError>(q.tags.iter().all(|(k, v)| span_matches_tag(&stored, k, v)))
+        };
+        for chunk in &snap.chunks {
+            ctl.check()?;
+            for r in chunk.iter() {
+                if *r.service != *q.service
+                    || r.start_us < q.start_us
+                    || r.start_us > q.end_us
+                    || q.operation.as_deref().is_some_and(|o| o != &*r.operation)
+                    || !duration_ok(r.duration_us)
+                {
+                    continue;
+                }
+                if tags_match(&mut origins, &r.body, &r.origin)? {
+                    note(&mut newest, r.trace_id, r.start_us)?;
+                }
+            }
+        }
+        // Blocks, newest first: once `limit` traces are newer than a block's
+        // newest span, older blocks cannot change the answer.
+        let mut blocks: Vec<&Arc<Block>> = snap
+            .blocks
+            .iter()
+            .filter(|b| b.overlaps(q.start_us, q.end_us))
+            .filter(|b| match b.meta.services.get(&q.service) {
+                None => false,
+                Some(ops) => q
+                    .operation
+                    .as_deref()
+                    .is_none_or(|o| ops.iter().any(|(op, _)| op == o)),
+            })
+            .collect();
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.meta.max_start_us));
+        for b in blocks {
+            if newest.len() >= q.limit {
+                let mut starts: Vec<i64> = newest.values().copied().collect();
+                let k = starts.len() - q.limit;
+                let (_, kth, _) = starts.select_nth_unstable(k);
+                if *kth > b.meta.max_start_us {
+                    break;
+                }
+            }
+            ctl.check()?;
+            let result = (|| -> Result<(), StoreError> {
+                let opened = b.opened()?;
+                for (gi, group) in opened.groups.iter().enumerate() {
+                    if group
+                        .start
+                        .is_some_and(|(lo, hi)| hi < q.start_us || lo > q.end_us)
+                    {
+                        continue;
+                    }
+                    ctl.check()?;
+                    let cols = [
+                        format::TRACE_ID,
+                        format::SERVICE,
+                        format::OPERATION,
+                        format::START_US,
+                        format::DURATION_US,
+                    ];
+                    let mut matched = Vec::new();
+                    let mut offset = 0;
+                    for batch in b.read(&opened, gi, &cols, None)? {
+                        let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
+                        let service = dict_key(&batch, "service", &q.service)?;
+                        let Some(service) = service else {
+                            offset += batch.num_rows();
+                            continue;
+                        };
+                        let op = match &q.operation {
+                            Some(o) => match dict_key(&batch, "operation", o)? {
+                                Some(k) => Some(k),
+                                None => {
+                                    offset += batch.num_rows();
+                                    continue;
+                                }
+                            },
+                            None => None,
+                        };
+                        let services = dict_keys(&batch, "service")?;
+                        let ops = dict_keys(&batch, "operation")?;
+                        let starts = batch
+                            .column(3)
+                            .as_primitive_opt::<Int64Type>()
+                            .ok_or_else(|| corrupt("start_us"))?;
+                        let durations = batch
+                            .column(4)
+                            .as_primitive_opt::<Int64Type>()
+                            .ok_or_else(|| corrupt("duration_us"))?;
+                        for i in 0..batch.num_rows() {
+                            let start = starts.value(i);
+                            if services.value(i) != service
+                                || start < q.start_us
+                                || start > q.end_us
+                                || op.is_some_and(|k| ops.value(i) != k)
+                                || !duration_ok(durations.value(i))
+                            {
+                                continue;
+                            }
+                            let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
+                            matched.push((offset + i, id, start));
+                        }
+                        offset += batch.num_rows();
+                    }
+                    if matched.is_empty() {
+                        continue;
+                    }
+                    ctl.charge(matched.len() as u64 * 32)?;
+                    if q.tags.is_empty() {
+                        for (_, id, start) in &matched {
+                            note(&mut newest, *id, *start)?;
+                        }
+                    } else {
+                        let ranges: Vec<std::ops::Range<usize>> =
+                            matched.iter().map(|(i, _, _)| *i..*i + 1).collect();
+                        let cols = [
+                            format::TRACE_ID,
+                            format::SPAN_ID,
+                            format::START_US,
+                            format::ORIGIN,
+                            format::BODY,
+                        ];
+                        for batch in b.read(&opened, gi, &cols, Some(&ranges))? {
+                            let mut err = None;
+                            batch_rows(&batch, |id, _, start, origin, body| {
+                                if tags_match(&mut origins, body, origin)? {
+                                    if let Err(e) = note(&mut newest, id, start) {
+                                        err = Some(e);
+                                    }
+                                }
+                                Ok(())
+                            })?;
+                            if let Some(e) = err {
+                                return Err(e);
+                            }
+                        }
+                    }
+                    ctl.release(matched.len() as u64 * 32);
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {}
+                Err(e) if e.is_limit() => return Err(e),
+                Err(_) if !self.still_listed(b) => {}
+                Err(e) => return Err(ctl.stopped_or(e)),
+            }
+        }
+        let mut found: Vec<([u8; 16], i64)> = newest.into_iter().collect();
+        found.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        found.truncate(q.limit);
+        Ok(found.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn services(&self, ctl: &ReadCtl) -> Result<Vec<String>, StoreError> {
+        let mut set: BTreeSet<String> = BTreeSet::new();
+        let mut add = |s: &str| {
+            if !set.contains(s) {
+                ctl.charge(name_cost(s))?;
+                set.insert(s.to_string());
+            }
+            Ok::<(), StoreError>(())
+        };
+        for s in self.head_services() {
+            add(&s.0)?;
+        }
+        for b in self.snapshot().blocks {
+            for s in b.meta.services.keys() {
+                add(s)?;
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    fn operations(&self, service: &str, ctl: &ReadCtl) -> Result<Vec<(String, i32)>, StoreError> {
+        let mut set: BTreeSet<(String, i32)> = BTreeSet::new();
+        let mut add = |o: &str, k: i32| {
+            let key = (o.to_string(), k);
+            if !set.contains(&key) {
+                ctl.charge(name_cost(o))?;
+                set.insert(key);
+            }
+            Ok::<(), StoreError>(())
+        };
+        for (s, ops) in self.head_services() {
+            if *s == *service {
+                for (o, k) in ops {
+                    add(&o, k)?;
+                }
+            }
+        }
+        for b in self.snapshot().blocks {
+            for (o, k) in b.meta.services.get(service).map_or(&[][..], |v| &v[..]) {
+                add(o, *k)?;
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    fn dependencies(
+        &self,
+        start_us: i64,
+        end_us: i64,
+        ctl: &ReadCtl,
+    ) -> Result<Vec<Edge>, StoreError> {
+        if end_us < start_us {
+            return Ok(Vec::new());
+        }
+        let snap = self.snapshot();
+        // Every span of the traces that have a span in the window (a parent
+        // may start before it), from heads and blocks of those days.
+        let mut names: Vec<String> = Vec::new();
+        let mut name_index: HashMap<String, u32> = HashMap::new();
+        let mut service_of: HashMap<([u8; 16], u64), u32> = HashMap::new();
+        let mut children: HashSet<([u8; 16], u64, u64, u32)> = HashSet::new();
+        let mut intern = |s: &str, ctl: &ReadCtl| -> Result<u32, StoreError> {
+            if let Some(&i) = name_index.get(s) {
+                return Ok(i);
+            }
+            ctl.charge(2 * name_cost(s))?;
+            names.push(s.to_string());
+            name_index.insert(s.to_string(), names.len() as u32 - 1);
+            Ok(names.len() as u32 - 1)
+        };
+        let mut add = |trace: [u8; 16],
+                       span: u64,
+                       parent: Option<u64>,
+                       service: u32,
+                       start: i64|
+         -> Result<(), StoreError> {
+            ctl.charge(EDGE_SPAN_COST)?;
+            service_of.insert((trace, span), service);
+            if let Some(p) = parent.filter(|_| start >= start_us && start <= end_us) {
+                children.insert((trace, span, p, service));
+            }
+            Ok(())
+        };
+        let (from_day, to_day) = (day_of(start_us).saturating_sub(1), day_of(end_us));
+        for chunk in &snap.chunks {
+            ctl.check()?;
+            for r in chunk.iter() {
+                let d = day_of(r.start_us);
+                if d < from_day || d > to_day {
+                    continue;
+                }
+                let s = intern(&r.service, ctl)?;
+                add(
+                    r.trace_id,
+                    span_key(&r.span_id),
+                    r.parent_span_id.map(|p| span_key(&p)),
+                    s,
+                    r.start_us,
+                )?;
+            }
+        }
+        for b in snap
+            .blocks
+            .iter()
+            .filter(|b| b.meta.day >= from_day && b.meta.day <= to_day)
+        {
+            ctl.check()?;
+            let result = (|| -> Result<(), StoreError> {
+                let opened = b.opened()?;
+                for gi in 0..opened.groups.len() {
+                    ctl.check()?;
+                    let cols = [
+                        format::TRACE_ID,
+                        format::SPAN_ID,
+                        format::PARENT_SPAN_ID,
+                        format::SERVICE,
+                        format::START_US,
+                    ];
+                    for batch in b.read(&opened, gi, &cols, None)? {
+                        let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
+                        let spans: &FixedSizeBinaryArray = format::col(&batch, "span_id")?;
+                        let parents: &FixedSizeBinaryArray = format::col(&batch, "parent_span_id")?;
+                        let services = dict_keys(&batch, "service")?;
+                        let values = dict_values(&batch, "service")?;
+                        let starts = batch
+                            .column(4)
+                            .as_primitive_opt::<Int64Type>()
+                            .ok_or_else(|| corrupt("start_us"))?;
+                        let local: Vec<u32> = (0..values.len())
+                            .map(|i| intern(values.value(i), ctl))
+                            .collect::<Result<_, _>>()?;
+                        for i in 0..batch.num_rows() {
+                            let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
+                            let parent = (!parents.is_null(i)).then(|| span_key(parents.value(i)));
+                            let s = local
+                                .get(services.value(i) as usize)
+                                .copied()
+                                .ok_or_else(|| corrupt("service key"))?;
+                            add(id, span_key(spans.value(i)), parent, s, starts.value(i))?;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => {}
+                Err(e) if e.is_limit() => return Err(e),
+                Err(_) if !self.still_listed(b) => {}
+                Err(e) => return Err(ctl.stopped_or(e)),
+            }
+        }
+        let mut edges: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for (trace, _, parent, child) in children {
+            if let Some(&p) = service_of.get(&(trace, parent)) {
+                if p != child {
+                    *edges.entry((p, child)).or_default() += 1;
+                }
+            }
+        }
+        let name = |i: u32| names.get(i as usize).cloned().unwrap_or_default();
+        let mut out: Vec<Edge> = edges
+            .into_iter()
+            .map(|((p, c), n)| (name(p), name(c), n))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl BlockStore {
+    /// Services and operations of the heads (live and sealed).
+    fn head_services(&self) -> Vec<(Arc<str>, Operations)> {
+        let mut out: BTreeMap<Arc<str>, BTreeSet<(String, i32)>> = BTreeMap::new();
+        let head = self.head_now();
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let h = head.read().unwrap_or_else(|e| e.into_inner());
+        for m in std::iter::once(&h.services).chain(st.sealed.iter().map(|s| &s.head.services)) {
+            for (s, ops) in m {
+                let e = out.entry(s.clone()).or_default();
+                for (o, k) in ops {
+                    e.insert((o.to_string(), *k));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|(s, ops)| (s, ops.into_iter().collect()))
+            .collect()
+    }
+}
+
+/// A service's (operation, span kind) pairs.
+type Operations = Vec<(String, i32)>;
+
+/// The keys of a dictionary column.
+fn dict_keys<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::PrimitiveArray<Int32Type>, StoreError> {
+    Ok(batch
+        .column_by_name(name)
+        .ok_or_else(|| corrupt(format!("block column {name} missing")))?
+        .as_dictionary_opt::<Int32Type>()
+        .ok_or_else(|| corrupt(format!("block column {name} is not a dictionary")))?
+        .keys())
+}
+
+fn dict_values<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a arrow_array::StringArray, StoreError> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| corrupt(format!("block column {name} missing")))?
+        .as_dictionary_opt::<Int32Type>()
+        .ok_or_else(|| corrupt(format!("block column {name} is not a dictionary")))?
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| corrupt(format!("block column {name} values are not strings")))
+}
+
+/// The dictionary key of `value` in a dictionary column, if it occurs.
+fn dict_key(batch: &RecordBatch, name: &str, value: &str) -> Result<Option<i32>, StoreError> {
+    let values = dict_values(batch, name)?;
+    Ok((0..values.len())
+        .find(|i| values.value(*i) == value)
+        .map(|i| i as i32))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+use super::backend::Location;
+use super::*;
+use crate::store::suite::{self, records, span, BASE_NS};
+use crate::store::SpanStore;
+
+fn settings(dir: &Path) -> BlockSettings {
+    BlockSettings {
+        location: Location::Local(dir.join("bucket")),
+        ..BlockSettings::default()
+    }
+}
+
+/// Writes, then seals and uploads at once: every read after a write comes
+/// from blocks in the backend.
+struct Flushing(Arc<BlockStore>);
+
+impl SpanWriter for Flushing {
+    fn write(&self, spans: &[SpanRecord]) -> Result<(), StoreError> {
+        self.0.write(spans)?;
+        self.0.flush()
+    }
+    fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
+        self.0.apply_retention(cutoff_us)
+    }
+}
+
+impl SpanReader for Flushing {
+    fn traces_within(
+        &self,
+        ids: &[[u8; 16]],
+        max_spans: usize,
+        ctl: &ReadCtl,
+    ) -> Result<TraceSet, StoreError> {
+        self.0.traces_within(ids, max_spans, ctl)
+    }
+    fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
+        self.0.find_trace_ids(q, ctl)
+    }
+    fn services(&self, ctl: &ReadCtl) -> Result<Vec<String>, StoreError> {
+        self.0.services(ctl)
+    }
+    fn operations(&self, service: &str, ctl: &ReadCtl) -> Result<Vec<(String, i32)>, StoreError> {
+        self.0.operations(service, ctl)
+    }
+    fn dependencies(&self, a: i64, b: i64, ctl: &ReadCtl) -> Result<Vec<Edge>, StoreError> {
+        self.0.dependencies(a, b, ctl)
+    }
+}
+
+fn suite_with(make: impl Fn(&Path) -> Box<dyn SpanStore>) {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    suite::run(&|| {
+        let d = tempfile::tempdir().unwrap();
+        let s = make(d.path());
+        dirs.borrow_mut().push(d);
+        s
+    });
+}
+
+#[test]
+fn blocks_pass_the_suite_from_the_head() {
+    suite_with(|d| Box::new(BlockStore::open(d, settings(d)).unwrap()));
+}
+
+#[test]
+fn blocks_pass_the_suite_from_uploaded_blocks() {
+    suite_with(|d| Box::new(Flushing(BlockStore::open(d, settings(d)).unwrap())));
+}
+
+#[test]
+fn blocks_pass_the_suite_while_heads_are_sealed_and_cut() {
+    // Every write seals the head: reads meet sealed heads, pending blocks and
+    // uploads in progress on the block thread.
+    suite_with(|d| {
+        Box::new(
+            BlockStore::open(
+                d,
+                BlockSettings {
+                    max_bytes: 1,
+                    ..settings(d)
+                },
+            )
+            .unwrap(),
+        )
+    });
+}
+
+fn trace_ids(store: &dyn SpanReader) -> Vec<u8> {
+    let q = TraceQuery {
+        service: "svc".into(),
+        start_us: 0,
+        end_us: i64::MAX,
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut ids: Vec<u8> = store
+        .find_trace_ids(&q, &ReadCtl::unbounded())
+        .unwrap()
+        .iter()
+        .map(|t| t[0])
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn write_traces(store: &dyn SpanWriter, from: u8, to: u8) {
+    for t in from..to {
+        store
+            .write(&records(
+                "svc",
+                vec![
+                    span(t, 1, 0, "root", BASE_NS + u64::from(t) * 1000, 10, 200),
+                    span(t, 2, 1, "child", BASE_NS + u64::from(t) * 1000 + 1, 5, 200),
+                ],
+            ))
+            .unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_spans_survive_a_restart_from_the_wal() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+        write_traces(&*s, 1, 11);
+        // No seal, no upload: a crash now leaves them only in the WAL.
+    }
+    let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+    assert_eq!(trace_ids(&*s), (1..11).collect::<Vec<_>>());
+    assert_eq!(s.trace(&[3; 16]).unwrap().len(), 2);
+}
+
+#[test]
+fn uploaded_blocks_are_read_by_a_collector_with_an_empty_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let bucket = d.path().join("bucket");
+    {
+        let local = d.path().join("node-a");
+        let s = BlockStore::open(
+            &local,
+            BlockSettings {
+                location: Location::Local(bucket.clone()),
+                ..BlockSettings::default()
+            },
+        )
+        .unwrap();
+        write_traces(&*s, 1, 21);
+        s.flush().unwrap();
+        assert_eq!(
+            s.counts(),
+            (1, 0, 0),
+            "one block, nothing pending, heads empty"
+        );
+        assert_eq!(
+            s.wal_bytes(),
+            0,
+            "the WAL is released once the block is uploaded"
+        );
+    }
+    let other = d.path().join("node-b");
+    let s = BlockStore::open(
+        &other,
+        BlockSettings {
+            location: Location::Local(bucket),
+            ..BlockSettings::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(trace_ids(&*s), (1..21).collect::<Vec<_>>());
+    let t = s.trace(&[7; 16]).unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].span.name, "root");
+    assert_eq!(
+        s.services(&ReadCtl::unbounded()).unwrap(),
+        vec!["svc".to_string()]
+    );
+}
+
+#[test]
+fn a_wal_already_in_blocks_is_not_replayed_twice() {
+    // A crash after the upload and before the WAL's release: the segments'
+    // block is in the backend, and the WAL is not turned into a second one.
+    let d = tempfile::tempdir().unwrap();
+    let wal_copy = d.path().join("wal-copy");
+    {
+        let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+        write_traces(&*s, 1, 6);
+        copy_dir(&d.path().join("wal"), &wal_copy);
+        s.flush().unwrap();
+    }
+    std::fs::remove_dir_all(d.path().join("wal")).unwrap();
+    copy_dir(&wal_copy, &d.path().join("wal"));
+    let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+    assert_eq!(s.counts(), (1, 0, 0), "no second block from the old WAL");
+    assert_eq!(trace_ids(&*s), (1..6).collect::<Vec<_>>());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_full_wal_refuses_writes_retryably() {
+    let d = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(
+        d.path(),
+        BlockSettings {
+            wal_max_bytes: 2000,
+            ..settings(d.path())
+        },
+    )
+    .unwrap();
+    let mut refused = None;
+    for t in 1..50u8 {
+        if let Err(e) = s.write(&records("svc", vec![span(t, 1, 0, "x", BASE_NS, 1, 200)])) {
+            refused = Some((t, e));
+            break;
+        }
+    }
+    let (t, e) = refused.expect("the WAL's limit refuses writes");
+    assert!(matches!(e, StoreError::WalFull { .. }), "{e}");
+    assert!(e.to_string().contains("wal.max_bytes"), "{e}");
+    // Everything accepted before is readable.
+    assert_eq!(trace_ids(&*s).len(), usize::from(t) - 1);
+    // Once uploaded, the WAL is released and writes are taken again.
+    s.flush().unwrap();
+    s.write(&records("svc", vec![span(200, 1, 0, "x", BASE_NS, 1, 200)]))
+        .unwrap();
+}
+
+#[test]
+fn block_files_keep_trace_order_statistics_and_bloom_filters() {
+    let d = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(
+        d.path(),
+        BlockSettings {
+            rows_per_group: 16,
+            ..settings(d.path())
+        },
+    )
+    .unwrap();
+    write_traces(&*s, 1, 101);
+    s.flush().unwrap();
+    let st = s.state.read().unwrap();
+    let b = st.blocks.values().next().unwrap();
+    assert_eq!(b.meta.spans, 200);
+    assert_eq!(b.meta.traces, 100);
+    assert_eq!(b.meta.format_version, 1);
+    let o = b.opened().unwrap();
+    assert_eq!(o.groups.len(), 200 / 16 + 1, "row groups of 16 spans");
+    for w in o.groups.windows(2) {
+        assert!(w[0].last_trace <= w[1].first_trace, "sorted by trace id");
+    }
+    assert!(o.groups.iter().all(|g| g.bloom.is_some()));
+    let holders = o.groups.iter().filter(|g| g.may_hold(&[50; 16])).count();
+    assert!((1..=2).contains(&holders), "one row group to read, not all");
+    assert!(!o.groups.iter().any(|g| g.may_hold(&[0xfe; 16])));
+}
