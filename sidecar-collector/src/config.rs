@@ -298,9 +298,27 @@ pub enum Durability {
     Os,
 }
 
+/// Which storage engine keeps the spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// SQLite files, one per UTC day, in `data_dir`.
+    #[default]
+    Sqlite,
+    /// A write-ahead log and an in-memory head in `data_dir`, Parquet blocks
+    /// in `store.blocks.backend` (a directory or an S3-compatible bucket).
+    Blocks,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `sqlite` (default) or `blocks`.
+    pub engine: EngineKind,
+    /// The blocks engine: where blocks go and when the head is cut into one.
+    pub blocks: BlocksConfig,
+    /// The blocks engine's write-ahead log.
+    pub wal: WalConfig,
     /// `fsync` (default) or `os`.
     pub durability: Durability,
     /// Day partitions open for writing at once; the least recently written is closed first.
@@ -313,9 +331,85 @@ pub struct StoreConfig {
     pub partition_idle_timeout: Duration,
 }
 
+/// Where the blocks engine keeps its blocks, and when it cuts them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlocksConfig {
+    /// A directory (default: `blocks` inside `data_dir`) or `s3://BUCKET/PREFIX`.
+    pub backend: String,
+    /// The S3-compatible store behind an `s3://` backend.
+    pub s3: S3Config,
+    /// This collector's name in the bucket, so replicas sharing one never
+    /// write the same objects (default: `$POD_NAME`, else `$HOSTNAME`, else `local`).
+    pub replica: String,
+    /// The head is cut into a block when it is this old (`5m`).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// … or holds this many bytes (0: an eighth of `memory.limit_bytes`,
+    /// 16 MiB to 512 MiB; 128 MiB without a limit).
+    pub max_bytes: u64,
+    /// Spans per Parquet row group (what a trace lookup reads at most).
+    pub rows_per_group: usize,
+    /// How often the bucket is listed again for the other replicas' blocks.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        BlocksConfig {
+            backend: String::new(),
+            s3: S3Config::default(),
+            replica: String::new(),
+            max_age: Duration::from_secs(300),
+            max_bytes: 0,
+            rows_per_group: 8192,
+            poll_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An S3-compatible object store (AWS, MinIO, Ceph RGW, s3s). Credentials
+/// left empty come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, instance roles).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// `http://minio.storage:9000`; empty for AWS.
+    pub endpoint: String,
+    /// Default `us-east-1`.
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Files holding the keys (a Kubernetes Secret mounted as a volume).
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO and Ceph expect;
+    /// default: on when an endpoint is set.
+    pub path_style: Option<bool>,
+}
+
+/// The blocks engine's write-ahead log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Bytes the log may hold (spans not yet in an uploaded block); past it,
+    /// ingest answers "retry later" until uploads catch up.
+    pub max_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig { max_bytes: 4 << 30 }
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            engine: EngineKind::Sqlite,
+            blocks: BlocksConfig::default(),
+            wal: WalConfig::default(),
             durability: Durability::Fsync,
             max_open_partitions: 8,
             health_interval: Duration::from_secs(10),
@@ -632,6 +726,51 @@ impl Config {
         }
         if self.store.partition_idle_timeout.is_zero() {
             return Err(err("store.partition_idle_timeout", "must be more than 0s"));
+        }
+        let b = &self.store.blocks;
+        if b.max_age.is_zero() {
+            return Err(err("store.blocks.max_age", "must be more than 0s"));
+        }
+        if b.poll_interval.is_zero() {
+            return Err(err("store.blocks.poll_interval", "must be more than 0s"));
+        }
+        if !(128..=1_048_576).contains(&b.rows_per_group) {
+            return Err(err(
+                "store.blocks.rows_per_group",
+                "must be in 128..=1048576",
+            ));
+        }
+        if b.max_bytes != 0 && b.max_bytes < 1 << 20 {
+            return Err(err(
+                "store.blocks.max_bytes",
+                "must be 0 (automatic) or at least 1048576",
+            ));
+        }
+        if self.store.wal.max_bytes < 16 << 20 {
+            return Err(err("store.wal.max_bytes", "must be at least 16777216"));
+        }
+        if b.backend.contains("://") && !b.backend.starts_with("s3://") {
+            return Err(err(
+                "store.blocks.backend",
+                format!("{:?}: only s3://BUCKET/PREFIX or a directory", b.backend),
+            ));
+        }
+        if b.backend == "s3://" || b.backend.starts_with("s3:///") {
+            return Err(err(
+                "store.blocks.backend",
+                "s3:// needs a bucket: s3://BUCKET/PREFIX",
+            ));
+        }
+        if !b.replica.is_empty()
+            && !b
+                .replica
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(err(
+                "store.blocks.replica",
+                "letters, digits, '-', '_' and '.' only (it is part of object names)",
+            ));
         }
         if self.store.health_interval.is_zero() {
             return Err(err("store.health_interval", "must be more than 0s"));

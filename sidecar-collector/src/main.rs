@@ -23,7 +23,7 @@ use meshtrace_collector::security;
 use meshtrace_collector::sink::{Sink, Target};
 use meshtrace_collector::store::history::HistoryDb;
 use meshtrace_collector::store::sqlite::{self as sqlite_store, SqliteStore, StoreSettings};
-use meshtrace_collector::store::SpanWriter;
+use meshtrace_collector::store::{blocks, Engine};
 use meshtrace_collector::telemetry::{self, Telemetry};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -292,6 +292,85 @@ fn memory_limits(cfg: &Config, telemetry: &Telemetry) -> (Arc<memory::MemoryLimi
 
 /// The span metrics (`metrics.enabled`), registered on `/metrics`, with their
 /// per-minute history in the data directory.
+/// The configured storage engine, opened in `data_dir`.
+fn open_engine(cfg: &Config, memory_limit: u64) -> anyhow::Result<Engine> {
+    let durability = match cfg.store.durability {
+        Durability::Fsync => sqlite_store::Durability::Fsync,
+        Durability::Os => sqlite_store::Durability::Os,
+    };
+    let opening = || format!("data_dir: opening the store in {}", cfg.data_dir.display());
+    use meshtrace_collector::config::EngineKind;
+    Ok(match cfg.store.engine {
+        EngineKind::Sqlite => {
+            let settings = StoreSettings {
+                durability,
+                max_open_partitions: cfg.store.max_open_partitions,
+            };
+            Engine::Sqlite(Arc::new(
+                SqliteStore::open(&cfg.data_dir, settings).with_context(opening)?,
+            ))
+        }
+        EngineKind::Blocks => {
+            let b = &cfg.store.blocks;
+            let read_key = |inline: &str, file: &Option<std::path::PathBuf>, key: &str| match file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map(|s| s.trim().to_string())
+                    .with_context(|| format!("store.blocks.s3.{key}: reading {}", f.display())),
+                None => Ok(inline.to_string()),
+            };
+            let s3 = blocks::backend::S3 {
+                endpoint: b.s3.endpoint.clone(),
+                region: b.s3.region.clone(),
+                access_key_id: read_key(
+                    &b.s3.access_key_id,
+                    &b.s3.access_key_id_file,
+                    "access_key_id_file",
+                )?,
+                secret_access_key: read_key(
+                    &b.s3.secret_access_key,
+                    &b.s3.secret_access_key_file,
+                    "secret_access_key_file",
+                )?,
+                path_style: b.s3.path_style.unwrap_or(!b.s3.endpoint.is_empty()),
+                ..Default::default()
+            };
+            let backend = if b.backend.is_empty() {
+                cfg.data_dir.join("blocks").display().to_string()
+            } else {
+                b.backend.clone()
+            };
+            let location = blocks::backend::Location::parse(&backend, &s3)
+                .map_err(|e| anyhow!("store.blocks.backend: {e}"))?;
+            let replica = [
+                b.replica.clone(),
+                std::env::var("POD_NAME").unwrap_or_default(),
+                std::env::var("HOSTNAME").unwrap_or_default(),
+            ]
+            .into_iter()
+            .find(|r| !r.is_empty())
+            .unwrap_or_else(|| "local".into());
+            let settings = blocks::BlockSettings {
+                durability,
+                location,
+                replica,
+                max_age: b.max_age,
+                max_bytes: match b.max_bytes {
+                    0 if memory_limit == 0 => 128 << 20,
+                    0 => (memory_limit / 8).clamp(16 << 20, 512 << 20),
+                    n => n,
+                },
+                wal_max_bytes: cfg.store.wal.max_bytes,
+                rows_per_group: b.rows_per_group,
+                poll_interval: b.poll_interval,
+            };
+            Engine::Blocks(
+                blocks::BlockStore::open(&cfg.data_dir, settings)
+                    .with_context(|| format!("{} (blocks in {backend})", opening()))?,
+            )
+        }
+    })
+}
+
 fn span_metrics(cfg: &Config, telemetry: &Telemetry) -> anyhow::Result<Option<Arc<SpanMetrics>>> {
     let m = &cfg.metrics;
     if !m.enabled {
@@ -438,19 +517,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             None,
         )
     } else {
-        let settings = StoreSettings {
-            durability: match cfg.store.durability {
-                Durability::Fsync => sqlite_store::Durability::Fsync,
-                Durability::Os => sqlite_store::Durability::Os,
-            },
-            max_open_partitions: cfg.store.max_open_partitions,
-        };
-        let store = Arc::new(SqliteStore::open(&cfg.data_dir, settings).with_context(|| {
-            format!("data_dir: opening the store in {}", cfg.data_dir.display())
-        })?);
+        let store = open_engine(&cfg, limiter.limit_bytes().unwrap_or(0))?;
         let span_metrics = span_metrics(&cfg, &telemetry)?;
         let (pipeline, writer) = Pipeline::start(
-            store.clone(),
+            store.writer(),
             PipelineSettings {
                 queue_size: cfg.queue.queue_size,
                 max_batch: cfg.queue.max_batch_requests,
@@ -462,7 +532,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .context("starting the span writer thread")?;
         let app = query::router(QueryState {
-            store: store.clone(),
+            store: store.reader(),
             metrics: span_metrics.clone(),
             sampling: Some(provider.clone()),
             budget: query::answer::Budget::new(
@@ -557,13 +627,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                     last_close = std::time::Instant::now();
                 }
                 let checked = tokio::task::spawn_blocking(move || {
-                    if close {
-                        let n = s.close_idle(idle);
-                        if n > 0 {
-                            tracing::debug!(partitions = n, "idle partitions closed");
-                        }
-                    }
-                    (s.check_writable(), s.check_readable())
+                    s.health(close.then_some(idle))
                 })
                 .await;
                 match checked {

@@ -311,3 +311,61 @@ impl<T: SpanReader + ?Sized> SpanReader for std::sync::Arc<T> {
         (**self).dependencies(start_us, end_us, ctl)
     }
 }
+
+/// The configured engine, with what the collector does to it besides reading
+/// and writing (integrity checks, health, retention).
+#[derive(Clone)]
+pub enum Engine {
+    Sqlite(std::sync::Arc<sqlite::SqliteStore>),
+    Blocks(std::sync::Arc<blocks::BlockStore>),
+}
+
+impl Engine {
+    pub fn writer(&self) -> std::sync::Arc<dyn SpanWriter> {
+        match self {
+            Engine::Sqlite(s) => s.clone(),
+            Engine::Blocks(s) => s.clone(),
+        }
+    }
+
+    pub fn reader(&self) -> std::sync::Arc<dyn SpanReader> {
+        match self {
+            Engine::Sqlite(s) => s.clone(),
+            Engine::Blocks(s) => s.clone(),
+        }
+    }
+
+    /// After start-up: SQLite checks its partitions (checked, set aside); the
+    /// blocks engine has nothing to check (blocks are immutable, checksummed by Parquet).
+    pub fn check_partitions(&self) -> (usize, usize) {
+        match self {
+            Engine::Sqlite(s) => s.check_partitions(),
+            Engine::Blocks(_) => (0, 0),
+        }
+    }
+
+    /// (can it be written, can it be read), closing idle partitions on the
+    /// way when `close_idle` is given.
+    pub fn health(
+        &self,
+        close_idle: Option<std::time::Duration>,
+    ) -> (Result<(), StoreError>, Result<(), StoreError>) {
+        match self {
+            Engine::Sqlite(s) => {
+                if let Some(idle) = close_idle {
+                    let n = s.close_idle(idle);
+                    if n > 0 {
+                        tracing::debug!(partitions = n, "idle partitions closed");
+                    }
+                }
+                (s.check_writable(), s.check_readable())
+            }
+            Engine::Blocks(s) => s.health(),
+        }
+    }
+
+    /// Drops what is older than `cutoff_us`; returns how many days went.
+    pub fn apply_retention(&self, cutoff_us: i64) -> Result<usize, StoreError> {
+        self.writer().apply_retention(cutoff_us)
+    }
+}

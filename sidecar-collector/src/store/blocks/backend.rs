@@ -161,16 +161,25 @@ impl Backend {
         }
     }
 
-    fn run<T>(
+    fn run<T: Send>(
         &self,
         what: &str,
-        f: impl std::future::Future<Output = object_store::Result<T>>,
+        f: impl std::future::Future<Output = object_store::Result<T>> + Send,
     ) -> Result<T, StoreError> {
         let timeout = self.timeout;
-        match self
-            .handle
-            .block_on(async move { tokio::time::timeout(timeout, f).await })
-        {
+        let call = || {
+            self.handle
+                .block_on(async move { tokio::time::timeout(timeout, f).await })
+        };
+        // Called from async code (start-up in `main`), blocking the caller's
+        // runtime is not allowed: the call waits on a thread of its own.
+        let out = if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| s.spawn(call).join())
+                .map_err(|_| StoreError::Backend(format!("{what}: the call panicked")))?
+        } else {
+            call()
+        };
+        match out {
             Ok(r) => r.map_err(|e| StoreError::Backend(format!("{what}: {e}"))),
             Err(_) => Err(StoreError::Backend(format!(
                 "{what}: no answer within {timeout:?} from {}",

@@ -347,7 +347,6 @@ struct Writing {
 /// The blocks engine.
 pub struct BlockStore {
     settings: BlockSettings,
-    #[allow(dead_code)]
     dir: PathBuf,
     cutter: Cutter,
     backend: Arc<Backend>,
@@ -747,6 +746,21 @@ impl BlockStore {
                 .map(|s| s.head.rows().count())
                 .sum::<usize>();
         (st.blocks.len(), st.pending.len(), in_heads)
+    }
+
+    /// (can it be written, can it be read): the WAL takes writes while it has
+    /// room; reads need the backend to list its blocks.
+    pub fn health(&self) -> (Result<(), StoreError>, Result<(), StoreError>) {
+        let bytes = self.wal_bytes();
+        let write = if bytes >= self.settings.wal_max_bytes {
+            Err(StoreError::WalFull {
+                bytes,
+                limit: self.settings.wal_max_bytes,
+            })
+        } else {
+            super::sqlite::write_probe(&self.dir.join("wal"))
+        };
+        (write, self.backend.list("blocks/none").map(|_| ()))
     }
 
     /// Why the last upload failed, while uploads fail.
