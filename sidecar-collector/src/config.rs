@@ -746,8 +746,8 @@ impl Config {
                 "must be 0 (automatic) or at least 1048576",
             ));
         }
-        if self.store.wal.max_bytes < 16 << 20 {
-            return Err(err("store.wal.max_bytes", "must be at least 16777216"));
+        if self.store.wal.max_bytes < 1 << 20 {
+            return Err(err("store.wal.max_bytes", "must be at least 1048576"));
         }
         if b.backend.contains("://") && !b.backend.starts_with("s3://") {
             return Err(err(

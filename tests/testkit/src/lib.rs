@@ -16,6 +16,7 @@ pub mod load;
 pub mod otlp;
 pub mod otlp_receiver;
 pub mod prometheus;
+pub mod s3;
 pub mod tls;
 pub mod upstream;
 

@@ -1,0 +1,282 @@
+//! The blocks engine on a real S3-compatible server (`s3s-fs`): blocks reach
+//! the bucket and serve a collector that has nothing on its disk; a SIGKILL
+//! during uploads loses nothing acknowledged and leaves no partial block
+//! visible; with the object store down, the WAL takes writes up to
+//! `store.wal.max_bytes`, then ingest answers 503 + Retry-After, and once the
+//! store is back, uploads resume and the WAL shrinks.
+
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::prost::Message;
+use meshtrace_testkit::collector::{post, post_otlp, Collector, Opts};
+use meshtrace_testkit::s3::S3Server;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SPANS_PER_TRACE: usize = 20;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn hex(t: &[u8]) -> String {
+    t.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A trace of `SPANS_PER_TRACE` spans of service `svc`.
+fn trace_request(cycle: u8, thread: u8, seq: u32) -> ([u8; 16], Vec<u8>) {
+    let now = now_ns();
+    let mut tid = [0u8; 16];
+    tid[0] = 0xb0 | thread;
+    tid[1] = cycle;
+    tid[12..].copy_from_slice(&seq.to_be_bytes());
+    let spans = (0..SPANS_PER_TRACE)
+        .map(|i| Span {
+            trace_id: tid.to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            parent_span_id: if i == 0 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
+            name: format!("op{}", i % 3),
+            kind: 2,
+            start_time_unix_nano: now + i as u64,
+            end_time_unix_nano: now + 1_000_000,
+            attributes: (0..8)
+                .map(|k| KeyValue {
+                    key: format!("attr{k}"),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("value-{k}-{seq}"))),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("svc".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (tid, req.encode_to_vec())
+}
+
+/// A blocks-engine collector on `s3`'s bucket `traces`, cutting blocks often.
+fn collector_on(s3: &S3Server, data_dir: std::path::PathBuf, extra: &str) -> Collector {
+    let yaml = format!(
+        "{}    max_age: 1s\n    max_bytes: 1048576\n    poll_interval: 1s\n{extra}",
+        s3.store_yaml("traces", "mesh")
+    );
+    Collector::start_opts(
+        data_dir,
+        Opts {
+            yaml: Some(yaml),
+            ..Opts::default()
+        },
+    )
+}
+
+/// Every trace in `ids` found by id, whole, and exactly once per span.
+fn assert_all_found(c: &Collector, ids: &[[u8; 16]]) {
+    let mut missing = Vec::new();
+    for chunk in ids.chunks(50) {
+        let q: Vec<String> = chunk.iter().map(|t| format!("traceID={}", hex(t))).collect();
+        let (status, body) = c.get(&format!("/api/traces?{}", q.join("&")));
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let traces = v["data"].as_array().unwrap();
+        for t in traces {
+            assert_eq!(
+                t["spans"].as_array().unwrap().len(),
+                SPANS_PER_TRACE,
+                "every span once: {}",
+                t["traceID"]
+            );
+        }
+        let found: Vec<&str> = traces.iter().filter_map(|t| t["traceID"].as_str()).collect();
+        missing.extend(chunk.iter().map(|t| hex(t)).filter(|h| !found.contains(&h.as_str())));
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged traces missing, e.g. {:?}\n{}",
+        missing.len(),
+        ids.len(),
+        &missing[..missing.len().min(3)],
+        c.log()
+    );
+}
+
+/// Trace ids the search finds for service `svc` (limit 10,000).
+fn searched(c: &Collector) -> usize {
+    let (status, body) = c.get("/api/traces?service=svc&limit=10000&lookback=2h");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"].as_array().unwrap().len()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn blocks_in_the_bucket_serve_a_collector_with_an_empty_disk() {
+    let s3 = S3Server::start("traces");
+    let a = collector_on(&s3, meshtrace_testkit::scratch_path("blocks-a"), "");
+    let ids: Vec<[u8; 16]> = (0..200u32)
+        .map(|seq| {
+            let (tid, body) = trace_request(1, 0, seq);
+            assert_eq!(post_otlp(a.otlp_port, &body), 200);
+            tid
+        })
+        .collect();
+    // The head is cut within a second or two; its blocks reach the bucket.
+    wait_for("blocks in the bucket", Duration::from_secs(60), || {
+        !s3.objects_ending("meta.json").is_empty()
+            && a.get("/metrics").1.contains("meshtrace") // still serving
+            && std::fs::read_dir(a.data_dir.join("wal"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                <= 3
+    });
+    assert_all_found(&a, &ids);
+    assert_eq!(searched(&a), ids.len());
+    let _ = a.kill_keep_data();
+    assert!(!s3.objects_ending("data.parquet").is_empty());
+
+    // Another collector with an empty data directory reads everything from the bucket.
+    let b = collector_on(&s3, meshtrace_testkit::scratch_path("blocks-b"), "");
+    assert_all_found(&b, &ids);
+    assert_eq!(searched(&b), ids.len(), "search over blocks alone");
+    let (_, services) = b.get("/api/services");
+    assert!(services.contains("\"svc\""), "{services}");
+}
+
+#[test]
+fn sigkill_during_uploads_loses_nothing_and_shows_no_partial_block() {
+    let s3 = S3Server::start("traces");
+    let mut dir = meshtrace_testkit::scratch_path("blocks-kill");
+    let mut acked = Vec::new();
+    for cycle in 0..3u8 {
+        let c = collector_on(&s3, dir.clone(), "");
+        let port = c.otlp_port;
+        let got: Arc<Mutex<Vec<[u8; 16]>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (got, stop) = (got.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut seq = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let (tid, body) = trace_request(cycle, t, seq);
+                        match post_otlp(port, &body) {
+                            200 => got.lock().unwrap().push(tid),
+                            0 => break,
+                            _ => {}
+                        }
+                        seq += 1;
+                    }
+                })
+            })
+            .collect();
+        // Heads of 1 MiB are cut and uploaded continuously: the kill lands
+        // while blocks are written and uploaded.
+        std::thread::sleep(Duration::from_millis(2500 + 700 * u64::from(cycle)));
+        dir = c.kill_keep_data();
+        stop.store(true, Ordering::SeqCst);
+        for s in senders {
+            s.join().unwrap();
+        }
+        acked.extend(got.lock().unwrap().iter().copied());
+    }
+    assert!(acked.len() > 100, "too little load: {}", acked.len());
+    let c = collector_on(&s3, dir, "");
+    assert!(
+        !s3.objects_ending("meta.json").is_empty(),
+        "blocks were uploaded during the load"
+    );
+    // Every visible block is whole: its data object is there at the size its index says.
+    for meta in s3.objects_ending("meta.json") {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        let data = meta.with_file_name("data.parquet");
+        assert_eq!(
+            std::fs::metadata(&data).map(|m| m.len()).ok(),
+            m["data_bytes"].as_u64(),
+            "{} has its whole data",
+            meta.display()
+        );
+    }
+    assert_all_found(&c, &acked);
+}
+
+#[test]
+fn object_store_down_fills_the_wal_then_refuses_and_recovers() {
+    let mut s3 = S3Server::start("traces");
+    let c = collector_on(&s3, meshtrace_testkit::scratch_path("blocks-down"), "  wal:\n    max_bytes: 2097152\n");
+    s3.stop();
+    // Acknowledged into the WAL while the store is down, up to its limit.
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for seq in 0..2000u32 {
+        let (tid, body) = trace_request(7, 0, seq);
+        let m = post(c.otlp_port, "application/x-protobuf", &[], &body).expect("an answer");
+        let text = String::from_utf8_lossy(&m.body).to_string();
+        match m.status() {
+            200 => acked.push(tid),
+            503 => {
+                refusal = Some((m.header("retry-after"), text));
+                break;
+            }
+            s => panic!("unexpected {s}: {text}"),
+        }
+    }
+    let (retry_after, text) = refusal.expect("a full WAL refuses");
+    assert!(acked.len() > 20, "the WAL took writes first: {}", acked.len());
+    assert!(retry_after.is_some(), "503 with Retry-After: {text}");
+    assert!(text.contains("wal.max_bytes"), "names the limit: {text}");
+    // Reads keep working from the WAL's head and pending blocks.
+    assert_all_found(&c, &acked[..10]);
+
+    s3.restart();
+    // Uploads resume (the block thread retries with a backoff of at most 30 s)
+    // and the WAL shrinks: writes are taken again.
+    wait_for("writes accepted again", Duration::from_secs(90), || {
+        let (_, body) = trace_request(8, 0, 0);
+        post_otlp(c.otlp_port, &body) == 200
+    });
+    wait_for("the WAL released", Duration::from_secs(90), || {
+        std::fs::read_dir(c.data_dir.join("wal"))
+            .map(|d| d.count())
+            .unwrap_or(99)
+            <= 3
+    });
+    assert_all_found(&c, &acked);
+}
