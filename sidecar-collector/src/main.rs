@@ -332,6 +332,7 @@ fn open_engine(cfg: &Config, memory_limit: u64) -> anyhow::Result<Engine> {
                     "secret_access_key_file",
                 )?,
                 path_style: b.s3.path_style.unwrap_or(!b.s3.endpoint.is_empty()),
+                keep_alive: b.s3.keep_alive.unwrap_or(true),
                 ..Default::default()
             };
             let backend = if b.backend.is_empty() {

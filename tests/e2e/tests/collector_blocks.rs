@@ -105,7 +105,10 @@ fn collector_on(s3: &S3Server, data_dir: std::path::PathBuf, extra: &str) -> Col
 fn assert_all_found(c: &Collector, ids: &[[u8; 16]]) {
     let mut missing = Vec::new();
     for chunk in ids.chunks(50) {
-        let q: Vec<String> = chunk.iter().map(|t| format!("traceID={}", hex(t))).collect();
+        let q: Vec<String> = chunk
+            .iter()
+            .map(|t| format!("traceID={}", hex(t)))
+            .collect();
         let (status, body) = c.get(&format!("/api/traces?{}", q.join("&")));
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -118,8 +121,16 @@ fn assert_all_found(c: &Collector, ids: &[[u8; 16]]) {
                 t["traceID"]
             );
         }
-        let found: Vec<&str> = traces.iter().filter_map(|t| t["traceID"].as_str()).collect();
-        missing.extend(chunk.iter().map(|t| hex(t)).filter(|h| !found.contains(&h.as_str())));
+        let found: Vec<&str> = traces
+            .iter()
+            .filter_map(|t| t["traceID"].as_str())
+            .collect();
+        missing.extend(
+            chunk
+                .iter()
+                .map(|t| hex(t))
+                .filter(|h| !found.contains(&h.as_str())),
+        );
     }
     assert!(
         missing.is_empty(),
@@ -218,7 +229,14 @@ fn sigkill_during_uploads_loses_nothing_and_shows_no_partial_block() {
         acked.extend(got.lock().unwrap().iter().copied());
     }
     assert!(acked.len() > 100, "too little load: {}", acked.len());
+    let t = Instant::now();
     let c = collector_on(&s3, dir, "");
+    eprintln!(
+        "{} traces acknowledged; restarted in {:?}; {} blocks",
+        acked.len(),
+        t.elapsed(),
+        s3.objects_ending("meta.json").len()
+    );
     assert!(
         !s3.objects_ending("meta.json").is_empty(),
         "blocks were uploaded during the load"
@@ -234,13 +252,19 @@ fn sigkill_during_uploads_loses_nothing_and_shows_no_partial_block() {
             meta.display()
         );
     }
+    let t = Instant::now();
     assert_all_found(&c, &acked);
+    eprintln!("all found in {:?}", t.elapsed());
 }
 
 #[test]
 fn object_store_down_fills_the_wal_then_refuses_and_recovers() {
     let mut s3 = S3Server::start("traces");
-    let c = collector_on(&s3, meshtrace_testkit::scratch_path("blocks-down"), "  wal:\n    max_bytes: 2097152\n");
+    let c = collector_on(
+        &s3,
+        meshtrace_testkit::scratch_path("blocks-down"),
+        "  wal:\n    max_bytes: 2097152\n",
+    );
     s3.stop();
     // Acknowledged into the WAL while the store is down, up to its limit.
     let mut acked = Vec::new();
@@ -259,7 +283,11 @@ fn object_store_down_fills_the_wal_then_refuses_and_recovers() {
         }
     }
     let (retry_after, text) = refusal.expect("a full WAL refuses");
-    assert!(acked.len() > 20, "the WAL took writes first: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "the WAL took writes first: {}",
+        acked.len()
+    );
     assert!(retry_after.is_some(), "503 with Retry-After: {text}");
     assert!(text.contains("wal.max_bytes"), "names the limit: {text}");
     // Reads keep working from the WAL's head and pending blocks.

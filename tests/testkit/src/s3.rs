@@ -17,7 +17,11 @@ pub fn s3s_fs_bin() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_default();
     let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("s3s-fs"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     candidates
         .into_iter()
@@ -80,9 +84,11 @@ impl S3Server {
     }
 
     /// The collector configuration (`store:` section) for `bucket/prefix` here.
+    /// Connections are not kept alive: s3s-fs does not set `TCP_NODELAY`, and
+    /// a kept-alive request waits ~40 ms for a delayed ACK (measured).
     pub fn store_yaml(&self, bucket: &str, prefix: &str) -> String {
         format!(
-            "store:\n  engine: blocks\n  blocks:\n    backend: s3://{bucket}/{prefix}\n    s3:\n      endpoint: {}\n      region: us-east-1\n      access_key_id: {ACCESS_KEY}\n      secret_access_key: {SECRET_KEY}\n",
+            "store:\n  engine: blocks\n  blocks:\n    backend: s3://{bucket}/{prefix}\n    s3:\n      endpoint: {}\n      region: us-east-1\n      access_key_id: {ACCESS_KEY}\n      secret_access_key: {SECRET_KEY}\n      keep_alive: false\n",
             self.endpoint()
         )
     }

@@ -22,7 +22,7 @@ pub enum Location {
 
 /// An S3-compatible bucket. Credentials not given here come from the
 /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct S3 {
     pub bucket: String,
     /// Inside the bucket; may be empty.
@@ -34,6 +34,25 @@ pub struct S3 {
     pub secret_access_key: String,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO and Ceph expect.
     pub path_style: bool,
+    /// Reuse connections between requests. Off for a server that does not set
+    /// `TCP_NODELAY` (s3s-fs): there a kept-alive connection's answers wait
+    /// for delayed ACKs, ~40 ms each (measured), far more than a new connection costs.
+    pub keep_alive: bool,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        S3 {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: false,
+            keep_alive: true,
+        }
+    }
 }
 
 impl Location {
@@ -105,7 +124,12 @@ impl Backend {
                 )
             }
             Location::S3(s3) => {
+                let mut options = object_store::ClientOptions::new();
+                if !s3.keep_alive {
+                    options = options.with_pool_max_idle_per_host(0);
+                }
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_client_options(options)
                     .with_bucket_name(&s3.bucket)
                     .with_virtual_hosted_style_request(!s3.path_style);
                 if !s3.region.is_empty() {
@@ -244,6 +268,16 @@ impl Backend {
         }
     }
 
+    fn ranges(
+        &self,
+        path: &ObjectPath,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>, StoreError> {
+        self.run(&format!("reading {path}"), async {
+            self.store.get_ranges(path, ranges).await
+        })
+    }
+
     fn range(&self, path: &ObjectPath, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
         self.run(&format!("reading {path}"), async {
             self.store.get_range(path, range).await
@@ -262,6 +296,13 @@ pub struct RemoteFile {
 impl Length for RemoteFile {
     fn len(&self) -> u64 {
         self.size
+    }
+}
+
+impl super::format::Ranges for RemoteFile {
+    /// Fetched concurrently, nearby ranges in one request (`object_store`'s coalescing).
+    fn ranges(&self, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>, StoreError> {
+        self.backend.ranges(&self.path, ranges)
     }
 }
 

@@ -65,12 +65,14 @@ fn pq(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("block: {e}"))
 }
 
-/// Writes `rows` (sorted by trace id, then start) as a block to `out`.
+/// Writes `rows` (sorted by trace id, then start) as a block to `out`; returns
+/// it and where the row groups end (bloom filters, page index and footer
+/// follow: what opening a block reads, in one request).
 pub fn write<W: std::io::Write + Send>(
     rows: &[Row],
     rows_per_group: usize,
     out: W,
-) -> Result<W, StoreError> {
+) -> Result<(W, u64), StoreError> {
     let traces = rows
         .windows(2)
         .filter(|w| w[0].trace_id != w[1].trace_id)
@@ -88,6 +90,7 @@ pub fn write<W: std::io::Write + Send>(
         .set_column_dictionary_enabled(ColumnPath::from("body"), false)
         .set_column_statistics_enabled(ColumnPath::from("body"), EnabledStatistics::None)
         .set_column_statistics_enabled(ColumnPath::from("origin"), EnabledStatistics::None)
+        .set_bloom_filter_position(parquet::file::properties::BloomFilterPosition::End)
         .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
         .set_column_bloom_filter_max_ndv(
@@ -99,7 +102,15 @@ pub fn write<W: std::io::Write + Send>(
     for chunk in rows.chunks(per_group.min(8192)) {
         w.write(&batch(chunk)?).map_err(pq)?;
     }
-    w.into_inner().map_err(pq)
+    w.flush().map_err(pq)?;
+    let data_end = w
+        .flushed_row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns().iter().map(|c| c.byte_range()))
+        .map(|(start, len)| start + len)
+        .max()
+        .unwrap_or(0);
+    Ok((w.into_inner().map_err(pq)?, data_end))
 }
 
 fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
@@ -175,8 +186,13 @@ impl Group {
     }
 }
 
-/// Reads a block's metadata and trace-id filters.
-pub fn open<R: ChunkReader + 'static>(reader: R) -> Result<Opened, StoreError> {
+/// Reads a block's metadata and trace-id filters: everything from `index_at`
+/// (where the row groups end) to the end of the file in one request.
+pub fn open<R: Ranges + 'static>(source: R, index_at: Option<u64>) -> Result<Opened, StoreError> {
+    let reader = match index_at.filter(|at| *at < source.len()) {
+        Some(at) => Prefetched::new(source, std::slice::from_ref(&(at..u64::MAX)))?,
+        None => Prefetched::new(source, &[])?,
+    };
     let meta = ArrowReaderMetadata::load(
         &reader,
         ArrowReaderOptions::new()
@@ -212,15 +228,29 @@ pub fn open<R: ChunkReader + 'static>(reader: R) -> Result<Opened, StoreError> {
     Ok(Opened { meta, groups })
 }
 
-/// Reads `columns` of the rows `selection` (row ranges within row group `group`).
-pub fn read<R: ChunkReader + 'static>(
-    reader: R,
+/// Reads `columns` of the rows `selection` (row ranges within row group
+/// `group`), their column chunks fetched at once (concurrently, from an object store).
+pub fn read<R: Ranges + 'static>(
+    source: R,
     opened: &Opened,
     group: usize,
     columns: &[usize],
     selection: Option<&[Range<usize>]>,
 ) -> Result<Vec<RecordBatch>, StoreError> {
     let rows = opened.groups.get(group).map_or(0, |g| g.rows);
+    let md = opened.meta.metadata();
+    let chunks: Vec<Range<u64>> = match md.row_groups().get(group) {
+        Some(rg) => columns
+            .iter()
+            .filter_map(|c| rg.columns().get(*c))
+            .map(|c| {
+                let (start, len) = c.byte_range();
+                start..start + len
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let reader = Prefetched::new(source, &chunks)?;
     let mask = ProjectionMask::roots(opened.meta.parquet_schema(), columns.iter().copied());
     let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, opened.meta.clone())
         .with_row_groups(vec![group])
@@ -244,6 +274,79 @@ pub fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, 
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| corrupt(format!("block column {name} missing or of another type")))
+}
+
+/// What blocks are read from: byte ranges, several at once.
+pub trait Ranges: ChunkReader {
+    fn ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<bytes::Bytes>, StoreError>;
+}
+
+impl Ranges for std::fs::File {
+    fn ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<bytes::Bytes>, StoreError> {
+        ranges
+            .iter()
+            .map(|r| {
+                self.get_bytes(r.start, (r.end - r.start) as usize)
+                    .map_err(pq)
+            })
+            .collect()
+    }
+}
+
+/// A reader that serves the byte ranges it fetched up front, and anything
+/// else from its source.
+pub struct Prefetched<R> {
+    source: R,
+    parts: Vec<(u64, bytes::Bytes)>,
+}
+
+impl<R: Ranges> Prefetched<R> {
+    /// Fetches `ranges` (an end past the file means "to its end").
+    pub fn new(source: R, ranges: &[Range<u64>]) -> Result<Prefetched<R>, StoreError> {
+        let len = source.len();
+        let ranges: Vec<Range<u64>> = ranges
+            .iter()
+            .map(|r| r.start.min(len)..r.end.min(len))
+            .filter(|r| r.start < r.end)
+            .collect();
+        let parts = if ranges.is_empty() {
+            Vec::new()
+        } else {
+            ranges
+                .iter()
+                .map(|r| r.start)
+                .zip(source.ranges(&ranges)?)
+                .collect()
+        };
+        Ok(Prefetched { source, parts })
+    }
+}
+
+impl<R: ChunkReader> parquet::file::reader::Length for Prefetched<R> {
+    fn len(&self) -> u64 {
+        self.source.len()
+    }
+}
+
+impl<R: ChunkReader> ChunkReader for Prefetched<R> {
+    type T = bytes::buf::Reader<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        let len = self.source.len().saturating_sub(start) as usize;
+        Ok(self.get_bytes(start, len)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let end = start.saturating_add(length as u64);
+        for (at, b) in &self.parts {
+            if start >= *at && end <= at + b.len() as u64 {
+                let from = (start - at) as usize;
+                return Ok(b.slice(from..from + length));
+            }
+        }
+        self.source.get_bytes(start, length)
+    }
 }
 
 /// Row ranges of each id in the (sorted) trace-id column of one row group.

@@ -151,6 +151,10 @@ pub struct BlockMeta {
     pub spans: u64,
     pub traces: u64,
     pub data_bytes: u64,
+    /// Where the data object's row groups end: from here to its end are its
+    /// bloom filters, page index and footer (what opening it reads, at once).
+    #[serde(default)]
+    pub index_offset: Option<u64>,
     /// Service → (operation, span kind) pairs.
     pub services: BTreeMap<String, Vec<(String, i32)>>,
     pub created_us: i64,
@@ -218,8 +222,8 @@ impl Block {
             return Ok(o.clone());
         }
         let o = Arc::new(match self.reader()? {
-            Reader::File(f) => format::open(f)?,
-            Reader::Remote(r) => format::open(r)?,
+            Reader::File(f) => format::open(f, self.meta.index_offset)?,
+            Reader::Remote(r) => format::open(r, self.meta.index_offset)?,
         });
         *lock(&self.opened) = Some(o.clone());
         Ok(o)
@@ -417,7 +421,7 @@ impl Cutter {
         let id = format!("{}-{}", self.replica, random_id());
         let path = self.pending_dir.join(format!("{id}.parquet"));
         let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-        let file = format::write(rows, self.rows_per_group, file)?;
+        let (file, index_offset) = format::write(rows, self.rows_per_group, file)?;
         file.sync_all().map_err(|e| io(&path, e))?;
         let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
         let mut services: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
@@ -441,6 +445,7 @@ impl Cutter {
                 .count() as u64
                 + u64::from(!rows.is_empty()),
             data_bytes,
+            index_offset: Some(index_offset),
             services: services
                 .into_iter()
                 .map(|(s, ops)| (s, ops.into_iter().collect()))
