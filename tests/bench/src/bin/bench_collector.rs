@@ -53,6 +53,21 @@ fn trace_id(n: u64) -> [u8; 16] {
     t
 }
 
+/// Phase E: ids, request ids and start times with the entropy real spans have
+/// (random 64-bit span ids, 128-bit request ids, µs-spread starts), so bytes
+/// at rest are not flattered by sequential values.
+static REAL_ENTROPY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mix(tid: &[u8; 16], s: u64) -> u64 {
+    // splitmix64 over the trace id and the span's index.
+    let mut z = u64::from_be_bytes(tid[8..].try_into().unwrap())
+        .wrapping_add(s.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Span `s` of trace `tid`: span 1 is the root, every other span its child.
 fn span_in_trace(
     tid: &[u8; 16],
@@ -63,13 +78,20 @@ fn span_in_trace(
     dur_ns: u64,
     attributes: Vec<KeyValue>,
 ) -> Span {
+    let real = REAL_ENTROPY.load(Ordering::Relaxed);
+    let id = |s: u64| if real { mix(tid, s) | 1 } else { s + 1 };
+    let start_ns = if real {
+        start_ns + mix(tid, s + 1000) % 1_000_000
+    } else {
+        start_ns
+    };
     Span {
         trace_id: tid.to_vec(),
-        span_id: (s + 1).to_be_bytes().to_vec(),
+        span_id: id(s).to_be_bytes().to_vec(),
         parent_span_id: if s == 0 {
             vec![]
         } else {
-            1u64.to_be_bytes().to_vec()
+            id(0).to_be_bytes().to_vec()
         },
         name,
         kind,
@@ -124,7 +146,11 @@ fn request(conn: u64, seq: u64, now_ns: u64) -> ExportTraceServiceRequest {
                     ),
                     kv(
                         "http.request.header.x-request-id",
-                        format!("{conn}-{seq}-{t}-{s}"),
+                        if REAL_ENTROPY.load(Ordering::Relaxed) {
+                            format!("{:016x}{:016x}", mix(&tid, s + 2000), mix(&tid, s + 3000))
+                        } else {
+                            format!("{conn}-{seq}-{t}-{s}")
+                        },
                     ),
                     kv("sampler.type", "probabilistic".into()),
                     kv("team", "bench".into()),
@@ -222,7 +248,9 @@ struct QueryStats {
     readback_s: f64,
 }
 
-fn query_phase(c: &Collector, queries: usize, conns: u64, batches: u64) -> QueryStats {
+/// `queries` trace-by-id lookups and searches (service + operation +
+/// minDuration, limit 20) of the traces `drive` sent: their latencies in ms.
+fn id_and_search(c: &Collector, queries: usize, conns: u64, batches: u64) -> (Vec<f64>, Vec<f64>) {
     let mut by_id = Vec::new();
     let mut search = Vec::new();
     for i in 0..queries as u64 {
@@ -244,6 +272,11 @@ fn query_phase(c: &Collector, queries: usize, conns: u64, batches: u64) -> Query
         search.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(status, 200);
     }
+    (by_id, search)
+}
+
+fn query_phase(c: &Collector, queries: usize, conns: u64, batches: u64) -> QueryStats {
+    let (mut by_id, mut search) = id_and_search(c, queries, conns, batches);
     let mut readback = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -561,6 +594,131 @@ async fn durability_phase(conns: u64) -> String {
     )
 }
 
+/// Bytes of the files under `dir` whose path contains `part` (all when empty).
+fn du(dir: &std::path::Path, part: &str) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            total += du(&p, part);
+        } else if part.is_empty() || p.to_string_lossy().contains(part) {
+            total += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
+/// One engine, fresh store: ingest `spans`, wait until they are at rest (the
+/// blocks engine: cut into blocks and uploaded), then query. Returns (CPU µs
+/// per stored span, ingest and cutting included; stored spans/s; peak RSS MB;
+/// bytes per span at rest; trace-by-id p99 ms; search p99 ms; time to open
+/// after a SIGKILL at full head, s).
+async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag: &str) -> [f64; 7] {
+    let tck = clk_tck();
+    let dir = std::env::temp_dir().join(format!("meshtrace-bench-{}-{tag}", std::process::id()));
+    let yaml = format!(
+        "retention: 30d\nmetrics:\n  enabled: false\nstore:\n  engine: {engine}\n  blocks:\n    max_age: 3s\n"
+    );
+    let c = Collector::start_opts(
+        dir.clone(),
+        Opts {
+            yaml: Some(yaml.clone()),
+            ..Opts::default()
+        },
+    );
+    let pid = c.child.id();
+    let c0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    drive(c.grpc_port, conns, spans, 0).await;
+    let wall = t0.elapsed().as_secs_f64();
+    // At rest: the head cut, its blocks uploaded, the WAL released (empty).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while engine == "blocks"
+        && (du(&dir.join("wal"), ".wal") > 0 || du(&dir.join("pending"), "") > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu_s = (cpu_ticks(pid) - c0) as f64 / tck;
+    let rss = vm_kb(pid, "VmHWM:") / 1024.0;
+    let stored = metric(
+        &c.get("/metrics").1,
+        "meshtrace_collector_spans_stored_total",
+    );
+    let at_rest = if engine == "blocks" {
+        du(&dir.join("blocks"), "")
+    } else {
+        du(&dir, "spans-")
+    };
+    let batches = stored / BATCH as u64 / conns;
+    let (mut by_id, mut search) = id_and_search(&c, queries, conns, batches);
+    // Recovery: a full head (one block's worth of spans in the WAL) and a SIGKILL.
+    let replay_s = if engine == "blocks" {
+        drive(c.grpc_port, conns, spans.min(200_000), 1 << 30).await;
+        let dir = c.kill_keep_data();
+        let t = Instant::now();
+        let again = Collector::start_opts(
+            dir,
+            Opts {
+                yaml: Some(yaml),
+                ..Opts::default()
+            },
+        );
+        let took = t.elapsed().as_secs_f64();
+        drop(again);
+        took
+    } else {
+        drop(c);
+        0.0
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    [
+        cpu_s * 1e6 / stored.max(1) as f64,
+        stored as f64 / wall,
+        rss,
+        at_rest as f64 / stored.max(1) as f64,
+        pct(&mut by_id, 0.99),
+        pct(&mut search, 0.99),
+        replay_s,
+    ]
+}
+
+/// Phase E: the SQLite and blocks engines side by side, interleaved; the RESULT fields.
+async fn engine_phase(conns: u64) -> String {
+    let rounds = arg("--engine-rounds", 3);
+    let n = arg("--engine-spans", 500_000);
+    let queries = arg("--engine-queries", 100) as usize;
+    println!("# phase E: store.engine sqlite vs blocks (local directory), interleaved over {rounds} rounds ({n} spans each, {conns} connections, fresh stores, span metrics off)");
+    REAL_ENTROPY.store(true, Ordering::Relaxed);
+    let mut by: [Vec<[f64; 7]>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        for (i, engine) in ["sqlite", "blocks"].iter().enumerate() {
+            let r = engine_round(engine, n, conns, queries, &format!("eng-{round}-{engine}")).await;
+            println!(
+                "round {round} {engine:>6}: {:.2} cpu µs/span (cutting and uploading included), {:.0} spans/s, peak rss {:.0} MB, {:.0} bytes/span at rest, trace by id p99 {:.1} ms, search p99 {:.1} ms{}",
+                r[0], r[1], r[2], r[3], r[4], r[5],
+                if *engine == "blocks" { format!(", restart after SIGKILL at full head {:.2} s", r[6]) } else { String::new() }
+            );
+            by[i].push(r);
+        }
+    }
+    let med = |v: &[[f64; 7]], k: usize| {
+        let mut x: Vec<f64> = v.iter().map(|r| r[k]).collect();
+        pct(&mut x, 0.5)
+    };
+    REAL_ENTROPY.store(false, Ordering::Relaxed);
+    let [sq, bl] = &by;
+    let ratio = |k: usize| med(bl, k) / med(sq, k).max(1e-9);
+    println!(
+        "medians: blocks vs sqlite {:.2} vs {:.2} cpu µs/span (ratio {:.2}), {:.0} vs {:.0} bytes/span at rest (ratio {:.2}), trace by id p99 {:.1} vs {:.1} ms, search p99 {:.1} vs {:.1} ms",
+        med(bl, 0), med(sq, 0), ratio(0), med(bl, 3), med(sq, 3), ratio(3), med(bl, 4), med(sq, 4), med(bl, 5), med(sq, 5)
+    );
+    format!(
+        " blocks_vs_sqlite_cpu_ratio={:.2} blocks_cpu_us_per_span={:.2} sqlite_cpu_us_per_span={:.2} blocks_vs_sqlite_bytes_ratio={:.2} blocks_bytes_per_span={:.0} sqlite_bytes_per_span={:.0} blocks_trace_by_id_p99_ms={:.1} blocks_search_p99_ms={:.1} blocks_restart_s={:.2}",
+        ratio(0), med(bl, 0), med(sq, 0), ratio(3), med(bl, 3), med(sq, 3), med(bl, 4), med(bl, 5), med(bl, 6)
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     meshtrace_testkit::bench::guard();
@@ -616,6 +774,11 @@ async fn main() {
             e / f.max(1e-9)
         );
     }
+    if arg("--engine-only", 0) == 1 {
+        println!("RESULT{}", engine_phase(conns).await);
+        return;
+    }
+    let engine_comparison = engine_phase(conns).await;
     if arg("--metrics-only", 0) == 1 {
         println!("RESULT{}", metrics_phase(conns).await);
         return;
@@ -781,6 +944,6 @@ async fn main() {
     drop(central);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_saturated_cpu_us_per_span={sat_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}"
+        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_saturated_cpu_us_per_span={sat_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}{engine_comparison}"
     );
 }
