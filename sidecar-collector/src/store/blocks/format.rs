@@ -5,7 +5,7 @@
 //! statistics on service, operation, start and duration for search.
 //!
 //! Format version 1. A reader of a later version reads version 1 files as
-//! they are (the golden block in `tests/data/` keeps it so); a column added
+//! they are (the golden block in `tests/golden/block-v1/` keeps it so); a column added
 //! later is optional to the reader.
 
 use super::super::rows::corrupt;

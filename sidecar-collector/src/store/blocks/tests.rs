@@ -260,3 +260,98 @@ fn block_files_keep_trace_order_statistics_and_bloom_filters() {
     assert!((1..=2).contains(&holders), "one row group to read, not all");
     assert!(!o.groups.iter().any(|g| g.may_hold(&[0xfe; 16])));
 }
+
+/// The golden block: written by format version 1, kept in the repository, read
+/// by every later version. `MESHTRACE_WRITE_GOLDEN=1` writes it again (only
+/// when the format version changes, as a new directory).
+#[test]
+fn the_golden_v1_block_is_read_by_this_version() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/block-v1");
+    let fixture = || {
+        let mut spans = Vec::new();
+        for t in 1..=3u8 {
+            spans.push(span(
+                t,
+                1,
+                0,
+                "GET /golden",
+                BASE_NS + u64::from(t) * 1000,
+                7_000,
+                200,
+            ));
+            spans.push(span(
+                t,
+                2,
+                1,
+                "SELECT",
+                BASE_NS + u64::from(t) * 1000 + 10,
+                3_000,
+                500,
+            ));
+        }
+        records("golden", spans)
+    };
+    if std::env::var_os("MESHTRACE_WRITE_GOLDEN").is_some() {
+        let d = tempfile::tempdir().unwrap();
+        let s = BlockStore::open(
+            d.path(),
+            BlockSettings {
+                replica: "golden".into(),
+                ..settings(d.path())
+            },
+        )
+        .unwrap();
+        s.write(&fixture()).unwrap();
+        s.flush().unwrap();
+        let meta = s.backend.list("blocks").unwrap();
+        std::fs::create_dir_all(&golden).unwrap();
+        for (key, _) in meta {
+            let name = key.rsplit('/').next().unwrap().to_string();
+            let bytes = s.backend.get(&key).unwrap().unwrap();
+            std::fs::write(golden.join(name), bytes).unwrap();
+        }
+    }
+    // Placed in a bucket as any block is, and read through the engine.
+    let d = tempfile::tempdir().unwrap();
+    let meta: BlockMeta =
+        serde_json::from_slice(&std::fs::read(golden.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta.format_version, 1);
+    let dir = d.path().join("bucket").join(meta.dir_key());
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["meta.json", "data.parquet"] {
+        std::fs::copy(golden.join(f), dir.join(f)).unwrap();
+    }
+    let s = BlockStore::open(&d.path().join("node"), settings(d.path())).unwrap();
+    assert_eq!(s.counts(), (1, 0, 0));
+    let want = fixture();
+    for t in 1..=3u8 {
+        let got = s.trace(&[t; 16]).unwrap();
+        assert_eq!(got.len(), 2, "trace {t}");
+        for (g, w) in got
+            .iter()
+            .zip(want.iter().filter(|r| r.trace_id == [t; 16]))
+        {
+            assert_eq!(g.span, Span::decode(&w.body[..]).unwrap(), "span whole");
+        }
+        assert_eq!(
+            got[0].origin.resource.attributes[0],
+            suite::kv("service.name", "golden")
+        );
+    }
+    let q = TraceQuery {
+        service: "golden".into(),
+        operation: Some("SELECT".into()),
+        start_us: 0,
+        end_us: i64::MAX,
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.find_trace_ids(&q, &ReadCtl::unbounded()).unwrap().len(),
+        3
+    );
+    assert_eq!(
+        s.operations("golden", &ReadCtl::unbounded()).unwrap().len(),
+        2
+    );
+}
