@@ -353,6 +353,10 @@ pub struct BlocksConfig {
     /// How often the bucket is listed again for the other replicas' blocks.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// How often this replica's small blocks of a day are merged into one
+    /// (identical spans stored once).
+    #[serde(with = "humantime_serde")]
+    pub compaction_interval: Duration,
 }
 
 impl Default for BlocksConfig {
@@ -365,6 +369,7 @@ impl Default for BlocksConfig {
             max_bytes: 0,
             rows_per_group: 8192,
             poll_interval: Duration::from_secs(30),
+            compaction_interval: Duration::from_secs(60),
         }
     }
 }

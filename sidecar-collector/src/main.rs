@@ -363,6 +363,7 @@ fn open_engine(cfg: &Config, memory_limit: u64) -> anyhow::Result<Engine> {
                 wal_max_bytes: cfg.store.wal.max_bytes,
                 rows_per_group: b.rows_per_group,
                 poll_interval: b.poll_interval,
+                compaction_interval: b.compaction_interval,
             };
             Engine::Blocks(
                 blocks::BlockStore::open(&cfg.data_dir, settings)

@@ -38,8 +38,11 @@ pub const SPAN_ID: usize = 1;
 pub const PARENT_SPAN_ID: usize = 2;
 pub const SERVICE: usize = 3;
 pub const OPERATION: usize = 4;
+pub const KIND: usize = 5;
 pub const START_US: usize = 6;
 pub const DURATION_US: usize = 7;
+pub const STATUS_CODE: usize = 8;
+pub const ERROR: usize = 9;
 pub const ORIGIN: usize = 10;
 pub const BODY: usize = 11;
 
@@ -379,4 +382,101 @@ fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
         }
     }
     lo
+}
+
+/// Every column, in schema order.
+pub const ALL: [usize; 12] = [
+    TRACE_ID,
+    SPAN_ID,
+    PARENT_SPAN_ID,
+    SERVICE,
+    OPERATION,
+    KIND,
+    START_US,
+    DURATION_US,
+    STATUS_CODE,
+    ERROR,
+    ORIGIN,
+    BODY,
+];
+
+/// The rows of a batch read with every column ([`ALL`]).
+pub fn rows(batch: &RecordBatch, names: &mut super::Names) -> Result<Vec<Row>, StoreError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type as I32, Int64Type as I64};
+    let fixed = |name: &str| col::<arrow_array::FixedSizeBinaryArray>(batch, name);
+    let (ids, spans, parents) = (
+        fixed("trace_id")?,
+        fixed("span_id")?,
+        fixed("parent_span_id")?,
+    );
+    let dict = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_dictionary_opt::<I32>())
+            .ok_or_else(|| corrupt(format!("block column {name} is not a dictionary")))
+    };
+    let (service, operation, origin) = (dict("service")?, dict("operation")?, dict("origin")?);
+    let text = |d: &arrow_array::DictionaryArray<I32>, name: &str| {
+        d.values()
+            .as_string_opt::<i32>()
+            .cloned()
+            .ok_or_else(|| corrupt(format!("block column {name} values")))
+    };
+    let (services, operations) = (text(service, "service")?, text(operation, "operation")?);
+    let origins = origin
+        .values()
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| corrupt("block column origin values"))?;
+    let origin_values: Vec<Arc<[u8]>> = (0..origins.len())
+        .map(|i| Arc::from(origins.value(i)))
+        .collect();
+    let int32 = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<I32>())
+            .ok_or_else(|| corrupt(format!("block column {name}")))
+    };
+    let int64 = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<I64>())
+            .ok_or_else(|| corrupt(format!("block column {name}")))
+    };
+    let (kind, status) = (int32("kind")?, int32("status_code")?);
+    let (start, duration) = (int64("start_us")?, int64("duration_us")?);
+    let error = col::<arrow_array::BooleanArray>(batch, "error")?;
+    let body = col::<arrow_array::BinaryArray>(batch, "body")?;
+    let key = |d: &arrow_array::DictionaryArray<I32>, i: usize| d.keys().value(i) as usize;
+    (0..batch.num_rows())
+        .map(|i| {
+            let bad = |what: &str| corrupt(format!("block row {i}: {what}"));
+            Ok(Row {
+                trace_id: ids.value(i).try_into().map_err(|_| bad("trace_id"))?,
+                span_id: spans.value(i).try_into().map_err(|_| bad("span_id"))?,
+                parent_span_id: if parents.is_null(i) {
+                    None
+                } else {
+                    Some(
+                        parents
+                            .value(i)
+                            .try_into()
+                            .map_err(|_| bad("parent_span_id"))?,
+                    )
+                },
+                service: names.get(services.value(key(service, i))),
+                operation: names.get(operations.value(key(operation, i))),
+                kind: kind.value(i),
+                start_us: start.value(i),
+                duration_us: duration.value(i),
+                error: error.value(i),
+                status_code: status.value(i),
+                origin: origin_values
+                    .get(key(origin, i))
+                    .cloned()
+                    .ok_or_else(|| bad("origin"))?,
+                body: bytes::Bytes::copy_from_slice(body.value(i)),
+            })
+        })
+        .collect()
 }

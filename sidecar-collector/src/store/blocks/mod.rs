@@ -59,6 +59,9 @@ pub struct BlockSettings {
     pub rows_per_group: usize,
     /// How often the list of blocks is read again (other replicas' blocks).
     pub poll_interval: Duration,
+    /// How often this replica's small blocks of a day are merged (`0s`: at
+    /// every round of the block thread, for tests).
+    pub compaction_interval: Duration,
 }
 
 impl Default for BlockSettings {
@@ -72,6 +75,7 @@ impl Default for BlockSettings {
             wal_max_bytes: 8 << 30,
             rows_per_group: 8192,
             poll_interval: Duration::from_secs(30),
+            compaction_interval: Duration::from_secs(60),
         }
     }
 }
@@ -151,6 +155,9 @@ pub struct BlockMeta {
     pub spans: u64,
     pub traces: u64,
     pub data_bytes: u64,
+    /// What its spans take decoded (the head's measure): what merging it holds.
+    #[serde(default)]
+    pub raw_bytes: u64,
     /// Where the data object's row groups end: from here to its end are its
     /// bloom filters, page index and footer (what opening it reads, at once).
     #[serde(default)]
@@ -363,8 +370,8 @@ pub struct BlockStore {
     /// Set when the store is dropped: the block thread ends.
     closing: Arc<std::sync::atomic::AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Held by a round of block work.
-    working: Mutex<()>,
+    /// Held by a round of block work; when blocks were last merged.
+    working: Mutex<Option<Instant>>,
     /// The last upload failed (the backend is down): why.
     upload_error: Mutex<Option<String>>,
 }
@@ -445,6 +452,7 @@ impl Cutter {
                 .count() as u64
                 + u64::from(!rows.is_empty()),
             data_bytes,
+            raw_bytes: rows.iter().map(Row::cost).sum(),
             index_offset: Some(index_offset),
             services: services
                 .into_iter()
@@ -560,7 +568,7 @@ impl BlockStore {
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             thread: Mutex::new(None),
             upload_error: Mutex::new(None),
-            working: Mutex::new(()),
+            working: Mutex::new(None),
             cutter,
             settings,
         });
@@ -620,7 +628,7 @@ impl BlockStore {
     /// upload pending blocks, release the WAL. Errors are logged and retried.
     fn work(&self) -> Result<(), StoreError> {
         // One round at a time (the block thread, `flush`): a sealed head is cut once.
-        let _one = lock(&self.working);
+        let mut last_compaction = lock(&self.working);
         self.seal(false)?;
         let sealed: Vec<Arc<Sealed>> = self
             .state
@@ -631,7 +639,93 @@ impl BlockStore {
         for s in sealed {
             self.make_pending(s)?;
         }
-        self.upload_pending()
+        self.upload_pending()?;
+        if last_compaction.is_none_or(|t| t.elapsed() >= self.settings.compaction_interval) {
+            *last_compaction = Some(Instant::now());
+            while self.compact()? {}
+        }
+        Ok(())
+    }
+
+    /// Merges this replica's small blocks of one day (each under half of
+    /// `max_bytes` decoded) into one of at most `max_bytes`, every span once:
+    /// a retried export, a sidecar's re-sent batch or a replayed WAL stored
+    /// twice is stored once after it. The merged block is uploaded first, then
+    /// the old ones go (index object first); a read meanwhile sees identical
+    /// spans once. True if it merged a set.
+    fn compact(&self) -> Result<bool, StoreError> {
+        let small = self.settings.max_bytes / 2;
+        let mut by_day: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+        for b in self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocks
+            .values()
+        {
+            if b.meta.replica == self.settings.replica && b.meta.raw_bytes < small {
+                by_day.entry(b.meta.day).or_default().push(b.clone());
+            }
+        }
+        let Some((day, mut blocks)) = by_day.into_iter().find(|(_, v)| v.len() >= 2) else {
+            return Ok(false);
+        };
+        blocks.sort_by_key(|b| b.meta.min_start_us);
+        let mut set = Vec::new();
+        let mut raw = 0u64;
+        for b in blocks {
+            if set.len() >= 2 && raw + b.meta.raw_bytes > self.settings.max_bytes {
+                break;
+            }
+            raw += b.meta.raw_bytes;
+            set.push(b);
+        }
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        let mut names = Names::default();
+        for b in &set {
+            let opened = b.opened()?;
+            for gi in 0..opened.groups.len() {
+                for batch in b.read(&opened, gi, &format::ALL, None)? {
+                    for r in format::rows(&batch, &mut names)? {
+                        if seen.insert(r.identity()) {
+                            rows.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        rows.sort_by_key(|r| (r.trace_id, r.start_us));
+        let wal = set
+            .iter()
+            .filter_map(|b| b.meta.wal.clone())
+            .max_by_key(|w| w.last);
+        let merged = Arc::new(self.cutter.block(day, &rows, wal)?);
+        let before: u64 = set.iter().map(|b| b.meta.spans).sum();
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .push(merged);
+        self.upload_pending()?;
+        for b in &set {
+            self.backend
+                .delete(&format!("{}/meta.json", b.meta.dir_key()))?;
+            self.state
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .blocks
+                .remove(&b.meta.dir_key());
+            self.backend.delete(&b.data_key())?;
+        }
+        tracing::info!(
+            day,
+            blocks = set.len(),
+            spans_before = before,
+            spans_after = rows.len(),
+            "blocks merged"
+        );
+        Ok(true)
     }
 
     /// Uploads pending blocks in order; the WAL is released past what is uploaded.

@@ -64,7 +64,13 @@ fn blocks_pass_the_suite_from_the_head() {
 
 #[test]
 fn blocks_pass_the_suite_from_uploaded_blocks() {
-    suite_with(|d| Box::new(Flushing(BlockStore::open(d, settings(d)).unwrap())));
+    suite_with(|d| {
+        let s = BlockSettings {
+            compaction_interval: Duration::ZERO,
+            ..settings(d)
+        };
+        Box::new(Flushing(BlockStore::open(d, s).unwrap()))
+    });
 }
 
 #[test]
@@ -77,6 +83,7 @@ fn blocks_pass_the_suite_while_heads_are_sealed_and_cut() {
                 d,
                 BlockSettings {
                     max_bytes: 1,
+                    compaction_interval: Duration::ZERO,
                     ..settings(d)
                 },
             )
@@ -354,4 +361,46 @@ fn the_golden_v1_block_is_read_by_this_version() {
         s.operations("golden", &ReadCtl::unbounded()).unwrap().len(),
         2
     );
+}
+
+#[test]
+fn compaction_merges_small_blocks_and_stores_each_span_once() {
+    let d = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(
+        d.path(),
+        BlockSettings {
+            compaction_interval: Duration::ZERO,
+            ..settings(d.path())
+        },
+    )
+    .unwrap();
+    // Three blocks; the second batch is sent twice (a retried export), the
+    // third holds a Zipkin-style shared span id with another body.
+    write_traces(&*s, 1, 11);
+    s.flush().unwrap();
+    let retried = records("svc", vec![span(50, 1, 0, "root", BASE_NS, 10, 200)]);
+    s.write(&retried).unwrap();
+    s.flush().unwrap();
+    s.write(&retried).unwrap();
+    s.write(&records(
+        "other",
+        vec![span(50, 1, 0, "serve", BASE_NS + 1, 8, 200)],
+    ))
+    .unwrap();
+    // The last flush uploads the third block, then merges all three.
+    s.flush().unwrap();
+    let st = s.state.read().unwrap();
+    assert_eq!(st.blocks.len(), 1, "merged into one block");
+    let merged = st.blocks.values().next().unwrap();
+    assert_eq!(
+        merged.meta.spans,
+        10 * 2 + 2,
+        "the retried span once, both shared-id spans"
+    );
+    drop(st);
+    assert_eq!(s.trace(&[50; 16]).unwrap().len(), 2);
+    assert_eq!(trace_ids(&*s), (1..11).chain([50]).collect::<Vec<_>>());
+    // The old blocks are gone from the bucket, index and data.
+    let objects = s.backend.list("blocks").unwrap();
+    assert_eq!(objects.len(), 2, "{objects:?}");
 }
