@@ -44,6 +44,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// The embedded store.
     pub store: StoreConfig,
+    /// Archived traces (`POST /api/archive/{traceID}`).
+    pub archive: ArchiveConfig,
     /// Limits and timeouts of every listener.
     pub server: ServerConfig,
     /// The process's memory limits.
@@ -84,6 +86,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             queue: QueueConfig::default(),
             store: StoreConfig::default(),
+            archive: ArchiveConfig::default(),
             server: ServerConfig::default(),
             memory: MemoryConfig::default(),
             tls: TlsConfig::default(),
@@ -296,6 +299,27 @@ pub enum Durability {
     /// the collector, but the last seconds of acknowledged spans can be lost
     /// on power loss or a kernel crash. Faster on slow disks.
     Os,
+}
+
+/// Traces archived from the UI or the API, kept apart from the store's retention.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// `POST /api/archive/{traceID}` copies a trace to `archive/` in the blocks
+    /// engine's backend (or `data_dir/archive` with SQLite).
+    pub enabled: bool,
+    /// Archived traces older than this are deleted; none (the default): kept forever.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            enabled: true,
+            retention: None,
+        }
+    }
 }
 
 /// Which storage engine keeps the spans.

@@ -487,7 +487,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let mut filter_stats_task = None;
     // The sink, and what must be drained at shutdown.
-    let (target, query_app, writer, forwarder, store, span_metrics) = if cfg.mode == Mode::Sidecar {
+    let (target, query_app, writer, forwarder, stored, span_metrics) = if cfg.mode == Mode::Sidecar
+    {
         let sc = &cfg.sidecar;
         let settings = ForwardSettings {
             upstream: sc.upstream.clone(),
@@ -520,6 +521,30 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         )
     } else {
         let store = open_engine(&cfg, limiter.limit_bytes().unwrap_or(0))?;
+        let archive = if cfg.archive.enabled {
+            let backend = match &store {
+                Engine::Blocks(b) => b.backend(),
+                Engine::Sqlite(_) => Arc::new(
+                    blocks::backend::Backend::open(&blocks::backend::Location::Local(
+                        cfg.data_dir.clone(),
+                    ))
+                    .context("archive: opening data_dir/archive")?,
+                ),
+            };
+            Some(Arc::new(blocks::archive::Archive::new(
+                backend,
+                cfg.archive.retention,
+            )))
+        } else {
+            None
+        };
+        let reader = match &archive {
+            Some(a) => Arc::new(blocks::archive::WithArchive {
+                store: store.reader(),
+                archive: a.clone(),
+            }) as Arc<dyn meshtrace_collector::store::SpanReader>,
+            None => store.reader(),
+        };
         let span_metrics = span_metrics(&cfg, &telemetry)?;
         let (pipeline, writer) = Pipeline::start(
             store.writer(),
@@ -534,7 +559,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .context("starting the span writer thread")?;
         let app = query::router(QueryState {
-            store: store.reader(),
+            store: reader,
+            archive: archive.clone(),
             metrics: span_metrics.clone(),
             sampling: Some(provider.clone()),
             budget: query::answer::Budget::new(
@@ -564,7 +590,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             },
             adaptive: adaptive.clone(),
         };
-        (sink, app, Some(writer), None, Some(store), span_metrics)
+        (
+            sink,
+            app,
+            Some(writer),
+            None,
+            Some((store, archive)),
+            span_metrics,
+        )
+    };
+    let (store, archive) = match stored {
+        Some((s, a)) => (Some(s), a),
+        None => (None, None),
     };
     // Ports last: a bad data directory or upstream fails before anything listens.
     let grpc_listener = bind("otlp.grpc_listen", &cfg.otlp.grpc_listen).await?;
@@ -660,6 +697,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
                     _ => {}
+                }
+                if let Some(a) = archive.clone() {
+                    match tokio::task::spawn_blocking(move || a.apply_retention(now_us)).await {
+                        Ok(Ok(n)) if n > 0 => {
+                            tracing::info!(traces = n, "archive retention dropped archived traces")
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "archive retention failed"),
+                        _ => {}
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }

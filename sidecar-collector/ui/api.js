@@ -24,6 +24,21 @@ async function getJSON(path) {
   return body;
 }
 
+// Copies a trace to the archive (`POST /api/archive/{id}`), kept past retention.
+export async function archiveTrace(id) {
+  const r = await fetch(`/api/archive/${encodeURIComponent(id)}`, { method: "POST" });
+  if (!r.ok) {
+    let msg = `${r.status} ${r.statusText}`;
+    try {
+      const body = await r.json();
+      msg = body?.errors?.[0]?.msg || msg;
+    } catch {
+      // not JSON
+    }
+    throw new ApiError(r.status, msg);
+  }
+}
+
 export const services = () => getJSON("/api/v3/services").then((b) => b.services || []);
 
 export const operations = (service) =>

@@ -84,6 +84,12 @@ try {
   await page.waitForFunction(() => /match/.test(document.querySelector(".toolbar [aria-live]")?.textContent || ""), null, { timeout: T })
     .catch(() => fail("find did not report matches"));
 
+  // Archive: the button copies the trace to the archive; the collector then has it there.
+  await page.locator("#archive").click();
+  await page.waitForFunction(() => /^archived/.test(document.querySelector("#archive-status")?.textContent || ""), null, { timeout: T })
+    .catch(async () => fail(`archive: ${await page.locator("#archive-status").textContent().catch(() => "")}`));
+  results.views.trace.archived = await page.locator("#archive-status").textContent();
+
   // A JSON file opened in the trace view: the trace under an id the collector does
   // not hold, so its critical path can only come from the analysis wasm in the page.
   const stored = await (await fetch(`${cfg.base}/api/v3/traces/${cfg.trace}`)).text();

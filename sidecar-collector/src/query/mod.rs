@@ -35,6 +35,8 @@ pub struct QueryState {
     pub sampling: Option<Arc<crate::sampling::Provider>>,
     /// What one trace answer may hold, and how many run at once.
     pub budget: answer::Budget,
+    /// Where `POST /api/archive/{traceID}` copies traces (`None`: no archive).
+    pub archive: Option<Arc<crate::store::blocks::archive::Archive>>,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -47,6 +49,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/operations", get(operations))
         .route("/api/traces", get(find_traces))
         .route("/api/traces/{id}", get(trace))
+        .route("/api/archive/{id}", axum::routing::post(archive_trace))
         .route("/api/dependencies", get(dependencies))
         .route("/api/metrics/latencies", get(spm::latencies))
         .route("/api/metrics/calls", get(spm::calls))
@@ -280,6 +283,52 @@ async fn trace(
             let w = answer::warnings(&set, 0, &st.budget);
             answer::traces_answer(set, w, f.pretty(), hold)
         }
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/archive/{traceID}` (the Jaeger UI's Archive button): copies the
+/// whole trace to the archive, kept for `archive.retention`.
+async fn archive_trace(State(st): State<QueryState>, Path(id): Path<String>) -> Response {
+    let Some(archive) = st.archive.clone() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "no archive is configured (archive.enabled: false)",
+        );
+    };
+    let Some(tid) = params::parse_trace_id(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("{id:?} is not a trace id (1 to 32 hex characters)"),
+        );
+    };
+    let hold = match st.budget.begin().await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
+    let done = hold
+        .run(move |ctl| {
+            let set = store.traces_within(&[tid], max_spans, ctl)?;
+            match set.traces.into_iter().next() {
+                None => Ok(Err((StatusCode::NOT_FOUND, "trace not found".to_string()))),
+                Some(t) if t.truncated || set.cut_by_bytes => Ok(Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the trace has more spans than one read may hold (query.max_spans {max_spans}, query.max_bytes): not archived"
+                    ),
+                ))),
+                Some(t) => archive.put(&t).map(|()| Ok(t.spans.len())),
+            }
+        })
+        .await;
+    match done {
+        Ok(Ok(spans)) => {
+            tracing::info!(trace_id = %id, spans, "trace archived");
+            axum::Json(serde_json::json!({"data": [], "total": 0, "limit": 0, "offset": 0, "errors": null}))
+                .into_response()
+        }
+        Ok(Err((status, m))) => error(status, &m),
         Err(r) => r,
     }
 }

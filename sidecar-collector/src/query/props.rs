@@ -242,6 +242,7 @@ fn state(dir: &std::path::Path) -> QueryState {
     ));
     metrics.record(&records);
     QueryState {
+        archive: None,
         store,
         metrics: Some(metrics),
         sampling: None,

@@ -76,6 +76,7 @@ function show(view, data, cp, cpError) {
     el("button", { type: "button", onclick: () => { for (const s of t.spans) if (s.children.length) collapsed.add(s); refresh(); } }, "Collapse all"),
     el("button", { type: "button", onclick: () => { collapsed.clear(); refresh(); } }, "Expand all"),
     el("button", { type: "button", id: "download", onclick: () => download(t.traceId, data) }, "Download JSON"),
+    archiveButton(t.traceId),
     el("label", { for: "upload", class: "button", role: "button", tabindex: "0" }, "Open JSON file…"), upload,
     el("span", { class: "legend" }, el("span", { class: "crit" }), "critical path"));
   upload.addEventListener("change", async () => {
@@ -254,6 +255,23 @@ function spanDetail(s, times) {
   if (s.links.length) parts.push(el("h3", {}, "Links"), table(s.links.map((l) => [l.traceId, l.spanId])));
   parts.push(el("h3", {}, "Process"), table([...s.resource, ["instrumentation scope", s.scope || "—"]]));
   return parts;
+}
+
+// Archive: the trace is copied to the archive and kept past the store's retention.
+function archiveButton(id) {
+  const status = el("span", { class: "muted", "aria-live": "polite", id: "archive-status" });
+  const button = el("button", { type: "button", id: "archive", onclick: async () => {
+    button.disabled = true;
+    status.textContent = "archiving…";
+    try {
+      await api.archiveTrace(id);
+      status.textContent = "archived: kept past retention";
+    } catch (e) {
+      status.textContent = `not archived: ${e.message}`;
+      button.disabled = false;
+    }
+  } }, "Archive");
+  return el("span", {}, button, " ", status);
 }
 
 function download(id, data) {

@@ -13,7 +13,7 @@ use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::otlp::resource::v1::Resource;
 use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use meshtrace_proto::prost::Message;
-use meshtrace_testkit::collector::{post, post_otlp, Collector, Opts};
+use meshtrace_testkit::collector::{post, post_otlp, post_to, Collector, Opts};
 use meshtrace_testkit::s3::S3Server;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -307,4 +307,75 @@ fn object_store_down_fills_the_wal_then_refuses_and_recovers() {
             <= 3
     });
     assert_all_found(&c, &acked);
+}
+
+/// One span of service `svc` in trace `tid`, started `ago_s` seconds ago.
+fn one_span(tid: [u8; 16], ago_s: u64) -> Vec<u8> {
+    let start = now_ns() - ago_s * 1_000_000_000;
+    let (_, body) = trace_request(0, 0, 0);
+    let mut req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
+    let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+    spans.truncate(1);
+    spans[0].trace_id = tid.to_vec();
+    spans[0].start_time_unix_nano = start;
+    spans[0].end_time_unix_nano = start + 1_000_000;
+    req.encode_to_vec()
+}
+
+#[test]
+fn an_archived_trace_outlives_retention() {
+    let s3 = S3Server::start("traces");
+    let extra = "retention: 2d\nmax_span_age: 10d\n";
+    let c = collector_on(
+        &s3,
+        meshtrace_testkit::scratch_path("blocks-archive"),
+        extra,
+    );
+    let (old, new) = ([0xa1; 16], [0xa2; 16]);
+    assert_eq!(post_otlp(c.otlp_port, &one_span(old, 5 * 86_400)), 200);
+    assert_eq!(post_otlp(c.otlp_port, &one_span(new, 10)), 200);
+    let archive = |id: &str| {
+        let m = post_to(
+            c.query_port,
+            &format!("/api/archive/{id}"),
+            "application/json",
+            &[],
+            b"",
+        )
+        .expect("an answer");
+        (m.status(), String::from_utf8_lossy(&m.body).to_string())
+    };
+    let (status, body) = archive(&hex(&old));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"data\":[]"), "Jaeger's answer: {body}");
+    assert_eq!(archive(&"ff".repeat(16)).0, 404);
+    assert_eq!(archive("not-hex").0, 400);
+    assert!(
+        !s3.objects_ending(&format!("{}/data.parquet", hex(&old)))
+            .is_empty(),
+        "archived into the bucket"
+    );
+    let lookback = "/api/traces?service=svc&lookback=240h&limit=100";
+    assert!(
+        c.get(lookback).1.contains(&hex(&old)),
+        "stored before retention runs"
+    );
+    // A restart runs retention at once: the old trace's day goes from the store.
+    let dir = c.kill_keep_data();
+    let c = collector_on(&s3, dir, extra);
+    wait_for(
+        "retention to drop the old day",
+        Duration::from_secs(60),
+        || !c.get(lookback).1.contains(&hex(&old)),
+    );
+    assert!(
+        c.get(lookback).1.contains(&hex(&new)),
+        "today's trace stays"
+    );
+    // The archive still has it: a lookup by id falls back to it.
+    let (status, body) = c.get(&format!("/api/traces/{}", hex(&old)));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("op0"), "{body}");
+    let (status, _) = c.get(&format!("/api/traces/{}", hex(&[0xa3; 16])));
+    assert_eq!(status, 404, "unknown everywhere");
 }

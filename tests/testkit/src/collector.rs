@@ -251,10 +251,21 @@ pub fn post(
     extra_headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<crate::http::Message> {
+    post_to(port, "/v1/traces", content_type, extra_headers, body)
+}
+
+/// POST `body` to `path` on `port`; `None` if the connection failed.
+pub fn post_to(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<crate::http::Message> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(20))).ok();
     let mut head = format!(
-        "POST /v1/traces HTTP/1.1\r\nhost: c\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "POST {path} HTTP/1.1\r\nhost: c\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
     for (k, v) in extra_headers {

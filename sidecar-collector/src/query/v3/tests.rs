@@ -94,6 +94,7 @@ fn fixture() -> (tempfile::TempDir, QueryState) {
     let records = records_from_request(fixture_request(), &[], None).records;
     store.write(&records).unwrap();
     let st = QueryState {
+        archive: None,
         store,
         metrics: None,
         sampling: None,
@@ -666,6 +667,7 @@ async fn hotspots_rank_pairs_by_critical_path_time_as_computed_by_hand() {
             .unwrap();
     }
     let st = QueryState {
+        archive: None,
         store,
         metrics: None,
         sampling: None,
@@ -817,6 +819,7 @@ async fn the_sampling_page_over_20000_services_is_a_bounded_read() {
         adaptive: Some(adaptive),
     });
     let st = |bytes: u64| QueryState {
+        archive: None,
         store: store.clone(),
         metrics: None,
         sampling: Some(provider.clone()),

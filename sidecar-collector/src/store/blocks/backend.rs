@@ -244,6 +244,15 @@ impl Backend {
 
     /// Keys (relative) and sizes of every object under `key_prefix`.
     pub fn list(&self, key_prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .list_with_times(key_prefix)?
+            .into_iter()
+            .map(|(k, size, _)| (k, size))
+            .collect())
+    }
+
+    /// Keys (relative), sizes and last-modified times (µs) under `key_prefix`.
+    pub fn list_with_times(&self, key_prefix: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
         let path = self.path(key_prefix);
         let metas = self.run(&format!("listing {key_prefix}"), async {
             let mut out = Vec::new();
@@ -255,7 +264,13 @@ impl Backend {
         })?;
         Ok(metas
             .into_iter()
-            .map(|m| (self.key(&m.location), m.size))
+            .map(|m| {
+                (
+                    self.key(&m.location),
+                    m.size,
+                    m.last_modified.timestamp_micros(),
+                )
+            })
             .collect())
     }
 

@@ -21,6 +21,7 @@
 //! A block holds one UTC day of span starts (retention drops whole days, as
 //! the SQLite engine does), sorted by trace id.
 
+pub mod archive;
 pub mod backend;
 mod format;
 mod wal;
@@ -860,6 +861,11 @@ impl BlockStore {
             super::sqlite::write_probe(&self.dir.join("wal"))
         };
         (write, self.backend.list("blocks/none").map(|_| ()))
+    }
+
+    /// The backend blocks go to (the archive shares it).
+    pub fn backend(&self) -> Arc<Backend> {
+        self.backend.clone()
     }
 
     /// Why the last upload failed, while uploads fail.
