@@ -381,6 +381,15 @@ pub struct BlocksConfig {
     /// (identical spans stored once).
     #[serde(with = "humantime_serde")]
     pub compaction_interval: Duration,
+    /// The other replicas sharing the bucket: their query addresses
+    /// (`host:port`), asked for the spans they hold outside it.
+    pub peers: Vec<String>,
+    /// … or a name resolving to every replica (a headless Service:
+    /// `meshtrace-central-peers.meshtrace.svc:16686`), without `$POD_IP`.
+    pub peers_dns: String,
+    /// How long a read waits for a peer before answering without it (with a warning).
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
 }
 
 impl Default for BlocksConfig {
@@ -394,6 +403,9 @@ impl Default for BlocksConfig {
             rows_per_group: 8192,
             poll_interval: Duration::from_secs(30),
             compaction_interval: Duration::from_secs(60),
+            peers: Vec::new(),
+            peers_dns: String::new(),
+            peer_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -762,6 +774,27 @@ impl Config {
         let b = &self.store.blocks;
         if b.max_age.is_zero() {
             return Err(err("store.blocks.max_age", "must be more than 0s"));
+        }
+        if b.peer_timeout.is_zero() || b.peer_timeout > Duration::from_secs(60) {
+            return Err(err(
+                "store.blocks.peer_timeout",
+                "must be more than 0s and at most 60s",
+            ));
+        }
+        for p in b
+            .peers
+            .iter()
+            .chain(std::iter::once(&b.peers_dns).filter(|d| !d.is_empty()))
+        {
+            if p.contains("://")
+                || p.rsplit_once(':')
+                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err(err(
+                    "store.blocks.peers",
+                    format!("{p:?}: a peer is host:port (its query port), without a scheme"),
+                ));
+            }
         }
         if b.poll_interval.is_zero() {
             return Err(err("store.blocks.poll_interval", "must be more than 0s"));

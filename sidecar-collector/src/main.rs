@@ -538,6 +538,34 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         } else {
             None
         };
+        let peers_router = match &store {
+            Engine::Blocks(b) => {
+                let bc = &cfg.store.blocks;
+                if !bc.peers.is_empty() || !bc.peers_dns.is_empty() {
+                    let exclude: Vec<std::net::IpAddr> = std::env::var("POD_IP")
+                        .ok()
+                        .and_then(|ip| ip.parse().ok())
+                        .into_iter()
+                        .collect();
+                    b.set_peers(
+                        blocks::peers::Peers::new(
+                            bc.peers.clone(),
+                            (!bc.peers_dns.is_empty()).then(|| bc.peers_dns.clone()),
+                            exclude,
+                            bc.peer_timeout,
+                            query_tokens.tokens.first().cloned(),
+                        )
+                        .context("store.blocks.peers")?,
+                    );
+                }
+                Some(blocks::peers::router(
+                    b.clone(),
+                    bc.peer_timeout,
+                    memory::query_bytes(cfg.query.max_bytes, limiter.limit_bytes()),
+                ))
+            }
+            Engine::Sqlite(_) => None,
+        };
         let reader = match &archive {
             Some(a) => Arc::new(blocks::archive::WithArchive {
                 store: store.reader(),
@@ -579,6 +607,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             telemetry::track_latency,
         ))
         .merge(telemetry::router(telemetry.clone()))
+        .merge(peers_router.unwrap_or_default())
         // Last: the UI holds the fallback that answers deep links with its page.
         .merge(meshtrace_collector::ui::router());
         let sink = Target::Store {

@@ -211,6 +211,7 @@ pub fn warnings(set: &TraceSet, ids_dropped: usize, budget: &Budget) -> Vec<Stri
             set.left_out
         ));
     }
+    w.extend(set.warnings.iter().cloned());
     w
 }
 

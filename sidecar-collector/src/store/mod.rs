@@ -33,6 +33,8 @@ pub struct TraceSet {
     pub left_out: usize,
     /// The read's memory budget (not the span count) cut the answer.
     pub cut_by_bytes: bool,
+    /// What the answer should say it may lack (a peer that did not answer).
+    pub warnings: Vec<String>,
 }
 
 /// A dependency edge: (parent service, child service, calls).
@@ -100,6 +102,8 @@ pub struct ReadCtl {
     stop: std::sync::Arc<Stop>,
     limit_bytes: u64,
     used: std::sync::atomic::AtomicU64,
+    /// Partial results met on the way (a peer that did not answer).
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl ReadCtl {
@@ -119,7 +123,24 @@ impl ReadCtl {
             }),
             limit_bytes,
             used: std::sync::atomic::AtomicU64::new(0),
+            warnings: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes that the answer may be partial, and why (once per message).
+    pub fn warn(&self, message: String) {
+        let mut w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.contains(&message) && w.len() < 16 {
+            w.push(message);
+        }
+    }
+
+    /// The warnings noted so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `Err(Stopped)` once the deadline passed or the read was given up.

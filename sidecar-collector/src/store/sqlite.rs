@@ -617,6 +617,7 @@ impl SpanReader for SqliteStore {
             traces,
             left_out,
             cut_by_bytes,
+            warnings: ctl.warnings(),
         })
     }
 

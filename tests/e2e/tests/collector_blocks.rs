@@ -379,3 +379,107 @@ fn an_archived_trace_outlives_retention() {
     let (status, _) = c.get(&format!("/api/traces/{}", hex(&[0xa3; 16])));
     assert_eq!(status, 404, "unknown everywhere");
 }
+
+/// A request with one span (`span` 1-based) of trace `tid` for `service`.
+fn span_of(tid: [u8; 16], span: u64, service: &str) -> Vec<u8> {
+    let (_, body) = trace_request(0, 0, 0);
+    let mut req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
+    req.resource_spans[0].resource.as_mut().unwrap().attributes[0]
+        .value
+        .as_mut()
+        .unwrap()
+        .value = Some(any_value::Value::StringValue(service.into()));
+    let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+    spans.truncate(1);
+    spans[0].trace_id = tid.to_vec();
+    spans[0].span_id = span.to_be_bytes().to_vec();
+    spans[0].parent_span_id = if span == 1 {
+        vec![]
+    } else {
+        1u64.to_be_bytes().to_vec()
+    };
+    req.encode_to_vec()
+}
+
+#[test]
+fn three_replicas_on_one_bucket_find_every_trace() {
+    let s3 = S3Server::start("traces");
+    let ports: Vec<u16> = (0..3).map(|_| meshtrace_testkit::free_port()).collect();
+    let replica = |i: usize| {
+        let peers: Vec<String> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| format!("      - 127.0.0.1:{}\n", ports[j]))
+            .collect();
+        // Heads are not cut during the test: every read needs the peers.
+        let yaml = format!(
+            "{}    max_age: 10m\n    replica: r{i}\n    peer_timeout: 2s\n    peers:\n{}",
+            s3.store_yaml("traces", "mesh"),
+            peers.concat()
+        );
+        Collector::start_opts(
+            meshtrace_testkit::scratch_path(&format!("replica-{i}")),
+            Opts {
+                yaml: Some(yaml),
+                query_port: Some(ports[i]),
+                ..Opts::default()
+            },
+        )
+    };
+    let mut replicas: Vec<Collector> = (0..3).map(replica).collect();
+    // One trace on each replica, and one whose spans went to all three.
+    let own: Vec<[u8; 16]> = (0..3u8).map(|i| [0xc0 + i; 16]).collect();
+    for (i, tid) in own.iter().enumerate() {
+        assert_eq!(
+            post_otlp(replicas[i].otlp_port, &span_of(*tid, 1, "svc")),
+            200
+        );
+    }
+    let split = [0xcf; 16];
+    for (i, r) in replicas.iter().enumerate() {
+        let body = span_of(split, i as u64 + 1, &format!("svc{i}"));
+        assert_eq!(post_otlp(r.otlp_port, &body), 200);
+    }
+    for r in &replicas {
+        for tid in &own {
+            let (status, body) = r.get(&format!("/api/traces/{}", hex(tid)));
+            assert_eq!(
+                status,
+                200,
+                "replica on {} finds {}: {body}",
+                r.query_port,
+                hex(tid)
+            );
+        }
+        let (_, body) = r.get(&format!("/api/traces/{}", hex(&split)));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["data"][0]["spans"].as_array().map_or(0, Vec::len),
+            3,
+            "the split trace whole from any replica: {body}"
+        );
+        let (_, found) = r.get("/api/traces?service=svc&lookback=1h&limit=10");
+        for tid in &own {
+            assert!(
+                found.contains(&hex(tid)),
+                "search on {} finds {}",
+                r.query_port,
+                hex(tid)
+            );
+        }
+        let (_, services) = r.get("/api/services");
+        for s in ["svc0", "svc1", "svc2"] {
+            assert!(services.contains(s), "{services}");
+        }
+    }
+    // A replica down: the others answer with what they have, and say what may be missing.
+    let down = replicas.pop().unwrap();
+    let _ = down.kill_keep_data();
+    let (status, body) = replicas[0].get(&format!("/api/traces/{}", hex(&split)));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["spans"].as_array().map_or(0, Vec::len), 2);
+    assert!(
+        body.contains("did not answer") && body.contains(&ports[2].to_string()),
+        "a partial-result warning naming the replica: {body}"
+    );
+}

@@ -20,6 +20,8 @@ pub struct Opts {
     pub grpc_port: Option<u16>,
     /// OTLP/HTTP port (a free one if `None`).
     pub http_port: Option<u16>,
+    /// Query port (a free one if `None`): replicas that name each other.
+    pub query_port: Option<u16>,
     /// Another collector binary (benchmarks compare two builds side by side).
     pub bin: Option<PathBuf>,
     /// A command that execs the collector (same process), e.g.
@@ -106,8 +108,11 @@ impl Collector {
     }
 
     pub fn start_opts(data_dir: PathBuf, opts: Opts) -> Collector {
-        let (query_port, sampling_port, sampling_grpc_port) =
-            (free_port(), free_port(), free_port());
+        let (query_port, sampling_port, sampling_grpc_port) = (
+            opts.query_port.unwrap_or_else(free_port),
+            free_port(),
+            free_port(),
+        );
         let otlp_port = opts.http_port.unwrap_or_else(free_port);
         let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
         let yaml = opts.yaml.as_deref();

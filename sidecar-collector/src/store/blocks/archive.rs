@@ -9,7 +9,7 @@ use super::super::rows::corrupt;
 use super::super::{ReadCtl, SpanReader, StoreError, TraceQuery, TraceSet};
 use super::backend::Backend;
 use super::{format, Names, Row};
-use crate::model::{service_of, span_memory, Origin, StoredTrace};
+use crate::model::{span_memory, Origin, StoredTrace};
 use bytes::Bytes;
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
@@ -39,28 +39,7 @@ impl Archive {
         let mut rows: Vec<Row> = trace
             .spans
             .iter()
-            .map(|s| {
-                let origin: Arc<[u8]> =
-                    Origin::encode(&s.origin.resource, Some(&s.origin.scope)).into();
-                let sp = &s.span;
-                Row {
-                    trace_id: trace.trace_id,
-                    span_id: <[u8; 8]>::try_from(sp.span_id.as_slice()).unwrap_or_default(),
-                    parent_span_id: <[u8; 8]>::try_from(sp.parent_span_id.as_slice()).ok(),
-                    service: names.get(&service_of(&s.origin.resource)),
-                    operation: names.get(&sp.name),
-                    kind: sp.kind,
-                    start_us: (sp.start_time_unix_nano / 1000) as i64,
-                    duration_us: (sp
-                        .end_time_unix_nano
-                        .saturating_sub(sp.start_time_unix_nano)
-                        / 1000) as i64,
-                    error: crate::model::is_error(sp),
-                    status_code: sp.status.as_ref().map_or(0, |st| st.code),
-                    origin,
-                    body: Bytes::from(sp.encode_to_vec()),
-                }
-            })
+            .map(|s| Row::from_stored(trace.trace_id, s, &mut names))
             .collect();
         rows.sort_by_key(|r| r.start_us);
         let (data, _) = format::write(&rows, 8192, Vec::new())?;

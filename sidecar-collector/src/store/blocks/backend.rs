@@ -185,25 +185,30 @@ impl Backend {
         }
     }
 
+    /// Runs `f` on the backend's runtime and waits for it (from any thread).
+    pub fn block_on<F>(&self, f: F) -> Result<F::Output, StoreError>
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let call = || self.handle.block_on(f);
+        // Called from async code (start-up in `main`), blocking the caller's
+        // runtime is not allowed: the call waits on a thread of its own.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| s.spawn(call).join())
+                .map_err(|_| StoreError::Backend("an object-store call panicked".into()))
+        } else {
+            Ok(call())
+        }
+    }
+
     fn run<T: Send>(
         &self,
         what: &str,
         f: impl std::future::Future<Output = object_store::Result<T>> + Send,
     ) -> Result<T, StoreError> {
         let timeout = self.timeout;
-        let call = || {
-            self.handle
-                .block_on(async move { tokio::time::timeout(timeout, f).await })
-        };
-        // Called from async code (start-up in `main`), blocking the caller's
-        // runtime is not allowed: the call waits on a thread of its own.
-        let out = if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|s| s.spawn(call).join())
-                .map_err(|_| StoreError::Backend(format!("{what}: the call panicked")))?
-        } else {
-            call()
-        };
-        match out {
+        match self.block_on(async move { tokio::time::timeout(timeout, f).await })? {
             Ok(r) => r.map_err(|e| StoreError::Backend(format!("{what}: {e}"))),
             Err(_) => Err(StoreError::Backend(format!(
                 "{what}: no answer within {timeout:?} from {}",

@@ -24,6 +24,7 @@
 pub mod archive;
 pub mod backend;
 mod format;
+pub mod peers;
 mod wal;
 
 use super::rows::{corrupt, day_of, io, lock, name_cost, row_identity, span_key, EDGE_SPAN_COST};
@@ -40,7 +41,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// How the engine behaves.
@@ -113,6 +114,28 @@ impl Row {
             status_code: r.status_code,
             origin: r.origin.clone(),
             body: Bytes::copy_from_slice(&r.body),
+        }
+    }
+
+    /// A span read back, as a row again (archive, answers to peers).
+    pub fn from_stored(trace_id: [u8; 16], s: &StoredSpan, names: &mut Names) -> Row {
+        let sp = &s.span;
+        Row {
+            trace_id,
+            span_id: <[u8; 8]>::try_from(sp.span_id.as_slice()).unwrap_or_default(),
+            parent_span_id: <[u8; 8]>::try_from(sp.parent_span_id.as_slice()).ok(),
+            service: names.get(&crate::model::service_of(&s.origin.resource)),
+            operation: names.get(&sp.name),
+            kind: sp.kind,
+            start_us: (sp.start_time_unix_nano / 1000) as i64,
+            duration_us: (sp
+                .end_time_unix_nano
+                .saturating_sub(sp.start_time_unix_nano)
+                / 1000) as i64,
+            error: crate::model::is_error(sp),
+            status_code: sp.status.as_ref().map_or(0, |st| st.code),
+            origin: Origin::encode(&s.origin.resource, Some(&s.origin.scope)).into(),
+            body: Bytes::from(sp.encode_to_vec()),
         }
     }
 
@@ -371,6 +394,8 @@ pub struct BlockStore {
     /// Set when the store is dropped: the block thread ends.
     closing: Arc<std::sync::atomic::AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The other replicas, asked for what is in their heads.
+    peers: OnceLock<peers::Peers>,
     /// Held by a round of block work; when blocks were last merged.
     working: Mutex<Option<Instant>>,
     /// The last upload failed (the backend is down): why.
@@ -570,6 +595,7 @@ impl BlockStore {
             thread: Mutex::new(None),
             upload_error: Mutex::new(None),
             working: Mutex::new(None),
+            peers: OnceLock::new(),
             cutter,
             settings,
         });
@@ -863,6 +889,11 @@ impl BlockStore {
         (write, self.backend.list("blocks/none").map(|_| ()))
     }
 
+    /// Asks `peers` for their heads in every read from now on.
+    pub fn set_peers(&self, peers: peers::Peers) {
+        let _ = self.peers.set(peers);
+    }
+
     /// The backend blocks go to (the archive shares it).
     pub fn backend(&self) -> Arc<Backend> {
         self.backend.clone()
@@ -877,8 +908,9 @@ impl BlockStore {
         self.head.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Everything a read looks at, as of now.
-    fn snapshot(&self) -> Snapshot {
+    /// Everything a read looks at, as of now: with `Scope::Local`, only what
+    /// this replica holds that is not yet in the bucket.
+    fn snapshot_of(&self, scope: Scope) -> Snapshot {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         let head = self.head_now();
         let head_chunks = head
@@ -900,9 +932,13 @@ impl BlockStore {
                 .pending
                 .iter()
                 .cloned()
-                .chain(st.blocks.values().cloned())
+                .chain(st.blocks.values().filter(|_| scope == Scope::All).cloned())
                 .collect(),
         }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.snapshot_of(Scope::All)
     }
 
     fn still_listed(&self, b: &Block) -> bool {
@@ -1208,6 +1244,16 @@ impl SpanWriter for BlockStore {
     }
 }
 
+/// What a read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This replica's spans not yet in the bucket (heads and pending blocks):
+    /// what it answers its peers.
+    Local,
+    /// Everything: this replica's heads, every replica's blocks, and the peers' heads.
+    All,
+}
+
 impl SpanReader for BlockStore {
     fn traces_within(
         &self,
@@ -1215,11 +1261,96 @@ impl SpanReader for BlockStore {
         max_spans: usize,
         ctl: &ReadCtl,
     ) -> Result<TraceSet, StoreError> {
+        self.read_traces(ids, max_spans, ctl, Scope::All)
+    }
+
+    fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
+        Ok(self
+            .newest(q, ctl, Scope::All)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    fn services(&self, ctl: &ReadCtl) -> Result<Vec<String>, StoreError> {
+        let mut set: BTreeSet<String> = BTreeSet::new();
+        for (s, _) in self.catalog(ctl, Scope::All)? {
+            if !set.contains(&s) {
+                ctl.charge(name_cost(&s))?;
+                set.insert(s);
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    fn operations(&self, service: &str, ctl: &ReadCtl) -> Result<Vec<(String, i32)>, StoreError> {
+        let mut set: BTreeSet<(String, i32)> = BTreeSet::new();
+        for (s, ops) in self.catalog(ctl, Scope::All)? {
+            if s == service {
+                for op in ops {
+                    if !set.contains(&op) {
+                        ctl.charge(name_cost(&op.0))?;
+                        set.insert(op);
+                    }
+                }
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    fn dependencies(
+        &self,
+        start_us: i64,
+        end_us: i64,
+        ctl: &ReadCtl,
+    ) -> Result<Vec<Edge>, StoreError> {
+        self.edges(start_us, end_us, ctl)
+    }
+}
+
+impl BlockStore {
+    /// Service → (operation, kind) pairs of the heads, the blocks in scope and
+    /// (with `Scope::All`) the peers' heads.
+    pub fn catalog(
+        &self,
+        ctl: &ReadCtl,
+        scope: Scope,
+    ) -> Result<BTreeMap<String, BTreeSet<(String, i32)>>, StoreError> {
+        let mut out: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
+        for (s, ops) in self.head_services() {
+            out.entry(s.to_string()).or_default().extend(ops);
+        }
+        for b in self.snapshot_of(scope).blocks {
+            ctl.check()?;
+            for (s, ops) in &b.meta.services {
+                out.entry(s.clone())
+                    .or_default()
+                    .extend(ops.iter().cloned());
+            }
+        }
+        if scope == Scope::All {
+            if let Some(p) = self.peers.get() {
+                for (s, ops) in p.services(&self.backend, ctl) {
+                    out.entry(s).or_default().extend(ops);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The traces with `ids`, from what `scope` covers (see [`SpanReader::traces_within`]).
+    pub fn read_traces(
+        &self,
+        ids: &[[u8; 16]],
+        max_spans: usize,
+        ctl: &ReadCtl,
+        scope: Scope,
+    ) -> Result<TraceSet, StoreError> {
         if ids.is_empty() {
             return Ok(TraceSet::default());
         }
         ctl.charge((ids.len() as u64).saturating_mul(128))?;
-        let snap = self.snapshot();
+        let snap = self.snapshot_of(scope);
         let mut g = Gather {
             ctl,
             max_spans,
@@ -1308,6 +1439,13 @@ impl SpanReader for BlockStore {
                 Err(e) => return Err(ctl.stopped_or(e)),
             }
         }
+        if scope == Scope::All {
+            if let Some(p) = self.peers.get() {
+                for r in p.traces(&self.backend, ids, ctl) {
+                    g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
+                }
+            }
+        }
         let left_out = g.cut.iter().filter(|id| !g.by_id.contains_key(*id)).count();
         let traces = ids
             .iter()
@@ -1325,15 +1463,23 @@ impl SpanReader for BlockStore {
             traces,
             left_out,
             cut_by_bytes: g.cut_by_bytes,
+            warnings: ctl.warnings(),
         })
     }
 
-    fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
+    /// Trace ids matching `q` with their newest matching span's start, newest
+    /// first, at most `q.limit`, from what `scope` covers.
+    pub fn newest(
+        &self,
+        q: &TraceQuery,
+        ctl: &ReadCtl,
+        scope: Scope,
+    ) -> Result<Vec<([u8; 16], i64)>, StoreError> {
         if q.limit == 0 || q.end_us < q.start_us {
             return Ok(Vec::new());
         }
         ctl.charge((q.limit.min(1 << 20) as u64).saturating_mul(96))?;
-        let snap = self.snapshot();
+        let snap = self.snapshot_of(scope);
         // Newest matching span start per trace.
         let mut newest: HashMap<[u8; 16], i64> = HashMap::new();
         let mut origins = Origins::default();
@@ -1504,63 +1650,23 @@ impl SpanReader for BlockStore {
                 Err(e) => return Err(ctl.stopped_or(e)),
             }
         }
-        let mut found: Vec<([u8; 16], i64)> = newest.into_iter().collect();
-        found.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-        found.truncate(q.limit);
-        Ok(found.into_iter().map(|(id, _)| id).collect())
-    }
-
-    fn services(&self, ctl: &ReadCtl) -> Result<Vec<String>, StoreError> {
-        let mut set: BTreeSet<String> = BTreeSet::new();
-        let mut add = |s: &str| {
-            if !set.contains(s) {
-                ctl.charge(name_cost(s))?;
-                set.insert(s.to_string());
-            }
-            Ok::<(), StoreError>(())
-        };
-        for s in self.head_services() {
-            add(&s.0)?;
-        }
-        for b in self.snapshot().blocks {
-            for s in b.meta.services.keys() {
-                add(s)?;
-            }
-        }
-        Ok(set.into_iter().collect())
-    }
-
-    fn operations(&self, service: &str, ctl: &ReadCtl) -> Result<Vec<(String, i32)>, StoreError> {
-        let mut set: BTreeSet<(String, i32)> = BTreeSet::new();
-        let mut add = |o: &str, k: i32| {
-            let key = (o.to_string(), k);
-            if !set.contains(&key) {
-                ctl.charge(name_cost(o))?;
-                set.insert(key);
-            }
-            Ok::<(), StoreError>(())
-        };
-        for (s, ops) in self.head_services() {
-            if *s == *service {
-                for (o, k) in ops {
-                    add(&o, k)?;
+        if scope == Scope::All {
+            if let Some(p) = self.peers.get() {
+                for (id, start) in p.search(&self.backend, q, ctl) {
+                    note(&mut newest, id, start)?;
                 }
             }
         }
-        for b in self.snapshot().blocks {
-            for (o, k) in b.meta.services.get(service).map_or(&[][..], |v| &v[..]) {
-                add(o, *k)?;
-            }
-        }
-        Ok(set.into_iter().collect())
+        let mut found: Vec<([u8; 16], i64)> = newest.into_iter().collect();
+        found.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        found.truncate(q.limit);
+        Ok(found)
     }
 
-    fn dependencies(
-        &self,
-        start_us: i64,
-        end_us: i64,
-        ctl: &ReadCtl,
-    ) -> Result<Vec<Edge>, StoreError> {
+    /// Dependency edges (see [`SpanReader::dependencies`]) from this replica's
+    /// heads and every block; the peers' heads are not asked (their spans
+    /// count once they are cut, within `store.blocks.max_age`).
+    fn edges(&self, start_us: i64, end_us: i64, ctl: &ReadCtl) -> Result<Vec<Edge>, StoreError> {
         if end_us < start_us {
             return Ok(Vec::new());
         }

@@ -61,8 +61,8 @@ struct WalSpan {
     body: Vec<u8>,
 }
 
-/// Encodes rows as one frame payload.
-fn encode(rows: &[Row]) -> Vec<u8> {
+/// Encodes rows as one frame payload (also what a replica answers its peers).
+pub(super) fn encode(rows: &[Row]) -> Vec<u8> {
     let mut origins: Vec<Vec<u8>> = Vec::new();
     let mut index: std::collections::HashMap<*const u8, u32> = Default::default();
     let spans = rows
@@ -91,7 +91,7 @@ fn encode(rows: &[Row]) -> Vec<u8> {
     WalBatch { origins, spans }.encode_to_vec()
 }
 
-fn decode(payload: &[u8]) -> Result<Vec<Row>, StoreError> {
+pub(super) fn decode(payload: &[u8]) -> Result<Vec<Row>, StoreError> {
     let batch = WalBatch::decode(payload).map_err(corrupt)?;
     let origins: Vec<Arc<[u8]>> = batch.origins.into_iter().map(Arc::from).collect();
     let mut names = super::Names::default();
