@@ -292,6 +292,37 @@ fn memory_limits(cfg: &Config, telemetry: &Telemetry) -> (Arc<memory::MemoryLimi
 
 /// The span metrics (`metrics.enabled`), registered on `/metrics`, with their
 /// per-minute history in the data directory.
+/// Adaptive sampling's counts shared through the blocks engine's bucket.
+struct BucketCounts(blocks::shared::Shared);
+
+impl meshtrace_collector::sampling::adaptive::CountsExchange for BucketCounts {
+    fn exchange(
+        &self,
+        index: u64,
+        mine: &meshtrace_collector::sampling::adaptive::Counts,
+    ) -> Result<Option<meshtrace_collector::sampling::adaptive::Counts>, String> {
+        self.0.publish(index, mine).map_err(|e| e.to_string())?;
+        let all: Vec<meshtrace_collector::sampling::adaptive::Counts> = self
+            .0
+            .gather(index.saturating_sub(1))
+            .map_err(|e| e.to_string())?;
+        if all.is_empty() {
+            return Ok(None);
+        }
+        let mut sum: std::collections::BTreeMap<(String, String), (f64, u64)> = Default::default();
+        for (service, operation, requests, spans) in all.into_iter().flatten() {
+            let e = sum.entry((service, operation)).or_default();
+            e.0 += requests;
+            e.1 += spans;
+        }
+        Ok(Some(
+            sum.into_iter()
+                .map(|((s, o), (r, n))| (s, o, r, n))
+                .collect(),
+        ))
+    }
+}
+
 /// The configured storage engine, opened in `data_dir`.
 fn open_engine(cfg: &Config, memory_limit: u64) -> anyhow::Result<Engine> {
     let durability = match cfg.store.durability {
@@ -538,6 +569,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         } else {
             None
         };
+        if let (Engine::Blocks(b), Some(a)) = (&store, &adaptive) {
+            a.share_counts(Arc::new(BucketCounts(blocks::shared::Shared::new(
+                b.backend(),
+                b.replica(),
+                "adaptive-sampling",
+            ))));
+        }
         let peers_router = match &store {
             Engine::Blocks(b) => {
                 let bc = &cfg.store.blocks;

@@ -76,8 +76,23 @@ pub struct Estimate {
     pub requests_per_second: f64,
 }
 
+/// One interval's counts: (service, operation, requests Σ1/p, spans).
+pub type Counts = Vec<(String, String, f64, u64)>;
+
+/// Replicas sharing their counts (through the bucket): every replica
+/// publishes what it saw in an interval and computes probabilities from the
+/// sum of everyone's, so all serve the same ones with no leader.
+pub trait CountsExchange: Send + Sync {
+    /// Publishes `mine`, this replica's counts of interval `index` (intervals
+    /// since the epoch), and returns the sum of every replica's counts of
+    /// interval `index - 1` (all published by now), or why it could not.
+    fn exchange(&self, index: u64, mine: &Counts) -> Result<Option<Counts>, String>;
+}
+
 pub struct Adaptive {
     pub settings: Settings,
+    /// Counts shared with the other replicas, when several share a bucket.
+    exchange: std::sync::OnceLock<Arc<dyn CountsExchange>>,
     state: Mutex<State>,
     metrics: Arc<SamplingMetrics>,
     /// Probabilities that moved by a factor of 2 or more, newest last (bounded).
@@ -96,6 +111,49 @@ impl Adaptive {
                 overflow: 0,
             }),
             changes: Mutex::default(),
+            exchange: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Shares counts with the other replicas from now on: probabilities come
+    /// from the sum of every replica's counts, one interval behind.
+    pub fn share_counts(&self, exchange: Arc<dyn CountsExchange>) {
+        let _ = self.exchange.set(exchange);
+    }
+
+    /// With shared counts: publishes this replica's interval `index`, then
+    /// recomputes from everyone's interval `index - 1`. Blocking (object-store
+    /// calls): run it off the runtime. Without them: [`Adaptive::recompute`].
+    pub fn recompute_shared(&self, index: u64) {
+        let Some(exchange) = self.exchange.get() else {
+            return self.recompute();
+        };
+        let mine: Counts = match self.state.lock() {
+            Ok(mut st) => st
+                .ops
+                .iter_mut()
+                .filter(|(_, op)| op.spans > 0)
+                .map(|((s, o), op)| {
+                    let c = (s.clone(), o.clone(), op.requests, op.spans);
+                    op.requests = 0.0;
+                    op.spans = 0;
+                    c
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        match exchange.exchange(index, &mine) {
+            Ok(Some(sum)) => {
+                self.observe(Tally(sum));
+                self.recompute_over(self.settings.interval.as_secs_f64());
+            }
+            // The first interval: nothing published before it yet.
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "adaptive sampling: counts not shared this interval; computing from this replica's alone");
+                self.observe(Tally(mine));
+                self.recompute();
+            }
         }
     }
 
@@ -174,10 +232,18 @@ impl Adaptive {
 
     /// Closes the interval that started at the last call and recomputes.
     pub fn recompute(&self) {
+        let secs = match self.state.lock() {
+            Ok(st) => st.window_start.elapsed().as_secs_f64().max(0.001),
+            Err(_) => return,
+        };
+        self.recompute_over(secs);
+    }
+
+    /// Recomputes from the counts gathered, as the requests of `secs` seconds.
+    fn recompute_over(&self, secs: f64) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        let secs = st.window_start.elapsed().as_secs_f64().max(0.001);
         st.window_start = Instant::now();
         let s = &self.settings;
         let floor_rate = s.lower_bound_traces_per_minute / 60.0;
@@ -345,9 +411,25 @@ impl Adaptive {
         base
     }
 
-    /// Recomputes every interval until the task is dropped.
+    /// Recomputes every interval until the task is dropped. With shared
+    /// counts, intervals are aligned on the clock (every replica closes interval
+    /// `k` at the same instant) and the exchange runs off the runtime.
     pub fn spawn(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
+        if me.exchange.get().is_some() {
+            return tokio::spawn(async move {
+                let every = me.settings.interval.as_millis().max(1) as u64;
+                loop {
+                    let now = super::unix_ms();
+                    // Half an interval past the boundary: every replica has closed it.
+                    let next = (now / every + 1) * every + every / 2;
+                    tokio::time::sleep(Duration::from_millis(next - now)).await;
+                    let index = (next / every).saturating_sub(1);
+                    let m = me.clone();
+                    let _ = tokio::task::spawn_blocking(move || m.recompute_shared(index)).await;
+                }
+            });
+        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(me.settings.interval);
             tick.tick().await;

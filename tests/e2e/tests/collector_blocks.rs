@@ -483,3 +483,95 @@ fn three_replicas_on_one_bucket_find_every_trace() {
         "a partial-result warning naming the replica: {body}"
     );
 }
+
+/// `n` spans of service `svc`, operation `GET /x`, each sampled with probability 0.5.
+fn sampled(n: usize, seq: u32) -> Vec<u8> {
+    let (_, body) = trace_request(9, 9, seq);
+    let mut req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
+    let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+    let template = spans[0].clone();
+    spans.clear();
+    for i in 0..n {
+        let mut s = template.clone();
+        s.trace_id[..4].copy_from_slice(&seq.to_be_bytes());
+        s.trace_id[4..8].copy_from_slice(&(i as u32).to_be_bytes());
+        s.parent_span_id.clear();
+        s.name = "GET /x".into();
+        s.attributes = vec![
+            KeyValue {
+                key: "sampler.type".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("probabilistic".into())),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "sampler.param".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::DoubleValue(0.5)),
+                }),
+                ..Default::default()
+            },
+        ];
+        spans.push(s);
+    }
+    req.encode_to_vec()
+}
+
+#[test]
+fn replicas_on_one_bucket_serve_the_same_adaptive_probabilities() {
+    let s3 = S3Server::start("traces");
+    let start = |i: usize| {
+        let yaml = format!(
+            "{}    replica: a{i}\nsampling:\n  adaptive:\n    services: [svc]\n    calculation_interval: 2s\n    smoothing: 1\n    target_traces_per_second: 1\n    min_sampling_probability: 0.0001\n",
+            s3.store_yaml("traces", "mesh")
+        );
+        Collector::start_opts(
+            meshtrace_testkit::scratch_path(&format!("adaptive-{i}")),
+            Opts {
+                yaml: Some(yaml),
+                ..Opts::default()
+            },
+        )
+    };
+    let replicas: Vec<Collector> = (0..3).map(start).collect();
+    // Uneven load: 30 spans/s to the first, 10/s to the second, none to the third.
+    let probability = |c: &Collector| -> f64 {
+        let (_, est) = c.get_sampling("/api/sampling/adaptive");
+        let v: serde_json::Value = serde_json::from_str(&est).unwrap_or_default();
+        v["operations"]
+            .as_array()
+            .and_then(|ops| ops.iter().find(|o| o["operation"] == "GET /x"))
+            .and_then(|o| o["probability"].as_f64())
+            .unwrap_or(-1.0)
+    };
+    let t0 = Instant::now();
+    let mut seq = 0;
+    let mut agreed = None;
+    while t0.elapsed() < Duration::from_secs(40) {
+        let tick = Instant::now();
+        assert_eq!(post_otlp(replicas[0].otlp_port, &sampled(30, seq)), 200);
+        assert_eq!(post_otlp(replicas[1].otlp_port, &sampled(10, seq)), 200);
+        seq += 1;
+        if t0.elapsed() > Duration::from_secs(8) {
+            let ps: Vec<f64> = replicas.iter().map(probability).collect();
+            if ps.iter().all(|p| *p > 0.0) && ps.iter().all(|p| (p - ps[0]).abs() < 1e-12) {
+                agreed = Some(ps[0]);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1000).saturating_sub(tick.elapsed()));
+    }
+    let p = agreed.unwrap_or_else(|| {
+        panic!(
+            "the replicas never agreed: {:?}",
+            replicas.iter().map(probability).collect::<Vec<_>>()
+        )
+    });
+    // 40 spans/s sampled at 0.5 stand for 80 requests/s: p = 1/80 for one trace/s,
+    // which no replica would compute from its own spans (1/60, 1/20, none).
+    assert!(
+        (1.0 / 120.0..=1.0 / 50.0).contains(&p),
+        "p {p}: from the sum of the replicas' counts (about 1/80)"
+    );
+}

@@ -25,6 +25,7 @@ pub mod archive;
 pub mod backend;
 mod format;
 pub mod peers;
+pub mod shared;
 mod wal;
 
 use super::rows::{corrupt, day_of, io, lock, name_cost, row_identity, span_key, EDGE_SPAN_COST};
@@ -892,6 +893,11 @@ impl BlockStore {
     /// Asks `peers` for their heads in every read from now on.
     pub fn set_peers(&self, peers: peers::Peers) {
         let _ = self.peers.set(peers);
+    }
+
+    /// This replica's name in the bucket.
+    pub fn replica(&self) -> &str {
+        &self.settings.replica
     }
 
     /// The backend blocks go to (the archive shares it).
