@@ -612,6 +612,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             None => store.reader(),
         };
         let span_metrics = span_metrics(&cfg, &telemetry)?;
+        if let (Engine::Blocks(b), Some(m)) = (&store, &span_metrics) {
+            m.share(blocks::shared::Shared::new(b.backend(), b.replica(), "spm"));
+        }
         let (pipeline, writer) = Pipeline::start(
             store.writer(),
             PipelineSettings {

@@ -203,6 +203,8 @@ pub struct SpanMetrics {
     settings: MetricsSettings,
     state: Mutex<State>,
     history: Option<Arc<HistoryDbHandle>>,
+    /// Minutes shared with the other replicas on one bucket.
+    shared: std::sync::OnceLock<crate::store::blocks::shared::Shared>,
 }
 
 /// The history file, shared with the SPM reader.
@@ -253,6 +255,51 @@ impl SpanMetrics {
             }),
             history: history.map(|h| Arc::new(HistoryDbHandle(h))),
             settings,
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Shares finished minutes with the other replicas on the bucket: each
+    /// publishes its own, and adds the others' to its history, so the Monitor
+    /// tab (`/api/metrics/*`) of any replica shows the whole mesh (its minute
+    /// in progress is this replica's alone until the others close it).
+    pub fn share(&self, shared: crate::store::blocks::shared::Shared) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Adds the other replicas' finished minutes not yet added (the last ten).
+    fn import_shared(&self, minute: i64) {
+        let (Some(shared), Some(h)) = (self.shared.get(), &self.history) else {
+            return;
+        };
+        for m in (1..=10).map(|k| minute - 60 * k) {
+            let index = (m / 60).max(0) as u64;
+            let others = match shared.others(index) {
+                Ok(o) => o,
+                Err(error) => {
+                    tracing::warn!(%error, "listing the other replicas' metrics minutes failed");
+                    return;
+                }
+            };
+            let fresh: Vec<String> = others
+                .into_iter()
+                .filter(|r| !h.0.imported(m, r).unwrap_or(true))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            match shared.gather_from::<MinuteRows>(index, |r| fresh.iter().any(|f| f == r)) {
+                Ok(found) => {
+                    for (replica, (rows, edges)) in found {
+                        if let Err(error) = h.0.import(m, &replica, &rows, &edges) {
+                            tracing::warn!(%error, replica, "adding a replica's metrics minute failed");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading the other replicas' metrics minutes failed")
+                }
+            }
         }
     }
 
@@ -364,6 +411,17 @@ impl SpanMetrics {
         let Some(h) = &self.history else {
             return;
         };
+        if let Some(shared) = self.shared.get() {
+            let minute = rows
+                .first()
+                .map(|r| r.minute)
+                .or_else(|| edges.first().map(|e| e.minute));
+            if let Some(m) = minute {
+                if let Err(error) = shared.publish((m / 60).max(0) as u64, &(rows, edges)) {
+                    tracing::warn!(%error, "sharing the metrics minute with the other replicas failed");
+                }
+            }
+        }
         let written = h.0.add_minute(rows, edges);
         if let Err(error) = written {
             tracing::error!(%error, rows = rows.len() + edges.len(), "writing the metrics history failed");
@@ -436,6 +494,7 @@ impl SpanMetrics {
                 tracing::warn!(%error, "saving the metrics minute in progress failed");
             }
         }
+        self.import_shared(minute);
         if let Some(h) = &self.history {
             if let Err(error) = h.0.prune(minute - self.settings.history_retention_s) {
                 tracing::warn!(%error, "pruning the metrics history failed");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// What one minute holds for one (service, operation, span kind).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MinuteRow {
     /// Start of the minute, unix seconds (a multiple of 60).
     pub minute: i64,
@@ -26,7 +26,7 @@ pub struct MinuteRow {
 }
 
 /// What one minute holds for one service-graph edge.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct EdgeMinuteRow {
     pub minute: i64,
     pub client: String,
@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS edge_minutes (
     adjusted REAL NOT NULL,
     buckets BLOB NOT NULL,
     PRIMARY KEY (minute, client, server, connection_type)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imported_minutes (
+    minute INTEGER NOT NULL,
+    replica TEXT NOT NULL,
+    PRIMARY KEY (minute, replica)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS live_minutes AS SELECT * FROM minutes WHERE 0;
 CREATE TABLE IF NOT EXISTS live_edge_minutes AS SELECT * FROM edge_minutes WHERE 0;
@@ -200,6 +205,42 @@ impl HistoryDb {
         tx.execute_batch("DELETE FROM live_minutes; DELETE FROM live_edge_minutes;")?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whether another replica's `minute` was added already.
+    pub fn imported(&self, minute: i64, replica: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM imported_minutes WHERE minute = ?1 AND replica = ?2",
+                params![minute, replica],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Another replica's finished `minute` added to this history (summed with
+    /// this replica's), once: marked in the same transaction.
+    pub fn import(
+        &self,
+        minute: i64,
+        replica: &str,
+        rows: &[MinuteRow],
+        edges: &[EdgeMinuteRow],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO imported_minutes (minute, replica) VALUES (?1, ?2)",
+            params![minute, replica],
+        )? == 1;
+        if fresh {
+            add_rows(&tx, rows)?;
+            add_edge_rows(&tx, edges)?;
+        }
+        tx.commit()?;
+        Ok(fresh)
     }
 
     /// The minute in progress, as it stands (replacing the last snapshot): a
@@ -474,6 +515,7 @@ impl HistoryDb {
     pub fn prune(&self, before: i64) -> Result<usize, StoreError> {
         let conn = self.conn();
         let n = conn.execute("DELETE FROM minutes WHERE minute < ?1", [before])?;
+        conn.execute("DELETE FROM imported_minutes WHERE minute < ?1", [before])?;
         Ok(n + conn.execute("DELETE FROM edge_minutes WHERE minute < ?1", [before])?)
     }
 }

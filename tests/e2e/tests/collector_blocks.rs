@@ -575,3 +575,62 @@ fn replicas_on_one_bucket_serve_the_same_adaptive_probabilities() {
         "p {p}: from the sum of the replicas' counts (about 1/80)"
     );
 }
+
+#[test]
+fn replicas_on_one_bucket_show_the_whole_mesh_in_the_monitor_tab() {
+    let s3 = S3Server::start("traces");
+    let start = |i: usize| {
+        let yaml = format!("{}    replica: m{i}\n", s3.store_yaml("traces", "mesh"));
+        Collector::start_opts(
+            meshtrace_testkit::scratch_path(&format!("spm-{i}")),
+            Opts {
+                yaml: Some(yaml),
+                ..Opts::default()
+            },
+        )
+    };
+    let replicas: Vec<Collector> = (0..2).map(start).collect();
+    // Both replicas' spans land in the same minute (not its last seconds).
+    while SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60
+        > 45
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(post_otlp(replicas[0].otlp_port, &sampled(30, 1)), 200);
+    assert_eq!(post_otlp(replicas[1].otlp_port, &sampled(10, 2)), 200);
+    // The call rate (per second) of the last closed minutes, as the Monitor tab reads it.
+    let calls = |c: &Collector| -> f64 {
+        let (_, body) = c.get(
+            "/api/metrics/calls?service=svc&groupByOperation=true&step=60000&ratePer=60000&lookback=600000",
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m["metricPoints"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["gaugeValue"]["doubleValue"].as_f64())
+            .fold(0.0, f64::max)
+    };
+    // 40 calls in one minute: 40/60 per second. Alone, the replicas would show
+    // 30/60 and 10/60.
+    const WHOLE: f64 = 40.0 / 60.0;
+    let mut seen = (0.0, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        seen = (calls(&replicas[0]), calls(&replicas[1]));
+        // (While the minute is in progress its rate is over the seconds so far.)
+        if (seen.0 - WHOLE).abs() < 0.01 && (seen.1 - WHOLE).abs() < 0.01 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        (seen.0 - WHOLE).abs() < 0.01 && (seen.1 - WHOLE).abs() < 0.01,
+        "both replicas count the mesh's 40 calls of that minute (30 + 10): {seen:?}"
+    );
+}

@@ -51,18 +51,56 @@ impl Shared {
 
     /// Every replica's value for interval `index` (unreadable ones skipped, logged).
     pub fn gather<T: DeserializeOwned>(&self, index: u64) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .gather_from(index, |_| true)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// The other replicas that published interval `index`.
+    pub fn others(&self, index: u64) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .backend
+            .list(&self.dir(index))?
+            .into_iter()
+            .filter_map(|(k, _)| name_of(&k))
+            .filter(|name| *name != self.replica)
+            .collect())
+    }
+
+    /// (replica, value) for interval `index`, of the replicas `want` accepts.
+    pub fn gather_from<T: DeserializeOwned>(
+        &self,
+        index: u64,
+        want: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let mut out = Vec::new();
         for (key, _) in self.backend.list(&self.dir(index))? {
+            let Some(name) = name_of(&key).filter(|n| want(n)) else {
+                continue;
+            };
             let Some(bytes) = self.backend.get(&key)? else {
                 continue;
             };
             match serde_json::from_slice(&bytes) {
-                Ok(v) => out.push(v),
+                Ok(v) => out.push((name, v)),
                 Err(e) => {
-                    tracing::warn!(object = %key, error = %e, "a replica's shared counts cannot be read")
+                    tracing::warn!(object = %key, error = %e, "a replica's shared object cannot be read")
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// The replica an object is from (`…/<replica>.json`).
+fn name_of(key: &str) -> Option<String> {
+    Some(key.rsplit('/').next()?.strip_suffix(".json")?.to_string())
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared({}, {})", self.what, self.replica)
     }
 }
