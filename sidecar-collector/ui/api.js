@@ -55,7 +55,9 @@ export function findSummaries(q) {
   if (q.minDuration) p.set("query.duration_min", q.minDuration);
   if (q.maxDuration) p.set("query.duration_max", q.maxDuration);
   if (q.limit) p.set("query.search_depth", String(q.limit));
-  if (q.tags && Object.keys(q.tags).length) p.set("query.attributes", JSON.stringify(q.tags));
+  // Pairs (a key may repeat); with OR, any of them (meshtrace's query.attributes_op).
+  if (q.tags && q.tags.length) p.set("query.attributes", JSON.stringify(q.tags));
+  if (q.tagsAny) p.set("query.attributes_op", "or");
   return getJSON(`/api/v3/trace-summaries?${p}`).then((b) => b.summaries || []);
 }
 

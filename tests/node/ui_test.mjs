@@ -55,6 +55,19 @@ try {
   results.views.search = { rows: await page.locator("#result-list li").count() };
   await shot("search");
 
+  // Tags with OR: a process tag that matches or a span kind that does not finds the
+  // trace; with AND (Jaeger's rule) nothing matches both.
+  const tagged = (op) => `${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50&tags=${encodeURIComponent(`service.name=${cfg.service} span.kind=nope`)}&tagsOp=${op}`;
+  await page.goto(tagged("or"));
+  await page.waitForSelector(`[data-trace-id="${cfg.trace}"]`, { timeout: T }).catch(() => fail("tags with OR did not find the trace"));
+  if ((await page.locator("#tagsOp").inputValue()) !== "or") fail("the Match box does not show OR from the URL");
+  await page.goto(tagged("and"));
+  await page.waitForFunction(() => /No traces found|0 traces/.test(document.querySelector("#results")?.textContent || ""), null, { timeout: T })
+    .catch(() => fail("tags with AND found a trace where no span has both"));
+  results.views.search.tagsOr = true;
+  await page.goto(`${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50`);
+  await page.waitForSelector(`[data-trace-id="${cfg.trace}"]`, { timeout: T }).catch(() => fail(`search did not list ${cfg.trace} again`));
+
   // Keyboard: the result is a link reachable and opened with the keyboard.
   await page.locator(`[data-trace-id="${cfg.trace}"]`).focus();
   await page.keyboard.press("Enter");

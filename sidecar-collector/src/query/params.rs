@@ -22,6 +22,9 @@ pub struct SearchParams {
     /// `key:value`, repeated (Jaeger's HTTP API, Grafana).
     #[serde(default)]
     pub tag: Vec<String>,
+    /// How tags combine: `and` (Jaeger's rule: every tag on one span) or `or`
+    /// (any tag): meshtrace's extension.
+    pub tags_op: Option<String>,
     /// Microseconds since the epoch.
     pub start: Option<String>,
     pub end: Option<String>,
@@ -48,6 +51,15 @@ pub fn parse_trace_id(s: &str) -> Option<[u8; 16]> {
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().filter(|v| !v.is_empty())
+}
+
+/// `and` (default) or `or`: whether tags combine with OR.
+pub fn tags_op(v: Option<&str>) -> Result<bool, String> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("and") => Ok(false),
+        Some("or") => Ok(true),
+        Some(other) => Err(format!("{other:?} is neither and nor or")),
+    }
 }
 
 /// Validates `/api/traces` parameters; the error names the parameter.
@@ -115,10 +127,13 @@ pub fn parse_search(p: &SearchParams, now_us: i64) -> Result<Search, String> {
             .ok_or(format!("parameter 'tag': {v:?} must be key:value"))?;
         tags.push((k.to_string(), val.to_string()));
     }
+    let tags_any =
+        tags_op(non_empty(&p.tags_op)).map_err(|e| format!("parameter 'tagsOp': {e}"))?;
     Ok(Search::Query(TraceQuery {
         service: service.to_string(),
         operation: non_empty(&p.operation).map(str::to_string),
         tags,
+        tags_any,
         start_us,
         end_us,
         min_duration_us: dur("minDuration", &p.min_duration)?,
@@ -143,6 +158,7 @@ mod tests {
             ("service=a&minDuration=fast", "minDuration"),
             ("service=a&maxDuration=1x", "maxDuration"),
             ("service=a&tags=%7Bbroken", "tags"),
+            ("service=a&tag=k:v&tagsOp=xor", "tagsOp"),
             ("service=a&tag=nocolon", "tag"),
             ("service=a&limit=ten", "limit"),
             ("service=a&limit=0", "limit"),

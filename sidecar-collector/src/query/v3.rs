@@ -159,6 +159,8 @@ mod names {
     pub const DURATION_MAX: &[&str] = &["query.durationMax", "query.duration_max"];
     pub const QUERY_RAW: &[&str] = &["query.rawTraces", "query.raw_traces"];
     pub const ATTRIBUTES: &[&str] = &["query.attributes"];
+    /// meshtrace's extension: `and` (default) or `or`.
+    pub const ATTRIBUTES_OP: &[&str] = &["query.attributesOp", "query.attributes_op"];
     pub const START: &[&str] = &["startTime", "start_time"];
     pub const END: &[&str] = &["endTime", "end_time"];
     pub const RAW: &[&str] = &["rawTraces", "raw_traces"];
@@ -298,15 +300,29 @@ pub fn parse_find(p: &Params) -> Result<TraceQuery, Refusal> {
     }
     let tags = match p.get(names::ATTRIBUTES)? {
         None => Vec::new(),
-        Some((name, j)) => serde_json::from_str::<BTreeMap<String, String>>(j)
-            .map_err(|e| malformed(name, format!("not a JSON object of strings: {e}")))?
-            .into_iter()
-            .collect(),
+        // A JSON object of strings (api_v3), or (meshtrace's extension, where a
+        // key may repeat) a JSON array of [key, value] pairs.
+        Some((name, j)) => match serde_json::from_str::<BTreeMap<String, String>>(j) {
+            Ok(m) => m.into_iter().collect(),
+            Err(e) => serde_json::from_str::<Vec<(String, String)>>(j).map_err(|_| {
+                malformed(
+                    name,
+                    format!(
+                        "not a JSON object of strings (or an array of [key, value] pairs): {e}"
+                    ),
+                )
+            })?,
+        },
+    };
+    let tags_any = match p.get(names::ATTRIBUTES_OP)? {
+        None => false,
+        Some((name, op)) => super::params::tags_op(Some(op)).map_err(|e| malformed(name, e))?,
     };
     Ok(TraceQuery {
         service: service.to_string(),
         operation: p.get(names::OPERATION)?.map(|(_, o)| o.to_string()),
         tags,
+        tags_any,
         start_us,
         end_us,
         min_duration_us: duration(names::DURATION_MIN)?,

@@ -16,8 +16,11 @@ use crate::model::{SpanRecord, StoredSpan, StoredTrace};
 pub struct TraceQuery {
     pub service: String,
     pub operation: Option<String>,
-    /// All must match (on the same span).
+    /// All must match on one span (Jaeger's rule), or with `tags_any` any of
+    /// them on any span.
     pub tags: Vec<(String, String)>,
+    /// A trace matches when any one tag matches (the `tagsOp=or` extension).
+    pub tags_any: bool,
     pub start_us: i64,
     pub end_us: i64,
     pub min_duration_us: Option<i64>,

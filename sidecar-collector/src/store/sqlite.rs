@@ -688,7 +688,8 @@ impl SpanReader for SqliteStore {
             // tag is then checked on the span itself (span, process and log fields).
             let mut key_indexed =
                 c.prepare_cached("SELECT EXISTS(SELECT 1 FROM tags WHERE key = ?1)")?;
-            for (k, v) in &q.tags {
+            // With OR, one tag's index cannot narrow the scan: the spans are checked.
+            for (k, v) in q.tags.iter().filter(|_| !q.tags_any) {
                 if !key_indexed.query_row(params![k], |r| r.get::<_, bool>(0))? {
                     continue;
                 }
@@ -721,11 +722,13 @@ impl SpanReader for SqliteStore {
                         span,
                         origin: origins.get(c, day, row.get(3)?)?,
                     };
-                    if !q
-                        .tags
-                        .iter()
-                        .all(|(k, v)| span_matches_tag(&stored, k, v))
-                    {
+                    let matches = |(k, v): &(String, String)| span_matches_tag(&stored, k, v);
+                    let ok = if q.tags_any {
+                        q.tags.iter().any(matches)
+                    } else {
+                        q.tags.iter().all(matches)
+                    };
+                    if !ok {
                         continue;
                     }
                 }

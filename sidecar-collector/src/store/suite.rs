@@ -269,6 +269,35 @@ fn search(store: Box<dyn SpanStore>) {
         vec![[20; 16], [19; 16]],
         "limit applies after the tag filter"
     );
+    // OR (the tagsOp=or extension): any tag, where AND needs all on one span.
+    let any = |tags: Vec<(String, String)>| {
+        q(&|q| {
+            q.tags = tags.clone();
+            q.tags_any = true;
+        })
+        .len()
+    };
+    let (s500, s200) = (
+        tag("http.response.status_code", "500"),
+        tag("http.response.status_code", "200"),
+    );
+    assert_eq!(
+        with(vec![s500.clone(), s200.clone()]),
+        0,
+        "AND: no span is both"
+    );
+    assert_eq!(any(vec![s500.clone(), s200]), 20, "OR: either status");
+    assert_eq!(
+        any(vec![s500.clone(), tag("custom.unindexed", "y")]),
+        4,
+        "OR: one matches"
+    );
+    assert_eq!(any(vec![tag("custom.unindexed", "y")]), 0);
+    assert_eq!(
+        any(vec![tag("key", "nope"), tag("k8s.pod.name", "p-0")]),
+        20,
+        "OR: a process tag"
+    );
     let newest = q(&|q| q.limit = 3);
     assert_eq!(
         newest,

@@ -14,14 +14,15 @@ const LOOKBACKS = [
 ];
 
 
-/** `key=value` pairs separated by spaces (a value may be "quoted"). */
+/** `key=value` pairs separated by spaces (a value may be "quoted"), in order;
+ *  a key may repeat (with OR: `http.response.status_code=500 http.response.status_code=503`). */
 export function parseTags(text) {
-  const tags = {};
+  const tags = [];
   const re = /([^\s=]+)=("([^"]*)"|(\S*))/g;
   let m;
   let rest = text;
   while ((m = re.exec(text))) {
-    tags[m[1]] = m[3] ?? m[4];
+    tags.push([m[1], m[3] ?? m[4]]);
     rest = rest.replace(m[0], "");
   }
   if (rest.trim()) throw new Error(`tags: "${rest.trim()}" is not key=value`);
@@ -40,6 +41,10 @@ export async function searchView(view) {
   if (q.get("service")) serviceSel.value = q.get("service");
   const opSel = el("select", { name: "operation", id: "operation" });
   const tags = el("input", { name: "tags", id: "tags", placeholder: "error=true http.response.status_code=503", value: q.get("tags") || "" });
+  // How tags combine: all on one span (Jaeger's rule) or any of them.
+  const tagsOp = el("select", { name: "tagsOp", id: "tagsOp", "aria-label": "combine tags with" },
+    el("option", { value: "and" }, "all (AND)"), el("option", { value: "or" }, "any (OR)"));
+  tagsOp.value = q.get("tagsOp") === "or" ? "or" : "and";
   const minD = el("input", { name: "minDuration", id: "minDuration", placeholder: "e.g. 100ms", value: q.get("minDuration") || "" });
   const maxD = el("input", { name: "maxDuration", id: "maxDuration", placeholder: "e.g. 1.5s", value: q.get("maxDuration") || "" });
   const lookback = el("select", { name: "lookback", id: "lookback" },
@@ -64,7 +69,8 @@ export async function searchView(view) {
   await loadOperations();
 
   const form = el("form", { class: "search", id: "search-form" },
-    field("Service", serviceSel), field("Operation", opSel), field("Tags", tags),
+    field("Service", serviceSel), field("Operation", opSel),
+    el("div", { class: "row" }, field("Tags", tags), field("Match", tagsOp)),
     el("div", { class: "row" }, field("Min duration", minD), field("Max duration", maxD)),
     field("Time", lookback), range, field("Limit", limit),
     el("button", { type: "submit", class: "primary" }, "Find traces"));
@@ -108,7 +114,7 @@ async function run(q, out) {
   let found;
   try {
     found = await api.findSummaries({
-      service: q.get("service"), operation: q.get("operation"), tags, start, end,
+      service: q.get("service"), operation: q.get("operation"), tags, tagsAny: q.get("tagsOp") === "or", start, end,
       minDuration: q.get("minDuration"), maxDuration: q.get("maxDuration"),
       limit: Number(q.get("limit") || 20),
     });

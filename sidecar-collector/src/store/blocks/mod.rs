@@ -1508,7 +1508,12 @@ impl BlockStore {
                 span: Span::decode(body).map_err(corrupt)?,
                 origin: origins.get(origin)?,
             };
-            Ok::<bool, StoreError>(q.tags.iter().all(|(k, v)| span_matches_tag(&stored, k, v)))
+            let matches = |(k, v): &(String, String)| span_matches_tag(&stored, k, v);
+            Ok::<bool, StoreError>(if q.tags_any {
+                q.tags.iter().any(matches)
+            } else {
+                q.tags.iter().all(matches)
+            })
         };
         for chunk in &snap.chunks {
             ctl.check()?;
