@@ -85,6 +85,17 @@ struct Args {
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION", value_parser = parse_duration)]
     retention: Option<Duration>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Converts the SQLite day partitions in `data_dir` into blocks of the
+    /// blocks engine (`store.blocks.*`), one day at a time; each converted
+    /// partition is renamed `.migrated`. Run it with the collector stopped,
+    /// then start it with `store.engine: blocks`.
+    Migrate,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -258,7 +269,52 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Some(Command::Migrate) = args.command {
+        return migrate(&cfg);
+    }
     rt.block_on(run(cfg))
+}
+
+/// `meshtrace-collector migrate`: SQLite partitions → blocks.
+fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let sqlite = SqliteStore::open(&cfg.data_dir, StoreSettings::default()).with_context(|| {
+        format!(
+            "data_dir: opening the SQLite store in {}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let mut blocks_cfg = cfg.clone();
+    blocks_cfg.store.engine = meshtrace_collector::config::EngineKind::Blocks;
+    let Engine::Blocks(store) = open_engine(&blocks_cfg, 0)? else {
+        return Err(anyhow!("the blocks engine did not open"));
+    };
+    let days = sqlite.partition_days();
+    tracing::info!(
+        partitions = days.len(),
+        "migrating SQLite partitions to blocks"
+    );
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    for day in days {
+        let spans = sqlite
+            .read_day(day, 100_000, |rows| store.import(rows))
+            .with_context(|| format!("migrating partition {day}"))?;
+        sqlite
+            .set_migrated(day)
+            .with_context(|| format!("setting partition {day} aside"))?;
+        total += spans;
+        tracing::info!(
+            partition = day,
+            spans,
+            "partition migrated (renamed .migrated)"
+        );
+    }
+    tracing::info!(
+        spans = total,
+        took_s = started.elapsed().as_secs_f64(),
+        "migration done: start the collector with store.engine: blocks"
+    );
+    Ok(())
 }
 
 /// The memory limiter and the largest message it lets in (`memory::Sizing`).

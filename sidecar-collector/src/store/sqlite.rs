@@ -794,3 +794,104 @@ impl SpanReader for SqliteStore {
         Ok(edges.into_iter().map(|((p, c), n)| (p, c, n)).collect())
     }
 }
+
+impl SqliteStore {
+    /// Days that have a partition, oldest first.
+    pub fn partition_days(&self) -> Vec<i64> {
+        let mut d = self.days_between(i64::MIN, i64::MAX);
+        d.reverse();
+        d
+    }
+
+    /// Every span of partition `day`, handed to `f` `chunk` at a time as rows
+    /// of the blocks engine (`meshtrace-collector migrate`).
+    pub fn read_day(
+        &self,
+        day: i64,
+        chunk: usize,
+        mut f: impl FnMut(Vec<super::blocks::Row>) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        let c = Connection::open_with_flags(self.path_for(day), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut names = super::blocks::Names::default();
+        let mut origins: HashMap<i64, Arc<[u8]>> = HashMap::new();
+        let mut stmt = c.prepare(
+            "SELECT trace_id, span_id, parent_span_id, service, operation, kind, start_us,
+                    duration_us, error, resource_id, body, rowid FROM spans WHERE rowid > ?1
+             ORDER BY rowid LIMIT ?2",
+        )?;
+        let mut after = 0i64;
+        let mut total = 0u64;
+        loop {
+            let mut rows = Vec::with_capacity(chunk);
+            let mut q = stmt.query(params![after, chunk as i64])?;
+            while let Some(r) = q.next()? {
+                let blob = |i: usize| -> Result<Vec<u8>, StoreError> {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+                        _ => Vec::new(),
+                    })
+                };
+                let rid: i64 = r.get(9)?;
+                let origin = match origins.get(&rid) {
+                    Some(o) => o.clone(),
+                    None => {
+                        let body: Vec<u8> = c.query_row(
+                            "SELECT body FROM resources WHERE id = ?1",
+                            params![rid],
+                            |r| r.get(0),
+                        )?;
+                        let o: Arc<[u8]> = body.into();
+                        origins.insert(rid, o.clone());
+                        o
+                    }
+                };
+                let body = blob(10)?;
+                let status_code = Span::decode(body.as_slice())
+                    .map_err(corrupt)?
+                    .status
+                    .map_or(0, |s| s.code);
+                let parent = blob(2)?;
+                let service: String = r.get(3)?;
+                let operation: String = r.get(4)?;
+                rows.push(super::blocks::Row {
+                    trace_id: blob(0)?.try_into().map_err(|_| corrupt("trace_id"))?,
+                    span_id: blob(1)?.try_into().map_err(|_| corrupt("span_id"))?,
+                    parent_span_id: <[u8; 8]>::try_from(parent.as_slice()).ok(),
+                    service: names.get(&service),
+                    operation: names.get(&operation),
+                    kind: r.get(5)?,
+                    start_us: r.get(6)?,
+                    duration_us: r.get(7)?,
+                    error: r.get(8)?,
+                    status_code,
+                    origin,
+                    body: body.into(),
+                });
+                after = r.get(11)?;
+            }
+            drop(q);
+            if rows.is_empty() {
+                return Ok(total);
+            }
+            total += rows.len() as u64;
+            f(rows)?;
+        }
+    }
+
+    /// Sets partition `day` aside once migrated (`.migrated`): no longer read,
+    /// kept until the operator deletes it.
+    pub fn set_migrated(&self, day: i64) -> Result<(), StoreError> {
+        self.days
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&day);
+        lock(&self.writers).0.remove(&day);
+        lock(&self.idle_readers).remove(&day);
+        let path = self.path_for(day);
+        std::fs::rename(&path, path.with_extension("migrated")).map_err(|e| io(&path, e))?;
+        for ext in ["sqlite-wal", "sqlite-shm"] {
+            let _ = std::fs::remove_file(path.with_extension(ext));
+        }
+        Ok(())
+    }
+}

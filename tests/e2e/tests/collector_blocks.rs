@@ -634,3 +634,59 @@ fn replicas_on_one_bucket_show_the_whole_mesh_in_the_monitor_tab() {
         "both replicas count the mesh's 40 calls of that minute (30 + 10): {seen:?}"
     );
 }
+
+#[test]
+fn migrate_converts_sqlite_partitions_into_blocks() {
+    let s3 = S3Server::start("traces");
+    let sqlite = Collector::start();
+    let ids: Vec<[u8; 16]> = (0..100u32)
+        .map(|seq| {
+            let (tid, body) = trace_request(3, 0, seq);
+            assert_eq!(post_otlp(sqlite.otlp_port, &body), 200);
+            tid
+        })
+        .collect();
+    // One trace on another day: one block per day.
+    let old = [0xd7; 16];
+    assert_eq!(post_otlp(sqlite.otlp_port, &one_span(old, 2 * 86_400)), 200);
+    let (status, dir, log) = sqlite.terminate_keep_data();
+    assert!(status.success(), "{log}");
+    let yaml = format!("{}    max_age: 1m\n", s3.store_yaml("traces", "mesh"));
+    let config = dir.join("blocks.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let out = std::process::Command::new(meshtrace_testkit::collector::collector_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("migration done"), "{text}");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("spans-"))
+        .collect();
+    assert!(left.iter().all(|n| n.ends_with(".migrated")), "{left:?}");
+    assert_eq!(left.len(), 2, "two day partitions set aside: {left:?}");
+    assert!(
+        s3.objects_ending("meta.json").len() >= 2,
+        "blocks in the bucket"
+    );
+    // The blocks engine on the same directory serves everything.
+    let c = Collector::start_opts(
+        dir,
+        Opts {
+            yaml: Some(format!("max_span_age: 10d\n{yaml}")),
+            ..Opts::default()
+        },
+    );
+    assert_all_found(&c, &ids);
+    assert_eq!(searched(&c), ids.len());
+    let (status, _) = c.get(&format!("/api/traces/{}", hex(&old)));
+    assert_eq!(status, 200);
+}

@@ -848,6 +848,29 @@ impl BlockStore {
         Ok(())
     }
 
+    /// Stores `rows` (from another store: `meshtrace-collector migrate`) as
+    /// blocks, one per day and at most `max_bytes` each, uploaded before it
+    /// returns; the WAL is not involved (the source keeps them until then).
+    pub fn import(&self, rows: Vec<Row>) -> Result<(), StoreError> {
+        let _one = lock(&self.working);
+        let mut by_day: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+        for r in rows {
+            by_day.entry(day_of(r.start_us)).or_default().push(r);
+        }
+        for (day, mut rows) in by_day {
+            rows.sort_by_key(|r| (r.trace_id, r.start_us));
+            let mut seen = HashSet::new();
+            rows.retain(|r| seen.insert(r.identity()));
+            let block = Arc::new(self.cutter.block(day, &rows, None)?);
+            self.state
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending
+                .push(block);
+        }
+        self.upload_pending()
+    }
+
     /// Seals the head and uploads everything (tests, shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.seal(true)?;
