@@ -42,8 +42,9 @@ pub struct SpanRecord {
     pub sampler_decided: bool,
     /// The span's [`Origin`], encoded once per `ScopeSpans` and shared by its spans.
     pub origin: Arc<[u8]>,
-    /// Encoded `Span`, with every attribute, event and link.
-    pub body: Vec<u8>,
+    /// Encoded `Span`, with every attribute, event and link (shared, not
+    /// copied, by the stores that keep it).
+    pub body: bytes::Bytes,
 }
 
 /// What a storable span must have: ids of the right length, not all zero, and
@@ -128,7 +129,7 @@ impl SpanRecord {
             sampled_probability: own_probability.or_else(|| tracestate_probability(&s.trace_state)),
             sampler_decided: own_probability.is_some(),
             origin: origin.clone(),
-            body: s.encode_to_vec(),
+            body: s.encode_to_vec().into(),
         })
     }
 }

@@ -55,7 +55,7 @@ fn record_bytes(records: &[SpanRecord]) -> u64 {
             .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
             .sum();
         total += (std::mem::size_of::<SpanRecord>()
-            + r.body.capacity()
+            + r.body.len()
             + r.service.capacity()
             + r.operation.capacity()
             + tags) as u64;
@@ -319,7 +319,7 @@ mod tests {
                 sampled_probability: None,
                 sampler_decided: false,
                 origin: Arc::from(Vec::new()),
-                body: vec![0; body],
+                body: vec![0; body].into(),
             })
             .collect()
     }

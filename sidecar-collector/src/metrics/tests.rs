@@ -42,7 +42,7 @@ fn span(
         sampled_probability: p,
         sampler_decided: p.is_some(),
         origin: Arc::from(Vec::new()),
-        body: vec![],
+        body: Default::default(),
     }
 }
 

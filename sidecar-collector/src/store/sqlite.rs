@@ -393,7 +393,7 @@ fn write_partition(c: &mut Connection, spans: &[&SpanRecord]) -> Result<(), Stor
                 s.duration_us,
                 s.error,
                 rid,
-                s.body
+                &s.body[..]
             ])?;
             for (k, v) in &s.indexed_tags {
                 tag_ins.execute(params![&s.trace_id[..], k, v, s.start_us])?;

@@ -114,7 +114,7 @@ impl Row {
             error: r.error,
             status_code: r.status_code,
             origin: r.origin.clone(),
-            body: Bytes::copy_from_slice(&r.body),
+            body: r.body.clone(),
         }
     }
 
@@ -144,11 +144,32 @@ impl Row {
     fn cost(&self) -> u64 {
         self.body.len() as u64 + 160
     }
+}
 
-    fn identity(&self) -> ([u8; 16], (u64, u64)) {
-        (self.trace_id, row_identity(&self.span_id, &self.body))
+/// Hashes a trace id: its two halves folded and mixed (splitmix64's
+/// finalizer). Ids are usually random, but sequential or zero-padded ones
+/// (64-bit Zipkin ids, test traffic) must spread too. SipHash over all 16
+/// bytes cost more than the map it keys.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(b);
+        }
     }
 }
+
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 /// Interned names: one allocation per distinct service or operation.
 #[derive(Default)]
@@ -279,12 +300,22 @@ impl Block {
     }
 }
 
+/// No row (the end of a trace's chain).
+const NO_ROW: u32 = u32::MAX;
+
 /// Recent spans, in memory: appended in batches, indexed by trace id.
 #[derive(Default)]
 struct Head {
     chunks: Vec<Arc<Vec<Row>>>,
-    by_trace: HashMap<[u8; 16], Vec<(u32, u32)>>,
-    seen: HashSet<([u8; 16], (u64, u64))>,
+    /// Where each chunk starts, counted in rows.
+    chunk_starts: Vec<u32>,
+    /// Trace id → its last row (counted across chunks); `prev` chains each
+    /// row to the trace's row before it. No allocation per trace.
+    by_trace: HashMap<[u8; 16], u32, IdHash>,
+    prev: Vec<u32>,
+    /// (service, operation, kind) already in `services`, by the names'
+    /// interned pointers: a lookup per span costs no string comparison.
+    known_ops: HashSet<(usize, usize, i32)>,
     bytes: u64,
     opened: Option<Instant>,
     /// The first WAL segment its spans are in.
@@ -301,31 +332,56 @@ impl Head {
         }
     }
 
-    /// Adds the rows not already held; returns them.
-    fn insert(&mut self, rows: Vec<Row>) {
-        let mut fresh = Vec::with_capacity(rows.len());
-        for r in rows {
-            if self.seen.insert(r.identity()) {
-                fresh.push(r);
-            }
-        }
+    /// Adds rows. A span written twice (a retried export) is held twice
+    /// here; reads show it once, and cutting a block stores it once.
+    fn insert(&mut self, fresh: Vec<Row>) {
         if fresh.is_empty() {
             return;
         }
-        let c = self.chunks.len() as u32;
+        let start = self.prev.len() as u32;
+        self.chunk_starts.push(start);
         for (i, r) in fresh.iter().enumerate() {
-            self.by_trace
-                .entry(r.trace_id)
-                .or_default()
-                .push((c, i as u32));
+            let g = start + i as u32;
+            let before = self.by_trace.insert(r.trace_id, g).unwrap_or(NO_ROW);
+            self.prev.push(before);
             self.bytes += r.cost() + 64;
-            let ops = self.services.entry(r.service.clone()).or_default();
-            if !ops.contains(&(r.operation.clone(), r.kind)) {
-                ops.insert((r.operation.clone(), r.kind));
+            let key = (
+                Arc::as_ptr(&r.service) as *const u8 as usize,
+                Arc::as_ptr(&r.operation) as *const u8 as usize,
+                r.kind,
+            );
+            if self.known_ops.insert(key) {
+                self.services
+                    .entry(r.service.clone())
+                    .or_default()
+                    .insert((r.operation.clone(), r.kind));
             }
         }
         self.opened.get_or_insert_with(Instant::now);
         self.chunks.push(Arc::new(fresh));
+    }
+
+    /// The rows of trace `id`, in the order they were written.
+    fn trace_rows(&self, id: &[u8; 16]) -> Vec<&Row> {
+        let mut out = Vec::new();
+        let mut g = self.by_trace.get(id).copied().unwrap_or(NO_ROW);
+        while g != NO_ROW {
+            let c = self
+                .chunk_starts
+                .partition_point(|s| *s <= g)
+                .saturating_sub(1);
+            let start = self.chunk_starts.get(c).copied().unwrap_or(0);
+            if let Some(r) = self
+                .chunks
+                .get(c)
+                .and_then(|ch| ch.get(g.saturating_sub(start) as usize))
+            {
+                out.push(r);
+            }
+            g = self.prev.get(g as usize).copied().unwrap_or(NO_ROW);
+        }
+        out.reverse();
+        out
     }
 
     fn rows(&self) -> impl Iterator<Item = &Row> {
@@ -378,6 +434,8 @@ struct State {
 struct Writing {
     wal: wal::Wal,
     head: Arc<RwLock<Head>>,
+    /// Names interned across writes.
+    names: Names,
 }
 
 /// The blocks engine.
@@ -416,6 +474,21 @@ fn random_id() -> String {
     format!("{:016x}{:016x}", now_us() as u64, h.finish())
 }
 
+/// Sorts rows as a block holds them (trace id, start, span id) and keeps one of
+/// identical spans (they sort next to each other).
+fn sort_and_dedup(rows: &mut Vec<Row>) {
+    rows.sort_unstable_by(|a, b| {
+        (a.trace_id, a.start_us, a.span_id).cmp(&(b.trace_id, b.start_us, b.span_id))
+    });
+    rows.dedup_by(|a, b| {
+        a.trace_id == b.trace_id
+            && a.span_id == b.span_id
+            && a.start_us == b.start_us
+            && a.body == b.body
+            && a.origin == b.origin
+    });
+}
+
 /// Cuts sealed heads into local Parquet blocks.
 struct Cutter {
     pending_dir: PathBuf,
@@ -438,7 +511,7 @@ impl Cutter {
         let parts = by_day.len();
         let mut blocks = Vec::with_capacity(parts);
         for (i, (day, mut rows)) in by_day.into_iter().enumerate() {
-            rows.sort_by_key(|r| (r.trace_id, r.start_us));
+            sort_and_dedup(&mut rows);
             let wal = WalRange {
                 wal_id: self.wal_id.clone(),
                 first: sealed.head.first_seq,
@@ -588,6 +661,7 @@ impl BlockStore {
             writing: Mutex::new(Writing {
                 wal,
                 head: head.clone(),
+                names: Names::default(),
             }),
             head: RwLock::new(head),
             state: RwLock::new(state),
@@ -708,22 +782,17 @@ impl BlockStore {
             raw += b.meta.raw_bytes;
             set.push(b);
         }
-        let mut seen = HashSet::new();
         let mut rows = Vec::new();
         let mut names = Names::default();
         for b in &set {
             let opened = b.opened()?;
             for gi in 0..opened.groups.len() {
                 for batch in b.read(&opened, gi, &format::ALL, None)? {
-                    for r in format::rows(&batch, &mut names)? {
-                        if seen.insert(r.identity()) {
-                            rows.push(r);
-                        }
-                    }
+                    rows.extend(format::rows(&batch, &mut names)?);
                 }
             }
         }
-        rows.sort_by_key(|r| (r.trace_id, r.start_us));
+        sort_and_dedup(&mut rows);
         let wal = set
             .iter()
             .filter_map(|b| b.meta.wal.clone())
@@ -858,9 +927,7 @@ impl BlockStore {
             by_day.entry(day_of(r.start_us)).or_default().push(r);
         }
         for (day, mut rows) in by_day {
-            rows.sort_by_key(|r| (r.trace_id, r.start_us));
-            let mut seen = HashSet::new();
-            rows.retain(|r| seen.insert(r.identity()));
+            sort_and_dedup(&mut rows);
             let block = Arc::new(self.cutter.block(day, &rows, None)?);
             self.state
                 .write()
@@ -1182,13 +1249,12 @@ impl SpanWriter for BlockStore {
         if spans.is_empty() {
             return Ok(());
         }
-        let mut names = Names::default();
-        let rows: Vec<Row> = spans
-            .iter()
-            .map(|r| Row::from_record(r, &mut names))
-            .collect();
         let due = {
             let mut w = lock(&self.writing);
+            let rows: Vec<Row> = spans
+                .iter()
+                .map(|r| Row::from_record(r, &mut w.names))
+                .collect();
             let bytes = w.wal.bytes();
             if bytes >= self.settings.wal_max_bytes {
                 return Err(StoreError::WalFull {
@@ -1394,25 +1460,16 @@ impl BlockStore {
         {
             let head = snap.head.read().unwrap_or_else(|e| e.into_inner());
             for id in ids {
-                for &(c, i) in head.by_trace.get(id).map_or(&[][..], |v| &v[..]) {
-                    if let Some(r) = head.chunks.get(c as usize).and_then(|c| c.get(i as usize)) {
-                        g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
-                    }
+                for r in head.trace_rows(id) {
+                    g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
                 }
             }
         }
         for s in &snap.sealed {
             ctl.check()?;
             for id in ids {
-                for &(c, i) in s.head.by_trace.get(id).map_or(&[][..], |v| &v[..]) {
-                    if let Some(r) = s
-                        .head
-                        .chunks
-                        .get(c as usize)
-                        .and_then(|c| c.get(i as usize))
-                    {
-                        g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
-                    }
+                for r in s.head.trace_rows(id) {
+                    g.add(r.trace_id, &r.span_id, r.start_us, &r.body, &r.origin)?;
                 }
             }
         }
