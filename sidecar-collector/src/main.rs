@@ -232,6 +232,9 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
+    // One TLS implementation for the whole process: the object store's and the
+    // peers' HTTPS clients use it too.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let cfg = load(&args)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHTRACE_LOG")
@@ -641,6 +644,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                         .and_then(|ip| ip.parse().ok())
                         .into_iter()
                         .collect();
+                    // The query port speaks TLS: peers are checked against the
+                    // cluster's CA (tls.client_ca_file, else the system's roots).
+                    let ca = match (&cfg.tls.cert_file, &cfg.tls.client_ca_file) {
+                        (Some(_), Some(ca)) => Some(std::fs::read(ca).with_context(|| {
+                            format!("tls.client_ca_file: reading {}", ca.display())
+                        })?),
+                        (Some(_), None) => Some(Vec::new()),
+                        _ => None,
+                    };
                     b.set_peers(
                         blocks::peers::Peers::new(
                             bc.peers.clone(),
@@ -648,6 +660,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                             exclude,
                             bc.peer_timeout,
                             query_tokens.tokens.first().cloned(),
+                            ca.as_deref(),
                         )
                         .context("store.blocks.peers")?,
                     );

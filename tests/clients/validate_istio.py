@@ -198,7 +198,8 @@ def main():
     if not WASM.exists():
         sys.exit(f"{WASM} is missing: run scripts/build-wasm")
     dirs = sys.argv[1:] or ["istio", "istio/wasmplugin", "istio/envoyfilter",
-                            "istio/collector", "istio/policy", "istio/monitoring",
+                            "istio/collector", "istio/collector-replicas", "istio/policy",
+                            "istio/monitoring",
                             "istio/examples/per-workload"]
     failed = False
     for d in dirs:

@@ -58,6 +58,7 @@ fn every_kustomization_passes_every_check() {
         ("istio/wasmplugin:", 3, 0, 1),
         ("istio/envoyfilter:", 3, 0, 1),
         ("istio/collector:", 0, 6, 0),
+        ("istio/collector-replicas:", 0, 7, 0),
         ("istio/examples/per-workload:", 2, 2, 1),
         ("istio/monitoring:", 1, 1, 0),
     ] {
@@ -154,4 +155,61 @@ fn the_manifests_carry_the_configuration_the_demo_loads() {
     let budget =
         startup["periodSeconds"].as_u64().unwrap() * startup["failureThreshold"].as_u64().unwrap();
     assert!(budget >= 120, "the startup probe allows {budget} s");
+}
+
+#[test]
+fn the_replicas_manifests_run_the_blocks_engine_on_a_bucket() {
+    let docs = render("istio/collector-replicas");
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] != "Deployment" && d["kind"] != "PersistentVolumeClaim"),
+        "the single-replica Deployment and its volume are gone"
+    );
+    let sts = find(&docs, "StatefulSet", "meshtrace-collector");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["serviceName"], "meshtrace-collector-peers");
+    let c = &sts["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        env,
+        ["POD_NAME", "POD_IP"],
+        "the replica's name and its own address"
+    );
+    let volumes = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "meshtrace-s3"),
+        "bucket credentials from a Secret"
+    );
+    let peers = find(&docs, "Service", "meshtrace-collector-peers");
+    assert_eq!(
+        peers["spec"]["clusterIP"], "None",
+        "headless: one address per replica"
+    );
+    // The configuration loads as the collector reads it, with the blocks engine on s3://.
+    let cm = find(&docs, "ConfigMap", "meshtrace-collector-config");
+    let yaml = cm["data"]["collector.yaml"].as_str().unwrap();
+    let cfg = meshtrace_collector::config::Config::from_yaml(yaml).expect("valid configuration");
+    assert_eq!(
+        cfg.store.engine,
+        meshtrace_collector::config::EngineKind::Blocks
+    );
+    assert!(cfg.store.blocks.backend.starts_with("s3://"));
+    assert!(cfg
+        .store
+        .blocks
+        .peers_dns
+        .starts_with("meshtrace-collector-peers."));
+    assert!(
+        cm["data"]["strategies.json"].is_string(),
+        "the strategies kept"
+    );
 }

@@ -83,6 +83,8 @@ struct IdsRequest {
 
 /// The other replicas.
 pub struct Peers {
+    /// `http` or `https` (the query port speaks TLS).
+    scheme: &'static str,
     list: Vec<String>,
     dns: Option<String>,
     exclude: Vec<std::net::IpAddr>,
@@ -109,19 +111,31 @@ fn parse_id(s: &str) -> Option<[u8; 16]> {
 impl Peers {
     /// `list`: peers' query addresses (`host:port`); `dns`: a name resolving to
     /// every replica (`host:port`); `exclude`: this pod's addresses.
+    /// With `tls_ca` (PEM), peers are asked over HTTPS and their certificates
+    /// checked against it (the query port's TLS).
     pub fn new(
         list: Vec<String>,
         dns: Option<String>,
         exclude: Vec<std::net::IpAddr>,
         timeout: Duration,
         token: Option<String>,
+        tls_ca: Option<&[u8]>,
     ) -> Result<Peers, StoreError> {
-        let client = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(pem) = tls_ca {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| StoreError::Backend(format!("peer CA: {e}")))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        let client = b
             .build()
             .map_err(|e| StoreError::Backend(format!("peer client: {e}")))?;
         Ok(Peers {
+            scheme: if tls_ca.is_some() { "https" } else { "http" },
             list,
             dns,
             exclude,
@@ -160,7 +174,7 @@ impl Peers {
             let calls = targets.iter().map(|t| {
                 let mut req = self
                     .client
-                    .post(format!("http://{t}{path}"))
+                    .post(format!("{}://{t}{path}", self.scheme))
                     .header("content-type", "application/json")
                     .body(body.clone());
                 if let Some(token) = &self.token {
