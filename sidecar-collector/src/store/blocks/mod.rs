@@ -746,7 +746,29 @@ impl BlockStore {
             *last_compaction = Some(Instant::now());
             while self.compact()? {}
         }
+        self.warm();
         Ok(())
+    }
+
+    /// Reads the metadata and trace-id filters of blocks not opened yet (other
+    /// replicas' new blocks, every block after a start), so the first query
+    /// does not wait for them one object-store request at a time.
+    fn warm(&self) {
+        let cold: Vec<Arc<Block>> = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocks
+            .values()
+            .filter(|b| lock(&b.opened).is_none())
+            .take(256)
+            .cloned()
+            .collect();
+        for b in cold {
+            if let Err(e) = b.opened() {
+                tracing::debug!(block = %b.meta.id, error = %e, "block metadata not read yet");
+            }
+        }
     }
 
     /// Merges this replica's small blocks of one day (each under half of
@@ -853,10 +875,11 @@ impl BlockStore {
                 return Err(e);
             }
             *lock(&self.upload_error) = None;
+            // The same bytes: what was read of the local file serves the remote one.
             let uploaded = Arc::new(Block {
                 meta: b.meta.clone(),
                 source: Source::Remote(self.backend.clone()),
-                opened: Mutex::new(None),
+                opened: Mutex::new(lock(&b.opened).clone()),
             });
             {
                 let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());

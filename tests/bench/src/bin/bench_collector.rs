@@ -616,9 +616,18 @@ fn du(dir: &std::path::Path, part: &str) -> u64 {
 async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag: &str) -> [f64; 7] {
     let tck = clk_tck();
     let dir = std::env::temp_dir().join(format!("meshtrace-bench-{}-{tag}", std::process::id()));
-    let yaml = format!(
-        "retention: 30d\nmetrics:\n  enabled: false\nstore:\n  engine: {engine}\n  blocks:\n    max_age: 3s\n"
-    );
+    // `blocks-s3`: the blocks engine on a real S3-compatible server (s3s-fs).
+    let s3 = (engine == "blocks-s3").then(|| meshtrace_testkit::s3::S3Server::start("bench"));
+    let yaml = match &s3 {
+        Some(s3) => format!(
+            "retention: 30d\nmetrics:\n  enabled: false\n{}    max_age: 3s\n",
+            s3.store_yaml("bench", "b")
+        ),
+        None => format!(
+            "retention: 30d\nmetrics:\n  enabled: false\nstore:\n  engine: {engine}\n  blocks:\n    max_age: 3s\n"
+        ),
+    };
+    let blocks = engine != "sqlite";
     let c = Collector::start_opts(
         dir.clone(),
         Opts {
@@ -633,7 +642,7 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
     let wall = t0.elapsed().as_secs_f64();
     // At rest: the head cut, its blocks uploaded, the WAL released (empty).
     let deadline = Instant::now() + Duration::from_secs(300);
-    while engine == "blocks"
+    while blocks
         && (du(&dir.join("wal"), ".wal") > 0 || du(&dir.join("pending"), "") > 0)
         && Instant::now() < deadline
     {
@@ -645,15 +654,15 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
         &c.get("/metrics").1,
         "meshtrace_collector_spans_stored_total",
     );
-    let at_rest = if engine == "blocks" {
-        du(&dir.join("blocks"), "")
-    } else {
-        du(&dir, "spans-")
+    let at_rest = match (&s3, blocks) {
+        (Some(s3), _) => du(&s3.root, ""),
+        (None, true) => du(&dir.join("blocks"), ""),
+        (None, false) => du(&dir, "spans-"),
     };
     let batches = stored / BATCH as u64 / conns;
     let (mut by_id, mut search) = id_and_search(&c, queries, conns, batches);
     // Recovery: a full head (one block's worth of spans in the WAL) and a SIGKILL.
-    let replay_s = if engine == "blocks" {
+    let replay_s = if blocks {
         drive(c.grpc_port, conns, spans.min(200_000), 1 << 30).await;
         let dir = c.kill_keep_data();
         let t = Instant::now();
@@ -672,6 +681,9 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
         0.0
     };
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(s3) = s3 {
+        let _ = std::fs::remove_dir_all(&s3.root);
+    }
     [
         cpu_s * 1e6 / stored.max(1) as f64,
         stored as f64 / wall,
@@ -688,16 +700,21 @@ async fn engine_phase(conns: u64) -> String {
     let rounds = arg("--engine-rounds", 3);
     let n = arg("--engine-spans", 500_000);
     let queries = arg("--engine-queries", 100) as usize;
-    println!("# phase E: store.engine sqlite vs blocks (local directory), interleaved over {rounds} rounds ({n} spans each, {conns} connections, fresh stores, span metrics off)");
+    println!("# phase E: store.engine sqlite vs blocks (local directory) vs blocks on s3s-fs (--engine-s3 0 leaves it out), interleaved over {rounds} rounds ({n} spans each, {conns} connections, fresh stores, span metrics off)");
     REAL_ENTROPY.store(true, Ordering::Relaxed);
-    let mut by: [Vec<[f64; 7]>; 2] = [Vec::new(), Vec::new()];
+    let mut by: [Vec<[f64; 7]>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let engines: &[&str] = if arg("--engine-s3", 1) == 1 {
+        &["sqlite", "blocks", "blocks-s3"]
+    } else {
+        &["sqlite", "blocks"]
+    };
     for round in 1..=rounds {
-        for (i, engine) in ["sqlite", "blocks"].iter().enumerate() {
+        for (i, engine) in engines.iter().enumerate() {
             let r = engine_round(engine, n, conns, queries, &format!("eng-{round}-{engine}")).await;
             println!(
                 "round {round} {engine:>6}: {:.2} cpu µs/span (cutting and uploading included), {:.0} spans/s, peak rss {:.0} MB, {:.0} bytes/span at rest, trace by id p99 {:.1} ms, search p99 {:.1} ms{}",
                 r[0], r[1], r[2], r[3], r[4], r[5],
-                if *engine == "blocks" { format!(", restart after SIGKILL at full head {:.2} s", r[6]) } else { String::new() }
+                if *engine != "sqlite" { format!(", restart after SIGKILL at full head {:.2} s", r[6]) } else { String::new() }
             );
             by[i].push(r);
         }
@@ -707,8 +724,22 @@ async fn engine_phase(conns: u64) -> String {
         pct(&mut x, 0.5)
     };
     REAL_ENTROPY.store(false, Ordering::Relaxed);
-    let [sq, bl] = &by;
+    let [sq, bl, s3] = &by;
     let ratio = |k: usize| med(bl, k) / med(sq, k).max(1e-9);
+    let s3_fields = if s3.is_empty() {
+        String::new()
+    } else {
+        println!(
+            "medians, blocks on s3s-fs: {:.2} cpu µs/span, {:.0} bytes/span at rest, trace by id p99 {:.1} ms, search p99 {:.1} ms",
+            med(s3, 0), med(s3, 3), med(s3, 4), med(s3, 5)
+        );
+        format!(
+            " blocks_s3_cpu_us_per_span={:.2} blocks_s3_trace_by_id_p99_ms={:.1} blocks_s3_search_p99_ms={:.1}",
+            med(s3, 0),
+            med(s3, 4),
+            med(s3, 5)
+        )
+    };
     println!(
         "medians: blocks vs sqlite {:.2} vs {:.2} cpu µs/span (ratio {:.2}), {:.0} vs {:.0} bytes/span at rest (ratio {:.2}), trace by id p99 {:.1} vs {:.1} ms, search p99 {:.1} vs {:.1} ms",
         med(bl, 0), med(sq, 0), ratio(0), med(bl, 3), med(sq, 3), ratio(3), med(bl, 4), med(sq, 4), med(bl, 5), med(sq, 5)
@@ -716,7 +747,7 @@ async fn engine_phase(conns: u64) -> String {
     format!(
         " blocks_vs_sqlite_cpu_ratio={:.2} blocks_cpu_us_per_span={:.2} sqlite_cpu_us_per_span={:.2} blocks_vs_sqlite_bytes_ratio={:.2} blocks_bytes_per_span={:.0} sqlite_bytes_per_span={:.0} blocks_trace_by_id_p99_ms={:.1} blocks_search_p99_ms={:.1} blocks_restart_s={:.2}",
         ratio(0), med(bl, 0), med(sq, 0), ratio(3), med(bl, 3), med(sq, 3), med(bl, 4), med(bl, 5), med(bl, 6)
-    )
+    ) + &s3_fields
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
