@@ -256,16 +256,21 @@ async fn operations(State(st): State<QueryState>, Query(q): Query<OperationParam
     }
 }
 
+/// `400` for a path's trace id that is not one.
+fn bad_trace_id(id: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("{id:?} is not a trace id (1 to 32 hex characters)"),
+    )
+}
+
 async fn trace(
     State(st): State<QueryState>,
     Path(id): Path<String>,
     Query(f): Query<Format>,
 ) -> Response {
     let Some(tid) = params::parse_trace_id(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("{id:?} is not a trace id (1 to 32 hex characters)"),
-        );
+        return bad_trace_id(&id);
     };
     let hold = match st.budget.begin().await {
         Ok(h) => h,
@@ -297,10 +302,7 @@ async fn archive_trace(State(st): State<QueryState>, Path(id): Path<String>) -> 
         );
     };
     let Some(tid) = params::parse_trace_id(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("{id:?} is not a trace id (1 to 32 hex characters)"),
-        );
+        return bad_trace_id(&id);
     };
     let hold = match st.budget.begin().await {
         Ok(h) => h,

@@ -10,23 +10,16 @@
 
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
-use meshtrace_proto::otlp::resource::v1::Resource;
-use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::prost::Message;
 use meshtrace_testkit::collector::{post, post_otlp, post_to, Collector, Opts};
+use meshtrace_testkit::otlp::{kv, now_ns, request};
 use meshtrace_testkit::s3::S3Server;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SPANS_PER_TRACE: usize = 20;
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 fn hex(t: &[u8]) -> String {
     t.iter().map(|b| format!("{b:02x}")).collect()
@@ -53,37 +46,12 @@ fn trace_request(cycle: u8, thread: u8, seq: u32) -> ([u8; 16], Vec<u8>) {
             start_time_unix_nano: now + i as u64,
             end_time_unix_nano: now + 1_000_000,
             attributes: (0..8)
-                .map(|k| KeyValue {
-                    key: format!("attr{k}"),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(format!("value-{k}-{seq}"))),
-                    }),
-                    ..Default::default()
-                })
+                .map(|k| kv(&format!("attr{k}"), &format!("value-{k}-{seq}")))
                 .collect(),
             ..Default::default()
         })
         .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("svc".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    (tid, req.encode_to_vec())
+    (tid, request("svc", spans).encode_to_vec())
 }
 
 /// A blocks-engine collector on `s3`'s bucket `traces`, cutting blocks often.

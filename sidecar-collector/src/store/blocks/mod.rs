@@ -1060,6 +1060,23 @@ impl BlockStore {
         self.snapshot_of(Scope::All)
     }
 
+    /// Runs `read` on block `b`'s metadata. A block deleted meanwhile
+    /// (retention, compaction) is read on without; a read out of time or
+    /// memory stops.
+    fn read_block(
+        &self,
+        b: &Block,
+        ctl: &ReadCtl,
+        read: impl FnOnce(&format::Opened) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match b.opened().and_then(|o| read(&o)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_limit() => Err(e),
+            Err(_) if !self.still_listed(b) => Ok(()),
+            Err(e) => Err(ctl.stopped_or(e)),
+        }
+    }
+
     fn still_listed(&self, b: &Block) -> bool {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         st.blocks.contains_key(&b.meta.dir_key())
@@ -1500,8 +1517,7 @@ impl BlockStore {
         sorted.sort_unstable();
         for b in &snap.blocks {
             ctl.check()?;
-            let result = (|| -> Result<(), StoreError> {
-                let opened = b.opened()?;
+            self.read_block(b, ctl, |opened| {
                 for (gi, group) in opened.groups.iter().enumerate() {
                     let here: Vec<[u8; 16]> = sorted
                         .iter()
@@ -1512,7 +1528,7 @@ impl BlockStore {
                         continue;
                     }
                     ctl.check()?;
-                    let idb = b.read(&opened, gi, &[format::TRACE_ID], None)?;
+                    let idb = b.read(opened, gi, &[format::TRACE_ID], None)?;
                     let mut ranges = Vec::new();
                     let mut offset = 0;
                     for batch in &idb {
@@ -1532,21 +1548,14 @@ impl BlockStore {
                         format::ORIGIN,
                         format::BODY,
                     ];
-                    for batch in b.read(&opened, gi, &cols, Some(&ranges))? {
+                    for batch in b.read(opened, gi, &cols, Some(&ranges))? {
                         batch_rows(&batch, |id, span, start, origin, body| {
                             g.add(id, span, start, body, origin)
                         })?;
                     }
                 }
                 Ok(())
-            })();
-            match result {
-                Ok(()) => {}
-                Err(e) if e.is_limit() => return Err(e),
-                // Deleted meanwhile (retention, compaction): read on without it.
-                Err(_) if !self.still_listed(b) => {}
-                Err(e) => return Err(ctl.stopped_or(e)),
-            }
+            })?;
         }
         if scope == Scope::All {
             if let Some(p) = self.peers.get() {
@@ -1659,8 +1668,7 @@ impl BlockStore {
                 }
             }
             ctl.check()?;
-            let result = (|| -> Result<(), StoreError> {
-                let opened = b.opened()?;
+            self.read_block(b, ctl, |opened| {
                 for (gi, group) in opened.groups.iter().enumerate() {
                     if group
                         .start
@@ -1678,7 +1686,7 @@ impl BlockStore {
                     ];
                     let mut matched = Vec::new();
                     let mut offset = 0;
-                    for batch in b.read(&opened, gi, &cols, None)? {
+                    for batch in b.read(opened, gi, &cols, None)? {
                         let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
                         let service = dict_key(&batch, "service", &q.service)?;
                         let Some(service) = service else {
@@ -1738,7 +1746,7 @@ impl BlockStore {
                             format::ORIGIN,
                             format::BODY,
                         ];
-                        for batch in b.read(&opened, gi, &cols, Some(&ranges))? {
+                        for batch in b.read(opened, gi, &cols, Some(&ranges))? {
                             let mut err = None;
                             batch_rows(&batch, |id, _, start, origin, body| {
                                 if tags_match(&mut origins, body, origin)? {
@@ -1756,13 +1764,7 @@ impl BlockStore {
                     ctl.release(matched.len() as u64 * 32);
                 }
                 Ok(())
-            })();
-            match result {
-                Ok(()) => {}
-                Err(e) if e.is_limit() => return Err(e),
-                Err(_) if !self.still_listed(b) => {}
-                Err(e) => return Err(ctl.stopped_or(e)),
-            }
+            })?;
         }
         if scope == Scope::All {
             if let Some(p) = self.peers.get() {
@@ -1837,8 +1839,7 @@ impl BlockStore {
             .filter(|b| b.meta.day >= from_day && b.meta.day <= to_day)
         {
             ctl.check()?;
-            let result = (|| -> Result<(), StoreError> {
-                let opened = b.opened()?;
+            self.read_block(b, ctl, |opened| {
                 for gi in 0..opened.groups.len() {
                     ctl.check()?;
                     let cols = [
@@ -1848,7 +1849,7 @@ impl BlockStore {
                         format::SERVICE,
                         format::START_US,
                     ];
-                    for batch in b.read(&opened, gi, &cols, None)? {
+                    for batch in b.read(opened, gi, &cols, None)? {
                         let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
                         let spans: &FixedSizeBinaryArray = format::col(&batch, "span_id")?;
                         let parents: &FixedSizeBinaryArray = format::col(&batch, "parent_span_id")?;
@@ -1873,13 +1874,7 @@ impl BlockStore {
                     }
                 }
                 Ok(())
-            })();
-            match result {
-                Ok(()) => {}
-                Err(e) if e.is_limit() => return Err(e),
-                Err(_) if !self.still_listed(b) => {}
-                Err(e) => return Err(ctl.stopped_or(e)),
-            }
+            })?;
         }
         let mut edges: BTreeMap<(u32, u32), u64> = BTreeMap::new();
         for (trace, _, parent, child) in children {
