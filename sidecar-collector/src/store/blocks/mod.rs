@@ -828,14 +828,7 @@ impl BlockStore {
             .push(merged);
         self.upload_pending()?;
         for b in &set {
-            self.backend
-                .delete(&format!("{}/meta.json", b.meta.dir_key()))?;
-            self.state
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .blocks
-                .remove(&b.meta.dir_key());
-            self.backend.delete(&b.data_key())?;
+            self.delete_block(b)?;
         }
         tracing::info!(
             day,
@@ -845,6 +838,19 @@ impl BlockStore {
             "blocks merged"
         );
         Ok(true)
+    }
+
+    /// Deletes an uploaded block: its index object first (it disappears
+    /// whole), then its data; reads that had it skip it.
+    fn delete_block(&self, b: &Block) -> Result<(), StoreError> {
+        self.backend
+            .delete(&format!("{}/meta.json", b.meta.dir_key()))?;
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .blocks
+            .remove(&b.meta.dir_key());
+        self.backend.delete(&b.data_key())
     }
 
     /// Uploads pending blocks in order; the WAL is released past what is uploaded.
@@ -1329,14 +1335,7 @@ impl SpanWriter for BlockStore {
             .cloned()
             .collect();
         for b in &old {
-            self.backend
-                .delete(&format!("{}/meta.json", b.meta.dir_key()))?;
-            self.state
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .blocks
-                .remove(&b.meta.dir_key());
-            self.backend.delete(&b.data_key())?;
+            self.delete_block(b)?;
             days.insert(b.meta.day);
         }
         // Pending blocks and heads in memory.
