@@ -61,6 +61,11 @@ pub enum StoreError {
     /// or slow): writes wait until blocks are uploaded.
     #[error("the write-ahead log is full ({bytes} of {limit} bytes, wal.max_bytes): blocks are not reaching the object store; retry later")]
     WalFull { bytes: u64, limit: u64 },
+    /// Sealed heads are waiting to be written as blocks (the local disk
+    /// fails or the block thread is behind): writes wait so memory stays
+    /// within the bound.
+    #[error("the head is full ({bytes} bytes of spans wait to be written as blocks, limit {limit}: twice store.blocks.max_bytes); retry later")]
+    HeadFull { bytes: u64, limit: u64 },
     /// The read's deadline passed (or its client went away): its work stopped.
     #[error("the read was stopped: it ran past its deadline ({0})")]
     Stopped(String),

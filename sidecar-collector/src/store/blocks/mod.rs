@@ -732,6 +732,21 @@ impl BlockStore {
         // One round at a time (the block thread, `flush`): a sealed head is cut once.
         let mut last_compaction = lock(&self.working);
         self.seal(false)?;
+        self.cut_sealed()?;
+        self.upload_pending()?;
+        if last_compaction.is_none_or(|t| t.elapsed() >= self.settings.compaction_interval) {
+            *last_compaction = Some(Instant::now());
+            // Heads sealed meanwhile are cut between merges: writers wait for them.
+            while self.compact()? {
+                self.cut_sealed()?;
+            }
+        }
+        self.warm();
+        Ok(())
+    }
+
+    /// Writes every sealed head out as pending blocks.
+    fn cut_sealed(&self) -> Result<(), StoreError> {
         let sealed: Vec<Arc<Sealed>> = self
             .state
             .read()
@@ -741,13 +756,19 @@ impl BlockStore {
         for s in sealed {
             self.make_pending(s)?;
         }
-        self.upload_pending()?;
-        if last_compaction.is_none_or(|t| t.elapsed() >= self.settings.compaction_interval) {
-            *last_compaction = Some(Instant::now());
-            while self.compact()? {}
-        }
-        self.warm();
         Ok(())
+    }
+
+    /// Sealed heads hold `max_bytes` or more: wakes the block thread and
+    /// waits (a little) for it to cut them before a write is refused.
+    fn wait_for_cuts(&self) {
+        let until = Instant::now() + Duration::from_secs(2);
+        let (m, c) = &*self.wake;
+        *lock(m) = true;
+        c.notify_all();
+        while self.sealed_bytes() >= self.settings.max_bytes && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Reads the metadata and trace-id filters of blocks not opened yet (other
@@ -973,6 +994,12 @@ impl BlockStore {
         self.work()
     }
 
+    /// Bytes held by sealed heads not yet written as blocks.
+    fn sealed_bytes(&self) -> u64 {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        st.sealed.iter().map(|s| s.head.bytes).sum()
+    }
+
     /// Bytes the WAL holds.
     pub fn wal_bytes(&self) -> u64 {
         lock(&self.writing).wal.bytes()
@@ -998,10 +1025,16 @@ impl BlockStore {
     /// room; reads need the backend to list its blocks.
     pub fn health(&self) -> (Result<(), StoreError>, Result<(), StoreError>) {
         let bytes = self.wal_bytes();
+        let sealed = self.sealed_bytes();
         let write = if bytes >= self.settings.wal_max_bytes {
             Err(StoreError::WalFull {
                 bytes,
                 limit: self.settings.wal_max_bytes,
+            })
+        } else if sealed >= self.settings.max_bytes {
+            Err(StoreError::HeadFull {
+                bytes: sealed,
+                limit: self.settings.max_bytes.saturating_mul(2),
             })
         } else {
             super::sqlite::write_probe(&self.dir.join("wal"))
@@ -1295,6 +1328,9 @@ impl SpanWriter for BlockStore {
         if spans.is_empty() {
             return Ok(());
         }
+        if self.sealed_bytes() >= self.settings.max_bytes {
+            self.wait_for_cuts();
+        }
         let due = {
             let mut w = lock(&self.writing);
             let rows: Vec<Row> = spans
@@ -1306,6 +1342,16 @@ impl SpanWriter for BlockStore {
                 return Err(StoreError::WalFull {
                     bytes,
                     limit: self.settings.wal_max_bytes,
+                });
+            }
+            // The head seals itself at `max_bytes`; sealed heads wait for the
+            // block thread. Both together stay under twice `max_bytes`.
+            let sealed = self.sealed_bytes();
+            if sealed >= self.settings.max_bytes {
+                let held = sealed + w.head.read().unwrap_or_else(|e| e.into_inner()).bytes;
+                return Err(StoreError::HeadFull {
+                    bytes: held,
+                    limit: self.settings.max_bytes.saturating_mul(2),
                 });
             }
             w.wal.append(&rows)?;

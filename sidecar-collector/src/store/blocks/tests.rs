@@ -404,3 +404,56 @@ fn compaction_merges_small_blocks_and_stores_each_span_once() {
     let objects = s.backend.list("blocks").unwrap();
     assert_eq!(objects.len(), 2, "{objects:?}");
 }
+
+#[test]
+fn sealed_heads_that_cannot_be_cut_refuse_writes_within_twice_max_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(
+        d.path(),
+        BlockSettings {
+            max_bytes: 4000,
+            // The block thread does not run a round by itself during the test.
+            max_age: Duration::from_secs(3600),
+            ..settings(d.path())
+        },
+    )
+    .unwrap();
+    // Blocks cannot be written: the pending directory is a file.
+    let pending = d.path().join("pending");
+    std::fs::remove_dir_all(&pending).unwrap();
+    std::fs::write(&pending, b"not a directory").unwrap();
+    let mut refused = None;
+    for t in 1..200u8 {
+        match s.write(&records("svc", vec![span(t, 1, 0, "x", BASE_NS, 1, 200)])) {
+            Ok(()) => {
+                // What the block thread would do: cut sealed heads (it fails here).
+                let _ = s.work();
+            }
+            Err(e) => {
+                refused = Some((t, e));
+                break;
+            }
+        }
+    }
+    let (t, e) = refused.expect("sealed heads waiting for blocks refuse writes");
+    assert!(matches!(e, StoreError::HeadFull { .. }), "{e}");
+    assert!(e.to_string().contains("store.blocks.max_bytes"), "{e}");
+    let head = s.head_now().read().unwrap().bytes;
+    let held = s.sealed_bytes() + head;
+    assert!(
+        held <= 2 * 4000 + 1000,
+        "memory within twice max_bytes: {held}"
+    );
+    assert!(s.health().0.is_err(), "not ready for writes while full");
+    // Everything accepted before is readable from memory.
+    assert_eq!(trace_ids(&*s).len(), usize::from(t) - 1);
+    // The disk is back: the sealed heads become blocks and writes are taken again.
+    std::fs::remove_file(&pending).unwrap();
+    std::fs::create_dir_all(&pending).unwrap();
+    s.work().unwrap();
+    assert_eq!(s.sealed_bytes(), 0);
+    s.write(&records("svc", vec![span(250, 1, 0, "x", BASE_NS, 1, 200)]))
+        .unwrap();
+    s.flush().unwrap();
+    assert_eq!(trace_ids(&*s).len(), usize::from(t));
+}
