@@ -1,6 +1,8 @@
-//! A real S3-compatible server for the tests: `s3s-fs` (crates.io, built once
-//! per machine by `scripts/setup`), serving a directory over the S3 protocol
-//! on a free port. Each bucket is a directory under its root.
+//! A real S3-compatible server for the tests: s3s-fs's S3 implementation
+//! (crates.io 0.14.1) as `meshtrace-s3-server` (`tests/s3-server`, built once
+//! per machine by `scripts/setup`; the stock `s3s-fs` binary lacks
+//! `TCP_NODELAY`), serving a directory over the S3 protocol on a free port.
+//! Each bucket is a directory under its root.
 
 use crate::{free_port, track_child};
 use std::path::PathBuf;
@@ -10,25 +12,23 @@ use std::time::{Duration, Instant};
 pub const ACCESS_KEY: &str = "meshtrace-test";
 pub const SECRET_KEY: &str = "meshtrace-test-secret";
 
-/// Where `s3s-fs` is: on `PATH`, else in cargo's bin directory.
-pub fn s3s_fs_bin() -> PathBuf {
+const BIN: &str = "meshtrace-s3-server";
+
+/// Where the server binary is: on `PATH`, else in cargo's bin directory.
+pub fn server_bin() -> PathBuf {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_default();
     let candidates = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("s3s-fs"))
-                .collect::<Vec<_>>()
-        })
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(BIN)).collect::<Vec<_>>())
         .unwrap_or_default();
     candidates
         .into_iter()
-        .chain(std::iter::once(cargo_home.join("bin/s3s-fs")))
+        .chain(std::iter::once(cargo_home.join("bin").join(BIN)))
         .find(|p| p.exists())
         .unwrap_or_else(|| {
-            panic!("s3s-fs is missing: scripts/setup installs it (cargo install s3s-fs@0.14.1 --features binary)")
+            panic!("{BIN} is missing: scripts/setup installs it (cargo install --locked --path tests/s3-server)")
         })
 }
 
@@ -56,7 +56,7 @@ impl S3Server {
             .append(true)
             .open(&log)
             .expect("s3 log");
-        let child = Command::new(s3s_fs_bin())
+        let child = Command::new(server_bin())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(&root)
@@ -64,11 +64,11 @@ impl S3Server {
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
             .spawn()
-            .expect("spawn s3s-fs");
+            .expect("spawn the S3 server");
         track_child(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
+            assert!(Instant::now() < deadline, "the S3 server did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
         S3Server {
@@ -84,11 +84,9 @@ impl S3Server {
     }
 
     /// The collector configuration (`store:` section) for `bucket/prefix` here.
-    /// Connections are not kept alive: s3s-fs does not set `TCP_NODELAY`, and
-    /// a kept-alive request waits ~40 ms for a delayed ACK (measured).
     pub fn store_yaml(&self, bucket: &str, prefix: &str) -> String {
         format!(
-            "store:\n  engine: blocks\n  blocks:\n    backend: s3://{bucket}/{prefix}\n    s3:\n      endpoint: {}\n      region: us-east-1\n      access_key_id: {ACCESS_KEY}\n      secret_access_key: {SECRET_KEY}\n      keep_alive: false\n",
+            "store:\n  engine: blocks\n  blocks:\n    backend: s3://{bucket}/{prefix}\n    s3:\n      endpoint: {}\n      region: us-east-1\n      access_key_id: {ACCESS_KEY}\n      secret_access_key: {SECRET_KEY}\n",
             self.endpoint()
         )
     }

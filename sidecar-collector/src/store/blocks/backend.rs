@@ -293,15 +293,24 @@ impl Backend {
         path: &ObjectPath,
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<Bytes>, StoreError> {
-        self.run(&format!("reading {path}"), async {
+        let t = std::time::Instant::now();
+        let r = self.run(&format!("reading {path}"), async {
             self.store.get_ranges(path, ranges).await
-        })
+        });
+        tracing::debug!(%path, ranges = ranges.len(),
+            bytes = ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+            took_us = t.elapsed().as_micros() as u64, "object store read");
+        r
     }
 
     fn range(&self, path: &ObjectPath, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
-        self.run(&format!("reading {path}"), async {
+        let (t, bytes) = (std::time::Instant::now(), range.end - range.start);
+        let r = self.run(&format!("reading {path}"), async {
             self.store.get_range(path, range).await
-        })
+        });
+        tracing::debug!(%path, ranges = 1, bytes, took_us = t.elapsed().as_micros() as u64,
+            "object store read");
+        r
     }
 }
 

@@ -661,6 +661,14 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
     };
     let batches = stored / BATCH as u64 / conns;
     let (mut by_id, mut search) = id_and_search(&c, queries, conns, batches);
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
+        let _ = std::fs::copy(&c.log_path, format!("{}-{tag}.log", keep.to_string_lossy()));
+    }
+    println!(
+        "  {engine}: trace by id p50 {:.1} p90 {:.1} max {:.1} ms; search p50 {:.1} p90 {:.1} max {:.1} ms",
+        pct(&mut by_id, 0.5), pct(&mut by_id, 0.9), pct(&mut by_id, 1.0),
+        pct(&mut search, 0.5), pct(&mut search, 0.9), pct(&mut search, 1.0)
+    );
     // Recovery: a full head (one block's worth of spans in the WAL) and a SIGKILL.
     let replay_s = if blocks {
         drive(c.grpc_port, conns, spans.min(200_000), 1 << 30).await;
@@ -703,18 +711,24 @@ async fn engine_phase(conns: u64) -> String {
     println!("# phase E: store.engine sqlite vs blocks (local directory) vs blocks on s3s-fs (--engine-s3 0 leaves it out), interleaved over {rounds} rounds ({n} spans each, {conns} connections, fresh stores, span metrics off)");
     REAL_ENTROPY.store(true, Ordering::Relaxed);
     let mut by: [Vec<[f64; 7]>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    let engines: &[&str] = if arg("--engine-s3", 1) == 1 {
-        &["sqlite", "blocks", "blocks-s3"]
-    } else {
-        &["sqlite", "blocks"]
-    };
+    // `--engine-sqlite 0` / `--engine-local 0` / `--engine-s3 0` leave one out.
+    let engines: Vec<(usize, &str)> = [
+        (arg("--engine-sqlite", 1), "sqlite"),
+        (arg("--engine-local", 1), "blocks"),
+        (arg("--engine-s3", 1), "blocks-s3"),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(_, (on, _))| *on == 1)
+    .map(|(i, (_, e))| (i, e))
+    .collect();
     for round in 1..=rounds {
-        for (i, engine) in engines.iter().enumerate() {
+        for &(i, engine) in &engines {
             let r = engine_round(engine, n, conns, queries, &format!("eng-{round}-{engine}")).await;
             println!(
                 "round {round} {engine:>6}: {:.2} cpu µs/span (cutting and uploading included), {:.0} spans/s, peak rss {:.0} MB, {:.0} bytes/span at rest, trace by id p99 {:.1} ms, search p99 {:.1} ms{}",
                 r[0], r[1], r[2], r[3], r[4], r[5],
-                if *engine != "sqlite" { format!(", restart after SIGKILL at full head {:.2} s", r[6]) } else { String::new() }
+                if engine != "sqlite" { format!(", restart after SIGKILL at full head {:.2} s", r[6]) } else { String::new() }
             );
             by[i].push(r);
         }
