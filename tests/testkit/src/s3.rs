@@ -21,7 +21,11 @@ pub fn server_bin() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_default();
     let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(BIN)).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(BIN))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     candidates
         .into_iter()
@@ -68,7 +72,10 @@ impl S3Server {
         track_child(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the S3 server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "the S3 server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         S3Server {
