@@ -24,6 +24,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
@@ -232,7 +233,8 @@ pub fn open<R: Ranges + 'static>(source: R, index_at: Option<u64>) -> Result<Ope
 }
 
 /// Reads `columns` of the rows `selection` (row ranges within row group
-/// `group`), their column chunks fetched at once (concurrently, from an object store).
+/// `group`), their column chunks fetched at once (concurrently, from an object
+/// store); with a selection and the page index, only the pages it covers.
 pub fn read<R: Ranges + 'static>(
     source: R,
     opened: &Opened,
@@ -240,20 +242,94 @@ pub fn read<R: Ranges + 'static>(
     columns: &[usize],
     selection: Option<&[Range<usize>]>,
 ) -> Result<Vec<RecordBatch>, StoreError> {
-    let rows = opened.groups.get(group).map_or(0, |g| g.rows);
+    let ranges = byte_ranges(opened, group, columns, selection);
+    let reader = Prefetched::new(source, &ranges)?;
+    decode(reader, opened, group, columns, selection)
+}
+
+/// Reads `columns` of whole row groups `groups`: every chunk fetched in one
+/// round of concurrent requests, then each group decoded.
+pub fn read_groups<R: Ranges + 'static>(
+    source: R,
+    opened: &Opened,
+    groups: &[usize],
+    columns: &[usize],
+) -> Result<Vec<(usize, Vec<RecordBatch>)>, StoreError> {
+    let ranges: Vec<Range<u64>> = groups
+        .iter()
+        .flat_map(|g| byte_ranges(opened, *g, columns, None))
+        .collect();
+    let shared = Shared(Arc::new(Prefetched::new(source, &ranges)?));
+    groups
+        .iter()
+        .map(|g| Ok((*g, decode(shared.clone(), opened, *g, columns, None)?)))
+        .collect()
+}
+
+/// Bytes `read` fetches for these columns and rows.
+pub fn fetched_bytes(opened: &Opened, group: usize, columns: &[usize]) -> u64 {
+    byte_ranges(opened, group, columns, None)
+        .iter()
+        .map(|r| r.end - r.start)
+        .sum()
+}
+
+/// The byte ranges holding `columns` of `group`: whole chunks, or with a
+/// selection and an offset index, each chunk's dictionary and the pages
+/// holding selected rows.
+pub fn byte_ranges(
+    opened: &Opened,
+    group: usize,
+    columns: &[usize],
+    selection: Option<&[Range<usize>]>,
+) -> Vec<Range<u64>> {
     let md = opened.meta.metadata();
-    let chunks: Vec<Range<u64>> = match md.row_groups().get(group) {
-        Some(rg) => columns
-            .iter()
-            .filter_map(|c| rg.columns().get(*c))
-            .map(|c| {
-                let (start, len) = c.byte_range();
-                start..start + len
-            })
-            .collect(),
-        None => Vec::new(),
+    let Some(rg) = md.row_groups().get(group) else {
+        return Vec::new();
     };
-    let reader = Prefetched::new(source, &chunks)?;
+    let rows = rg.num_rows().max(0) as u64;
+    let pages = md.offset_index().and_then(|o| o.get(group));
+    let mut out = Vec::new();
+    for c in columns {
+        let Some(chunk) = rg.columns().get(*c) else {
+            continue;
+        };
+        let (start, len) = chunk.byte_range();
+        let locations = pages.and_then(|p| p.get(*c)).map(|o| o.page_locations());
+        let (Some(sel), Some(locs)) = (selection, locations.filter(|l| !l.is_empty())) else {
+            out.push(start..start + len);
+            continue;
+        };
+        // The dictionary page precedes the data pages.
+        let first = locs[0].offset.max(0) as u64;
+        if first > start {
+            out.push(start..first);
+        }
+        for (i, p) in locs.iter().enumerate() {
+            let from = p.first_row_index.max(0) as u64;
+            let to = locs
+                .get(i + 1)
+                .map_or(rows, |n| n.first_row_index.max(0) as u64);
+            if sel
+                .iter()
+                .any(|r| (r.start as u64) < to && (r.end as u64) > from)
+            {
+                let at = p.offset.max(0) as u64;
+                out.push(at..at + p.compressed_page_size.max(0) as u64);
+            }
+        }
+    }
+    out
+}
+
+fn decode<R: ChunkReader + 'static>(
+    reader: R,
+    opened: &Opened,
+    group: usize,
+    columns: &[usize],
+    selection: Option<&[Range<usize>]>,
+) -> Result<Vec<RecordBatch>, StoreError> {
+    let rows = opened.groups.get(group).map_or(0, |g| g.rows);
     let mask = ProjectionMask::roots(opened.meta.parquet_schema(), columns.iter().copied());
     let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, opened.meta.clone())
         .with_row_groups(vec![group])
@@ -269,6 +345,44 @@ pub fn read<R: Ranges + 'static>(
         .map_err(pq)?
         .map(|r| r.map_err(pq))
         .collect::<Result<Vec<_>, _>>()
+}
+
+/// Row ranges (within `group`) of the trace-id pages whose min/max may hold
+/// one of `ids`, by the page index (the ids are sorted, so usually one page
+/// each); the whole group when the block has no page index.
+pub fn id_pages(opened: &Opened, group: usize, ids: &[[u8; 16]]) -> Vec<Range<usize>> {
+    let rows = opened.groups.get(group).map_or(0, |g| g.rows);
+    let md = opened.meta.metadata();
+    let index = md
+        .column_index()
+        .and_then(|c| c.get(group))
+        .and_then(|c| c.get(TRACE_ID));
+    let locations = md
+        .offset_index()
+        .and_then(|o| o.get(group))
+        .and_then(|o| o.get(TRACE_ID))
+        .map(|o| o.page_locations());
+    let (Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(index)), Some(locs)) = (index, locations)
+    else {
+        return std::iter::once(0..rows).collect();
+    };
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (i, p) in locs.iter().enumerate() {
+        let (Some(min), Some(max)) = (index.min_value(i), index.max_value(i)) else {
+            return std::iter::once(0..rows).collect();
+        };
+        if ids.iter().any(|id| &id[..] >= min && &id[..] <= max) {
+            let from = p.first_row_index.max(0) as usize;
+            let to = locs
+                .get(i + 1)
+                .map_or(rows, |n| n.first_row_index.max(0) as usize);
+            match out.last_mut() {
+                Some(last) if last.end == from => last.end = to,
+                _ => out.push(from..to),
+            }
+        }
+    }
+    out
 }
 
 /// The column of `batch` at `name`, as `T`.
@@ -325,6 +439,33 @@ impl<R: Ranges> Prefetched<R> {
     }
 }
 
+/// A `Prefetched` several readers share (one per row group decoded).
+pub struct Shared<R>(Arc<Prefetched<R>>);
+
+impl<R> Clone for Shared<R> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<R: ChunkReader> parquet::file::reader::Length for Shared<R> {
+    fn len(&self) -> u64 {
+        parquet::file::reader::Length::len(&*self.0)
+    }
+}
+
+impl<R: ChunkReader> ChunkReader for Shared<R> {
+    type T = bytes::buf::Reader<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        self.0.get_read(start)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.0.get_bytes(start, length)
+    }
+}
+
 impl<R: ChunkReader> parquet::file::reader::Length for Prefetched<R> {
     fn len(&self) -> u64 {
         self.source.len()
@@ -350,38 +491,6 @@ impl<R: ChunkReader> ChunkReader for Prefetched<R> {
         }
         self.source.get_bytes(start, length)
     }
-}
-
-/// Row ranges of each id in the (sorted) trace-id column of one row group.
-pub fn ranges_of(
-    ids: &arrow_array::FixedSizeBinaryArray,
-    wanted: &[[u8; 16]],
-) -> Vec<Range<usize>> {
-    let n = ids.len();
-    let mut out = Vec::new();
-    for id in wanted {
-        let lo = partition_point(n, |i| ids.value(i) < &id[..]);
-        let hi = partition_point(n, |i| ids.value(i) <= &id[..]);
-        if lo < hi {
-            out.push(lo..hi);
-        }
-    }
-    out.sort_by_key(|r| r.start);
-    out.dedup();
-    out
-}
-
-fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, n);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if before(mid) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 /// Every column, in schema order.

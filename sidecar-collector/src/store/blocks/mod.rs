@@ -295,6 +295,19 @@ impl Block {
         }
     }
 
+    /// Whole row groups `groups`, fetched in one round (see [`format::read_groups`]).
+    fn read_groups(
+        &self,
+        opened: &format::Opened,
+        groups: &[usize],
+        columns: &[usize],
+    ) -> Result<Vec<(usize, Vec<RecordBatch>)>, StoreError> {
+        match self.reader()? {
+            Reader::File(f) => format::read_groups(f, opened, groups, columns),
+            Reader::Remote(r) => format::read_groups(r, opened, groups, columns),
+        }
+    }
+
     fn overlaps(&self, from_us: i64, to_us: i64) -> bool {
         self.meta.max_start_us >= from_us && self.meta.min_start_us <= to_us
     }
@@ -1297,7 +1310,19 @@ impl Gather<'_> {
     }
 }
 
-/// Rows of `batch` as (trace id, span id, start, origin, body).
+/// Row groups a search fetches at once (concurrently, from an object store).
+const SEARCH_WAVE: usize = 8;
+
+/// The columns `batch_rows` reads.
+const LOOKUP_COLUMNS: [usize; 5] = [
+    format::TRACE_ID,
+    format::SPAN_ID,
+    format::START_US,
+    format::ORIGIN,
+    format::BODY,
+];
+
+/// Rows of `batch` (read with [`LOOKUP_COLUMNS`]) as (trace id, span id, start, origin, body).
 fn batch_rows(
     batch: &RecordBatch,
     mut f: impl FnMut([u8; 16], &[u8], i64, &[u8], &[u8]) -> Result<(), StoreError>,
@@ -1573,29 +1598,18 @@ impl BlockStore {
                         continue;
                     }
                     ctl.check()?;
-                    let idb = b.read(opened, gi, &[format::TRACE_ID], None)?;
-                    let mut ranges = Vec::new();
-                    let mut offset = 0;
-                    for batch in &idb {
-                        let col: &FixedSizeBinaryArray = format::col(batch, "trace_id")?;
-                        for r in format::ranges_of(col, &here) {
-                            ranges.push(r.start + offset..r.end + offset);
-                        }
-                        offset += batch.num_rows();
-                    }
-                    if ranges.is_empty() {
+                    // One read: the pages whose trace-id range holds a wanted id
+                    // (the page index), every column a trace needs.
+                    let pages = format::id_pages(opened, gi, &here);
+                    if pages.is_empty() {
                         continue;
                     }
-                    let cols = [
-                        format::TRACE_ID,
-                        format::SPAN_ID,
-                        format::START_US,
-                        format::ORIGIN,
-                        format::BODY,
-                    ];
-                    for batch in b.read(opened, gi, &cols, Some(&ranges))? {
+                    for batch in b.read(opened, gi, &LOOKUP_COLUMNS, Some(&pages))? {
                         batch_rows(&batch, |id, span, start, origin, body| {
-                            g.add(id, span, start, body, origin)
+                            if wanted.contains(&id) {
+                                g.add(id, span, start, body, origin)?;
+                            }
+                            Ok(())
                         })?;
                     }
                 }
@@ -1714,99 +1728,109 @@ impl BlockStore {
             }
             ctl.check()?;
             self.read_block(b, ctl, |opened| {
-                for (gi, group) in opened.groups.iter().enumerate() {
-                    if group
-                        .start
-                        .is_some_and(|(lo, hi)| hi < q.start_us || lo > q.end_us)
-                    {
-                        continue;
-                    }
+                let cols = [
+                    format::TRACE_ID,
+                    format::SERVICE,
+                    format::OPERATION,
+                    format::START_US,
+                    format::DURATION_US,
+                ];
+                let groups: Vec<usize> = (0..opened.groups.len())
+                    .filter(|gi| {
+                        !opened.groups[*gi]
+                            .start
+                            .is_some_and(|(lo, hi)| hi < q.start_us || lo > q.end_us)
+                    })
+                    .collect();
+                // Row groups fetched SEARCH_WAVE at a time, concurrently.
+                for wave in groups.chunks(SEARCH_WAVE) {
                     ctl.check()?;
-                    let cols = [
-                        format::TRACE_ID,
-                        format::SERVICE,
-                        format::OPERATION,
-                        format::START_US,
-                        format::DURATION_US,
-                    ];
-                    let mut matched = Vec::new();
-                    let mut offset = 0;
-                    for batch in b.read(opened, gi, &cols, None)? {
-                        let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
-                        let service = dict_key(&batch, "service", &q.service)?;
-                        let Some(service) = service else {
-                            offset += batch.num_rows();
-                            continue;
-                        };
-                        let op = match &q.operation {
-                            Some(o) => match dict_key(&batch, "operation", o)? {
-                                Some(k) => Some(k),
-                                None => {
-                                    offset += batch.num_rows();
+                    let fetched: u64 = wave
+                        .iter()
+                        .map(|gi| format::fetched_bytes(opened, *gi, &cols))
+                        .sum();
+                    ctl.charge(fetched)?;
+                    for (gi, batches) in b.read_groups(opened, wave, &cols)? {
+                        let mut matched = Vec::new();
+                        let mut offset = 0;
+                        for batch in batches {
+                            let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
+                            let service = dict_key(&batch, "service", &q.service)?;
+                            let Some(service) = service else {
+                                offset += batch.num_rows();
+                                continue;
+                            };
+                            let op = match &q.operation {
+                                Some(o) => match dict_key(&batch, "operation", o)? {
+                                    Some(k) => Some(k),
+                                    None => {
+                                        offset += batch.num_rows();
+                                        continue;
+                                    }
+                                },
+                                None => None,
+                            };
+                            let services = dict_keys(&batch, "service")?;
+                            let ops = dict_keys(&batch, "operation")?;
+                            let starts = batch
+                                .column(3)
+                                .as_primitive_opt::<Int64Type>()
+                                .ok_or_else(|| corrupt("start_us"))?;
+                            let durations = batch
+                                .column(4)
+                                .as_primitive_opt::<Int64Type>()
+                                .ok_or_else(|| corrupt("duration_us"))?;
+                            for i in 0..batch.num_rows() {
+                                let start = starts.value(i);
+                                if services.value(i) != service
+                                    || start < q.start_us
+                                    || start > q.end_us
+                                    || op.is_some_and(|k| ops.value(i) != k)
+                                    || !duration_ok(durations.value(i))
+                                {
                                     continue;
                                 }
-                            },
-                            None => None,
-                        };
-                        let services = dict_keys(&batch, "service")?;
-                        let ops = dict_keys(&batch, "operation")?;
-                        let starts = batch
-                            .column(3)
-                            .as_primitive_opt::<Int64Type>()
-                            .ok_or_else(|| corrupt("start_us"))?;
-                        let durations = batch
-                            .column(4)
-                            .as_primitive_opt::<Int64Type>()
-                            .ok_or_else(|| corrupt("duration_us"))?;
-                        for i in 0..batch.num_rows() {
-                            let start = starts.value(i);
-                            if services.value(i) != service
-                                || start < q.start_us
-                                || start > q.end_us
-                                || op.is_some_and(|k| ops.value(i) != k)
-                                || !duration_ok(durations.value(i))
-                            {
-                                continue;
+                                let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
+                                matched.push((offset + i, id, start));
                             }
-                            let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
-                            matched.push((offset + i, id, start));
+                            offset += batch.num_rows();
                         }
-                        offset += batch.num_rows();
-                    }
-                    if matched.is_empty() {
-                        continue;
-                    }
-                    ctl.charge(matched.len() as u64 * 32)?;
-                    if q.tags.is_empty() {
-                        for (_, id, start) in &matched {
-                            note(&mut newest, *id, *start)?;
+                        if matched.is_empty() {
+                            continue;
                         }
-                    } else {
-                        let ranges: Vec<std::ops::Range<usize>> =
-                            matched.iter().map(|(i, _, _)| *i..*i + 1).collect();
-                        let cols = [
-                            format::TRACE_ID,
-                            format::SPAN_ID,
-                            format::START_US,
-                            format::ORIGIN,
-                            format::BODY,
-                        ];
-                        for batch in b.read(opened, gi, &cols, Some(&ranges))? {
-                            let mut err = None;
-                            batch_rows(&batch, |id, _, start, origin, body| {
-                                if tags_match(&mut origins, body, origin)? {
-                                    if let Err(e) = note(&mut newest, id, start) {
-                                        err = Some(e);
+                        ctl.charge(matched.len() as u64 * 32)?;
+                        if q.tags.is_empty() {
+                            for (_, id, start) in &matched {
+                                note(&mut newest, *id, *start)?;
+                            }
+                        } else {
+                            let ranges: Vec<std::ops::Range<usize>> =
+                                matched.iter().map(|(i, _, _)| *i..*i + 1).collect();
+                            let cols = [
+                                format::TRACE_ID,
+                                format::SPAN_ID,
+                                format::START_US,
+                                format::ORIGIN,
+                                format::BODY,
+                            ];
+                            for batch in b.read(opened, gi, &cols, Some(&ranges))? {
+                                let mut err = None;
+                                batch_rows(&batch, |id, _, start, origin, body| {
+                                    if tags_match(&mut origins, body, origin)? {
+                                        if let Err(e) = note(&mut newest, id, start) {
+                                            err = Some(e);
+                                        }
                                     }
+                                    Ok(())
+                                })?;
+                                if let Some(e) = err {
+                                    return Err(e);
                                 }
-                                Ok(())
-                            })?;
-                            if let Some(e) = err {
-                                return Err(e);
                             }
                         }
+                        ctl.release(matched.len() as u64 * 32);
                     }
-                    ctl.release(matched.len() as u64 * 32);
+                    ctl.release(fetched);
                 }
                 Ok(())
             })?;
@@ -1885,16 +1909,35 @@ impl BlockStore {
         {
             ctl.check()?;
             self.read_block(b, ctl, |opened| {
-                for gi in 0..opened.groups.len() {
+                let cols = [
+                    format::TRACE_ID,
+                    format::SPAN_ID,
+                    format::PARENT_SPAN_ID,
+                    format::SERVICE,
+                    format::START_US,
+                ];
+                let groups: Vec<usize> = (0..opened.groups.len())
+                    .filter(|gi| {
+                        !opened.groups[*gi]
+                            .start
+                            // Parents start before their children: up to a day before.
+                            .is_some_and(|(lo, hi)| {
+                                hi < start_us.saturating_sub(86_400_000_000) || lo > end_us
+                            })
+                    })
+                    .collect();
+                for wave in groups.chunks(SEARCH_WAVE) {
                     ctl.check()?;
-                    let cols = [
-                        format::TRACE_ID,
-                        format::SPAN_ID,
-                        format::PARENT_SPAN_ID,
-                        format::SERVICE,
-                        format::START_US,
-                    ];
-                    for batch in b.read(opened, gi, &cols, None)? {
+                    let fetched: u64 = wave
+                        .iter()
+                        .map(|gi| format::fetched_bytes(opened, *gi, &cols))
+                        .sum();
+                    ctl.charge(fetched)?;
+                    for batch in b
+                        .read_groups(opened, wave, &cols)?
+                        .into_iter()
+                        .flat_map(|(_, batches)| batches)
+                    {
                         let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
                         let spans: &FixedSizeBinaryArray = format::col(&batch, "span_id")?;
                         let parents: &FixedSizeBinaryArray = format::col(&batch, "parent_span_id")?;
@@ -1917,6 +1960,7 @@ impl BlockStore {
                             add(id, span_key(spans.value(i)), parent, s, starts.value(i))?;
                         }
                     }
+                    ctl.release(fetched);
                 }
                 Ok(())
             })?;

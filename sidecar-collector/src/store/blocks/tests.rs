@@ -457,3 +457,82 @@ fn sealed_heads_that_cannot_be_cut_refuse_writes_within_twice_max_bytes() {
     s.flush().unwrap();
     assert_eq!(trace_ids(&*s).len(), usize::from(t));
 }
+
+/// A trace id spread over the id space (`n` from 0 to 65,535).
+fn wide_id(n: u16) -> [u8; 16] {
+    let mut id = [0x5a; 16];
+    id[..2].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+#[test]
+fn a_lookup_reads_only_the_pages_that_hold_its_trace() {
+    let d = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+    // 6,000 traces of two spans: a row group of 8,192 rows has 8 pages.
+    let mut spans = Vec::new();
+    for n in 0..6000u16 {
+        for (k, parent) in [(1u8, 0u8), (2, 1)] {
+            let mut sp = span(1, k, parent, "op", BASE_NS + u64::from(n) * 1000, 5, 200);
+            sp.trace_id = wide_id(n).to_vec();
+            spans.push(sp);
+        }
+    }
+    s.write(&records("svc", spans)).unwrap();
+    s.flush().unwrap();
+    let block = s
+        .state
+        .read()
+        .unwrap()
+        .blocks
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let o = block.opened().unwrap();
+    assert!(o.groups[0].rows == 8192, "{}", o.groups[0].rows);
+    let whole = format::fetched_bytes(&o, 0, &LOOKUP_COLUMNS);
+    for n in [0u16, 1, 2047, 2048, 2049, 4095] {
+        let id = wide_id(n);
+        let gi = o.groups.iter().position(|g| g.may_hold(&id)).unwrap();
+        let pages = format::id_pages(&o, gi, &[id]);
+        let rows: usize = pages.iter().map(|r| r.len()).sum();
+        assert!(
+            (1..=2048).contains(&rows),
+            "trace {n}: one or two pages, not {rows} rows"
+        );
+        let part: u64 = format::byte_ranges(&o, gi, &LOOKUP_COLUMNS, Some(&pages))
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum();
+        assert!(
+            part * 3 < whole,
+            "trace {n}: {part} of {whole} bytes fetched"
+        );
+        let got = s.traces_within(&[id], 100, &ReadCtl::unbounded()).unwrap();
+        assert_eq!(got.traces.len(), 1, "trace {n} found");
+        assert_eq!(
+            got.traces[0].spans.len(),
+            2,
+            "trace {n} whole, nothing else"
+        );
+    }
+    // Several ids at once, from different pages and groups.
+    let ids: Vec<[u8; 16]> = (0..6000u16).step_by(397).map(wide_id).collect();
+    let got = s
+        .traces_within(&ids, 10_000, &ReadCtl::unbounded())
+        .unwrap();
+    assert_eq!(got.traces.len(), ids.len());
+    assert!(got.traces.iter().all(|t| t.spans.len() == 2));
+    // A search reads row groups in waves and finds the newest traces.
+    let q = TraceQuery {
+        service: "svc".into(),
+        start_us: 0,
+        end_us: i64::MAX,
+        limit: 5,
+        ..Default::default()
+    };
+    let found = s.find_trace_ids(&q, &ReadCtl::unbounded()).unwrap();
+    let newest: Vec<[u8; 16]> = (5995..6000u16).rev().map(wide_id).collect();
+    assert_eq!(found, newest);
+}
