@@ -390,6 +390,9 @@ pub struct BlocksConfig {
     /// How long a read waits for a peer before answering without it (with a warning).
     #[serde(with = "humantime_serde")]
     pub peer_timeout: Duration,
+    /// Bytes of recently read blocks kept on local disk (`data_dir/cache`,
+    /// emptied at start), so repeated reads skip the object store (0: off).
+    pub cache_bytes: u64,
 }
 
 impl Default for BlocksConfig {
@@ -406,6 +409,7 @@ impl Default for BlocksConfig {
             peers: Vec::new(),
             peers_dns: String::new(),
             peer_timeout: Duration::from_secs(2),
+            cache_bytes: 0,
         }
     }
 }
@@ -429,7 +433,8 @@ pub struct S3Config {
     /// default: on when an endpoint is set.
     pub path_style: Option<bool>,
     /// Reuse connections (default). Off for servers that do not set
-    /// `TCP_NODELAY`, where kept-alive requests wait ~40 ms each (s3s-fs).
+    /// `TCP_NODELAY`, where kept-alive requests wait ~40 ms each (the stock
+    /// `s3s-fs` binary).
     pub keep_alive: Option<bool>,
 }
 

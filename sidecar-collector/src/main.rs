@@ -454,6 +454,7 @@ fn open_engine(cfg: &Config, memory_limit: u64) -> anyhow::Result<Engine> {
                 rows_per_group: b.rows_per_group,
                 poll_interval: b.poll_interval,
                 compaction_interval: b.compaction_interval,
+                cache_bytes: b.cache_bytes,
             };
             Engine::Blocks(
                 blocks::BlockStore::open(&cfg.data_dir, settings)

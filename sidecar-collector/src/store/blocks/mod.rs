@@ -23,6 +23,7 @@
 
 pub mod archive;
 pub mod backend;
+mod cache;
 mod format;
 pub mod peers;
 pub mod shared;
@@ -65,6 +66,8 @@ pub struct BlockSettings {
     /// How often this replica's small blocks of a day are merged (`0s`: at
     /// every round of the block thread, for tests).
     pub compaction_interval: Duration,
+    /// Bytes of recently read blocks kept on local disk (0: no cache).
+    pub cache_bytes: u64,
 }
 
 impl Default for BlockSettings {
@@ -79,6 +82,7 @@ impl Default for BlockSettings {
             rows_per_group: 8192,
             poll_interval: Duration::from_secs(30),
             compaction_interval: Duration::from_secs(60),
+            cache_bytes: 0,
         }
     }
 }
@@ -237,7 +241,8 @@ enum Source {
     /// Written locally, not yet uploaded (once uploaded, the file goes and
     /// the same bytes are read from the backend).
     Pending(PathBuf, Arc<Backend>),
-    Remote(Arc<Backend>),
+    /// In the backend, and read from the local cache once there.
+    Remote(Arc<Backend>, Option<Arc<cache::Cache>>),
 }
 
 struct Block {
@@ -265,7 +270,16 @@ impl Block {
                 }
                 Err(e) => return Err(io(p, e)),
             },
-            Source::Remote(b) => Reader::Remote(b.reader(&self.data_key(), self.meta.data_bytes)),
+            Source::Remote(b, cache) => {
+                let key = self.data_key();
+                match cache
+                    .as_ref()
+                    .and_then(|c| c.file(&key, self.meta.data_bytes))
+                {
+                    Some(f) => Reader::File(f),
+                    None => Reader::Remote(b.reader(&key, self.meta.data_bytes)),
+                }
+            }
         })
     }
 
@@ -472,6 +486,8 @@ pub struct BlockStore {
     working: Mutex<Option<Instant>>,
     /// The last upload failed (the backend is down): why.
     upload_error: Mutex<Option<String>>,
+    /// Recently read blocks on local disk (`cache_bytes` > 0).
+    cache: Option<Arc<cache::Cache>>,
 }
 
 fn now_us() -> i64 {
@@ -616,7 +632,11 @@ impl BlockStore {
         };
 
         let mut state = State::default();
-        for b in load_catalog(&backend)? {
+        let cache = match settings.cache_bytes {
+            0 => None,
+            n => Some(Arc::new(cache::Cache::open(&dir.join("cache"), n)?)),
+        };
+        for b in load_catalog(&backend, &cache)? {
             state.blocks.insert(b.meta.dir_key(), Arc::new(b));
         }
         // Segments already in the backend (this WAL's, whole seals only).
@@ -682,6 +702,7 @@ impl BlockStore {
             closing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             thread: Mutex::new(None),
             upload_error: Mutex::new(None),
+            cache,
             working: Mutex::new(None),
             peers: OnceLock::new(),
             cutter,
@@ -755,6 +776,11 @@ impl BlockStore {
             }
         }
         self.warm();
+        if let Some(c) = &self.cache {
+            if let Err(e) = c.fill(&self.backend) {
+                tracing::warn!(error = %e, "blocks: caching a block locally failed");
+            }
+        }
         Ok(())
     }
 
@@ -884,6 +910,9 @@ impl BlockStore {
             .unwrap_or_else(|e| e.into_inner())
             .blocks
             .remove(&b.meta.dir_key());
+        if let Some(c) = &self.cache {
+            c.forget(&b.data_key());
+        }
         self.backend.delete(&b.data_key())
     }
 
@@ -918,7 +947,7 @@ impl BlockStore {
             // The same bytes: what was read of the local file serves the remote one.
             let uploaded = Arc::new(Block {
                 meta: b.meta.clone(),
-                source: Source::Remote(self.backend.clone()),
+                source: Source::Remote(self.backend.clone(), self.cache.clone()),
                 opened: Mutex::new(lock(&b.opened).clone()),
             });
             {
@@ -968,12 +997,18 @@ impl BlockStore {
             .collect();
         let mut fresh = Vec::new();
         for dir in listed.iter().filter(|d| !known.contains(*d)) {
-            if let Some(b) = load_block(&self.backend, dir)? {
+            if let Some(b) = load_block(&self.backend, &self.cache, dir)? {
                 fresh.push(b);
             }
         }
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        st.blocks.retain(|k, _| listed.contains(k));
+        st.blocks.retain(|k, b| {
+            let keep = listed.contains(k);
+            if let (false, Some(c)) = (keep, &self.cache) {
+                c.forget(&b.data_key());
+            }
+            keep
+        });
         for b in fresh {
             st.blocks.insert(b.meta.dir_key(), Arc::new(b));
         }
@@ -1200,7 +1235,11 @@ fn list_meta_keys(backend: &Backend) -> Result<HashSet<String>, StoreError> {
         .collect())
 }
 
-fn load_block(backend: &Arc<Backend>, dir: &str) -> Result<Option<Block>, StoreError> {
+fn load_block(
+    backend: &Arc<Backend>,
+    cache: &Option<Arc<cache::Cache>>,
+    dir: &str,
+) -> Result<Option<Block>, StoreError> {
     let Some(bytes) = backend.get(&format!("{dir}/meta.json"))? else {
         return Ok(None);
     };
@@ -1221,15 +1260,18 @@ fn load_block(backend: &Arc<Backend>, dir: &str) -> Result<Option<Block>, StoreE
     }
     Ok(Some(Block {
         meta,
-        source: Source::Remote(backend.clone()),
+        source: Source::Remote(backend.clone(), cache.clone()),
         opened: Mutex::new(None),
     }))
 }
 
-fn load_catalog(backend: &Arc<Backend>) -> Result<Vec<Block>, StoreError> {
+fn load_catalog(
+    backend: &Arc<Backend>,
+    cache: &Option<Arc<cache::Cache>>,
+) -> Result<Vec<Block>, StoreError> {
     let mut out = Vec::new();
     for dir in list_meta_keys(backend)? {
-        if let Some(b) = load_block(backend, &dir)? {
+        if let Some(b) = load_block(backend, cache, &dir)? {
             out.push(b);
         }
     }

@@ -536,3 +536,74 @@ fn a_lookup_reads_only_the_pages_that_hold_its_trace() {
     let newest: Vec<[u8; 16]> = (5995..6000u16).rev().map(wide_id).collect();
     assert_eq!(found, newest);
 }
+
+#[test]
+fn recently_read_blocks_are_cached_on_local_disk_within_cache_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    const DAY_NS: u64 = 86_400_000_000_000;
+    let writer = BlockStore::open(&d.path().join("w"), settings(d.path())).unwrap();
+    for t in 1..=6u8 {
+        let start = BASE_NS + u64::from(t) * DAY_NS;
+        writer
+            .write(&records("svc", vec![span(t, 1, 0, "x", start, 1, 200)]))
+            .unwrap();
+        writer.flush().unwrap();
+    }
+    let largest = writer
+        .state
+        .read()
+        .unwrap()
+        .blocks
+        .values()
+        .map(|b| b.meta.data_bytes)
+        .max()
+        .unwrap();
+    drop(writer);
+    // Another collector on the bucket, with room for four of the six blocks.
+    let budget = largest * 4 + largest / 2;
+    let s = BlockStore::open(
+        &d.path().join("r"),
+        BlockSettings {
+            cache_bytes: budget,
+            ..settings(d.path())
+        },
+    )
+    .unwrap();
+    let ctl = ReadCtl::unbounded();
+    let id = |t: u8| [t; 16];
+    for t in 1..=6u8 {
+        let got = s.traces_within(&[id(t)], 10, &ctl).unwrap();
+        assert_eq!(got.traces.len(), 1, "trace {t} from the bucket");
+    }
+    s.work().unwrap();
+    s.work().unwrap();
+    let cache = s.cache.as_ref().unwrap();
+    let (n, bytes) = cache.usage();
+    assert!((1..=4).contains(&n), "{n} blocks cached");
+    assert!(bytes <= budget, "{bytes} within {budget}");
+    // A cached block is read from local disk: gone from the bucket, still found.
+    let key = cache.keys().pop().unwrap();
+    std::fs::remove_file(d.path().join("bucket").join(&key)).unwrap();
+    let day_of_key = s
+        .state
+        .read()
+        .unwrap()
+        .blocks
+        .values()
+        .find(|b| b.data_key() == key)
+        .unwrap()
+        .meta
+        .day;
+    let t = (1..=6u8)
+        .find(|t| day_of((BASE_NS + u64::from(*t) * DAY_NS) as i64 / 1000) == day_of_key)
+        .unwrap();
+    let got = s.traces_within(&[id(t)], 10, &ctl).unwrap();
+    assert_eq!(got.traces.len(), 1, "trace {t} from the cache");
+    // Retention deletes blocks and their cached copies.
+    s.apply_retention(i64::MAX).unwrap();
+    assert_eq!(cache.usage(), (0, 0));
+    assert_eq!(
+        std::fs::read_dir(d.path().join("r/cache")).unwrap().count(),
+        0
+    );
+}
