@@ -115,6 +115,10 @@ impl Cache {
             }
             done += 1;
         }
+        if done > 0 {
+            let (blocks, bytes) = self.usage();
+            tracing::debug!(downloaded = done, blocks, bytes, "blocks cached locally");
+        }
         Ok(done)
     }
 
