@@ -45,6 +45,9 @@ pub struct SpanRecord {
     /// Encoded `Span`, with every attribute, event and link (shared, not
     /// copied, by the stores that keep it).
     pub body: bytes::Bytes,
+    /// Every tag [`span_matches_tag`] finds on the span, as [`tag_hash`]es,
+    /// sorted: the blocks engine's tag filters read these, not the body.
+    pub tags: Arc<[u64]>,
 }
 
 /// What a storable span must have: ids of the right length, not all zero, and
@@ -91,10 +94,12 @@ pub fn validate(s: &Span) -> Result<ValidSpan, String> {
 
 impl SpanRecord {
     /// A span ready to store, or why it cannot be stored (the reason names the field).
+    /// `origin_tags`: the [`origin_tag_hashes`] of the span's resource and scope.
     pub fn from_span(
         s: &Span,
         service: &str,
         origin: &Arc<[u8]>,
+        origin_tags: &[u64],
         indexed: &[String],
     ) -> Result<SpanRecord, String> {
         let ValidSpan {
@@ -130,6 +135,7 @@ impl SpanRecord {
             sampler_decided: own_probability.is_some(),
             origin: origin.clone(),
             body: s.encode_to_vec().into(),
+            tags: span_tag_hashes(s, origin_tags),
         })
     }
 }
@@ -365,6 +371,79 @@ pub fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs.iter().find(|a| a.key == key)?.value.as_ref()
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// Tag `key` = `value` (as text, as [`span_matches_tag`] compares it) as 64
+/// bits: FNV-1a over the key, a `0xff` byte (never in UTF-8) and the value.
+/// Blocks store these (format 2): it must never change.
+pub fn tag_hash(key: &str, value: &str) -> u64 {
+    fnv(
+        fnv(fnv(FNV_OFFSET, key.as_bytes()), &[0xff]),
+        value.as_bytes(),
+    )
+}
+
+fn attr_hashes(attrs: &[KeyValue], out: &mut Vec<u64>) {
+    for a in attrs {
+        let Some(v) = a.value.as_ref() else { continue };
+        match &v.value {
+            Some(any_value::Value::StringValue(text)) => out.push(tag_hash(&a.key, text)),
+            _ => {
+                if let Some(text) = value_text(v) {
+                    out.push(tag_hash(&a.key, &text));
+                }
+            }
+        }
+    }
+}
+
+/// The hashes of the tags a span's origin gives it: resource attributes,
+/// `otel.scope.name` and `otel.scope.version`.
+pub fn origin_tag_hashes(resource: &Resource, scope: Option<&InstrumentationScope>) -> Vec<u64> {
+    let mut out = Vec::with_capacity(resource.attributes.len() + 2);
+    attr_hashes(&resource.attributes, &mut out);
+    let (name, version) = scope.map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
+    out.push(tag_hash(semconv::OTEL_SCOPE_NAME, name));
+    out.push(tag_hash(semconv::OTEL_SCOPE_VERSION, version));
+    out
+}
+
+/// Every tag [`span_matches_tag`] can match on span `s` (its attributes, its
+/// events' attributes, `error=true`, `span.kind`) and its origin's
+/// (`origin_tags`), hashed, sorted and deduplicated.
+pub fn span_tag_hashes(s: &Span, origin_tags: &[u64]) -> Arc<[u64]> {
+    let mut out = Vec::with_capacity(s.attributes.len() + origin_tags.len() + 2);
+    attr_hashes(&s.attributes, &mut out);
+    for e in &s.events {
+        attr_hashes(&e.attributes, &mut out);
+    }
+    if is_error(s) {
+        out.push(tag_hash(semconv::ERROR, "true"));
+    }
+    out.push(tag_hash(semconv::SPAN_KIND, kind_name(s.kind)));
+    out.extend_from_slice(origin_tags);
+    out.sort_unstable();
+    out.dedup();
+    out.into()
+}
+
+/// [`span_tag_hashes`] of a span read back.
+pub fn stored_tag_hashes(s: &StoredSpan) -> Arc<[u64]> {
+    span_tag_hashes(
+        &s.span,
+        &origin_tag_hashes(&s.origin.resource, Some(&s.origin.scope)),
+    )
+}
+
 /// Whether a span has tag `key` = `value` the way Jaeger's query sees it: a span
 /// attribute, a resource (process) attribute, an event (log) field, or the derived
 /// `error=true` and `span.kind` tags. Values compare as text (`200`, `true`).
@@ -446,13 +525,14 @@ mod tests {
             ..Default::default()
         };
         let inner =
-            SpanRecord::from_span(&span(parent.to_vec(), "ot=th:e"), "s", &origin, &[]).unwrap();
+            SpanRecord::from_span(&span(parent.to_vec(), "ot=th:e"), "s", &origin, &[], &[])
+                .unwrap();
         assert_eq!(
             (inner.sampled_probability, inner.sampler_decided),
             (Some(0.125), false)
         );
         let root =
-            SpanRecord::from_span(&span(tags.to_vec(), "ot=th:c"), "s", &origin, &[]).unwrap();
+            SpanRecord::from_span(&span(tags.to_vec(), "ot=th:c"), "s", &origin, &[], &[]).unwrap();
         assert_eq!(
             (root.sampled_probability, root.sampler_decided),
             (Some(0.25), true)
@@ -511,5 +591,103 @@ mod tests {
             resource.encode_to_vec(),
             "an empty scope adds nothing"
         );
+    }
+}
+
+#[cfg(test)]
+mod tag_hash_tests {
+    use super::*;
+    use meshtrace_proto::otlp::common::v1::ArrayValue;
+    use meshtrace_proto::otlp::trace::v1::{span::Event, Status};
+    use proptest::prelude::*;
+
+    fn value(kind: u8, text: &str) -> Option<AnyValue> {
+        let v = match kind % 7 {
+            0 => any_value::Value::StringValue(text.into()),
+            1 => any_value::Value::IntValue(text.len() as i64 - 3),
+            2 => any_value::Value::BoolValue(text.len().is_multiple_of(2)),
+            3 => any_value::Value::DoubleValue(text.len() as f64 / 4.0),
+            4 => any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(any_value::Value::StringValue(text.into())),
+                }],
+            }),
+            5 => any_value::Value::BytesValue(text.as_bytes().to_vec()),
+            _ => return None,
+        };
+        Some(AnyValue { value: Some(v) })
+    }
+
+    fn kvs(pairs: &[(String, u8, String)]) -> Vec<KeyValue> {
+        pairs
+            .iter()
+            .map(|(k, kind, v)| KeyValue {
+                key: k.clone(),
+                value: value(*kind, v).or(Some(AnyValue { value: None })),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    type Pairs = Vec<(String, u8, String)>;
+
+    fn pairs() -> impl Strategy<Value = Pairs> {
+        // Few distinct keys and values, so candidates hit and miss.
+        prop::collection::vec(("[a-c.=]{0,3}", 0u8..8, "[x-z0-9 ]{0,3}"), 0..5)
+    }
+
+    proptest! {
+        /// The hashes hold exactly the tags `span_matches_tag` matches.
+        #[test]
+        fn hashes_hold_exactly_the_tags_a_span_matches(
+            attrs in pairs(), event in pairs(), resource in pairs(),
+            kind in 0i32..7, status in 0i32..3,
+            scope in "[a-b]{0,2}", version in "[0-1]{0,1}",
+            probes in prop::collection::vec(("[a-c.=]{0,3}", "[x-z0-9 ]{0,3}"), 0..20),
+        ) {
+            let span = Span {
+                kind,
+                attributes: kvs(&attrs),
+                events: vec![Event { attributes: kvs(&event), ..Default::default() }],
+                status: Some(Status { code: status, ..Default::default() }),
+                ..Default::default()
+            };
+            let origin = Origin {
+                resource: Resource { attributes: kvs(&resource), ..Default::default() },
+                scope: InstrumentationScope { name: scope, version, ..Default::default() },
+            };
+            let stored = StoredSpan { span, origin: Arc::new(origin) };
+            let hashes = stored_tag_hashes(&stored);
+            let mut candidates: Vec<(String, String)> = probes;
+            for (k, kind, v) in attrs.iter().chain(&event).chain(&resource) {
+                if let Some(text) = value(*kind, v).as_ref().and_then(value_text) {
+                    candidates.push((k.clone(), text));
+                }
+                candidates.push((k.clone(), v.clone()));
+            }
+            for k in ["error", "span.kind", "otel.scope.name", "otel.scope.version"] {
+                for v in ["true", "false", "server", "client", "unspecified", "a", "b", "0", ""] {
+                    candidates.push((k.into(), v.into()));
+                }
+            }
+            for (k, v) in candidates {
+                prop_assert_eq!(
+                    span_matches_tag(&stored, &k, &v),
+                    hashes.binary_search(&tag_hash(&k, &v)).is_ok(),
+                    "tag {}={}", k, v
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_hash_never_changes() {
+        // Stored in blocks: these values are part of the format.
+        assert_eq!(tag_hash("", ""), 0xaf64_724c_8602_eb6e);
+        assert_eq!(
+            tag_hash("http.response.status_code", "500"),
+            0xa85c_b178_8f63_bce6
+        );
+        assert_ne!(tag_hash("a", "b=c"), tag_hash("a=b", "c"));
     }
 }

@@ -320,6 +320,7 @@ mod tests {
                 sampler_decided: false,
                 origin: Arc::from(Vec::new()),
                 body: vec![0; body].into(),
+                tags: Arc::from(Vec::new()),
             })
             .collect()
     }

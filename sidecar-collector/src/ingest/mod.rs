@@ -4,7 +4,7 @@
 pub mod cost;
 pub mod redact;
 
-use crate::model::{service_of, validate, Origin, SpanRecord};
+use crate::model::{origin_tag_hashes, service_of, validate, Origin, SpanRecord};
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use std::sync::Arc;
 
@@ -96,9 +96,10 @@ pub fn records_from_request(
         let service = service_of(&resource);
         for ss in rs.scope_spans {
             let origin: Arc<[u8]> = Origin::encode(&resource, ss.scope.as_ref()).into();
+            let origin_tags = origin_tag_hashes(&resource, ss.scope.as_ref());
             for s in ss.spans {
-                let record =
-                    SpanRecord::from_span(&s, &service, &origin, indexed).and_then(
+                let record = SpanRecord::from_span(&s, &service, &origin, &origin_tags, indexed)
+                    .and_then(
                         |r| match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
                             Some(why) => Err(why),
                             None => Ok(r),

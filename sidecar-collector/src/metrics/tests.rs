@@ -43,6 +43,7 @@ fn span(
         sampler_decided: p.is_some(),
         origin: Arc::from(Vec::new()),
         body: Default::default(),
+        tags: Arc::from(Vec::new()),
     }
 }
 

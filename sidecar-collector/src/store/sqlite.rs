@@ -853,20 +853,24 @@ impl SqliteStore {
                 let parent = blob(2)?;
                 let service: String = r.get(3)?;
                 let operation: String = r.get(4)?;
-                rows.push(super::blocks::Row {
-                    trace_id: blob(0)?.try_into().map_err(|_| corrupt("trace_id"))?,
-                    span_id: blob(1)?.try_into().map_err(|_| corrupt("span_id"))?,
-                    parent_span_id: <[u8; 8]>::try_from(parent.as_slice()).ok(),
-                    service: names.get(&service),
-                    operation: names.get(&operation),
-                    kind: r.get(5)?,
-                    start_us: r.get(6)?,
-                    duration_us: r.get(7)?,
-                    error: r.get(8)?,
-                    status_code,
-                    origin,
-                    body: body.into(),
-                });
+                rows.push(
+                    super::blocks::Row {
+                        trace_id: blob(0)?.try_into().map_err(|_| corrupt("trace_id"))?,
+                        span_id: blob(1)?.try_into().map_err(|_| corrupt("span_id"))?,
+                        parent_span_id: <[u8; 8]>::try_from(parent.as_slice()).ok(),
+                        service: names.get(&service),
+                        operation: names.get(&operation),
+                        kind: r.get(5)?,
+                        start_us: r.get(6)?,
+                        duration_us: r.get(7)?,
+                        error: r.get(8)?,
+                        status_code,
+                        origin,
+                        body: body.into(),
+                        tags: Arc::from(Vec::new()),
+                    }
+                    .with_tags(),
+                );
                 after = r.get(11)?;
             }
             drop(q);

@@ -77,7 +77,13 @@ pub fn records(service: &str, spans: Vec<Span>) -> Vec<SpanRecord> {
     rs.scope_spans[0]
         .spans
         .iter()
-        .map(|s| SpanRecord::from_span(s, service, &origin, &tags).unwrap())
+        .map(|s| {
+            let origin_tags = crate::model::origin_tag_hashes(
+                rs.resource.as_ref().unwrap(),
+                rs.scope_spans[0].scope.as_ref(),
+            );
+            SpanRecord::from_span(s, service, &origin, &origin_tags, &tags).unwrap()
+        })
         .collect()
 }
 

@@ -56,7 +56,7 @@ impl Archive {
         let mut spans = Vec::new();
         let mut names = Names::default();
         for gi in 0..opened.groups.len() {
-            for batch in format::read(data.clone(), &opened, gi, &format::ALL, None)? {
+            for batch in format::read(data.clone(), &opened, gi, &format::all(&opened), None)? {
                 for r in format::rows(&batch, &mut names)? {
                     let span = Span::decode(&r.body[..]).map_err(corrupt)?;
                     ctl.charge(span_memory(&span))?;

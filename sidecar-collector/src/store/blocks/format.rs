@@ -4,16 +4,24 @@
 //! (a lookup reads the one row group whose range and filter match), and
 //! statistics on service, operation, start and duration for search.
 //!
-//! Format version 1. A reader of a later version reads version 1 files as
-//! they are (the golden block in `tests/golden/block-v1/` keeps it so); a column added
-//! later is optional to the reader.
+//! Format version 2 adds `tags`: each span's tag hashes
+//! ([`crate::model::tag_hash`] of every key = value Jaeger's tag search can
+//! match: attributes, event attributes, resource attributes, scope, `error`,
+//! `span.kind`), sorted, with a bloom filter per row group. Tag filters are
+//! pushed down to it (a row group whose filter lacks a wanted tag is skipped)
+//! and rows are matched on it, without decoding span bodies.
+//!
+//! A reader of a later version reads earlier files as they are (the golden
+//! blocks in `tests/golden/block-v1/` and `block-v2/` keep it so); a column
+//! added later is optional to the reader (version 1 blocks have no `tags`:
+//! their rows' tags come from the bodies).
 
 use super::super::rows::corrupt;
 use super::super::StoreError;
 use super::Row;
 use arrow_array::builder::{
     BinaryBuilder, BinaryDictionaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, Int32Builder,
-    Int64Builder, StringDictionaryBuilder,
+    Int64Builder, ListBuilder, StringDictionaryBuilder, UInt64Builder,
 };
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -32,7 +40,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// The block format this version writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const TRACE_ID: usize = 0;
 pub const SPAN_ID: usize = 1;
@@ -46,6 +54,16 @@ pub const STATUS_CODE: usize = 8;
 pub const ERROR: usize = 9;
 pub const ORIGIN: usize = 10;
 pub const BODY: usize = 11;
+/// Format 2 on.
+pub const TAGS: usize = 12;
+
+fn tags_path() -> ColumnPath {
+    ColumnPath::new(vec!["tags".into(), "list".into(), "item".into()])
+}
+
+fn tag_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::UInt64, false))
+}
 
 pub fn schema() -> SchemaRef {
     let dict = |v: DataType| DataType::Dictionary(Box::new(DataType::Int32), Box::new(v));
@@ -62,6 +80,7 @@ pub fn schema() -> SchemaRef {
         Field::new("error", DataType::Boolean, false),
         Field::new("origin", dict(DataType::Binary), false),
         Field::new("body", DataType::Binary, false),
+        Field::new("tags", DataType::List(tag_item()), false),
     ]))
 }
 
@@ -101,6 +120,9 @@ pub fn write<W: std::io::Write + Send>(
             ColumnPath::from("trace_id"),
             (traces.min(per_group) as u64).max(16),
         )
+        .set_column_bloom_filter_enabled(tags_path(), true)
+        .set_column_bloom_filter_fpp(tags_path(), 0.01)
+        .set_column_bloom_filter_max_ndv(tags_path(), (per_group as u64).clamp(64, 16384))
         .build();
     let mut w = ArrowWriter::try_new(out, schema(), Some(props)).map_err(pq)?;
     for chunk in rows.chunks(per_group.min(8192)) {
@@ -131,6 +153,11 @@ fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
     let mut error = BooleanBuilder::with_capacity(n);
     let mut origin = BinaryDictionaryBuilder::<Int32Type>::new();
     let mut body = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.body.len()).sum());
+    let mut tags = ListBuilder::with_capacity(
+        UInt64Builder::with_capacity(rows.iter().map(|r| r.tags.len()).sum()),
+        n,
+    )
+    .with_field(tag_item());
     for r in rows {
         trace.append_value(r.trace_id).map_err(pq)?;
         span.append_value(r.span_id).map_err(pq)?;
@@ -147,6 +174,8 @@ fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
         error.append_value(r.error);
         origin.append(&*r.origin).map_err(pq)?;
         body.append_value(&r.body);
+        tags.values().append_slice(&r.tags);
+        tags.append(true);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(trace.finish()),
@@ -161,6 +190,7 @@ fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
         Arc::new(error.finish()),
         Arc::new(origin.finish()),
         Arc::new(body.finish()),
+        Arc::new(tags.finish()),
     ];
     RecordBatch::try_new(schema(), columns).map_err(pq)
 }
@@ -170,6 +200,8 @@ fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
 pub struct Opened {
     pub meta: ArrowReaderMetadata,
     pub groups: Vec<Group>,
+    /// The block has the `tags` column (format 2 on).
+    pub has_tags: bool,
 }
 
 pub struct Group {
@@ -177,11 +209,18 @@ pub struct Group {
     pub first_trace: [u8; 16],
     pub last_trace: [u8; 16],
     pub bloom: Option<Sbbf>,
+    /// Bloom filter of the group's tag hashes (format 2 on).
+    pub tags_bloom: Option<Sbbf>,
     /// Start range (µs) of the group's spans, when the statistics say.
     pub start: Option<(i64, i64)>,
 }
 
 impl Group {
+    /// Whether a span of this group may carry the tag hashed `h` (no filter: yes).
+    pub fn may_have_tag(&self, h: u64) -> bool {
+        self.tags_bloom.as_ref().is_none_or(|b| b.check(&h))
+    }
+
     /// Whether `id` may be in this group (range, then bloom filter).
     pub fn may_hold(&self, id: &[u8; 16]) -> bool {
         id >= &self.first_trace
@@ -205,6 +244,7 @@ pub fn open<R: Ranges + 'static>(source: R, index_at: Option<u64>) -> Result<Ope
     .map_err(pq)?;
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta.clone());
     let md = meta.metadata().clone();
+    let has_tags = meta.schema().field_with_name("tags").is_ok();
     let mut groups = Vec::with_capacity(md.num_row_groups());
     for (i, rg) in md.row_groups().iter().enumerate() {
         let id_of = |b: Option<&[u8]>| -> Result<[u8; 16], StoreError> {
@@ -226,10 +266,21 @@ pub fn open<R: Ranges + 'static>(source: R, index_at: Option<u64>) -> Result<Ope
             bloom: builder
                 .get_row_group_column_bloom_filter(i, TRACE_ID)
                 .map_err(pq)?,
+            tags_bloom: if has_tags {
+                builder
+                    .get_row_group_column_bloom_filter(i, TAGS)
+                    .map_err(pq)?
+            } else {
+                None
+            },
             start,
         });
     }
-    Ok(Opened { meta, groups })
+    Ok(Opened {
+        meta,
+        groups,
+        has_tags,
+    })
 }
 
 /// Reads `columns` of the rows `selection` (row ranges within row group
@@ -493,8 +544,52 @@ impl<R: ChunkReader> ChunkReader for Prefetched<R> {
     }
 }
 
-/// Every column, in schema order.
-pub const ALL: [usize; 12] = [
+/// The `tags` column of a batch: each row's sorted tag hashes.
+pub struct TagLists<'a> {
+    offsets: &'a [i32],
+    values: &'a [u64],
+}
+
+impl TagLists<'_> {
+    /// Row `i`'s tag hashes (none if out of range).
+    pub fn of(&self, i: usize) -> &[u64] {
+        let (Some(from), Some(to)) = (self.offsets.get(i), self.offsets.get(i + 1)) else {
+            return &[];
+        };
+        self.values
+            .get(*from as usize..*to as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// The `tags` column of `batch`.
+pub fn tag_lists(batch: &RecordBatch) -> Result<TagLists<'_>, StoreError> {
+    use arrow_array::cast::AsArray;
+    let list = batch
+        .column_by_name("tags")
+        .and_then(|c| c.as_list_opt::<i32>())
+        .ok_or_else(|| corrupt("block column tags missing"))?;
+    let values = list
+        .values()
+        .as_primitive_opt::<arrow_array::types::UInt64Type>()
+        .ok_or_else(|| corrupt("block column tags values"))?;
+    Ok(TagLists {
+        offsets: list.value_offsets(),
+        values: values.values(),
+    })
+}
+
+/// Every column of `opened`, in schema order.
+pub fn all(opened: &Opened) -> Vec<usize> {
+    let mut v = V1.to_vec();
+    if opened.has_tags {
+        v.push(TAGS);
+    }
+    v
+}
+
+/// The columns of format 1, in schema order.
+const V1: [usize; 12] = [
     TRACE_ID,
     SPAN_ID,
     PARENT_SPAN_ID,
@@ -509,7 +604,7 @@ pub const ALL: [usize; 12] = [
     BODY,
 ];
 
-/// The rows of a batch read with every column ([`ALL`]).
+/// The rows of a batch read with every column ([`all`]).
 pub fn rows(batch: &RecordBatch, names: &mut super::Names) -> Result<Vec<Row>, StoreError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int32Type as I32, Int64Type as I64};
@@ -557,6 +652,11 @@ pub fn rows(batch: &RecordBatch, names: &mut super::Names) -> Result<Vec<Row>, S
     let error = col::<arrow_array::BooleanArray>(batch, "error")?;
     let body = col::<arrow_array::BinaryArray>(batch, "body")?;
     let key = |d: &arrow_array::DictionaryArray<I32>, i: usize| d.keys().value(i) as usize;
+    let tags = if batch.column_by_name("tags").is_some() {
+        Some(tag_lists(batch)?)
+    } else {
+        None
+    };
     (0..batch.num_rows())
         .map(|i| {
             let bad = |what: &str| corrupt(format!("block row {i}: {what}"));
@@ -585,7 +685,9 @@ pub fn rows(batch: &RecordBatch, names: &mut super::Names) -> Result<Vec<Row>, S
                     .cloned()
                     .ok_or_else(|| bad("origin"))?,
                 body: bytes::Bytes::copy_from_slice(body.value(i)),
-            })
+                tags: Arc::from(tags.as_ref().map_or(&[][..], |t| t.of(i))),
+            }
+            .with_tags())
         })
         .collect()
 }

@@ -102,6 +102,8 @@ pub struct Row {
     pub status_code: i32,
     pub origin: Arc<[u8]>,
     pub body: Bytes,
+    /// Tag hashes, sorted ([`crate::model::span_tag_hashes`]).
+    pub tags: Arc<[u64]>,
 }
 
 impl Row {
@@ -119,7 +121,26 @@ impl Row {
             status_code: r.status_code,
             origin: r.origin.clone(),
             body: r.body.clone(),
+            tags: r.tags.clone(),
         }
+        .with_tags()
+    }
+
+    /// The row with its tag hashes, computed from its body and origin when it
+    /// has none (rows from WAL frames and blocks written before they were
+    /// kept: every span has at least `span.kind`).
+    pub fn with_tags(mut self) -> Row {
+        if self.tags.is_empty() {
+            if let (Ok(span), Ok(origin)) =
+                (Span::decode(&self.body[..]), Origin::decode(&self.origin))
+            {
+                self.tags = crate::model::stored_tag_hashes(&StoredSpan {
+                    span,
+                    origin: Arc::new(origin),
+                });
+            }
+        }
+        self
     }
 
     /// A span read back, as a row again (archive, answers to peers).
@@ -141,12 +162,13 @@ impl Row {
             status_code: sp.status.as_ref().map_or(0, |st| st.code),
             origin: Origin::encode(&s.origin.resource, Some(&s.origin.scope)).into(),
             body: Bytes::from(sp.encode_to_vec()),
+            tags: crate::model::stored_tag_hashes(s),
         }
     }
 
     /// What it holds in memory (for the head's bound).
     fn cost(&self) -> u64 {
-        self.body.len() as u64 + 160
+        self.body.len() as u64 + self.tags.len() as u64 * 8 + 176
     }
 }
 
@@ -869,7 +891,7 @@ impl BlockStore {
         for b in &set {
             let opened = b.opened()?;
             for gi in 0..opened.groups.len() {
-                for batch in b.read(&opened, gi, &format::ALL, None)? {
+                for batch in b.read(&opened, gi, &format::all(&opened), None)? {
                     rows.extend(format::rows(&batch, &mut names)?);
                 }
             }
@@ -1728,6 +1750,20 @@ impl BlockStore {
                 q.tags.iter().all(matches)
             })
         };
+        // The same test on a span's tag hashes (heads, blocks of format 2).
+        let wanted: Vec<u64> = q
+            .tags
+            .iter()
+            .map(|(k, v)| crate::model::tag_hash(k, v))
+            .collect();
+        let has = |tags: &[u64], h: &u64| tags.binary_search(h).is_ok();
+        let hashes_match = |tags: &[u64]| {
+            if q.tags_any {
+                wanted.iter().any(|h| has(tags, h))
+            } else {
+                wanted.iter().all(|h| has(tags, h))
+            }
+        };
         for chunk in &snap.chunks {
             ctl.check()?;
             for r in chunk.iter() {
@@ -1739,7 +1775,7 @@ impl BlockStore {
                 {
                     continue;
                 }
-                if tags_match(&mut origins, &r.body, &r.origin)? {
+                if wanted.is_empty() || hashes_match(&r.tags) {
                     note(&mut newest, r.trace_id, r.start_us)?;
                 }
             }
@@ -1777,11 +1813,26 @@ impl BlockStore {
                     format::START_US,
                     format::DURATION_US,
                 ];
+                // Format 2: tag filters on the `tags` column, pushed down to
+                // its bloom filters.
+                let by_hash = opened.has_tags && !wanted.is_empty();
+                let mut cols = cols.to_vec();
+                if by_hash {
+                    cols.push(format::TAGS);
+                }
                 let groups: Vec<usize> = (0..opened.groups.len())
                     .filter(|gi| {
-                        !opened.groups[*gi]
-                            .start
-                            .is_some_and(|(lo, hi)| hi < q.start_us || lo > q.end_us)
+                        let g = &opened.groups[*gi];
+                        let tagged = !by_hash
+                            || if q.tags_any {
+                                wanted.iter().any(|h| g.may_have_tag(*h))
+                            } else {
+                                wanted.iter().all(|h| g.may_have_tag(*h))
+                            };
+                        tagged
+                            && !g
+                                .start
+                                .is_some_and(|(lo, hi)| hi < q.start_us || lo > q.end_us)
                     })
                     .collect();
                 // Row groups fetched SEARCH_WAVE at a time, concurrently.
@@ -1822,6 +1873,11 @@ impl BlockStore {
                                 .column(4)
                                 .as_primitive_opt::<Int64Type>()
                                 .ok_or_else(|| corrupt("duration_us"))?;
+                            let tags = if by_hash {
+                                Some(format::tag_lists(&batch)?)
+                            } else {
+                                None
+                            };
                             for i in 0..batch.num_rows() {
                                 let start = starts.value(i);
                                 if services.value(i) != service
@@ -1829,6 +1885,7 @@ impl BlockStore {
                                     || start > q.end_us
                                     || op.is_some_and(|k| ops.value(i) != k)
                                     || !duration_ok(durations.value(i))
+                                    || tags.as_ref().is_some_and(|t| !hashes_match(t.of(i)))
                                 {
                                     continue;
                                 }
@@ -1841,7 +1898,7 @@ impl BlockStore {
                             continue;
                         }
                         ctl.charge(matched.len() as u64 * 32)?;
-                        if q.tags.is_empty() {
+                        if q.tags.is_empty() || by_hash {
                             for (_, id, start) in &matched {
                                 note(&mut newest, *id, *start)?;
                             }

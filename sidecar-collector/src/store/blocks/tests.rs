@@ -256,8 +256,17 @@ fn block_files_keep_trace_order_statistics_and_bloom_filters() {
     let b = st.blocks.values().next().unwrap();
     assert_eq!(b.meta.spans, 200);
     assert_eq!(b.meta.traces, 100);
-    assert_eq!(b.meta.format_version, 1);
+    assert_eq!(b.meta.format_version, 2);
     let o = b.opened().unwrap();
+    assert!(o.has_tags);
+    assert!(o.groups.iter().all(|g| g.tags_bloom.is_some()));
+    let tag = crate::model::tag_hash("http.response.status_code", "200");
+    assert!(o.groups.iter().all(|g| g.may_have_tag(tag)));
+    let absent = crate::model::tag_hash("http.response.status_code", "418");
+    assert!(
+        o.groups.iter().filter(|g| g.may_have_tag(absent)).count() <= 2,
+        "bloom filters rule groups out"
+    );
     assert_eq!(o.groups.len(), 200 / 16 + 1, "row groups of 16 spans");
     for w in o.groups.windows(2) {
         assert!(w[0].last_trace <= w[1].first_trace, "sorted by trace id");
@@ -268,12 +277,22 @@ fn block_files_keep_trace_order_statistics_and_bloom_filters() {
     assert!(!o.groups.iter().any(|g| g.may_hold(&[0xfe; 16])));
 }
 
-/// The golden block: written by format version 1, kept in the repository, read
-/// by every later version. `MESHTRACE_WRITE_GOLDEN=1` writes it again (only
-/// when the format version changes, as a new directory).
+/// The golden blocks: one written by each format version, kept in the
+/// repository, read by every later version. `MESHTRACE_WRITE_GOLDEN=1` writes
+/// this version's (only when the format version changes, as a new directory).
 #[test]
 fn the_golden_v1_block_is_read_by_this_version() {
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/block-v1");
+    golden_block(1);
+}
+
+#[test]
+fn the_golden_v2_block_is_read_by_this_version() {
+    golden_block(2);
+}
+
+fn golden_block(version: u32) {
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/block-v{version}"));
     let fixture = || {
         let mut spans = Vec::new();
         for t in 1..=3u8 {
@@ -298,7 +317,7 @@ fn the_golden_v1_block_is_read_by_this_version() {
         }
         records("golden", spans)
     };
-    if std::env::var_os("MESHTRACE_WRITE_GOLDEN").is_some() {
+    if std::env::var_os("MESHTRACE_WRITE_GOLDEN").is_some() && version == format::FORMAT_VERSION {
         let d = tempfile::tempdir().unwrap();
         let s = BlockStore::open(
             d.path(),
@@ -322,7 +341,7 @@ fn the_golden_v1_block_is_read_by_this_version() {
     let d = tempfile::tempdir().unwrap();
     let meta: BlockMeta =
         serde_json::from_slice(&std::fs::read(golden.join("meta.json")).unwrap()).unwrap();
-    assert_eq!(meta.format_version, 1);
+    assert_eq!(meta.format_version, version);
     let dir = d.path().join("bucket").join(meta.dir_key());
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["meta.json", "data.parquet"] {
@@ -360,6 +379,42 @@ fn the_golden_v1_block_is_read_by_this_version() {
     assert_eq!(
         s.operations("golden", &ReadCtl::unbounded()).unwrap().len(),
         2
+    );
+    // Tags: from the bodies (format 1) or the tag column (format 2 on).
+    let tagged = |tags: &[(&str, &str)], any: bool| {
+        let q = TraceQuery {
+            service: "golden".into(),
+            start_us: 0,
+            end_us: i64::MAX,
+            limit: 10,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            tags_any: any,
+            ..Default::default()
+        };
+        s.find_trace_ids(&q, &ReadCtl::unbounded()).unwrap().len()
+    };
+    assert_eq!(tagged(&[("http.response.status_code", "500")], false), 3);
+    assert_eq!(tagged(&[("http.response.status_code", "501")], false), 0);
+    assert_eq!(
+        tagged(
+            &[("service.name", "golden"), ("span.kind", "server")],
+            false
+        ),
+        3
+    );
+    assert_eq!(
+        tagged(
+            &[("http.response.status_code", "501"), ("key", "k1")],
+            false
+        ),
+        0
+    );
+    assert_eq!(
+        tagged(&[("http.response.status_code", "501"), ("key", "k1")], true),
+        3
     );
 }
 

@@ -59,6 +59,9 @@ struct WalSpan {
     origin: u32,
     #[prost(bytes = "vec", tag = "12")]
     body: Vec<u8>,
+    /// The span's tag hashes (packed; absent in frames written before them).
+    #[prost(fixed64, repeated, tag = "13")]
+    tags: Vec<u64>,
 }
 
 /// Encodes rows as one frame payload (also what a replica answers its
@@ -81,6 +84,15 @@ pub(super) fn encode(rows: &[Row]) -> Vec<u8> {
             0
         } else {
             encoded_len_varint(u64::from(tag << 3)) + encoded_len_varint(v)
+        }
+    }
+    fn len_packed(tag: u32, v: &[u64]) -> usize {
+        if v.is_empty() {
+            0
+        } else {
+            encoded_len_varint(u64::from(tag << 3 | 2))
+                + encoded_len_varint(v.len() as u64 * 8)
+                + v.len() * 8
         }
     }
     fn put_bytes(buf: &mut Vec<u8>, tag: u32, b: &[u8]) {
@@ -109,7 +121,7 @@ pub(super) fn encode(rows: &[Row]) -> Vec<u8> {
         .collect();
     let total: usize = rows
         .iter()
-        .map(|r| r.body.len() + r.origin.len() / 8 + 96)
+        .map(|r| r.body.len() + r.origin.len() / 8 + r.tags.len() * 8 + 100)
         .sum();
     let mut buf = Vec::with_capacity(total + origins.iter().map(|o| o.len() + 4).sum::<usize>());
     for o in &origins {
@@ -136,7 +148,8 @@ pub(super) fn encode(rows: &[Row]) -> Vec<u8> {
                 .iter()
                 .map(|(t, v)| len_varint(*t, *v))
                 .sum::<usize>()
-            + len_bytes(12, &r.body);
+            + len_bytes(12, &r.body)
+            + len_packed(13, &r.tags);
         encode_varint(u64::from(2u32 << 3 | 2), &mut buf);
         encode_varint(len as u64, &mut buf);
         put_bytes(&mut buf, 1, &r.trace_id);
@@ -148,6 +161,13 @@ pub(super) fn encode(rows: &[Row]) -> Vec<u8> {
             put_varint(&mut buf, t, v);
         }
         put_bytes(&mut buf, 12, &r.body);
+        if !r.tags.is_empty() {
+            encode_varint(u64::from(13u32 << 3 | 2), &mut buf);
+            encode_varint(r.tags.len() as u64 * 8, &mut buf);
+            for t in r.tags.iter() {
+                buf.extend_from_slice(&t.to_le_bytes());
+            }
+        }
     }
     buf
 }
@@ -184,7 +204,9 @@ pub(super) fn decode(payload: &[u8]) -> Result<Vec<Row>, StoreError> {
                     .cloned()
                     .ok_or_else(|| bad("origin"))?,
                 body: s.body.into(),
-            })
+                tags: s.tags.into(),
+            }
+            .with_tags())
         })
         .collect()
 }
@@ -396,6 +418,7 @@ mod tests {
             status_code: 0,
             origin: Arc::from(&b"origin"[..]),
             body: vec![t; 40].into(),
+            tags: Arc::from(vec![u64::from(t), 1 << 63]),
         }
     }
 
@@ -436,6 +459,7 @@ mod tests {
                     status_code: r.status_code,
                     origin: i as u32,
                     body: r.body.to_vec(),
+                    tags: r.tags.to_vec(),
                 })
                 .collect(),
         };
