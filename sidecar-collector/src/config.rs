@@ -323,7 +323,7 @@ impl Default for ArchiveConfig {
 }
 
 /// Which storage engine keeps the spans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
     /// SQLite files, one per UTC day, in `data_dir`.

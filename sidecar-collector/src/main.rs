@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use meshtrace_collector::config::Durability;
-use meshtrace_collector::config::{parse_duration, Config, Mode, ServerConfig};
+use meshtrace_collector::config::{parse_duration, Config, EngineKind, Mode, ServerConfig};
 use meshtrace_collector::filter_stats::FilterStats;
 use meshtrace_collector::forward::{ForwardSettings, Forwarder};
 use meshtrace_collector::ingest::{Redaction, TimeWindow};
@@ -85,6 +85,9 @@ struct Args {
     /// Retention, e.g. 7d (overrides `retention`).
     #[arg(long, env = "MESHTRACE_RETENTION", value_parser = parse_duration)]
     retention: Option<Duration>,
+    /// Storage engine, `sqlite` or `blocks` (overrides `store.engine`).
+    #[arg(long, env = "MESHTRACE_STORE_ENGINE", value_enum)]
+    store_engine: Option<EngineKind>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -158,6 +161,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(r) = args.retention {
         cfg.retention = r;
+    }
+    if let Some(e) = args.store_engine {
+        cfg.store.engine = e;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -157,6 +157,22 @@ fn blocks_in_the_bucket_serve_a_collector_with_an_empty_disk() {
     assert_eq!(searched(&b), ids.len(), "search over blocks alone");
     let (_, services) = b.get("/api/services");
     assert!(services.contains("\"svc\""), "{services}");
+    // Tag filters on the blocks' tag column (AND, OR, a resource attribute).
+    let tagged = |query: &str| {
+        let (status, body) = b.get(&format!(
+            "/api/traces?service=svc&limit=10000&lookback=2h&{query}"
+        ));
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"].as_array().unwrap().len()
+    };
+    assert_eq!(tagged("tag=attr3:value-3-17"), 1);
+    assert_eq!(tagged("tag=attr3:value-3-17&tag=attr4:value-4-18"), 0);
+    assert_eq!(
+        tagged("tag=attr3:value-3-17&tag=attr4:value-4-18&tagsOp=or"),
+        2
+    );
+    assert_eq!(tagged("tag=service.name:svc"), ids.len());
 }
 
 #[test]

@@ -74,6 +74,13 @@ fn startup_errors_name_the_problem() {
         assert!(out.contains("retention"), "{bad}: {out}");
     }
 
+    // An unknown storage engine names the ones there are.
+    let mut args = vec!["--data-dir", d, "--store-engine", "cassandra"];
+    args.extend(ports);
+    let (code, out) = run(&args);
+    assert_ne!(code, 0);
+    assert!(out.contains("sqlite") && out.contains("blocks"), "{out}");
+
     // A port already in use.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
