@@ -344,6 +344,33 @@ impl Block {
         }
     }
 
+    /// Reads `columns` of row groups `groups`, [`SEARCH_WAVE`] at a time
+    /// (each wave's bytes charged to `ctl` while it is decoded), handing each
+    /// group's batches to `f`.
+    fn scan_groups(
+        &self,
+        opened: &format::Opened,
+        groups: &[usize],
+        columns: &[usize],
+        ctl: &ReadCtl,
+        mut f: impl FnMut(usize, Vec<RecordBatch>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for wave in groups.chunks(SEARCH_WAVE) {
+            ctl.check()?;
+            let fetched: u64 = wave
+                .iter()
+                .map(|gi| format::fetched_bytes(opened, *gi, columns))
+                .sum();
+            ctl.charge(fetched)?;
+            let done = self
+                .read_groups(opened, wave, columns)
+                .and_then(|read| read.into_iter().try_for_each(|(gi, b)| f(gi, b)));
+            ctl.release(fetched);
+            done?;
+        }
+        Ok(())
+    }
+
     fn overlaps(&self, from_us: i64, to_us: i64) -> bool {
         self.meta.max_start_us >= from_us && self.meta.min_start_us <= to_us
     }
@@ -1836,101 +1863,93 @@ impl BlockStore {
                     })
                     .collect();
                 // Row groups fetched SEARCH_WAVE at a time, concurrently.
-                for wave in groups.chunks(SEARCH_WAVE) {
-                    ctl.check()?;
-                    let fetched: u64 = wave
-                        .iter()
-                        .map(|gi| format::fetched_bytes(opened, *gi, &cols))
-                        .sum();
-                    ctl.charge(fetched)?;
-                    for (gi, batches) in b.read_groups(opened, wave, &cols)? {
-                        let mut matched = Vec::new();
-                        let mut offset = 0;
-                        for batch in batches {
-                            let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
-                            let service = dict_key(&batch, "service", &q.service)?;
-                            let Some(service) = service else {
-                                offset += batch.num_rows();
-                                continue;
-                            };
-                            let op = match &q.operation {
-                                Some(o) => match dict_key(&batch, "operation", o)? {
-                                    Some(k) => Some(k),
-                                    None => {
-                                        offset += batch.num_rows();
-                                        continue;
-                                    }
-                                },
-                                None => None,
-                            };
-                            let services = dict_keys(&batch, "service")?;
-                            let ops = dict_keys(&batch, "operation")?;
-                            let starts = batch
-                                .column(3)
-                                .as_primitive_opt::<Int64Type>()
-                                .ok_or_else(|| corrupt("start_us"))?;
-                            let durations = batch
-                                .column(4)
-                                .as_primitive_opt::<Int64Type>()
-                                .ok_or_else(|| corrupt("duration_us"))?;
-                            let tags = if by_hash {
-                                Some(format::tag_lists(&batch)?)
-                            } else {
-                                None
-                            };
-                            for i in 0..batch.num_rows() {
-                                let start = starts.value(i);
-                                if services.value(i) != service
-                                    || start < q.start_us
-                                    || start > q.end_us
-                                    || op.is_some_and(|k| ops.value(i) != k)
-                                    || !duration_ok(durations.value(i))
-                                    || tags.as_ref().is_some_and(|t| !hashes_match(t.of(i)))
-                                {
+                b.scan_groups(opened, &groups, &cols, ctl, |gi, batches| {
+                    let mut matched = Vec::new();
+                    let mut offset = 0;
+                    for batch in batches {
+                        let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
+                        let service = dict_key(&batch, "service", &q.service)?;
+                        let Some(service) = service else {
+                            offset += batch.num_rows();
+                            continue;
+                        };
+                        let op = match &q.operation {
+                            Some(o) => match dict_key(&batch, "operation", o)? {
+                                Some(k) => Some(k),
+                                None => {
+                                    offset += batch.num_rows();
                                     continue;
                                 }
-                                let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
-                                matched.push((offset + i, id, start));
-                            }
-                            offset += batch.num_rows();
-                        }
-                        if matched.is_empty() {
-                            continue;
-                        }
-                        ctl.charge(matched.len() as u64 * 32)?;
-                        if q.tags.is_empty() || by_hash {
-                            for (_, id, start) in &matched {
-                                note(&mut newest, *id, *start)?;
-                            }
+                            },
+                            None => None,
+                        };
+                        let services = dict_keys(&batch, "service")?;
+                        let ops = dict_keys(&batch, "operation")?;
+                        let starts = batch
+                            .column(3)
+                            .as_primitive_opt::<Int64Type>()
+                            .ok_or_else(|| corrupt("start_us"))?;
+                        let durations = batch
+                            .column(4)
+                            .as_primitive_opt::<Int64Type>()
+                            .ok_or_else(|| corrupt("duration_us"))?;
+                        let tags = if by_hash {
+                            Some(format::tag_lists(&batch)?)
                         } else {
-                            let ranges: Vec<std::ops::Range<usize>> =
-                                matched.iter().map(|(i, _, _)| *i..*i + 1).collect();
-                            let cols = [
-                                format::TRACE_ID,
-                                format::SPAN_ID,
-                                format::START_US,
-                                format::ORIGIN,
-                                format::BODY,
-                            ];
-                            for batch in b.read(opened, gi, &cols, Some(&ranges))? {
-                                let mut err = None;
-                                batch_rows(&batch, |id, _, start, origin, body| {
-                                    if tags_match(&mut origins, body, origin)? {
-                                        if let Err(e) = note(&mut newest, id, start) {
-                                            err = Some(e);
-                                        }
+                            None
+                        };
+                        for i in 0..batch.num_rows() {
+                            let start = starts.value(i);
+                            if services.value(i) != service
+                                || start < q.start_us
+                                || start > q.end_us
+                                || op.is_some_and(|k| ops.value(i) != k)
+                                || !duration_ok(durations.value(i))
+                                || tags.as_ref().is_some_and(|t| !hashes_match(t.of(i)))
+                            {
+                                continue;
+                            }
+                            let id = <[u8; 16]>::try_from(ids.value(i)).map_err(corrupt)?;
+                            matched.push((offset + i, id, start));
+                        }
+                        offset += batch.num_rows();
+                    }
+                    if matched.is_empty() {
+                        return Ok(());
+                    }
+                    ctl.charge(matched.len() as u64 * 32)?;
+                    if q.tags.is_empty() || by_hash {
+                        for (_, id, start) in &matched {
+                            note(&mut newest, *id, *start)?;
+                        }
+                    } else {
+                        let ranges: Vec<std::ops::Range<usize>> =
+                            matched.iter().map(|(i, _, _)| *i..*i + 1).collect();
+                        let cols = [
+                            format::TRACE_ID,
+                            format::SPAN_ID,
+                            format::START_US,
+                            format::ORIGIN,
+                            format::BODY,
+                        ];
+                        for batch in b.read(opened, gi, &cols, Some(&ranges))? {
+                            let mut err = None;
+                            batch_rows(&batch, |id, _, start, origin, body| {
+                                if tags_match(&mut origins, body, origin)? {
+                                    if let Err(e) = note(&mut newest, id, start) {
+                                        err = Some(e);
                                     }
-                                    Ok(())
-                                })?;
-                                if let Some(e) = err {
-                                    return Err(e);
                                 }
+                                Ok(())
+                            })?;
+                            if let Some(e) = err {
+                                return Err(e);
                             }
                         }
-                        ctl.release(matched.len() as u64 * 32);
                     }
-                    ctl.release(fetched);
-                }
+                    ctl.release(matched.len() as u64 * 32);
+                    Ok(())
+                })?;
                 Ok(())
             })?;
         }
@@ -2025,18 +2044,8 @@ impl BlockStore {
                             })
                     })
                     .collect();
-                for wave in groups.chunks(SEARCH_WAVE) {
-                    ctl.check()?;
-                    let fetched: u64 = wave
-                        .iter()
-                        .map(|gi| format::fetched_bytes(opened, *gi, &cols))
-                        .sum();
-                    ctl.charge(fetched)?;
-                    for batch in b
-                        .read_groups(opened, wave, &cols)?
-                        .into_iter()
-                        .flat_map(|(_, batches)| batches)
-                    {
+                b.scan_groups(opened, &groups, &cols, ctl, |_, batches| {
+                    for batch in batches {
                         let ids: &FixedSizeBinaryArray = format::col(&batch, "trace_id")?;
                         let spans: &FixedSizeBinaryArray = format::col(&batch, "span_id")?;
                         let parents: &FixedSizeBinaryArray = format::col(&batch, "parent_span_id")?;
@@ -2059,8 +2068,8 @@ impl BlockStore {
                             add(id, span_key(spans.value(i)), parent, s, starts.value(i))?;
                         }
                     }
-                    ctl.release(fetched);
-                }
+                    Ok(())
+                })?;
                 Ok(())
             })?;
         }

@@ -754,14 +754,28 @@ async fn engine_phase(conns: u64) -> String {
             med(s3, 5)
         )
     };
-    println!(
-        "medians: blocks vs sqlite {:.2} vs {:.2} cpu µs/span (ratio {:.2}), {:.0} vs {:.0} bytes/span at rest (ratio {:.2}), trace by id p99 {:.1} vs {:.1} ms, search p99 {:.1} vs {:.1} ms",
-        med(bl, 0), med(sq, 0), ratio(0), med(bl, 3), med(sq, 3), ratio(3), med(bl, 4), med(sq, 4), med(bl, 5), med(sq, 5)
-    );
-    format!(
-        " blocks_vs_sqlite_cpu_ratio={:.2} blocks_cpu_us_per_span={:.2} sqlite_cpu_us_per_span={:.2} blocks_vs_sqlite_bytes_ratio={:.2} blocks_bytes_per_span={:.0} sqlite_bytes_per_span={:.0} blocks_trace_by_id_p99_ms={:.1} blocks_search_p99_ms={:.1} blocks_restart_s={:.2}",
-        ratio(0), med(bl, 0), med(sq, 0), ratio(3), med(bl, 3), med(sq, 3), med(bl, 4), med(bl, 5), med(bl, 6)
-    ) + &s3_fields
+    let mut fields = String::new();
+    if !bl.is_empty() {
+        println!(
+            "medians, blocks (local directory): {:.2} cpu µs/span, {:.0} bytes/span at rest, trace by id p99 {:.1} ms, search p99 {:.1} ms, restart {:.2} s",
+            med(bl, 0), med(bl, 3), med(bl, 4), med(bl, 5), med(bl, 6)
+        );
+        fields += &format!(
+            " blocks_cpu_us_per_span={:.2} blocks_bytes_per_span={:.0} blocks_trace_by_id_p99_ms={:.1} blocks_search_p99_ms={:.1} blocks_restart_s={:.2}",
+            med(bl, 0), med(bl, 3), med(bl, 4), med(bl, 5), med(bl, 6)
+        );
+    }
+    if !sq.is_empty() && !bl.is_empty() {
+        println!(
+            "medians: blocks vs sqlite {:.2} vs {:.2} cpu µs/span (ratio {:.2}), {:.0} vs {:.0} bytes/span at rest (ratio {:.2}), trace by id p99 {:.1} vs {:.1} ms, search p99 {:.1} vs {:.1} ms",
+            med(bl, 0), med(sq, 0), ratio(0), med(bl, 3), med(sq, 3), ratio(3), med(bl, 4), med(sq, 4), med(bl, 5), med(sq, 5)
+        );
+        fields += &format!(
+            " blocks_vs_sqlite_cpu_ratio={:.2} sqlite_cpu_us_per_span={:.2} blocks_vs_sqlite_bytes_ratio={:.2} sqlite_bytes_per_span={:.0}",
+            ratio(0), med(sq, 0), ratio(3), med(sq, 3)
+        );
+    }
+    fields + &s3_fields
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
