@@ -1,6 +1,14 @@
 //! `meshtrace-collector`: start-up, listeners, graceful shutdown.
 
 use anyhow::{anyhow, Context};
+
+/// mimalloc, not glibc's malloc: profiled under load, glibc's allocator took
+/// about a third of the collector's CPU (`_int_malloc`, `unlink_chunk`,
+/// `malloc_consolidate`, `_int_free`), mostly for decoding OTLP requests into
+/// owned structures; `scripts/bench/collector` with `MESHTRACE_BASELINE_BIN`
+/// compares the two builds.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use meshtrace_collector::config::Durability;
 use meshtrace_collector::config::{parse_duration, Config, EngineKind, Mode, ServerConfig};

@@ -1925,14 +1925,8 @@ impl BlockStore {
                     } else {
                         let ranges: Vec<std::ops::Range<usize>> =
                             matched.iter().map(|(i, _, _)| *i..*i + 1).collect();
-                        let cols = [
-                            format::TRACE_ID,
-                            format::SPAN_ID,
-                            format::START_US,
-                            format::ORIGIN,
-                            format::BODY,
-                        ];
-                        for batch in b.read(opened, gi, &cols, Some(&ranges))? {
+                        // Format 1 (no tag column): the tags of the decoded bodies.
+                        for batch in b.read(opened, gi, &LOOKUP_COLUMNS, Some(&ranges))? {
                             let mut err = None;
                             batch_rows(&batch, |id, _, start, origin, body| {
                                 if tags_match(&mut origins, body, origin)? {

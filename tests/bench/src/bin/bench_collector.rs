@@ -624,14 +624,20 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
             s3.store_yaml("bench", "b")
         ),
         None => format!(
-            "retention: 30d\nmetrics:\n  enabled: false\nstore:\n  engine: {engine}\n  blocks:\n    max_age: 3s\n"
+            "retention: 30d\nmetrics:\n  enabled: false\nstore:\n  engine: {}\n  blocks:\n    max_age: 3s\n",
+            engine.trim_end_matches("-baseline")
         ),
     };
     let blocks = engine != "sqlite";
+    // `blocks-baseline`: the blocks engine run by $MESHTRACE_BASELINE_BIN.
+    let bin = (engine == "blocks-baseline")
+        .then(|| std::env::var_os("MESHTRACE_BASELINE_BIN").map(std::path::PathBuf::from))
+        .flatten();
     let c = Collector::start_opts(
         dir.clone(),
         Opts {
             yaml: Some(yaml.clone()),
+            bin: bin.clone(),
             ..Opts::default()
         },
     );
@@ -678,6 +684,7 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
             dir,
             Opts {
                 yaml: Some(yaml),
+                bin,
                 ..Opts::default()
             },
         );
@@ -710,12 +717,14 @@ async fn engine_phase(conns: u64) -> String {
     let queries = arg("--engine-queries", 100) as usize;
     println!("# phase E: store.engine sqlite vs blocks (local directory) vs blocks on s3s-fs (--engine-s3 0 leaves it out), interleaved over {rounds} rounds ({n} spans each, {conns} connections, fresh stores, span metrics off)");
     REAL_ENTROPY.store(true, Ordering::Relaxed);
-    let mut by: [Vec<[f64; 7]>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut by: [Vec<[f64; 7]>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     // `--engine-sqlite 0` / `--engine-local 0` / `--engine-s3 0` leave one out.
+    let baseline = u64::from(std::env::var_os("MESHTRACE_BASELINE_BIN").is_some());
     let engines: Vec<(usize, &str)> = [
         (arg("--engine-sqlite", 1), "sqlite"),
         (arg("--engine-local", 1), "blocks"),
         (arg("--engine-s3", 1), "blocks-s3"),
+        (baseline, "blocks-baseline"),
     ]
     .into_iter()
     .enumerate()
@@ -738,7 +747,7 @@ async fn engine_phase(conns: u64) -> String {
         pct(&mut x, 0.5)
     };
     REAL_ENTROPY.store(false, Ordering::Relaxed);
-    let [sq, bl, s3] = &by;
+    let [sq, bl, s3, base] = &by;
     let ratio = |k: usize| med(bl, k) / med(sq, k).max(1e-9);
     let s3_fields = if s3.is_empty() {
         String::new()
@@ -773,6 +782,17 @@ async fn engine_phase(conns: u64) -> String {
         fields += &format!(
             " blocks_vs_sqlite_cpu_ratio={:.2} sqlite_cpu_us_per_span={:.2} blocks_vs_sqlite_bytes_ratio={:.2} sqlite_bytes_per_span={:.0}",
             ratio(0), med(sq, 0), ratio(3), med(sq, 3)
+        );
+    }
+    if !base.is_empty() && !bl.is_empty() {
+        println!(
+            "medians: this build vs $MESHTRACE_BASELINE_BIN, blocks engine: {:.2} vs {:.2} cpu µs/span (ratio {:.2}), peak rss {:.0} vs {:.0} MB, trace by id p99 {:.1} vs {:.1} ms, search p99 {:.1} vs {:.1} ms",
+            med(bl, 0), med(base, 0), med(bl, 0) / med(base, 0).max(1e-9), med(bl, 2), med(base, 2), med(bl, 4), med(base, 4), med(bl, 5), med(base, 5)
+        );
+        fields += &format!(
+            " blocks_vs_baseline_cpu_ratio={:.2} baseline_blocks_cpu_us_per_span={:.2}",
+            med(bl, 0) / med(base, 0).max(1e-9),
+            med(base, 0)
         );
     }
     fields + &s3_fields
