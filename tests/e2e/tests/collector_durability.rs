@@ -480,7 +480,8 @@ fn fsync_before_each_answer(lines: &[String], port: u16) -> Vec<bool> {
     for l in lines {
         let pid = l.split_whitespace().next().unwrap_or("");
         let is_sync_call = l.contains("fsync(") || l.contains("fdatasync(");
-        if is_sync_call && l.contains("-wal>") {
+        // SQLite's `…db-wal`, the blocks engine's `wal/….wal`.
+        if is_sync_call && (l.contains("-wal>") || l.contains(".wal>")) {
             if l.contains("<unfinished") {
                 wal_sync_in_progress.insert(pid.to_string());
             } else {

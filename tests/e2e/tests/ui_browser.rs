@@ -189,11 +189,11 @@ fn the_ui_in_a_real_browser() {
     eprintln!("browser results: {results}");
     assert_eq!(results["console_errors"], 0);
     assert!(results["views"]["big"]["rows_in_dom"].as_u64().unwrap() > 10);
-    // The Archive button copied the trace to the archive (beside the SQLite store).
+    // The Archive button copied the trace to the archive (beside the SQLite
+    // store, or in the blocks engine's backend).
+    let archived = "archive/5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a/data.parquet";
     assert!(
-        c.data_dir
-            .join("archive/5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a/data.parquet")
-            .exists(),
+        c.data_dir.join(archived).exists() || c.data_dir.join("blocks").join(archived).exists(),
         "the archived trace is in data_dir/archive"
     );
     for shot in [

@@ -92,6 +92,8 @@ pub struct Backend {
     pub describe: String,
     /// How long one call may take before it counts as failed.
     timeout: std::time::Duration,
+    /// The directory of a local backend (listing a missing one succeeds, empty).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Drop for Backend {
@@ -105,12 +107,6 @@ impl Drop for Backend {
 
 impl Backend {
     pub fn open(location: &Location) -> Result<Backend, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("object-store")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Backend(format!("starting the object-store runtime: {e}")))?;
         let (store, prefix, describe): (Arc<dyn ObjectStore>, ObjectPath, String) = match location {
             Location::Local(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| super::super::rows::io(dir, e))?;
@@ -154,6 +150,13 @@ impl Backend {
                 )
             }
         };
+        // Made last: a runtime dropped by an early return from async code (start-up) panics.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("object-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("starting the object-store runtime: {e}")))?;
         let handle = runtime.handle().clone();
         Ok(Backend {
             store,
@@ -162,7 +165,19 @@ impl Backend {
             handle,
             describe,
             timeout: std::time::Duration::from_secs(30),
+            local_root: match location {
+                Location::Local(dir) => Some(dir.clone()),
+                Location::S3(_) => None,
+            },
         })
+    }
+
+    /// Whether blocks can be read: a local directory is there, a bucket answers a listing.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if let Some(dir) = &self.local_root {
+            std::fs::read_dir(dir).map_err(|e| super::super::rows::io(dir, e))?;
+        }
+        self.list("blocks/none").map(|_| ())
     }
 
     /// The full path of `key` (relative to the configured prefix).

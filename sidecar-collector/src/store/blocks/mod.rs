@@ -537,6 +537,9 @@ pub struct BlockStore {
     upload_error: Mutex<Option<String>>,
     /// Recently read blocks on local disk (`cache_bytes` > 0).
     cache: Option<Arc<cache::Cache>>,
+    /// Held while sealed heads are cut (by the block thread, or by a writer
+    /// that finds them full while uploads are slow): each is cut once.
+    cutting: Mutex<()>,
 }
 
 fn now_us() -> i64 {
@@ -713,17 +716,19 @@ impl BlockStore {
             last_seq = r.seq;
             if head.bytes >= settings.max_bytes {
                 let full = std::mem::take(&mut head);
-                let blocks = cutter.blocks(&Sealed {
-                    head: full,
-                    last_seq,
-                })?;
-                state.pending.extend(blocks.into_iter().map(Arc::new));
+                cut_replayed(
+                    &cutter,
+                    &mut state,
+                    Sealed {
+                        head: full,
+                        last_seq,
+                    },
+                );
             }
             Ok(())
         })?;
         if !head.is_empty() {
-            let blocks = cutter.blocks(&Sealed { head, last_seq })?;
-            state.pending.extend(blocks.into_iter().map(Arc::new));
+            cut_replayed(&cutter, &mut state, Sealed { head, last_seq });
         }
         if covered > 0 {
             wal.release_below(covered + 1)?;
@@ -752,6 +757,7 @@ impl BlockStore {
             thread: Mutex::new(None),
             upload_error: Mutex::new(None),
             cache,
+            cutting: Mutex::new(()),
             working: Mutex::new(None),
             peers: OnceLock::new(),
             cutter,
@@ -835,6 +841,7 @@ impl BlockStore {
 
     /// Writes every sealed head out as pending blocks.
     fn cut_sealed(&self) -> Result<(), StoreError> {
+        let _one = lock(&self.cutting);
         let sealed: Vec<Arc<Sealed>> = self
             .state
             .read()
@@ -845,18 +852,6 @@ impl BlockStore {
             self.make_pending(s)?;
         }
         Ok(())
-    }
-
-    /// Sealed heads hold `max_bytes` or more: wakes the block thread and
-    /// waits (a little) for it to cut them before a write is refused.
-    fn wait_for_cuts(&self) {
-        let until = Instant::now() + Duration::from_secs(2);
-        let (m, c) = &*self.wake;
-        *lock(m) = true;
-        c.notify_all();
-        while self.sealed_bytes() >= self.settings.max_bytes && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(2));
-        }
     }
 
     /// Reads the metadata and trace-id filters of blocks not opened yet (other
@@ -1136,7 +1131,7 @@ impl BlockStore {
         } else {
             super::sqlite::write_probe(&self.dir.join("wal"))
         };
-        (write, self.backend.list("blocks/none").map(|_| ()))
+        (write, self.backend.check())
     }
 
     /// Asks `peers` for their heads in every read from now on.
@@ -1227,6 +1222,19 @@ impl Drop for BlockStore {
         let (m, c) = &*self.wake;
         *lock(m) = true;
         c.notify_all();
+    }
+}
+
+/// A head replayed from the WAL, cut into pending blocks; kept in memory as a
+/// sealed head when that fails (a full disk: the collector starts and serves
+/// reads; the block thread tries again).
+fn cut_replayed(cutter: &Cutter, state: &mut State, sealed: Sealed) {
+    match cutter.blocks(&sealed) {
+        Ok(blocks) => state.pending.extend(blocks.into_iter().map(Arc::new)),
+        Err(e) => {
+            tracing::warn!(error = %e, "blocks: a replayed head cannot be cut yet; kept in memory");
+            state.sealed.push(Arc::new(sealed));
+        }
     }
 }
 
@@ -1445,7 +1453,11 @@ impl SpanWriter for BlockStore {
             return Ok(());
         }
         if self.sealed_bytes() >= self.settings.max_bytes {
-            self.wait_for_cuts();
+            // The block thread is behind (an upload waits on a slow object
+            // store): the writer cuts them itself.
+            if let Err(e) = self.cut_sealed() {
+                tracing::warn!(error = %e, "blocks: cutting sealed heads failed");
+            }
         }
         let due = {
             let mut w = lock(&self.writing);
@@ -1486,6 +1498,7 @@ impl SpanWriter for BlockStore {
         let mut days = BTreeSet::new();
         // Not while a round of block work cuts or uploads what it drops.
         let _one = lock(&self.working);
+        let _cut = lock(&self.cutting);
         // Blocks: the index object first (the block disappears whole), then the data.
         let old: Vec<Arc<Block>> = self
             .state
