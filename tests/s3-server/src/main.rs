@@ -36,7 +36,12 @@ fn parse() -> Result<Args, String> {
         _ => return Err("--access-key and --secret-key go together".into()),
     };
     let root = root.ok_or("the root directory is missing")?;
-    Ok(Args { host, port, keys, root })
+    Ok(Args {
+        host,
+        port,
+        keys,
+        root,
+    })
 }
 
 #[tokio::main]
