@@ -47,7 +47,7 @@ pub type Edge = (String, String, u64);
 pub enum StoreError {
     #[error("storage: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("storage I/O at {path}: {source}")]
+    #[error("storage I/O at {path}: {source}{}", disk_full(source))]
     Io {
         path: String,
         source: std::io::Error,
@@ -72,6 +72,15 @@ pub enum StoreError {
     /// The read needs more memory than it may hold.
     #[error("the read needs more than its memory budget ({limit} bytes, {name}); narrow it")]
     OverBudget { limit: u64, name: &'static str },
+}
+
+/// Said plainly when the disk is full, as SQLite says it ("database or disk is full").
+fn disk_full(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        " (the disk is full)"
+    } else {
+        ""
+    }
 }
 
 impl StoreError {

@@ -12,15 +12,6 @@ use std::sync::{Mutex, MutexGuard};
 pub const DAY_US: i64 = 86_400_000_000;
 
 pub fn io(path: &Path, source: std::io::Error) -> StoreError {
-    // Said plainly, as SQLite says it ("database or disk is full").
-    let source = if source.kind() == std::io::ErrorKind::StorageFull {
-        std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            format!("the disk is full ({source})"),
-        )
-    } else {
-        source
-    };
     StoreError::Io {
         path: path.display().to_string(),
         source,
