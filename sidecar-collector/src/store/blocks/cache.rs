@@ -26,8 +26,8 @@ pub struct Cache {
 struct State {
     /// Cached block data keys → (bytes, last read).
     files: HashMap<String, (u64, u64)>,
-    /// Read from the object store, not cached yet: key → size.
-    wanted: HashMap<String, u64>,
+    /// Read from the object store, not cached yet (small enough to be).
+    wanted: std::collections::HashSet<String>,
     bytes: u64,
     clock: u64,
 }
@@ -67,7 +67,7 @@ impl Cache {
                 .saturating_sub(st.files.remove(key).map_or(0, |e| e.0));
         }
         if size <= self.max_bytes / 4 && st.wanted.len() < 1024 {
-            st.wanted.insert(key.to_string(), size);
+            st.wanted.insert(key.to_string());
         }
         None
     }
@@ -75,15 +75,16 @@ impl Cache {
     /// Downloads up to a few queued blocks, evicting the least recently read
     /// beyond the budget. Returns how many it cached.
     pub fn fill(&self, backend: &Backend) -> Result<usize, StoreError> {
-        let batch: Vec<(String, u64)> = {
+        let batch: Vec<String> = {
             let mut st = lock(&self.state);
-            let keys: Vec<String> = st.wanted.keys().take(PER_ROUND).cloned().collect();
-            keys.into_iter()
-                .filter_map(|k| st.wanted.remove_entry(&k))
-                .collect()
+            let keys: Vec<String> = st.wanted.iter().take(PER_ROUND).cloned().collect();
+            for k in &keys {
+                st.wanted.remove(k);
+            }
+            keys
         };
         let mut done = 0;
-        for (key, size) in batch {
+        for key in batch {
             let Some(data) = backend.get(&key)? else {
                 continue; // deleted meanwhile
             };
@@ -94,7 +95,6 @@ impl Cache {
             st.clock += 1;
             let now = st.clock;
             let bytes = data.len() as u64;
-            let _ = size;
             if let Some(old) = st.files.insert(key, (bytes, now)) {
                 st.bytes = st.bytes.saturating_sub(old.0);
             }
