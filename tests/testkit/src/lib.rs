@@ -62,18 +62,52 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// A port that was free a moment ago (for Envoy listeners, which need a number up front).
-/// Never the same port twice in one test process: the kernel may hand a just-released
-/// port out again, and two listeners of one test must not collide.
+/// Never the same port twice in one test process, and never one from the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`): a port handed out by `bind(:0)` can
+/// be taken, before the process it is meant for binds it, as the local port of any
+/// outgoing connection on the machine (a clean-clone CI run lost a collector that way:
+/// "Address already in use" on a port found free a moment earlier).
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let port = l.local_addr().expect("local addr").port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let (lo, hi) = unreserved_ports();
+    let span = hi.saturating_sub(lo).max(1);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    // Each process starts at its own place, so test processes running side by side
+    // rarely probe the same ports.
+    let mut at = next.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(7919) ^ nanos) % span
+    });
+    for _ in 0..span {
+        let port = (lo + at) as u16;
+        at = (at + 1) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(at);
             return port;
         }
+    }
+    panic!("no free port in {lo}..{hi}");
+}
+
+/// The ports below the kernel's ephemeral range (from 10000 up), or above it when the
+/// range starts too low to leave room.
+fn unreserved_ports() -> (u32, u32) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if range.0 >= 12000 {
+        (10000, range.0)
+    } else if range.1 < 64000 {
+        (range.1 + 1, 65535)
+    } else {
+        (1024, range.0.max(2048))
     }
 }
 
