@@ -69,6 +69,12 @@ pub fn collector_path() -> PathBuf {
     }
 }
 
+/// The store engine the tests' collectors run: `MESHTRACE_STORE_ENGINE` (the whole
+/// suite can be run under either), else the collector's default.
+pub fn store_engine() -> String {
+    std::env::var("MESHTRACE_STORE_ENGINE").unwrap_or_else(|_| "sqlite".into())
+}
+
 /// The collector binary; fails with the command that builds it.
 pub fn collector_bin() -> PathBuf {
     let p = collector_path();

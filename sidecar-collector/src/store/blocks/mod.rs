@@ -26,6 +26,7 @@ pub mod backend;
 mod cache;
 mod format;
 pub mod peers;
+mod reserve;
 pub mod shared;
 mod wal;
 
@@ -540,6 +541,8 @@ pub struct BlockStore {
     /// Held while sealed heads are cut (by the block thread, or by a writer
     /// that finds them full while uploads are slow): each is cut once.
     cutting: Mutex<()>,
+    /// Space set aside for cutting on a full disk.
+    reserve: reserve::Reserve,
 }
 
 fn now_us() -> i64 {
@@ -669,6 +672,8 @@ impl BlockStore {
                 id
             }
         };
+        let reserve = reserve::Reserve::new(dir);
+        reserve.refill();
         // Pending blocks are made again from the WAL: what was left is dropped.
         let pending_dir = dir.join("pending");
         if pending_dir.exists() {
@@ -758,6 +763,7 @@ impl BlockStore {
             upload_error: Mutex::new(None),
             cache,
             cutting: Mutex::new(()),
+            reserve,
             working: Mutex::new(None),
             peers: OnceLock::new(),
             cutter,
@@ -821,8 +827,17 @@ impl BlockStore {
         // One round at a time (the block thread, `flush`): a sealed head is cut once.
         let mut last_compaction = lock(&self.working);
         self.seal(false)?;
-        self.cut_sealed()?;
-        self.upload_pending()?;
+        if let Err(e) = self.cut_sealed().and_then(|()| self.upload_pending()) {
+            // A full disk: the reserve's space turns the WAL into blocks, which frees it.
+            if !self.reserve.release() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, reserve_bytes = self.reserve.bytes(),
+                "blocks: the disk is full; the space set aside is used to cut the WAL into blocks and release it");
+            self.cut_sealed()?;
+            self.upload_pending()?;
+        }
+        self.reserve.refill();
         if last_compaction.is_none_or(|t| t.elapsed() >= self.settings.compaction_interval) {
             *last_compaction = Some(Instant::now());
             // Heads sealed meanwhile are cut between merges: writers wait for them.
