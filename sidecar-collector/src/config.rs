@@ -327,17 +327,17 @@ impl Default for ArchiveConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
     /// SQLite files, one per UTC day, in `data_dir`.
-    #[default]
     Sqlite,
     /// A write-ahead log and an in-memory head in `data_dir`, Parquet blocks
     /// in `store.blocks.backend` (a directory or an S3-compatible bucket).
+    #[default]
     Blocks,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite` (default) or `blocks`.
+    /// `blocks` (default) or `sqlite`.
     pub engine: EngineKind,
     /// The blocks engine: where blocks go and when the head is cut into one.
     pub blocks: BlocksConfig,
@@ -393,6 +393,10 @@ pub struct BlocksConfig {
     /// Bytes of recently read blocks kept on local disk (`data_dir/cache`,
     /// emptied at start), so repeated reads skip the object store (0: off).
     pub cache_bytes: u64,
+    /// Bytes of opened blocks' metadata (footers, page indexes, bloom filters)
+    /// kept in memory, the least recently used dropped past it (0: an eighth of
+    /// `memory.limit_bytes` between 16 MiB and 1 GiB, 256 MiB without a limit).
+    pub metadata_bytes: u64,
 }
 
 impl Default for BlocksConfig {
@@ -410,6 +414,7 @@ impl Default for BlocksConfig {
             peers_dns: String::new(),
             peer_timeout: Duration::from_secs(2),
             cache_bytes: 0,
+            metadata_bytes: 0,
         }
     }
 }
@@ -456,7 +461,7 @@ impl Default for WalConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            engine: EngineKind::Sqlite,
+            engine: EngineKind::Blocks,
             blocks: BlocksConfig::default(),
             wal: WalConfig::default(),
             durability: Durability::Fsync,

@@ -102,6 +102,19 @@ impl SpanRecord {
         origin_tags: &[u64],
         indexed: &[String],
     ) -> Result<SpanRecord, String> {
+        Self::from_span_with_body(s, service, origin, origin_tags, indexed, None)
+    }
+
+    /// [`SpanRecord::from_span`] with `body`, the span's encoding when the caller
+    /// has it (the wire bytes it was decoded from); encoded here otherwise.
+    pub fn from_span_with_body(
+        s: &Span,
+        service: &str,
+        origin: &Arc<[u8]>,
+        origin_tags: &[u64],
+        indexed: &[String],
+        body: Option<bytes::Bytes>,
+    ) -> Result<SpanRecord, String> {
         let ValidSpan {
             trace_id,
             span_id,
@@ -134,7 +147,7 @@ impl SpanRecord {
             sampled_probability: own_probability.or_else(|| tracestate_probability(&s.trace_state)),
             sampler_decided: own_probability.is_some(),
             origin: origin.clone(),
-            body: s.encode_to_vec().into(),
+            body: body.unwrap_or_else(|| s.encode_to_vec().into()),
             tags: span_tag_hashes(s, origin_tags),
         })
     }

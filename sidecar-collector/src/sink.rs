@@ -2,8 +2,10 @@
 //! collector (sidecar). The receivers answer once the sink has taken them.
 
 use crate::forward::Forwarder;
-use crate::ingest::cost::{decoded_cost, json_cost};
-use crate::ingest::{records_from_request, retain_valid, span_count, Redaction, TimeWindow};
+use crate::ingest::cost::{decoded_cost_and_spans, json_cost};
+use crate::ingest::{
+    records_from_request, retain_valid, span_count, RawSpans, Redaction, TimeWindow,
+};
 use crate::memory::{MemoryError, RequestMemory};
 use crate::pipeline::{Pipeline, SubmitError};
 use crate::telemetry::Counters;
@@ -150,22 +152,35 @@ impl Sink {
         memory: Option<RequestMemory>,
     ) -> Result<Accepted, Refusal> {
         self.room_for(raw.len() as u64)?;
-        let cost = match encoding {
+        let (cost, ranges) = match encoding {
             Encoding::Protobuf => {
-                decoded_cost(&raw).map_err(|e| Refusal::Malformed(e.to_string()))?
+                decoded_cost_and_spans(&raw).map_err(|e| Refusal::Malformed(e.to_string()))?
             }
-            Encoding::Json => json_cost(&raw),
+            Encoding::Json => (json_cost(&raw), Vec::new()),
         };
         if let Some(m) = &memory {
             m.grow_to(raw.len() as u64 + cost).await?;
         }
-        let req = match encoding {
-            Encoding::Protobuf => ExportTraceServiceRequest::decode(raw)
-                .map_err(|e| Refusal::Malformed(e.to_string()))?,
-            Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
-                .map_err(|e| Refusal::Malformed(e.to_string()))?,
+        let (req, raw) = match encoding {
+            Encoding::Protobuf => {
+                let req = ExportTraceServiceRequest::decode(raw.clone())
+                    .map_err(|e| Refusal::Malformed(e.to_string()))?;
+                // Stored spans are slices of these bytes: copied once into a buffer
+                // of their own size (a receiver's buffer may be larger, or shared).
+                let raw = matches!(self.target, Target::Store { .. }).then(|| RawSpans {
+                    bytes: Bytes::copy_from_slice(&raw),
+                    ranges,
+                    changed: Vec::new(),
+                });
+                (req, raw)
+            }
+            Encoding::Json => (
+                serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
+                    .map_err(|e| Refusal::Malformed(e.to_string()))?,
+                None,
+            ),
         };
-        self.accept(req, memory).await
+        self.accept_raw(req, memory, raw).await
     }
 
     /// Takes a decoded request; `memory` (its reservation) ends once its spans
@@ -173,12 +188,26 @@ impl Sink {
     /// per request.
     pub async fn accept(
         &self,
+        req: ExportTraceServiceRequest,
+        memory: Option<RequestMemory>,
+    ) -> Result<Accepted, Refusal> {
+        self.accept_raw(req, memory, None).await
+    }
+
+    /// [`Sink::accept`] with the request's wire bytes, when it has them.
+    async fn accept_raw(
+        &self,
         mut req: ExportTraceServiceRequest,
         memory: Option<RequestMemory>,
+        mut raw: Option<RawSpans>,
     ) -> Result<Accepted, Refusal> {
         let c = self.counters();
         c.spans_received.inc_by(span_count(&req));
-        c.attributes_redacted.inc_by(self.redaction.apply(&mut req));
+        let redacted = match raw.as_mut() {
+            Some(r) => self.redaction.apply_marking(&mut req, &mut r.changed),
+            None => self.redaction.apply(&mut req),
+        };
+        c.attributes_redacted.inc_by(redacted);
         match &self.target {
             Target::Store {
                 pipeline,
@@ -189,7 +218,8 @@ impl Sink {
                 let now_us = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as i64);
-                let ingested = records_from_request(req, indexed_tags, Some((*window, now_us)));
+                let ingested =
+                    records_from_request(req, indexed_tags, Some((*window, now_us)), raw);
                 // The decoded request is gone; the records are bounded by queue.max_bytes.
                 if let Some(m) = &memory {
                     m.release().await;

@@ -120,8 +120,16 @@ fn skip(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), WireError> {
     Ok(())
 }
 
-/// The decoded cost of the message `msg` spanning `buf[start..end]`.
-fn walk(buf: &[u8], start: usize, end: usize, msg: Msg, depth: usize) -> Result<u64, WireError> {
+/// The decoded cost of the message `msg` spanning `buf[start..end]`; the byte
+/// ranges of its spans are pushed to `spans`, in order.
+fn walk(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    msg: Msg,
+    depth: usize,
+    spans: &mut Vec<std::ops::Range<usize>>,
+) -> Result<u64, WireError> {
     if depth > MAX_DEPTH {
         return Err(WireError(format!(
             "messages nested deeper than {MAX_DEPTH} (the recursion limit) at byte {start}"
@@ -147,9 +155,12 @@ fn walk(buf: &[u8], start: usize, end: usize, msg: Msg, depth: usize) -> Result<
                 let from = pos;
                 skip(body, &mut pos, len)?;
                 cost += match field(msg, tag) {
-                    Field::One(inner) => walk(buf, from, pos, inner, depth + 1)?,
+                    Field::One(inner) => walk(buf, from, pos, inner, depth + 1, spans)?,
                     Field::Many(inner, size) => {
-                        2 * size as u64 + walk(buf, from, pos, inner, depth + 1)?
+                        if let Msg::Span = inner {
+                            spans.push(from..pos);
+                        }
+                        2 * size as u64 + walk(buf, from, pos, inner, depth + 1, spans)?
                     }
                     Field::Text { repeated } => {
                         len as u64
@@ -175,7 +186,18 @@ fn walk(buf: &[u8], start: usize, end: usize, msg: Msg, depth: usize) -> Result<
 /// Bytes an `ExportTraceServiceRequest` occupies once decoded (an upper
 /// bound), or why its wire bytes are malformed.
 pub fn decoded_cost(buf: &[u8]) -> Result<u64, WireError> {
-    Ok(size_of::<ExportTraceServiceRequest>() as u64 + walk(buf, 0, buf.len(), Msg::Request, 0)?)
+    Ok(decoded_cost_and_spans(buf)?.0)
+}
+
+/// [`decoded_cost`], and where each span's bytes are in `buf` (in the order
+/// prost decodes them): a span left as it came is stored as these bytes, not
+/// encoded again.
+pub fn decoded_cost_and_spans(
+    buf: &[u8],
+) -> Result<(u64, Vec<std::ops::Range<usize>>), WireError> {
+    let mut spans = Vec::new();
+    let cost = walk(buf, 0, buf.len(), Msg::Request, 0, &mut spans)?;
+    Ok((size_of::<ExportTraceServiceRequest>() as u64 + cost, spans))
 }
 
 /// An upper bound for OTLP/JSON: every object could be the largest struct,

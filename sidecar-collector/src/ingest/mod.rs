@@ -82,15 +82,43 @@ impl TimeWindow {
     }
 }
 
+/// The wire bytes a request was decoded from, where each span is in them, and
+/// which spans redaction changed: a span left as it came is stored as its own
+/// bytes (a slice of `bytes`), not encoded again.
+pub struct RawSpans {
+    pub bytes: bytes::Bytes,
+    pub ranges: Vec<std::ops::Range<usize>>,
+    pub changed: Vec<bool>,
+}
+
+impl RawSpans {
+    /// The bytes of span `i`, if it came unchanged.
+    fn body(&self, i: usize) -> Option<bytes::Bytes> {
+        if self.changed.get(i).copied().unwrap_or(true) {
+            return None;
+        }
+        let r = self.ranges.get(i)?;
+        (r.end <= self.bytes.len()).then(|| self.bytes.slice(r.clone()))
+    }
+}
+
 /// Converts a request; `indexed` are the tag keys that get an index; spans
 /// outside `window` (around `now_us`) are rejected with the reason. Each
-/// resource and scope is encoded once and shared by its spans.
+/// resource and scope is encoded once and shared by its spans. With `raw`
+/// (the request's wire bytes), unchanged spans keep their bytes as their body.
 pub fn records_from_request(
     req: ExportTraceServiceRequest,
     indexed: &[String],
     window: Option<(TimeWindow, i64)>,
+    raw: Option<RawSpans>,
 ) -> Ingested {
     let mut out = Ingested::default();
+    // The ranges are used only if they are the decoded spans, one for one.
+    let raw = raw.filter(|r| {
+        r.ranges.len() as u64 == span_count(&req) && r.changed.len() == r.ranges.len()
+    });
+    let mut index = 0usize;
+    let mut kept_raw = 0usize;
     for rs in req.resource_spans {
         let resource = rs.resource.unwrap_or_default();
         let service = service_of(&resource);
@@ -98,15 +126,28 @@ pub fn records_from_request(
             let origin: Arc<[u8]> = Origin::encode(&resource, ss.scope.as_ref()).into();
             let origin_tags = origin_tag_hashes(&resource, ss.scope.as_ref());
             for s in ss.spans {
-                let record = SpanRecord::from_span(&s, &service, &origin, &origin_tags, indexed)
-                    .and_then(
+                let body = raw.as_ref().and_then(|r| r.body(index));
+                let raw_len = body.as_ref().map_or(0, bytes::Bytes::len);
+                index += 1;
+                let record = SpanRecord::from_span_with_body(
+                    &s,
+                    &service,
+                    &origin,
+                    &origin_tags,
+                    indexed,
+                    body,
+                )
+                .and_then(
                         |r| match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
                             Some(why) => Err(why),
                             None => Ok(r),
                         },
                     );
                 match record {
-                    Ok(r) => out.records.push(r),
+                    Ok(r) => {
+                        kept_raw += raw_len;
+                        out.records.push(r)
+                    }
                     Err(why) => {
                         if out.rejected == 0 {
                             out.message = format!("span {:?}: {why}", s.name);
@@ -117,6 +158,16 @@ pub fn records_from_request(
             }
         }
     }
+    // Slices keep the whole request's buffer alive: when the kept spans are less
+    // than half of it (rejected or redacted spans), they are copied out, so the
+    // memory held stays within twice what the records count.
+    if let Some(w) = &raw {
+        if kept_raw > 0 && kept_raw.saturating_mul(2) < w.bytes.len() {
+            for r in &mut out.records {
+                r.body = bytes::Bytes::copy_from_slice(&r.body);
+            }
+        }
+    }
     out
 }
 
@@ -124,8 +175,132 @@ pub fn records_from_request(
 mod tests {
     use super::*;
     use meshtrace_proto::otlp::resource::v1::Resource;
+    use meshtrace_proto::semconv::REDACTED as REDACTED_TEXT;
     use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use std::time::Duration;
+
+    /// Unchanged spans are stored as their wire bytes (slices of one copy of the
+    /// request), redacted ones encoded again; both decode to what was sent,
+    /// redaction applied; few kept spans are copied out of the request's buffer.
+    #[test]
+    fn unchanged_spans_keep_their_wire_bytes_and_redacted_ones_are_encoded_again() {
+        use crate::store::suite::kv;
+        use prost::Message;
+        let now_ns = 1_800_000_000_000_000_000u64;
+        let span = |id: u8, attrs: Vec<(&str, &str)>| Span {
+            trace_id: vec![7; 16],
+            span_id: vec![id; 8],
+            // Spans 1 and 3 are most of the request.
+            name: format!("op{id}{}", if id % 2 == 1 { "x".repeat(300) } else { String::new() }),
+            start_time_unix_nano: now_ns,
+            end_time_unix_nano: now_ns + 1000,
+            attributes: attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "a"), kv("db.password", "x")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: vec![
+                            span(1, vec![("k", "v")]),
+                            span(2, vec![("http.request.header.authorization", "Bearer x")]),
+                        ],
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        spans: vec![span(3, vec![]), span(0, vec![])],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let wire = bytes::Bytes::from(req.encode_to_vec());
+        let (_, ranges) = cost::decoded_cost_and_spans(&wire).unwrap();
+        assert_eq!(ranges.len(), 4);
+        let ingest = |ranges: Vec<std::ops::Range<usize>>| {
+            let mut decoded = ExportTraceServiceRequest::decode(wire.clone()).unwrap();
+            let mut raw = RawSpans {
+                bytes: wire.clone(),
+                ranges,
+                changed: Vec::new(),
+            };
+            let n = Redaction::default().apply_marking(&mut decoded, &mut raw.changed);
+            assert_eq!(n, 2, "the resource's password and span 2's header");
+            assert_eq!(raw.changed, [false, true, false, false]);
+            let mut expected = decoded.clone();
+            let all: Vec<Span> = expected.resource_spans[0]
+                .scope_spans
+                .iter_mut()
+                .flat_map(|ss| std::mem::take(&mut ss.spans))
+                .collect();
+            (records_from_request(decoded, &[], None, Some(raw)), all)
+        };
+        let (got, sent) = ingest(ranges.clone());
+        assert_eq!(got.rejected, 1, "span 0's id is all zeros");
+        assert_eq!(got.records.len(), 3);
+        for (r, s) in got.records.iter().zip([&sent[0], &sent[1], &sent[2]]) {
+            assert_eq!(&Span::decode(r.body.clone()).unwrap(), s);
+        }
+        let redacted = Span::decode(got.records[1].body.clone()).unwrap();
+        assert!(format!("{redacted:?}").contains(REDACTED_TEXT));
+        // Three of four spans kept: more than half of the request's bytes, so the
+        // unchanged ones are slices of it.
+        let inside = |b: &bytes::Bytes| {
+            let (p, w) = (b.as_ptr() as usize, wire.as_ptr() as usize);
+            p >= w && p < w + wire.len()
+        };
+        assert!(inside(&got.records[0].body) && inside(&got.records[2].body));
+        assert!(!inside(&got.records[1].body), "redacted: encoded again");
+        // Ranges that are not the decoded spans one for one are not used.
+        let (got, _) = ingest(ranges[..3].to_vec());
+        assert!(got.records.iter().all(|r| !inside(&r.body)));
+    }
+
+    #[test]
+    fn few_kept_spans_are_copied_out_of_the_request() {
+        use crate::store::suite::kv;
+        use prost::Message;
+        let now_ns = 1_800_000_000_000_000_000u64;
+        let spans: Vec<Span> = (0..10u8)
+            .map(|i| Span {
+                trace_id: vec![7; 16],
+                // All but one invalid (a span id of 3 bytes).
+                span_id: if i == 0 { vec![1; 8] } else { vec![1; 3] },
+                name: "x".repeat(200),
+                start_time_unix_nano: now_ns,
+                end_time_unix_nano: now_ns + 1000,
+                attributes: vec![kv("k", "v")],
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let wire = bytes::Bytes::from(req.encode_to_vec());
+        let (_, ranges) = cost::decoded_cost_and_spans(&wire).unwrap();
+        let raw = RawSpans {
+            bytes: wire.clone(),
+            ranges,
+            changed: vec![false; 10],
+        };
+        let got = records_from_request(req, &[], None, Some(raw));
+        assert_eq!((got.records.len(), got.rejected), (1, 9));
+        let b = &got.records[0].body;
+        let (p, w) = (b.as_ptr() as usize, wire.as_ptr() as usize);
+        assert!(!(p >= w && p < w + wire.len()), "one span of ten does not pin the request");
+        assert!(Span::decode(b.clone()).is_ok());
+    }
 
     #[test]
     fn spans_outside_the_time_window_are_rejected_with_the_reason() {
@@ -158,7 +333,7 @@ mod tests {
             max_age: Duration::from_secs(7 * 86_400),
             max_future: Duration::from_secs(3600),
         };
-        let got = records_from_request(req.clone(), &[], Some((window, now_us)));
+        let got = records_from_request(req.clone(), &[], Some((window, now_us)), None);
         assert_eq!(got.records.len(), 2, "now and 30 min ahead");
         assert_eq!(got.rejected, 2);
         assert!(
@@ -166,7 +341,7 @@ mod tests {
             "{}",
             got.message
         );
-        let all = records_from_request(req, &[], None);
+        let all = records_from_request(req, &[], None, None);
         assert_eq!(all.records.len(), 4, "no window: everything valid is kept");
         assert!(window
             .refuse(now_us + 70 * 365 * day, now_us)

@@ -26,6 +26,10 @@ use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use meshtrace_proto::semconv::{REDACTED, SENSITIVE_HEADERS};
 use std::collections::HashSet;
 
+/// Sets of names, hashed with foldhash (not DoS-resistant, and need not be:
+/// the names come from the configuration, only lookups from senders).
+type Names = HashSet<String, foldhash::fast::FixedState>;
+
 /// Credential names redacted by default (beside the filter's
 /// `SENSITIVE_HEADERS`), compared without case, `-` and `_`.
 pub const DEFAULT_NAMES: &[&str] = &[
@@ -130,8 +134,8 @@ pub struct PatternError {
 /// The rules, built once from the configuration.
 #[derive(Debug, Clone)]
 pub struct Redaction {
-    names: HashSet<String>,
-    url_parameters: HashSet<String>,
+    names: Names,
+    url_parameters: Names,
     allow: Vec<String>,
     patterns: Option<(regex::RegexSet, Vec<regex::Regex>)>,
 }
@@ -145,7 +149,7 @@ impl Default for Redaction {
 impl Redaction {
     /// The default rules plus `extra` names; keys in `allow` are kept verbatim.
     pub fn new(extra: &[String], allow: &[String]) -> Self {
-        let names: HashSet<String> = SENSITIVE_HEADERS
+        let names: Names = SENSITIVE_HEADERS
             .iter()
             .chain(DEFAULT_NAMES)
             .map(|s| normalized(s))
@@ -321,6 +325,12 @@ impl Redaction {
     /// Redacts span, event, link and resource attributes in place; returns how
     /// many values were changed.
     pub fn apply(&self, req: &mut ExportTraceServiceRequest) -> u64 {
+        self.apply_marking(req, &mut Vec::new())
+    }
+
+    /// [`Redaction::apply`], pushing to `changed`, span by span in order, whether
+    /// anything in the span itself (not its resource) was redacted.
+    pub fn apply_marking(&self, req: &mut ExportTraceServiceRequest, changed: &mut Vec<bool>) -> u64 {
         let mut n = 0;
         let mut buf = String::new();
         for rs in &mut req.resource_spans {
@@ -329,13 +339,15 @@ impl Redaction {
             }
             for ss in &mut rs.scope_spans {
                 for s in &mut ss.spans {
-                    n += self.redact_attrs(&mut s.attributes, 0, &mut buf);
+                    let mut m = self.redact_attrs(&mut s.attributes, 0, &mut buf);
                     for e in &mut s.events {
-                        n += self.redact_attrs(&mut e.attributes, 0, &mut buf);
+                        m += self.redact_attrs(&mut e.attributes, 0, &mut buf);
                     }
                     for l in &mut s.links {
-                        n += self.redact_attrs(&mut l.attributes, 0, &mut buf);
+                        m += self.redact_attrs(&mut l.attributes, 0, &mut buf);
                     }
+                    changed.push(m > 0);
+                    n += m;
                 }
             }
         }

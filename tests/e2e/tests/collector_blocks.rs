@@ -622,7 +622,13 @@ fn replicas_on_one_bucket_show_the_whole_mesh_in_the_monitor_tab() {
 #[test]
 fn migrate_converts_sqlite_partitions_into_blocks() {
     let s3 = S3Server::start("traces");
-    let sqlite = Collector::start();
+    let sqlite = Collector::start_opts(
+        meshtrace_testkit::scratch_path("sqlite"),
+        meshtrace_testkit::collector::Opts {
+            args: vec!["--store-engine".into(), "sqlite".into()],
+            ..Default::default()
+        },
+    );
     let ids: Vec<[u8; 16]> = (0..100u32)
         .map(|seq| {
             let (tid, body) = trace_request(3, 0, seq);

@@ -72,7 +72,7 @@ pub fn collector_path() -> PathBuf {
 /// The store engine the tests' collectors run: `MESHTRACE_STORE_ENGINE` (the whole
 /// suite can be run under either), else the collector's default.
 pub fn store_engine() -> String {
-    std::env::var("MESHTRACE_STORE_ENGINE").unwrap_or_else(|_| "sqlite".into())
+    std::env::var("MESHTRACE_STORE_ENGINE").unwrap_or_else(|_| "blocks".into())
 }
 
 /// The collector binary; fails with the command that builds it.

@@ -91,7 +91,7 @@ fn fixture_request() -> ExportTraceServiceRequest {
 fn fixture() -> (tempfile::TempDir, QueryState) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path(), Default::default()).unwrap());
-    let records = records_from_request(fixture_request(), &[], None).records;
+    let records = records_from_request(fixture_request(), &[], None, None).records;
     store.write(&records).unwrap();
     let st = QueryState {
         archive: None,
@@ -424,7 +424,7 @@ fn store_with(extra: Vec<KeyValue>) -> (tempfile::TempDir, QueryState) {
     };
     let store = SqliteStore::open(dir.path(), Default::default()).unwrap();
     store
-        .write(&records_from_request(req, &[], None).records)
+        .write(&records_from_request(req, &[], None, None).records)
         .unwrap();
     (dir, st)
 }
@@ -663,7 +663,7 @@ async fn hotspots_rank_pairs_by_critical_path_time_as_computed_by_hand() {
             ],
         };
         store
-            .write(&records_from_request(req, &[], None).records)
+            .write(&records_from_request(req, &[], None, None).records)
             .unwrap();
     }
     let st = QueryState {
@@ -756,7 +756,7 @@ async fn the_service_map_over_a_window_from_the_edge_history() {
     let all = st.store.traces(&[[0xab; 16]]).unwrap();
     assert_eq!(all.len(), 1);
     // (The span whose parent never arrived is INTERNAL: it pairs with nothing.)
-    metrics.record(&records_from_request(fixture_request(), &[], None).records);
+    metrics.record(&records_from_request(fixture_request(), &[], None, None).records);
     st.metrics = Some(metrics);
     let (s, v) = get(&st, "/api/analysis/service-map?lookback=1h").await;
     assert_eq!(s, 200, "{v}");
@@ -799,7 +799,7 @@ async fn the_sampling_page_over_20000_services_is_a_bounded_read() {
             .collect(),
     };
     store
-        .write(&records_from_request(req, &[], None).records)
+        .write(&records_from_request(req, &[], None, None).records)
         .unwrap();
     let metrics = Arc::new(crate::telemetry::SamplingMetrics::default());
     let adaptive = Arc::new(Adaptive::new(

@@ -103,7 +103,7 @@ pub fn write<W: std::io::Write + Send>(
         + usize::from(!rows.is_empty());
     let per_group = rows_per_group.max(1);
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(pq)?))
         .set_max_row_group_row_count(Some(per_group))
         .set_data_page_row_count_limit(1024)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -202,6 +202,8 @@ pub struct Opened {
     pub groups: Vec<Group>,
     /// The block has the `tags` column (format 2 on).
     pub has_tags: bool,
+    /// What it holds in memory: the decoded footer and page index, the filters.
+    pub bytes: u64,
 }
 
 pub struct Group {
@@ -276,10 +278,21 @@ pub fn open<R: Ranges + 'static>(source: R, index_at: Option<u64>) -> Result<Ope
             start,
         });
     }
+    let filters: usize = groups
+        .iter()
+        .flat_map(|g| [g.bloom.as_ref(), g.tags_bloom.as_ref()])
+        .flatten()
+        .map(|b| b.num_blocks() * 32)
+        .sum();
+    let bytes = (md.memory_size()
+        + filters
+        + groups.capacity() * std::mem::size_of::<Group>()
+        + std::mem::size_of::<Opened>()) as u64;
     Ok(Opened {
         meta,
         groups,
         has_tags,
+        bytes,
     })
 }
 

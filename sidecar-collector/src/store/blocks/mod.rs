@@ -44,6 +44,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,9 @@ pub struct BlockSettings {
     pub compaction_interval: Duration,
     /// Bytes of recently read blocks kept on local disk (0: no cache).
     pub cache_bytes: u64,
+    /// Bytes of opened blocks' metadata (footers, page indexes, bloom filters)
+    /// kept in memory; the least recently used are dropped past it.
+    pub metadata_bytes: u64,
 }
 
 impl Default for BlockSettings {
@@ -84,7 +88,28 @@ impl Default for BlockSettings {
             poll_interval: Duration::from_secs(30),
             compaction_interval: Duration::from_secs(60),
             cache_bytes: 0,
+            metadata_bytes: 256 << 20,
         }
+    }
+}
+
+/// Opened blocks' metadata in memory, against `BlockSettings::metadata_bytes`.
+#[derive(Default)]
+struct MetaBudget {
+    limit: u64,
+    /// Bytes of metadata held (kept exact by [`BlockStore::trim_metadata`]).
+    used: AtomicU64,
+    /// A clock of uses: a block's `last_used` is its tick.
+    tick: AtomicU64,
+}
+
+impl MetaBudget {
+    fn tick(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.limit
     }
 }
 
@@ -272,6 +297,8 @@ struct Block {
     meta: BlockMeta,
     source: Source,
     opened: Mutex<Option<Arc<format::Opened>>>,
+    /// When its metadata was last used ([`MetaBudget::tick`]).
+    last_used: AtomicU64,
 }
 
 enum Reader {
@@ -306,8 +333,10 @@ impl Block {
         })
     }
 
-    /// The block's metadata and filters, read once (a failed read is tried again next time).
-    fn opened(&self) -> Result<Arc<format::Opened>, StoreError> {
+    /// The block's metadata and filters, read once and kept while `budget` allows
+    /// (a failed read is tried again next time).
+    fn opened(&self, budget: &MetaBudget) -> Result<Arc<format::Opened>, StoreError> {
+        self.last_used.store(budget.tick(), Ordering::Relaxed);
         if let Some(o) = lock(&self.opened).as_ref() {
             return Ok(o.clone());
         }
@@ -315,8 +344,17 @@ impl Block {
             Reader::File(f) => format::open(f, self.meta.index_offset)?,
             Reader::Remote(r) => format::open(r, self.meta.index_offset)?,
         });
-        *lock(&self.opened) = Some(o.clone());
+        let mut slot = lock(&self.opened);
+        if slot.is_none() {
+            budget.used.fetch_add(o.bytes, Ordering::Relaxed);
+            *slot = Some(o.clone());
+        }
         Ok(o)
+    }
+
+    /// Its metadata's bytes in memory (0 when not opened).
+    fn opened_bytes(&self) -> u64 {
+        lock(&self.opened).as_ref().map_or(0, |o| o.bytes)
     }
 
     fn read(
@@ -543,6 +581,8 @@ pub struct BlockStore {
     cutting: Mutex<()>,
     /// Space set aside for cutting on a full disk.
     reserve: reserve::Reserve,
+    /// Opened blocks' metadata held in memory.
+    meta_budget: MetaBudget,
 }
 
 fn now_us() -> i64 {
@@ -649,6 +689,7 @@ impl Cutter {
             meta,
             source: Source::Pending(path, self.backend.clone()),
             opened: Mutex::new(None),
+            last_used: AtomicU64::new(0),
         })
     }
 }
@@ -764,6 +805,10 @@ impl BlockStore {
             cache,
             cutting: Mutex::new(()),
             reserve,
+            meta_budget: MetaBudget {
+                limit: settings.metadata_bytes,
+                ..MetaBudget::default()
+            },
             working: Mutex::new(None),
             peers: OnceLock::new(),
             cutter,
@@ -845,6 +890,7 @@ impl BlockStore {
                 self.cut_sealed()?;
             }
         }
+        self.trim_metadata();
         self.warm();
         if let Some(c) = &self.cache {
             if let Err(e) = c.fill(&self.backend) {
@@ -884,10 +930,46 @@ impl BlockStore {
             .cloned()
             .collect();
         for b in cold {
-            if let Err(e) = b.opened() {
+            // Newest first would be better still; at least never past half the budget.
+            if self.meta_budget.used.load(Ordering::Relaxed) > self.meta_budget.limit / 2 {
+                break;
+            }
+            if let Err(e) = b.opened(&self.meta_budget) {
                 tracing::debug!(block = %b.meta.id, error = %e, "block metadata not read yet");
             }
         }
+    }
+
+    /// Counts the metadata held again (blocks deleted meanwhile took theirs
+    /// along) and, past `metadata_bytes`, drops the least recently used blocks'
+    /// until three quarters of it are held. A read using a dropped block's
+    /// metadata keeps it until it ends.
+    fn trim_metadata(&self) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut held: Vec<(u64, Arc<Block>)> = st
+            .blocks
+            .values()
+            .chain(st.pending.iter())
+            .filter(|b| b.opened_bytes() > 0)
+            .map(|b| (b.last_used.load(Ordering::Relaxed), b.clone()))
+            .collect();
+        drop(st);
+        let mut used: u64 = held.iter().map(|(_, b)| b.opened_bytes()).sum();
+        self.meta_budget.used.store(used, Ordering::Relaxed);
+        if used <= self.meta_budget.limit {
+            return;
+        }
+        held.sort_unstable_by_key(|(t, _)| *t);
+        let target = self.meta_budget.limit / 4 * 3;
+        for (_, b) in held {
+            if used <= target {
+                break;
+            }
+            if let Some(o) = lock(&b.opened).take() {
+                used = used.saturating_sub(o.bytes);
+            }
+        }
+        self.meta_budget.used.store(used, Ordering::Relaxed);
     }
 
     /// Merges this replica's small blocks of one day (each under half of
@@ -926,7 +1008,7 @@ impl BlockStore {
         let mut rows = Vec::new();
         let mut names = Names::default();
         for b in &set {
-            let opened = b.opened()?;
+            let opened = b.opened(&self.meta_budget)?;
             for gi in 0..opened.groups.len() {
                 for batch in b.read(&opened, gi, &format::all(&opened), None)? {
                     rows.extend(format::rows(&batch, &mut names)?);
@@ -1008,6 +1090,7 @@ impl BlockStore {
                 meta: b.meta.clone(),
                 source: Source::Remote(self.backend.clone(), self.cache.clone()),
                 opened: Mutex::new(lock(&b.opened).clone()),
+                last_used: AtomicU64::new(b.last_used.load(Ordering::Relaxed)),
             });
             {
                 let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -1215,7 +1298,11 @@ impl BlockStore {
         ctl: &ReadCtl,
         read: impl FnOnce(&format::Opened) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        match b.opened().and_then(|o| read(&o)) {
+        let opened = b.opened(&self.meta_budget);
+        if self.meta_budget.over() {
+            self.trim_metadata();
+        }
+        match opened.and_then(|o| read(&o)) {
             Ok(()) => Ok(()),
             Err(e) if e.is_limit() => Err(e),
             Err(_) if !self.still_listed(b) => Ok(()),
@@ -1334,6 +1421,7 @@ fn load_block(
         meta,
         source: Source::Remote(backend.clone(), cache.clone()),
         opened: Mutex::new(None),
+        last_used: AtomicU64::new(0),
     }))
 }
 

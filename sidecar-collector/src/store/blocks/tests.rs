@@ -257,7 +257,7 @@ fn block_files_keep_trace_order_statistics_and_bloom_filters() {
     assert_eq!(b.meta.spans, 200);
     assert_eq!(b.meta.traces, 100);
     assert_eq!(b.meta.format_version, 2);
-    let o = b.opened().unwrap();
+    let o = b.opened(&MetaBudget::default()).unwrap();
     assert!(o.has_tags);
     assert!(o.groups.iter().all(|g| g.tags_bloom.is_some()));
     let tag = crate::model::tag_hash("http.response.status_code", "200");
@@ -544,7 +544,7 @@ fn a_lookup_reads_only_the_pages_that_hold_its_trace() {
         .next()
         .unwrap()
         .clone();
-    let o = block.opened().unwrap();
+    let o = block.opened(&MetaBudget::default()).unwrap();
     assert!(o.groups[0].rows == 8192, "{}", o.groups[0].rows);
     let whole = format::fetched_bytes(&o, 0, &LOOKUP_COLUMNS);
     for n in [0u16, 1, 2047, 2048, 2049, 4095] {
@@ -661,4 +661,69 @@ fn recently_read_blocks_are_cached_on_local_disk_within_cache_bytes() {
         std::fs::read_dir(d.path().join("r/cache")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn opened_metadata_stays_within_metadata_bytes_and_reads_stay_whole() {
+    let d = tempfile::tempdir().unwrap();
+    const DAY_NS: u64 = 86_400_000_000_000;
+    let writer = BlockStore::open(&d.path().join("w"), settings(d.path())).unwrap();
+    for t in 1..=8u8 {
+        let start = BASE_NS + u64::from(t) * DAY_NS;
+        writer
+            .write(&records("svc", vec![span(t, 1, 0, "x", start, 1, 200)]))
+            .unwrap();
+        writer.flush().unwrap();
+    }
+    drop(writer);
+    let open = |limit: u64| {
+        BlockStore::open(
+            &d.path().join(format!("r{limit}")),
+            BlockSettings {
+                metadata_bytes: limit,
+                ..settings(d.path())
+            },
+        )
+        .unwrap()
+    };
+    // The size of one block's metadata, from a store without a limit.
+    let big = open(u64::MAX);
+    let ctl = ReadCtl::unbounded();
+    for t in 1..=8u8 {
+        assert_eq!(big.traces_within(&[[t; 16]], 10, &ctl).unwrap().traces.len(), 1);
+    }
+    big.trim_metadata();
+    let all = big.meta_budget.used.load(Ordering::Relaxed);
+    let one = all / 8;
+    assert!(one > 1000, "{all} bytes for 8 blocks");
+    // Room for about three blocks' metadata: reads of all eight find every trace,
+    // and what stays opened is within the limit.
+    let limit = one * 3 + one / 2;
+    let s = open(limit);
+    for round in 0..3 {
+        for t in 1..=8u8 {
+            let got = s.traces_within(&[[t; 16]], 10, &ctl).unwrap();
+            assert_eq!(got.traces.len(), 1, "round {round}, trace {t}");
+        }
+        assert_eq!(trace_ids(&*s).len(), 8, "a search over every block");
+        s.work().unwrap();
+        let held: u64 = s
+            .state
+            .read()
+            .unwrap()
+            .blocks
+            .values()
+            .map(|b| b.opened_bytes())
+            .sum();
+        assert!(held <= limit, "round {round}: {held} > {limit}");
+        assert_eq!(held, s.meta_budget.used.load(Ordering::Relaxed));
+    }
+    // The most recently used stay: trace 8 was read last.
+    let st = s.state.read().unwrap();
+    let newest = st
+        .blocks
+        .values()
+        .max_by_key(|b| b.last_used.load(Ordering::Relaxed))
+        .unwrap();
+    assert!(newest.opened_bytes() > 0);
 }
