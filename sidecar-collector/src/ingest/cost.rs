@@ -192,9 +192,7 @@ pub fn decoded_cost(buf: &[u8]) -> Result<u64, WireError> {
 /// [`decoded_cost`], and where each span's bytes are in `buf` (in the order
 /// prost decodes them): a span left as it came is stored as these bytes, not
 /// encoded again.
-pub fn decoded_cost_and_spans(
-    buf: &[u8],
-) -> Result<(u64, Vec<std::ops::Range<usize>>), WireError> {
+pub fn decoded_cost_and_spans(buf: &[u8]) -> Result<(u64, Vec<std::ops::Range<usize>>), WireError> {
     let mut spans = Vec::new();
     let cost = walk(buf, 0, buf.len(), Msg::Request, 0, &mut spans)?;
     Ok((size_of::<ExportTraceServiceRequest>() as u64 + cost, spans))

@@ -114,9 +114,8 @@ pub fn records_from_request(
 ) -> Ingested {
     let mut out = Ingested::default();
     // The ranges are used only if they are the decoded spans, one for one.
-    let raw = raw.filter(|r| {
-        r.ranges.len() as u64 == span_count(&req) && r.changed.len() == r.ranges.len()
-    });
+    let raw = raw
+        .filter(|r| r.ranges.len() as u64 == span_count(&req) && r.changed.len() == r.ranges.len());
     let mut index = 0usize;
     let mut kept_raw = 0usize;
     for rs in req.resource_spans {
@@ -137,12 +136,12 @@ pub fn records_from_request(
                     indexed,
                     body,
                 )
-                .and_then(
-                        |r| match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
-                            Some(why) => Err(why),
-                            None => Ok(r),
-                        },
-                    );
+                .and_then(|r| {
+                    match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
+                        Some(why) => Err(why),
+                        None => Ok(r),
+                    }
+                });
                 match record {
                     Ok(r) => {
                         kept_raw += raw_len;
@@ -175,8 +174,8 @@ pub fn records_from_request(
 mod tests {
     use super::*;
     use meshtrace_proto::otlp::resource::v1::Resource;
-    use meshtrace_proto::semconv::REDACTED as REDACTED_TEXT;
     use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use meshtrace_proto::semconv::REDACTED as REDACTED_TEXT;
     use std::time::Duration;
 
     /// Unchanged spans are stored as their wire bytes (slices of one copy of the
@@ -191,7 +190,14 @@ mod tests {
             trace_id: vec![7; 16],
             span_id: vec![id; 8],
             // Spans 1 and 3 are most of the request.
-            name: format!("op{id}{}", if id % 2 == 1 { "x".repeat(300) } else { String::new() }),
+            name: format!(
+                "op{id}{}",
+                if id % 2 == 1 {
+                    "x".repeat(300)
+                } else {
+                    String::new()
+                }
+            ),
             start_time_unix_nano: now_ns,
             end_time_unix_nano: now_ns + 1000,
             attributes: attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),
@@ -298,7 +304,10 @@ mod tests {
         assert_eq!((got.records.len(), got.rejected), (1, 9));
         let b = &got.records[0].body;
         let (p, w) = (b.as_ptr() as usize, wire.as_ptr() as usize);
-        assert!(!(p >= w && p < w + wire.len()), "one span of ten does not pin the request");
+        assert!(
+            !(p >= w && p < w + wire.len()),
+            "one span of ten does not pin the request"
+        );
         assert!(Span::decode(b.clone()).is_ok());
     }
 

@@ -330,7 +330,11 @@ impl Redaction {
 
     /// [`Redaction::apply`], pushing to `changed`, span by span in order, whether
     /// anything in the span itself (not its resource) was redacted.
-    pub fn apply_marking(&self, req: &mut ExportTraceServiceRequest, changed: &mut Vec<bool>) -> u64 {
+    pub fn apply_marking(
+        &self,
+        req: &mut ExportTraceServiceRequest,
+        changed: &mut Vec<bool>,
+    ) -> u64 {
         let mut n = 0;
         let mut buf = String::new();
         for rs in &mut req.resource_spans {

@@ -508,8 +508,28 @@ impl SqliteStore {
         lock(&self.writers).0.len()
     }
 
-    /// Can the store take a write now (the directory takes a file)?
+    /// Can the store take a write now (the directory takes a file)? Partitions
+    /// whose files went away (the volume was emptied) are closed and forgotten
+    /// first: the next write makes the file again instead of writing into the
+    /// deleted one, where what it acknowledged would be lost.
     pub fn check_writable(&self) -> Result<(), StoreError> {
+        let gone = |day: &i64| !self.path_for(*day).exists();
+        let mut w = lock(&self.writers);
+        let before = w.0.len();
+        w.0.retain(|day, _| !gone(day));
+        let closed = before - w.0.len();
+        drop(w);
+        if closed > 0 {
+            tracing::warn!(
+                partitions = closed,
+                "partitions whose files are gone were closed"
+            );
+            lock(&self.idle_readers).clear();
+        }
+        self.days
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|day| !gone(day));
         write_probe(&self.dir)
     }
 

@@ -138,9 +138,19 @@ fn readyz_fails_when_the_store_can_neither_be_written_nor_read() {
         200,
         "alive: not a restart, out of rotation"
     );
-    // It comes back.
+    // It comes back (empty): ready again, and what is written then is stored and found.
     std::fs::create_dir_all(&data).unwrap();
     wait_for(200);
+    let spans = vec![span_on_day(3, 0)];
+    let trace = meshtrace_testkit::otlp_receiver::hex(&spans[0].trace_id);
+    assert_eq!(
+        c.post_otlp(&request("s", spans).encode_to_vec()),
+        200,
+        "{}",
+        c.log()
+    );
+    let (status, body) = c.get(&format!("/api/traces/{trace}"));
+    assert_eq!(status, 200, "{body}\n{}", c.log());
 }
 
 /// Short limits, so the test sees them act.

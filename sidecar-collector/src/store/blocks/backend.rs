@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::file::reader::{ChunkReader, Length};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Where to keep blocks.
@@ -175,6 +176,10 @@ impl Backend {
     /// Whether blocks can be read: a local directory is there, a bucket answers a listing.
     pub fn check(&self) -> Result<(), StoreError> {
         if let Some(dir) = &self.local_root {
+            // Made again when its parent is there (the volume came back empty).
+            if !dir.exists() && dir.parent().is_some_and(Path::is_dir) {
+                let _ = std::fs::create_dir_all(dir);
+            }
             std::fs::read_dir(dir).map_err(|e| super::super::rows::io(dir, e))?;
         }
         self.list("blocks/none").map(|_| ())

@@ -1069,7 +1069,18 @@ impl BlockStore {
             let Source::Pending(path, _) = &b.source else {
                 continue;
             };
-            let data = std::fs::read(path).map_err(|e| io(path, e))?;
+            let data = match std::fs::read(path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Its directory went away (the volume was emptied): nothing to upload.
+                    tracing::error!(block = %b.meta.id, spans = b.meta.spans,
+                        "blocks: a pending block's file is gone with its directory; its spans are lost");
+                    let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                    st.pending.retain(|p| !Arc::ptr_eq(p, &b));
+                    continue;
+                }
+                Err(e) => return Err(io(path, e)),
+            };
             let meta = serde_json::to_vec(&b.meta).map_err(corrupt)?;
             let result = self
                 .backend
@@ -1214,6 +1225,9 @@ impl BlockStore {
     /// (can it be written, can it be read): the WAL takes writes while it has
     /// room; reads need the backend to list its blocks.
     pub fn health(&self) -> (Result<(), StoreError>, Result<(), StoreError>) {
+        if let Err(e) = self.remake_dirs() {
+            tracing::warn!(error = %e, "blocks: the data directory's subdirectories cannot be made again");
+        }
         let bytes = self.wal_bytes();
         let sealed = self.sealed_bytes();
         let write = if bytes >= self.settings.wal_max_bytes {
@@ -1230,6 +1244,30 @@ impl BlockStore {
             super::sqlite::write_probe(&self.dir.join("wal"))
         };
         (write, self.backend.check())
+    }
+
+    /// The volume came back empty (remounted, restored from nothing): the WAL and
+    /// pending directories are made again inside `dir` (never `dir` itself: an
+    /// unmounted volume's mount point is not written to) and the WAL rolls into
+    /// the new one, the head sealed so its spans become a block at once. What was
+    /// only in the old directories (the open segment, pending blocks) went with them.
+    fn remake_dirs(&self) -> Result<(), StoreError> {
+        let wal = self.dir.join("wal");
+        if wal.exists() || !self.dir.is_dir() {
+            return Ok(());
+        }
+        tracing::warn!(dir = %self.dir.display(), "blocks: the WAL directory is gone; made again, the head is sealed into a block");
+        std::fs::create_dir_all(&wal).map_err(|e| io(&wal, e))?;
+        let id = wal.join("ID");
+        std::fs::write(&id, &self.cutter.wal_id).map_err(|e| io(&id, e))?;
+        let pending = &self.cutter.pending_dir;
+        std::fs::create_dir_all(pending).map_err(|e| io(pending, e))?;
+        if !self.seal(true)? {
+            let mut w = lock(&self.writing);
+            let next = w.wal.roll()?;
+            w.head.write().unwrap_or_else(|e| e.into_inner()).first_seq = next;
+        }
+        Ok(())
     }
 
     /// Asks `peers` for their heads in every read from now on.

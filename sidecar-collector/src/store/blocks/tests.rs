@@ -690,7 +690,13 @@ fn opened_metadata_stays_within_metadata_bytes_and_reads_stay_whole() {
     let big = open(u64::MAX);
     let ctl = ReadCtl::unbounded();
     for t in 1..=8u8 {
-        assert_eq!(big.traces_within(&[[t; 16]], 10, &ctl).unwrap().traces.len(), 1);
+        assert_eq!(
+            big.traces_within(&[[t; 16]], 10, &ctl)
+                .unwrap()
+                .traces
+                .len(),
+            1
+        );
     }
     big.trim_metadata();
     let all = big.meta_budget.used.load(Ordering::Relaxed);
