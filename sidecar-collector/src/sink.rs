@@ -3,8 +3,9 @@
 
 use crate::forward::Forwarder;
 use crate::ingest::cost::{decoded_cost_and_spans, json_cost};
+use crate::ingest::wire::records_from_wire;
 use crate::ingest::{
-    records_from_request, retain_valid, span_count, RawSpans, Redaction, TimeWindow,
+    records_from_request, retain_valid, span_count, Ingested, RawSpans, Redaction, TimeWindow,
 };
 use crate::memory::{MemoryError, RequestMemory};
 use crate::pipeline::{Pipeline, SubmitError};
@@ -110,6 +111,12 @@ pub async fn refuse_when_full(
     }
 }
 
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Invalid spans that were left out.
 #[derive(Debug, Default)]
 pub struct Accepted {
@@ -161,6 +168,14 @@ impl Sink {
         if let Some(m) = &memory {
             m.grow_to(raw.len() as u64 + cost).await?;
         }
+        if let (Encoding::Protobuf, Target::Store { .. }) = (encoding, &self.target) {
+            // Spans read in place from one copy of the bytes (a receiver's buffer may
+            // be larger, or shared), never decoded: see `ingest::wire`.
+            let own = Bytes::copy_from_slice(&raw);
+            if let Some(accepted) = self.store_wire(&own, ranges.len() as u64, &memory).await {
+                return accepted;
+            }
+        }
         let (req, raw) = match encoding {
             Encoding::Protobuf => {
                 let req = ExportTraceServiceRequest::decode(raw.clone())
@@ -194,6 +209,77 @@ impl Sink {
         self.accept_raw(req, memory, None).await
     }
 
+    /// The store's path for protobuf exports: records read from the wire bytes;
+    /// `None` when the export is unusual or malformed (decoded by prost instead).
+    async fn store_wire(
+        &self,
+        raw: &Bytes,
+        spans: u64,
+        memory: &Option<RequestMemory>,
+    ) -> Option<Result<Accepted, Refusal>> {
+        let Target::Store {
+            indexed_tags,
+            window,
+            ..
+        } = &self.target
+        else {
+            return None;
+        };
+        let got = records_from_wire(
+            raw,
+            &self.redaction,
+            indexed_tags,
+            Some((*window, now_us())),
+        )?;
+        let c = self.counters();
+        c.spans_received.inc_by(spans);
+        c.attributes_redacted.inc_by(got.redacted);
+        Some(self.store(got.ingested, memory).await)
+    }
+
+    /// Queues records for the store (the reservation ends once they are queued)
+    /// and waits until they are committed.
+    async fn store(
+        &self,
+        ingested: Ingested,
+        memory: &Option<RequestMemory>,
+    ) -> Result<Accepted, Refusal> {
+        let Target::Store {
+            pipeline, adaptive, ..
+        } = &self.target
+        else {
+            return Err(Refusal::Retry("not a store".into()));
+        };
+        let c = self.counters();
+        // The decoded request is gone; the records are bounded by queue.max_bytes.
+        if let Some(m) = memory {
+            m.release().await;
+        }
+        c.spans_rejected.inc_by(ingested.rejected);
+        let tally = adaptive.as_ref().map(|a| {
+            // Only where the span's own sampler decided: a hop that followed
+            // its parent says nothing about its own operation's probability.
+            a.tally(ingested.records.iter().filter_map(|r| {
+                Some((
+                    r.service.as_str(),
+                    r.operation.as_str(),
+                    r.sampled_probability.filter(|_| r.sampler_decided)?,
+                ))
+            }))
+        });
+        if !ingested.records.is_empty() {
+            pipeline.submit(ingested.records).await?;
+        }
+        // Counted once stored: a refused request comes back.
+        if let (Some(a), Some(t)) = (adaptive, tally) {
+            a.observe(t);
+        }
+        Ok(Accepted {
+            rejected: ingested.rejected,
+            message: ingested.message,
+        })
+    }
+
     /// [`Sink::accept`] with the request's wire bytes, when it has them.
     async fn accept_raw(
         &self,
@@ -210,43 +296,13 @@ impl Sink {
         c.attributes_redacted.inc_by(redacted);
         match &self.target {
             Target::Store {
-                pipeline,
                 indexed_tags,
                 window,
-                adaptive,
+                ..
             } => {
-                let now_us = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64);
                 let ingested =
-                    records_from_request(req, indexed_tags, Some((*window, now_us)), raw);
-                // The decoded request is gone; the records are bounded by queue.max_bytes.
-                if let Some(m) = &memory {
-                    m.release().await;
-                }
-                c.spans_rejected.inc_by(ingested.rejected);
-                let tally = adaptive.as_ref().map(|a| {
-                    // Only where the span's own sampler decided: a hop that followed
-                    // its parent says nothing about its own operation's probability.
-                    a.tally(ingested.records.iter().filter_map(|r| {
-                        Some((
-                            r.service.as_str(),
-                            r.operation.as_str(),
-                            r.sampled_probability.filter(|_| r.sampler_decided)?,
-                        ))
-                    }))
-                });
-                if !ingested.records.is_empty() {
-                    pipeline.submit(ingested.records).await?;
-                }
-                // Counted once stored: a refused request comes back.
-                if let (Some(a), Some(t)) = (adaptive, tally) {
-                    a.observe(t);
-                }
-                Ok(Accepted {
-                    rejected: ingested.rejected,
-                    message: ingested.message,
-                })
+                    records_from_request(req, indexed_tags, Some((*window, now_us())), raw);
+                self.store(ingested, &memory).await
             }
             Target::Forward(f) => {
                 let (rejected, message) = retain_valid(&mut req);

@@ -23,6 +23,8 @@
 
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::Span;
 use meshtrace_proto::semconv::{REDACTED, SENSITIVE_HEADERS};
 use std::collections::HashSet;
 
@@ -322,6 +324,39 @@ impl Redaction {
         n
     }
 
+    /// Whether redaction would change attribute `key` with the string value `value`
+    /// (`None`: a value of another type, left alone unless the key is sensitive).
+    pub fn would_change(&self, key: &str, value: Option<&str>, buf: &mut String) -> bool {
+        if self.sensitive_with(key, buf) {
+            return true;
+        }
+        value.is_some_and(|s| {
+            (is_url_key(key) && self.redact_url(s).is_some())
+                || self
+                    .patterns
+                    .as_ref()
+                    .is_some_and(|(set, _)| set.is_match(s))
+        })
+    }
+
+    /// Redacts a resource's attributes; how many values changed.
+    pub fn apply_resource(&self, r: &mut Resource) -> u64 {
+        self.redact_attrs(&mut r.attributes, 0, &mut String::new())
+    }
+
+    /// Redacts a span's, its events' and its links' attributes; how many values changed.
+    pub fn apply_span(&self, s: &mut Span) -> u64 {
+        let mut buf = String::new();
+        let mut m = self.redact_attrs(&mut s.attributes, 0, &mut buf);
+        for e in &mut s.events {
+            m += self.redact_attrs(&mut e.attributes, 0, &mut buf);
+        }
+        for l in &mut s.links {
+            m += self.redact_attrs(&mut l.attributes, 0, &mut buf);
+        }
+        m
+    }
+
     /// Redacts span, event, link and resource attributes in place; returns how
     /// many values were changed.
     pub fn apply(&self, req: &mut ExportTraceServiceRequest) -> u64 {
@@ -343,13 +378,7 @@ impl Redaction {
             }
             for ss in &mut rs.scope_spans {
                 for s in &mut ss.spans {
-                    let mut m = self.redact_attrs(&mut s.attributes, 0, &mut buf);
-                    for e in &mut s.events {
-                        m += self.redact_attrs(&mut e.attributes, 0, &mut buf);
-                    }
-                    for l in &mut s.links {
-                        m += self.redact_attrs(&mut l.attributes, 0, &mut buf);
-                    }
+                    let m = self.apply_span(s);
                     changed.push(m > 0);
                     n += m;
                 }

@@ -1,0 +1,537 @@
+//! The store's ingest path without decoding spans: an export's spans are read
+//! in place from its wire bytes (ids, times, name, kind, status, attributes as
+//! slices) and stored as those bytes. Decoding every span into owned `String`s
+//! and `Vec`s and dropping them again was the largest part of the central
+//! collector's CPU per span after storage itself (prost's decode about a fifth,
+//! `scripts/bench/collector`, perf). Resources and scopes, a few per export, are
+//! decoded with prost. A span redaction would change, or one this reader does
+//! not take as it is (nested array or key/value-list values, a message field
+//! repeated, a wrong wire type), is decoded with prost, redacted and encoded
+//! again, as before; an export whose structure is unusual goes the old way whole.
+//! `records_from_wire` gives what `records_from_request` gives (property test).
+
+use super::{Ingested, Redaction, TimeWindow};
+use crate::model::{
+    kind_name, origin_tag_hashes, service_of, tag_hash, tracestate_probability, Origin, SpanRecord,
+};
+use bytes::Bytes;
+use meshtrace_proto::otlp::common::v1::InstrumentationScope;
+use meshtrace_proto::otlp::resource::v1::Resource;
+use meshtrace_proto::otlp::trace::v1::Span;
+use meshtrace_proto::semconv;
+use prost::Message;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// An attribute value, read in place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(&'a [u8]),
+    /// No value (no `value`, or an `AnyValue` with none set).
+    Empty,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Attr<'a> {
+    pub key: &'a str,
+    pub value: Val<'a>,
+}
+
+/// The fields of a span a record needs.
+#[derive(Debug, Default)]
+pub struct SpanView<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub trace_state: &'a str,
+    pub name: &'a str,
+    pub kind: i32,
+    pub start: u64,
+    pub end: u64,
+    pub status_code: i32,
+}
+
+/// One protobuf field: its number and its value.
+enum F<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32,
+    Len(&'a [u8]),
+}
+
+/// The fields of a message, in order; `None` at the first malformed byte.
+struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Fields { buf, pos: 0 }
+    }
+
+    /// The next field, `Some(None)` at the end, `None` when malformed.
+    fn next_field(&mut self) -> Option<Option<(u64, F<'a>)>> {
+        if self.pos >= self.buf.len() {
+            return Some(None);
+        }
+        let key = varint(self.buf, &mut self.pos)?;
+        let (tag, wire) = (key >> 3, key & 7);
+        if tag == 0 {
+            return None;
+        }
+        let f = match wire {
+            0 => F::Varint(varint(self.buf, &mut self.pos)?),
+            1 => {
+                let b = self.buf.get(self.pos..self.pos.checked_add(8)?)?;
+                self.pos += 8;
+                F::Fixed64(u64::from_le_bytes(b.try_into().ok()?))
+            }
+            5 => {
+                self.buf.get(self.pos..self.pos.checked_add(4)?)?;
+                self.pos += 4;
+                F::Fixed32
+            }
+            2 => {
+                let len = usize::try_from(varint(self.buf, &mut self.pos)?).ok()?;
+                let b = self.buf.get(self.pos..self.pos.checked_add(len)?)?;
+                self.pos += len;
+                F::Len(b)
+            }
+            _ => return None,
+        };
+        Some(Some((tag, f)))
+    }
+}
+
+fn text(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b).ok()
+}
+
+/// An `AnyValue`; `None` for nested values and anything unusual.
+fn any_value(buf: &[u8]) -> Option<Val<'_>> {
+    let mut f = Fields::new(buf);
+    let mut v = Val::Empty;
+    let mut set = false;
+    while let Some((tag, field)) = f.next_field()? {
+        let next = match (tag, field) {
+            (1, F::Len(b)) => Val::Str(text(b)?),
+            (2, F::Varint(x)) => Val::Bool(x != 0),
+            (3, F::Varint(x)) => Val::Int(x as i64),
+            (4, F::Fixed64(x)) => Val::Double(f64::from_bits(x)),
+            (7, F::Len(b)) => Val::Bytes(b),
+            (1..=7, _) => return None,
+            _ => continue,
+        };
+        // One value per `AnyValue`, as every sender writes it.
+        if set {
+            return None;
+        }
+        set = true;
+        v = next;
+    }
+    Some(v)
+}
+
+fn key_value(buf: &[u8]) -> Option<Attr<'_>> {
+    let mut f = Fields::new(buf);
+    let (mut key, mut value, mut seen_value) = ("", Val::Empty, false);
+    while let Some((tag, field)) = f.next_field()? {
+        match (tag, field) {
+            (1, F::Len(b)) => key = text(b)?,
+            (2, F::Len(b)) if !seen_value => {
+                seen_value = true;
+                value = any_value(b)?;
+            }
+            (1 | 2, _) => return None,
+            _ => {}
+        }
+    }
+    Some(Attr { key, value })
+}
+
+/// Reads `buf` as a `Span`: its fields, its attributes into `attrs`, its events'
+/// attributes into `event_attrs` and its links' into `link_attrs` (all cleared
+/// first). `None` when the span is not taken as it is (see the module's doc).
+pub fn span_view<'a>(
+    buf: &'a [u8],
+    attrs: &mut Vec<Attr<'a>>,
+    event_attrs: &mut Vec<Attr<'a>>,
+    link_attrs: &mut Vec<Attr<'a>>,
+) -> Option<SpanView<'a>> {
+    attrs.clear();
+    event_attrs.clear();
+    link_attrs.clear();
+    let mut v = SpanView::default();
+    let mut f = Fields::new(buf);
+    let mut status_seen = false;
+    while let Some((tag, field)) = f.next_field()? {
+        match (tag, field) {
+            (1, F::Len(b)) => v.trace_id = b,
+            (2, F::Len(b)) => v.span_id = b,
+            (3, F::Len(b)) => v.trace_state = text(b)?,
+            (4, F::Len(b)) => v.parent_span_id = b,
+            (5, F::Len(b)) => v.name = text(b)?,
+            (6, F::Varint(x)) => v.kind = x as i32,
+            (7, F::Fixed64(x)) => v.start = x,
+            (8, F::Fixed64(x)) => v.end = x,
+            (9, F::Len(b)) => attrs.push(key_value(b)?),
+            (10 | 12 | 14, F::Varint(_)) | (16, F::Fixed32) => {}
+            (11, F::Len(b)) => {
+                let mut e = Fields::new(b);
+                while let Some((tag, field)) = e.next_field()? {
+                    match (tag, field) {
+                        (1, F::Fixed64(_)) | (4, F::Varint(_)) => {}
+                        (2, F::Len(n)) => {
+                            text(n)?;
+                        }
+                        (3, F::Len(kv)) => event_attrs.push(key_value(kv)?),
+                        (1..=4, _) => return None,
+                        _ => {}
+                    }
+                }
+            }
+            (13, F::Len(b)) => {
+                let mut l = Fields::new(b);
+                while let Some((tag, field)) = l.next_field()? {
+                    match (tag, field) {
+                        (1 | 2, F::Len(_)) | (5, F::Varint(_)) | (6, F::Fixed32) => {}
+                        (3, F::Len(ts)) => {
+                            text(ts)?;
+                        }
+                        (4, F::Len(kv)) => link_attrs.push(key_value(kv)?),
+                        (1..=6, _) => return None,
+                        _ => {}
+                    }
+                }
+            }
+            (15, F::Len(b)) if !status_seen => {
+                status_seen = true;
+                let mut s = Fields::new(b);
+                while let Some((tag, field)) = s.next_field()? {
+                    match (tag, field) {
+                        (2, F::Len(m)) => {
+                            text(m)?;
+                        }
+                        (3, F::Varint(c)) => v.status_code = c as i32,
+                        (2 | 3, _) => return None,
+                        _ => {}
+                    }
+                }
+            }
+            (1..=16, _) => return None,
+            _ => {}
+        }
+    }
+    Some(v)
+}
+
+/// An attribute's value as text, as `model::value_text` gives it.
+fn val_text(v: &Val<'_>) -> Option<String> {
+    Some(match v {
+        Val::Str(s) => (*s).to_string(),
+        Val::Int(i) => i.to_string(),
+        Val::Bool(b) => b.to_string(),
+        Val::Double(d) => d.to_string(),
+        Val::Bytes(b) => {
+            use base64::Engine;
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+                .to_string()
+        }
+        Val::Empty => return None,
+    })
+}
+
+fn push_hashes(attrs: &[Attr<'_>], out: &mut Vec<u64>) {
+    for a in attrs {
+        match &a.value {
+            Val::Str(s) => out.push(tag_hash(a.key, s)),
+            other => {
+                if let Some(t) = val_text(other) {
+                    out.push(tag_hash(a.key, &t));
+                }
+            }
+        }
+    }
+}
+
+/// `sampler.param` when `sampler.type` is `probabilistic` (`model::sampled_probability`).
+fn sampled_probability(attrs: &[Attr<'_>]) -> Option<f64> {
+    let find = |k: &str| attrs.iter().find(|a| a.key == k).map(|a| a.value);
+    match find(semconv::SAMPLER_TYPE)? {
+        Val::Str(t) if t == semconv::SAMPLER_TYPE_PROBABILISTIC => {}
+        _ => return None,
+    }
+    match find(semconv::SAMPLER_PARAM)? {
+        Val::Double(p) => Some(p),
+        Val::Int(p) => Some(p as f64),
+        Val::Str(p) => p.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Whether redaction would change anything in the span.
+fn redacted(r: &Redaction, attrs: &[&[Attr<'_>]], buf: &mut String) -> bool {
+    attrs.iter().flat_map(|a| a.iter()).any(|a| {
+        let s = match a.value {
+            Val::Str(s) => Some(s),
+            _ => None,
+        };
+        r.would_change(a.key, s, buf)
+    })
+}
+
+/// The record of a span read in place (`SpanRecord::from_span`'s result).
+#[allow(clippy::too_many_arguments)]
+fn record_from_view(
+    v: &SpanView<'_>,
+    attrs: &[Attr<'_>],
+    event_attrs: &[Attr<'_>],
+    service: &str,
+    origin: &Arc<[u8]>,
+    origin_tags: &[u64],
+    indexed: &[String],
+    body: Bytes,
+) -> Result<SpanRecord, String> {
+    let trace_id = <[u8; 16]>::try_from(v.trace_id)
+        .ok()
+        .filter(|t| t.iter().any(|b| *b != 0))
+        .ok_or_else(|| {
+            format!(
+                "trace_id must be 16 non-zero bytes (got {})",
+                v.trace_id.len()
+            )
+        })?;
+    let span_id = <[u8; 8]>::try_from(v.span_id)
+        .ok()
+        .filter(|t| t.iter().any(|b| *b != 0))
+        .ok_or_else(|| format!("span_id must be 8 non-zero bytes (got {})", v.span_id.len()))?;
+    let parent_span_id = match v.parent_span_id.len() {
+        0 => None,
+        8 => <[u8; 8]>::try_from(v.parent_span_id).ok(),
+        n => return Err(format!("parent_span_id must be empty or 8 bytes (got {n})")),
+    };
+    let duration_ns = v
+        .end
+        .checked_sub(v.start)
+        .ok_or("end_time_unix_nano is before start_time_unix_nano")?;
+    let error = v.status_code == meshtrace_proto::otlp::trace::v1::status::StatusCode::Error as i32;
+    let own_probability = sampled_probability(attrs);
+    let mut indexed_tags: Vec<(String, String)> = attrs
+        .iter()
+        .filter(|a| indexed.iter().any(|k| k == a.key))
+        .filter_map(|a| Some((a.key.to_string(), val_text(&a.value)?)))
+        .collect();
+    if error && indexed.iter().any(|k| k == semconv::ERROR) {
+        indexed_tags.push((semconv::ERROR.into(), "true".into()));
+    }
+    let mut tags = Vec::with_capacity(attrs.len() + event_attrs.len() + origin_tags.len() + 2);
+    push_hashes(attrs, &mut tags);
+    push_hashes(event_attrs, &mut tags);
+    if error {
+        tags.push(tag_hash(semconv::ERROR, "true"));
+    }
+    tags.push(tag_hash(semconv::SPAN_KIND, kind_name(v.kind)));
+    tags.extend_from_slice(origin_tags);
+    tags.sort_unstable();
+    tags.dedup();
+    Ok(SpanRecord {
+        trace_id,
+        span_id,
+        parent_span_id,
+        service: service.to_string(),
+        operation: v.name.to_string(),
+        kind: v.kind,
+        start_us: (v.start / 1000) as i64,
+        duration_us: (duration_ns / 1000) as i64,
+        error,
+        status_code: v.status_code,
+        indexed_tags,
+        sampled_probability: own_probability.or_else(|| tracestate_probability(v.trace_state)),
+        sampler_decided: own_probability.is_some(),
+        origin: origin.clone(),
+        body,
+        tags: tags.into(),
+    })
+}
+
+/// Where a scope and its spans are in an export's bytes.
+type ScopeLayout = (Option<Range<usize>>, Vec<Range<usize>>);
+
+/// Where the resources, scopes and spans of an export are in its bytes.
+struct Layout {
+    /// (resource bytes, its scopes) per `ResourceSpans`.
+    resources: Vec<(Option<Range<usize>>, Vec<ScopeLayout>)>,
+}
+
+fn offset(outer: &[u8], inner: &[u8]) -> Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    start..start + inner.len()
+}
+
+/// The layout of an export; `None` when it is malformed or unusual (a resource
+/// or scope given twice, which prost merges).
+fn layout(buf: &[u8]) -> Option<Layout> {
+    let mut resources = Vec::new();
+    let mut req = Fields::new(buf);
+    while let Some((tag, field)) = req.next_field()? {
+        let rs = match (tag, field) {
+            (1, F::Len(b)) => b,
+            (1, _) => return None,
+            _ => continue,
+        };
+        let (mut resource, mut scopes) = (None, Vec::new());
+        let mut f = Fields::new(rs);
+        while let Some((tag, field)) = f.next_field()? {
+            match (tag, field) {
+                (1, F::Len(b)) if resource.is_none() => resource = Some(offset(buf, b)),
+                (2, F::Len(ss)) => {
+                    let (mut scope, mut spans) = (None, Vec::new());
+                    let mut g = Fields::new(ss);
+                    while let Some((tag, field)) = g.next_field()? {
+                        match (tag, field) {
+                            (1, F::Len(b)) if scope.is_none() => scope = Some(offset(buf, b)),
+                            (2, F::Len(b)) => spans.push(offset(buf, b)),
+                            (3, F::Len(b)) => {
+                                text(b)?;
+                            }
+                            (1..=3, _) => return None,
+                            _ => {}
+                        }
+                    }
+                    scopes.push((scope, spans));
+                }
+                (3, F::Len(b)) => {
+                    text(b)?;
+                }
+                (1..=3, _) => return None,
+                _ => {}
+            }
+        }
+        resources.push((resource, scopes));
+    }
+    Some(Layout { resources })
+}
+
+/// What [`records_from_wire`] gives: the records, and how many attribute values
+/// redaction changed.
+pub struct FromWire {
+    pub ingested: Ingested,
+    pub redacted: u64,
+}
+
+/// The records of the export in `raw` (protobuf), redaction applied, as
+/// `records_from_request` makes them from the decoded export; `None` when the
+/// export's structure is unusual or malformed (the caller decodes it with prost,
+/// which names the problem).
+pub fn records_from_wire(
+    raw: &Bytes,
+    redaction: &Redaction,
+    indexed: &[String],
+    window: Option<(TimeWindow, i64)>,
+) -> Option<FromWire> {
+    let layout = layout(raw)?;
+    let mut out = Ingested::default();
+    let mut redacted_values = 0u64;
+    let (mut attrs, mut event_attrs, mut link_attrs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buf = String::new();
+    let mut kept_raw = 0usize;
+    for (resource, scopes) in layout.resources {
+        let mut resource = match resource {
+            Some(r) => Resource::decode(raw.slice(r)).ok()?,
+            None => Resource::default(),
+        };
+        redacted_values += redaction.apply_resource(&mut resource);
+        let service = service_of(&resource);
+        for (scope, spans) in scopes {
+            let scope = match scope {
+                Some(r) => Some(InstrumentationScope::decode(raw.slice(r)).ok()?),
+                None => None,
+            };
+            let origin: Arc<[u8]> = Origin::encode(&resource, scope.as_ref()).into();
+            let origin_tags = origin_tag_hashes(&resource, scope.as_ref());
+            for range in spans {
+                let bytes = &raw[range.clone()];
+                let view =
+                    span_view(bytes, &mut attrs, &mut event_attrs, &mut link_attrs).filter(|_| {
+                        !redacted(redaction, &[&attrs, &event_attrs, &link_attrs], &mut buf)
+                    });
+                let (record, name, from_raw) = match view {
+                    Some(v) => (
+                        record_from_view(
+                            &v,
+                            &attrs,
+                            &event_attrs,
+                            &service,
+                            &origin,
+                            &origin_tags,
+                            indexed,
+                            raw.slice(range.clone()),
+                        ),
+                        v.name.to_string(),
+                        range.len(),
+                    ),
+                    None => {
+                        // Decoded, redacted and encoded again (or refused by prost).
+                        let mut s = Span::decode(raw.slice(range)).ok()?;
+                        redacted_values += redaction.apply_span(&mut s);
+                        (
+                            SpanRecord::from_span(&s, &service, &origin, &origin_tags, indexed),
+                            s.name,
+                            0,
+                        )
+                    }
+                };
+                let record = record.and_then(|r| {
+                    match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
+                        Some(why) => Err(why),
+                        None => Ok(r),
+                    }
+                });
+                match record {
+                    Ok(r) => {
+                        kept_raw += from_raw;
+                        out.records.push(r);
+                    }
+                    Err(why) => {
+                        if out.rejected == 0 {
+                            out.message = format!("span {name:?}: {why}");
+                        }
+                        out.rejected += 1;
+                    }
+                }
+            }
+        }
+    }
+    // As `records_from_request`: slices never pin a buffer mostly of other things.
+    if kept_raw > 0 && kept_raw.saturating_mul(2) < raw.len() {
+        for r in &mut out.records {
+            r.body = Bytes::copy_from_slice(&r.body);
+        }
+    }
+    Some(FromWire {
+        ingested: out,
+        redacted: redacted_values,
+    })
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

@@ -1,0 +1,317 @@
+use super::*;
+use crate::ingest::{cost, records_from_request, RawSpans};
+use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use meshtrace_proto::otlp::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+use meshtrace_proto::otlp::trace::v1::span::{Event, Link};
+use meshtrace_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Status};
+use proptest::prelude::*;
+
+fn value(kind: u8, text: &str) -> Option<AnyValue> {
+    let v = match kind % 8 {
+        0 => any_value::Value::StringValue(text.into()),
+        1 => any_value::Value::IntValue(text.len() as i64 - 3),
+        2 => any_value::Value::BoolValue(text.len().is_multiple_of(2)),
+        3 => any_value::Value::DoubleValue(text.len() as f64 / 4.0),
+        4 => any_value::Value::ArrayValue(ArrayValue {
+            values: vec![AnyValue {
+                value: Some(any_value::Value::StringValue(text.into())),
+            }],
+        }),
+        5 => any_value::Value::BytesValue(text.as_bytes().to_vec()),
+        6 => return Some(AnyValue { value: None }),
+        _ => return None,
+    };
+    Some(AnyValue { value: Some(v) })
+}
+
+type Pairs = Vec<(String, u8, String)>;
+
+fn kvs(pairs: &Pairs) -> Vec<KeyValue> {
+    pairs
+        .iter()
+        .map(|(k, kind, v)| KeyValue {
+            key: k.clone(),
+            value: value(*kind, v),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn pairs() -> impl Strategy<Value = Pairs> {
+    // Keys that redaction, sampling and indexing look at, and others.
+    let key = prop::sample::select(vec![
+        "a",
+        "b",
+        "db.password",
+        "url.full",
+        "sampler.type",
+        "sampler.param",
+        "http.request.header.authorization",
+        "http.response.status_code",
+    ]);
+    let val = prop::sample::select(vec![
+        "x",
+        "",
+        "probabilistic",
+        "0.25",
+        "https://u:p@h/p?token=1",
+        "https://h/p?q=1",
+        "500",
+    ]);
+    prop::collection::vec(
+        (
+            key.prop_map(String::from),
+            0u8..9,
+            val.prop_map(String::from),
+        ),
+        0..6,
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Gen {
+    attrs: Pairs,
+    event: Option<Pairs>,
+    link: Option<Pairs>,
+    kind: i32,
+    status: Option<i32>,
+    ids: u8,
+    end_before_start: bool,
+    trace_state: String,
+}
+
+fn gen() -> impl Strategy<Value = Gen> {
+    (
+        pairs(),
+        prop::option::of(pairs()),
+        prop::option::of(pairs()),
+        0i32..7,
+        prop::option::of(0i32..3),
+        0u8..6,
+        prop::bool::weighted(0.1),
+        prop::sample::select(vec!["", "ot=th:8", "ot=th:0", "vendor=x"]).prop_map(String::from),
+    )
+        .prop_map(
+            |(attrs, event, link, kind, status, ids, end_before_start, trace_state)| Gen {
+                attrs,
+                event,
+                link,
+                kind,
+                status,
+                ids,
+                end_before_start,
+                trace_state,
+            },
+        )
+}
+
+fn span(g: &Gen, i: usize) -> Span {
+    let start = 1_800_000_000_000_000_000u64 + i as u64 * 1000;
+    Span {
+        trace_id: match g.ids {
+            0 => vec![0; 16],
+            1 => vec![1; 15],
+            _ => vec![(i % 200) as u8 + 1; 16],
+        },
+        span_id: if g.ids == 2 {
+            vec![1; 4]
+        } else {
+            vec![(i % 200) as u8 + 1; 8]
+        },
+        parent_span_id: if g.ids == 3 { vec![9; 8] } else { vec![] },
+        trace_state: g.trace_state.clone(),
+        name: format!("op{i}"),
+        kind: g.kind,
+        start_time_unix_nano: start,
+        end_time_unix_nano: if g.end_before_start {
+            start - 1
+        } else {
+            start + 5000
+        },
+        attributes: kvs(&g.attrs),
+        events: g
+            .event
+            .iter()
+            .map(|p| Event {
+                name: "ev".into(),
+                attributes: kvs(p),
+                ..Default::default()
+            })
+            .collect(),
+        links: g
+            .link
+            .iter()
+            .map(|p| Link {
+                trace_id: vec![3; 16],
+                span_id: vec![3; 8],
+                attributes: kvs(p),
+                ..Default::default()
+            })
+            .collect(),
+        status: g.status.map(|code| Status {
+            code,
+            message: "m".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn request(spans: &[Gen], resource: &Pairs) -> ExportTraceServiceRequest {
+    let mut res_attrs = kvs(resource);
+    res_attrs.push(KeyValue {
+        key: "service.name".into(),
+        value: value(0, "svc"),
+        ..Default::default()
+    });
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: res_attrs,
+                ..Default::default()
+            }),
+            scope_spans: vec![
+                ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        ..Default::default()
+                    }),
+                    spans: spans.iter().enumerate().map(|(i, g)| span(g, i)).collect(),
+                    ..Default::default()
+                },
+                ScopeSpans::default(),
+            ],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The old path: prost decodes the whole export, redaction, records.
+fn by_prost(raw: &Bytes, r: &Redaction, indexed: &[String]) -> (Ingested, u64) {
+    let mut req = ExportTraceServiceRequest::decode(raw.clone()).unwrap();
+    let (_, ranges) = cost::decoded_cost_and_spans(raw).unwrap();
+    let mut rs = RawSpans {
+        bytes: raw.clone(),
+        ranges,
+        changed: Vec::new(),
+    };
+    let n = r.apply_marking(&mut req, &mut rs.changed);
+    (records_from_request(req, indexed, None, Some(rs)), n)
+}
+
+fn assert_same(a: &Ingested, b: &Ingested) {
+    assert_eq!(a.rejected, b.rejected);
+    assert_eq!(a.message, b.message);
+    assert_eq!(a.records.len(), b.records.len());
+    for (x, y) in a.records.iter().zip(&b.records) {
+        assert_eq!(x.trace_id, y.trace_id);
+        assert_eq!(x.span_id, y.span_id);
+        assert_eq!(x.parent_span_id, y.parent_span_id);
+        assert_eq!(x.service, y.service);
+        assert_eq!(x.operation, y.operation);
+        assert_eq!(x.kind, y.kind);
+        assert_eq!(x.start_us, y.start_us);
+        assert_eq!(x.duration_us, y.duration_us);
+        assert_eq!(x.error, y.error);
+        assert_eq!(x.status_code, y.status_code);
+        assert_eq!(x.indexed_tags, y.indexed_tags);
+        assert_eq!(x.sampled_probability, y.sampled_probability);
+        assert_eq!(x.sampler_decided, y.sampler_decided);
+        assert_eq!(x.origin, y.origin);
+        assert_eq!(x.tags, y.tags);
+        assert_eq!(
+            Span::decode(x.body.clone()).unwrap(),
+            Span::decode(y.body.clone()).unwrap()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// Read in place or decoded by prost, an export gives the same records.
+    #[test]
+    fn records_from_wire_are_those_prost_gives(
+        spans in prop::collection::vec(gen(), 0..6),
+        resource in pairs(),
+        patterns in prop::bool::ANY,
+    ) {
+        let mut r = Redaction::default();
+        if patterns {
+            r = r.with_patterns(&["p=[0-9]".to_string(), "^x$".to_string()]).unwrap();
+        }
+        let indexed = vec!["http.response.status_code".to_string(), "error".to_string(), "a".to_string()];
+        let raw = Bytes::from(request(&spans, &resource).encode_to_vec());
+        let (old, n_old) = by_prost(&raw, &r, &indexed);
+        let new = records_from_wire(&raw, &r, &indexed, None).unwrap();
+        assert_same(&new.ingested, &old);
+        prop_assert_eq!(new.redacted, n_old);
+    }
+}
+
+#[test]
+fn unusual_exports_go_the_old_way_and_malformed_ones_are_refused() {
+    let r = Redaction::default();
+    let g = Gen {
+        attrs: vec![("a".into(), 0, "x".into())],
+        event: None,
+        link: None,
+        kind: 2,
+        status: None,
+        ids: 5,
+        end_before_start: false,
+        trace_state: String::new(),
+    };
+    let good = request(&[g], &Vec::new()).encode_to_vec();
+    // Truncated: no records (prost names the problem).
+    assert!(
+        records_from_wire(&Bytes::from(good[..good.len() - 3].to_vec()), &r, &[], None).is_none()
+    );
+    // A resource given twice (prost merges them): the old way.
+    let mut twice = good.clone();
+    let res = Resource::default().encode_to_vec();
+    let mut rs = vec![0x0a, res.len() as u8];
+    rs.extend_from_slice(&res);
+    // A ResourceSpans holding two resources.
+    let mut export = vec![0x0a, (rs.len() * 2) as u8];
+    export.extend_from_slice(&rs);
+    export.extend_from_slice(&rs);
+    twice.extend_from_slice(&export);
+    assert!(records_from_wire(&Bytes::from(twice), &r, &[], None).is_none());
+    // A span name that is not UTF-8: the span is decoded by prost, which refuses it.
+    let mut s = span(&request_gen(), 0).encode_to_vec();
+    let at = s.windows(3).position(|w| w == b"op0").unwrap();
+    s[at] = 0xff;
+    let mut ss = vec![0x12, s.len() as u8];
+    ss.extend_from_slice(&s);
+    let mut rs = vec![0x12, ss.len() as u8];
+    rs.extend_from_slice(&ss);
+    let mut export = vec![0x0a, rs.len() as u8];
+    export.extend_from_slice(&rs);
+    assert!(records_from_wire(&Bytes::from(export), &r, &[], None).is_none());
+    assert!(ExportTraceServiceRequest::decode(&good[..]).is_ok());
+}
+
+fn request_gen() -> Gen {
+    Gen {
+        attrs: Vec::new(),
+        event: None,
+        link: None,
+        kind: 1,
+        status: None,
+        ids: 5,
+        end_before_start: false,
+        trace_state: String::new(),
+    }
+}
+
+#[test]
+fn unchanged_spans_are_slices_of_the_export() {
+    let spans: Vec<Gen> = (0..4).map(|_| request_gen()).collect();
+    let raw = Bytes::from(request(&spans, &Vec::new()).encode_to_vec());
+    let got = records_from_wire(&raw, &Redaction::default(), &[], None).unwrap();
+    assert_eq!(got.ingested.records.len(), 4);
+    for r in &got.ingested.records {
+        let p = r.body.as_ptr() as usize;
+        let w = raw.as_ptr() as usize;
+        assert!(p >= w && p < w + raw.len(), "a slice, not a copy");
+    }
+}
