@@ -118,6 +118,59 @@ fn is_url_key(key: &str) -> bool {
         && URL_KEYS.iter().any(|u| u.eq_ignore_ascii_case(key))
 }
 
+/// A bitmap of (length below 64, first byte, last byte) of normalized names, and
+/// whether any name is longer.
+#[derive(Debug, Clone)]
+struct Shapes {
+    bits: Box<[u64]>,
+    long: bool,
+}
+
+impl Shapes {
+    fn index(len: usize, first: u8, last: u8) -> usize {
+        (len << 12) | ((usize::from(first) & 63) << 6) | (usize::from(last) & 63)
+    }
+
+    fn new<'a>(names: impl Iterator<Item = &'a String>) -> Shapes {
+        let mut bits = vec![0u64; 64 * 4096 / 64].into_boxed_slice();
+        let mut long = false;
+        for n in names {
+            let b = n.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(f), Some(l)) if b.len() < 64 => {
+                    let i = Self::index(b.len(), *f, *l);
+                    bits[i >> 6] |= 1 << (i & 63);
+                }
+                _ => long = true,
+            }
+        }
+        Shapes { bits, long }
+    }
+
+    /// Whether `segment` (ASCII) may normalize to a name; false means it cannot.
+    fn may_hold(&self, segment: &str) -> bool {
+        let (mut len, mut first, mut last) = (0usize, 0u8, 0u8);
+        for b in segment.bytes() {
+            if b != b'-' && b != b'_' {
+                let l = b.to_ascii_lowercase();
+                if len == 0 {
+                    first = l;
+                }
+                last = l;
+                len += 1;
+            }
+        }
+        if len == 0 {
+            return true;
+        }
+        if len >= 64 {
+            return self.long;
+        }
+        let i = Self::index(len, first, last);
+        self.bits[i >> 6] & (1 << (i & 63)) != 0
+    }
+}
+
 fn normalized(name: &str) -> String {
     let mut s = String::new();
     normalize_into(name, &mut s);
@@ -137,6 +190,9 @@ pub struct PatternError {
 #[derive(Debug, Clone)]
 pub struct Redaction {
     names: Names,
+    /// The names' shapes (length, first and last byte, normalized): most keys are
+    /// told apart by these alone, without building and hashing their normal form.
+    shapes: Shapes,
     url_parameters: Names,
     allow: Vec<String>,
     patterns: Option<(regex::RegexSet, Vec<regex::Regex>)>,
@@ -163,6 +219,7 @@ impl Redaction {
             .chain(URL_PARAMETERS.iter().map(|s| normalized(s)))
             .collect();
         Redaction {
+            shapes: Shapes::new(names.iter()),
             names,
             url_parameters,
             allow: allow.to_vec(),
@@ -195,6 +252,9 @@ impl Redaction {
 
     fn sensitive_with(&self, key: &str, buf: &mut String) -> bool {
         let last = key.rsplit('.').next().unwrap_or(key);
+        if last.is_ascii() && !self.shapes.may_hold(last) {
+            return false;
+        }
         normalize_into(last, buf);
         if !self.names.contains(buf.as_str()) {
             return false;

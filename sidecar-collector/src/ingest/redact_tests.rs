@@ -251,3 +251,46 @@ fn additions_exemptions_and_patterns() {
         .unwrap_err();
     assert!(e.to_string().starts_with("redaction.patterns[1]"), "{e}");
 }
+
+mod shapes {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shape filter never changes an answer: whatever the key, it is
+        /// sensitive exactly when its normalized last segment is a name.
+        #[test]
+        fn the_shape_filter_only_skips_keys_that_are_no_name(
+            prefix in "[a-z.]{0,6}",
+            segment in "[a-zA-Z_\\-é]{0,12}",
+            extra in prop::collection::vec("[a-zA-Z_\\-é]{0,70}", 0..3),
+        ) {
+            let r = Redaction::new(&extra, &[]);
+            let key = format!("{prefix}{segment}");
+            let last = key.rsplit('.').next().unwrap_or(&key);
+            let expected = r.names.contains(normalized(last).as_str());
+            prop_assert_eq!(r.is_sensitive(&key), expected, "{}", key);
+        }
+    }
+
+    #[test]
+    fn every_default_name_passes_the_filter() {
+        let r = Redaction::default();
+        for n in DEFAULT_NAMES.iter().chain(SENSITIVE_HEADERS) {
+            assert!(r.is_sensitive(n), "{n}");
+            assert!(
+                r.is_sensitive(&format!("http.request.header.{}", n.to_uppercase())),
+                "{n}"
+            );
+        }
+        for k in [
+            "http.request.method",
+            "url.path",
+            "x-request-id",
+            "team",
+            "server.address",
+        ] {
+            assert!(!r.is_sensitive(k), "{k}");
+        }
+    }
+}
