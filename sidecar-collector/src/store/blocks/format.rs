@@ -111,9 +111,6 @@ pub fn write<W: std::io::Write + Send>(
         .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("body"), false)
-        // Span bodies are most of a block's bytes: LZ4 compresses them several
-        // times faster than zstd at a few bytes more per span (scripts/bench/collector).
-        .set_column_compression(ColumnPath::from("body"), Compression::LZ4_RAW)
         // Nearly every start and duration differs: a dictionary would be tried and dropped.
         .set_column_dictionary_enabled(ColumnPath::from("start_us"), false)
         .set_column_dictionary_enabled(ColumnPath::from("duration_us"), false)
