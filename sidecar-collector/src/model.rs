@@ -62,32 +62,48 @@ pub struct ValidSpan {
 
 /// Checks a span; the error names the field.
 pub fn validate(s: &Span) -> Result<ValidSpan, String> {
-    let trace_id = <[u8; 16]>::try_from(s.trace_id.as_slice())
+    validate_parts(
+        &s.trace_id,
+        &s.span_id,
+        &s.parent_span_id,
+        s.start_time_unix_nano,
+        s.end_time_unix_nano,
+    )
+}
+
+/// [`validate`] on a span's fields (read in place, not decoded).
+pub fn validate_parts(
+    trace_id: &[u8],
+    span_id: &[u8],
+    parent_span_id: &[u8],
+    start_ns: u64,
+    end_ns: u64,
+) -> Result<ValidSpan, String> {
+    let tid = <[u8; 16]>::try_from(trace_id)
         .ok()
         .filter(|t| t.iter().any(|b| *b != 0))
         .ok_or_else(|| {
             format!(
                 "trace_id must be 16 non-zero bytes (got {})",
-                s.trace_id.len()
+                trace_id.len()
             )
         })?;
-    let span_id = <[u8; 8]>::try_from(s.span_id.as_slice())
+    let sid = <[u8; 8]>::try_from(span_id)
         .ok()
         .filter(|t| t.iter().any(|b| *b != 0))
-        .ok_or_else(|| format!("span_id must be 8 non-zero bytes (got {})", s.span_id.len()))?;
-    let parent_span_id = match s.parent_span_id.len() {
+        .ok_or_else(|| format!("span_id must be 8 non-zero bytes (got {})", span_id.len()))?;
+    let parent = match parent_span_id.len() {
         0 => None,
-        8 => <[u8; 8]>::try_from(s.parent_span_id.as_slice()).ok(),
+        8 => <[u8; 8]>::try_from(parent_span_id).ok(),
         n => return Err(format!("parent_span_id must be empty or 8 bytes (got {n})")),
     };
-    let duration_ns = s
-        .end_time_unix_nano
-        .checked_sub(s.start_time_unix_nano)
+    let duration_ns = end_ns
+        .checked_sub(start_ns)
         .ok_or("end_time_unix_nano is before start_time_unix_nano")?;
     Ok(ValidSpan {
-        trace_id,
-        span_id,
-        parent_span_id,
+        trace_id: tid,
+        span_id: sid,
+        parent_span_id: parent,
         duration_ns,
     })
 }

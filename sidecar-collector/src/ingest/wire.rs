@@ -12,7 +12,8 @@
 
 use super::{Ingested, Redaction, TimeWindow};
 use crate::model::{
-    kind_name, origin_tag_hashes, service_of, tag_hash, tracestate_probability, Origin, SpanRecord,
+    kind_name, origin_tag_hashes, service_of, tag_hash, tracestate_probability, validate_parts,
+    Origin, SpanRecord, ValidSpan,
 };
 use bytes::Bytes;
 use meshtrace_proto::otlp::common::v1::InstrumentationScope;
@@ -310,28 +311,12 @@ fn record_from_view(
     indexed: &[String],
     body: Bytes,
 ) -> Result<SpanRecord, String> {
-    let trace_id = <[u8; 16]>::try_from(v.trace_id)
-        .ok()
-        .filter(|t| t.iter().any(|b| *b != 0))
-        .ok_or_else(|| {
-            format!(
-                "trace_id must be 16 non-zero bytes (got {})",
-                v.trace_id.len()
-            )
-        })?;
-    let span_id = <[u8; 8]>::try_from(v.span_id)
-        .ok()
-        .filter(|t| t.iter().any(|b| *b != 0))
-        .ok_or_else(|| format!("span_id must be 8 non-zero bytes (got {})", v.span_id.len()))?;
-    let parent_span_id = match v.parent_span_id.len() {
-        0 => None,
-        8 => <[u8; 8]>::try_from(v.parent_span_id).ok(),
-        n => return Err(format!("parent_span_id must be empty or 8 bytes (got {n})")),
-    };
-    let duration_ns = v
-        .end
-        .checked_sub(v.start)
-        .ok_or("end_time_unix_nano is before start_time_unix_nano")?;
+    let ValidSpan {
+        trace_id,
+        span_id,
+        parent_span_id,
+        duration_ns,
+    } = validate_parts(v.trace_id, v.span_id, v.parent_span_id, v.start, v.end)?;
     let error = v.status_code == meshtrace_proto::otlp::trace::v1::status::StatusCode::Error as i32;
     let own_probability = sampled_probability(attrs);
     let mut indexed_tags: Vec<(String, String)> = attrs
