@@ -229,7 +229,7 @@ fn main() {
     let dir = meshtrace_testkit::scratch_path("bench-costs");
     let store = SqliteStore::open(&dir, StoreSettings::default()).unwrap();
     let records =
-        meshtrace_collector::ingest::records_from_request(export(n, 2), &[], None).records;
+        meshtrace_collector::ingest::records_from_request(export(n, 2), &[], None, None).records;
     store.write(&records).unwrap();
     let ids: Vec<[u8; 16]> = {
         let mut v: Vec<[u8; 16]> = records.iter().map(|r| r.trace_id).collect();
