@@ -397,6 +397,10 @@ pub struct BlocksConfig {
     /// kept in memory, the least recently used dropped past it (0: an eighth of
     /// `memory.limit_bytes` between 16 MiB and 1 GiB, 256 MiB without a limit).
     pub metadata_bytes: u64,
+    /// Bytes set aside on the data volume for cutting the WAL into blocks when the
+    /// disk is full (`data_dir/reserve`); unset: 1% of the volume, 64 KiB to 256 MiB,
+    /// at most a quarter of `max_bytes` (what cutting a full head takes); 0: none.
+    pub reserve_bytes: Option<u64>,
 }
 
 impl Default for BlocksConfig {
@@ -415,6 +419,7 @@ impl Default for BlocksConfig {
             peer_timeout: Duration::from_secs(2),
             cache_bytes: 0,
             metadata_bytes: 0,
+            reserve_bytes: None,
         }
     }
 }

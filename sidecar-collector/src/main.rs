@@ -469,6 +469,7 @@ fn open_engine(cfg: &Config, memory_limit: u64) -> anyhow::Result<Engine> {
                 poll_interval: b.poll_interval,
                 compaction_interval: b.compaction_interval,
                 cache_bytes: b.cache_bytes,
+                reserve_bytes: b.reserve_bytes,
                 metadata_bytes: match b.metadata_bytes {
                     0 if memory_limit == 0 => 256 << 20,
                     0 => (memory_limit / 8).clamp(16 << 20, 1 << 30),

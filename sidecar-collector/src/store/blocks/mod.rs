@@ -73,6 +73,9 @@ pub struct BlockSettings {
     /// Bytes of opened blocks' metadata (footers, page indexes, bloom filters)
     /// kept in memory; the least recently used are dropped past it.
     pub metadata_bytes: u64,
+    /// The disk reserve's size (`None`: 1% of the volume, 64 KiB to 256 MiB, at most
+    /// a quarter of `max_bytes`; 0: none).
+    pub reserve_bytes: Option<u64>,
 }
 
 impl Default for BlockSettings {
@@ -89,6 +92,7 @@ impl Default for BlockSettings {
             compaction_interval: Duration::from_secs(60),
             cache_bytes: 0,
             metadata_bytes: 256 << 20,
+            reserve_bytes: None,
         }
     }
 }
@@ -713,7 +717,7 @@ impl BlockStore {
                 id
             }
         };
-        let reserve = reserve::Reserve::new(dir);
+        let reserve = reserve::Reserve::new(dir, settings.reserve_bytes, settings.max_bytes);
         reserve.refill();
         // Pending blocks are made again from the WAL: what was left is dropped.
         let pending_dir = dir.join("pending");

@@ -7,7 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// The reserve: 1% of the volume, between 64 KiB and 256 MiB.
+/// The reserve: `store.blocks.reserve_bytes`, by default 1% of the volume
+/// between 64 KiB and 256 MiB, and no more than a quarter of a full head (what
+/// cutting one takes: its block, about an eighth of the head, written twice —
+/// pending, then uploaded to a local backend); none when 0.
 pub struct Reserve {
     path: PathBuf,
     bytes: u64,
@@ -26,11 +29,19 @@ fn space(dir: &Path) -> Option<(u64, u64)> {
 }
 
 impl Reserve {
-    /// The reserve of the volume holding `dir` (made by [`Reserve::refill`]).
-    pub fn new(dir: &Path) -> Reserve {
-        let bytes = space(dir)
-            .map(|(total, _)| (total / 100).clamp(MIN_BYTES, MAX_BYTES))
-            .unwrap_or(MIN_BYTES);
+    /// The reserve of the volume holding `dir` (made by [`Reserve::refill`]):
+    /// `bytes`, or the default for heads of `head_bytes` when `None`.
+    pub fn new(dir: &Path, bytes: Option<u64>, head_bytes: u64) -> Reserve {
+        let bytes = bytes.unwrap_or_else(|| {
+            space(dir)
+                .map(|(total, _)| (total / 100).clamp(MIN_BYTES, MAX_BYTES))
+                .unwrap_or(MIN_BYTES)
+                .min((head_bytes / 4).max(MIN_BYTES))
+        });
+        if bytes == 0 {
+            // None kept: a file left by an earlier configuration goes.
+            let _ = std::fs::remove_file(dir.join("reserve"));
+        }
         Reserve {
             path: dir.join("reserve"),
             bytes,
@@ -44,14 +55,14 @@ impl Reserve {
 
     /// Whether the file is in place.
     pub fn held(&self) -> bool {
-        self.path.metadata().is_ok_and(|m| m.len() >= self.bytes)
+        self.bytes > 0 && self.path.metadata().is_ok_and(|m| m.len() >= self.bytes)
     }
 
     /// Makes the file if it is missing and the disk has room for it three times
     /// over; true if it is in place afterwards. Best effort: a failure leaves no file.
     pub fn refill(&self) -> bool {
-        if self.held() {
-            return true;
+        if self.bytes == 0 || self.held() {
+            return self.bytes > 0;
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         if space(dir).is_none_or(|(_, free)| free < self.bytes.saturating_mul(3)) {
@@ -99,7 +110,8 @@ mod tests {
     fn the_reserve_takes_real_space_and_is_released_only_on_a_full_disk() {
         let dir = std::env::temp_dir().join(format!("meshtrace-reserve-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let r = Reserve::new(&dir);
+        let r = Reserve::new(&dir, None, 128 << 20);
+        assert!(r.bytes() <= 32 << 20, "a quarter of the head at most");
         assert!((MIN_BYTES..=MAX_BYTES).contains(&r.bytes()));
         assert!(r.refill());
         assert!(r.held());
@@ -114,6 +126,11 @@ mod tests {
         let meta = std::fs::metadata(dir.join("reserve")).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert!(meta.blocks() * 512 >= r.bytes(), "{} blocks", meta.blocks());
+        // Configured: its size; 0: none, and the file left before goes.
+        assert_eq!(Reserve::new(&dir, Some(100_000), 1).bytes(), 100_000);
+        let off = Reserve::new(&dir, Some(0), 1);
+        assert!(!dir.join("reserve").exists());
+        assert!(!off.refill() && !off.held() && !off.release());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
