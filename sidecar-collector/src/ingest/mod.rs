@@ -137,12 +137,7 @@ pub fn records_from_request(
                     indexed,
                     body,
                 )
-                .and_then(|r| {
-                    match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
-                        Some(why) => Err(why),
-                        None => Ok(r),
-                    }
-                });
+                .and_then(|r| within(r, window));
                 match record {
                     Ok(r) => {
                         kept_raw += raw_len;
@@ -158,17 +153,30 @@ pub fn records_from_request(
             }
         }
     }
-    // Slices keep the whole request's buffer alive: when the kept spans are less
-    // than half of it (rejected or redacted spans), they are copied out, so the
-    // memory held stays within twice what the records count.
     if let Some(w) = &raw {
-        if kept_raw > 0 && kept_raw.saturating_mul(2) < w.bytes.len() {
-            for r in &mut out.records {
-                r.body = bytes::Bytes::copy_from_slice(&r.body);
-            }
-        }
+        copy_out_slivers(&mut out.records, kept_raw, w.bytes.len());
     }
     out
+}
+
+/// `r`, or why its start lies outside `window` (around the time given with it).
+fn within(r: SpanRecord, window: Option<(TimeWindow, i64)>) -> Result<SpanRecord, String> {
+    match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
+        Some(why) => Err(why),
+        None => Ok(r),
+    }
+}
+
+/// Slices keep a request's whole buffer (`buf_len` bytes) alive: when the kept
+/// slices (`kept` bytes) are less than half of it (rejected or redacted spans),
+/// every body is copied out, so the memory held stays within twice what the
+/// records count.
+fn copy_out_slivers(records: &mut [SpanRecord], kept: usize, buf_len: usize) {
+    if kept > 0 && kept.saturating_mul(2) < buf_len {
+        for r in records {
+            r.body = bytes::Bytes::copy_from_slice(&r.body);
+        }
+    }
 }
 
 #[cfg(test)]

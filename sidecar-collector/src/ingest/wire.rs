@@ -470,7 +470,7 @@ pub fn records_from_wire(
                             indexed,
                             raw.slice(range.clone()),
                         ),
-                        v.name.to_string(),
+                        std::borrow::Cow::Borrowed(v.name),
                         range.len(),
                     ),
                     None => {
@@ -479,18 +479,12 @@ pub fn records_from_wire(
                         redacted_values += redaction.apply_span(&mut s);
                         (
                             SpanRecord::from_span(&s, &service, &origin, &origin_tags, indexed),
-                            s.name,
+                            std::borrow::Cow::Owned(s.name),
                             0,
                         )
                     }
                 };
-                let record = record.and_then(|r| {
-                    match window.and_then(|(w, now)| w.refuse(r.start_us, now)) {
-                        Some(why) => Err(why),
-                        None => Ok(r),
-                    }
-                });
-                match record {
+                match record.and_then(|r| super::within(r, window)) {
                     Ok(r) => {
                         kept_raw += from_raw;
                         out.records.push(r);
@@ -505,12 +499,7 @@ pub fn records_from_wire(
             }
         }
     }
-    // As `records_from_request`: slices never pin a buffer mostly of other things.
-    if kept_raw > 0 && kept_raw.saturating_mul(2) < raw.len() {
-        for r in &mut out.records {
-            r.body = Bytes::copy_from_slice(&r.body);
-        }
-    }
+    super::copy_out_slivers(&mut out.records, kept_raw, raw.len());
     Some(FromWire {
         ingested: out,
         redacted: redacted_values,
