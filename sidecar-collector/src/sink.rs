@@ -3,7 +3,7 @@
 
 use crate::forward::Forwarder;
 use crate::ingest::cost::{decoded_cost_and_spans, json_cost};
-use crate::ingest::wire::records_from_wire;
+use crate::ingest::wire;
 use crate::ingest::{
     records_from_request, retain_valid, span_count, Ingested, RawSpans, Redaction, TimeWindow,
 };
@@ -159,6 +159,22 @@ impl Sink {
         memory: Option<RequestMemory>,
     ) -> Result<Accepted, Refusal> {
         self.room_for(raw.len() as u64)?;
+        if let (Encoding::Protobuf, Target::Store { .. }) = (encoding, &self.target) {
+            // Spans read in place from one copy of the bytes (a receiver's buffer may
+            // be larger, or shared), never decoded: see `ingest::wire`. What that may
+            // take is known from the export's layout; past it, or when the export is
+            // unusual, it is decoded below under prost's own estimate.
+            if let Some(layout) = wire::layout(&raw) {
+                let budget = wire::wire_budget(raw.len(), layout.spans());
+                if let Some(m) = &memory {
+                    m.grow_to(2 * raw.len() as u64 + budget).await?;
+                }
+                let own = Bytes::copy_from_slice(&raw);
+                if let Some(accepted) = self.store_wire(&own, layout, budget, &memory).await {
+                    return accepted;
+                }
+            }
+        }
         let (cost, ranges) = match encoding {
             Encoding::Protobuf => {
                 decoded_cost_and_spans(&raw).map_err(|e| Refusal::Malformed(e.to_string()))?
@@ -167,14 +183,6 @@ impl Sink {
         };
         if let Some(m) = &memory {
             m.grow_to(raw.len() as u64 + cost).await?;
-        }
-        if let (Encoding::Protobuf, Target::Store { .. }) = (encoding, &self.target) {
-            // Spans read in place from one copy of the bytes (a receiver's buffer may
-            // be larger, or shared), never decoded: see `ingest::wire`.
-            let own = Bytes::copy_from_slice(&raw);
-            if let Some(accepted) = self.store_wire(&own, ranges.len() as u64, &memory).await {
-                return accepted;
-            }
         }
         let (req, raw) = match encoding {
             Encoding::Protobuf => {
@@ -214,7 +222,8 @@ impl Sink {
     async fn store_wire(
         &self,
         raw: &Bytes,
-        spans: u64,
+        layout: wire::Layout,
+        budget: u64,
         memory: &Option<RequestMemory>,
     ) -> Option<Result<Accepted, Refusal>> {
         let Target::Store {
@@ -225,11 +234,14 @@ impl Sink {
         else {
             return None;
         };
-        let got = records_from_wire(
+        let spans = layout.spans() as u64;
+        let got = wire::records_in_layout(
             raw,
+            layout,
             &self.redaction,
             indexed_tags,
             Some((*window, now_us())),
+            budget,
         )?;
         let c = self.counters();
         c.spans_received.inc_by(spans);

@@ -198,6 +198,25 @@ pub fn decoded_cost_and_spans(buf: &[u8]) -> Result<(u64, Vec<std::ops::Range<us
     Ok((size_of::<ExportTraceServiceRequest>() as u64 + cost, spans))
 }
 
+/// Bytes a `Resource` occupies once decoded (an upper bound), from its wire bytes.
+pub fn resource_cost(buf: &[u8]) -> Result<u64, WireError> {
+    message_cost(buf, Msg::Resource, size_of::<Resource>())
+}
+
+/// Bytes an `InstrumentationScope` occupies once decoded (an upper bound).
+pub fn scope_cost(buf: &[u8]) -> Result<u64, WireError> {
+    message_cost(buf, Msg::Scope, size_of::<InstrumentationScope>())
+}
+
+/// Bytes a `Span` occupies once decoded (an upper bound).
+pub fn span_cost(buf: &[u8]) -> Result<u64, WireError> {
+    message_cost(buf, Msg::Span, size_of::<Span>())
+}
+
+fn message_cost(buf: &[u8], msg: Msg, size: usize) -> Result<u64, WireError> {
+    Ok(size as u64 + walk(buf, 0, buf.len(), msg, 1, &mut Vec::new())?)
+}
+
 /// An upper bound for OTLP/JSON: every object could be the largest struct,
 /// twice over, plus the text itself.
 pub fn json_cost(text: &[u8]) -> u64 {

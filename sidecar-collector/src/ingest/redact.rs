@@ -147,19 +147,31 @@ impl Shapes {
         Shapes { bits, long }
     }
 
-    /// Whether `segment` (ASCII) may normalize to a name; false means it cannot.
-    fn may_hold(&self, segment: &str) -> bool {
+    /// Whether the last `.`-separated segment of `key`, when ASCII, cannot
+    /// normalize to a name: one pass from the end, no search, no copy (most keys
+    /// of every span end here). False also when the segment is not ASCII.
+    fn excludes_last_segment(&self, key: &str) -> bool {
         let (mut len, mut first, mut last) = (0usize, 0u8, 0u8);
-        for b in segment.bytes() {
+        for &b in key.as_bytes().iter().rev() {
+            if b == b'.' {
+                break;
+            }
+            if !b.is_ascii() {
+                return false;
+            }
             if b != b'-' && b != b'_' {
                 let l = b.to_ascii_lowercase();
                 if len == 0 {
-                    first = l;
+                    last = l;
                 }
-                last = l;
+                first = l;
                 len += 1;
             }
         }
+        !self.holds_shape(len, first, last)
+    }
+
+    fn holds_shape(&self, len: usize, first: u8, last: u8) -> bool {
         if len == 0 {
             return true;
         }
@@ -251,10 +263,10 @@ impl Redaction {
     }
 
     fn sensitive_with(&self, key: &str, buf: &mut String) -> bool {
-        let last = key.rsplit('.').next().unwrap_or(key);
-        if last.is_ascii() && !self.shapes.may_hold(last) {
+        if self.shapes.excludes_last_segment(key) {
             return false;
         }
+        let last = key.rsplit('.').next().unwrap_or(key);
         normalize_into(last, buf);
         if !self.names.contains(buf.as_str()) {
             return false;

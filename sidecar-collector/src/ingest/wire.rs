@@ -10,6 +10,7 @@
 //! again, as before; an export whose structure is unusual goes the old way whole.
 //! `records_from_wire` gives what `records_from_request` gives (property test).
 
+use super::cost::{resource_cost, scope_cost, span_cost};
 use super::{Ingested, Redaction, TimeWindow};
 use crate::model::{
     kind_name, origin_tag_hashes, service_of, tag_hash, tracestate_probability, validate_parts,
@@ -310,6 +311,7 @@ fn record_from_view(
     origin_tags: &[u64],
     indexed: &[String],
     body: Bytes,
+    tags: &mut Vec<u64>,
 ) -> Result<SpanRecord, String> {
     let ValidSpan {
         trace_id,
@@ -327,9 +329,10 @@ fn record_from_view(
     if error && indexed.iter().any(|k| k == semconv::ERROR) {
         indexed_tags.push((semconv::ERROR.into(), "true".into()));
     }
-    let mut tags = Vec::with_capacity(attrs.len() + event_attrs.len() + origin_tags.len() + 2);
-    push_hashes(attrs, &mut tags);
-    push_hashes(event_attrs, &mut tags);
+    // Gathered in a buffer kept across spans: the record's tags are one allocation.
+    tags.clear();
+    push_hashes(attrs, tags);
+    push_hashes(event_attrs, tags);
     if error {
         tags.push(tag_hash(semconv::ERROR, "true"));
     }
@@ -353,17 +356,54 @@ fn record_from_view(
         sampler_decided: own_probability.is_some(),
         origin: origin.clone(),
         body,
-        tags: tags.into(),
+        tags: Arc::from(&tags[..]),
     })
 }
 
 /// Where a scope and its spans are in an export's bytes.
 type ScopeLayout = (Option<Range<usize>>, Vec<Range<usize>>);
 
-/// Where the resources, scopes and spans of an export are in its bytes.
-struct Layout {
+/// Where the resources, scopes and spans of an export are in its bytes: read
+/// before memory is reserved for the export (it allocates a range per span).
+pub struct Layout {
     /// (resource bytes, its scopes) per `ResourceSpans`.
     resources: Vec<(Option<Range<usize>>, Vec<ScopeLayout>)>,
+}
+
+impl Layout {
+    /// How many spans the export holds.
+    pub fn spans(&self) -> usize {
+        self.resources
+            .iter()
+            .flat_map(|(_, scopes)| scopes.iter().map(|(_, spans)| spans.len()))
+            .sum()
+    }
+}
+
+/// What reading an export of `bytes` wire bytes and `spans` spans in place may
+/// allocate (records, their names and tag hashes, resources and scopes decoded,
+/// spans decoded for redaction, slices copied out) before the reader gives up
+/// and the export is decoded with prost under its full estimate. Typical spans
+/// need a fraction of it; walking every attribute of every span to estimate
+/// prost's cost was a twentieth of the collector's CPU per stored span.
+pub fn wire_budget(bytes: usize, spans: usize) -> u64 {
+    (spans as u64).saturating_mul(std::mem::size_of::<SpanRecord>() as u64)
+        + 2 * bytes as u64
+        + WIRE_BUDGET_FLOOR
+}
+
+/// What any export may take beyond its size: a resource and scope decoded, a
+/// few dozen attributes each.
+const WIRE_BUDGET_FLOOR: u64 = 16 << 10;
+
+/// Heap bytes of a record beyond its struct (what the budget is charged).
+fn record_heap(r: &SpanRecord) -> u64 {
+    let pairs: usize = r
+        .indexed_tags
+        .iter()
+        .map(|(k, v)| 2 * std::mem::size_of::<String>() + k.len() + v.len())
+        .sum();
+    (r.service.len() + r.operation.len() + pairs + 8 * r.tags.len()) as u64
 }
 
 fn offset(outer: &[u8], inner: &[u8]) -> Range<usize> {
@@ -373,7 +413,7 @@ fn offset(outer: &[u8], inner: &[u8]) -> Range<usize> {
 
 /// The layout of an export; `None` when it is malformed or unusual (a resource
 /// or scope given twice, which prost merges).
-fn layout(buf: &[u8]) -> Option<Layout> {
+pub fn layout(buf: &[u8]) -> Option<Layout> {
     let mut resources = Vec::new();
     let mut req = Fields::new(buf);
     while let Some((tag, field)) = req.next_field()? {
@@ -433,25 +473,55 @@ pub fn records_from_wire(
     window: Option<(TimeWindow, i64)>,
 ) -> Option<FromWire> {
     let layout = layout(raw)?;
+    let budget = wire_budget(raw.len(), layout.spans());
+    records_in_layout(raw, layout, redaction, indexed, window, budget)
+}
+
+/// [`records_from_wire`] with the export's `layout` read and `budget` bytes
+/// reserved: `None` also when reading it would allocate more.
+pub fn records_in_layout(
+    raw: &Bytes,
+    layout: Layout,
+    redaction: &Redaction,
+    indexed: &[String],
+    window: Option<(TimeWindow, i64)>,
+    budget: u64,
+) -> Option<FromWire> {
     let mut out = Ingested::default();
+    // The records' structs, and kept slices copied out of a sparse export.
+    let mut used = (layout.spans() * std::mem::size_of::<SpanRecord>() + raw.len() / 2) as u64;
+    let mut charge = |bytes: u64| {
+        used = used.saturating_add(bytes);
+        (used <= budget).then_some(())
+    };
+    charge(0)?;
+    out.records.reserve_exact(layout.spans());
     let mut redacted_values = 0u64;
     let (mut attrs, mut event_attrs, mut link_attrs) = (Vec::new(), Vec::new(), Vec::new());
     let mut buf = String::new();
+    let mut tags = Vec::new();
     let mut kept_raw = 0usize;
     for (resource, scopes) in layout.resources {
         let mut resource = match resource {
-            Some(r) => Resource::decode(raw.slice(r)).ok()?,
+            Some(r) => {
+                charge(resource_cost(&raw[r.clone()]).ok()?)?;
+                Resource::decode(raw.slice(r)).ok()?
+            }
             None => Resource::default(),
         };
         redacted_values += redaction.apply_resource(&mut resource);
         let service = service_of(&resource);
         for (scope, spans) in scopes {
             let scope = match scope {
-                Some(r) => Some(InstrumentationScope::decode(raw.slice(r)).ok()?),
+                Some(r) => {
+                    charge(scope_cost(&raw[r.clone()]).ok()?)?;
+                    Some(InstrumentationScope::decode(raw.slice(r)).ok()?)
+                }
                 None => None,
             };
             let origin: Arc<[u8]> = Origin::encode(&resource, scope.as_ref()).into();
             let origin_tags = origin_tag_hashes(&resource, scope.as_ref());
+            charge((origin.len() + 8 * origin_tags.len()) as u64)?;
             for range in spans {
                 let bytes = &raw[range.clone()];
                 let view =
@@ -469,12 +539,14 @@ pub fn records_from_wire(
                             &origin_tags,
                             indexed,
                             raw.slice(range.clone()),
+                            &mut tags,
                         ),
                         std::borrow::Cow::Borrowed(v.name),
                         range.len(),
                     ),
                     None => {
                         // Decoded, redacted and encoded again (or refused by prost).
+                        charge(span_cost(bytes).ok()?)?;
                         let mut s = Span::decode(raw.slice(range)).ok()?;
                         redacted_values += redaction.apply_span(&mut s);
                         (
@@ -486,6 +558,7 @@ pub fn records_from_wire(
                 };
                 match record.and_then(|r| super::within(r, window)) {
                     Ok(r) => {
+                        charge(record_heap(&r))?;
                         kept_raw += from_raw;
                         out.records.push(r);
                     }

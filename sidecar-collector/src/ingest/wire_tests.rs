@@ -315,3 +315,37 @@ fn unchanged_spans_are_slices_of_the_export() {
         assert!(p >= w && p < w + raw.len(), "a slice, not a copy");
     }
 }
+
+/// Reading in place allocates within the budget reserved for it, or gives up
+/// (the export is then decoded under prost's estimate): many small spans under
+/// a resource of many attributes, whose tag hashes every record copies, need
+/// more than their wire bytes suggest.
+#[test]
+fn reading_in_place_stops_at_its_budget() {
+    let spans: Vec<Gen> = (0..200).map(|_| request_gen()).collect();
+    let typical = Bytes::from(request(&spans, &Vec::new()).encode_to_vec());
+    let budget = wire_budget(typical.len(), 200);
+    let l = layout(&typical).unwrap();
+    assert_eq!(l.spans(), 200);
+    let got = records_in_layout(&typical, l, &Redaction::default(), &[], None, budget).unwrap();
+    assert_eq!(got.ingested.records.len(), 200);
+    let heap: u64 = got.ingested.records.iter().map(record_heap).sum();
+    assert!(heap < budget, "{heap} of {budget}");
+    // The same export with a budget below what its records take.
+    let l = layout(&typical).unwrap();
+    assert!(records_in_layout(&typical, l, &Redaction::default(), &[], None, heap / 2).is_none());
+
+    let resource: Pairs = (0..400)
+        .map(|i| (format!("k{i}"), 0, "v".to_string()))
+        .collect();
+    let amplifying = Bytes::from(request(&spans, &resource).encode_to_vec());
+    let needed = 200 * 8 * 400;
+    assert!(wire_budget(amplifying.len(), 200) < needed);
+    assert!(records_from_wire(&amplifying, &Redaction::default(), &[], None).is_none());
+    // Prost's way takes it (under its own estimate).
+    let req = ExportTraceServiceRequest::decode(&amplifying[..]).unwrap();
+    assert_eq!(
+        records_from_request(req, &[], None, None).records.len(),
+        200
+    );
+}

@@ -36,6 +36,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
+use std::borrow::Borrow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -91,16 +92,12 @@ fn pq(e: impl std::fmt::Display) -> StoreError {
 /// Writes `rows` (sorted by trace id, then start) as a block to `out`; returns
 /// it and where the row groups end (bloom filters, page index and footer
 /// follow: what opening a block reads, in one request).
-pub fn write<W: std::io::Write + Send>(
-    rows: &[Row],
+pub fn write<W: std::io::Write + Send, R: Borrow<Row>>(
+    rows: &[R],
     rows_per_group: usize,
     out: W,
 ) -> Result<(W, u64), StoreError> {
-    let traces = rows
-        .windows(2)
-        .filter(|w| w[0].trace_id != w[1].trace_id)
-        .count()
-        + usize::from(!rows.is_empty());
+    let traces = traces(rows.iter().map(|r| r.borrow()));
     let per_group = rows_per_group.max(1);
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(pq)?))
@@ -116,6 +113,11 @@ pub fn write<W: std::io::Write + Send>(
         .set_column_dictionary_enabled(ColumnPath::from("duration_us"), false)
         .set_column_statistics_enabled(ColumnPath::from("body"), EnabledStatistics::None)
         .set_column_statistics_enabled(ColumnPath::from("origin"), EnabledStatistics::None)
+        // Read by nothing (span ids are random, tags are found by their bloom
+        // filter): min and max over every value were work for nothing.
+        .set_column_statistics_enabled(ColumnPath::from("span_id"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("parent_span_id"), EnabledStatistics::None)
+        .set_column_statistics_enabled(tags_path(), EnabledStatistics::None)
         .set_bloom_filter_position(parquet::file::properties::BloomFilterPosition::End)
         .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
@@ -142,8 +144,22 @@ pub fn write<W: std::io::Write + Send>(
     Ok((w.into_inner().map_err(pq)?, data_end))
 }
 
-fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
-    let n = rows.len();
+/// How many traces `rows` (sorted by trace id) hold.
+pub fn traces<'a>(rows: impl Iterator<Item = &'a Row>) -> usize {
+    let mut last: Option<&[u8; 16]> = None;
+    let mut n = 0;
+    for r in rows {
+        if last != Some(&r.trace_id) {
+            n += 1;
+            last = Some(&r.trace_id);
+        }
+    }
+    n
+}
+
+fn batch<R: Borrow<Row>>(rows: &[R]) -> Result<RecordBatch, StoreError> {
+    let rows = || rows.iter().map(|r| r.borrow());
+    let n = rows().count();
     let mut trace = FixedSizeBinaryBuilder::with_capacity(n, 16);
     let mut span = FixedSizeBinaryBuilder::with_capacity(n, 8);
     let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
@@ -155,13 +171,13 @@ fn batch(rows: &[Row]) -> Result<RecordBatch, StoreError> {
     let mut status = Int32Builder::with_capacity(n);
     let mut error = BooleanBuilder::with_capacity(n);
     let mut origin = BinaryDictionaryBuilder::<Int32Type>::new();
-    let mut body = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.body.len()).sum());
+    let mut body = BinaryBuilder::with_capacity(n, rows().map(|r| r.body.len()).sum());
     let mut tags = ListBuilder::with_capacity(
-        UInt64Builder::with_capacity(rows.iter().map(|r| r.tags.len()).sum()),
+        UInt64Builder::with_capacity(rows().map(|r| r.tags.len()).sum()),
         n,
     )
     .with_field(tag_item());
-    for r in rows {
+    for r in rows() {
         trace.append_value(r.trace_id).map_err(pq)?;
         span.append_value(r.span_id).map_err(pq)?;
         match r.parent_span_id {

@@ -42,6 +42,7 @@ use bytes::Bytes;
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -604,11 +605,18 @@ fn random_id() -> String {
 
 /// Sorts rows as a block holds them (trace id, start, span id) and keeps one of
 /// identical spans (they sort next to each other).
-fn sort_and_dedup(rows: &mut Vec<Row>) {
-    rows.sort_unstable_by(|a, b| {
-        (a.trace_id, a.start_us, a.span_id).cmp(&(b.trace_id, b.start_us, b.span_id))
+fn sort_and_dedup<R: Borrow<Row>>(rows: &mut Vec<R>) {
+    // Ids as big-endian integers order as their bytes do, compared in registers.
+    rows.sort_unstable_by_key(|r| {
+        let r: &Row = r.borrow();
+        (
+            u128::from_be_bytes(r.trace_id),
+            r.start_us,
+            u64::from_be_bytes(r.span_id),
+        )
     });
     rows.dedup_by(|a, b| {
+        let (a, b): (&Row, &Row) = ((*a).borrow(), (*b).borrow());
         a.trace_id == b.trace_id
             && a.span_id == b.span_id
             && a.start_us == b.start_us
@@ -629,12 +637,16 @@ struct Cutter {
 impl Cutter {
     /// A sealed head's spans as local Parquet blocks, one per UTC day.
     fn blocks(&self, sealed: &Sealed) -> Result<Vec<Block>, StoreError> {
-        let mut by_day: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+        // The head's rows by reference (sorting moves pointers, not rows), the
+        // first day's list sized for all of them: a head is most often one day.
+        let all = sealed.head.prev.len();
+        let mut by_day: BTreeMap<i64, Vec<&Row>> = BTreeMap::new();
         for r in sealed.head.rows() {
+            let first = by_day.is_empty();
             by_day
                 .entry(day_of(r.start_us))
-                .or_default()
-                .push(r.clone());
+                .or_insert_with(|| Vec::with_capacity(if first { all } else { 0 }))
+                .push(r);
         }
         let parts = by_day.len();
         let mut blocks = Vec::with_capacity(parts);
@@ -652,35 +664,44 @@ impl Cutter {
     }
 
     /// Writes `rows` (one day, sorted) as a local block.
-    fn block(&self, day: i64, rows: &[Row], wal: Option<WalRange>) -> Result<Block, StoreError> {
+    fn block<R: Borrow<Row>>(
+        &self,
+        day: i64,
+        rows: &[R],
+        wal: Option<WalRange>,
+    ) -> Result<Block, StoreError> {
         let id = format!("{}-{}", self.replica, random_id());
         let path = self.pending_dir.join(format!("{id}.parquet"));
         let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
         let (file, index_offset) = format::write(rows, self.rows_per_group, file)?;
         file.sync_all().map_err(|e| io(&path, e))?;
         let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
+        let seen: HashSet<(&str, &str, i32)> = rows
+            .iter()
+            .map(|r| {
+                let r = r.borrow();
+                (&*r.service, &*r.operation, r.kind)
+            })
+            .collect();
         let mut services: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
-        for r in rows {
-            let ops = services.entry(r.service.to_string()).or_default();
-            if !ops.iter().any(|(o, k)| **o == *r.operation && *k == r.kind) {
-                ops.insert((r.operation.to_string(), r.kind));
-            }
+        for (service, operation, kind) in seen {
+            services
+                .entry(service.to_string())
+                .or_default()
+                .insert((operation.to_string(), kind));
         }
+        let rows = || rows.iter().map(|r| r.borrow());
         let meta = BlockMeta {
             format_version: format::FORMAT_VERSION,
             id,
             replica: self.replica.clone(),
             day,
-            min_start_us: rows.iter().map(|r| r.start_us).min().unwrap_or(0),
-            max_start_us: rows.iter().map(|r| r.start_us).max().unwrap_or(0),
-            spans: rows.len() as u64,
-            traces: rows
-                .windows(2)
-                .filter(|w| w[0].trace_id != w[1].trace_id)
-                .count() as u64
-                + u64::from(!rows.is_empty()),
+            min_start_us: rows().map(|r| r.start_us).min().unwrap_or(0),
+            max_start_us: rows().map(|r| r.start_us).max().unwrap_or(0),
+            spans: rows().count() as u64,
+            traces: format::traces(rows()) as u64,
             data_bytes,
-            raw_bytes: rows.iter().map(Row::cost).sum(),
+            raw_bytes: rows().map(Row::cost).sum(),
             index_offset: Some(index_offset),
             services: services
                 .into_iter()
