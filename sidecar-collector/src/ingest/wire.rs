@@ -261,15 +261,29 @@ fn val_text(v: &Val<'_>) -> Option<String> {
     })
 }
 
-fn push_hashes(attrs: &[Attr<'_>], out: &mut Vec<u64>) {
+fn push_hashes(attrs: &[Attr<'_>], out: &mut Vec<u64>, text: &mut String) {
+    use std::fmt::Write;
     for a in attrs {
-        match &a.value {
-            Val::Str(s) => out.push(tag_hash(a.key, s)),
+        // Numbers and booleans as `val_text` writes them, into a buffer kept
+        // across attributes (a status code is an integer on every HTTP span).
+        text.clear();
+        let written = match &a.value {
+            Val::Str(s) => {
+                out.push(tag_hash(a.key, s));
+                continue;
+            }
+            Val::Int(i) => write!(text, "{i}"),
+            Val::Bool(b) => write!(text, "{b}"),
+            Val::Double(d) => write!(text, "{d}"),
             other => {
                 if let Some(t) = val_text(other) {
                     out.push(tag_hash(a.key, &t));
                 }
+                continue;
             }
+        };
+        if written.is_ok() {
+            out.push(tag_hash(a.key, text));
         }
     }
 }
@@ -312,6 +326,7 @@ fn record_from_view(
     indexed: &[String],
     body: Bytes,
     tags: &mut Vec<u64>,
+    text: &mut String,
 ) -> Result<SpanRecord, String> {
     let ValidSpan {
         trace_id,
@@ -331,8 +346,8 @@ fn record_from_view(
     }
     // Gathered in a buffer kept across spans: the record's tags are one allocation.
     tags.clear();
-    push_hashes(attrs, tags);
-    push_hashes(event_attrs, tags);
+    push_hashes(attrs, tags, text);
+    push_hashes(event_attrs, tags, text);
     if error {
         tags.push(tag_hash(semconv::ERROR, "true"));
     }
@@ -540,6 +555,7 @@ pub fn records_in_layout(
                             indexed,
                             raw.slice(range.clone()),
                             &mut tags,
+                            &mut buf,
                         ),
                         std::borrow::Cow::Borrowed(v.name),
                         range.len(),

@@ -230,7 +230,7 @@ type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 /// Interned names: one allocation per distinct service or operation.
 #[derive(Default)]
-pub struct Names(HashMap<String, Arc<str>>);
+pub struct Names(HashMap<String, Arc<str>, foldhash::fast::RandomState>);
 
 impl Names {
     pub fn get(&mut self, s: &str) -> Arc<str> {
@@ -676,19 +676,25 @@ impl Cutter {
         let (file, index_offset) = format::write(rows, self.rows_per_group, file)?;
         file.sync_all().map_err(|e| io(&path, e))?;
         let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
-        let seen: HashSet<(&str, &str, i32)> = rows
-            .iter()
-            .map(|r| {
-                let r = r.borrow();
-                (&*r.service, &*r.operation, r.kind)
-            })
-            .collect();
+        // Names are interned: one (service, operation, kind) by their pointers,
+        // then by their text (rows read from several blocks may not share them).
+        let mut seen: HashMap<(usize, usize, i32), &Row, foldhash::fast::FixedState> =
+            HashMap::default();
+        for r in rows {
+            let r: &Row = r.borrow();
+            let key = (
+                Arc::as_ptr(&r.service) as *const u8 as usize,
+                Arc::as_ptr(&r.operation) as *const u8 as usize,
+                r.kind,
+            );
+            seen.entry(key).or_insert(r);
+        }
         let mut services: BTreeMap<String, BTreeSet<(String, i32)>> = BTreeMap::new();
-        for (service, operation, kind) in seen {
+        for r in seen.into_values() {
             services
-                .entry(service.to_string())
+                .entry(r.service.to_string())
                 .or_default()
-                .insert((operation.to_string(), kind));
+                .insert((r.operation.to_string(), r.kind));
         }
         let rows = || rows.iter().map(|r| r.borrow());
         let meta = BlockMeta {
