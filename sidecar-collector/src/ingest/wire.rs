@@ -261,7 +261,52 @@ fn val_text(v: &Val<'_>) -> Option<String> {
     })
 }
 
-fn push_hashes(attrs: &[Attr<'_>], out: &mut Vec<u64>, text: &mut String) {
+/// Tag hashes already computed for an export's spans, by key and text: most
+/// attributes repeat from span to span, and looking one up (foldhash, eight
+/// bytes a step) costs a fraction of FNV-1a's byte-by-byte multiply chain.
+struct TagMemo<'a> {
+    seen: std::collections::HashMap<(&'a str, &'a str), u64, foldhash::fast::FixedState>,
+    /// Entries it holds at most (then it starts over).
+    max: usize,
+}
+
+impl<'a> TagMemo<'a> {
+    /// Entries at most, whatever the budget.
+    const MAX: usize = 1024;
+    /// What an entry may take: a bucket and its control byte, at the table's
+    /// lowest load (half full, just grown).
+    const ENTRY_BYTES: u64 = 2 * (std::mem::size_of::<((&str, &str), u64)>() as u64 + 1);
+
+    /// A memo of at most a sixteenth of `budget`; and what it may take.
+    fn within(budget: u64) -> (Self, u64) {
+        let max = (budget / 16 / Self::ENTRY_BYTES).min(Self::MAX as u64);
+        let memo = TagMemo {
+            seen: Default::default(),
+            max: max as usize,
+        };
+        (memo, max * Self::ENTRY_BYTES)
+    }
+
+    fn hash(&mut self, key: &'a str, value: &'a str) -> u64 {
+        if self.seen.len() >= self.max {
+            if self.max == 0 {
+                return tag_hash(key, value);
+            }
+            self.seen.clear();
+        }
+        *self
+            .seen
+            .entry((key, value))
+            .or_insert_with(|| tag_hash(key, value))
+    }
+}
+
+fn push_hashes<'a>(
+    attrs: &[Attr<'a>],
+    out: &mut Vec<u64>,
+    text: &mut String,
+    memo: &mut TagMemo<'a>,
+) {
     use std::fmt::Write;
     for a in attrs {
         // Numbers and booleans as `val_text` writes them, into a buffer kept
@@ -269,7 +314,7 @@ fn push_hashes(attrs: &[Attr<'_>], out: &mut Vec<u64>, text: &mut String) {
         text.clear();
         let written = match &a.value {
             Val::Str(s) => {
-                out.push(tag_hash(a.key, s));
+                out.push(memo.hash(a.key, s));
                 continue;
             }
             Val::Int(i) => write!(text, "{i}"),
@@ -316,10 +361,10 @@ fn redacted(r: &Redaction, attrs: &[&[Attr<'_>]], buf: &mut String) -> bool {
 
 /// The record of a span read in place (`SpanRecord::from_span`'s result).
 #[allow(clippy::too_many_arguments)]
-fn record_from_view(
-    v: &SpanView<'_>,
-    attrs: &[Attr<'_>],
-    event_attrs: &[Attr<'_>],
+fn record_from_view<'a>(
+    v: &SpanView<'a>,
+    attrs: &[Attr<'a>],
+    event_attrs: &[Attr<'a>],
     service: &str,
     origin: &Arc<[u8]>,
     origin_tags: &[u64],
@@ -327,6 +372,7 @@ fn record_from_view(
     body: Bytes,
     tags: &mut Vec<u64>,
     text: &mut String,
+    memo: &mut TagMemo<'a>,
 ) -> Result<SpanRecord, String> {
     let ValidSpan {
         trace_id,
@@ -346,8 +392,8 @@ fn record_from_view(
     }
     // Gathered in a buffer kept across spans: the record's tags are one allocation.
     tags.clear();
-    push_hashes(attrs, tags, text);
-    push_hashes(event_attrs, tags, text);
+    push_hashes(attrs, tags, text, memo);
+    push_hashes(event_attrs, tags, text, memo);
     if error {
         tags.push(tag_hash(semconv::ERROR, "true"));
     }
@@ -515,6 +561,8 @@ pub fn records_in_layout(
     let (mut attrs, mut event_attrs, mut link_attrs) = (Vec::new(), Vec::new(), Vec::new());
     let mut buf = String::new();
     let mut tags = Vec::new();
+    let (mut memo, memo_bytes) = TagMemo::within(budget);
+    charge(memo_bytes)?;
     let mut kept_raw = 0usize;
     for (resource, scopes) in layout.resources {
         let mut resource = match resource {
@@ -556,6 +604,7 @@ pub fn records_in_layout(
                             raw.slice(range.clone()),
                             &mut tags,
                             &mut buf,
+                            &mut memo,
                         ),
                         std::borrow::Cow::Borrowed(v.name),
                         range.len(),

@@ -349,3 +349,23 @@ fn reading_in_place_stops_at_its_budget() {
         200
     );
 }
+
+/// The memo gives FNV's hashes, holds at most what its budget allows (starting
+/// over when full), and with no room hashes without it.
+#[test]
+fn the_tag_memo_gives_the_hashes_within_its_share_of_the_budget() {
+    let pairs: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("k{}", i % 7), format!("v{i}")))
+        .collect();
+    for budget in [0, 16 * TagMemo::ENTRY_BYTES * 10, u64::MAX] {
+        let (mut memo, bytes) = TagMemo::within(budget);
+        assert!(bytes <= budget / 16, "{bytes} of {budget}");
+        assert!(memo.max <= TagMemo::MAX);
+        for _ in 0..2 {
+            for (k, v) in &pairs {
+                assert_eq!(memo.hash(k, v), tag_hash(k, v));
+                assert!(memo.seen.len() <= memo.max);
+            }
+        }
+    }
+}

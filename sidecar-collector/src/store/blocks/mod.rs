@@ -673,7 +673,10 @@ impl Cutter {
         let id = format!("{}-{}", self.replica, random_id());
         let path = self.pending_dir.join(format!("{id}.parquet"));
         let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-        let (file, index_offset) = format::write(rows, self.rows_per_group, file)?;
+        // Buffered: the writer hands over a page at a time (a system call each).
+        let out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let (out, index_offset) = format::write(rows, self.rows_per_group, out)?;
+        let file = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
         file.sync_all().map_err(|e| io(&path, e))?;
         let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
         // Names are interned: one (service, operation, kind) by their pointers,
@@ -1100,8 +1103,8 @@ impl BlockStore {
             let Source::Pending(path, _) = &b.source else {
                 continue;
             };
-            let data = match std::fs::read(path) {
-                Ok(d) => d,
+            match std::fs::metadata(path) {
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     // Its directory went away (the volume was emptied): nothing to upload.
                     tracing::error!(block = %b.meta.id, spans = b.meta.spans,
@@ -1111,23 +1114,20 @@ impl BlockStore {
                     continue;
                 }
                 Err(e) => return Err(io(path, e)),
-            };
+            }
             let meta = serde_json::to_vec(&b.meta).map_err(corrupt)?;
-            let result = self
-                .backend
-                .put(&b.data_key(), Bytes::from(data))
-                .and_then(|_| {
-                    self.backend.put(
-                        &format!("{}/meta.json", b.meta.dir_key()),
-                        Bytes::from(meta),
-                    )
-                });
+            let result = self.backend.put_file(&b.data_key(), path).and_then(|_| {
+                self.backend.put(
+                    &format!("{}/meta.json", b.meta.dir_key()),
+                    Bytes::from(meta),
+                )
+            });
             if let Err(e) = result {
                 *lock(&self.upload_error) = Some(e.to_string());
                 return Err(e);
             }
             *lock(&self.upload_error) = None;
-            // The same bytes: what was read of the local file serves the remote one.
+            // The same bytes: what was opened of the local file serves the remote one.
             let uploaded = Arc::new(Block {
                 meta: b.meta.clone(),
                 source: Source::Remote(self.backend.clone(), self.cache.clone()),

@@ -733,3 +733,47 @@ fn opened_metadata_stays_within_metadata_bytes_and_reads_stay_whole() {
         .unwrap();
     assert!(newest.opened_bytes() > 0);
 }
+
+/// A block uploaded to a local directory is a hard link to its pending file
+/// (same inode, no copy), replacing an earlier upload; a key the object store
+/// would encode is copied instead. Both read back whole.
+#[test]
+fn a_block_uploaded_to_a_local_directory_is_linked_not_copied() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let backend = super::backend::Backend::open(&Location::Local(d.path().join("bucket"))).unwrap();
+    let pending = d.path().join("p.parquet");
+    std::fs::write(&pending, b"first").unwrap();
+    backend
+        .put_file("blocks/1/a/data.parquet", &pending)
+        .unwrap();
+    let linked = d.path().join("bucket/blocks/1/a/data.parquet");
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().ino(),
+        std::fs::metadata(&pending).unwrap().ino()
+    );
+    // Uploaded again (a retry after a crash): replaced, then the pending file goes.
+    let again = d.path().join("q.parquet");
+    std::fs::write(&again, b"second").unwrap();
+    backend.put_file("blocks/1/a/data.parquet", &again).unwrap();
+    std::fs::remove_file(&again).unwrap();
+    std::fs::remove_file(&pending).unwrap();
+    assert_eq!(
+        backend.get("blocks/1/a/data.parquet").unwrap().unwrap(),
+        Bytes::from_static(b"second")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(linked.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    // A key with a character the object store encodes: copied.
+    std::fs::write(&pending, b"third").unwrap();
+    backend
+        .put_file("blocks/1/b c/data.parquet", &pending)
+        .unwrap();
+    assert_eq!(
+        backend.get("blocks/1/b c/data.parquet").unwrap().unwrap(),
+        Bytes::from_static(b"third")
+    );
+}
