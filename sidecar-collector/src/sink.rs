@@ -164,14 +164,19 @@ impl Sink {
             // be larger, or shared), never decoded: see `ingest::wire`. What that may
             // take is known from the export's layout; past it, or when the export is
             // unusual, it is decoded below under prost's own estimate.
-            if let Some(layout) = wire::layout(&raw) {
-                let budget = wire::wire_budget(raw.len(), layout.spans());
+            // The export's shape is counted first, allocating nothing: its layout
+            // is reserved with the rest before it is built.
+            if let Some(shape) = wire::shape(&raw) {
+                let budget = wire::wire_budget(raw.len(), shape.spans);
                 if let Some(m) = &memory {
-                    m.grow_to(2 * raw.len() as u64 + budget).await?;
+                    m.grow_to(2 * raw.len() as u64 + shape.layout_bytes() + budget)
+                        .await?;
                 }
-                let own = Bytes::copy_from_slice(&raw);
-                if let Some(accepted) = self.store_wire(&own, layout, budget, &memory).await {
-                    return accepted;
+                if let Some(layout) = wire::layout(&raw) {
+                    let own = Bytes::copy_from_slice(&raw);
+                    if let Some(accepted) = self.store_wire(&own, layout, budget, &memory).await {
+                        return accepted;
+                    }
                 }
             }
         }

@@ -424,11 +424,14 @@ fn record_from_view<'a>(
 /// Where a scope and its spans are in an export's bytes.
 type ScopeLayout = (Option<Range<usize>>, Vec<Range<usize>>);
 
+/// Where a resource and its scopes are in an export's bytes.
+type ResourceLayout = (Option<Range<usize>>, Vec<ScopeLayout>);
+
 /// Where the resources, scopes and spans of an export are in its bytes: read
 /// before memory is reserved for the export (it allocates a range per span).
 pub struct Layout {
     /// (resource bytes, its scopes) per `ResourceSpans`.
-    resources: Vec<(Option<Range<usize>>, Vec<ScopeLayout>)>,
+    resources: Vec<ResourceLayout>,
 }
 
 impl Layout {
@@ -472,10 +475,44 @@ fn offset(outer: &[u8], inner: &[u8]) -> Range<usize> {
     start..start + inner.len()
 }
 
+/// How many resources, scopes and spans an export holds: what its layout
+/// takes in memory, known before any of it is allocated (16 MiB of empty
+/// `ResourceSpans`, two bytes each, would be 8 million entries).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub resources: usize,
+    pub scopes: usize,
+    pub spans: usize,
+}
+
+impl Shape {
+    /// What the layout's vectors may take (twice their entries: they grow by doubling).
+    pub fn layout_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        2 * (self.resources * size_of::<ResourceLayout>()
+            + self.scopes * size_of::<ScopeLayout>()
+            + self.spans * size_of::<Range<usize>>()) as u64
+    }
+}
+
+/// The shape of an export, allocating nothing; `None` as for [`layout`].
+pub fn shape(buf: &[u8]) -> Option<Shape> {
+    walk_layout(buf, None)
+}
+
 /// The layout of an export; `None` when it is malformed or unusual (a resource
 /// or scope given twice, which prost merges).
 pub fn layout(buf: &[u8]) -> Option<Layout> {
     let mut resources = Vec::new();
+    walk_layout(buf, Some(&mut resources))?;
+    Some(Layout { resources })
+}
+
+/// Walks an export's resources, scopes and spans, counting them, and pushing
+/// where they are to `out` when there is one.
+fn walk_layout(buf: &[u8], mut out: Option<&mut Vec<ResourceLayout>>) -> Option<Shape> {
+    let mut shape = Shape::default();
+    let building = out.is_some();
     let mut req = Fields::new(buf);
     while let Some((tag, field)) = req.next_field()? {
         let rs = match (tag, field) {
@@ -483,18 +520,25 @@ pub fn layout(buf: &[u8]) -> Option<Layout> {
             (1, _) => return None,
             _ => continue,
         };
+        shape.resources += 1;
         let (mut resource, mut scopes) = (None, Vec::new());
         let mut f = Fields::new(rs);
         while let Some((tag, field)) = f.next_field()? {
             match (tag, field) {
                 (1, F::Len(b)) if resource.is_none() => resource = Some(offset(buf, b)),
                 (2, F::Len(ss)) => {
+                    shape.scopes += 1;
                     let (mut scope, mut spans) = (None, Vec::new());
                     let mut g = Fields::new(ss);
                     while let Some((tag, field)) = g.next_field()? {
                         match (tag, field) {
                             (1, F::Len(b)) if scope.is_none() => scope = Some(offset(buf, b)),
-                            (2, F::Len(b)) => spans.push(offset(buf, b)),
+                            (2, F::Len(b)) => {
+                                shape.spans += 1;
+                                if building {
+                                    spans.push(offset(buf, b));
+                                }
+                            }
                             (3, F::Len(b)) => {
                                 text(b)?;
                             }
@@ -502,7 +546,9 @@ pub fn layout(buf: &[u8]) -> Option<Layout> {
                             _ => {}
                         }
                     }
-                    scopes.push((scope, spans));
+                    if building {
+                        scopes.push((scope, spans));
+                    }
                 }
                 (3, F::Len(b)) => {
                     text(b)?;
@@ -511,9 +557,11 @@ pub fn layout(buf: &[u8]) -> Option<Layout> {
                 _ => {}
             }
         }
-        resources.push((resource, scopes));
+        if let Some(out) = out.as_deref_mut() {
+            out.push((resource, scopes));
+        }
     }
-    Some(Layout { resources })
+    Some(shape)
 }
 
 /// What [`records_from_wire`] gives: the records, and how many attribute values

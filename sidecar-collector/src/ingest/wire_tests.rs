@@ -369,3 +369,28 @@ fn the_tag_memo_gives_the_hashes_within_its_share_of_the_budget() {
         }
     }
 }
+
+/// An export's shape is counted before its layout is built: 16 MiB of empty
+/// `ResourceSpans` (two bytes each) is 8 million entries, whose layout would
+/// take hundreds of megabytes, and says so.
+#[test]
+fn the_shape_of_an_amplifying_export_is_counted_before_it_is_laid_out() {
+    let bomb: Vec<u8> = [0x0a, 0x00].repeat(8 << 20);
+    let s = shape(&bomb).unwrap();
+    assert_eq!(
+        s,
+        Shape {
+            resources: 8 << 20,
+            scopes: 0,
+            spans: 0
+        }
+    );
+    assert!(s.layout_bytes() >= (8 << 20) * 64, "{}", s.layout_bytes());
+    let spans: Vec<Gen> = (0..5).map(|_| request_gen()).collect();
+    let raw = request(&spans, &Vec::new()).encode_to_vec();
+    let s = shape(&raw).unwrap();
+    assert_eq!((s.resources, s.spans), (1, 5));
+    assert!(s.scopes >= 1);
+    assert_eq!(layout(&raw).unwrap().spans(), 5);
+    assert!(shape(&raw[..raw.len() - 2]).is_none(), "malformed");
+}
