@@ -427,8 +427,8 @@ type ScopeLayout = (Option<Range<usize>>, Vec<Range<usize>>);
 /// Where a resource and its scopes are in an export's bytes.
 type ResourceLayout = (Option<Range<usize>>, Vec<ScopeLayout>);
 
-/// Where the resources, scopes and spans of an export are in its bytes: read
-/// before memory is reserved for the export (it allocates a range per span).
+/// Where the resources, scopes and spans of an export are in its bytes: built
+/// once the memory its [`Shape`] says it takes is reserved (a range per span).
 pub struct Layout {
     /// (resource bytes, its scopes) per `ResourceSpans`.
     resources: Vec<ResourceLayout>,
