@@ -171,12 +171,15 @@ fn key_value(buf: &[u8]) -> Option<Attr<'_>> {
 
 /// Reads `buf` as a `Span`: its fields, its attributes into `attrs`, its events'
 /// attributes into `event_attrs` and its links' into `link_attrs` (all cleared
-/// first). `None` when the span is not taken as it is (see the module's doc).
-pub fn span_view<'a>(
+/// first, each read through `memo`). `None` when the span is not taken as it is
+/// (see the module's doc).
+fn span_view<'a>(
     buf: &'a [u8],
-    attrs: &mut Vec<Attr<'a>>,
-    event_attrs: &mut Vec<Attr<'a>>,
-    link_attrs: &mut Vec<Attr<'a>>,
+    attrs: &mut Vec<Seen<'a>>,
+    event_attrs: &mut Vec<Seen<'a>>,
+    link_attrs: &mut Vec<Seen<'a>>,
+    memo: &mut AttrMemo<'a>,
+    redaction: &Redaction,
 ) -> Option<SpanView<'a>> {
     attrs.clear();
     event_attrs.clear();
@@ -194,7 +197,7 @@ pub fn span_view<'a>(
             (6, F::Varint(x)) => v.kind = x as i32,
             (7, F::Fixed64(x)) => v.start = x,
             (8, F::Fixed64(x)) => v.end = x,
-            (9, F::Len(b)) => attrs.push(key_value(b)?),
+            (9, F::Len(b)) => attrs.push(memo.read(b, redaction)?),
             (10 | 12 | 14, F::Varint(_)) | (16, F::Fixed32) => {}
             (11, F::Len(b)) => {
                 let mut e = Fields::new(b);
@@ -204,7 +207,7 @@ pub fn span_view<'a>(
                         (2, F::Len(n)) => {
                             text(n)?;
                         }
-                        (3, F::Len(kv)) => event_attrs.push(key_value(kv)?),
+                        (3, F::Len(kv)) => event_attrs.push(memo.read(kv, redaction)?),
                         (1..=4, _) => return None,
                         _ => {}
                     }
@@ -218,7 +221,7 @@ pub fn span_view<'a>(
                         (3, F::Len(ts)) => {
                             text(ts)?;
                         }
-                        (4, F::Len(kv)) => link_attrs.push(key_value(kv)?),
+                        (4, F::Len(kv)) => link_attrs.push(memo.read(kv, redaction)?),
                         (1..=6, _) => return None,
                         _ => {}
                     }
@@ -261,81 +264,93 @@ fn val_text(v: &Val<'_>) -> Option<String> {
     })
 }
 
-/// Tag hashes already computed for an export's spans, by key and text: most
-/// attributes repeat from span to span, and looking one up (foldhash, eight
-/// bytes a step) costs a fraction of FNV-1a's byte-by-byte multiply chain.
-struct TagMemo<'a> {
-    seen: std::collections::HashMap<(&'a str, &'a str), u64, foldhash::fast::FixedState>,
-    /// Entries it holds at most (then it starts over).
-    max: usize,
+/// An attribute as the store needs it: read, checked against redaction, hashed.
+#[derive(Debug, Clone, Copy)]
+struct Seen<'a> {
+    attr: Attr<'a>,
+    /// Whether redaction would change it.
+    changes: bool,
+    /// Its tag hash (none for an empty value).
+    hash: Option<u64>,
 }
 
-impl<'a> TagMemo<'a> {
+/// The attributes already read in an export, by their bytes: most repeat from
+/// span to span (the same key and value, so the same bytes), and looking one
+/// up (foldhash over its bytes, eight a step) spares reading its fields again,
+/// checking its key and text as UTF-8, asking redaction about it and hashing
+/// its tag byte by byte (FNV-1a) — together about a tenth of the collector's
+/// CPU per stored span under load (perf). Identical bytes read identically, so
+/// what it gives is what reading them again gives.
+struct AttrMemo<'a> {
+    seen: std::collections::HashMap<&'a [u8], Seen<'a>, foldhash::fast::FixedState>,
+    /// Entries it holds at most: then it only looks up (the attributes that
+    /// repeat are those of the first spans, as a rule; the rest are unique).
+    max: usize,
+    /// Kept across attributes: numbers' text, redaction's key buffer.
+    text: String,
+    buf: String,
+}
+
+impl<'a> AttrMemo<'a> {
     /// Entries at most, whatever the budget.
     const MAX: usize = 1024;
     /// What an entry may take: a bucket and its control byte, at the table's
     /// lowest load (half full, just grown).
-    const ENTRY_BYTES: u64 = 2 * (std::mem::size_of::<((&str, &str), u64)>() as u64 + 1);
+    const ENTRY_BYTES: u64 = 2 * (std::mem::size_of::<(&[u8], Seen<'_>)>() as u64 + 1);
 
     /// A memo of at most a sixteenth of `budget`; and what it may take.
     fn within(budget: u64) -> (Self, u64) {
         let max = (budget / 16 / Self::ENTRY_BYTES).min(Self::MAX as u64);
-        let memo = TagMemo {
+        let memo = AttrMemo {
             seen: Default::default(),
             max: max as usize,
+            text: String::new(),
+            buf: String::new(),
         };
         (memo, max * Self::ENTRY_BYTES)
     }
 
-    fn hash(&mut self, key: &'a str, value: &'a str) -> u64 {
-        if self.seen.len() >= self.max {
-            if self.max == 0 {
-                return tag_hash(key, value);
-            }
-            self.seen.clear();
+    /// The attribute whose `KeyValue` message is `kv`; `None` when it is not
+    /// taken as it is.
+    fn read(&mut self, kv: &'a [u8], redaction: &Redaction) -> Option<Seen<'a>> {
+        if let Some(s) = self.seen.get(kv) {
+            return Some(*s);
         }
-        *self
-            .seen
-            .entry((key, value))
-            .or_insert_with(|| tag_hash(key, value))
+        let attr = key_value(kv)?;
+        let text = match attr.value {
+            Val::Str(s) => Some(s),
+            _ => None,
+        };
+        let seen = Seen {
+            attr,
+            changes: redaction.would_change(attr.key, text, &mut self.buf),
+            hash: attr_hash(&attr, &mut self.text),
+        };
+        if self.seen.len() < self.max {
+            self.seen.insert(kv, seen);
+        }
+        Some(seen)
     }
 }
 
-fn push_hashes<'a>(
-    attrs: &[Attr<'a>],
-    out: &mut Vec<u64>,
-    text: &mut String,
-    memo: &mut TagMemo<'a>,
-) {
+/// The tag hash of an attribute (`model::tag_hash` of its key and its value's
+/// text, as `val_text` gives it); numbers and booleans written into `text`.
+fn attr_hash(a: &Attr<'_>, text: &mut String) -> Option<u64> {
     use std::fmt::Write;
-    for a in attrs {
-        // Numbers and booleans as `val_text` writes them, into a buffer kept
-        // across attributes (a status code is an integer on every HTTP span).
-        text.clear();
-        let written = match &a.value {
-            Val::Str(s) => {
-                out.push(memo.hash(a.key, s));
-                continue;
-            }
-            Val::Int(i) => write!(text, "{i}"),
-            Val::Bool(b) => write!(text, "{b}"),
-            Val::Double(d) => write!(text, "{d}"),
-            other => {
-                if let Some(t) = val_text(other) {
-                    out.push(tag_hash(a.key, &t));
-                }
-                continue;
-            }
-        };
-        if written.is_ok() {
-            out.push(tag_hash(a.key, text));
-        }
-    }
+    text.clear();
+    let written = match &a.value {
+        Val::Str(s) => return Some(tag_hash(a.key, s)),
+        Val::Int(i) => write!(text, "{i}"),
+        Val::Bool(b) => write!(text, "{b}"),
+        Val::Double(d) => write!(text, "{d}"),
+        other => return val_text(other).map(|t| tag_hash(a.key, &t)),
+    };
+    written.ok().map(|()| tag_hash(a.key, text))
 }
 
 /// `sampler.param` when `sampler.type` is `probabilistic` (`model::sampled_probability`).
-fn sampled_probability(attrs: &[Attr<'_>]) -> Option<f64> {
-    let find = |k: &str| attrs.iter().find(|a| a.key == k).map(|a| a.value);
+fn sampled_probability(attrs: &[Seen<'_>]) -> Option<f64> {
+    let find = |k: &str| attrs.iter().find(|a| a.attr.key == k).map(|a| a.attr.value);
     match find(semconv::SAMPLER_TYPE)? {
         Val::Str(t) if t == semconv::SAMPLER_TYPE_PROBABILISTIC => {}
         _ => return None,
@@ -349,30 +364,22 @@ fn sampled_probability(attrs: &[Attr<'_>]) -> Option<f64> {
 }
 
 /// Whether redaction would change anything in the span.
-fn redacted(r: &Redaction, attrs: &[&[Attr<'_>]], buf: &mut String) -> bool {
-    attrs.iter().flat_map(|a| a.iter()).any(|a| {
-        let s = match a.value {
-            Val::Str(s) => Some(s),
-            _ => None,
-        };
-        r.would_change(a.key, s, buf)
-    })
+fn redacted(attrs: &[&[Seen<'_>]]) -> bool {
+    attrs.iter().flat_map(|a| a.iter()).any(|a| a.changes)
 }
 
 /// The record of a span read in place (`SpanRecord::from_span`'s result).
 #[allow(clippy::too_many_arguments)]
 fn record_from_view<'a>(
     v: &SpanView<'a>,
-    attrs: &[Attr<'a>],
-    event_attrs: &[Attr<'a>],
+    attrs: &[Seen<'a>],
+    event_attrs: &[Seen<'a>],
     service: &str,
     origin: &Arc<[u8]>,
     origin_tags: &[u64],
     indexed: &[String],
     body: Bytes,
     tags: &mut Vec<u64>,
-    text: &mut String,
-    memo: &mut TagMemo<'a>,
 ) -> Result<SpanRecord, String> {
     let ValidSpan {
         trace_id,
@@ -384,16 +391,15 @@ fn record_from_view<'a>(
     let own_probability = sampled_probability(attrs);
     let mut indexed_tags: Vec<(String, String)> = attrs
         .iter()
-        .filter(|a| indexed.iter().any(|k| k == a.key))
-        .filter_map(|a| Some((a.key.to_string(), val_text(&a.value)?)))
+        .filter(|a| indexed.iter().any(|k| k == a.attr.key))
+        .filter_map(|a| Some((a.attr.key.to_string(), val_text(&a.attr.value)?)))
         .collect();
     if error && indexed.iter().any(|k| k == semconv::ERROR) {
         indexed_tags.push((semconv::ERROR.into(), "true".into()));
     }
     // Gathered in a buffer kept across spans: the record's tags are one allocation.
     tags.clear();
-    push_hashes(attrs, tags, text, memo);
-    push_hashes(event_attrs, tags, text, memo);
+    tags.extend(attrs.iter().chain(event_attrs).filter_map(|a| a.hash));
     if error {
         tags.push(tag_hash(semconv::ERROR, "true"));
     }
@@ -607,9 +613,8 @@ pub fn records_in_layout(
     out.records.reserve_exact(layout.spans());
     let mut redacted_values = 0u64;
     let (mut attrs, mut event_attrs, mut link_attrs) = (Vec::new(), Vec::new(), Vec::new());
-    let mut buf = String::new();
     let mut tags = Vec::new();
-    let (mut memo, memo_bytes) = TagMemo::within(budget);
+    let (mut memo, memo_bytes) = AttrMemo::within(budget);
     charge(memo_bytes)?;
     let mut kept_raw = 0usize;
     for (resource, scopes) in layout.resources {
@@ -635,10 +640,15 @@ pub fn records_in_layout(
             charge((origin.len() + 8 * origin_tags.len()) as u64)?;
             for range in spans {
                 let bytes = &raw[range.clone()];
-                let view =
-                    span_view(bytes, &mut attrs, &mut event_attrs, &mut link_attrs).filter(|_| {
-                        !redacted(redaction, &[&attrs, &event_attrs, &link_attrs], &mut buf)
-                    });
+                let view = span_view(
+                    bytes,
+                    &mut attrs,
+                    &mut event_attrs,
+                    &mut link_attrs,
+                    &mut memo,
+                    redaction,
+                )
+                .filter(|_| !redacted(&[&attrs, &event_attrs, &link_attrs]));
                 let (record, name, from_raw) = match view {
                     Some(v) => (
                         record_from_view(
@@ -651,8 +661,6 @@ pub fn records_in_layout(
                             indexed,
                             raw.slice(range.clone()),
                             &mut tags,
-                            &mut buf,
-                            &mut memo,
                         ),
                         std::borrow::Cow::Borrowed(v.name),
                         range.len(),

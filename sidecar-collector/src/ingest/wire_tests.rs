@@ -350,22 +350,49 @@ fn reading_in_place_stops_at_its_budget() {
     );
 }
 
-/// The memo gives FNV's hashes, holds at most what its budget allows (starting
-/// over when full), and with no room hashes without it.
+/// The memo gives what reading an attribute again gives (its key and value,
+/// redaction's verdict, its tag hash), holds at most what its budget allows
+/// (then only looks up), and with no room reads every attribute.
 #[test]
-fn the_tag_memo_gives_the_hashes_within_its_share_of_the_budget() {
-    let pairs: Vec<(String, String)> = (0..300)
-        .map(|i| (format!("k{}", i % 7), format!("v{i}")))
+fn the_attribute_memo_reads_as_reading_again_within_its_share_of_the_budget() {
+    let pairs: Pairs = (0..300u32)
+        .map(|i| {
+            let key = ["k", "db.password", "url.full"][(i % 3) as usize];
+            let v = ["https://u:p@h/p", "x", "500"][(i % 7 % 3) as usize];
+            (format!("{key}{}", i % 2), (i % 8) as u8, format!("{v}{}", i % 11))
+        })
         .collect();
-    for budget in [0, 16 * TagMemo::ENTRY_BYTES * 10, u64::MAX] {
-        let (mut memo, bytes) = TagMemo::within(budget);
+    let kvs: Vec<Vec<u8>> = kvs(&pairs).iter().map(|kv| kv.encode_to_vec()).collect();
+    let r = Redaction::default();
+    for budget in [0, 16 * AttrMemo::ENTRY_BYTES * 10, u64::MAX] {
+        let (mut memo, bytes) = AttrMemo::within(budget);
         assert!(bytes <= budget / 16, "{bytes} of {budget}");
-        assert!(memo.max <= TagMemo::MAX);
+        assert!(memo.max <= AttrMemo::MAX);
         for _ in 0..2 {
-            for (k, v) in &pairs {
-                assert_eq!(memo.hash(k, v), tag_hash(k, v));
+            for kv in &kvs {
+                let read = memo.read(kv, &r);
+                let again = key_value(kv);
+                assert_eq!(read.is_some(), again.is_some());
+                let (Some(read), Some(a)) = (read, again) else {
+                    continue;
+                };
+                assert_eq!(read.attr.key, a.key);
+                assert_eq!(read.attr.value, a.value);
+                let text = match a.value {
+                    Val::Str(s) => Some(s),
+                    _ => None,
+                };
+                assert_eq!(read.changes, r.would_change(a.key, text, &mut String::new()));
+                let want = val_text(&a.value).map(|t| tag_hash(a.key, &t));
+                assert_eq!(read.hash, want, "{a:?}");
                 assert!(memo.seen.len() <= memo.max);
             }
+        }
+        if budget == u64::MAX {
+            let distinct: std::collections::HashSet<&Vec<u8>> =
+                kvs.iter().filter(|kv| key_value(kv).is_some()).collect();
+            assert!(distinct.len() > 50);
+            assert_eq!(memo.seen.len(), distinct.len());
         }
     }
 }
