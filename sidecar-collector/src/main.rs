@@ -743,7 +743,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .merge(meshtrace_collector::ui::router());
         let sink = Target::Store {
             pipeline,
-            indexed_tags: Arc::new(cfg.indexed_tags.clone()),
+            // Only SQLite's tag table reads them: the blocks engine finds every
+            // tag by its hash, and making them was an allocation or three per span
+            // for nothing (freed on the writer's thread).
+            indexed_tags: Arc::new(match cfg.store.engine {
+                EngineKind::Sqlite => cfg.indexed_tags.clone(),
+                EngineKind::Blocks => Vec::new(),
+            }),
             window: TimeWindow {
                 max_age: cfg.max_span_age.unwrap_or(cfg.retention),
                 max_future: cfg.max_span_future,
