@@ -487,6 +487,8 @@ pub struct SidecarConfig {
     pub queue_bytes: u64,
     /// Largest merged export sent upstream.
     pub batch_bytes: usize,
+    /// Exports sent upstream at once (each waits for the central's commit).
+    pub max_in_flight: usize,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     /// Give up on a batch (drop and count it) after retrying this long.
@@ -517,6 +519,7 @@ impl Default for SidecarConfig {
             upstream: String::new(),
             queue_bytes: 8 * 1024 * 1024,
             batch_bytes: 1024 * 1024,
+            max_in_flight: 4,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             max_retry_time: Duration::from_secs(300),
@@ -991,6 +994,9 @@ impl Config {
         if self.sidecar.batch_bytes < 1024 {
             return Err(err("sidecar.batch_bytes", "must be at least 1024"));
         }
+        if !(1..=256).contains(&self.sidecar.max_in_flight) {
+            return Err(err("sidecar.max_in_flight", "must be between 1 and 256"));
+        }
         if self.sidecar.timeout_ms == 0 {
             return Err(err("sidecar.timeout_ms", "must be more than 0"));
         }
@@ -1116,6 +1122,8 @@ mod tests {
             ("queue:\n  num_workers: 5000", "queue.num_workers"),
             ("sidecar:\n  batch_bytes: 0", "sidecar.batch_bytes"),
             ("sidecar:\n  timeout_ms: 0", "sidecar.timeout_ms"),
+            ("sidecar:\n  max_in_flight: 0", "sidecar.max_in_flight"),
+            ("sidecar:\n  max_in_flight: 100000", "sidecar.max_in_flight"),
             ("sidecar:\n  envoy_admin: localhost", "sidecar.envoy_admin"),
             (
                 "metrics:\n  duration_buckets_ms: [5, 1]",

@@ -81,6 +81,8 @@ pub struct ForwardSettings {
     pub upstream: String,
     pub queue_bytes: u64,
     pub batch_bytes: usize,
+    /// Exports sent at once (at least one).
+    pub max_in_flight: usize,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub max_retry_time: Duration,
@@ -334,9 +336,12 @@ struct Drops {
 }
 
 impl Drops {
-    fn drop_spans(&mut self, n: u64, reason: &str, detail: &str) {
-        self.c.spans_dropped.inc_by(n);
-        if self.seen.insert(reason.to_string()) {
+    fn drop_spans(this: &std::sync::Mutex<Drops>, n: u64, reason: &str, detail: &str) {
+        let Ok(mut d) = this.lock() else {
+            return;
+        };
+        d.c.spans_dropped.inc_by(n);
+        if d.seen.insert(reason.to_string()) {
             tracing::error!(spans = n, reason, detail, "spans dropped (logged once per reason; meshtrace_collector_spans_dropped_total counts every one)");
         } else {
             tracing::debug!(spans = n, reason, detail, "spans dropped");
@@ -344,6 +349,13 @@ impl Drops {
     }
 }
 
+/// Merges what is queued into batches and sends up to `max_in_flight` of them
+/// at once: one at a time, each waiting for the central's fsynced commit, a
+/// sidecar fed at saturation delivered 27,900 stored spans/s where the central
+/// fed directly stored 38,700. A batch keeps its place in the queue's bound
+/// (`queue_bytes`) until it is sent or dropped, so what is in flight is within
+/// it; batches may arrive out of order (spans carry their trace). Ends once the
+/// queue is closed and every batch in flight is done.
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Item>,
     channel: Channel,
@@ -351,23 +363,29 @@ async fn run(
     c: Arc<Counters>,
     shutdown: Shutdown,
 ) {
-    let mut drops = Drops {
+    let drops = Arc::new(std::sync::Mutex::new(Drops {
         seen: Default::default(),
         c: c.clone(),
-    };
+    }));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(s.max_in_flight.max(1)));
+    let s = Arc::new(s);
+    let mut sending = tokio::task::JoinSet::new();
     let mut batch = BytesMut::new();
-    // Sends what `batch` holds (`n` spans of `requests` requests) and frees its place in the queue.
-    macro_rules! flush {
-        ($n:expr, $requests:expr) => {{
-            let size = batch.len() as u64;
-            let bytes = batch.split().freeze();
-            send_batch(&channel, &s, &c, &shutdown, &mut drops, bytes, $n).await;
-            c.queue_bytes.dec_by(size);
-            c.queue_depth.dec_by($requests);
-        }};
-    }
-    while let Some((first, n0)) = rx.recv().await {
-        // Concatenate what is waiting, up to batch_bytes.
+    // A request that would have overflowed the last batch: the next one's first.
+    let mut carried: Option<Item> = None;
+    loop {
+        let (first, n0) = match carried.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        // Wait for a free place before merging: what queues meanwhile joins this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        while sending.try_join_next().is_some() {}
         batch.clear();
         batch.extend_from_slice(&first);
         drop(first);
@@ -379,18 +397,31 @@ async fn run(
                     n += k;
                     requests += 1;
                 }
-                Ok((more, k)) => {
-                    // Would overflow the batch: sent first in the next one.
-                    flush!(n, requests);
-                    batch.extend_from_slice(&more);
-                    n = k;
-                    requests = 1;
+                Ok(item) => {
+                    carried = Some(item);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        flush!(n, requests);
+        let size = batch.len() as u64;
+        let bytes = batch.split().freeze();
+        let (channel, s, c, shutdown, drops) = (
+            channel.clone(),
+            s.clone(),
+            c.clone(),
+            shutdown.clone(),
+            drops.clone(),
+        );
+        sending.spawn(async move {
+            send_batch(&channel, &s, &c, &shutdown, &drops, bytes, n).await;
+            // Its place in the queue is free once it is sent or dropped.
+            c.queue_bytes.dec_by(size);
+            c.queue_depth.dec_by(requests);
+            drop(permit);
+        });
     }
+    while sending.join_next().await.is_some() {}
 }
 
 /// Sends one batch, retrying what is retryable until `max_retry_time` or the
@@ -400,7 +431,7 @@ async fn send_batch(
     s: &ForwardSettings,
     c: &Counters,
     shutdown: &Shutdown,
-    drops: &mut Drops,
+    drops: &std::sync::Mutex<Drops>,
     bytes: Bytes,
     n: u64,
 ) {
@@ -408,7 +439,8 @@ async fn send_batch(
     let mut delay = s.retry_initial;
     loop {
         if shutdown.passed() {
-            drops.drop_spans(
+            Drops::drop_spans(
+                drops,
                 n,
                 "shutdown",
                 "the shutdown grace (sidecar.shutdown_grace) ended before the upstream took them",
@@ -421,7 +453,8 @@ async fn send_batch(
                 return;
             }
             Err(status) if !retryable(&status) => {
-                drops.drop_spans(
+                Drops::drop_spans(
+                    drops,
                     n,
                     &format!("upstream refused for good: {:?}", status.code()),
                     status.message(),
@@ -429,7 +462,8 @@ async fn send_batch(
                 return;
             }
             Err(status) if started.elapsed() >= s.max_retry_time => {
-                drops.drop_spans(
+                Drops::drop_spans(
+                    drops,
                     n,
                     "retries ran out (sidecar.max_retry_time)",
                     status.message(),
@@ -543,6 +577,106 @@ mod tests {
                 assert!(parts.len() > 1);
             }
         }
+    }
+
+    /// An upstream that holds every export `hold` before answering, and
+    /// counts the exports it holds at once (the most of them) and the spans.
+    #[derive(Clone, Default)]
+    struct Slow {
+        now: Arc<std::sync::atomic::AtomicUsize>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+        spans: Arc<std::sync::atomic::AtomicU64>,
+        hold: Duration,
+    }
+
+    #[tonic::async_trait]
+    impl crate::grpc::trace_server::trace_service_server::TraceService for Slow {
+        async fn export(
+            &self,
+            request: tonic::Request<crate::grpc::EncodedExport>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(self.hold).await;
+            let req = ExportTraceServiceRequest::decode(request.into_inner().0)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.spans.fetch_add(span_count(&req), SeqCst);
+            self.now.fetch_sub(1, SeqCst);
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// Issue 23, item 6: up to `max_in_flight` exports are in flight at once
+    /// (never more), every span arrives once, the queue's bound is kept (a full
+    /// queue refuses, and is empty again once everything is sent), and the task
+    /// ends once the queue is closed and the last export answered.
+    #[test]
+    fn exports_go_several_at_once_within_the_queue_bound() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for max_in_flight in [1usize, 4] {
+                let slow = Slow {
+                    hold: Duration::from_millis(500),
+                    ..Slow::default()
+                };
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let server = tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(
+                            crate::grpc::trace_server::trace_service_server::TraceServiceServer::new(
+                                slow.clone(),
+                            ),
+                        )
+                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(
+                            listener,
+                        )),
+                );
+                let one = req(1, 10);
+                let size = one.encoded_len();
+                let settings = ForwardSettings {
+                    upstream: format!("http://{addr}"),
+                    // Twelve requests fit; a batch is one request.
+                    queue_bytes: 12 * size as u64 + 8,
+                    batch_bytes: size + 8,
+                    max_in_flight,
+                    retry_initial: Duration::from_millis(50),
+                    retry_max: Duration::from_millis(200),
+                    max_retry_time: Duration::from_secs(60),
+                    timeout: Duration::from_secs(60),
+                    shutdown_grace: Duration::from_secs(60),
+                    tls: None,
+                    token: None,
+                };
+                let counters = Arc::new(Counters::default());
+                let (f, _shutdown, task) = Forwarder::start(settings, counters.clone()).unwrap();
+                for _ in 0..12 {
+                    f.enqueue(one.clone()).unwrap();
+                }
+                // The bound holds while they are in flight: a thirteenth is refused.
+                assert!(matches!(f.enqueue(one.clone()), Err(SubmitError::Full)));
+                drop(f);
+                tokio::time::timeout(Duration::from_secs(120), task)
+                    .await
+                    .expect("the forwarder ends once the queue is sent")
+                    .unwrap();
+                assert_eq!(slow.spans.load(SeqCst), 120, "in flight {max_in_flight}");
+                // Never more than allowed; several when allowed (each held half a second).
+                let most = slow.most.load(SeqCst);
+                assert!(most <= max_in_flight, "{most} > {max_in_flight}");
+                assert!(most >= max_in_flight.min(2), "{most} at once of {max_in_flight}");
+                assert_eq!(counters.spans_forwarded.get(), 120);
+                assert_eq!(counters.queue_bytes.get(), 0);
+                assert_eq!(counters.queue_depth.get(), 0);
+                server.abort();
+            }
+        });
     }
 
     #[test]

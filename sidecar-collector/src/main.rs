@@ -30,6 +30,7 @@ use meshtrace_collector::sampling::{self, Provider, Strategies};
 use meshtrace_collector::security;
 use meshtrace_collector::sink::{Sink, Target};
 use meshtrace_collector::store::history::HistoryDb;
+use meshtrace_collector::store::lock::DirLock;
 use meshtrace_collector::store::sqlite::{self as sqlite_store, SqliteStore, StoreSettings};
 use meshtrace_collector::store::{blocks, Engine};
 use meshtrace_collector::telemetry::{self, Telemetry};
@@ -294,6 +295,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `meshtrace-collector migrate`: SQLite partitions → blocks.
 fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let _dir_lock = DirLock::acquire(&cfg.data_dir)?;
     let sqlite = SqliteStore::open(&cfg.data_dir, StoreSettings::default()).with_context(|| {
         format!(
             "data_dir: opening the SQLite store in {}",
@@ -597,6 +599,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ))
     });
     let mut filter_stats_task = None;
+    // One process per data directory: held until `run` returns (or the process exits).
+    let _dir_lock = (cfg.mode != Mode::Sidecar)
+        .then(|| DirLock::acquire(&cfg.data_dir))
+        .transpose()?;
     // The sink, and what must be drained at shutdown.
     let (target, query_app, writer, forwarder, stored, span_metrics) = if cfg.mode == Mode::Sidecar
     {
@@ -605,6 +611,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             upstream: sc.upstream.clone(),
             queue_bytes: sc.queue_bytes,
             batch_bytes: sc.batch_bytes,
+            max_in_flight: sc.max_in_flight,
             retry_initial: Duration::from_millis(sc.retry_initial_ms),
             retry_max: Duration::from_millis(sc.retry_max_ms),
             max_retry_time: sc.max_retry_time,

@@ -359,7 +359,11 @@ fn the_attribute_memo_reads_as_reading_again_within_its_share_of_the_budget() {
         .map(|i| {
             let key = ["k", "db.password", "url.full"][(i % 3) as usize];
             let v = ["https://u:p@h/p", "x", "500"][(i % 7 % 3) as usize];
-            (format!("{key}{}", i % 2), (i % 8) as u8, format!("{v}{}", i % 11))
+            (
+                format!("{key}{}", i % 2),
+                (i % 8) as u8,
+                format!("{v}{}", i % 11),
+            )
         })
         .collect();
     let kvs: Vec<Vec<u8>> = kvs(&pairs).iter().map(|kv| kv.encode_to_vec()).collect();
@@ -382,7 +386,10 @@ fn the_attribute_memo_reads_as_reading_again_within_its_share_of_the_budget() {
                     Val::Str(s) => Some(s),
                     _ => None,
                 };
-                assert_eq!(read.changes, r.would_change(a.key, text, &mut String::new()));
+                assert_eq!(
+                    read.changes,
+                    r.would_change(a.key, text, &mut String::new())
+                );
                 let want = val_text(&a.value).map(|t| tag_hash(a.key, &t));
                 assert_eq!(read.hash, want, "{a:?}");
                 assert!(memo.seen.len() <= memo.max);

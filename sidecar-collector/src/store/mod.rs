@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod history;
+pub mod lock;
 pub mod rows;
 pub mod sqlite;
 #[cfg(test)]

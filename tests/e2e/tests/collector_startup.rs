@@ -234,3 +234,93 @@ fn a_large_cold_store_starts_listening_at_once_and_is_checked_afterwards() {
         "the four days and the trace sent after the start"
     );
 }
+
+/// Issue 23, item 7: a second collector on a data directory in use (a second
+/// replica given the same volume, a `migrate` run beside the collector) exits
+/// at once naming the holder's PID, and the holder goes on; once it is gone
+/// — killed, its lock file left behind — the directory starts again.
+#[test]
+fn a_data_directory_in_use_is_refused_naming_its_holder() {
+    use meshtrace_testkit::collector::{Collector, Opts};
+    use std::time::{Duration, Instant};
+    /// Runs the collector, killing it (and failing) if it is still running after a minute.
+    fn run_briefly(args: &[&str]) -> (i32, String) {
+        let dir = meshtrace_testkit::scratch_path("lock-second");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (out, err) = (dir.join("out"), dir.join("err"));
+        let mut child = Command::new(collector_bin())
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("a second collector on a held data_dir kept running: {args:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let text = std::fs::read_to_string(&err).unwrap() + &std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (status.code().unwrap_or(-1), text)
+    }
+    for engine in ["blocks", "sqlite"] {
+        let dir = meshtrace_testkit::scratch_path("lock-held");
+        let holder = Collector::start_opts(
+            dir.clone(),
+            Opts {
+                args: vec!["--store-engine".into(), engine.into()],
+                ..Opts::default()
+            },
+        );
+        let pid = holder.child.id();
+        let d = dir.to_str().unwrap();
+        let (g, h, q) = (free(), free(), free());
+        let second = [
+            "--data-dir",
+            d,
+            "--store-engine",
+            engine,
+            "--otlp-grpc-listen",
+            &g,
+            "--otlp-http-listen",
+            &h,
+            "--query-listen",
+            &q,
+        ];
+        let (code, out) = run_briefly(&second);
+        assert_ne!(code, 0, "{engine}: {out}");
+        assert!(
+            out.contains(&format!("pid {pid}")) && out.contains(d) && out.contains("data_dir"),
+            "{engine}: {out}"
+        );
+        let (code, out) = run_briefly(&["--data-dir", d, "migrate"]);
+        assert_ne!(code, 0, "{engine}: {out}");
+        assert!(out.contains(&format!("pid {pid}")), "{engine}: {out}");
+        // The holder still serves.
+        assert_eq!(holder.get("/api/services").0, 200);
+        // Killed: the lock goes with the process; a new collector takes the directory.
+        let dir = holder.kill_keep_data();
+        let next = Collector::start_opts(
+            dir,
+            Opts {
+                args: vec!["--store-engine".into(), engine.into()],
+                ..Opts::default()
+            },
+        );
+        assert_eq!(next.get("/api/services").0, 200);
+        // And holds it in turn.
+        let (code, out) = run_briefly(&second);
+        assert_ne!(code, 0, "{engine}: {out}");
+        assert!(
+            out.contains(&format!("pid {}", next.child.id())),
+            "{engine}: {out}"
+        );
+    }
+}

@@ -12,7 +12,12 @@
 //! compares ingest with span metrics on and off (`metrics.enabled`) the same
 //! way, then measures the memory of the metric tables at their cap: every span
 //! a new operation, `metrics.max_series` 2,000 and 20,000, against metrics off.
-//! `--metrics-only 1` runs phase M alone.
+//! `--metrics-only 1` runs phase M alone. Phase F measures stored spans per
+//! second end to end through a sidecar (`sidecar.max_in_flight` 1 and 4)
+//! against the central fed directly, interleaved (`--forward-rounds`,
+//! `--forward-spans`, `--forward-sqlite 0` / `--forward-blocks 0` leave an
+//! engine out, `--forward-pin 0` leaves the processes unpinned);
+//! `--forward-only 1` runs it alone.
 
 // A benchmark: setup that fails aborts the run with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -710,6 +715,135 @@ async fn engine_round(engine: &str, spans: u64, conns: u64, queries: usize, tag:
     ]
 }
 
+/// One end-to-end round of phase F on a fresh central of `engine`: `spans` sent
+/// directly (`in_flight` 0) or through a sidecar with `sidecar.max_in_flight:
+/// in_flight`; returns (spans stored per second, from the first export until
+/// the central has stored every acknowledged span; central CPU µs per span;
+/// sidecar CPU µs per span). With `pin`, the central runs on CPU 0 and the
+/// sidecar on CPU 1 (as on two nodes; the load generator is not pinned).
+async fn forward_round(
+    engine: &str,
+    in_flight: u64,
+    spans: u64,
+    conns: u64,
+    pin: bool,
+    tag: &str,
+) -> [f64; 3] {
+    let tck = clk_tck();
+    let dir = std::env::temp_dir().join(format!("meshtrace-bench-{}-{tag}", std::process::id()));
+    let on_cpu = |cpu: &str| -> Vec<String> {
+        if pin {
+            vec!["taskset".into(), "-c".into(), cpu.into()]
+        } else {
+            Vec::new()
+        }
+    };
+    let central = Collector::start_opts(
+        dir.join("central"),
+        Opts {
+            yaml: Some(format!(
+                "retention: 30d\nmetrics:\n  enabled: false\nstore:\n  engine: {engine}\n"
+            )),
+            wrapper: on_cpu("0"),
+            ..Opts::default()
+        },
+    );
+    let sidecar = (in_flight > 0).then(|| {
+        let mut opts = Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
+        opts.yaml = Some(format!(
+            "sidecar:\n  max_in_flight: {in_flight}\n  queue_bytes: 33554432\n"
+        ));
+        opts.wrapper = on_cpu("1");
+        Collector::start_opts(dir.join("sidecar"), opts)
+    });
+    let (cpid, spid) = (central.child.id(), sidecar.as_ref().map(|s| s.child.id()));
+    let (c0, s0) = (cpu_ticks(cpid), spid.map_or(0, cpu_ticks));
+    let port = sidecar.as_ref().map_or(central.grpc_port, |s| s.grpc_port);
+    let t0 = Instant::now();
+    let (acked, _, _) = drive(port, conns, spans, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let stored = loop {
+        let stored = metric(
+            &central.get("/metrics").1,
+            "meshtrace_collector_spans_stored_total",
+        );
+        if stored >= acked || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    let central_cpu = (cpu_ticks(cpid) - c0) as f64 / tck * 1e6 / stored.max(1) as f64;
+    let sidecar_cpu = spid.map_or(0.0, |p| {
+        (cpu_ticks(p) - s0) as f64 / tck * 1e6 / acked.max(1) as f64
+    });
+    drop(sidecar);
+    drop(central);
+    let _ = std::fs::remove_dir_all(&dir);
+    [stored as f64 / wall, central_cpu, sidecar_cpu]
+}
+
+/// Phase F: stored spans/s end to end through a sidecar (`sidecar.max_in_flight`
+/// 1, as before issue 23, and the default 4) against the central fed directly,
+/// interleaved; the RESULT fields.
+async fn forward_phase(conns: u64) -> String {
+    let rounds = arg("--forward-rounds", 3);
+    let n = arg("--forward-spans", 300_000);
+    let pin = arg("--forward-pin", 1) == 1
+        && std::thread::available_parallelism().map_or(1, |p| p.get()) >= 2
+        && std::process::Command::new("taskset")
+            .arg("-V")
+            .output()
+            .is_ok();
+    let mut fields = String::new();
+    for engine in ["sqlite", "blocks"] {
+        if arg(&format!("--forward-{engine}"), 1) == 0 {
+            continue;
+        }
+        println!("# phase F ({engine}): {n} spans stored end to end, direct vs through a sidecar (max_in_flight 1 and 4), interleaved over {rounds} rounds{}", if pin { "; central on CPU 0, sidecar on CPU 1" } else { "" });
+        let configs = [
+            (0u64, "direct"),
+            (1, "sidecar, 1 in flight"),
+            (4, "sidecar, 4 in flight"),
+        ];
+        let mut by: Vec<Vec<[f64; 3]>> = vec![Vec::new(); configs.len()];
+        for round in 1..=rounds {
+            for (i, (in_flight, label)) in configs.iter().enumerate() {
+                let r = forward_round(
+                    engine,
+                    *in_flight,
+                    n,
+                    conns,
+                    pin,
+                    &format!("fwd-{engine}-{round}-{in_flight}"),
+                )
+                .await;
+                println!(
+                    "round {round} {label}: {:.0} stored spans/s, central {:.2} cpu µs/span, sidecar {:.2} cpu µs/span",
+                    r[0], r[1], r[2]
+                );
+                by[i].push(r);
+            }
+        }
+        let med = |v: &[[f64; 3]], k: usize| {
+            let mut x: Vec<f64> = v.iter().map(|r| r[k]).collect();
+            pct(&mut x, 0.5)
+        };
+        let direct = med(&by[0], 0).max(1e-9);
+        println!(
+            "medians ({engine}): direct {:.0}, sidecar 1 in flight {:.0} ({:.2}x), sidecar 4 in flight {:.0} ({:.2}x) stored spans/s; sidecar {:.2} / {:.2} cpu µs/span",
+            direct, med(&by[1], 0), med(&by[1], 0) / direct, med(&by[2], 0), med(&by[2], 0) / direct, med(&by[1], 2), med(&by[2], 2)
+        );
+        fields += &format!(
+            " forward_{engine}_direct_spans_per_s={direct:.0} forward_{engine}_in_flight_1_ratio={:.2} forward_{engine}_in_flight_4_ratio={:.2} forward_{engine}_sidecar_cpu_us_per_span={:.2}",
+            med(&by[1], 0) / direct,
+            med(&by[2], 0) / direct,
+            med(&by[2], 2)
+        );
+    }
+    fields
+}
+
 /// Phase E: the SQLite and blocks engines side by side, interleaved; the RESULT fields.
 async fn engine_phase(conns: u64) -> String {
     let rounds = arg("--engine-rounds", 3);
@@ -857,7 +991,12 @@ async fn main() {
         println!("RESULT{}", engine_phase(conns).await);
         return;
     }
+    if arg("--forward-only", 0) == 1 {
+        println!("RESULT{}", forward_phase(conns).await);
+        return;
+    }
     let engine_comparison = engine_phase(conns).await;
+    let forward_comparison = forward_phase(conns).await;
     if arg("--metrics-only", 0) == 1 {
         println!("RESULT{}", metrics_phase(conns).await);
         return;
@@ -1023,6 +1162,6 @@ async fn main() {
     drop(central);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_saturated_cpu_us_per_span={sat_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}{engine_comparison}"
+        "RESULT cpu_us_per_span={cpu_us_per_span:.2} spans_per_s={spans_per_s:.0} ack_p99_ms={ack_p99:.1} rss_mb={rss_mb:.0} stored_spans={stored} trace_by_id_p99_ms={id_p99:.1} search_p99_ms={s_p99:.1} readback_100x100_s={readback_s:.3} sidecar_cpu_us_per_span={sidecar_cpu:.2} sidecar_saturated_cpu_us_per_span={sat_cpu:.2} sidecar_rss_mb={sidecar_rss:.1}{comparison}{ingest_comparison}{durability_comparison}{metrics_comparison}{engine_comparison}{forward_comparison}"
     );
 }
