@@ -183,6 +183,35 @@ impl Forwarder {
             .then_some(SubmitError::Full)
     }
 
+    /// Whether an export of `bytes` goes into one batch as it is.
+    pub fn fits_one_batch(&self, bytes: usize) -> bool {
+        bytes <= self.batch_bytes
+    }
+
+    /// Queues an export as its bytes (`spans` spans, all valid, nothing to
+    /// redact, at most `batch_bytes`: [`crate::ingest::wire::forwards_as_is`]),
+    /// or refuses it as [`Forwarder::enqueue`] does.
+    pub fn enqueue_encoded(&self, bytes: Vec<u8>, spans: u64) -> Result<(), SubmitError> {
+        let size = bytes.len() as u64;
+        if size > self.max_bytes {
+            self.counters.spans_refused.inc_by(spans);
+            return Err(SubmitError::TooLarge {
+                bytes: size,
+                limit: self.max_bytes,
+                key: "sidecar.queue_bytes",
+            });
+        }
+        if !reserve(self.counters.queue_bytes.inner(), size, self.max_bytes) {
+            self.counters.spans_refused.inc_by(spans);
+            return Err(SubmitError::Full);
+        }
+        self.counters.spans_accepted.inc_by(spans);
+        self.counters.queue_depth.inc();
+        self.tx
+            .send((bytes, spans))
+            .map_err(|_| SubmitError::Closed)
+    }
+
     /// Queues a request (split into parts of at most `batch_bytes`), or
     /// refuses it: for good when it is larger than the whole queue, "retry
     /// later" when the queue is full.

@@ -180,6 +180,13 @@ impl Sink {
                 }
             }
         }
+        if let (Encoding::Protobuf, Target::Forward(f)) = (encoding, &self.target) {
+            if f.fits_one_batch(raw.len()) {
+                if let Some(accepted) = self.forward_wire(f, &raw, &memory).await {
+                    return accepted;
+                }
+            }
+        }
         let (cost, ranges) = match encoding {
             Encoding::Protobuf => {
                 decoded_cost_and_spans(&raw).map_err(|e| Refusal::Malformed(e.to_string()))?
@@ -220,6 +227,46 @@ impl Sink {
         memory: Option<RequestMemory>,
     ) -> Result<Accepted, Refusal> {
         self.accept_raw(req, memory, None).await
+    }
+
+    /// A sidecar's path for protobuf exports: forwarded as their bytes when
+    /// nothing in them is to be redacted or refused (`wire::forwards_as_is`);
+    /// `None` otherwise (decoded, redacted and encoded again by the caller).
+    async fn forward_wire(
+        &self,
+        f: &Forwarder,
+        raw: &Bytes,
+        memory: &Option<RequestMemory>,
+    ) -> Option<Result<Accepted, Refusal>> {
+        let shape = wire::shape(raw)?;
+        let budget = wire::wire_budget(raw.len(), shape.spans);
+        if let Some(m) = memory {
+            if let Err(e) = m
+                .grow_to(2 * raw.len() as u64 + shape.layout_bytes() + budget)
+                .await
+            {
+                return Some(Err(e.into()));
+            }
+        }
+        let layout = wire::layout(raw)?;
+        let spans = wire::forwards_as_is(raw, layout, &self.redaction, budget)?;
+        let c = self.counters();
+        c.spans_received.inc_by(spans);
+        let queued = if spans > 0 {
+            f.enqueue_encoded(raw.to_vec(), spans)
+        } else {
+            Ok(())
+        };
+        if let Some(m) = memory {
+            m.release().await;
+        }
+        Some(match queued {
+            Ok(()) => Ok(Accepted {
+                rejected: 0,
+                message: String::new(),
+            }),
+            Err(e) => Err(e.into()),
+        })
     }
 
     /// The store's path for protobuf exports: records read from the wire bytes;

@@ -700,6 +700,63 @@ pub fn records_in_layout(
     })
 }
 
+/// Whether a sidecar may forward an export as its bytes: `Some(spans)` when
+/// redaction would change nothing in it (resources, spans, events, links) and
+/// every span is valid — what decoding it, redacting, keeping the valid spans
+/// and encoding it again would send, without doing it (that was most of a
+/// sidecar's CPU per span). `None` otherwise, or when reading it would take
+/// more than `budget` bytes, or for a structure this reader does not take as
+/// it is: the caller decodes it.
+pub fn forwards_as_is(
+    raw: &[u8],
+    layout: Layout,
+    redaction: &Redaction,
+    budget: u64,
+) -> Option<u64> {
+    let mut used = 0u64;
+    let mut charge = |bytes: u64| {
+        used = used.saturating_add(bytes);
+        (used <= budget).then_some(())
+    };
+    let (mut memo, memo_bytes) = AttrMemo::within(budget);
+    charge(memo_bytes)?;
+    let (mut attrs, mut event_attrs, mut link_attrs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut spans = 0u64;
+    for (resource, scopes) in layout.resources {
+        if let Some(r) = resource {
+            let bytes = &raw[r];
+            charge(resource_cost(bytes).ok()?)?;
+            let mut resource = Resource::decode(bytes).ok()?;
+            if redaction.apply_resource(&mut resource) > 0 {
+                return None;
+            }
+        }
+        for (_, ranges) in scopes {
+            for range in ranges {
+                let v = span_view(
+                    &raw[range],
+                    &mut attrs,
+                    &mut event_attrs,
+                    &mut link_attrs,
+                    &mut memo,
+                    redaction,
+                )?;
+                if redacted(&[&attrs, &event_attrs, &link_attrs]) {
+                    return None;
+                }
+                validate_parts(v.trace_id, v.span_id, v.parent_span_id, v.start, v.end).ok()?;
+                charge(
+                    (std::mem::size_of::<Seen<'_>>()
+                        * (attrs.len() + event_attrs.len() + link_attrs.len()))
+                        as u64,
+                )?;
+                spans += 1;
+            }
+        }
+    }
+    Some(spans)
+}
+
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;

@@ -247,6 +247,96 @@ proptest! {
     }
 }
 
+/// The sidecar's old way: decode, redact, keep the valid spans; (what it
+/// would encode and send, values redacted, spans rejected).
+fn forwarded_by_prost(raw: &[u8], r: &Redaction) -> (ExportTraceServiceRequest, u64, u64) {
+    let mut req = ExportTraceServiceRequest::decode(raw).unwrap();
+    let redacted = r.apply(&mut req);
+    let (rejected, _) = crate::ingest::retain_valid(&mut req);
+    (req, redacted, rejected)
+}
+
+fn forwards(raw: &[u8], r: &Redaction) -> Option<u64> {
+    let budget = wire_budget(raw.len(), shape(raw)?.spans);
+    forwards_as_is(raw, layout(raw)?, r, budget)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// An export a sidecar forwards as its bytes is one the old way would
+    /// have sent unchanged: nothing redacted, no span refused, the same spans.
+    #[test]
+    fn an_export_forwarded_as_it_is_is_what_the_old_way_sends(
+        spans in prop::collection::vec(gen(), 0..6),
+        resource in pairs(),
+        patterns in prop::bool::ANY,
+    ) {
+        let mut r = Redaction::default();
+        if patterns {
+            r = r.with_patterns(&["p=[0-9]".to_string(), "^x$".to_string()]).unwrap();
+        }
+        let raw = request(&spans, &resource).encode_to_vec();
+        if let Some(n) = forwards(&raw, &r) {
+            let (sent, redacted, rejected) = forwarded_by_prost(&raw, &r);
+            prop_assert_eq!((redacted, rejected), (0, 0));
+            prop_assert_eq!(n, crate::ingest::span_count(&sent));
+            prop_assert_eq!(ExportTraceServiceRequest::decode(&raw[..]).unwrap(), sent);
+        }
+    }
+}
+
+/// The common case goes as it is; a credential, an invalid span or a tight
+/// budget sends it the old way.
+#[test]
+fn a_plain_export_is_forwarded_as_it_is_and_the_rest_the_old_way() {
+    let r = Redaction::default();
+    let plain: Vec<Gen> = (0..50)
+        .map(|i| Gen {
+            attrs: vec![
+                ("http.response.status_code".into(), 1, "200".into()),
+                ("url.full".into(), 0, format!("https://h/p?q={i}")),
+            ],
+            event: Some(vec![("a".into(), 0, "x".into())]),
+            ..request_gen()
+        })
+        .collect();
+    let raw = request(&plain, &Vec::new()).encode_to_vec();
+    assert_eq!(forwards(&raw, &r), Some(50));
+    let l = layout(&raw).unwrap();
+    assert_eq!(forwards_as_is(&raw, l, &r, 64), None, "past its budget");
+    // A credential in a span, in an event, in the resource.
+    let mut secret = plain.clone();
+    secret[7]
+        .attrs
+        .push(("db.password".into(), 0, "hunter2".into()));
+    assert_eq!(
+        forwards(&request(&secret, &Vec::new()).encode_to_vec(), &r),
+        None
+    );
+    let mut secret = plain.clone();
+    secret[9].event = Some(vec![("url.full".into(), 0, "https://u:p@h/".into())]);
+    assert_eq!(
+        forwards(&request(&secret, &Vec::new()).encode_to_vec(), &r),
+        None
+    );
+    let resource = vec![(
+        "http.request.header.authorization".to_string(),
+        0,
+        "x".to_string(),
+    )];
+    assert_eq!(
+        forwards(&request(&plain, &resource).encode_to_vec(), &r),
+        None
+    );
+    // A span with an end before its start.
+    let mut bad = plain.clone();
+    bad[3].end_before_start = true;
+    assert_eq!(
+        forwards(&request(&bad, &Vec::new()).encode_to_vec(), &r),
+        None
+    );
+}
+
 #[test]
 fn unusual_exports_go_the_old_way_and_malformed_ones_are_refused() {
     let r = Redaction::default();

@@ -366,3 +366,75 @@ fn a_saturated_sidecar_refuses_before_decoding_for_a_fraction_of_the_cpu() {
         "a refused request costs {per_refused:.3} ticks, an accepted one {per_accepted:.2}"
     );
 }
+
+/// A sidecar forwards an export with nothing to redact or refuse as its bytes
+/// (issue 23, item 6: decoding and encoding it again was most of its CPU), and
+/// one with a credential or an invalid span the old way: the central stores
+/// both exports' spans, the credential redacted, the invalid span refused.
+#[test]
+fn plain_exports_go_as_they_are_and_credentials_are_still_redacted() {
+    use meshtrace_proto::otlp::trace::v1::Span;
+    use meshtrace_proto::prost::Message;
+    let central = Collector::start();
+    let sidecar = Collector::start_sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
+    let now = meshtrace_testkit::otlp::now_ns();
+    let span = |t: u8, i: u64, attrs| Span {
+        trace_id: vec![t; 16],
+        span_id: (i + 1).to_be_bytes().to_vec(),
+        name: format!("op{i}"),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1000,
+        attributes: attrs,
+        ..Default::default()
+    };
+    let kv = meshtrace_testkit::otlp::kv;
+    let plain = meshtrace_testkit::otlp::request(
+        "plain",
+        (0..20)
+            .map(|i| {
+                span(
+                    0xa1,
+                    i,
+                    vec![kv("http.request.method", "GET"), kv("k", "v")],
+                )
+            })
+            .collect(),
+    );
+    assert_eq!(post_otlp(sidecar.otlp_port, &plain.encode_to_vec()), 200);
+    let mut spans: Vec<Span> = (0..5).map(|i| span(0xa2, i, vec![kv("k", "v")])).collect();
+    spans[1].attributes.push(kv("db.password", "hunter2"));
+    spans[2].end_time_unix_nano = now - 1;
+    let mixed = meshtrace_testkit::otlp::request("mixed", spans);
+    assert_eq!(post_otlp(sidecar.otlp_port, &mixed.encode_to_vec()), 200);
+    let v = central.get_json_until(&format!("/api/traces/{}", "a1".repeat(16)), |v| {
+        v["data"][0]["spans"]
+            .as_array()
+            .is_some_and(|s| s.len() == 20)
+    });
+    let tags = &v["data"][0]["spans"][0]["tags"];
+    assert!(tags.to_string().contains("http.request.method"), "{v}");
+    let v = central.get_json_until(&format!("/api/traces/{}", "a2".repeat(16)), |v| {
+        v["data"][0]["spans"]
+            .as_array()
+            .is_some_and(|s| s.len() == 4)
+    });
+    let text = v.to_string();
+    assert!(
+        !text.contains("hunter2") && text.contains("[REDACTED]"),
+        "{text}"
+    );
+    let m = central.get("/metrics").1;
+    assert_eq!(
+        meshtrace_testkit::collector::metric(&m, "meshtrace_collector_spans_stored_total"),
+        24
+    );
+    let s = sidecar.get("/metrics").1;
+    assert_eq!(
+        meshtrace_testkit::collector::metric(&s, "meshtrace_collector_spans_rejected_total"),
+        1
+    );
+    assert_eq!(
+        meshtrace_testkit::collector::metric(&s, "meshtrace_collector_attributes_redacted_total"),
+        1
+    );
+}
