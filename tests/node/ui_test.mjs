@@ -96,6 +96,12 @@ try {
   await page.locator("#find").fill(cfg.findText);
   await page.waitForFunction(() => /match/.test(document.querySelector(".toolbar [aria-live]")?.textContent || ""), null, { timeout: T })
     .catch(() => fail("find did not report matches"));
+  // An event's attribute (case aside) and an event's name find their one span.
+  for (const [text, want] of [[cfg.findInEvent, "1 match"], ["exception", "1 match"]]) {
+    await page.locator("#find").fill(text);
+    await page.waitForFunction((w) => (document.querySelector(".toolbar [aria-live]")?.textContent || "") === w, want, { timeout: T })
+      .catch(async () => fail(`find "${text}": ${await page.locator(".toolbar [aria-live]").textContent().catch(() => "")}, want ${want}`));
+  }
 
   // Archive: the button copies the trace to the archive; the collector then has it there.
   await page.locator("#archive").click();

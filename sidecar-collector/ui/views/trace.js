@@ -69,7 +69,7 @@ function show(view, data, cp, cpError) {
     ? el("ul", { class: "warnings", "aria-label": "warnings" }, ...warnings.map((w) => el("li", {}, w)))
     : null;
 
-  const find = el("input", { type: "search", placeholder: "Find in trace (name, service, attribute)", "aria-label": "find in trace", id: "find" });
+  const find = el("input", { type: "search", placeholder: "Find in trace (name, service, attribute, event, resource)", "aria-label": "find in trace", id: "find" });
   const found = el("span", { class: "muted", "aria-live": "polite" });
   const upload = el("input", { type: "file", accept: ".json,application/json", id: "upload", class: "sr-only" });
   const toolbar = el("div", { class: "toolbar" }, find, found,
@@ -109,11 +109,17 @@ function show(view, data, cp, cpError) {
     el("p", { class: "muted" }, "Select a span for its attributes, events, links and process."));
   view.replaceChildren(head, ...(warnList ? [warnList] : []), toolbar, minimap, wf, detail);
 
+  // A span matches on its name, service, id, status message, attributes, its
+  // events' names and attributes (an `exception` event's type and message) and
+  // its resource's attributes, keys and values alike.
+  const has = (text, q) => String(text).toLowerCase().includes(q);
+  const anyPair = (pairs, q) => pairs.some(([k, v]) => has(k, q) || has(v, q));
   const matches = (s) => {
     if (!query) return false;
     const q = query.toLowerCase();
-    return s.name.toLowerCase().includes(q) || s.service.toLowerCase().includes(q) ||
-      s.id.includes(q) || s.attributes.some(([k, v]) => k.toLowerCase().includes(q) || String(v).toLowerCase().includes(q));
+    return has(s.name, q) || has(s.service, q) || s.id.includes(q) || has(s.statusMessage, q) ||
+      anyPair(s.attributes, q) || anyPair(s.resource, q) ||
+      s.events.some((e) => has(e.name, q) || anyPair(e.attributes, q));
   };
 
   function computeVisible() {

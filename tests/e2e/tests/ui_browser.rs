@@ -52,11 +52,18 @@ fn the_ui_in_a_real_browser() {
     // finishes last, and reserve ends after pay starts, so by hand the critical path
     // is checkout 0..20, pay 20..90, checkout 90..100; reserve is off it.
     let known = [0x5a; 16];
-    let spans = vec![
+    let mut spans = vec![
         span(known, 1, None, "GET /checkout", 0, 100, t0),
         span(known, 2, Some(1), "reserve", 10, 40, t0),
         span(known, 3, Some(1), "pay", 20, 90, t0),
     ];
+    // Only an event of `reserve` says "StockError": find in trace must see it.
+    spans[1].events.push(meshtrace_proto::otlp::trace::v1::span::Event {
+        name: "exception".into(),
+        time_unix_nano: t0 + 30_000_000,
+        attributes: vec![meshtrace_testkit::otlp::kv("exception.type", "StockError")],
+        ..Default::default()
+    });
     assert_eq!(c.post_otlp(&request("ui-shop", spans).encode_to_vec()), 200);
     // The same request with a fraud check added: what compare must mark.
     let other = [0x5b; 16];
@@ -163,6 +170,7 @@ fn the_ui_in_a_real_browser() {
         "critical": ["0000000000000001", "0000000000000003"],
         "offPath": ["0000000000000002"],
         "findText": "pay",
+        "findInEvent": "stockerror",
         "hotspot": {"operation": "pay", "criticalP50": "70.00 ms"},
         "monitorOperation": "GET /checkout",
         "mapEdge": "ui-web->ui-api",
