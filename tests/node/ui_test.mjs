@@ -55,6 +55,33 @@ try {
   results.views.search = { rows: await page.locator("#result-list li").count() };
   await shot("search");
 
+  // Sort: "Most spans" puts the 10,000-span trace first, and the order stays in the URL.
+  const firstIs = (id, what) => page.waitForFunction((want) => document.querySelector("#result-list a.result")?.dataset.traceId === want, id, { timeout: T })
+    .catch(async () => fail(`${what}: first result ${await page.locator("#result-list a.result").first().getAttribute("data-trace-id").catch(() => "none")}, want ${id}`));
+  await page.locator("#sort").selectOption("errors");
+  await firstIs(cfg.trace, "sorted by errors");
+  await page.locator("#sort").selectOption("spans");
+  await firstIs(cfg.big, "sorted by spans");
+  const order = await page.locator("#result-list a.result").evaluateAll((as) => as.map((a) => a.dataset.traceId));
+  if (order.join() !== [cfg.big, cfg.compare.b, cfg.compare.a].join()) fail(`sorted by spans: ${order}`);
+  if (new URL(page.url()).searchParams.get("sort") !== "spans") fail(`the sort is not in the URL: ${page.url()}`);
+  await page.reload();
+  await firstIs(cfg.big, "sorted by spans after a reload");
+  if ((await page.locator("#sort").inputValue()) !== "spans") fail("the sort box does not show the URL's order");
+  await page.locator("#sort").selectOption("recent");
+  // Two results picked open Compare on that pair.
+  if (!(await page.locator("#compare-selected").isDisabled())) fail("Compare selected is enabled with nothing selected");
+  await page.locator(`[data-pick="${cfg.compare.a}"]`).check();
+  await page.locator(`[data-pick="${cfg.compare.b}"]`).check();
+  await page.locator("#compare-selected").click();
+  await page.waitForSelector(`#diff-table tr[data-operation="${cfg.compare.onlyB}"][data-presence="b"]`, { timeout: T })
+    .catch(() => fail(`compare from search did not open ${cfg.compare.a} vs ${cfg.compare.b}`));
+  const opened = new URL(page.url()).searchParams;
+  if (opened.get("a") !== cfg.compare.a || opened.get("b") !== cfg.compare.b) fail(`compare from search opened ${page.url()}`);
+  results.views.search.sortAndCompare = true;
+  await page.goto(`${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50`);
+  await page.waitForSelector(`[data-trace-id="${cfg.trace}"]`, { timeout: T }).catch(() => fail(`search did not list ${cfg.trace} once more`));
+
   // Tags with OR: a process tag that matches or a span kind that does not finds the
   // trace; with AND (Jaeger's rule) nothing matches both.
   const tagged = (op) => `${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50&tags=${encodeURIComponent(`service.name=${cfg.service} span.kind=nope`)}&tagsOp=${op}`;

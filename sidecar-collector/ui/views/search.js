@@ -1,7 +1,9 @@
 // Search: service, operation (with its span kind), tags, duration bounds (Go
 // syntax, as Jaeger takes them), lookback or a time range, limit. The form lives
 // in the URL, so a search is a link. Results: a duration-over-time scatter plot
-// and the list (root service and operation, duration, spans, errors, services).
+// and the list (root service and operation, duration, spans, errors, services),
+// sorted by recency, duration, spans or errors (in the URL); two results picked
+// open Compare.
 
 import * as api from "../api.js";
 import { colour, fmtMs, textColour } from "../model.js";
@@ -126,18 +128,59 @@ async function run(q, out) {
     ...s,
     startMs: Number(BigInt(s.minStartTimeUnixNano) / 1000000n),
     durMs: Number(BigInt(s.maxEndTimeUnixNano) - BigInt(s.minStartTimeUnixNano)) / 1e6,
-  })).sort((a, b) => b.startMs - a.startMs);
+  }));
+  // The order is part of the URL (replaced, not pushed: the same search, shown otherwise).
+  const sort = el("select", { id: "sort", "aria-label": "sort results" },
+    ...Object.entries(SORTS).map(([k, [label]]) => el("option", { value: k }, label)));
+  sort.value = SORTS[q.get("sort")] ? q.get("sort") : "recent";
+  const list = el("ol", { class: "results", id: "result-list" });
+  // Two results compared; the choice kept across re-sorting.
+  const picked = new Set();
+  const compare = el("button", { type: "button", id: "compare-selected", disabled: "" }, "Compare selected");
+  const pickedText = el("span", { class: "muted", "aria-live": "polite" }, "select two traces to compare");
+  const onPick = (id, on) => {
+    if (on) picked.add(id);
+    else picked.delete(id);
+    compare.disabled = picked.size !== 2;
+    pickedText.textContent = picked.size === 2 ? "2 selected" : `${picked.size} selected; select two traces to compare`;
+  };
+  compare.addEventListener("click", () => {
+    const [a, b] = [...picked];
+    go(`/compare?${new URLSearchParams({ a, b })}`);
+  });
+  const show = () => {
+    rows.sort(SORTS[sort.value][1]);
+    list.replaceChildren(...rows.map((r) => resultItem(r, picked.has(r.traceId), onPick)));
+  };
+  sort.addEventListener("change", () => {
+    const u = new URL(location.href);
+    u.searchParams.set("sort", sort.value);
+    history.replaceState(null, "", u);
+    show();
+  });
+  show();
   out.replaceChildren(
-    el("p", {}, `${rows.length} trace${rows.length === 1 ? "" : "s"}`),
+    el("div", { class: "toolbar" }, el("span", {}, `${rows.length} trace${rows.length === 1 ? "" : "s"}`), sort, compare, pickedText),
     scatter(rows),
-    el("ol", { class: "results", id: "result-list" }, ...rows.map(resultItem)));
+    list);
 }
 
-function resultItem(s) {
+/** Result orders: label and comparison (ties: most recent first). */
+const SORTS = {
+  recent: ["Most recent", (a, b) => b.startMs - a.startMs],
+  longest: ["Longest first", (a, b) => b.durMs - a.durMs || b.startMs - a.startMs],
+  spans: ["Most spans", (a, b) => b.spanCount - a.spanCount || b.startMs - a.startMs],
+  errors: ["Most errors", (a, b) => (b.errorSpanCount || 0) - (a.errorSpanCount || 0) || b.startMs - a.startMs],
+};
+
+function resultItem(s, checked, onPick) {
   const services = s.services.map((x) =>
     el("span", { class: `tag${x.errorSpanCount ? " err" : ""}`, style: `background:${textColour(x.name)}` },
       `${x.name} (${x.spanCount})`));
-  return el("li", {},
+  const pick = el("input", { type: "checkbox", class: "pick", "data-pick": s.traceId, "aria-label": `select trace ${s.traceId} to compare` });
+  pick.checked = checked;
+  pick.addEventListener("change", () => onPick(s.traceId, pick.checked));
+  return el("li", { class: "result-row" }, pick,
     el("a", { href: `/trace/${s.traceId}`, "data-link": "", class: "result", "data-trace-id": s.traceId },
       el("span", { class: "title" }, `${s.rootServiceName}: ${s.rootOperationName}`),
       el("span", { class: "dur" }, fmtMs(s.durMs)),

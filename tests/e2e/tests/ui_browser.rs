@@ -57,7 +57,12 @@ fn the_ui_in_a_real_browser() {
         span(known, 2, Some(1), "reserve", 10, 40, t0),
         span(known, 3, Some(1), "pay", 20, 90, t0),
     ];
-    // Only an event of `reserve` says "StockError": find in trace must see it.
+    // `reserve` failed (the one error: sorting search results by errors puts this
+    // trace first), and only its event says "StockError": find in trace must see it.
+    spans[1].status = Some(meshtrace_proto::otlp::trace::v1::Status {
+        code: 2,
+        message: "out of stock".into(),
+    });
     spans[1].events.push(meshtrace_proto::otlp::trace::v1::span::Event {
         name: "exception".into(),
         time_unix_nano: t0 + 30_000_000,
