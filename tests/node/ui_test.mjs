@@ -100,6 +100,19 @@ try {
   await page.keyboard.press("Enter");
   await page.waitForURL(`**/trace/${cfg.trace}`, { timeout: T }).catch(() => fail("Enter on a result did not open the trace"));
   await page.waitForSelector(".wf-row", { timeout: T }).catch(() => fail("the trace view showed no spans"));
+  // The header's depth, the rulers' ticks (0 to the trace's 100 ms, in quarters), the root's badges.
+  const depth = await page.locator("[data-testid=trace-depth]").textContent();
+  if (depth !== "depth 2") fail(`trace depth: ${depth}`);
+  const want = ["0 µs", "25.00 ms", "50.00 ms", "75.00 ms", "100.00 ms"].join();
+  for (const r of [".wf-ticks", ".minimap-ticks"]) {
+    const ticks = (await page.locator(`${r} .tick`).allTextContents()).join();
+    if (ticks !== want) fail(`${r}: ${ticks}, want ${want}`);
+  }
+  const root = page.locator('.wf-row[data-span-id="0000000000000001"]');
+  const badgeText = async (kind) => root.locator(`[data-badge=${kind}]`).textContent().catch(() => "none");
+  if ((await badgeText("http")) !== "502" || (await badgeText("kind")) !== "server") {
+    fail(`root badges: http ${await badgeText("http")}, kind ${await badgeText("kind")}`);
+  }
 
   // The critical path: these spans have a critical segment, those do not.
   for (const id of cfg.critical) {

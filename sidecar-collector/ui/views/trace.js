@@ -61,6 +61,7 @@ function show(view, data, cp, cpError) {
     el("span", { class: "muted", "data-testid": "trace-id" }, t.traceId),
     el("span", {}, `duration ${fmtMs(t.duration)}`),
     el("span", {}, `${t.spans.length} spans`),
+    el("span", { "data-testid": "trace-depth" }, `depth ${t.spans.reduce((m, s) => Math.max(m, s.depth), 0) + 1}`),
     el("span", {}, `${t.services.length} services`),
     el("span", { class: "muted" }, new Date(Number(t.t0 / 1000000n)).toLocaleString()));
   const warnings = [...t.warnings, ...(cp?.warnings || []).map(describeWarning)];
@@ -107,7 +108,14 @@ function show(view, data, cp, cpError) {
   const wf = el("div", { class: "waterfall", tabindex: "0", role: "tree", "aria-label": "spans", id: "waterfall" }, inner);
   const detail = el("section", { class: "detail", "aria-live": "polite", id: "detail" },
     el("p", { class: "muted" }, "Select a span for its attributes, events, links and process."));
-  view.replaceChildren(head, ...(warnList ? [warnList] : []), toolbar, minimap, wf, detail);
+  // Time rulers (five ticks from 0 to the trace's duration, as Jaeger's) under the
+  // minimap and over the waterfall's bars; the bars' area has the same gridlines.
+  const wfRuler = el("div", { class: "wf-ruler" },
+    el("div", { class: "wf-name muted" }, "service / operation"), ruler(t.duration, "wf-ticks"));
+  // The waterfall's ruler scrolls with it sideways and stays on top (sticky).
+  wf.prepend(wfRuler);
+  view.replaceChildren(head, ...(warnList ? [warnList] : []), toolbar, minimap,
+    ruler(t.duration, "minimap-ticks"), wf, detail);
 
   // A span matches on its name, service, id, status message, attributes, its
   // events' names and attributes (an `exception` event's type and message) and
@@ -148,7 +156,7 @@ function show(view, data, cp, cpError) {
       ? el("button", { type: "button", class: "toggle", "aria-label": collapsed.has(s) ? "expand" : "collapse", onclick: (e) => { e.stopPropagation(); toggleSpan(s); } }, collapsed.has(s) ? "▸" : "▾")
       : el("span", { style: "display:inline-block;width:20px" });
     const name = el("div", { class: "wf-name", style: `padding-left:${4 + s.depth * 14}px`, title: `${s.service}: ${s.name}` },
-      toggle, el("span", { style: `color:${textColour(s.service)};font-weight:600` }, s.service), ` ${s.name}`,
+      toggle, ...badges(s), el("span", { style: `color:${textColour(s.service)};font-weight:600` }, s.service), ` ${s.name}`,
       s.error ? el("span", { class: "badge-err" }, " !") : null);
     const r = el("div", {
       class: `wf-row${selected === s ? " selected" : ""}${matches(s) ? " match" : ""}`,
@@ -229,6 +237,33 @@ function show(view, data, cp, cpError) {
   });
   window.addEventListener("resize", () => draw(), { passive: true });
   refresh();
+}
+
+/** Five ticks from 0 to `duration` ms, placed over a bar area. */
+function ruler(duration, cls) {
+  return el("div", { class: `ruler ${cls}`, "aria-hidden": "true" },
+    ...[0, 1, 2, 3, 4].map((i) => el("span", { class: "tick", style: `left:${25 * i}%` }, fmtMs((duration * i) / 4))));
+}
+
+/** A row's badges: HTTP and gRPC status, database or messaging system, span kind. */
+function badges(s) {
+  const a = new Map(s.attributes);
+  const out = [];
+  const http = a.get("http.response.status_code") ?? a.get("http.status_code");
+  if (http !== undefined && http !== "") {
+    const n = Number(http);
+    out.push(el("span", { class: `badge${n >= 500 ? " bad" : n >= 400 ? " warn" : ""}`, title: `HTTP status ${http}`, "data-badge": "http" }, String(http)));
+  }
+  const grpc = a.get("rpc.grpc.status_code");
+  if (grpc !== undefined && grpc !== "") {
+    out.push(el("span", { class: `badge${Number(grpc) !== 0 ? " bad" : ""}`, title: `gRPC status ${grpc}`, "data-badge": "grpc" }, `grpc ${grpc}`));
+  }
+  if (a.get("db.system")) out.push(el("span", { class: "badge", title: `database: ${a.get("db.system")}`, "data-badge": "db" }, `⛁ ${a.get("db.system")}`));
+  else if (a.get("messaging.system")) out.push(el("span", { class: "badge", title: `messaging: ${a.get("messaging.system")}`, "data-badge": "messaging" }, `✉ ${a.get("messaging.system")}`));
+  if (["server", "client", "producer", "consumer"].includes(s.kind)) {
+    out.push(el("span", { class: "badge kind", title: `span kind: ${s.kind}`, "data-badge": "kind" }, s.kind));
+  }
+  return out;
 }
 
 function describeWarning(w) {
