@@ -113,6 +113,33 @@ try {
   if ((await badgeText("http")) !== "502" || (await badgeText("kind")) !== "server") {
     fail(`root badges: http ${await badgeText("http")}, kind ${await badgeText("kind")}`);
   }
+  // Trace statistics, from the analysis report, against the fixture's times by hand:
+  // checkout 100 ms with 20 ms of its own (reserve 10..40 and pay 20..90 under it).
+  await page.locator("#tab-statistics-button").click();
+  await page.waitForSelector("#stats-table tbody tr", { timeout: T }).catch(() => fail("no trace statistics"));
+  const statRow = async (op) => (await page.locator(`#stats-table tr[data-operation="${op}"] td`).allTextContents()).slice(2).join(" | ");
+  for (const [op, want] of [
+    ["GET /checkout", "1 | 100.00 ms | 20.00 ms | 100.00 ms | 100.00 ms | 100.00 ms"],
+    ["pay", "1 | 70.00 ms | 70.00 ms | 70.00 ms | 70.00 ms | 70.00 ms"],
+    ["reserve", "1 | 30.00 ms | 30.00 ms | 30.00 ms | 30.00 ms | 30.00 ms"],
+  ]) {
+    const got = await statRow(op);
+    if (got !== want) fail(`statistics of ${op}: ${got}, want ${want}`);
+  }
+  if (new URL(page.url()).searchParams.get("view") !== "statistics") fail(`the trace view's tab is not in the URL: ${page.url()}`);
+  await shot("trace-statistics");
+  await page.reload();
+  await page.waitForSelector("#stats-table tbody tr", { timeout: T }).catch(() => fail("the statistics tab did not survive a reload"));
+  // Spans table: every span; sorted by duration, the root first.
+  await page.locator("#tab-spans-button").click();
+  await page.waitForSelector("#spans-table tbody tr", { timeout: T }).catch(() => fail("no spans table"));
+  if ((await page.locator("#spans-table tbody tr").count()) !== 3) fail("the spans table does not hold the trace's 3 spans");
+  await page.locator('#spans-table button[data-sort="duration"]').click();
+  const firstSpan = await page.locator("#spans-table tbody tr").first().getAttribute("data-span-id");
+  if (firstSpan !== "0000000000000001") fail(`spans by duration: first ${firstSpan}`);
+  await shot("trace-spans-table");
+  await page.locator("#tab-timeline-button").click();
+  await page.waitForSelector(".wf-row", { state: "visible", timeout: T }).catch(() => fail("back on the timeline, no rows"));
 
   // The critical path: these spans have a critical segment, those do not.
   for (const id of cfg.critical) {

@@ -32,6 +32,22 @@ pub struct SpanTimes {
     pub adjusted_start_unix_nano: String,
 }
 
+/// One (service, operation) of a trace: Jaeger's Trace Statistics row.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStats {
+    pub service: String,
+    pub operation: String,
+    pub count: u64,
+    /// Sum of the spans' durations (ns).
+    pub total_ns: i64,
+    /// Sum of their self times: their durations less their children's (ns).
+    pub self_ns: i64,
+    pub min_ns: i64,
+    pub avg_ns: i64,
+    pub max_ns: i64,
+}
+
 /// The whole answer.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,7 +57,48 @@ pub struct CriticalPathReport {
     pub duration_ns: i64,
     pub critical_path: Vec<PathSegment>,
     pub spans: Vec<SpanTimes>,
+    /// Per (service, operation), the largest total first.
+    pub statistics: Vec<OperationStats>,
     pub warnings: Vec<TraceWarning>,
+}
+
+/// Per (service, operation) of `t`: count, total, self (`own`), min, average
+/// and max duration; the largest total first (ties by name).
+fn statistics(t: &Trace, own: &[i64]) -> Vec<OperationStats> {
+    let mut by: std::collections::HashMap<(&str, &str), OperationStats> = Default::default();
+    for (s, own) in t.spans.iter().zip(own) {
+        let d = s.duration();
+        let e = by
+            .entry((&s.service, &s.operation))
+            .or_insert_with(|| OperationStats {
+                service: s.service.clone(),
+                operation: s.operation.clone(),
+                count: 0,
+                total_ns: 0,
+                self_ns: 0,
+                min_ns: i64::MAX,
+                avg_ns: 0,
+                max_ns: i64::MIN,
+            });
+        e.count += 1;
+        e.total_ns = e.total_ns.saturating_add(d);
+        e.self_ns = e.self_ns.saturating_add(*own);
+        e.min_ns = e.min_ns.min(d);
+        e.max_ns = e.max_ns.max(d);
+    }
+    let mut out: Vec<OperationStats> = by
+        .into_values()
+        .map(|mut e| {
+            e.avg_ns = e.total_ns / e.count.max(1) as i64;
+            e
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.total_ns
+            .cmp(&a.total_ns)
+            .then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)))
+    });
+    out
 }
 
 /// A span id as the answers write it: 16 hex digits.
@@ -90,6 +147,7 @@ pub fn critical_path_report(trace_id: String, spans: Vec<Span>) -> CriticalPathR
                 adjusted_start_unix_nano: s.start.to_string(),
             })
             .collect(),
+        statistics: statistics(&t, &own),
         warnings: t.warnings,
     }
 }
@@ -131,6 +189,42 @@ mod tests {
         assert_eq!(v["spans"][0]["criticalNs"], 50);
         assert_eq!(v["spans"][1]["criticalNs"], 50);
         assert_eq!(v["warnings"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn statistics_sum_each_operations_spans_and_their_self_time() {
+        // root 0..100 calls a twice (10..40, 20..90, overlapping) and b 95..99.
+        let mut spans = vec![
+            span(1, None, 0, 100, "r"),
+            span(2, Some(1), 10, 40, "a"),
+            span(3, Some(1), 20, 90, "a"),
+            span(4, Some(1), 95, 99, "b"),
+        ];
+        for s in &mut spans {
+            s.operation = format!("op-{}", s.service);
+        }
+        let report = critical_path_report("t".into(), spans);
+        let st = |service: &str, count, total, own, min, avg, max| OperationStats {
+            service: service.into(),
+            operation: format!("op-{service}"),
+            count,
+            total_ns: total,
+            self_ns: own,
+            min_ns: min,
+            avg_ns: avg,
+            max_ns: max,
+        };
+        assert_eq!(
+            report.statistics,
+            vec![
+                // The root's self time: 100 less its children's union (10..90, 95..99).
+                st("a", 2, 100, 100, 30, 50, 70),
+                st("r", 1, 100, 16, 100, 100, 100),
+                st("b", 1, 4, 4, 4, 4, 4),
+            ]
+        );
+        let v = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["statistics"][1]["selfNs"], 16);
     }
 
     #[test]

@@ -114,8 +114,35 @@ function show(view, data, cp, cpError) {
     el("div", { class: "wf-name muted" }, "service / operation"), ruler(t.duration, "wf-ticks"));
   // The waterfall's ruler scrolls with it sideways and stays on top (sticky).
   wf.prepend(wfRuler);
-  view.replaceChildren(head, ...(warnList ? [warnList] : []), toolbar, minimap,
-    ruler(t.duration, "minimap-ticks"), wf, detail);
+  const timeline = el("div", { id: "tab-timeline", role: "tabpanel", "aria-label": "timeline" },
+    minimap, ruler(t.duration, "minimap-ticks"), wf, detail);
+  // Other views of the same trace, from the same analysis report as the API's.
+  const panels = {
+    timeline: [timeline, "Timeline"],
+    statistics: [el("div", { id: "tab-statistics", role: "tabpanel", "aria-label": "trace statistics" }), "Trace statistics"],
+    spans: [el("div", { id: "tab-spans", role: "tabpanel", "aria-label": "spans table" }), "Spans table"],
+  };
+  const tabs = el("div", { class: "tabs", role: "tablist", "aria-label": "trace views" });
+  const showTab = (name) => {
+    for (const [k, [panel]] of Object.entries(panels)) panel.hidden = k !== name;
+    for (const b of tabs.children) b.setAttribute("aria-selected", b.dataset.tab === name ? "true" : "false");
+    if (name === "statistics") panels.statistics[0].replaceChildren(statisticsTable(cp, cpError));
+    if (name === "spans") panels.spans[0].replaceChildren(spansTable(t, times, select));
+    if (name === "timeline") requestAnimationFrame(draw);
+  };
+  for (const [k, [, label]] of Object.entries(panels)) {
+    tabs.append(el("button", { type: "button", role: "tab", class: "tab", "data-tab": k, id: `tab-${k}-button`, onclick: () => {
+      const u = new URL(location.href);
+      if (k === "timeline") u.searchParams.delete("view");
+      else u.searchParams.set("view", k);
+      history.replaceState(null, "", u);
+      showTab(k);
+    } }, label));
+  }
+  view.replaceChildren(head, ...(warnList ? [warnList] : []), toolbar, tabs,
+    ...Object.values(panels).map(([p]) => p));
+  const asked = new URLSearchParams(location.search).get("view");
+  showTab(panels[asked] ? asked : "timeline");
 
   // A span matches on its name, service, id, status message, attributes, its
   // events' names and attributes (an `exception` event's type and message) and
@@ -264,6 +291,50 @@ function badges(s) {
     out.push(el("span", { class: "badge kind", title: `span kind: ${s.kind}`, "data-badge": "kind" }, s.kind));
   }
   return out;
+}
+
+/** Jaeger's Trace Statistics: per service and operation, from the analysis report. */
+function statisticsTable(cp, cpError) {
+  if (!cp) return errorBox(`trace statistics unavailable: ${cpError || "no analysis"}`);
+  const ms = (ns) => fmtMs(ns / 1e6);
+  return el("table", { class: "grid", id: "stats-table" },
+    el("thead", {}, el("tr", {}, ...["service", "operation", "count", "total", "self", "min", "avg", "max"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...(cp.statistics || []).map((r) => el("tr", { "data-operation": r.operation, "data-service": r.service },
+      el("td", { style: `color:${textColour(r.service)};font-weight:600` }, r.service), el("td", {}, r.operation),
+      el("td", { class: "num" }, String(r.count)), el("td", { class: "num" }, ms(r.totalNs)),
+      el("td", { class: "num" }, ms(r.selfNs)), el("td", { class: "num" }, ms(r.minNs)),
+      el("td", { class: "num" }, ms(r.avgNs)), el("td", { class: "num" }, ms(r.maxNs))))));
+}
+
+/** Every span as a row (at most 2,000 shown), sorted by start, duration or self
+ *  time; a row opens the span in the timeline. */
+function spansTable(t, times, select) {
+  const LIMIT = 2000;
+  const rows = t.spans.map((s) => ({ s, dur: s.end - s.start, self: (times.get(s.id)?.selfNs ?? NaN) / 1e6 }));
+  const body = el("tbody");
+  const by = {
+    start: (a, b) => a.s.start - b.s.start,
+    duration: (a, b) => b.dur - a.dur,
+    self: (a, b) => (b.self || 0) - (a.self || 0),
+  };
+  const fill = (key) => {
+    rows.sort(by[key]);
+    body.replaceChildren(...rows.slice(0, LIMIT).map(({ s, dur, self }) => el("tr", { "data-span-id": s.id },
+      el("td", { style: `color:${textColour(s.service)};font-weight:600` }, s.service),
+      el("td", {}, el("a", { href: `#${s.id}`, onclick: (e) => { e.preventDefault(); document.querySelector("#tab-timeline-button")?.click(); select(s); } }, s.name)),
+      el("td", {}, s.kind), el("td", { class: "num" }, `+${fmtMs(s.start)}`), el("td", { class: "num" }, fmtMs(dur)),
+      el("td", { class: "num" }, Number.isNaN(self) ? "—" : fmtMs(self)), el("td", {}, s.error ? "error" : ""))));
+  };
+  const sortButton = (key, label) => el("button", { type: "button", class: "link", "data-sort": key, onclick: () => fill(key) }, label);
+  fill("start");
+  return el("div", {},
+    t.spans.length > LIMIT ? el("p", { class: "muted" }, `the first ${LIMIT} of ${t.spans.length} spans in the chosen order`) : null,
+    el("table", { class: "grid", id: "spans-table" },
+      el("thead", {}, el("tr", {},
+        el("th", { scope: "col" }, "service"), el("th", { scope: "col" }, "operation"), el("th", { scope: "col" }, "kind"),
+        el("th", { scope: "col" }, sortButton("start", "start")), el("th", { scope: "col" }, sortButton("duration", "duration")),
+        el("th", { scope: "col" }, sortButton("self", "self time")), el("th", { scope: "col" }, "status"))),
+      body));
 }
 
 function describeWarning(w) {

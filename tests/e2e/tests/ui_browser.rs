@@ -60,23 +60,27 @@ fn the_ui_in_a_real_browser() {
     // `reserve` failed (the one error: sorting search results by errors puts this
     // trace first), and only its event says "StockError": find in trace must see it.
     // The root answered 502: its row shows the status and its kind (server).
-    spans[0].attributes.push(meshtrace_proto::otlp::common::v1::KeyValue {
-        key: "http.response.status_code".into(),
-        value: Some(meshtrace_proto::otlp::common::v1::AnyValue {
-            value: Some(meshtrace_proto::otlp::common::v1::any_value::Value::IntValue(502)),
-        }),
-        ..Default::default()
-    });
+    spans[0]
+        .attributes
+        .push(meshtrace_proto::otlp::common::v1::KeyValue {
+            key: "http.response.status_code".into(),
+            value: Some(meshtrace_proto::otlp::common::v1::AnyValue {
+                value: Some(meshtrace_proto::otlp::common::v1::any_value::Value::IntValue(502)),
+            }),
+            ..Default::default()
+        });
     spans[1].status = Some(meshtrace_proto::otlp::trace::v1::Status {
         code: 2,
         message: "out of stock".into(),
     });
-    spans[1].events.push(meshtrace_proto::otlp::trace::v1::span::Event {
-        name: "exception".into(),
-        time_unix_nano: t0 + 30_000_000,
-        attributes: vec![meshtrace_testkit::otlp::kv("exception.type", "StockError")],
-        ..Default::default()
-    });
+    spans[1]
+        .events
+        .push(meshtrace_proto::otlp::trace::v1::span::Event {
+            name: "exception".into(),
+            time_unix_nano: t0 + 30_000_000,
+            attributes: vec![meshtrace_testkit::otlp::kv("exception.type", "StockError")],
+            ..Default::default()
+        });
     assert_eq!(c.post_otlp(&request("ui-shop", spans).encode_to_vec()), 200);
     // The same request with a fraud check added: what compare must mark.
     let other = [0x5b; 16];
