@@ -138,6 +138,16 @@ try {
   const firstSpan = await page.locator("#spans-table tbody tr").first().getAttribute("data-span-id");
   if (firstSpan !== "0000000000000001") fail(`spans by duration: first ${firstSpan}`);
   await shot("trace-spans-table");
+  // Flamegraph: every span a bar, the root across the whole width; a bar opens its span.
+  await page.locator("#tab-flamegraph-button").click();
+  await page.waitForSelector(".flame g[data-span-id]", { timeout: T }).catch(() => fail("no flamegraph"));
+  if ((await page.locator(".flame g[data-span-id]").count()) !== 3) fail("the flamegraph does not draw the trace's 3 spans");
+  const rootBar = await page.locator('.flame g[data-span-id="0000000000000001"] rect').evaluate((r) => [r.getAttribute("x"), r.getAttribute("width")].join());
+  if (rootBar !== "0,1000") fail(`the flamegraph's root bar: x,width ${rootBar}`);
+  await shot("trace-flamegraph");
+  await page.locator('.flame g[data-span-id="0000000000000003"]').click();
+  await page.waitForFunction(() => /pay/.test(document.querySelector("#detail h2")?.textContent || ""), null, { timeout: T })
+    .catch(() => fail("clicking a flamegraph bar did not open its span"));
   await page.locator("#tab-timeline-button").click();
   await page.waitForSelector(".wf-row", { state: "visible", timeout: T }).catch(() => fail("back on the timeline, no rows"));
 

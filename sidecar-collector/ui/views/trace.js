@@ -121,6 +121,7 @@ function show(view, data, cp, cpError) {
     timeline: [timeline, "Timeline"],
     statistics: [el("div", { id: "tab-statistics", role: "tabpanel", "aria-label": "trace statistics" }), "Trace statistics"],
     spans: [el("div", { id: "tab-spans", role: "tabpanel", "aria-label": "spans table" }), "Spans table"],
+    flamegraph: [el("div", { id: "tab-flamegraph", role: "tabpanel", "aria-label": "flamegraph" }), "Flamegraph"],
   };
   const tabs = el("div", { class: "tabs", role: "tablist", "aria-label": "trace views" });
   const showTab = (name) => {
@@ -128,6 +129,7 @@ function show(view, data, cp, cpError) {
     for (const b of tabs.children) b.setAttribute("aria-selected", b.dataset.tab === name ? "true" : "false");
     if (name === "statistics") panels.statistics[0].replaceChildren(statisticsTable(cp, cpError));
     if (name === "spans") panels.spans[0].replaceChildren(spansTable(t, times, select));
+    if (name === "flamegraph") panels.flamegraph[0].replaceChildren(flamegraph(t, select));
     if (name === "timeline") requestAnimationFrame(draw);
   };
   for (const [k, [, label]] of Object.entries(panels)) {
@@ -291,6 +293,52 @@ function badges(s) {
     out.push(el("span", { class: "badge kind", title: `span kind: ${s.kind}`, "data-badge": "kind" }, s.kind));
   }
   return out;
+}
+
+/** The trace as a flamegraph (an icicle: the root on top, each span under its
+ *  parent, across its time), with the time ruler; spans under half a pixel are
+ *  left out. Clicking a span opens it in the timeline. */
+function flamegraph(t, select) {
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 1000;
+  const H = 18;
+  const depth = t.spans.reduce((m, s) => Math.max(m, s.depth), 0) + 1;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "flame");
+  svg.setAttribute("viewBox", `0 0 ${W} ${depth * H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `flamegraph of ${t.spans.length} spans, ${depth} levels`);
+  svg.style.height = `${depth * H}px`;
+  const d = t.duration || 1;
+  for (const s of t.spans) {
+    const w = (W * (s.end - s.start)) / d;
+    if (w < 0.5) continue;
+    const g = document.createElementNS(ns, "g");
+    g.setAttribute("data-span-id", s.id);
+    const r = document.createElementNS(ns, "rect");
+    r.setAttribute("x", String((W * s.start) / d));
+    r.setAttribute("y", String(s.depth * H));
+    r.setAttribute("width", String(Math.max(0.5, w)));
+    r.setAttribute("height", String(H - 1));
+    r.setAttribute("fill", colour(s.service));
+    r.setAttribute("stroke", s.error ? "#b42318" : "none");
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${s.service}: ${s.name} ${fmtMs(s.end - s.start)}`;
+    g.append(r, title);
+    g.style.cursor = "pointer";
+    g.addEventListener("click", () => { document.querySelector("#tab-timeline-button")?.click(); select(s); });
+    svg.append(g);
+  }
+  // Names where a bar is wide enough, as HTML over the drawing (an SVG stretched
+  // to the width would stretch its text).
+  const labels = el("div", { class: "flame-labels", "aria-hidden": "true", style: `height:${depth * H}px` });
+  for (const s of t.spans) {
+    const w = (100 * (s.end - s.start)) / d;
+    if (w < 6) continue;
+    labels.append(el("span", { style: `left:${(100 * s.start) / d}%;width:${w}%;top:${s.depth * H}px` }, `${s.service}: ${s.name}`));
+  }
+  return el("div", {}, ruler(t.duration, "flame-ticks"), el("div", { class: "flame-wrap" }, svg, labels));
 }
 
 /** Jaeger's Trace Statistics: per service and operation, from the analysis report. */
