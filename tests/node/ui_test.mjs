@@ -108,6 +108,21 @@ try {
     const ticks = (await page.locator(`${r} .tick`).allTextContents()).join();
     if (ticks !== want) fail(`${r}: ${ticks}, want ${want}`);
   }
+  // Drag across the middle half of the minimap: the waterfall's ruler shows 25 to 75 ms
+  // (to the pixel); Reset zoom shows the whole trace again.
+  const mm = await page.locator(".minimap").boundingBox();
+  await page.mouse.move(mm.x + mm.width * 0.25, mm.y + mm.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(mm.x + mm.width * 0.5, mm.y + mm.height / 2, { steps: 4 });
+  await page.mouse.move(mm.x + mm.width * 0.75, mm.y + mm.height / 2, { steps: 4 });
+  await page.mouse.up();
+  const zoomed = (await page.locator(".wf-ticks .tick").allTextContents()).map((x) => parseFloat(x));
+  if (Math.abs(zoomed[0] - 25) > 1 || Math.abs(zoomed[4] - 75) > 1 || Math.abs(zoomed[2] - 50) > 1) fail(`zoomed ruler: ${zoomed}`);
+  if (await page.locator("#reset-zoom").isHidden()) fail("zoomed, but no Reset zoom");
+  await shot("trace-zoomed");
+  await page.locator("#reset-zoom").click();
+  const whole = (await page.locator(".wf-ticks .tick").allTextContents()).join();
+  if (whole !== want) fail(`after Reset zoom: ${whole}`);
   const root = page.locator('.wf-row[data-span-id="0000000000000001"]');
   const badgeText = async (kind) => root.locator(`[data-badge=${kind}]`).textContent().catch(() => "none");
   if ((await badgeText("http")) !== "502" || (await badgeText("kind")) !== "server") {

@@ -70,6 +70,7 @@ function show(view, data, cp, cpError) {
     ? el("ul", { class: "warnings", "aria-label": "warnings" }, ...warnings.map((w) => el("li", {}, w)))
     : null;
 
+  const resetZoom = el("button", { type: "button", id: "reset-zoom", hidden: "" }, "Reset zoom");
   const find = el("input", { type: "search", placeholder: "Find in trace (name, service, attribute, event, resource)", "aria-label": "find in trace", id: "find" });
   const found = el("span", { class: "muted", "aria-live": "polite" });
   const upload = el("input", { type: "file", accept: ".json,application/json", id: "upload", class: "sr-only" });
@@ -79,6 +80,7 @@ function show(view, data, cp, cpError) {
     el("button", { type: "button", id: "download", onclick: () => download(t.traceId, data) }, "Download JSON"),
     archiveButton(t.traceId),
     el("label", { for: "upload", class: "button", role: "button", tabindex: "0" }, "Open JSON file…"), upload,
+    resetZoom,
     el("span", { class: "legend" }, el("span", { class: "crit" }), "critical path"));
   upload.addEventListener("change", async () => {
     const f = upload.files?.[0];
@@ -110,12 +112,13 @@ function show(view, data, cp, cpError) {
     el("p", { class: "muted" }, "Select a span for its attributes, events, links and process."));
   // Time rulers (five ticks from 0 to the trace's duration, as Jaeger's) under the
   // minimap and over the waterfall's bars; the bars' area has the same gridlines.
+  const wfTicks = el("div", { class: "wf-ticks-area" }, ruler(0, t.duration, "wf-ticks"));
   const wfRuler = el("div", { class: "wf-ruler" },
-    el("div", { class: "wf-name muted" }, "service / operation"), ruler(t.duration, "wf-ticks"));
+    el("div", { class: "wf-name muted" }, "service / operation"), wfTicks);
   // The waterfall's ruler scrolls with it sideways and stays on top (sticky).
   wf.prepend(wfRuler);
   const timeline = el("div", { id: "tab-timeline", role: "tabpanel", "aria-label": "timeline" },
-    minimap, ruler(t.duration, "minimap-ticks"), wf, detail);
+    minimap, ruler(0, t.duration, "minimap-ticks"), wf, detail);
   // Other views of the same trace, from the same analysis report as the API's.
   const panels = {
     timeline: [timeline, "Timeline"],
@@ -172,15 +175,32 @@ function show(view, data, cp, cpError) {
     }
   }
 
+  // The waterfall's time window: the whole trace, or what was dragged on the minimap.
+  let zoom = [0, t.duration || 1];
+  // A drag on the minimap in progress: from and to, in pixels.
+  let dragFrom = null;
+  let dragTo = null;
+  const span = () => Math.max(1e-9, zoom[1] - zoom[0]);
+  const at = (ms) => (100 * (ms - zoom[0])) / span();
+  function setZoom(z) {
+    zoom = z || [0, t.duration || 1];
+    wfTicks.replaceChildren(ruler(zoom[0], zoom[1], "wf-ticks"));
+    resetZoom.hidden = !z;
+    draw();
+  }
+  resetZoom.addEventListener("click", () => setZoom(null));
+
   function row(s, i) {
-    const left = (100 * s.start) / (t.duration || 1);
-    const width = Math.max(0.05, (100 * (s.end - s.start)) / (t.duration || 1));
+    const left = at(s.start);
+    const width = Math.max(0.05, (100 * (s.end - s.start)) / span());
     const bars = el("div", { class: "wf-bar-area" },
       el("div", { class: "wf-bar", style: `left:${left}%;width:${width}%;background:${colour(s.service)}${s.error ? ";outline:2px solid #b42318" : ""}` }));
     for (const [a, b] of crit.get(s.id) || []) {
-      bars.append(el("div", { class: "wf-crit", "data-critical": s.id, style: `left:${(100 * a) / t.duration}%;width:${Math.max(0.05, (100 * (b - a)) / t.duration)}%` }));
+      bars.append(el("div", { class: "wf-crit", "data-critical": s.id, style: `left:${at(a)}%;width:${Math.max(0.05, (100 * (b - a)) / span())}%` }));
     }
-    bars.append(el("span", { class: "wf-label", style: `left:${Math.min(left + width, 92)}%` }, ` ${fmtMs(s.end - s.start)}`));
+    if (s.end >= zoom[0] && s.start <= zoom[1]) {
+      bars.append(el("span", { class: "wf-label", style: `left:${Math.max(0, Math.min(left + width, 92))}%` }, ` ${fmtMs(s.end - s.start)}`));
+    }
     const toggle = s.children.length
       ? el("button", { type: "button", class: "toggle", "aria-label": collapsed.has(s) ? "expand" : "collapse", onclick: (e) => { e.stopPropagation(); toggleSpan(s); } }, collapsed.has(s) ? "▸" : "▾")
       : el("span", { style: "display:inline-block;width:20px" });
@@ -220,6 +240,15 @@ function show(view, data, cp, cpError) {
       g.fillStyle = colour(s.service);
       g.fillRect((w * s.start) / t.duration, (ch * i) / n, Math.max(1, (w * (s.end - s.start)) / t.duration), Math.max(1, ch / n));
     }
+    // Outside the waterfall's window, greyed.
+    const d = t.duration || 1;
+    g.fillStyle = "rgba(246, 248, 250, 0.75)";
+    g.fillRect(0, 0, (w * zoom[0]) / d, ch);
+    g.fillRect((w * zoom[1]) / d, 0, w - (w * zoom[1]) / d, ch);
+    if (dragFrom !== null && dragTo !== null) {
+      g.fillStyle = "rgba(10, 88, 202, 0.2)";
+      g.fillRect(Math.min(dragFrom, dragTo), 0, Math.abs(dragTo - dragFrom), ch);
+    }
     g.strokeStyle = "#1f6feb";
     g.strokeRect(0, (ch * top) / (n * ROW), w - 1, Math.max(2, (ch * h) / (n * ROW)));
   }
@@ -248,6 +277,28 @@ function show(view, data, cp, cpError) {
     draw();
   }
 
+  // Drag across the minimap to zoom the waterfall to that time (as Jaeger's);
+  // a click without a drag, or "Reset zoom", shows the whole trace again.
+  const xOf = (e) => Math.max(0, Math.min(minimap.clientWidth, e.clientX - minimap.getBoundingClientRect().left));
+  minimap.addEventListener("pointerdown", (e) => {
+    dragFrom = xOf(e);
+    dragTo = dragFrom;
+    minimap.setPointerCapture?.(e.pointerId);
+    e.preventDefault();
+  });
+  minimap.addEventListener("pointermove", (e) => {
+    if (dragFrom === null) return;
+    dragTo = xOf(e);
+    draw();
+  });
+  minimap.addEventListener("pointerup", (e) => {
+    if (dragFrom === null) return;
+    const [a, b] = [dragFrom, xOf(e)].sort((x, y) => x - y);
+    dragFrom = dragTo = null;
+    const w = minimap.clientWidth || 1;
+    if (b - a < 3) setZoom(null);
+    else setZoom([(t.duration * a) / w, (t.duration * b) / w]);
+  });
   wf.addEventListener("scroll", () => requestAnimationFrame(draw));
   wf.addEventListener("keydown", (e) => {
     const i = selected ? visible.indexOf(selected) : -1;
@@ -268,10 +319,10 @@ function show(view, data, cp, cpError) {
   refresh();
 }
 
-/** Five ticks from 0 to `duration` ms, placed over a bar area. */
-function ruler(duration, cls) {
+/** Five ticks from `from` to `to` ms, placed over a bar area. */
+function ruler(from, to, cls) {
   return el("div", { class: `ruler ${cls}`, "aria-hidden": "true" },
-    ...[0, 1, 2, 3, 4].map((i) => el("span", { class: "tick", style: `left:${25 * i}%` }, fmtMs((duration * i) / 4))));
+    ...[0, 1, 2, 3, 4].map((i) => el("span", { class: "tick", style: `left:${25 * i}%` }, fmtMs(from + ((to - from) * i) / 4))));
 }
 
 /** A row's badges: HTTP and gRPC status, database or messaging system, span kind. */
@@ -338,7 +389,7 @@ function flamegraph(t, select) {
     if (w < 6) continue;
     labels.append(el("span", { style: `left:${(100 * s.start) / d}%;width:${w}%;top:${s.depth * H}px` }, `${s.service}: ${s.name}`));
   }
-  return el("div", {}, ruler(t.duration, "flame-ticks"), el("div", { class: "flame-wrap" }, svg, labels));
+  return el("div", {}, ruler(0, t.duration, "flame-ticks"), el("div", { class: "flame-wrap" }, svg, labels));
 }
 
 /** Jaeger's Trace Statistics: per service and operation, from the analysis report. */
