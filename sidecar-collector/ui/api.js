@@ -67,6 +67,10 @@ export const trace = (id) =>
 export const criticalPath = (id) =>
   getJSON(`/api/analysis/critical-path/${encodeURIComponent(id)}`);
 
+/** Hotspots of the traces given by id (those picked in search results). */
+export const hotspotsOf = (ids) =>
+  getJSON(`/api/analysis/hotspots?${new URLSearchParams(ids.map((id) => ["traceID", id]))}`);
+
 export const hotspots = (service, lookback, limit) =>
   getJSON(`/api/analysis/hotspots?service=${encodeURIComponent(service)}&lookback=${encodeURIComponent(lookback)}&limit=${encodeURIComponent(limit)}`);
 

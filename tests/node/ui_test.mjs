@@ -79,6 +79,17 @@ try {
   const opened = new URL(page.url()).searchParams;
   if (opened.get("a") !== cfg.compare.a || opened.get("b") !== cfg.compare.b) fail(`compare from search opened ${page.url()}`);
   results.views.search.sortAndCompare = true;
+  // Hotspots of just the picked trace: the known one, whose pay holds 70 of its 100 ms.
+  await page.goto(`${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50`);
+  await page.waitForSelector(`[data-pick="${cfg.trace}"]`, { timeout: T }).catch(() => fail("search for hotspots of selected"));
+  await page.locator(`[data-pick="${cfg.trace}"]`).check();
+  await page.locator("#hotspots-selected").click();
+  await page.waitForSelector(`#hotspot-table tr[data-operation="${cfg.hotspot.operation}"]`, { timeout: T })
+    .catch(() => fail("hotspots of the selected trace showed no table"));
+  const summary = await page.locator("#hotspots-summary").textContent();
+  if (!/picked/.test(summary) || !/^.*: 1 traces/.test(summary)) fail(`hotspots of selected: ${summary}`);
+  const top = await page.locator("#hotspot-table tbody tr").first().getAttribute("data-operation");
+  if (top !== cfg.hotspot.operation) fail(`hotspots of the selected trace: top ${top}`);
   await page.goto(`${cfg.base}/search?service=${encodeURIComponent(cfg.service)}&lookback=2d&limit=50`);
   await page.waitForSelector(`[data-trace-id="${cfg.trace}"]`, { timeout: T }).catch(() => fail(`search did not list ${cfg.trace} once more`));
 

@@ -5,9 +5,10 @@
 //!   (clock skew adjusted first), each span's self time and critical-path time,
 //!   and what was worked around (missing parents, skew).
 //! - `GET /api/analysis/hotspots?service=…`: for the traces a v1 search finds
-//!   (same parameters; `limit` up to `HOTSPOT_MAX_TRACES`), which (service,
-//!   operation) pairs hold how much of the end-to-end latency on the critical
-//!   path. Bounded: traces are read and folded in chunks under the answer's span
+//!   (same parameters; `limit` up to `HOTSPOT_MAX_TRACES`), or for the traces
+//!   given as repeated `traceID` (those picked in the UI's search results),
+//!   which (service, operation) pairs hold how much of the end-to-end latency
+//!   on the critical path. Bounded: traces are read and folded in chunks under the answer's span
 //!   budget, within `HOTSPOT_TIME_BUDGET`; what was left out is said.
 //! - `GET /api/analysis/service-map?lookback=…` (or `start`/`end`, µs): the
 //!   service graph over a time range from the per-minute edge history: each
@@ -227,18 +228,20 @@ struct HotspotsAnswer {
 }
 
 async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -> Response {
-    let mut q = match super::parse_search(&p, super::now_us()) {
-        Ok(Search::Query(q)) => q,
-        Ok(Search::Ids(_)) => {
-            return v3::error(
-                StatusCode::BAD_REQUEST,
-                "hotspots take a search (service, …), not traceID",
-            )
-        }
+    // A search, or the traces picked in the search results (repeated `traceID`).
+    let (mut query, mut picked) = (None, Vec::new());
+    match super::parse_search(&p, super::now_us()) {
+        Ok(Search::Query(q)) => query = Some(q),
+        Ok(Search::Ids(ids)) => picked = ids,
         Err(m) => return v3::error(StatusCode::BAD_REQUEST, m),
     };
-    let asked = q.limit;
-    q.limit = q.limit.min(HOTSPOT_MAX_TRACES);
+    let asked = query.as_ref().map_or(picked.len(), |q| q.limit);
+    if let Some(q) = query.as_mut() {
+        q.limit = q.limit.min(HOTSPOT_MAX_TRACES);
+    }
+    picked.sort_unstable();
+    picked.dedup();
+    picked.truncate(HOTSPOT_MAX_TRACES);
     let hold = match begin(&st).await {
         Ok(h) => h,
         Err(r) => return r,
@@ -246,7 +249,10 @@ async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -
     let (store, max_spans) = (st.store.clone(), st.budget.max_spans);
     let result = hold
         .run(move |ctl| {
-            let ids = store.find_trace_ids(&q, ctl)?;
+            let ids = match &query {
+                Some(q) => store.find_trace_ids(q, ctl)?,
+                None => picked,
+            };
             let mut h = Hotspots::new(500, 1000);
             let walked = each_trace(&*store, &ids, max_spans, ctl, |t| {
                 let spans = charged_spans(t, ctl)?;
@@ -256,8 +262,11 @@ async fn hotspots(State(st): State<QueryState>, Query(p): Query<SearchParams>) -
                 Ok(())
             })?;
             let mut notes: Vec<String> = Vec::new();
-            if asked > q.limit {
-                notes.push(format!("limit {asked} is above {HOTSPOT_MAX_TRACES} traces: the newest {HOTSPOT_MAX_TRACES} were analysed"));
+            if asked > HOTSPOT_MAX_TRACES {
+                notes.push(match query {
+                    Some(_) => format!("limit {asked} is above {HOTSPOT_MAX_TRACES} traces: the newest {HOTSPOT_MAX_TRACES} were analysed"),
+                    None => format!("{asked} traces were given: the first {HOTSPOT_MAX_TRACES} (by id) were analysed"),
+                });
             }
             notes.extend(walked.stopped);
             if walked.too_big > 0 {

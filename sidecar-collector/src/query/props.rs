@@ -114,6 +114,7 @@ const FAMILIES: &[(&str, &[&str])] = &[
     (
         "/api/analysis/hotspots",
         &[
+            "traceID",
             "service",
             "operation",
             "start",

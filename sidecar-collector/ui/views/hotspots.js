@@ -27,11 +27,15 @@ export async function hotspotsView(view) {
     e.preventDefault();
     go(`/hotspots?${new URLSearchParams(new FormData(form))}`);
   });
-  if (!q.get("service")) return;
+  // Or the traces picked in search results (`traceID` repeated).
+  const picked = q.getAll("traceID");
+  if (!q.get("service") && !picked.length) return;
   out.replaceChildren(el("p", { class: "muted" }, "Reading traces…"));
   let r;
   try {
-    r = await api.hotspots(q.get("service"), q.get("lookback") || "1h", q.get("limit") || "500");
+    r = picked.length
+      ? await api.hotspotsOf(picked)
+      : await api.hotspots(q.get("service"), q.get("lookback") || "1h", q.get("limit") || "500");
   } catch (e) {
     out.replaceChildren(errorBox(e.message));
     return;
@@ -47,7 +51,7 @@ export async function hotspotsView(view) {
     el("td", { class: "num" }, String(h.traces)),
     el("td", {}, ...h.examples.map(([id]) => el("a", { href: `/trace/${id}`, "data-link": "" }, `${id.slice(0, 8)} `)))));
   out.replaceChildren(
-    el("p", {}, `${r.traces} traces, ${fmtMs(r.totalNs / 1e6)} end to end in all.`),
+    el("p", { id: "hotspots-summary" }, `${picked.length ? `The ${picked.length} traces picked in search results: ` : ""}${r.traces} traces, ${fmtMs(r.totalNs / 1e6)} end to end in all.`),
     r.truncated ? errorBox(r.truncated) : "",
     el("table", { class: "grid", id: "hotspot-table" },
       el("thead", {}, el("tr", {}, ...["#", "service / operation", "share of latency", "critical p50", "critical p95", "self p50", "self p95", "traces", "examples"].map((h) => el("th", { scope: "col" }, h)))),

@@ -3,7 +3,7 @@
 // in the URL, so a search is a link. Results: a duration-over-time scatter plot
 // and the list (root service and operation, duration, spans, errors, services),
 // sorted by recency, duration, spans or errors (in the URL); two results picked
-// open Compare.
+// open Compare, any picked open their Hotspots.
 
 import * as api from "../api.js";
 import { colour, fmtMs, textColour } from "../model.js";
@@ -137,11 +137,14 @@ async function run(q, out) {
   // Two results compared; the choice kept across re-sorting.
   const picked = new Set();
   const compare = el("button", { type: "button", id: "compare-selected", disabled: "" }, "Compare selected");
+  const hot = el("button", { type: "button", id: "hotspots-selected", disabled: "" }, "Hotspots of selected");
+  hot.addEventListener("click", () => go(`/hotspots?${new URLSearchParams([...picked].map((id) => ["traceID", id]))}`));
   const pickedText = el("span", { class: "muted", "aria-live": "polite" }, "select two traces to compare");
   const onPick = (id, on) => {
     if (on) picked.add(id);
     else picked.delete(id);
     compare.disabled = picked.size !== 2;
+    hot.disabled = picked.size === 0;
     pickedText.textContent = picked.size === 2 ? "2 selected" : `${picked.size} selected; select two traces to compare`;
   };
   compare.addEventListener("click", () => {
@@ -160,7 +163,7 @@ async function run(q, out) {
   });
   show();
   out.replaceChildren(
-    el("div", { class: "toolbar" }, el("span", {}, `${rows.length} trace${rows.length === 1 ? "" : "s"}`), sort, compare, pickedText),
+    el("div", { class: "toolbar" }, el("span", {}, `${rows.length} trace${rows.length === 1 ? "" : "s"}`), sort, compare, hot, pickedText),
     scatter(rows),
     list);
 }

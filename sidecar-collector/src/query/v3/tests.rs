@@ -710,6 +710,22 @@ async fn hotspots_rank_pairs_by_critical_path_time_as_computed_by_hand() {
     );
     let (s, v) = get(&st, "/api/analysis/hotspots").await;
     assert_eq!(s, 400, "{v}");
+    // The traces picked in search results: only the slower one (given twice, and an
+    // unknown id), its inventory 140 ms on the critical path.
+    let (s, v) = get(
+        &st,
+        "/api/analysis/hotspots?traceID=02020202020202020202020202020202&traceID=02020202020202020202020202020202&traceID=0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["traces"], 1, "{v}");
+    assert_eq!(v["hotspots"][0]["service"], "inventory");
+    assert_eq!(
+        v["hotspots"][0]["criticalNs"].as_i64().unwrap() / 1_000_000,
+        140
+    );
+    let (s, v) = get(&st, "/api/analysis/hotspots?traceID=nothex").await;
+    assert_eq!(s, 400, "{v}");
 }
 
 #[tokio::test]
