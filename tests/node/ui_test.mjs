@@ -283,7 +283,26 @@ try {
   await page.waitForSelector(`#operation-table tr[data-operation="${cfg.monitorOperation}"]`, { timeout: T })
     .catch(() => fail(`performance: no row for ${cfg.monitorOperation}`));
   results.views.monitor = { operations: await page.locator("#operation-table tbody tr").count() };
+  // Axes: five time ticks across the window, three value lines with units.
+  const xt = await page.locator("#chart-rate .x-tick").allTextContents();
+  if (xt.length !== 5 || xt.some((t) => !/\d/.test(t))) fail(`performance: time ticks ${xt}`);
+  const yt = await page.locator("#chart-rate .y-tick").allTextContents();
+  if (yt.length !== 3 || !yt.every((t) => t.endsWith("/s"))) fail(`performance: value ticks ${yt}`);
+  // Hover where the point is: the values there, with units.
+  const dotEl = page.locator('#chart-rate circle[data-series="adjusted for sampling"]').last();
+  const dot = await dotEl.boundingBox();
+  const ratePoint = await dotEl.getAttribute("data-value");
+  await page.mouse.move(dot.x + dot.width / 2, dot.y + dot.height / 2);
+  await page.waitForSelector("#chart-rate .chart-tip:not([hidden])", { timeout: T }).catch(() => fail("performance: hovering a point shows nothing"));
+  const tipText = await page.locator("#chart-rate .chart-tip").textContent();
+  if (!ratePoint?.endsWith("/s") || !tipText.includes(`adjusted for sampling: ${ratePoint}`)) fail(`performance: hover shows "${tipText}", the point is ${ratePoint}`);
   await shot("performance");
+  // A click there opens that service's traces around that time.
+  await page.mouse.click(dot.x + dot.width / 2, dot.y + dot.height / 2);
+  await page.waitForURL("**/search?**", { timeout: T }).catch(() => fail("performance: a click on the chart did not open a search"));
+  const sq = new URL(page.url()).searchParams;
+  if (sq.get("service") !== cfg.service || sq.get("lookback") !== "custom" || !(sq.get("start") < sq.get("end"))) fail(`performance: the chart opened ${page.url()}`);
+  await page.waitForSelector("#results > *:not(.muted)", { timeout: T }).catch(() => fail("performance: the search from the chart did not run"));
 
   // Compare: the span only B has is marked, the shared ones line up.
   await page.goto(`${cfg.base}/compare?a=${cfg.compare.a}&b=${cfg.compare.b}`);
