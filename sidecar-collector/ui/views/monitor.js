@@ -14,8 +14,8 @@ const LOOKBACKS = { "15m": 15 * 60e3, "1h": 3600e3, "6h": 6 * 3600e3, "24h": 24 
  *  [from, to] (ms since the epoch): a time axis with five labelled ticks, three
  *  value gridlines with units, a legend with the last values, and on hover the
  *  values at the nearest time; clicking there calls `onPick(t)`. Drawn by hand:
- *  the whole file is smaller than uPlot's minified script (about 50 KB), and
- *  these charts hold at most a few hundred points. */
+ *  this whole file (11 KB) is a fifth of uPlot 1.6.32's minified script (51 KB,
+ *  from its npm package), and these charts hold at most a few hundred points. */
 function chart(title, series, format, id, { from, to, onPick } = {}) {
   const ns = "http://www.w3.org/2000/svg";
   const svgEl = (name, attrs) => {
