@@ -341,11 +341,25 @@ try {
   results.views.sampling = { services: await page.locator("#sampling-table tr[data-service]").count() };
   await shot("sampling");
 
-  // A wide screen.
+  // A wide screen: every view again at 2560×1440 (axe-core on each).
   await page.setViewportSize({ width: 2560, height: 1440 });
-  await page.goto(`${cfg.base}/trace/${cfg.trace}`);
-  await page.waitForSelector(".wf-row", { timeout: T });
-  await shot("trace-wide");
+  const enc = encodeURIComponent;
+  for (const [name, path, ready] of [
+    ["search", `/search?service=${enc(cfg.service)}&lookback=2d&limit=50`, `[data-trace-id="${cfg.trace}"]`],
+    ["trace", `/trace/${cfg.trace}`, ".wf-row"],
+    ["trace-statistics", `/trace/${cfg.trace}?view=statistics`, "#stats-table tbody tr"],
+    ["trace-flamegraph", `/trace/${cfg.trace}?view=flamegraph`, ".flame g"],
+    ["compare", `/compare?a=${cfg.compare.a}&b=${cfg.compare.b}`, "#diff-table tbody tr"],
+    ["map", "/map?lookback=1h", "svg"],
+    ["performance", `/monitor?service=${enc(cfg.service)}&lookback=1h`, "#operation-table tbody tr"],
+    ["hotspots", `/hotspots?service=${enc(cfg.service)}&lookback=48h&limit=100`, "#hotspot-table tbody tr"],
+    ["comparison", `/comparison?service=${cfg.comparison.service}&window=1h&baselineOffset=24h`, "table"],
+    ["sampling", "/sampling?lookback=1h", "#sampling-table tr[data-service]"],
+  ]) {
+    await page.goto(`${cfg.base}${path}`);
+    await page.waitForSelector(ready, { timeout: T, state: "attached" }).catch(() => fail(`wide screen: ${name} did not show ${ready}`));
+    await shot(`${name}-wide`);
+  }
 
   results.accessibility = a11y;
   const violations = Object.entries(a11y).flatMap(([v, list]) => list.map((x) => `${v}: ${x}`));
