@@ -183,16 +183,10 @@ impl Forwarder {
             .then_some(SubmitError::Full)
     }
 
-    /// Whether an export of `bytes` goes into one batch as it is.
-    pub fn fits_one_batch(&self, bytes: usize) -> bool {
-        bytes <= self.batch_bytes
-    }
-
-    /// Queues an export as its bytes (`spans` spans, all valid, nothing to
-    /// redact, at most `batch_bytes`: [`crate::ingest::wire::forwards_as_is`]),
-    /// or refuses it as [`Forwarder::enqueue`] does.
-    pub fn enqueue_encoded(&self, bytes: Vec<u8>, spans: u64) -> Result<(), SubmitError> {
-        let size = bytes.len() as u64;
+    /// Takes `size` bytes of the queue for `spans` spans, or refuses them (and
+    /// counts them refused): for good when larger than the whole queue, "retry
+    /// later" when it is full.
+    fn admit(&self, size: u64, spans: u64) -> Result<(), SubmitError> {
         if size > self.max_bytes {
             self.counters.spans_refused.inc_by(spans);
             return Err(SubmitError::TooLarge {
@@ -205,6 +199,19 @@ impl Forwarder {
             self.counters.spans_refused.inc_by(spans);
             return Err(SubmitError::Full);
         }
+        Ok(())
+    }
+
+    /// Whether an export of `bytes` goes into one batch as it is.
+    pub fn fits_one_batch(&self, bytes: usize) -> bool {
+        bytes <= self.batch_bytes
+    }
+
+    /// Queues an export as its bytes (`spans` spans, all valid, nothing to
+    /// redact, at most `batch_bytes`: [`crate::ingest::wire::forwards_as_is`]),
+    /// or refuses it as [`Forwarder::enqueue`] does.
+    pub fn enqueue_encoded(&self, bytes: Vec<u8>, spans: u64) -> Result<(), SubmitError> {
+        self.admit(bytes.len() as u64, spans)?;
         self.counters.spans_accepted.inc_by(spans);
         self.counters.queue_depth.inc();
         self.tx
@@ -218,18 +225,7 @@ impl Forwarder {
     pub fn enqueue(&self, req: ExportTraceServiceRequest) -> Result<(), SubmitError> {
         let size = req.encoded_len() as u64;
         let n = span_count(&req);
-        if size > self.max_bytes {
-            self.counters.spans_refused.inc_by(n);
-            return Err(SubmitError::TooLarge {
-                bytes: size,
-                limit: self.max_bytes,
-                key: "sidecar.queue_bytes",
-            });
-        }
-        if !reserve(self.counters.queue_bytes.inner(), size, self.max_bytes) {
-            self.counters.spans_refused.inc_by(n);
-            return Err(SubmitError::Full);
-        }
+        self.admit(size, n)?;
         // The decoded request is dropped here: only its bytes wait in memory.
         let parts = split(req, self.batch_bytes);
         let encoded: u64 = parts.iter().map(|p| p.encoded_len() as u64).sum();

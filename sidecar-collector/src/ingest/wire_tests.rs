@@ -225,6 +225,16 @@ fn assert_same(a: &Ingested, b: &Ingested) {
     }
 }
 
+/// The default redaction, with two value patterns when `patterns`.
+fn redaction(patterns: bool) -> Redaction {
+    let r = Redaction::default();
+    if !patterns {
+        return r;
+    }
+    r.with_patterns(&["p=[0-9]".to_string(), "^x$".to_string()])
+        .unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
     /// Read in place or decoded by prost, an export gives the same records.
@@ -234,10 +244,7 @@ proptest! {
         resource in pairs(),
         patterns in prop::bool::ANY,
     ) {
-        let mut r = Redaction::default();
-        if patterns {
-            r = r.with_patterns(&["p=[0-9]".to_string(), "^x$".to_string()]).unwrap();
-        }
+        let r = redaction(patterns);
         let indexed = vec!["http.response.status_code".to_string(), "error".to_string(), "a".to_string()];
         let raw = Bytes::from(request(&spans, &resource).encode_to_vec());
         let (old, n_old) = by_prost(&raw, &r, &indexed);
@@ -271,10 +278,7 @@ proptest! {
         resource in pairs(),
         patterns in prop::bool::ANY,
     ) {
-        let mut r = Redaction::default();
-        if patterns {
-            r = r.with_patterns(&["p=[0-9]".to_string(), "^x$".to_string()]).unwrap();
-        }
+        let r = redaction(patterns);
         let raw = request(&spans, &resource).encode_to_vec();
         if let Some(n) = forwards(&raw, &r) {
             let (sent, redacted, rejected) = forwarded_by_prost(&raw, &r);
