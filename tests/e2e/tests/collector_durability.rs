@@ -165,6 +165,13 @@ fn assert_all_stored(dir: std::path::PathBuf, acked: &[[u8; 16]]) {
                 "a trace lost spans"
             );
         }
+        if traces.len() < chunk.len() {
+            let found: Vec<String> = traces
+                .iter()
+                .map(|t| t["traceID"].as_str().unwrap_or_default().to_string())
+                .collect();
+            eprintln!("found {found:?} of {q:?}");
+        }
         missing += chunk.len() - traces.len();
     }
     eprintln!(
@@ -434,11 +441,13 @@ fn full_disk_restart_serves_queries_and_retention_frees_space() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(stored, "retention freed space:\n{}", freed.log());
-    assert!(
-        freed.log().contains("retention dropped partitions"),
-        "{}",
-        freed.log()
-    );
+    // Retention's pass at start-up logs what it dropped; the space the last
+    // collector's reserve gave back can take a trace before that line is out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !freed.log().contains("retention dropped partitions") {
+        assert!(std::time::Instant::now() < deadline, "{}", freed.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let dir = freed.kill_keep_data();
     assert_all_stored(dir, &recent);
 }
