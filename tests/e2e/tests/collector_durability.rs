@@ -179,7 +179,12 @@ fn assert_all_stored(dir: std::path::PathBuf, acked: &[[u8; 16]]) {
         acked.len(),
         acked.len() * SPANS_PER_TRACE
     );
-    assert_eq!(missing, 0, "acknowledged traces lost");
+    assert_eq!(
+        missing,
+        0,
+        "acknowledged traces lost; the last collector's log:\n{}",
+        restarted.log()
+    );
 }
 
 #[test]

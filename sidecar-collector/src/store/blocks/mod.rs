@@ -577,6 +577,10 @@ pub struct BlockStore {
     peers: OnceLock<peers::Peers>,
     /// Held by a round of block work; when blocks were last merged.
     working: Mutex<Option<Instant>>,
+    /// Merges that deleted the blocks they replaced: a read that overlapped
+    /// one may have missed spans (in neither its blocks nor its snapshot), and
+    /// is read again ([`BlockStore::consistent`]).
+    replaced: AtomicU64,
     /// The last upload failed (the backend is down): why.
     upload_error: Mutex<Option<String>>,
     /// Recently read blocks on local disk (`cache_bytes` > 0).
@@ -672,13 +676,21 @@ impl Cutter {
     ) -> Result<Block, StoreError> {
         let id = format!("{}-{}", self.replica, random_id());
         let path = self.pending_dir.join(format!("{id}.parquet"));
-        let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-        // Buffered: the writer hands over a page at a time (a system call each).
-        let out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let (out, index_offset) = format::write(rows, self.rows_per_group, out)?;
-        let file = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| io(&path, e))?;
-        let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
+        let written = (|| {
+            let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
+            // Buffered: the writer hands over a page at a time (a system call each).
+            let out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let (out, index_offset) = format::write(rows, self.rows_per_group, out)?;
+            let file = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| io(&path, e))?;
+            let data_bytes = file.metadata().map_err(|e| io(&path, e))?.len();
+            Ok::<_, StoreError>((index_offset, data_bytes))
+        })();
+        // A block that could not be written (a full disk) leaves no partial
+        // file to hold the space the next try needs.
+        let (index_offset, data_bytes) = written.inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?;
         // Names are interned: one (service, operation, kind) by their pointers,
         // then by their text (rows read from several blocks may not share them).
         let mut seen: HashMap<(usize, usize, i32), &Row, foldhash::fast::FixedState> =
@@ -771,21 +783,27 @@ impl BlockStore {
         for b in load_catalog(&backend, &cache)? {
             state.blocks.insert(b.meta.dir_key(), Arc::new(b));
         }
-        // Segments already in the backend (this WAL's, whole seals only).
-        let covered = state
-            .blocks
-            .values()
-            .filter_map(|b| b.meta.wal.as_ref())
-            .filter(|w| w.wal_id == wal_id && w.last_part)
-            .map(|w| w.last)
-            .max()
-            .unwrap_or(0);
+        // Segments already in the backend (this WAL's, whole seals only). By
+        // range, not the highest one: a seal cut after a later one (a replayed
+        // head kept in memory while the disk was full) is uploaded after it.
+        let covered = Covered::new(
+            state
+                .blocks
+                .values()
+                .filter_map(|b| b.meta.wal.as_ref())
+                .filter(|w| w.wal_id == wal_id && w.last_part)
+                .map(|w| (w.first, w.last)),
+        );
         let (mut head, mut last_seq, mut replayed, mut skipped) = (Head::new(0), 0, 0u64, 0);
+        // The first segment replayed: every one below it is in the backend.
+        let (mut first_replayed, mut last_seen) = (None, 0);
         let mut wal = wal::Wal::open(&wal_dir, settings.durability, |r| {
-            if r.seq <= covered {
+            if covered.holds(r.seq) {
                 skipped += 1;
+                last_seen = r.seq;
                 return Ok(());
             }
+            first_replayed.get_or_insert(r.seq);
             if head.is_empty() {
                 head.first_seq = r.seq;
             }
@@ -810,9 +828,7 @@ impl BlockStore {
         if !head.is_empty() {
             cut_replayed(&cutter, &mut state, Sealed { head, last_seq });
         }
-        if covered > 0 {
-            wal.release_below(covered + 1)?;
-        }
+        wal.release_below(first_replayed.unwrap_or(last_seen + 1))?;
         if replayed > 0 || skipped > 0 {
             tracing::info!(
                 spans = replayed,
@@ -844,6 +860,7 @@ impl BlockStore {
                 ..MetaBudget::default()
             },
             working: Mutex::new(None),
+            replaced: AtomicU64::new(0),
             peers: OnceLock::new(),
             cutter,
             settings,
@@ -1062,6 +1079,9 @@ impl BlockStore {
             .pending
             .push(merged);
         self.upload_pending()?;
+        // The merged block is listed: a read from now on finds it, and one
+        // already running that meets a deleted block reads again.
+        self.replaced.fetch_add(1, Ordering::SeqCst);
         for b in &set {
             self.delete_block(b)?;
         }
@@ -1393,6 +1413,33 @@ impl Drop for BlockStore {
         let (m, c) = &*self.wake;
         *lock(m) = true;
         c.notify_all();
+    }
+}
+
+/// The WAL segments whose spans are all in the backend: the ranges of the
+/// blocks cut last from their seals, merged.
+#[derive(Debug, Default)]
+struct Covered(Vec<(u64, u64)>);
+
+impl Covered {
+    fn new(ranges: impl Iterator<Item = (u64, u64)>) -> Covered {
+        let mut all: Vec<(u64, u64)> = ranges.filter(|(f, l)| f <= l).collect();
+        all.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (f, l) in all {
+            match merged.last_mut() {
+                Some(last) if f <= last.1.saturating_add(1) => last.1 = last.1.max(l),
+                _ => merged.push((f, l)),
+            }
+        }
+        Covered(merged)
+    }
+
+    fn holds(&self, seq: u64) -> bool {
+        let i = self.0.partition_point(|(f, _)| *f <= seq);
+        i.checked_sub(1)
+            .and_then(|j| self.0.get(j))
+            .is_some_and(|(_, last)| *last >= seq)
     }
 }
 
@@ -1742,12 +1789,12 @@ impl SpanReader for BlockStore {
         max_spans: usize,
         ctl: &ReadCtl,
     ) -> Result<TraceSet, StoreError> {
-        self.read_traces(ids, max_spans, ctl, Scope::All)
+        self.consistent(ctl, || self.read_traces(ids, max_spans, ctl, Scope::All))
     }
 
     fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
         Ok(self
-            .newest(q, ctl, Scope::All)?
+            .consistent(ctl, || self.newest(q, ctl, Scope::All))?
             .into_iter()
             .map(|(id, _)| id)
             .collect())
@@ -1785,11 +1832,38 @@ impl SpanReader for BlockStore {
         end_us: i64,
         ctl: &ReadCtl,
     ) -> Result<Vec<Edge>, StoreError> {
-        self.edges(start_us, end_us, ctl)
+        self.consistent(ctl, || self.edges(start_us, end_us, ctl))
     }
 }
 
 impl BlockStore {
+    /// `read` again (at most three times more) while merges delete blocks
+    /// under it: a read skips a block deleted after its snapshot, whose spans
+    /// are in a merged block the snapshot did not have. What an abandoned
+    /// answer held is given back to `ctl` first.
+    fn consistent<T>(
+        &self,
+        ctl: &ReadCtl,
+        read: impl Fn() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let held = ctl.used();
+        let mut tries = 0;
+        loop {
+            let before = self.replaced.load(Ordering::SeqCst);
+            let answer = read();
+            tries += 1;
+            if tries > 3 || self.replaced.load(Ordering::SeqCst) == before {
+                return answer;
+            }
+            drop(answer);
+            ctl.release(ctl.used().saturating_sub(held));
+            tracing::debug!(
+                tries,
+                "blocks: a merge deleted blocks during a read; read again"
+            );
+        }
+    }
+
     /// Service → (operation, kind) pairs of the heads, the blocks in scope and
     /// (with `Scope::All`) the peers' heads.
     pub fn catalog(

@@ -202,6 +202,162 @@ fn a_wal_already_in_blocks_is_not_replayed_twice() {
     assert_eq!(trace_ids(&*s), (1..6).collect::<Vec<_>>());
 }
 
+/// The block directories under `bucket` with their WAL ranges.
+fn blocks_with_ranges(bucket: &Path) -> Vec<(PathBuf, WalRange)> {
+    let mut out = Vec::new();
+    let mut stack = vec![bucket.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "meta.json") {
+                let meta: BlockMeta = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                out.push((dir.clone(), meta.wal.unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_seal_uploaded_after_a_later_one_is_replayed_from_the_wal() {
+    // A replayed head that could not be cut (a full disk) is kept in memory
+    // while later seals are cut and uploaded; killed before its own upload,
+    // the backend holds a later range than the WAL's first segments. They are
+    // replayed: what the backend holds is counted range by range.
+    let d = tempfile::tempdir().unwrap();
+    let wal_copy = d.path().join("wal-copy");
+    {
+        let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+        write_traces(&*s, 1, 6);
+        copy_dir(&d.path().join("wal"), &wal_copy);
+    }
+    {
+        // Replays traces 1-5 into a block, then 6-10 go to a later seal.
+        let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+        s.flush().unwrap();
+        write_traces(&*s, 6, 11);
+        s.flush().unwrap();
+        assert_eq!(s.wal_bytes(), 0);
+    }
+    let mut blocks = blocks_with_ranges(&d.path().join("bucket"));
+    blocks.sort_by_key(|(_, w)| w.first);
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    let (first, second) = (&blocks[0], &blocks[1]);
+    assert!(first.1.last < second.1.first, "{blocks:?}");
+    // The earlier seal's block never made it; its segments are still in the WAL.
+    std::fs::remove_dir_all(&first.0).unwrap();
+    copy_dir(&wal_copy, &d.path().join("wal"));
+    let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+    assert_eq!(trace_ids(&*s), (1..11).collect::<Vec<_>>());
+    s.flush().unwrap();
+    assert_eq!(s.wal_bytes(), 0, "released once uploaded again");
+    let counts = s.counts();
+    drop(s);
+    // And the covered segments are not replayed twice either.
+    copy_dir(&wal_copy, &d.path().join("wal"));
+    let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+    assert_eq!(s.counts(), counts, "no block made again");
+    assert_eq!(trace_ids(&*s), (1..11).collect::<Vec<_>>());
+}
+
+#[test]
+fn covered_ranges_merge_and_answer_by_segment() {
+    let c = Covered::new(
+        [
+            (5, 7),
+            (1, 2),
+            (3, 4),
+            (10, 12),
+            (9, 8),
+            (20, 21),
+            (22, 30),
+            (25, 26),
+        ]
+        .into_iter(),
+    );
+    assert_eq!(c.0, vec![(1, 7), (10, 12), (20, 30)]);
+    for (seq, held) in [
+        (0, false),
+        (1, true),
+        (4, true),
+        (7, true),
+        (8, false),
+        (9, false),
+        (19, false),
+        (26, true),
+        (30, true),
+    ] {
+        assert_eq!(c.holds(seq), held, "{seq}");
+    }
+    assert!(c.holds(12) && !c.holds(13) && !c.holds(u64::MAX));
+    assert!(!Covered::new(std::iter::empty()).holds(0));
+    let top = Covered::new([(u64::MAX - 1, u64::MAX), (0, u64::MAX - 2)].into_iter());
+    assert_eq!(top.0, vec![(0, u64::MAX)]);
+}
+
+#[test]
+fn a_block_that_cannot_be_written_leaves_no_file() {
+    // A volume too small for the block: the write fails midway (a full disk).
+    let d = tempfile::tempdir().unwrap();
+    let small = d.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "this test mounts a small tmpfs and needs root: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+    let s = BlockStore::open(d.path(), settings(d.path())).unwrap();
+    write_traces(&*s, 1, 2);
+    let template: Row = s.head_now().read().unwrap().rows().next().unwrap().clone();
+    // Bodies that do not compress: 4,000 rows of 100 pseudo-random bytes.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut rows: Vec<Row> = (0..4000)
+        .map(|_| {
+            let mut r = template.clone();
+            r.trace_id = u128::from(next()).to_be_bytes();
+            r.body = Bytes::from((0..100).map(|_| next() as u8).collect::<Vec<u8>>());
+            r
+        })
+        .collect();
+    sort_and_dedup(&mut rows);
+    let cutter = Cutter {
+        pending_dir: small.clone(),
+        backend: s.cutter.backend.clone(),
+        replica: "local".into(),
+        rows_per_group: 1000,
+        wal_id: "w".into(),
+    };
+    let Err(e) = cutter.block(0, &rows, None) else {
+        panic!("64 KiB holds 400 KB of random bytes")
+    };
+    assert!(e.to_string().contains("No space left"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&small).unwrap().collect();
+    assert!(left.is_empty(), "a partial block is left: {left:?}");
+    // What fits is written and kept.
+    let b = cutter.block(0, &rows[..10], None).unwrap();
+    assert!(matches!(&b.source, Source::Pending(p, _) if p.exists()));
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -416,6 +572,53 @@ fn golden_block(version: u32) {
         tagged(&[("http.response.status_code", "501"), ("key", "k1")], true),
         3
     );
+}
+
+#[test]
+fn reads_while_blocks_are_merged_miss_nothing() {
+    // Every flush uploads a block and merges it with the last merged one,
+    // deleting both: a read whose snapshot predates the merge meets deleted
+    // blocks and is read again, never answering without a stored trace.
+    let d = tempfile::tempdir().unwrap();
+    let s = BlockStore::open(
+        d.path(),
+        BlockSettings {
+            compaction_interval: Duration::ZERO,
+            ..settings(d.path())
+        },
+    )
+    .unwrap();
+    let flushed = std::sync::atomic::AtomicU8::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0;
+            while !done.load(Ordering::SeqCst) {
+                let n = flushed.load(Ordering::SeqCst);
+                let found = trace_ids(&*s);
+                assert!(
+                    (1..=n).all(|t| found.contains(&t)),
+                    "search after {n} flushes found {found:?}"
+                );
+                let ids: Vec<[u8; 16]> = (1..=n).map(|t| [t; 16]).collect();
+                let set = s
+                    .traces_within(&ids, usize::MAX, &ReadCtl::unbounded())
+                    .unwrap();
+                assert_eq!(set.traces.len(), ids.len(), "by id after {n} flushes");
+                reads += 1;
+            }
+            reads
+        });
+        for t in 1..=40u8 {
+            write_traces(&*s, t, t + 1);
+            s.flush().unwrap();
+            flushed.store(t, Ordering::SeqCst);
+        }
+        done.store(true, Ordering::SeqCst);
+        let reads = reader.join().unwrap();
+        assert!(reads > 10, "{reads} reads overlapped the merges");
+    });
+    assert_eq!(s.counts().0, 1, "all merged into one block");
 }
 
 #[test]
