@@ -218,6 +218,22 @@ try {
   const offline = "f".repeat(32);
   const file = `${cfg.artifacts}/opened-file.json`;
   writeFileSync(file, stored.replaceAll(cfg.trace, offline));
+  // A collector built before the analysis wasm (scripts/demo builds it beside the
+  // collector): the file's trace is shown, and the view says its critical path is not.
+  await page.route("**/meshtrace_analysis_wasm.wasm", (r) => r.fulfill({ status: 404, body: "" }));
+  await page.locator(".trace-head").evaluate((h) => { h.dataset.before = "1"; });
+  await page.locator("#upload").setInputFiles(file);
+  await page.waitForSelector(".trace-head:not([data-before])", { timeout: T }).catch(() => fail("opening a JSON file without the wasm did not show its trace"));
+  const noWasm = (await page.locator(".warnings").allTextContents()).join(" ");
+  if (!/critical path unavailable: the critical path of a file is not available.*not built into this collector yet/.test(noWasm)) {
+    fail(`opened file without the analysis wasm: the view should say so, it says: ${noWasm}`);
+  }
+  if ((await page.locator(".wf-row").count()) === 0) fail("opened file without the analysis wasm: no spans shown");
+  await page.unroute("**/meshtrace_analysis_wasm.wasm");
+  // The browser logs the 404 it was made to get; that one is expected.
+  const expected404 = errors.findIndex((e) => /status of 404/.test(e));
+  if (expected404 >= 0) errors.splice(expected404, 1);
+  await page.locator("#upload").setInputFiles([]);
   await page.locator(".trace-head").evaluate((h) => { h.dataset.before = "1"; });
   await page.locator("#upload").setInputFiles(file);
   await page.waitForSelector(".trace-head:not([data-before])", { timeout: T }).catch(() => fail("opening a JSON file did not show its trace"));

@@ -6,17 +6,85 @@
 //! (`resourceSpans` → `scopeSpans` → `spans`, hex ids, nanosecond times as
 //! decimal strings), bare or wrapped in api_v3's `{"result": …}`. The output is
 //! `/api/analysis/critical-path`'s answer, as JSON text.
+//!
+//! The module's interface is four functions over its memory, called by
+//! `ui/analysis.js`: `mt_input(len)` gives the address of a buffer of `len`
+//! bytes for the UTF-8 text, `mt_critical_path()` computes (0: the report, 1:
+//! an error message), `mt_output()` and `mt_output_len()` say where the answer
+//! is. No wasm-bindgen: its generated JavaScript needs the `wasm-bindgen` CLI
+//! of the same version, a `cargo install` of 244 s on a fresh machine before
+//! the demo could start (issue 25), for one function taking and returning text.
+
+use std::cell::RefCell;
 
 use meshtrace_analysis::report::{critical_path_report, process_of};
 use meshtrace_analysis::Span;
 use serde_json::Value;
-use wasm_bindgen::prelude::wasm_bindgen;
 
-/// `criticalPath(json)` in JavaScript: the report, or an error naming what in
-/// the file is not a trace.
-#[wasm_bindgen(js_name = criticalPath)]
-pub fn critical_path(traces_data: &str) -> Result<String, String> {
-    report_json(traces_data)
+/// The text handed in and the answer handed out.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl Exchange {
+    /// A buffer of `len` bytes for the input (the previous answer is freed).
+    pub fn input(&mut self, len: usize) -> &mut [u8] {
+        self.output = Vec::new();
+        self.input = vec![0; len];
+        &mut self.input
+    }
+
+    /// Computes the report of the input; false if the answer is an error message.
+    pub fn critical_path(&mut self) -> bool {
+        let input = std::mem::take(&mut self.input);
+        let (ok, text) = match std::str::from_utf8(&input) {
+            Ok(t) => match report_json(t) {
+                Ok(r) => (true, r),
+                Err(e) => (false, e),
+            },
+            Err(e) => (false, format!("not UTF-8 text: {e}")),
+        };
+        self.output = text.into_bytes();
+        ok
+    }
+
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+}
+
+thread_local! {
+    static EXCHANGE: RefCell<Exchange> = RefCell::default();
+}
+
+/// The address of a buffer of `len` bytes for the input.
+#[allow(unsafe_code)] // `no_mangle`: exported under the name analysis.js calls.
+#[no_mangle]
+pub extern "C" fn mt_input(len: usize) -> *mut u8 {
+    EXCHANGE.with_borrow_mut(|x| x.input(len).as_mut_ptr())
+}
+
+/// Computes the critical-path report of the input: 0, or 1 if the answer is an error.
+#[allow(unsafe_code)] // `no_mangle`: exported under the name analysis.js calls.
+#[no_mangle]
+pub extern "C" fn mt_critical_path() -> u32 {
+    u32::from(!EXCHANGE.with_borrow_mut(Exchange::critical_path))
+}
+
+/// The address of the answer.
+#[allow(unsafe_code)] // `no_mangle`: exported under the name analysis.js calls.
+#[no_mangle]
+pub extern "C" fn mt_output() -> *const u8 {
+    EXCHANGE.with_borrow(|x| x.output().as_ptr())
+}
+
+/// The answer's length in bytes.
+#[allow(unsafe_code)] // `no_mangle`: exported under the name analysis.js calls.
+#[no_mangle]
+pub extern "C" fn mt_output_len() -> usize {
+    EXCHANGE.with_borrow(|x| x.output().len())
 }
 
 /// The report of an OTLP JSON trace, as JSON text.
@@ -170,6 +238,26 @@ mod tests {
             out["spans"][2]["adjustedStartUnixNano"],
             (1020 * ms).to_string()
         );
+    }
+
+    #[test]
+    fn the_exchange_hands_the_report_or_the_error_out() {
+        let mut x = Exchange::default();
+        let text = json!({"resourceSpans": [resource("a", "p", json!([span("00000000000000a1", "", 1, 5, 2)]))]}).to_string();
+        x.input(text.len()).copy_from_slice(text.as_bytes());
+        assert!(x.critical_path());
+        let out: Value = serde_json::from_slice(x.output()).unwrap();
+        assert_eq!(out["durationNs"], 4);
+        let bad = [0xff, 0xfe];
+        x.input(2).copy_from_slice(&bad);
+        assert!(x.output().is_empty(), "a new input frees the last answer");
+        assert!(!x.critical_path());
+        assert!(String::from_utf8_lossy(x.output()).starts_with("not UTF-8"));
+        x.input(1).copy_from_slice(b"{");
+        assert!(!x.critical_path());
+        assert!(String::from_utf8_lossy(x.output()).starts_with("not JSON"));
+        x.input(0);
+        assert!(!x.critical_path());
     }
 
     #[test]
