@@ -62,4 +62,37 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     // The UI is embedded by include_dir!, which cannot tell cargo that its files changed.
     println!("cargo::rerun-if-changed=ui");
+    wait_for_the_ui_wasm();
+}
+
+/// scripts/demo builds the UI's analysis wasm (scripts/build-ui-wasm) beside the
+/// collector, not before it: while the file `MESHTRACE_UI_WASM_BUILDING` names
+/// exists and the process whose PID it holds lives, that build runs. The
+/// collector's crate compiles after this script, so waiting here holds back only
+/// that crate (its dependencies go on compiling), and it embeds the wasm. At most
+/// 15 minutes; then it is built without it (the UI says so when a file is opened).
+fn wait_for_the_ui_wasm() {
+    println!("cargo::rerun-if-env-changed=MESHTRACE_UI_WASM_BUILDING");
+    let Some(marker) = std::env::var_os("MESHTRACE_UI_WASM_BUILDING") else {
+        return;
+    };
+    let marker = std::path::PathBuf::from(marker);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    let building = || {
+        // Written just after the file is made: an empty file is a builder starting.
+        std::fs::read_to_string(&marker).is_ok_and(|pid| {
+            let pid = pid.trim();
+            pid.is_empty() || std::path::Path::new("/proc").join(pid).exists()
+        })
+    };
+    while building() {
+        if std::time::Instant::now() >= deadline {
+            println!(
+                "cargo::warning=the UI's analysis wasm was still building after 15 minutes ({}): built without it",
+                marker.display()
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
