@@ -2,13 +2,13 @@
 //! flags and environment variables for the common keys. Validated at
 //! start-up; every error names the key.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the binary runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Receive, store and serve queries in one process.
@@ -20,7 +20,7 @@ pub enum Mode {
     Sidecar,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mode: Mode,
@@ -103,7 +103,7 @@ impl Default for Config {
 
 /// Redaction at ingest: values of attributes named like credentials become
 /// `[REDACTED]` (the filter's list of sensitive headers, plus `keys`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedactionConfig {
     /// More attribute names to redact (matched like the defaults: last segment, any case).
@@ -116,7 +116,7 @@ pub struct RedactionConfig {
     pub patterns: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
     /// OTLP gRPC listen address (`TraceService/Export`).
@@ -137,7 +137,7 @@ impl Default for OtlpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// Jaeger query API listen address.
@@ -172,7 +172,7 @@ impl Default for QueryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Export requests waiting to be stored; beyond it ingest answers "retry later".
@@ -204,7 +204,7 @@ impl Default for QueueConfig {
 }
 
 /// TLS (rustls) on every listener: OTLP gRPC and HTTP, query, sampling HTTP and gRPC.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain; with `key_file`, every listener speaks TLS.
@@ -217,7 +217,7 @@ pub struct TlsConfig {
 
 /// Bearer tokens (`Authorization: Bearer <token>`); none listed: no check.
 /// `/healthz`, `/readyz` and `/metrics` stay open.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Tokens that may send spans (OTLP) and fetch strategies.
@@ -231,7 +231,7 @@ pub struct AuthConfig {
 }
 
 /// Memory bounded by configuration, whatever arrives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
     /// Resident size above which ingest and trace queries are refused
@@ -257,7 +257,7 @@ impl Default for MemoryConfig {
 }
 
 /// Every listener's limits: what a slow, silent or greedy client can hold.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Open connections per listener; more are closed at once.
@@ -288,7 +288,7 @@ impl Default for ServerConfig {
 }
 
 /// When an acknowledged span is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Durability {
     /// fsync at every group commit, before any export is answered: an
@@ -302,7 +302,7 @@ pub enum Durability {
 }
 
 /// Traces archived from the UI or the API, kept apart from the store's retention.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArchiveConfig {
     /// `POST /api/archive/{traceID}` copies a trace to `archive/` in the blocks
@@ -323,7 +323,7 @@ impl Default for ArchiveConfig {
 }
 
 /// Which storage engine keeps the spans.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
     /// SQLite files, one per UTC day, in `data_dir`.
@@ -334,7 +334,7 @@ pub enum EngineKind {
     Blocks,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `blocks` (default) or `sqlite`.
@@ -356,7 +356,7 @@ pub struct StoreConfig {
 }
 
 /// Where the blocks engine keeps its blocks, and when it cuts them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlocksConfig {
     /// A directory (default: `blocks` inside `data_dir`) or `s3://BUCKET/PREFIX`.
@@ -427,7 +427,7 @@ impl Default for BlocksConfig {
 /// An S3-compatible object store (AWS, MinIO, Ceph RGW, s3s). Credentials
 /// left empty come from the environment (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, instance roles).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     /// `http://minio.storage:9000`; empty for AWS.
@@ -449,7 +449,7 @@ pub struct S3Config {
 }
 
 /// The blocks engine's write-ahead log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
     /// Bytes the log may hold (spans not yet in an uploaded block); past it,
@@ -477,7 +477,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SidecarConfig {
     /// OTLP gRPC endpoint of the central collector (or any OTLP backend), e.g.
@@ -534,7 +534,7 @@ impl Default for SidecarConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingConfig {
     /// Jaeger strategies file (JSON); absent serves Jaeger's default (probabilistic 0.001).
@@ -554,7 +554,7 @@ pub struct SamplingConfig {
     pub adaptive: AdaptiveConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdaptiveConfig {
     /// Services whose per-operation probabilities are computed; `"*"` for all. Empty: off.
@@ -602,7 +602,7 @@ impl Default for SamplingConfig {
 }
 
 /// Metrics derived from stored spans (central and all-in-one modes).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Compute span metrics, the service graph and the SPM history.
@@ -1052,6 +1052,113 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every leaf key of the configuration with its default, dotted (`store.blocks.backend`).
+    fn keys_of(
+        prefix: &str,
+        v: &serde_yaml_ng::Value,
+        out: &mut Vec<(String, serde_yaml_ng::Value)>,
+    ) {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => {
+                for (k, v) in m {
+                    let k = k.as_str().unwrap();
+                    let key = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    keys_of(&key, v, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+
+    /// A default as docs/configuration.md writes it (read as YAML) is the code's:
+    /// numbers by value, durations by length (`7d` is `7days`).
+    fn same_default(doc: &serde_yaml_ng::Value, code: &serde_yaml_ng::Value) -> bool {
+        use serde_yaml_ng::Value;
+        match (doc, code) {
+            (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (Value::String(a), Value::String(b)) => {
+                a == b
+                    || matches!(
+                        (humantime::parse_duration(a), humantime::parse_duration(b)),
+                        (Ok(x), Ok(y)) if x == y
+                    )
+            }
+            (Value::Sequence(a), Value::Sequence(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_default(x, y))
+            }
+            (a, b) => a == b,
+        }
+    }
+
+    #[test]
+    fn the_configuration_reference_is_the_configuration() {
+        // docs/configuration.md has a row per key: | `key` | default | meaning |.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let rows: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let key = cells.next()?.strip_suffix('`')?.to_string();
+                Some((key, cells.next()?.trim().to_string()))
+            })
+            .collect();
+        let documented: std::collections::BTreeMap<&str, &str> =
+            rows.iter().map(|(k, d)| (k.as_str(), d.as_str())).collect();
+        assert_eq!(documented.len(), rows.len(), "a key documented twice");
+        let mut keys = Vec::new();
+        keys_of(
+            "",
+            &serde_yaml_ng::to_value(Config::default()).unwrap(),
+            &mut keys,
+        );
+        assert!(keys.len() > 80, "{keys:?}");
+        let mut problems = Vec::new();
+        for (key, default) in &keys {
+            let Some(doc_default) = documented.get(key.as_str()) else {
+                problems.push(format!("{key}: not documented"));
+                continue;
+            };
+            // A literal default (between backticks, alone) is the code's; prose
+            // ("none", "80% of the cgroup's limit") is not checked.
+            let Some(literal) = doc_default
+                .strip_prefix('`')
+                .and_then(|d| d.strip_suffix('`'))
+                .filter(|d| !d.contains('`'))
+            else {
+                continue;
+            };
+            let doc_value: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(literal).unwrap_or_else(|_| literal.into());
+            if !same_default(&doc_value, default) {
+                problems.push(format!(
+                    "{key}: documented default `{literal}`, the code's is {default:?}"
+                ));
+            }
+        }
+        for key in documented.keys() {
+            if !keys.iter().any(|(k, _)| k == key) {
+                problems.push(format!("{key}: documented, but no such key"));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "docs/configuration.md:\n{}",
+            problems.join("\n")
+        );
+        // And the file's example is a configuration the collector takes.
+        let example = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
+        Config::from_yaml(example).unwrap();
+    }
 
     #[test]
     fn the_kubernetes_configuration_is_valid() {

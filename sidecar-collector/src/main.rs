@@ -42,7 +42,7 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// YAML configuration file (every key is documented in the README).
+    /// YAML configuration file (every key is documented in docs/configuration.md).
     #[arg(long, env = "MESHTRACE_CONFIG")]
     config: Option<PathBuf>,
     /// Directory of the embedded store (overrides `data_dir`).

@@ -140,10 +140,10 @@ fn adjusted_counts_estimate_the_traffic_and_prometheus_answers_the_seeds_queries
         );
     }
     // Every counter the filter defines (filter/core/src/metrics.rs) reaches Prometheus
-    // from Envoy's /stats/prometheus as meshtrace_<name>, and the README documents it.
+    // from Envoy's /stats/prometheus as meshtrace_<name>, and docs/filter.md documents it.
     let root = meshtrace_testkit::workspace_root();
     let defined = std::fs::read_to_string(root.join("filter/core/src/metrics.rs")).unwrap();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/filter.md")).unwrap();
     let names: Vec<&str> = defined
         .lines()
         .filter_map(|l| l.trim().strip_prefix("(\"meshtrace.")?.split('"').next())
@@ -157,7 +157,7 @@ fn adjusted_counts_estimate_the_traffic_and_prometheus_answers_the_seeds_queries
         eprintln!("envoy stat meshtrace_{name}: {}", r[0]["value"][1]);
         assert!(
             readme.contains(&format!("| `{name}` |")),
-            "README's Envoy stats table lacks {name}"
+            "docs/filter.md's Envoy stats table lacks {name}"
         );
     }
     // Prometheus scrapes every second; Envoy's counter is what it converges to.

@@ -1,0 +1,157 @@
+//! The documentation a newcomer navigates: README.md is a front page (at most
+//! 200 lines) that leads to docs/; every relative link in them (and in
+//! istio/README.md) reaches a file that exists and, with `#anchor`, a heading
+//! in it, as GitHub names headings.
+
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// GitHub's anchor for a heading: lower case, punctuation other than `-` and
+/// `_` dropped, spaces to `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a markdown file's headings (outside code fences).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut fence = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fence = !fence;
+        } else if !fence && line.starts_with('#') {
+            let heading = line.trim_start_matches('#');
+            if heading.starts_with(' ') {
+                out.insert(slug(heading));
+            }
+        }
+    }
+    out
+}
+
+/// The relative link targets of a markdown file: `](target)`, outside code fences.
+fn links(text: &str) -> Vec<String> {
+    let mut fence = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fence = !fence;
+            continue;
+        }
+        if fence {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                out.push(target.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+fn markdown_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = vec![root.join("README.md"), root.join("istio/README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    files
+}
+
+#[test]
+fn the_readme_is_a_front_page_that_leads_to_every_document() {
+    let root = meshtrace_testkit::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 200,
+        "README.md has {lines} lines: the details belong in docs/"
+    );
+    for doc in markdown_files(&root)
+        .iter()
+        .filter(|p| p.starts_with(root.join("docs")))
+    {
+        let name = format!("docs/{}", doc.file_name().unwrap().to_string_lossy());
+        assert!(
+            readme.contains(&format!("]({name})")),
+            "README.md's table of documents lacks {name}"
+        );
+    }
+}
+
+#[test]
+fn every_link_in_the_documentation_reaches_its_file_and_heading() {
+    let root = meshtrace_testkit::workspace_root();
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files(&root) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let dir = file.parent().unwrap();
+        for target in links(&text) {
+            checked += 1;
+            let (path, anchor) = match target.split_once('#') {
+                Some((p, a)) => (p, Some(a)),
+                None => (target.as_str(), None),
+            };
+            let to = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            if !to.exists() {
+                broken.push(format!("{}: {target}: no such file", file.display()));
+                continue;
+            }
+            if let Some(anchor) = anchor {
+                let text = std::fs::read_to_string(&to).unwrap_or_default();
+                if !anchors(&text).contains(anchor) {
+                    broken.push(format!("{}: {target}: no such heading", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 30,
+        "only {checked} links found: is the parser right?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn headings_are_named_as_github_names_them() {
+    assert_eq!(
+        slug("The blocks engine (`store.engine: blocks`, the default)"),
+        "the-blocks-engine-storeengine-blocks-the-default"
+    );
+    assert_eq!(
+        slug("Jaeger api_v3 and the analysis API"),
+        "jaeger-api_v3-and-the-analysis-api"
+    );
+    let t = "# Title\n```\n# not a heading\n```\n## Reads are bounded\n#hashtag\n";
+    assert_eq!(
+        anchors(t),
+        ["title", "reads-are-bounded"].map(String::from).into()
+    );
+    assert_eq!(
+        links("see [a](docs/a.md#x) and [b](https://x.y/) and [c](#local)\n```\n[d](no.md)\n```"),
+        ["docs/a.md#x", "#local"].map(String::from).to_vec()
+    );
+}
