@@ -135,6 +135,81 @@ fn every_link_in_the_documentation_reaches_its_file_and_heading() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// Repository paths a document names between backticks (`scripts/demo`,
+/// `tests/e2e/tests/x.rs`, `istio/collector`): generated ones (`target/`) and
+/// patterns (`*`, `<…>`, `{…}`, `…`) left out.
+fn named_paths(text: &str) -> Vec<String> {
+    const ROOTS: [&str; 7] = [
+        "scripts/",
+        "tests/",
+        "istio/",
+        "sidecar-collector/",
+        "filter/",
+        "proto/",
+        "docs/",
+    ];
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|code| code.split_whitespace())
+        .map(|w| w.trim_end_matches([',', ';', ':', '.', ')']))
+        .filter(|w| ROOTS.iter().any(|r| w.starts_with(r)))
+        .filter(|w| !w.contains(['*', '<', '{', '…', '$', '=']))
+        .map(|w| w.split(['#', '?', ':']).next().unwrap_or(w).to_string())
+        .collect()
+}
+
+#[test]
+fn every_script_and_file_the_documentation_names_exists() {
+    let root = meshtrace_testkit::workspace_root();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files(&root) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for path in named_paths(&text) {
+            checked += 1;
+            if !root.join(&path).exists() {
+                missing.push(format!("{}: `{path}`", file.display()));
+            }
+        }
+    }
+    assert!(
+        checked > 100,
+        "only {checked} paths found: is the parser right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "named but missing:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn every_flag_of_the_collector_is_in_the_configuration_reference() {
+    let root = meshtrace_testkit::workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let out = std::process::Command::new(meshtrace_testkit::collector::collector_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let flags: BTreeSet<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches([',', '.']))
+        .filter(|w| !matches!(*w, "--help" | "--version"))
+        .collect();
+    assert!(flags.len() >= 15, "{help}");
+    let missing: Vec<&&str> = flags
+        .iter()
+        .filter(|f| !doc.contains(&format!("| `{f}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md's flag table lacks {missing:?}"
+    );
+}
+
 #[test]
 fn headings_are_named_as_github_names_them() {
     assert_eq!(
@@ -153,5 +228,9 @@ fn headings_are_named_as_github_names_them() {
     assert_eq!(
         links("see [a](docs/a.md#x) and [b](https://x.y/) and [c](#local)\n```\n[d](no.md)\n```"),
         ["docs/a.md#x", "#local"].map(String::from).to_vec()
+    );
+    assert_eq!(
+        named_paths("run `scripts/demo --duration 20`, see `tests/e2e/tests/x.rs:12` and `target/a`, `istio/<x>`"),
+        ["scripts/demo", "tests/e2e/tests/x.rs"].map(String::from).to_vec()
     );
 }
