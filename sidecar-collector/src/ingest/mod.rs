@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod redact;
 pub mod wire;
+pub mod zipkin;
 
 use crate::model::{origin_tag_hashes, service_of, validate, Origin, SpanRecord};
 use meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
