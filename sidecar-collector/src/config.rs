@@ -67,6 +67,40 @@ pub struct Config {
     /// How often the log says what was received, stored and refused (`0s`: never).
     #[serde(with = "humantime_serde")]
     pub log_summary_interval: Duration,
+    /// Receivers for the senders teams already run, besides OTLP.
+    pub receivers: ReceiversConfig,
+}
+
+/// Receivers besides OTLP.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiversConfig {
+    pub zipkin: ZipkinReceiverConfig,
+}
+
+/// Zipkin's span API: `POST /api/v2/spans` (JSON or protobuf, gzip).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZipkinReceiverConfig {
+    /// On or off; unset: on in all-in-one mode, off in the others.
+    pub enabled: Option<bool>,
+    pub listen: String,
+}
+
+impl Default for ZipkinReceiverConfig {
+    fn default() -> Self {
+        ZipkinReceiverConfig {
+            enabled: None,
+            listen: "127.0.0.1:9411".into(),
+        }
+    }
+}
+
+impl ZipkinReceiverConfig {
+    /// Whether a collector in `mode` runs it.
+    pub fn on_in(&self, mode: Mode) -> bool {
+        self.enabled.unwrap_or(mode == Mode::AllInOne)
+    }
 }
 
 impl Default for Config {
@@ -97,6 +131,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_summary_interval: Duration::from_secs(60),
             redaction: RedactionConfig::default(),
+            receivers: ReceiversConfig::default(),
         }
     }
 }

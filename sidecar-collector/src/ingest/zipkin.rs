@@ -435,6 +435,64 @@ fn proto_span(index: usize, s: proto::Span) -> Result<ZSpan, ZipkinError> {
     })
 }
 
+// ---- memory ---------------------------------------------------------------
+
+/// Memory a body may take while translated, at most: its text copied three
+/// times (decoded, translated, exported) and each span's structures. Spans
+/// are counted without decoding: protobuf list entries by a walk of the top
+/// level; JSON spans cannot be shorter than `{"traceId":"…","id":"…"}` with a
+/// 16-digit trace id (44 bytes).
+pub fn translation_bound(body: &[u8], protobuf: bool) -> u64 {
+    const PER_SPAN: u64 = (std::mem::size_of::<proto::Span>()
+        + std::mem::size_of::<ZSpan>()
+        + std::mem::size_of::<Span>()
+        + 2 * std::mem::size_of::<KeyValue>()
+        + 256) as u64;
+    let spans = if protobuf {
+        list_entries(body)
+    } else {
+        body.len() as u64 / 44 + 1
+    };
+    3 * body.len() as u64 + spans.saturating_mul(PER_SPAN)
+}
+
+/// Entries of a protobuf message's top level (every field, whatever its
+/// number: an upper bound of `ListOfSpans.spans`); the rest if it is cut short.
+fn list_entries(mut b: &[u8]) -> u64 {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut n = 0u64;
+    while !b.is_empty() {
+        n += 1;
+        let Some(key) = varint(&mut b) else { break };
+        let skip = match key & 7 {
+            0 => varint(&mut b).map(|_| 0),
+            1 => Some(8),
+            2 => varint(&mut b),
+            5 => Some(4),
+            _ => None,
+        };
+        match skip
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|s| *s <= b.len())
+        {
+            Some(s) => b = &b[s..],
+            None => break,
+        }
+    }
+    n
+}
+
 // ---- to OTLP ------------------------------------------------------------
 
 fn string_kv(key: &str, value: String) -> KeyValue {
@@ -545,15 +603,66 @@ fn otlp_span(mut z: ZSpan) -> Span {
         events: z
             .annotations
             .into_iter()
-            .map(|(ts, value)| span::Event {
-                time_unix_nano: ts.saturating_mul(1000),
-                name: value,
-                ..Default::default()
+            .map(|(ts, value)| {
+                let (name, attributes) = event_of(value);
+                span::Event {
+                    time_unix_nano: ts.saturating_mul(1000),
+                    name,
+                    attributes,
+                    ..Default::default()
+                }
             })
             .collect(),
         status,
         ..Default::default()
     }
+}
+
+/// An annotation as an event. OpenTelemetry's Zipkin exporters write an
+/// event as `{"name": {"key": value, …}}` (the specification's mapping): its
+/// name and attributes come back; any other value is the event's name.
+fn event_of(value: String) -> (String, Vec<KeyValue>) {
+    if value.starts_with('{') {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&value) {
+            if let Some((name, serde_json::Value::Object(attrs))) =
+                m.iter().next().filter(|_| m.len() == 1)
+            {
+                let attributes = attrs
+                    .iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => string_kv(k, s.clone()),
+                        serde_json::Value::Number(n) if n.is_i64() => {
+                            int_kv(k, n.as_i64().unwrap_or_default())
+                        }
+                        other => string_kv(k, other.to_string()),
+                    })
+                    .collect();
+                return (name.clone(), attributes);
+            }
+        }
+    }
+    (value, Vec::new())
+}
+
+/// Tags that describe the process, not the span (OpenTelemetry's resource
+/// namespaces; the Zipkin exporters write the resource's attributes as tags):
+/// they go to the span's resource.
+fn is_resource_tag(k: &str) -> bool {
+    const NAMESPACES: [&str; 12] = [
+        "service.",
+        "telemetry.",
+        "host.",
+        "k8s.",
+        "container.",
+        "process.",
+        "os.",
+        "cloud.",
+        "deployment.",
+        "faas.",
+        "device.",
+        "webengine.",
+    ];
+    NAMESPACES.iter().any(|n| k.starts_with(n))
 }
 
 fn is_scope_tag(k: &str) -> bool {
@@ -581,16 +690,27 @@ fn scope_of(tags: &BTreeMap<String, String>) -> (String, String) {
 /// A scope's (name, version) and its spans.
 type ScopeGroup = ((String, String), Vec<Span>);
 
-/// Spans grouped by service (a resource each, in order of first appearance)
-/// and by scope within it.
+/// A resource: its service and the other attributes its spans' tags gave.
+type ResourceKey = (String, Vec<(String, String)>);
+
+/// Spans grouped by resource (its service and resource tags, in order of first
+/// appearance) and by scope within it.
 fn translate(spans: Vec<ZSpan>) -> ExportTraceServiceRequest {
-    let mut resources: Vec<(String, Vec<ScopeGroup>)> = Vec::new();
-    for z in spans {
+    let mut resources: Vec<(ResourceKey, Vec<ScopeGroup>)> = Vec::new();
+    for mut z in spans {
         let service = match z.local.service_name.as_str() {
             "" => "unknown_service".to_string(),
             s => s.to_string(),
         };
         let scope = scope_of(&z.tags);
+        let resource_tags: Vec<(String, String)> = z
+            .tags
+            .iter()
+            .filter(|(k, _)| is_resource_tag(k) && k.as_str() != "service.name")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        z.tags.retain(|k, _| !is_resource_tag(k));
+        let service = (service, resource_tags);
         let at = match resources.iter().position(|(s, _)| *s == service) {
             Some(i) => i,
             None => {
@@ -610,9 +730,11 @@ fn translate(spans: Vec<ZSpan>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: resources
             .into_iter()
-            .map(|(service, scopes)| ResourceSpans {
+            .map(|((service, tags), scopes)| ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![string_kv("service.name", service)],
+                    attributes: std::iter::once(string_kv("service.name", service))
+                        .chain(tags.into_iter().map(|(k, v)| string_kv(&k, v)))
+                        .collect(),
                     ..Default::default()
                 }),
                 scope_spans: scopes

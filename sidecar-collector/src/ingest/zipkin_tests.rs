@@ -343,6 +343,91 @@ fn status_and_kind_follow_the_tags() {
     assert_eq!(service(&req.resource_spans[0]), "unknown_service");
 }
 
+#[test]
+fn the_translation_bound_counts_spans_before_decoding() {
+    // Two thousand empty spans in 4 KB of protobuf: each is counted.
+    let list = proto::ListOfSpans {
+        spans: vec![proto::Span::default(); 2000],
+    };
+    let body = prost::Message::encode_to_vec(&list);
+    assert_eq!(body.len(), 4000);
+    assert_eq!(list_entries(&body), 2000);
+    assert!(
+        translation_bound(&body, true) > 2000 * 500,
+        "{}",
+        translation_bound(&body, true)
+    );
+    // Cut short or garbage: counting stops, never reads past the end.
+    assert_eq!(list_entries(&body[..3]), 2);
+    assert_eq!(list_entries(&[0xff; 20]), 1);
+    let json = fixture().to_string();
+    assert!(translation_bound(json.as_bytes(), false) >= 3 * json.len() as u64);
+}
+
+#[test]
+fn opentelemetrys_own_zipkin_encoding_comes_back() {
+    // The OpenTelemetry SDKs' Zipkin exporters: the resource as tags, events
+    // as `{"name": {attributes}}`.
+    let body = json!([{
+        "traceId": "8dcf57c0eb5d9ccf3192f35e3c82105f", "id": "4dd82f0a42d84cdd", "name": "GET /orders",
+        "timestamp": 1_700_000_000_000_000u64, "duration": 5,
+        "localEndpoint": {"serviceName": "zipkin-client"},
+        "annotations": [
+            {"timestamp": 1_700_000_000_000_001u64, "value": "{\"cache miss\": {}}"},
+            {"timestamp": 1_700_000_000_000_002u64, "value": "{\"retry\": {\"attempt\": 2, \"why\": \"timeout\"}}"},
+            {"timestamp": 1_700_000_000_000_003u64, "value": "{not json"}
+        ],
+        "tags": {"service.name": "zipkin-client", "service.instance.id": "i-1",
+                 "telemetry.sdk.language": "python", "orders": "4"}
+    }]);
+    let req = from_json_v2(body.to_string().as_bytes()).unwrap();
+    let rs = &req.resource_spans[0];
+    let resource: Vec<(&str, String)> = rs
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                _ => String::new(),
+            };
+            (kv.key.as_str(), v)
+        })
+        .collect();
+    assert_eq!(
+        resource,
+        [
+            ("service.name", "zipkin-client".to_string()),
+            ("service.instance.id", "i-1".to_string()),
+            ("telemetry.sdk.language", "python".to_string())
+        ]
+    );
+    let s = &rs.scope_spans[0].spans[0];
+    assert_eq!(s.attributes.len(), 1, "{:?}", s.attributes);
+    assert_eq!(text(s, "orders").as_deref(), Some("4"));
+    let names: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["cache miss", "retry", "{not json"]);
+    let retry = &s.events[1];
+    assert_eq!(retry.attributes.len(), 2);
+    let attempt = retry
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "attempt")
+        .unwrap();
+    assert_eq!(
+        attempt.value.as_ref().unwrap().value,
+        Some(any_value::Value::IntValue(2))
+    );
+    // Spans of one service with other resource tags are another resource.
+    let mut two = body.clone();
+    two[0]["tags"]["service.instance.id"] = json!("i-2");
+    let both = json!([body[0], two[0]]);
+    let req = from_json_v2(both.to_string().as_bytes()).unwrap();
+    assert_eq!(req.resource_spans.len(), 2);
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -464,7 +549,8 @@ proptest! {
             prop_assert_eq!(&s.trace_id[16 - z.trace_id.len()..], z.trace_id.as_slice());
             for (k, v) in &z.tags {
                 let consumed = matches!(k.as_str(), "error" | "otel.status_code" | "otel.status_description" | "span.kind" | "w3c.tracestate")
-                    || is_scope_tag(k);
+                    || is_scope_tag(k)
+                    || is_resource_tag(k);
                 if !consumed {
                     let got = text(s, k);
                     prop_assert_eq!(got.as_deref(), Some(v.as_str()));

@@ -32,13 +32,13 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], msg.into()).into_response()
 }
 
 /// Inflates a gzip body in steps, growing the request's memory reservation
 /// before each step; at most `max` bytes.
-async fn gunzip(
+pub(crate) async fn gunzip(
     body: &[u8],
     max: usize,
     memory: Option<&RequestMemory>,
@@ -88,7 +88,7 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-fn refused(e: Refusal) -> Response {
+pub(crate) fn refused(e: Refusal) -> Response {
     let (status, m) = match e {
         Refusal::Malformed(m) => (StatusCode::BAD_REQUEST, m),
         Refusal::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),

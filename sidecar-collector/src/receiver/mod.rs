@@ -1,3 +1,5 @@
-//! OTLP receivers. Both answer only after the spans are committed.
+//! Receivers: OTLP (gRPC, HTTP) and the senders teams already run (Zipkin).
+//! Each answers only after the spans are committed (or queued, in a sidecar).
 pub mod grpc;
 pub mod http;
+pub mod zipkin;

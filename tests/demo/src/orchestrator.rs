@@ -36,6 +36,7 @@ pub fn ports() -> Vec<(String, u16, String)> {
         (16686, "query API"),
         (5778, "sampling strategies"),
         (5779, "sampling gRPC"),
+        (9411, "Zipkin receiver"),
     ]
     .iter()
     .map(|(p, w)| (CENTRAL.to_string(), *p, format!("central collector, {w}")))

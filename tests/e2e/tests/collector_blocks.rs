@@ -644,7 +644,7 @@ fn migrate_converts_sqlite_partitions_into_blocks() {
     let yaml = format!("{}    max_age: 1m\n", s3.store_yaml("traces", "mesh"));
     let config = dir.join("blocks.yaml");
     std::fs::write(&config, &yaml).unwrap();
-    let out = std::process::Command::new(meshtrace_testkit::collector::collector_bin())
+    let out = meshtrace_testkit::collector::command()
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")

@@ -337,7 +337,7 @@ fn read_only_data_dir_is_a_clear_start_up_error() {
     let disk = SmallDisk::mount("size=1m,ro");
     let data = disk.0.join("data");
     let (held, a) = meshtrace_testkit::collector::hold_ports(3);
-    let out = std::process::Command::new(meshtrace_testkit::collector::collector_bin())
+    let out = meshtrace_testkit::collector::command()
         .arg("--data-dir")
         .arg(&data)
         .args(["--otlp-grpc-listen", &a[0], "--otlp-http-listen", &a[1]])

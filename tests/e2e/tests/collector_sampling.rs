@@ -5,7 +5,7 @@
 // An integration test: its helpers fail the test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshtrace_testkit::collector::{collector_bin, Collector, Opts};
+use meshtrace_testkit::collector::{Collector, Opts};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,7 @@ fn the_seed_percentage_file_stops_start_up_before_any_port() {
     .unwrap();
     // Hold every port: binding any of them first would report the port instead.
     let (held, a) = meshtrace_testkit::collector::hold_ports(4);
-    let out = std::process::Command::new(collector_bin())
+    let out = meshtrace_testkit::collector::command()
         .args([
             "--sampling-strategies",
             file.to_str().unwrap(),

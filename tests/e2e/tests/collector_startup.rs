@@ -3,12 +3,11 @@
 // An integration test: its helpers fail the test with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshtrace_testkit::collector::collector_bin;
 use std::net::TcpListener;
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(collector_bin())
+    let out = meshtrace_testkit::collector::command()
         .args(args)
         .output()
         .expect("run collector");
@@ -248,7 +247,7 @@ fn a_data_directory_in_use_is_refused_naming_its_holder() {
         let dir = meshtrace_testkit::scratch_path("lock-second");
         std::fs::create_dir_all(&dir).unwrap();
         let (out, err) = (dir.join("out"), dir.join("err"));
-        let mut child = Command::new(collector_bin())
+        let mut child = meshtrace_testkit::collector::command()
             .args(args)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())

@@ -188,7 +188,7 @@ fn every_script_and_file_the_documentation_names_exists() {
 fn every_flag_of_the_collector_is_in_the_configuration_reference() {
     let root = meshtrace_testkit::workspace_root();
     let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
-    let out = std::process::Command::new(meshtrace_testkit::collector::collector_bin())
+    let out = meshtrace_testkit::collector::command()
         .arg("--help")
         .output()
         .unwrap();

@@ -55,6 +55,8 @@ pub struct Collector {
     pub sampling_port: u16,
     /// Jaeger `SamplingManager` gRPC.
     pub sampling_grpc_port: u16,
+    /// Zipkin's span API, when the collector runs it (all-in-one mode by default).
+    pub zipkin_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     keep_data: bool,
@@ -84,6 +86,15 @@ pub fn collector_bin() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The collector binary as a command, its Zipkin receiver (on by default in
+/// all-in-one mode, on 127.0.0.1:9411) on a port the system picks, so that
+/// collectors started side by side do not collide.
+pub fn command() -> Command {
+    let mut c = Command::new(collector_bin());
+    c.env("MESHTRACE_ZIPKIN_LISTEN", "127.0.0.1:0");
+    c
 }
 
 impl Collector {
@@ -121,6 +132,7 @@ impl Collector {
         );
         let otlp_port = opts.http_port.unwrap_or_else(free_port);
         let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
+        let zipkin_port = free_port();
         let yaml = opts.yaml.as_deref();
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
@@ -153,6 +165,12 @@ impl Collector {
             .arg(format!("127.0.0.1:{sampling_port}"))
             .arg("--sampling-grpc-listen")
             .arg(format!("127.0.0.1:{sampling_grpc_port}"))
+            // An environment variable, not a flag: an older build (a benchmark's
+            // baseline) ignores it.
+            .env(
+                "MESHTRACE_ZIPKIN_LISTEN",
+                format!("127.0.0.1:{zipkin_port}"),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -165,6 +183,7 @@ impl Collector {
             query_port,
             sampling_port,
             sampling_grpc_port,
+            zipkin_port,
             data_dir,
             log_path,
             keep_data: false,

@@ -1,0 +1,240 @@
+//! What each mode runs, declared once: its pipelines (receivers → processors →
+//! exporters, the OpenTelemetry Collector's `service.pipelines`, typed) and the
+//! services beside them. [`super::System::start`] builds exactly this plan and
+//! nothing else; adding a receiver or an exporter is a variant here and its
+//! start in the component that owns it.
+//!
+//! Acknowledgement: a sender is answered once every durable exporter of its
+//! pipeline has accepted its spans (the store committed them, the forward
+//! queue holds them), never earlier; a plan without a durable exporter is
+//! refused.
+
+use meshtrace_collector::config::{Config, Mode};
+
+/// Where spans come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiver {
+    /// OTLP over gRPC (`otlp.grpc_listen`) and HTTP (`otlp.http_listen`).
+    Otlp,
+    /// Zipkin's span API (`receivers.zipkin`).
+    Zipkin,
+}
+
+/// What is done to spans between receiving and exporting, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processor {
+    /// Each request reserves its decoded size first (`memory.*`).
+    MemoryLimiter,
+    /// Credentials in attributes replaced (`redaction.*`).
+    Redaction,
+    /// Spans outside [now − `max_span_age`, now + `max_span_future`] rejected.
+    TimeWindow,
+    /// Adaptive sampling counts what arrives (`sampling.adaptive`).
+    AdaptiveCounts,
+    /// Span metrics, the service graph and the SPM history (`metrics.*`).
+    SpanMetrics,
+}
+
+/// Where spans go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exporter {
+    /// The embedded store (`store.*`): accepted once committed.
+    Store,
+    /// The upstream collector (`sidecar.*`): accepted once queued.
+    Forward,
+}
+
+impl Exporter {
+    /// Whether a sender waits for it (all of today's do).
+    pub fn durable(self) -> bool {
+        match self {
+            Exporter::Store | Exporter::Forward => true,
+        }
+    }
+}
+
+/// What runs beside the pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Jaeger's query API, the UI, the analysis API (`query.*`).
+    Query,
+    /// Sampling strategies, served to the filters (`sampling.*`).
+    Sampling,
+    /// The filter's counters read from the pod's Envoy (`sidecar.envoy_admin`).
+    FilterStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pipeline {
+    pub name: &'static str,
+    pub receivers: Vec<Receiver>,
+    pub processors: Vec<Processor>,
+    pub exporters: Vec<Exporter>,
+}
+
+impl Pipeline {
+    pub fn has(&self, p: Processor) -> bool {
+        self.processors.contains(&p)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub pipelines: Vec<Pipeline>,
+    pub services: Vec<Service>,
+}
+
+/// The plan of `cfg.mode`, with the optional parts `cfg` turns on.
+pub fn plan(cfg: &Config) -> Result<Plan, String> {
+    let receivers: Vec<Receiver> = [
+        Some(Receiver::Otlp),
+        cfg.receivers
+            .zipkin
+            .on_in(cfg.mode)
+            .then_some(Receiver::Zipkin),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let plan = match cfg.mode {
+        Mode::Sidecar => Plan {
+            pipelines: vec![Pipeline {
+                name: "traces",
+                receivers: receivers.clone(),
+                processors: vec![Processor::MemoryLimiter, Processor::Redaction],
+                exporters: vec![Exporter::Forward],
+            }],
+            services: [
+                Some(Service::Sampling),
+                (!cfg.sidecar.envoy_admin.is_empty()).then_some(Service::FilterStats),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        },
+        Mode::Central | Mode::AllInOne => Plan {
+            pipelines: vec![Pipeline {
+                name: "traces",
+                receivers: receivers.clone(),
+                processors: [
+                    Some(Processor::MemoryLimiter),
+                    Some(Processor::Redaction),
+                    Some(Processor::TimeWindow),
+                    (!cfg.sampling.adaptive.services.is_empty())
+                        .then_some(Processor::AdaptiveCounts),
+                    cfg.metrics.enabled.then_some(Processor::SpanMetrics),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                exporters: vec![Exporter::Store],
+            }],
+            services: vec![Service::Query, Service::Sampling],
+        },
+    };
+    for p in &plan.pipelines {
+        // Never optional: what arrives is bounded in memory and has its
+        // credentials replaced, whatever the exporters.
+        for must in [Processor::MemoryLimiter, Processor::Redaction] {
+            if !p.has(must) {
+                return Err(format!("pipeline {}: {must:?} is missing", p.name));
+            }
+        }
+        if !p.exporters.iter().any(|e| e.durable()) {
+            return Err(format!(
+                "pipeline {}: no durable exporter, so no sender could ever be acknowledged",
+                p.name
+            ));
+        }
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mode_runs_what_it_declares() {
+        let mut cfg = Config {
+            mode: Mode::Sidecar,
+            ..Default::default()
+        };
+        let p = plan(&cfg).unwrap();
+        assert_eq!(p.pipelines.len(), 1);
+        assert_eq!(p.pipelines[0].exporters, [Exporter::Forward]);
+        assert!(p.pipelines[0].has(Processor::Redaction));
+        assert!(
+            !p.pipelines[0].has(Processor::SpanMetrics),
+            "a sidecar stores nothing"
+        );
+        assert_eq!(p.services, [Service::Sampling]);
+        assert_eq!(
+            p.pipelines[0].receivers,
+            [Receiver::Otlp],
+            "Zipkin off in a sidecar by default"
+        );
+        cfg.receivers.zipkin.enabled = Some(true);
+        assert_eq!(
+            plan(&cfg).unwrap().pipelines[0].receivers,
+            [Receiver::Otlp, Receiver::Zipkin]
+        );
+        cfg.sidecar.envoy_admin = "127.0.0.1:15000".into();
+        assert_eq!(
+            plan(&cfg).unwrap().services,
+            [Service::Sampling, Service::FilterStats]
+        );
+
+        for mode in [Mode::Central, Mode::AllInOne] {
+            let mut cfg = Config {
+                mode,
+                ..Default::default()
+            };
+            let p = plan(&cfg).unwrap();
+            let traces = &p.pipelines[0];
+            assert_eq!(traces.exporters, [Exporter::Store]);
+            assert_eq!(
+                traces.processors,
+                [
+                    Processor::MemoryLimiter,
+                    Processor::Redaction,
+                    Processor::TimeWindow,
+                    Processor::SpanMetrics
+                ]
+            );
+            assert_eq!(p.services, [Service::Query, Service::Sampling]);
+            let zipkin_by_default = mode == Mode::AllInOne;
+            assert_eq!(
+                traces.receivers.contains(&Receiver::Zipkin),
+                zipkin_by_default,
+                "{mode:?}"
+            );
+            cfg.receivers.zipkin.enabled = Some(!zipkin_by_default);
+            assert_eq!(
+                plan(&cfg).unwrap().pipelines[0]
+                    .receivers
+                    .contains(&Receiver::Zipkin),
+                !zipkin_by_default
+            );
+            cfg.metrics.enabled = false;
+            cfg.sampling.adaptive.services = vec!["*".into()];
+            let traces = plan(&cfg).unwrap().pipelines[0].clone();
+            assert!(traces.has(Processor::AdaptiveCounts));
+            assert!(!traces.has(Processor::SpanMetrics));
+        }
+    }
+
+    #[test]
+    fn every_pipeline_acknowledges_through_a_durable_exporter() {
+        for mode in [Mode::Sidecar, Mode::Central, Mode::AllInOne] {
+            let cfg = Config {
+                mode,
+                ..Default::default()
+            };
+            for p in plan(&cfg).unwrap().pipelines {
+                assert!(p.exporters.iter().any(|e| e.durable()), "{mode:?}: {p:?}");
+                assert!(!p.receivers.is_empty(), "{mode:?}: {p:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The receivers of a pipeline, as apps for their listeners: OTLP/HTTP, OTLP
+//! gRPC and Zipkin in front of the pipeline's sink, behind the memory limiter
+//! and the queue's room check.
+
+use super::pipelines::{Pipeline, Processor, Receiver};
+use super::Context;
+use meshtrace_collector::ingest::Redaction;
+use meshtrace_collector::memory;
+use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
+use meshtrace_collector::receiver::http::{self, HttpState};
+use meshtrace_collector::receiver::zipkin::{self, ZipkinState};
+use meshtrace_collector::sink::{Sink, Target};
+use meshtrace_collector::telemetry;
+use std::sync::Arc;
+
+/// A listener's configuration key and its app.
+pub struct ReceiverApp {
+    pub key: &'static str,
+    pub addr: String,
+    pub app: axum::Router,
+}
+
+/// The apps of `pipeline`'s receivers, sending to `target`.
+pub fn apps(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    target: Target,
+) -> anyhow::Result<Vec<ReceiverApp>> {
+    let cfg = &ctx.cfg;
+    // Every pipeline redacts and limits memory (`pipelines::plan` checks it).
+    debug_assert!(pipeline.has(Processor::Redaction) && pipeline.has(Processor::MemoryLimiter));
+    let sink = Sink {
+        target,
+        redaction: Arc::new(
+            Redaction::new(&cfg.redaction.keys, &cfg.redaction.allow)
+                .with_patterns(&cfg.redaction.patterns)?,
+        ),
+    };
+    let max_message_bytes = ctx.max_message_bytes;
+    let reserve = axum::middleware::from_fn_with_state(
+        memory::IngestMemory {
+            limiter: ctx.limiter.clone(),
+            max_message_bytes: max_message_bytes as u64,
+        },
+        memory::reserve_request,
+    );
+    // Outermost: a full queue refuses before the memory reservation and the body.
+    let room = axum::middleware::from_fn_with_state(
+        sink.clone(),
+        meshtrace_collector::sink::refuse_when_full,
+    );
+    let mut apps = Vec::new();
+    for r in &pipeline.receivers {
+        match r {
+            Receiver::Otlp => {
+                let http_app = http::router(HttpState {
+                    sink: sink.clone(),
+                    max_message_bytes,
+                })
+                .route_layer(reserve.clone())
+                .route_layer(room.clone())
+                .merge(telemetry::health_router(ctx.telemetry.clone()));
+                let grpc_app = tonic::service::Routes::new(grpc::service(
+                    GrpcReceiver { sink: sink.clone() },
+                    max_message_bytes,
+                ))
+                .into_axum_router()
+                .route_layer(reserve.clone())
+                .route_layer(room.clone())
+                .route_layer(axum::middleware::from_fn(grpc::never_fits_is_final));
+                apps.push(ReceiverApp {
+                    key: "otlp.http_listen",
+                    addr: cfg.otlp.http_listen.clone(),
+                    app: http_app,
+                });
+                apps.push(ReceiverApp {
+                    key: "otlp.grpc_listen",
+                    addr: cfg.otlp.grpc_listen.clone(),
+                    app: grpc_app,
+                });
+            }
+            Receiver::Zipkin => apps.push(ReceiverApp {
+                key: "receivers.zipkin.listen",
+                addr: cfg.receivers.zipkin.listen.clone(),
+                app: zipkin::router(ZipkinState {
+                    sink: sink.clone(),
+                    max_message_bytes,
+                })
+                .route_layer(reserve.clone())
+                .route_layer(room.clone())
+                .merge(telemetry::health_router(ctx.telemetry.clone())),
+            }),
+        }
+    }
+    Ok(apps)
+}
