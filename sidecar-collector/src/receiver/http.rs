@@ -38,7 +38,7 @@ pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// Inflates a gzip body in steps, growing the request's memory reservation
 /// before each step; at most `max` bytes.
-pub(crate) async fn gunzip(
+async fn gunzip(
     body: &[u8],
     max: usize,
     memory: Option<&RequestMemory>,
@@ -88,6 +88,27 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// The body, inflated if it is gzip (`Content-Encoding`); refused first if
+/// the sink's queue has no room for it (it inflates to no less).
+pub(crate) async fn inflated(
+    sink: &Sink,
+    headers: &HeaderMap,
+    body: Bytes,
+    max: usize,
+    memory: Option<&RequestMemory>,
+) -> Result<Bytes, Response> {
+    sink.room_for(body.len() as u64).map_err(refused)?;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if gzip {
+        Ok(Bytes::from(gunzip(&body, max, memory).await?))
+    } else {
+        Ok(body)
+    }
+}
+
 pub(crate) fn refused(e: Refusal) -> Response {
     let (status, m) = match e {
         Refusal::Malformed(m) => (StatusCode::BAD_REQUEST, m),
@@ -120,21 +141,17 @@ async fn export(
             )
         }
     };
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    // A full queue refuses before inflating: it inflates to no less than this.
-    if let Err(e) = st.sink.room_for(body.len() as u64) {
-        return refused(e);
-    }
-    let raw = if gzip {
-        match gunzip(&body, st.max_message_bytes, memory.as_ref()).await {
-            Ok(out) => Bytes::from(out),
-            Err(r) => return r,
-        }
-    } else {
-        body
+    let raw = match inflated(
+        &st.sink,
+        &headers,
+        body,
+        st.max_message_bytes,
+        memory.as_ref(),
+    )
+    .await
+    {
+        Ok(raw) => raw,
+        Err(r) => return r,
     };
     let json = encoding == Encoding::Json;
     let accepted = match st.sink.accept_encoded(raw, encoding, memory).await {

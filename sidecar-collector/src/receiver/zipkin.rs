@@ -8,7 +8,7 @@
 
 use crate::ingest::zipkin::{from_json_v2, from_proto_v2, translation_bound};
 use crate::memory::RequestMemory;
-use crate::receiver::http::{gunzip, plain, refused};
+use crate::receiver::http::{inflated, plain, refused};
 use crate::sink::{Refusal, Sink};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
@@ -54,20 +54,17 @@ async fn spans(
             )
         }
     };
-    if let Err(e) = st.sink.room_for(body.len() as u64) {
-        return refused(e);
-    }
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let raw = if gzip {
-        match gunzip(&body, st.max_message_bytes, memory.as_ref()).await {
-            Ok(out) => Bytes::from(out),
-            Err(r) => return r,
-        }
-    } else {
-        body
+    let raw = match inflated(
+        &st.sink,
+        &headers,
+        body,
+        st.max_message_bytes,
+        memory.as_ref(),
+    )
+    .await
+    {
+        Ok(raw) => raw,
+        Err(r) => return r,
     };
     // What translating takes, reserved before it is taken.
     if let Some(m) = &memory {
