@@ -354,6 +354,26 @@ struct Seen {
     example: Option<String>,
 }
 
+/// A trace with every span's parent in it and one root: its spans all
+/// arrived (a span's parent ends after it and may come in a later batch).
+fn whole(t: &serde_json::Value) -> bool {
+    let spans = t["spans"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let ids: HashSet<&str> = spans.iter().filter_map(|s| s["spanID"].as_str()).collect();
+    let mut roots = 0;
+    for s in spans {
+        let parent = s["references"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["refType"] == "CHILD_OF"))
+            .and_then(|r| r["spanID"].as_str());
+        match parent {
+            Some(p) if !ids.contains(p) => return false,
+            Some(_) => {}
+            None => roots += 1,
+        }
+    }
+    roots == 1
+}
+
 impl Seen {
     /// Reads the traces that started in the last 30 s (spans arrive a second or two late).
     fn refresh(&mut self, since_us: u128) -> Result<(), String> {
@@ -377,7 +397,7 @@ impl Seen {
                     .flatten()
                     .filter_map(|(_, p)| p["serviceName"].as_str())
                     .collect();
-                if services.len() == SERVICES.len() {
+                if services.len() == SERVICES.len() && whole(t) {
                     self.example = Some(id.to_string());
                 }
             }
