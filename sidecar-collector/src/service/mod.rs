@@ -108,6 +108,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
     let target = target.ok_or_else(|| anyhow!("pipeline {}: no exporter", traces.name))?;
+    // After the store: replicas on one bucket share their counts through it.
+    sampling.start_adaptive(&mut system);
     if plan.services.contains(&Service::FilterStats) {
         forward::start_filter_stats(&ctx, &mut system);
     }

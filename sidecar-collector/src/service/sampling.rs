@@ -18,8 +18,9 @@ pub struct Sampling {
 
 impl Sampling {
     /// Opens the strategies (a bad file stops start-up before any port is
-    /// bound) and starts the reloader, adaptive sampling and the upstream
-    /// refresher; `system` aborts them at shutdown.
+    /// bound) and starts the reloader and the upstream refresher; `system`
+    /// aborts them at shutdown. Adaptive sampling starts later
+    /// ([`Sampling::start_adaptive`]).
     pub fn start(
         ctx: &Context,
         adaptive_counts: bool,
@@ -69,16 +70,21 @@ impl Sampling {
             ))
         });
         let reloader = strategies.spawn_reloader(reload_interval);
-        let adaptive_task = adaptive.as_ref().map(|a| a.spawn());
         let refresher = match &*provider {
             Provider::Upstream(c) => Some(c.spawn_refresher()),
             Provider::Local { .. } => None,
         };
-        system.abort_at_stop(
-            "sampling",
-            [reloader, adaptive_task, refresher].into_iter().flatten(),
-        );
+        system.abort_at_stop("sampling", [reloader, refresher].into_iter().flatten());
         Ok(Sampling { provider, adaptive })
+    }
+
+    /// Starts adaptive sampling's recomputation, once the store has shared its
+    /// counts (or not): the task chooses between counting alone and counting
+    /// with the other replicas when it starts.
+    pub fn start_adaptive(&self, system: &mut System) {
+        if let Some(a) = &self.adaptive {
+            system.abort_at_stop("adaptive sampling", [a.spawn()]);
+        }
     }
 
     /// The strategies over HTTP (`sampling.http_listen`) and gRPC
