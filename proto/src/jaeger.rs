@@ -102,3 +102,135 @@ impl From<&SamplingStrategyResponse> for crate::sampling_json::StrategyResponse 
         }
     }
 }
+
+/// Jaeger's span model and collector service (`proto/jaeger/api_v2/model.proto`,
+/// `collector.proto`), the messages of `CollectorService/PostSpans`, mirrored by
+/// hand as the sampling messages are; `tests/clients/jaeger_grpc.py` compiles
+/// the .proto files and sends through them, so a mismatch fails a test.
+/// `Timestamp` and `Duration` have `google.protobuf`'s two fields.
+pub mod model {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum ValueType {
+        String = 0,
+        Bool = 1,
+        Int64 = 2,
+        Float64 = 3,
+        Binary = 4,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValue {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(enumeration = "ValueType", tag = "2")]
+        pub v_type: i32,
+        #[prost(string, tag = "3")]
+        pub v_str: String,
+        #[prost(bool, tag = "4")]
+        pub v_bool: bool,
+        #[prost(int64, tag = "5")]
+        pub v_int64: i64,
+        #[prost(double, tag = "6")]
+        pub v_float64: f64,
+        #[prost(bytes = "vec", tag = "7")]
+        pub v_binary: Vec<u8>,
+    }
+
+    /// `google.protobuf.Timestamp`.
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct Timestamp {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+
+    /// `google.protobuf.Duration`.
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct Duration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Log {
+        #[prost(message, optional, tag = "1")]
+        pub timestamp: Option<Timestamp>,
+        #[prost(message, repeated, tag = "2")]
+        pub fields: Vec<KeyValue>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum SpanRefType {
+        ChildOf = 0,
+        FollowsFrom = 1,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SpanRef {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(enumeration = "SpanRefType", tag = "3")]
+        pub ref_type: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Process {
+        #[prost(string, tag = "1")]
+        pub service_name: String,
+        #[prost(message, repeated, tag = "2")]
+        pub tags: Vec<KeyValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(string, tag = "3")]
+        pub operation_name: String,
+        #[prost(message, repeated, tag = "4")]
+        pub references: Vec<SpanRef>,
+        #[prost(uint32, tag = "5")]
+        pub flags: u32,
+        #[prost(message, optional, tag = "6")]
+        pub start_time: Option<Timestamp>,
+        #[prost(message, optional, tag = "7")]
+        pub duration: Option<Duration>,
+        #[prost(message, repeated, tag = "8")]
+        pub tags: Vec<KeyValue>,
+        #[prost(message, repeated, tag = "9")]
+        pub logs: Vec<Log>,
+        /// The batch's process when unset.
+        #[prost(message, optional, tag = "10")]
+        pub process: Option<Process>,
+        #[prost(string, tag = "11")]
+        pub process_id: String,
+        #[prost(string, repeated, tag = "12")]
+        pub warnings: Vec<String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Batch {
+        #[prost(message, repeated, tag = "1")]
+        pub spans: Vec<Span>,
+        #[prost(message, optional, tag = "2")]
+        pub process: Option<Process>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PostSpansRequest {
+        #[prost(message, optional, tag = "1")]
+        pub batch: Option<Batch>,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct PostSpansResponse {}
+}

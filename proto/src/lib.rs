@@ -9,7 +9,8 @@
 //!   the collector reads the sampling probability from it.
 //! - [`jaeger_json`]: Jaeger's query JSON model (`/api/traces` and friends).
 //! - `otlp` (feature): the OTLP prost messages, for host-side crates, and [`jaeger`]:
-//!   Jaeger's remote sampling messages (`proto/jaeger/api_v2/sampling.proto`).
+//!   Jaeger's remote sampling messages (`proto/jaeger/api_v2/sampling.proto`) and its span
+//!   model and collector service (`model.proto`, `collector.proto`).
 
 pub mod filter_stats;
 pub mod ids;

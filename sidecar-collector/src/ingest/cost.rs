@@ -43,51 +43,72 @@ enum Msg {
     KvList,
 }
 
+/// A protobuf schema, as far as memory goes: what each length-delimited
+/// field of each message is. OTLP's is [`Msg`]; Jaeger's `api_v2` model has
+/// its own (`ingest::jaeger`).
+pub(crate) trait Schema: Copy {
+    fn field(self, tag: u64) -> Field<Self>;
+    /// Whether this message is a span (its byte ranges are collected).
+    fn is_span(self) -> bool {
+        false
+    }
+}
+
+impl Schema for Msg {
+    fn field(self, tag: u64) -> Field<Msg> {
+        field(self, tag)
+    }
+    fn is_span(self) -> bool {
+        matches!(self, Msg::Span)
+    }
+}
+
 /// What a length-delimited field of a message is.
-enum Field {
+pub(crate) enum Field<M> {
     /// A nested message, inline in its parent (`optional` or a oneof).
-    One(Msg),
-    /// An element of a repeated message field: the element's size, twice.
-    Many(Msg, usize),
+    One(M),
+    /// An element of a repeated message field: what it costs (OTLP's schema
+    /// gives its struct size, twice: a `Vec` grows by doubling).
+    Many(M, usize),
     /// A string or bytes (repeated strings count their `String` too).
     Text { repeated: bool },
     /// Not in the schema (skipped by prost).
     Unknown,
 }
 
-fn field(msg: Msg, tag: u64) -> Field {
+fn field(msg: Msg, tag: u64) -> Field<Msg> {
     use Field::*;
     match (msg, tag) {
-        (Msg::Request, 1) => Many(Msg::ResourceSpans, size_of::<ResourceSpans>()),
+        (Msg::Request, 1) => Many(Msg::ResourceSpans, 2 * size_of::<ResourceSpans>()),
         (Msg::ResourceSpans, 1) => One(Msg::Resource),
-        (Msg::ResourceSpans, 2) => Many(Msg::ScopeSpans, size_of::<ScopeSpans>()),
+        (Msg::ResourceSpans, 2) => Many(Msg::ScopeSpans, 2 * size_of::<ScopeSpans>()),
         (Msg::ResourceSpans, 3) => Text { repeated: false },
-        (Msg::Resource, 1) => Many(Msg::KeyValue, size_of::<KeyValue>()),
-        (Msg::Resource, 3) => Many(Msg::EntityRef, size_of::<EntityRef>()),
+        (Msg::Resource, 1) => Many(Msg::KeyValue, 2 * size_of::<KeyValue>()),
+        (Msg::Resource, 3) => Many(Msg::EntityRef, 2 * size_of::<EntityRef>()),
         (Msg::EntityRef, 1 | 2) => Text { repeated: false },
         (Msg::EntityRef, 3 | 4) => Text { repeated: true },
         (Msg::ScopeSpans, 1) => One(Msg::Scope),
-        (Msg::ScopeSpans, 2) => Many(Msg::Span, size_of::<Span>()),
+        (Msg::ScopeSpans, 2) => Many(Msg::Span, 2 * size_of::<Span>()),
         (Msg::ScopeSpans, 3) => Text { repeated: false },
         (Msg::Scope, 1 | 2) => Text { repeated: false },
-        (Msg::Scope, 3) => Many(Msg::KeyValue, size_of::<KeyValue>()),
+        (Msg::Scope, 3) => Many(Msg::KeyValue, 2 * size_of::<KeyValue>()),
         (Msg::Span, 1..=5) => Text { repeated: false },
-        (Msg::Span, 9) => Many(Msg::KeyValue, size_of::<KeyValue>()),
-        (Msg::Span, 11) => Many(Msg::Event, size_of::<span::Event>()),
-        (Msg::Span, 13) => Many(Msg::Link, size_of::<span::Link>()),
+        (Msg::Span, 9) => Many(Msg::KeyValue, 2 * size_of::<KeyValue>()),
+        (Msg::Span, 11) => Many(Msg::Event, 2 * size_of::<span::Event>()),
+        (Msg::Span, 13) => Many(Msg::Link, 2 * size_of::<span::Link>()),
         (Msg::Span, 15) => One(Msg::Status),
         (Msg::Event, 2) => Text { repeated: false },
-        (Msg::Event, 3) => Many(Msg::KeyValue, size_of::<KeyValue>()),
+        (Msg::Event, 3) => Many(Msg::KeyValue, 2 * size_of::<KeyValue>()),
         (Msg::Link, 1..=3) => Text { repeated: false },
-        (Msg::Link, 4) => Many(Msg::KeyValue, size_of::<KeyValue>()),
+        (Msg::Link, 4) => Many(Msg::KeyValue, 2 * size_of::<KeyValue>()),
         (Msg::Status, 2) => Text { repeated: false },
         (Msg::KeyValue, 1) => Text { repeated: false },
         (Msg::KeyValue, 2) => One(Msg::AnyValue),
         (Msg::AnyValue, 1 | 7) => Text { repeated: false },
         (Msg::AnyValue, 5) => One(Msg::Array),
         (Msg::AnyValue, 6) => One(Msg::KvList),
-        (Msg::Array, 1) => Many(Msg::AnyValue, size_of::<AnyValue>()),
-        (Msg::KvList, 1) => Many(Msg::KeyValue, size_of::<KeyValue>()),
+        (Msg::Array, 1) => Many(Msg::AnyValue, 2 * size_of::<AnyValue>()),
+        (Msg::KvList, 1) => Many(Msg::KeyValue, 2 * size_of::<KeyValue>()),
         _ => Unknown,
     }
 }
@@ -122,11 +143,11 @@ fn skip(buf: &[u8], pos: &mut usize, n: usize) -> Result<(), WireError> {
 
 /// The decoded cost of the message `msg` spanning `buf[start..end]`; the byte
 /// ranges of its spans are pushed to `spans`, in order.
-fn walk(
+pub(crate) fn walk<M: Schema>(
     buf: &[u8],
     start: usize,
     end: usize,
-    msg: Msg,
+    msg: M,
     depth: usize,
     spans: &mut Vec<std::ops::Range<usize>>,
 ) -> Result<u64, WireError> {
@@ -154,13 +175,13 @@ fn walk(
                 let len = usize::try_from(varint(body, &mut pos)?).unwrap_or(usize::MAX);
                 let from = pos;
                 skip(body, &mut pos, len)?;
-                cost += match field(msg, tag) {
+                cost += match msg.field(tag) {
                     Field::One(inner) => walk(buf, from, pos, inner, depth + 1, spans)?,
                     Field::Many(inner, size) => {
-                        if let Msg::Span = inner {
+                        if inner.is_span() {
                             spans.push(from..pos);
                         }
-                        2 * size as u64 + walk(buf, from, pos, inner, depth + 1, spans)?
+                        size as u64 + walk(buf, from, pos, inner, depth + 1, spans)?
                     }
                     Field::Text { repeated } => {
                         len as u64

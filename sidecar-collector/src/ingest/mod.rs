@@ -2,6 +2,7 @@
 //! success: invalid spans are rejected and counted, the rest are kept.
 
 pub mod cost;
+pub mod jaeger;
 pub mod redact;
 pub mod wire;
 pub mod zipkin;
