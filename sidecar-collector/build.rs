@@ -1,5 +1,6 @@
-//! Generates the tonic servers and clients of the two gRPC services the
-//! collector speaks (OTLP `TraceService`, Jaeger `SamplingManager`) with
+//! Generates the tonic servers and clients of the gRPC services the
+//! collector speaks (OTLP `TraceService`, Jaeger `SamplingManager` and
+//! `CollectorService`) with
 //! `tonic-build`'s manual builder: no protoc, the messages are the prost types
 //! `meshtrace-proto` already has, and the codec is `crate::grpc::StrictCodec`,
 //! which answers an undecodable message `INVALID_ARGUMENT` (tonic's prost
@@ -7,7 +8,7 @@
 //!
 //! The OTLP server is generated apart from the client: it takes the request's
 //! bytes (`crate::grpc::EncodedExport`), so the receiver can reserve what the
-//! message costs decoded before decoding it.
+//! message costs decoded before decoding it; so does Jaeger's collector server.
 
 use tonic_build::manual::{Builder, Method, Service};
 
@@ -49,6 +50,20 @@ fn main() {
         )
         .build();
     let trace_server = trace_service("crate::grpc::EncodedExport", "crate::grpc::EncodedCodec");
+    // Jaeger's collector service, taking the request's bytes as OTLP's does.
+    let jaeger_collector = Service::builder()
+        .name("CollectorService")
+        .package("jaeger.api_v2")
+        .method(
+            Method::builder()
+                .name("post_spans")
+                .route_name("PostSpans")
+                .input_type("crate::grpc::EncodedExport")
+                .output_type("meshtrace_proto::jaeger::model::PostSpansResponse")
+                .codec_path("crate::grpc::EncodedCodec")
+                .build(),
+        )
+        .build();
     Builder::new().build_server(false).compile(&[trace]);
     Builder::new().compile(&[sampling]);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("raw");
@@ -58,7 +73,7 @@ fn main() {
     Builder::new()
         .build_client(false)
         .out_dir(&out)
-        .compile(&[trace_server]);
+        .compile(&[trace_server, jaeger_collector]);
     println!("cargo::rerun-if-changed=build.rs");
     // The UI is embedded by include_dir!, which cannot tell cargo that its files changed.
     println!("cargo::rerun-if-changed=ui");

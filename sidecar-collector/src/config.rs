@@ -76,6 +76,53 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiversConfig {
     pub zipkin: ZipkinReceiverConfig,
+    pub jaeger: JaegerReceiverConfig,
+}
+
+/// Jaeger's senders: agents and clients over UDP (Thrift compact and binary),
+/// Thrift over HTTP (`POST /api/traces`), gRPC `CollectorService/PostSpans`.
+/// An empty address turns that part off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JaegerReceiverConfig {
+    /// On or off; unset: on in all-in-one mode, off in the others.
+    pub enabled: Option<bool>,
+    /// UDP, Thrift compact (`emitBatch`): what Jaeger clients send to an agent.
+    pub thrift_compact_listen: String,
+    /// UDP, Thrift binary (`emitBatch`).
+    pub thrift_binary_listen: String,
+    /// HTTP, `POST /api/traces` with a Thrift binary `Batch`.
+    pub thrift_http_listen: String,
+    /// gRPC `jaeger.api_v2.CollectorService/PostSpans`.
+    pub grpc_listen: String,
+    /// Larger UDP packets are dropped (and counted): Jaeger clients send at most 65,000 bytes.
+    pub max_packet_bytes: usize,
+    /// UDP packets taken per second on each UDP port; more are dropped and counted.
+    pub max_packets_per_second: u32,
+    /// UDP packets being translated and stored at once, per port; more are dropped and counted.
+    pub max_packets_in_flight: usize,
+}
+
+impl Default for JaegerReceiverConfig {
+    fn default() -> Self {
+        JaegerReceiverConfig {
+            enabled: None,
+            thrift_compact_listen: "127.0.0.1:6831".into(),
+            thrift_binary_listen: "127.0.0.1:6832".into(),
+            thrift_http_listen: "127.0.0.1:14268".into(),
+            grpc_listen: "127.0.0.1:14250".into(),
+            max_packet_bytes: 65_000,
+            max_packets_per_second: 10_000,
+            max_packets_in_flight: 64,
+        }
+    }
+}
+
+impl JaegerReceiverConfig {
+    /// Whether a collector in `mode` runs it.
+    pub fn on_in(&self, mode: Mode) -> bool {
+        self.enabled.unwrap_or(mode == Mode::AllInOne)
+    }
 }
 
 /// Zipkin's span API: `POST /api/v2/spans` (JSON or protobuf, gzip).
@@ -740,6 +787,47 @@ impl Config {
         ] {
             addr.parse::<SocketAddr>()
                 .map_err(|e| err(key, format!("{addr:?} is not an address: {e}")))?;
+        }
+        let j = &self.receivers.jaeger;
+        for (key, addr) in [
+            ("receivers.zipkin.listen", &self.receivers.zipkin.listen),
+            (
+                "receivers.jaeger.thrift_compact_listen",
+                &j.thrift_compact_listen,
+            ),
+            (
+                "receivers.jaeger.thrift_binary_listen",
+                &j.thrift_binary_listen,
+            ),
+            ("receivers.jaeger.thrift_http_listen", &j.thrift_http_listen),
+            ("receivers.jaeger.grpc_listen", &j.grpc_listen),
+        ] {
+            if !addr.is_empty() {
+                addr.parse::<SocketAddr>().map_err(|e| {
+                    err(
+                        key,
+                        format!("{addr:?} is not an address (empty turns it off): {e}"),
+                    )
+                })?;
+            }
+        }
+        if !(1024..=65_535).contains(&j.max_packet_bytes) {
+            return Err(err(
+                "receivers.jaeger.max_packet_bytes",
+                "must be in 1024..=65535 (a UDP datagram)",
+            ));
+        }
+        if j.max_packets_per_second == 0 {
+            return Err(err(
+                "receivers.jaeger.max_packets_per_second",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=65_536).contains(&j.max_packets_in_flight) {
+            return Err(err(
+                "receivers.jaeger.max_packets_in_flight",
+                "must be in 1..=65536",
+            ));
         }
         if self.otlp.max_message_bytes < 1024 {
             return Err(err("otlp.max_message_bytes", "must be at least 1024"));

@@ -24,7 +24,15 @@ pub mod trace_server {
     ));
 }
 
-/// An `ExportTraceServiceRequest` still encoded (decompressed, size-checked).
+/// Jaeger `CollectorService` server taking the request's bytes ([`EncodedExport`]).
+pub mod jaeger_collector {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/raw/jaeger.api_v2.CollectorService.rs"
+    ));
+}
+
+/// An export request still encoded (decompressed, size-checked).
 #[derive(Debug, Clone)]
 pub struct EncodedExport(pub bytes::Bytes);
 

@@ -45,6 +45,18 @@ struct Args {
     /// Zipkin receiver listen address (overrides `receivers.zipkin.listen`).
     #[arg(long, env = "MESHTRACE_ZIPKIN_LISTEN")]
     zipkin_listen: Option<String>,
+    /// Jaeger UDP Thrift compact listen address, "" off (overrides `receivers.jaeger.thrift_compact_listen`).
+    #[arg(long, env = "MESHTRACE_JAEGER_COMPACT_LISTEN")]
+    jaeger_compact_listen: Option<String>,
+    /// Jaeger UDP Thrift binary listen address, "" off (overrides `receivers.jaeger.thrift_binary_listen`).
+    #[arg(long, env = "MESHTRACE_JAEGER_BINARY_LISTEN")]
+    jaeger_binary_listen: Option<String>,
+    /// Jaeger Thrift over HTTP listen address, "" off (overrides `receivers.jaeger.thrift_http_listen`).
+    #[arg(long, env = "MESHTRACE_JAEGER_HTTP_LISTEN")]
+    jaeger_http_listen: Option<String>,
+    /// Jaeger gRPC (CollectorService) listen address, "" off (overrides `receivers.jaeger.grpc_listen`).
+    #[arg(long, env = "MESHTRACE_JAEGER_GRPC_LISTEN")]
+    jaeger_grpc_listen: Option<String>,
     /// Upstream OTLP gRPC endpoint in sidecar mode (overrides `sidecar.upstream`).
     #[arg(long, env = "MESHTRACE_UPSTREAM")]
     upstream: Option<String>,
@@ -121,6 +133,17 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(a) = &args.zipkin_listen {
         cfg.receivers.zipkin.listen = a.clone();
+    }
+    let j = &mut cfg.receivers.jaeger;
+    for (flag, field) in [
+        (&args.jaeger_compact_listen, &mut j.thrift_compact_listen),
+        (&args.jaeger_binary_listen, &mut j.thrift_binary_listen),
+        (&args.jaeger_http_listen, &mut j.thrift_http_listen),
+        (&args.jaeger_grpc_listen, &mut j.grpc_listen),
+    ] {
+        if let Some(a) = flag {
+            field.clone_from(a);
+        }
     }
     if let Some(f) = &args.sampling_strategies {
         cfg.sampling.strategies_file = Some(f.clone());

@@ -257,6 +257,13 @@ impl Reservation {
 #[derive(Clone)]
 pub struct RequestMemory(Arc<tokio::sync::Mutex<Option<Reservation>>>);
 
+impl From<Reservation> for RequestMemory {
+    /// A reservation made outside an HTTP request (a UDP packet's).
+    fn from(r: Reservation) -> Self {
+        RequestMemory(Arc::new(tokio::sync::Mutex::new(Some(r))))
+    }
+}
+
 impl RequestMemory {
     /// Grows this request's reservation to `bytes`.
     pub async fn grow_to(&self, bytes: u64) -> Result<(), MemoryError> {

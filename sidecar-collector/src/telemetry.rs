@@ -253,6 +253,43 @@ impl ConnectionMetrics {
     }
 }
 
+/// Labels of a UDP packet series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct UdpLabels {
+    /// The listener's configuration key.
+    pub listener: String,
+    /// `accepted`, `malformed`, `too_large`, `rate_limited`, `busy` (as many
+    /// packets in flight as allowed), `refused` (memory limit, full queue,
+    /// failing store).
+    pub outcome: String,
+}
+
+/// The UDP receivers' packets (Jaeger agents' `emitBatch`).
+#[derive(Debug, Default)]
+pub struct UdpMetrics {
+    pub packets: Family<UdpLabels, Counter>,
+}
+
+impl UdpMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "udp_packets",
+            "UDP packets received, by listener and outcome (accepted, malformed, too_large, rate_limited, busy, refused)",
+            self.packets.clone(),
+        );
+    }
+
+    /// Counts one packet of `listener` with `outcome`.
+    pub fn count(&self, listener: &str, outcome: &str) {
+        self.packets
+            .get_or_create(&UdpLabels {
+                listener: listener.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
 /// Labels of a refusal series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -325,6 +362,7 @@ pub struct Metrics {
     pub sampling: Arc<SamplingMetrics>,
     pub connections: Arc<ConnectionMetrics>,
     pub memory: Arc<MemoryMetrics>,
+    pub udp: Arc<UdpMetrics>,
     /// Query API latency by endpoint.
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -336,6 +374,7 @@ impl Default for Metrics {
             sampling: Arc::default(),
             connections: Arc::default(),
             memory: Arc::default(),
+            udp: Arc::default(),
             query_duration: Family::new_with_constructor(query_histogram),
         }
     }
@@ -360,6 +399,7 @@ impl Telemetry {
             metrics.sampling.register(collector);
             metrics.connections.register(collector);
             metrics.memory.register(collector);
+            metrics.udp.register(collector);
             collector.register_with_unit(
                 "query_duration",
                 "Query API latency by endpoint and status class",

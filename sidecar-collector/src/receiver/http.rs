@@ -36,6 +36,43 @@ pub(crate) fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], msg.into()).into_response()
 }
 
+/// The body's encoding by the request's `Content-Type` (its media type,
+/// parameters ignored): one of `accepted`, or `absent` when the header is
+/// missing; anything else is the `415` naming what is accepted.
+// The error is the answer itself, returned once per refused request, as `inflated`'s.
+#[allow(clippy::result_large_err)]
+pub(crate) fn media_type<T: Copy>(
+    headers: &HeaderMap,
+    accepted: &[(&str, T)],
+    absent: Option<T>,
+) -> Result<T, Response> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = given.as_deref().map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let found = match &essence {
+        None => absent,
+        Some(e) => accepted.iter().find(|(m, _)| m == e).map(|(_, t)| *t),
+    };
+    found.ok_or_else(|| {
+        let names: Vec<&str> = accepted.iter().map(|(m, _)| *m).collect();
+        plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content-type {:?} is not supported: send {}",
+                given.unwrap_or_default(),
+                names.join(" or ")
+            ),
+        )
+    })
+}
+
 /// Inflates a gzip body in steps, growing the request's memory reservation
 /// before each step; at most `max` bytes.
 async fn gunzip(
@@ -125,21 +162,16 @@ async fn export(
     body: Bytes,
 ) -> Response {
     let memory = memory.map(|Extension(m)| m);
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let encoding = match content_type.split(';').next().unwrap_or("").trim() {
-        "application/x-protobuf" => Encoding::Protobuf,
-        "application/json" => Encoding::Json,
-        _ => {
-            return plain(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "content-type {content_type:?} is not supported: send application/x-protobuf or application/json"
-                ),
-            )
-        }
+    let encoding = match media_type(
+        &headers,
+        &[
+            ("application/x-protobuf", Encoding::Protobuf),
+            ("application/json", Encoding::Json),
+        ],
+        None,
+    ) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let raw = match inflated(
         &st.sink,

@@ -1,5 +1,6 @@
-//! Receivers: OTLP (gRPC, HTTP) and the senders teams already run (Zipkin).
+//! Receivers: OTLP (gRPC, HTTP) and the senders teams already run (Zipkin, Jaeger).
 //! Each answers only after the spans are committed (or queued, in a sidecar).
 pub mod grpc;
 pub mod http;
+pub mod jaeger;
 pub mod zipkin;

@@ -8,7 +8,7 @@
 
 use crate::ingest::zipkin::{from_json_v2, from_proto_v2, translation_bound};
 use crate::memory::RequestMemory;
-use crate::receiver::http::{inflated, plain, refused};
+use crate::receiver::http::{inflated, media_type, plain, refused};
 use crate::sink::{Refusal, Sink};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
@@ -38,21 +38,18 @@ async fn spans(
     body: Bytes,
 ) -> Response {
     let memory = memory.map(|Extension(m)| m);
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let protobuf = match content_type.split(';').next().unwrap_or("").trim() {
-        "application/x-protobuf" | "application/protobuf" => true,
-        "application/json" | "" => false,
-        other => {
-            return plain(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "content-type {other:?} is not supported: send application/json or application/x-protobuf (Zipkin v2)"
-                ),
-            )
-        }
+    let protobuf = match media_type(
+        &headers,
+        &[
+            ("application/json", false),
+            ("application/x-protobuf", true),
+            ("application/protobuf", true),
+            ("", false),
+        ],
+        Some(false),
+    ) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let raw = match inflated(
         &st.sink,

@@ -118,7 +118,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         // Without a store, the query port serves metrics and health only.
         _ => telemetry::router(ctx.telemetry.clone()),
     };
-    let receivers = receivers::apps(&ctx, traces, target)?;
+    let (receivers, udp_receivers) = receivers::apps(&ctx, traces, target)?;
     let (sampling_http, sampling_grpc) = sampling.apps(&ctx);
 
     // Ports last: a bad data directory or upstream fails before anything listens.
@@ -187,6 +187,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             limits,
         ));
     }
+    let mut udp_bound = Vec::with_capacity(udp_receivers.len());
+    for u in udp_receivers {
+        let socket = tokio::net::UdpSocket::bind(&u.addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "{}: cannot listen on UDP {} (is another process using the port?)",
+                    u.key, u.addr
+                )
+            })?;
+        udp_bound.push((socket, u.receiver));
+    }
     if let Some(s) = &store {
         s.start_background(&ctx, &mut system);
     }
@@ -228,9 +240,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ))
         })
         .collect();
+    let udp_servers: Vec<_> = udp_bound
+        .into_iter()
+        .map(|(socket, receiver)| {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(meshtrace_collector::receiver::jaeger::serve_udp(
+                socket,
+                receiver,
+                async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                },
+            ))
+        })
+        .collect();
     system.at_stop("listeners", async move {
         let _ = stop_tx.send(true);
-        for s in servers {
+        for s in servers.into_iter().chain(udp_servers) {
             let _ = s.await;
         }
     });

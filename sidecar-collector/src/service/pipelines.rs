@@ -18,6 +18,8 @@ pub enum Receiver {
     Otlp,
     /// Zipkin's span API (`receivers.zipkin`).
     Zipkin,
+    /// Jaeger's senders: UDP, Thrift over HTTP, gRPC (`receivers.jaeger`).
+    Jaeger,
 }
 
 /// What is done to spans between receiving and exporting, in this order.
@@ -88,10 +90,12 @@ pub struct Plan {
 pub fn plan(cfg: &Config) -> Result<Plan, String> {
     let receivers: Vec<Receiver> = [
         Some(Receiver::Otlp),
-        cfg.receivers
-            .zipkin
-            .on_in(cfg.mode)
+        (cfg.receivers.zipkin.on_in(cfg.mode) && !cfg.receivers.zipkin.listen.is_empty())
             .then_some(Receiver::Zipkin),
+        cfg.receivers
+            .jaeger
+            .on_in(cfg.mode)
+            .then_some(Receiver::Jaeger),
     ]
     .into_iter()
     .flatten()
@@ -172,12 +176,23 @@ mod tests {
         assert_eq!(
             p.pipelines[0].receivers,
             [Receiver::Otlp],
-            "Zipkin off in a sidecar by default"
+            "Zipkin and Jaeger off in a sidecar by default"
         );
         cfg.receivers.zipkin.enabled = Some(true);
         assert_eq!(
             plan(&cfg).unwrap().pipelines[0].receivers,
             [Receiver::Otlp, Receiver::Zipkin]
+        );
+        cfg.receivers.jaeger.enabled = Some(true);
+        assert_eq!(
+            plan(&cfg).unwrap().pipelines[0].receivers,
+            [Receiver::Otlp, Receiver::Zipkin, Receiver::Jaeger]
+        );
+        cfg.receivers.zipkin.listen = String::new();
+        assert_eq!(
+            plan(&cfg).unwrap().pipelines[0].receivers,
+            [Receiver::Otlp, Receiver::Jaeger],
+            "an empty address turns it off"
         );
         cfg.sidecar.envoy_admin = "127.0.0.1:15000".into();
         assert_eq!(
@@ -203,19 +218,18 @@ mod tests {
                 ]
             );
             assert_eq!(p.services, [Service::Query, Service::Sampling]);
-            let zipkin_by_default = mode == Mode::AllInOne;
-            assert_eq!(
-                traces.receivers.contains(&Receiver::Zipkin),
-                zipkin_by_default,
-                "{mode:?}"
-            );
-            cfg.receivers.zipkin.enabled = Some(!zipkin_by_default);
-            assert_eq!(
-                plan(&cfg).unwrap().pipelines[0]
-                    .receivers
-                    .contains(&Receiver::Zipkin),
-                !zipkin_by_default
-            );
+            let by_default = mode == Mode::AllInOne;
+            for r in [Receiver::Zipkin, Receiver::Jaeger] {
+                assert_eq!(traces.receivers.contains(&r), by_default, "{mode:?}");
+            }
+            cfg.receivers.zipkin.enabled = Some(!by_default);
+            cfg.receivers.jaeger.enabled = Some(!by_default);
+            for r in [Receiver::Zipkin, Receiver::Jaeger] {
+                assert_eq!(
+                    plan(&cfg).unwrap().pipelines[0].receivers.contains(&r),
+                    !by_default
+                );
+            }
             cfg.metrics.enabled = false;
             cfg.sampling.adaptive.services = vec!["*".into()];
             let traces = plan(&cfg).unwrap().pipelines[0].clone();

@@ -1,13 +1,16 @@
-//! The receivers of a pipeline, as apps for their listeners: OTLP/HTTP, OTLP
-//! gRPC and Zipkin in front of the pipeline's sink, behind the memory limiter
-//! and the queue's room check.
+//! The receivers of a pipeline, as apps for their listeners — OTLP/HTTP, OTLP
+//! gRPC, Zipkin, Jaeger's Thrift over HTTP and gRPC — in front of the
+//! pipeline's sink, behind the memory limiter and the queue's room check; and
+//! Jaeger's UDP receivers, which bound themselves (`receiver::jaeger`).
 
 use super::pipelines::{Pipeline, Processor, Receiver};
 use super::Context;
+use meshtrace_collector::ingest::jaeger::thrift::Protocol;
 use meshtrace_collector::ingest::Redaction;
 use meshtrace_collector::memory;
 use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
+use meshtrace_collector::receiver::jaeger::{self, JaegerGrpc, JaegerHttpState, UdpReceiver};
 use meshtrace_collector::receiver::zipkin::{self, ZipkinState};
 use meshtrace_collector::sink::{Sink, Target};
 use meshtrace_collector::telemetry;
@@ -20,12 +23,19 @@ pub struct ReceiverApp {
     pub app: axum::Router,
 }
 
+/// A UDP port's configuration key, address and receiver.
+pub struct UdpApp {
+    pub key: &'static str,
+    pub addr: String,
+    pub receiver: UdpReceiver,
+}
+
 /// The apps of `pipeline`'s receivers, sending to `target`.
 pub fn apps(
     ctx: &Context,
     pipeline: &Pipeline,
     target: Target,
-) -> anyhow::Result<Vec<ReceiverApp>> {
+) -> anyhow::Result<(Vec<ReceiverApp>, Vec<UdpApp>)> {
     let cfg = &ctx.cfg;
     // Every pipeline redacts and limits memory (`pipelines::plan` checks it).
     debug_assert!(pipeline.has(Processor::Redaction) && pipeline.has(Processor::MemoryLimiter));
@@ -50,6 +60,7 @@ pub fn apps(
         meshtrace_collector::sink::refuse_when_full,
     );
     let mut apps = Vec::new();
+    let mut udp = Vec::new();
     for r in &pipeline.receivers {
         match r {
             Receiver::Otlp => {
@@ -90,7 +101,67 @@ pub fn apps(
                 .route_layer(room.clone())
                 .merge(telemetry::health_router(ctx.telemetry.clone())),
             }),
+            Receiver::Jaeger => {
+                let j = &cfg.receivers.jaeger;
+                if !j.thrift_http_listen.is_empty() {
+                    apps.push(ReceiverApp {
+                        key: "receivers.jaeger.thrift_http_listen",
+                        addr: j.thrift_http_listen.clone(),
+                        app: jaeger::http_router(JaegerHttpState {
+                            sink: sink.clone(),
+                            max_message_bytes,
+                        })
+                        .route_layer(reserve.clone())
+                        .route_layer(room.clone())
+                        .merge(telemetry::health_router(ctx.telemetry.clone())),
+                    });
+                }
+                if !j.grpc_listen.is_empty() {
+                    apps.push(ReceiverApp {
+                        key: "receivers.jaeger.grpc_listen",
+                        addr: j.grpc_listen.clone(),
+                        app: tonic::service::Routes::new(jaeger::grpc_service(
+                            JaegerGrpc { sink: sink.clone() },
+                            max_message_bytes,
+                        ))
+                        .into_axum_router()
+                        .route_layer(reserve.clone())
+                        .route_layer(room.clone())
+                        .route_layer(axum::middleware::from_fn(grpc::never_fits_is_final)),
+                    });
+                }
+                for (key, addr, protocol) in [
+                    (
+                        "receivers.jaeger.thrift_compact_listen",
+                        &j.thrift_compact_listen,
+                        Protocol::Compact,
+                    ),
+                    (
+                        "receivers.jaeger.thrift_binary_listen",
+                        &j.thrift_binary_listen,
+                        Protocol::Binary,
+                    ),
+                ] {
+                    if addr.is_empty() {
+                        continue;
+                    }
+                    udp.push(UdpApp {
+                        key,
+                        addr: addr.clone(),
+                        receiver: UdpReceiver::new(
+                            sink.clone(),
+                            ctx.limiter.clone(),
+                            protocol,
+                            key,
+                            j.max_packet_bytes,
+                            j.max_packets_per_second,
+                            j.max_packets_in_flight,
+                            ctx.telemetry.metrics.udp.clone(),
+                        ),
+                    });
+                }
+            }
         }
     }
-    Ok(apps)
+    Ok((apps, udp))
 }

@@ -37,6 +37,8 @@ pub fn ports() -> Vec<(String, u16, String)> {
         (5778, "sampling strategies"),
         (5779, "sampling gRPC"),
         (9411, "Zipkin receiver"),
+        (14268, "Jaeger Thrift over HTTP"),
+        (14250, "Jaeger gRPC"),
     ]
     .iter()
     .map(|(p, w)| (CENTRAL.to_string(), *p, format!("central collector, {w}")))

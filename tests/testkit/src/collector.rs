@@ -1,6 +1,6 @@
 //! Starts the real `meshtrace-collector` binary on free ports with a fresh data directory.
 
-use crate::{free_port, workspace_root};
+use crate::{free_port, free_udp_port, workspace_root};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -57,6 +57,12 @@ pub struct Collector {
     pub sampling_grpc_port: u16,
     /// Zipkin's span API, when the collector runs it (all-in-one mode by default).
     pub zipkin_port: u16,
+    /// Jaeger's receivers (all-in-one mode by default): UDP compact and
+    /// binary, Thrift over HTTP, gRPC.
+    pub jaeger_compact_port: u16,
+    pub jaeger_binary_port: u16,
+    pub jaeger_http_port: u16,
+    pub jaeger_grpc_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     keep_data: bool,
@@ -88,12 +94,24 @@ pub fn collector_bin() -> PathBuf {
     p
 }
 
-/// The collector binary as a command, its Zipkin receiver (on by default in
-/// all-in-one mode, on 127.0.0.1:9411) on a port the system picks, so that
-/// collectors started side by side do not collide.
+/// The environment variables of the receivers that all-in-one mode runs by
+/// default on fixed ports (Zipkin's 9411, Jaeger's 6831, 6832, 14268, 14250).
+pub const DEFAULT_PORT_VARS: [&str; 5] = [
+    "MESHTRACE_ZIPKIN_LISTEN",
+    "MESHTRACE_JAEGER_COMPACT_LISTEN",
+    "MESHTRACE_JAEGER_BINARY_LISTEN",
+    "MESHTRACE_JAEGER_HTTP_LISTEN",
+    "MESHTRACE_JAEGER_GRPC_LISTEN",
+];
+
+/// The collector binary as a command, the receivers all-in-one mode runs on
+/// fixed ports (Zipkin, Jaeger) on ports the system picks, so that collectors
+/// started side by side do not collide.
 pub fn command() -> Command {
     let mut c = Command::new(collector_bin());
-    c.env("MESHTRACE_ZIPKIN_LISTEN", "127.0.0.1:0");
+    for var in DEFAULT_PORT_VARS {
+        c.env(var, "127.0.0.1:0");
+    }
     c
 }
 
@@ -133,6 +151,8 @@ impl Collector {
         let otlp_port = opts.http_port.unwrap_or_else(free_port);
         let grpc_port = opts.grpc_port.unwrap_or_else(free_port);
         let zipkin_port = free_port();
+        let (jaeger_compact_port, jaeger_binary_port) = (free_udp_port(), free_udp_port());
+        let (jaeger_http_port, jaeger_grpc_port) = (free_port(), free_port());
         let yaml = opts.yaml.as_deref();
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log_path = data_dir.join("collector.log");
@@ -167,9 +187,17 @@ impl Collector {
             .arg(format!("127.0.0.1:{sampling_grpc_port}"))
             // An environment variable, not a flag: an older build (a benchmark's
             // baseline) ignores it.
-            .env(
-                "MESHTRACE_ZIPKIN_LISTEN",
-                format!("127.0.0.1:{zipkin_port}"),
+            .envs(
+                DEFAULT_PORT_VARS
+                    .iter()
+                    .zip([
+                        zipkin_port,
+                        jaeger_compact_port,
+                        jaeger_binary_port,
+                        jaeger_http_port,
+                        jaeger_grpc_port,
+                    ])
+                    .map(|(var, port)| (*var, format!("127.0.0.1:{port}"))),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -184,6 +212,10 @@ impl Collector {
             sampling_port,
             sampling_grpc_port,
             zipkin_port,
+            jaeger_compact_port,
+            jaeger_binary_port,
+            jaeger_http_port,
+            jaeger_grpc_port,
             data_dir,
             log_path,
             keep_data: false,

@@ -61,6 +61,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A port free a moment ago for UDP too (a Jaeger agent port), as [`free_port`].
+pub fn free_udp_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A port that was free a moment ago (for Envoy listeners, which need a number up front).
 /// Never the same port twice in one test process, and never one from the kernel's
 /// ephemeral range (`net.ipv4.ip_local_port_range`): a port handed out by `bind(:0)` can
@@ -133,9 +143,20 @@ pub fn run_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::pro
 /// Runs `tests/clients/SCRIPT` with the project's `.venv` Python (real OTel SDK and
 /// gRPC clients), `stdin` as its input; its JSON output and its stderr.
 pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::Value, String) {
+    python_client_in(".venv", script, args, stdin)
+}
+
+/// [`python_client`] in another venv of the workspace (`.venv-jaeger`: the
+/// seed's senders, whose SDK cannot live beside `.venv`'s).
+pub fn python_client_in(
+    venv: &str,
+    script: &str,
+    args: &[&str],
+    stdin: &[u8],
+) -> (serde_json::Value, String) {
     use std::process::Command;
-    let py = workspace_root().join(".venv/bin/python");
-    assert!(py.exists(), "no .venv: run scripts/setup");
+    let py = workspace_root().join(venv).join("bin/python");
+    assert!(py.exists(), "no {venv}: run scripts/setup");
     let out = run_with_stdin(
         Command::new(py)
             .arg(workspace_root().join("tests/clients").join(script))
@@ -150,6 +171,24 @@ pub fn python_client(script: &str, args: &[&str], stdin: &[u8]) -> (serde_json::
     let v = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stderr}"));
     (v, stderr)
+}
+
+/// Runs `node tests/node/SCRIPT ARGS` (its packages installed by scripts/setup)
+/// and parses the JSON it prints; fails the test with its stderr.
+pub fn node_client(script: &str, args: &[&str]) -> serde_json::Value {
+    use std::process::Command;
+    let dir = workspace_root().join("tests/node");
+    let out = run_with_stdin(
+        Command::new("node")
+            .current_dir(&dir)
+            .arg(script)
+            .args(args),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{script} failed: {stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stderr}"))
 }
 
 /// A fresh path under the temp directory, `meshtrace-NAME-PID-PORT` (unique per call).
