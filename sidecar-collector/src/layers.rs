@@ -45,7 +45,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "grpc",
         ],
     ),
-    ("receiver", &["sink", "grpc", "memory", "ingest", "telemetry"]),
+    (
+        "receiver",
+        &["sink", "grpc", "memory", "ingest", "telemetry"],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

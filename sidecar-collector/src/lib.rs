@@ -26,4 +26,6 @@ pub mod security;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_alloc;
 pub mod ui;

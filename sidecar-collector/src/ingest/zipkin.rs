@@ -25,6 +25,8 @@ use serde::Deserialize;
 pub enum ZipkinError {
     #[error("not a Zipkin v2 JSON span list: {0}")]
     Json(String),
+    #[error("not a Zipkin v1 JSON span list: {0}")]
+    JsonV1(String),
     #[error("not a Zipkin ListOfSpans protobuf: {0}")]
     Proto(String),
     #[error("span {index}: {field}: {problem}")]
@@ -93,7 +95,7 @@ struct JsonSpan {
     tags: BTreeMap<String, serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase")]
 struct JsonEndpoint {
     #[serde(default)]
@@ -224,6 +226,191 @@ fn json_span(index: usize, s: JsonSpan) -> Result<ZSpan, ZipkinError> {
             })
             .collect(),
     })
+}
+
+// ---- v1 JSON ------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Span {
+    trace_id: String,
+    id: String,
+    #[serde(default)]
+    parent_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    timestamp: Option<serde_json::Number>,
+    #[serde(default)]
+    duration: Option<serde_json::Number>,
+    #[serde(default)]
+    annotations: Vec<V1Annotation>,
+    #[serde(default)]
+    binary_annotations: Vec<V1Binary>,
+}
+
+#[derive(Deserialize)]
+struct V1Annotation {
+    timestamp: serde_json::Number,
+    value: String,
+    #[serde(default)]
+    endpoint: Option<JsonEndpoint>,
+}
+
+#[derive(Deserialize)]
+struct V1Binary {
+    key: String,
+    value: serde_json::Value,
+    #[serde(default)]
+    endpoint: Option<JsonEndpoint>,
+}
+
+/// A Zipkin v1 JSON body (`POST /api/v1/spans`) as an OTLP export: each v1
+/// span becomes the v2 spans Zipkin's own converter makes of it — the
+/// core annotations (`cs`/`cr`, `sr`/`ss`, `ms`, `mr`) give the kind, the
+/// local endpoint, the timestamp and duration; a span with both a client
+/// and a server side becomes the client span and the server's shared span;
+/// `ca`/`sa`/`ma` give the remote endpoint; other annotations and binary
+/// annotations become annotations and tags of the side whose service wrote
+/// them.
+pub fn from_json_v1(body: &[u8]) -> Result<ExportTraceServiceRequest, ZipkinError> {
+    let spans: Vec<V1Span> =
+        serde_json::from_slice(body).map_err(|e| ZipkinError::JsonV1(e.to_string()))?;
+    let mut out = Vec::with_capacity(spans.len());
+    for (index, s) in spans.into_iter().enumerate() {
+        for v2 in v1_to_v2(s) {
+            out.push(json_span(index, v2)?);
+        }
+    }
+    Ok(translate(out))
+}
+
+fn number_u64(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)
+            .map(|f| f.round() as u64)
+    })
+}
+
+/// `to - from`, as a JSON number, when both are counts of microseconds.
+fn elapsed(from: &serde_json::Number, to: &serde_json::Number) -> Option<serde_json::Number> {
+    Some(number_u64(to)?.saturating_sub(number_u64(from)?).into())
+}
+
+fn v1_to_v2(s: V1Span) -> Vec<JsonSpan> {
+    let core = |v: &str| s.annotations.iter().find(|a| a.value == v);
+    let (cs, cr, sr, ss, ms, mr) = (
+        core("cs"),
+        core("cr"),
+        core("sr"),
+        core("ss"),
+        core("ms"),
+        core("mr"),
+    );
+    let blank = |kind: Option<&str>| JsonSpan {
+        trace_id: s.trace_id.clone(),
+        id: s.id.clone(),
+        parent_id: s.parent_id.clone(),
+        name: s.name.clone(),
+        kind: kind.map(str::to_string),
+        timestamp: None,
+        duration: None,
+        local_endpoint: None,
+        remote_endpoint: None,
+        annotations: Vec::new(),
+        tags: BTreeMap::new(),
+    };
+    // One side: its kind, its annotations' endpoint, its start and end.
+    let side = |kind: &str, start: Option<&V1Annotation>, end: Option<&V1Annotation>| {
+        let mut span = blank(Some(kind));
+        span.local_endpoint = start.or(end).and_then(|a| a.endpoint.clone());
+        span.timestamp = start.map(|a| a.timestamp.clone());
+        span.duration = start
+            .zip(end)
+            .and_then(|(a, b)| elapsed(&a.timestamp, &b.timestamp));
+        span
+    };
+    let client = (cs.is_some() || cr.is_some()).then(|| side("CLIENT", cs, cr));
+    let server = (sr.is_some() || ss.is_some()).then(|| side("SERVER", sr, ss));
+    let messaging = match (ms, mr) {
+        (Some(a), _) => Some(side("PRODUCER", Some(a), None)),
+        (None, Some(a)) => Some(side("CONSUMER", Some(a), None)),
+        _ => None,
+    };
+    let mut spans: Vec<JsonSpan> = [client, server, messaging].into_iter().flatten().collect();
+    if spans.is_empty() {
+        let mut span = blank(None);
+        span.local_endpoint = s
+            .annotations
+            .iter()
+            .find_map(|a| a.endpoint.clone())
+            .or_else(|| s.binary_annotations.iter().find_map(|b| b.endpoint.clone()));
+        spans.push(span);
+    }
+    // The span's own timestamp and duration are its originator's: the first side's.
+    if let Some(first) = spans.first_mut() {
+        if s.timestamp.is_some() {
+            first.timestamp = s.timestamp.clone();
+        }
+        if s.duration.is_some() {
+            first.duration = s.duration.clone();
+        }
+    }
+    // The side whose service wrote `endpoint`, else the first.
+    let side_of = |spans: &[JsonSpan], endpoint: &Option<JsonEndpoint>| -> usize {
+        let service = endpoint.as_ref().and_then(|e| e.service_name.as_deref());
+        spans
+            .iter()
+            .position(|sp| {
+                service.is_some()
+                    && sp
+                        .local_endpoint
+                        .as_ref()
+                        .and_then(|e| e.service_name.as_deref())
+                        == service
+            })
+            .unwrap_or(0)
+    };
+    for a in s.annotations {
+        if matches!(a.value.as_str(), "cs" | "cr" | "sr" | "ss" | "ms" | "mr") {
+            continue;
+        }
+        let at = side_of(&spans, &a.endpoint);
+        if let Some(sp) = spans.get_mut(at) {
+            sp.annotations.push(JsonAnnotation {
+                timestamp: a.timestamp,
+                value: a.value,
+            });
+        }
+    }
+    for b in s.binary_annotations {
+        // Address annotations: the other side of a client, server or message.
+        let remote_of = match b.key.as_str() {
+            "sa" => Some("CLIENT"),
+            "ca" => Some("SERVER"),
+            "ma" => Some("PRODUCER"),
+            _ => None,
+        };
+        if let Some(kind) = remote_of {
+            let target = spans.iter_mut().find(|sp| {
+                sp.kind.as_deref() == Some(kind)
+                    || (kind == "PRODUCER" && sp.kind.as_deref() == Some("CONSUMER"))
+            });
+            if let Some(sp) = target {
+                sp.remote_endpoint = b.endpoint;
+            }
+            continue;
+        }
+        let at = side_of(&spans, &b.endpoint);
+        if let Some(sp) = spans.get_mut(at) {
+            if sp.local_endpoint.is_none() {
+                sp.local_endpoint = b.endpoint;
+            }
+            sp.tags.insert(b.key, b.value);
+        }
+    }
+    spans
 }
 
 /// A value quoted in an error, at most 40 characters of it.
@@ -438,59 +625,68 @@ fn proto_span(index: usize, s: proto::Span) -> Result<ZSpan, ZipkinError> {
 // ---- memory ---------------------------------------------------------------
 
 /// Memory a body may take while translated, at most: its text copied three
-/// times (decoded, translated, exported) and each span's structures. Spans
-/// are counted without decoding: protobuf list entries by a walk of the top
-/// level; JSON spans cannot be shorter than `{"traceId":"…","id":"…"}` with a
-/// 16-digit trace id (44 bytes).
+/// times (decoded, translated, exported) and the structures of what it holds.
+/// Protobuf is counted from its bytes without decoding, by `zipkin.proto`'s
+/// schema (`ingest::cost`): each span, annotation and tag its structures
+/// along the way; JSON spans cannot be shorter than
+/// `{"traceId":"…","id":"…"}` with a 16-digit trace id (44 bytes), and a tag
+/// or annotation no shorter than its text's own copies cost
+/// (`tests::the_translation_bound_holds_what_translating_allocates`).
 pub fn translation_bound(body: &[u8], protobuf: bool) -> u64 {
-    const PER_SPAN: u64 = (std::mem::size_of::<proto::Span>()
-        + std::mem::size_of::<ZSpan>()
-        + std::mem::size_of::<Span>()
-        + 2 * std::mem::size_of::<KeyValue>()
-        + 256) as u64;
-    let spans = if protobuf {
-        list_entries(body)
-    } else {
-        body.len() as u64 / 44 + 1
-    };
-    3 * body.len() as u64 + spans.saturating_mul(PER_SPAN)
+    let text = 3 * body.len() as u64;
+    if protobuf {
+        // A body that does not walk does not decode either: its text is all.
+        return text
+            + crate::ingest::cost::walk(body, 0, body.len(), ZMsg::List, 0, &mut Vec::new())
+                .unwrap_or(0);
+    }
+    text + (body.len() as u64 / 44 + 1).saturating_mul(PER_SPAN)
 }
 
-/// Entries of a protobuf message's top level (every field, whatever its
-/// number: an upper bound of `ListOfSpans.spans`); the rest if it is cut short.
-fn list_entries(mut b: &[u8]) -> u64 {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
+/// A span's structures: its protobuf and JSON forms, its `ZSpan`, its OTLP
+/// span and two attributes of its endpoints.
+const PER_SPAN: u64 = (std::mem::size_of::<proto::Span>()
+    + std::mem::size_of::<ZSpan>()
+    + std::mem::size_of::<Span>()
+    + 2 * std::mem::size_of::<KeyValue>()
+    + 256) as u64;
+
+/// A tag: its two strings in two maps (protobuf's, the `ZSpan`'s) with the
+/// maps' nodes, and its OTLP attribute (twice: a `Vec` grows by doubling).
+const PER_TAG: u64 =
+    (4 * std::mem::size_of::<String>() + 2 * std::mem::size_of::<KeyValue>()) as u64 + 96;
+
+/// An annotation: its protobuf and `ZSpan` forms and its OTLP event, twice.
+const PER_ANNOTATION: u64 = 2
+    * (std::mem::size_of::<proto::Annotation>()
+        + std::mem::size_of::<(u64, String)>()
+        + std::mem::size_of::<span::Event>()) as u64;
+
+/// `zipkin.proto`'s messages, as far as memory goes.
+#[derive(Clone, Copy, Debug)]
+enum ZMsg {
+    List,
+    Span,
+    Endpoint,
+    Annotation,
+    Tag,
+}
+
+impl crate::ingest::cost::Schema for ZMsg {
+    fn field(self, tag: u64) -> crate::ingest::cost::Field<ZMsg> {
+        use crate::ingest::cost::Field::*;
+        match (self, tag) {
+            (ZMsg::List, 1) => Many(ZMsg::Span, PER_SPAN as usize),
+            (ZMsg::Span, 1..=3 | 5) => Text { repeated: false },
+            (ZMsg::Span, 8 | 9) => One(ZMsg::Endpoint),
+            (ZMsg::Span, 10) => Many(ZMsg::Annotation, PER_ANNOTATION as usize),
+            (ZMsg::Span, 11) => Many(ZMsg::Tag, PER_TAG as usize),
+            (ZMsg::Endpoint, 1..=3) | (ZMsg::Annotation, 2) | (ZMsg::Tag, 1 | 2) => {
+                Text { repeated: false }
             }
-        }
-        None
-    }
-    let mut n = 0u64;
-    while !b.is_empty() {
-        n += 1;
-        let Some(key) = varint(&mut b) else { break };
-        let skip = match key & 7 {
-            0 => varint(&mut b).map(|_| 0),
-            1 => Some(8),
-            2 => varint(&mut b),
-            5 => Some(4),
-            _ => None,
-        };
-        match skip
-            .and_then(|s| usize::try_from(s).ok())
-            .filter(|s| *s <= b.len())
-        {
-            Some(s) => b = &b[s..],
-            None => break,
+            _ => Unknown,
         }
     }
-    n
 }
 
 // ---- to OTLP ------------------------------------------------------------

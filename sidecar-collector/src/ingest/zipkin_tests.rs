@@ -351,81 +351,16 @@ fn the_translation_bound_counts_spans_before_decoding() {
     };
     let body = prost::Message::encode_to_vec(&list);
     assert_eq!(body.len(), 4000);
-    assert_eq!(list_entries(&body), 2000);
     assert!(
         translation_bound(&body, true) > 2000 * 500,
         "{}",
         translation_bound(&body, true)
     );
-    // Cut short or garbage: counting stops, never reads past the end.
-    assert_eq!(list_entries(&body[..3]), 2);
-    assert_eq!(list_entries(&[0xff; 20]), 1);
+    // Cut short or garbage: its text is all (it will not decode).
+    assert_eq!(translation_bound(&body[..3], true), 9);
+    assert_eq!(translation_bound(&[0xff; 20], true), 60);
     let json = fixture().to_string();
     assert!(translation_bound(json.as_bytes(), false) >= 3 * json.len() as u64);
-}
-
-#[test]
-fn opentelemetrys_own_zipkin_encoding_comes_back() {
-    // The OpenTelemetry SDKs' Zipkin exporters: the resource as tags, events
-    // as `{"name": {attributes}}`.
-    let body = json!([{
-        "traceId": "8dcf57c0eb5d9ccf3192f35e3c82105f", "id": "4dd82f0a42d84cdd", "name": "GET /orders",
-        "timestamp": 1_700_000_000_000_000u64, "duration": 5,
-        "localEndpoint": {"serviceName": "zipkin-client"},
-        "annotations": [
-            {"timestamp": 1_700_000_000_000_001u64, "value": "{\"cache miss\": {}}"},
-            {"timestamp": 1_700_000_000_000_002u64, "value": "{\"retry\": {\"attempt\": 2, \"why\": \"timeout\"}}"},
-            {"timestamp": 1_700_000_000_000_003u64, "value": "{not json"}
-        ],
-        "tags": {"service.name": "zipkin-client", "service.instance.id": "i-1",
-                 "telemetry.sdk.language": "python", "orders": "4"}
-    }]);
-    let req = from_json_v2(body.to_string().as_bytes()).unwrap();
-    let rs = &req.resource_spans[0];
-    let resource: Vec<(&str, String)> = rs
-        .resource
-        .as_ref()
-        .unwrap()
-        .attributes
-        .iter()
-        .map(|kv| {
-            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(any_value::Value::StringValue(s)) => s.clone(),
-                _ => String::new(),
-            };
-            (kv.key.as_str(), v)
-        })
-        .collect();
-    assert_eq!(
-        resource,
-        [
-            ("service.name", "zipkin-client".to_string()),
-            ("service.instance.id", "i-1".to_string()),
-            ("telemetry.sdk.language", "python".to_string())
-        ]
-    );
-    let s = &rs.scope_spans[0].spans[0];
-    assert_eq!(s.attributes.len(), 1, "{:?}", s.attributes);
-    assert_eq!(text(s, "orders").as_deref(), Some("4"));
-    let names: Vec<&str> = s.events.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["cache miss", "retry", "{not json"]);
-    let retry = &s.events[1];
-    assert_eq!(retry.attributes.len(), 2);
-    let attempt = retry
-        .attributes
-        .iter()
-        .find(|kv| kv.key == "attempt")
-        .unwrap();
-    assert_eq!(
-        attempt.value.as_ref().unwrap().value,
-        Some(any_value::Value::IntValue(2))
-    );
-    // Spans of one service with other resource tags are another resource.
-    let mut two = body.clone();
-    two[0]["tags"]["service.instance.id"] = json!("i-2");
-    let both = json!([body[0], two[0]]);
-    let req = from_json_v2(both.to_string().as_bytes()).unwrap();
-    assert_eq!(req.resource_spans.len(), 2);
 }
 
 fn hex(b: &[u8]) -> String {
@@ -565,4 +500,155 @@ proptest! {
         let _ = from_json_v2(&body);
         let _ = from_proto_v2(&body);
     }
+}
+
+/// Bodies made to translate into as much as they can: many tiny tags, many
+/// tiny annotations, many empty spans.
+fn dense_bodies() -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let tiny = |tags: usize, annotations: usize, spans: usize| {
+        let span = proto::Span {
+            trace_id: vec![1; 16],
+            id: vec![2; 8],
+            timestamp: 1,
+            tags: (0..tags)
+                .map(|i| (format!("{i:x}"), String::new()))
+                .collect(),
+            annotations: (0..annotations)
+                .map(|i| proto::Annotation {
+                    timestamp: i as u64,
+                    value: "a".into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let list = proto::ListOfSpans {
+            spans: vec![span; spans],
+        };
+        let json = serde_json::Value::Array(list.spans.iter().map(as_json).collect()).to_string();
+        (
+            format!("{tags} tags, {annotations} annotations, {spans} spans"),
+            json.into_bytes(),
+            prost::Message::encode_to_vec(&list),
+        )
+    };
+    vec![
+        tiny(2000, 0, 1),
+        tiny(0, 2000, 1),
+        tiny(0, 0, 2000),
+        tiny(40, 40, 50),
+    ]
+}
+
+#[test]
+fn the_translation_bound_holds_what_translating_allocates() {
+    use crate::test_alloc::measure;
+    let mut over = Vec::new();
+    for (what, json, proto) in dense_bodies() {
+        let (r, peak) = measure(|| from_json_v2(&json));
+        r.unwrap();
+        let bound = translation_bound(&json, false);
+        if peak > bound {
+            over.push(format!(
+                "{what}, JSON ({} bytes): {peak} allocated, bound {bound}",
+                json.len()
+            ));
+        }
+        let (r, peak) = measure(|| from_proto_v2(&proto));
+        r.unwrap();
+        let bound = translation_bound(&proto, true);
+        if peak > bound {
+            over.push(format!(
+                "{what}, protobuf ({} bytes): {peak} allocated, bound {bound}",
+                proto.len()
+            ));
+        }
+    }
+    // v1: a span may become two sides; the receiver reserves twice the bound.
+    let be = json!({"serviceName": "b"});
+    let v1 = json!([{
+        "traceId": "5af7183fb1d4cf5f", "id": "6b221d5bc9e6496c", "timestamp": 1,
+        "annotations": (0..1000).map(|i| json!({"timestamp": i, "value": "a", "endpoint": be}))
+            .chain(["cs", "sr"].iter().map(|v| json!({"timestamp": 1, "value": v})))
+            .collect::<Vec<_>>(),
+        "binaryAnnotations": (0..1000).map(|i| json!({"key": format!("{i:x}"), "value": "", "endpoint": be}))
+            .collect::<Vec<_>>(),
+    }])
+    .to_string();
+    let (r, peak) = measure(|| from_json_v1(v1.as_bytes()));
+    r.unwrap();
+    let bound = 2 * translation_bound(v1.as_bytes(), false);
+    if peak > bound {
+        over.push(format!("v1 JSON: {peak} allocated, bound {bound}"));
+    }
+    assert!(over.is_empty(), "{over:#?}");
+}
+
+/// Zipkin's classic v1 shape: one span id for both sides of an RPC, its
+/// core annotations from two services, a `sa` address, a tag of each side.
+#[test]
+fn a_v1_span_with_both_sides_becomes_a_client_and_a_shared_server_span() {
+    let fe = json!({"serviceName": "frontend", "ipv4": "10.0.0.1", "port": 8080});
+    let be = json!({"serviceName": "backend", "ipv4": "10.0.0.2"});
+    let body = json!([{
+        "traceId": "5af7183fb1d4cf5f", "id": "6b221d5bc9e6496c", "name": "get /api",
+        "timestamp": 1_700_000_000_000_000u64, "duration": 207_000,
+        "annotations": [
+            {"timestamp": 1_700_000_000_000_000u64, "value": "cs", "endpoint": fe},
+            {"timestamp": 1_700_000_000_010_000u64, "value": "sr", "endpoint": be},
+            {"timestamp": 1_700_000_000_150_000u64, "value": "cache miss", "endpoint": be},
+            {"timestamp": 1_700_000_000_200_000u64, "value": "ss", "endpoint": be},
+            {"timestamp": 1_700_000_000_207_000u64, "value": "cr", "endpoint": fe}
+        ],
+        "binaryAnnotations": [
+            {"key": "http.path", "value": "/api", "endpoint": fe},
+            {"key": "db.rows", "value": 3, "endpoint": be},
+            {"key": "sa", "value": true, "endpoint": {"serviceName": "backend", "ipv4": "10.0.0.2", "port": 9000}}
+        ]
+    }, {
+        "traceId": "5af7183fb1d4cf5f", "id": "352bff9a74ca9ad2", "parentId": "6b221d5bc9e6496c",
+        "name": "local work", "timestamp": 1_700_000_000_020_000u64, "duration": 1_000,
+        "binaryAnnotations": [{"key": "lc", "value": "worker", "endpoint": be}]
+    }]);
+    let req = from_json_v1(body.to_string().as_bytes()).unwrap();
+    let find = |service: &str, name: &str| {
+        req.resource_spans
+            .iter()
+            .filter(|rs| super::tests::service(rs) == service)
+            .flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()))
+            .find(|s| s.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {service} {name} in {req:?}"))
+    };
+    let client = find("frontend", "get /api");
+    let server = find("backend", "get /api");
+    assert_eq!(client.kind, span::SpanKind::Client as i32);
+    assert_eq!(server.kind, span::SpanKind::Server as i32);
+    assert_eq!(
+        client.span_id, server.span_id,
+        "the server half keeps the id"
+    );
+    assert_eq!(client.start_time_unix_nano, 1_700_000_000_000_000_000);
+    assert_eq!(
+        client.end_time_unix_nano - client.start_time_unix_nano,
+        207_000_000
+    );
+    assert_eq!(server.start_time_unix_nano, 1_700_000_000_010_000_000);
+    assert_eq!(
+        server.end_time_unix_nano - server.start_time_unix_nano,
+        190_000_000
+    );
+    assert_eq!(text(&client, "http.path").as_deref(), Some("/api"));
+    assert_eq!(text(&server, "db.rows").as_deref(), Some("3"));
+    assert_eq!(text(&client, "peer.service").as_deref(), Some("backend"));
+    assert_eq!(text(&client, "network.peer.port").as_deref(), Some("9000"));
+    assert_eq!(server.events.len(), 1, "the backend's annotation");
+    assert_eq!(server.events[0].name, "cache miss");
+    assert!(client.events.is_empty());
+    let local = find("backend", "local work");
+    assert_eq!(local.kind, span::SpanKind::Unspecified as i32);
+    assert_eq!(text(&local, "lc").as_deref(), Some("worker"));
+    assert_eq!(local.parent_span_id, client.span_id);
+    // Not v1 JSON: named as such.
+    let e = from_json_v1(b"{}").unwrap_err().to_string();
+    assert!(e.starts_with("not a Zipkin v1 JSON span list"), "{e}");
 }

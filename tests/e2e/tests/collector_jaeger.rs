@@ -14,7 +14,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshtrace_testkit::collector::{jaeger_tag, post_to, Collector, Opts};
-use meshtrace_testkit::{node_client, python_client, python_client_in, workspace_root};
+use meshtrace_testkit::envoy::{EnvoyBuilder, Filter};
+use meshtrace_testkit::http::Client;
+use meshtrace_testkit::upstream::Upstream;
+use meshtrace_testkit::{free_port, node_client, python_client, python_client_in, workspace_root};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -325,4 +328,75 @@ fn the_receivers_switch_off_and_run_in_a_sidecar_which_forwards() {
         tag(by_id(&spans, &ids["child"]), "span.kind"),
         Some("client".into())
     );
+}
+
+/// A process killed when dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The seed's snippet — a Flask app auto-instrumented for Flask and requests,
+/// `JaegerExporter(agent_host_name, agent_port=6831)` — behind a sidecar Envoy
+/// with the filter, exporting to the pod's sidecar collector in place of the
+/// Jaeger agent: its spans join the mesh span of the same request.
+#[test]
+fn the_seeds_flask_app_on_the_agent_port_joins_the_mesh_trace() {
+    let central = Collector::start_in(meshtrace_testkit::scratch_path("seed-central"));
+    let mut opts = Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
+    opts.yaml = Some("receivers:\n  jaeger:\n    enabled: true\n".into());
+    let sidecar = Collector::start_opts(meshtrace_testkit::scratch_path("seed-sidecar"), opts);
+    let inventory = Upstream::start();
+    let app_port = free_port();
+    let py = workspace_root().join(".venv-jaeger/bin/python");
+    assert!(py.exists(), "no .venv-jaeger: run scripts/setup");
+    let app_log = meshtrace_testkit::scratch_path("seed-app.log");
+    let _app = Process(
+        std::process::Command::new(py)
+            .arg(workspace_root().join("tests/clients/jaeger_seed_app.py"))
+            .args([
+                app_port.to_string(),
+                sidecar.jaeger_compact_port.to_string(),
+                format!("http://127.0.0.1:{}/inventory", inventory.port),
+            ])
+            .stdout(std::fs::File::create(&app_log).unwrap())
+            .stderr(std::fs::File::create(app_log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", app_port)).is_err() {
+        assert!(Instant::now() < deadline, "the Flask app did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cfg = r#"{"export":{"flush_interval_ms":100,"tick_ms":50}}"#;
+    let mut b = EnvoyBuilder::new("checkout", Filter::Meshtrace(cfg.into()), sidecar.otlp_port);
+    let port = b.listener("INBOUND", app_port);
+    let _envoy = b.start();
+    let r = Client::connect(port).get("/checkout", &[]);
+    assert_eq!(r.status(), 200, "{}", String::from_utf8_lossy(&r.body));
+    // The app's requests call carried the trace on: its traceparent names it.
+    let tp = inventory.last().header("traceparent").unwrap();
+    let trace_id = &tp[3..35];
+    let (spans, processes) = trace_of(&central, trace_id, 3);
+    let service = |s: &Value| process_of(&processes, s)["serviceName"].clone();
+    let mesh = spans.iter().find(|s| service(s) == "checkout").unwrap();
+    let flask = spans
+        .iter()
+        .find(|s| service(s) == "seed-app" && tag(s, "span.kind") == Some("server".into()))
+        .unwrap_or_else(|| panic!("no Flask server span: {spans:?}"));
+    let client = spans
+        .iter()
+        .find(|s| service(s) == "seed-app" && tag(s, "span.kind") == Some("client".into()))
+        .unwrap_or_else(|| panic!("no requests client span: {spans:?}"));
+    assert_eq!(
+        flask["references"][0]["spanID"], mesh["spanID"],
+        "the app's server span is the mesh span's child"
+    );
+    assert_eq!(client["references"][0]["spanID"], flask["spanID"]);
+    assert_eq!(tp[36..52], *client["spanID"].as_str().unwrap());
 }

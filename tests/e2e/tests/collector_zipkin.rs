@@ -230,3 +230,49 @@ fn the_receiver_is_on_in_all_in_one_and_can_be_switched_off() {
         );
     }
 }
+
+/// Zipkin v1 JSON from a real v1 sender (py_zipkin): a server span with
+/// binary annotations and a client span with an `sa` address and an
+/// annotation, posted to `/api/v1/spans`.
+#[test]
+fn py_zipkins_v1_json_is_received_on_the_v1_endpoint() {
+    let c = Collector::start_in(meshtrace_testkit::scratch_path("zipkin-v1"));
+    let endpoint = format!("http://127.0.0.1:{}/api/v1/spans", c.zipkin_port);
+    let (ids, stderr) = python_client("zipkin_v1_send.py", &[&endpoint], b"");
+    assert_eq!(ids["statuses"], json!([202]), "{stderr}");
+    let trace_id = ids["trace_id"].as_str().unwrap();
+    let spans = spans_of(&c, trace_id, 2);
+    let by_id = |id: &Value| spans.iter().find(|s| s["spanID"] == *id).unwrap();
+    let (server, client) = (by_id(&ids["server"]), by_id(&ids["client"]));
+    assert_eq!(server["operationName"], "GET /v1");
+    assert_eq!(tag(server, "span.kind"), Some("server".into()));
+    assert_eq!(tag(server, "http.path"), Some("/v1".into()));
+    assert_eq!(
+        tag(server, "network.local.address"),
+        Some("10.0.0.1".into())
+    );
+    assert_eq!(tag(client, "span.kind"), Some("client".into()));
+    assert_eq!(
+        tag(client, "peer.service"),
+        Some("postgres".into()),
+        "sa: {client}"
+    );
+    assert_eq!(tag(client, "network.peer.port"), Some(5432.into()));
+    assert_eq!(client["references"][0]["spanID"], ids["server"]);
+    assert_eq!(client["logs"][0]["fields"][0]["value"], "retry");
+    assert_eq!(
+        spans_process(&c, trace_id, server)["serviceName"],
+        "v1-frontend"
+    );
+    // v1 Thrift is not taken: a 415 naming JSON.
+    let m = post_to(
+        c.zipkin_port,
+        "/api/v1/spans",
+        "application/x-thrift",
+        &[],
+        b"\x0c",
+    )
+    .unwrap();
+    assert_eq!(m.status(), 415);
+    assert!(String::from_utf8_lossy(&m.body).contains("application/json"));
+}

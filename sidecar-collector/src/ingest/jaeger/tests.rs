@@ -581,6 +581,11 @@ proptest! {
         let compact = agent_packet(&b, Protocol::Compact);
         let binary = agent_packet(&b, Protocol::Binary);
         let body = http_body(&b);
+        let (_, peak) = crate::test_alloc::measure(|| {
+            to_otlp(vec![agent_batch(&compact, Protocol::Compact).unwrap()])
+        });
+        let compact_cost = agent_cost(&compact, Protocol::Compact).unwrap();
+        prop_assert!(peak <= compact_cost, "{} allocated, cost {}", peak, compact_cost);
         let model = agent_batch(&compact, Protocol::Compact).unwrap();
         prop_assert_eq!(&agent_batch(&binary, Protocol::Binary).unwrap(), &model);
         prop_assert_eq!(&http_batch(&body).unwrap(), &model);
@@ -635,4 +640,72 @@ proptest! {
             }
         }
     }
+}
+
+/// Batches made to take as much as they can: many tiny tags, logs,
+/// references, empty spans.
+fn dense_batches() -> Vec<(&'static str, TBatch)> {
+    let tiny_tags = |n: usize| {
+        (0..n)
+            .map(|i| tag(&format!("{:x}", i % 16), TagValue::Bool(true)))
+            .collect::<Vec<_>>()
+    };
+    let span = |tags: usize, logs: usize, refs: usize| TSpan {
+        low: 1,
+        id: 2,
+        start: 1,
+        tags: tiny_tags(tags),
+        logs: (0..logs).map(|i| (i as i64, vec![])).collect(),
+        refs: (0..refs).map(|i| (1, 1, 0, i as i64)).collect(),
+        ..Default::default()
+    };
+    let batch = |spans: Vec<TSpan>, process_tags: usize| TBatch {
+        service: String::new(),
+        process_tags: tiny_tags(process_tags),
+        spans,
+    };
+    vec![
+        ("2000 tags", batch(vec![span(2000, 0, 0)], 0)),
+        ("2000 logs", batch(vec![span(0, 2000, 0)], 0)),
+        ("2000 references", batch(vec![span(0, 0, 2000)], 0)),
+        ("2000 empty spans", batch(vec![TSpan::default(); 2000], 0)),
+        ("2000 process tags", batch(vec![span(0, 0, 0)], 2000)),
+        ("mixed", batch(vec![span(20, 20, 3); 50], 10)),
+    ]
+}
+
+#[test]
+fn the_cost_holds_what_reading_and_translating_allocate() {
+    use crate::test_alloc::measure;
+    let mut over = Vec::new();
+    for (what, b) in dense_batches() {
+        for protocol in [Protocol::Compact, Protocol::Binary] {
+            let packet = agent_packet(&b, protocol);
+            let cost = agent_cost(&packet, protocol).unwrap();
+            let (r, peak) = measure(|| to_otlp(vec![agent_batch(&packet, protocol).unwrap()]));
+            assert_eq!(spans(&r).len(), b.spans.len());
+            if peak > cost {
+                over.push(format!(
+                    "{what} {protocol:?}: {peak} allocated, cost {cost}"
+                ));
+            }
+        }
+        let body = http_body(&b);
+        let cost = batch_cost(&body).unwrap();
+        let (_, peak) = measure(|| to_otlp(vec![http_batch(&body).unwrap()]));
+        if peak > cost {
+            over.push(format!("{what} HTTP: {peak} allocated, cost {cost}"));
+        }
+        let model = http_batch(&body).unwrap();
+        let wire = model::PostSpansRequest { batch: Some(model) }.encode_to_vec();
+        let cost = proto_cost(&wire).unwrap();
+        let (_, peak) = measure(|| {
+            let r = model::PostSpansRequest::decode(wire.as_slice()).unwrap();
+            to_otlp(r.batch.into_iter().collect())
+        });
+        if peak > cost {
+            over.push(format!("{what} protobuf: {peak} allocated, cost {cost}"));
+        }
+    }
+    assert!(over.is_empty(), "{over:#?}");
 }
