@@ -18,6 +18,8 @@ pub enum Mode {
     Central,
     /// Receive, batch and forward to an upstream collector.
     Sidecar,
+    /// Consume spans from Kafka (`kafka.*`), store them and serve queries.
+    Ingester,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -67,6 +69,8 @@ pub struct Config {
     /// How often the log says what was received, stored and refused (`0s`: never).
     #[serde(with = "humantime_serde")]
     pub log_summary_interval: Duration,
+    /// Kafka: the exporter and the ingester's consumer.
+    pub kafka: KafkaConfig,
     /// Receivers for the senders teams already run, besides OTLP.
     pub receivers: ReceiversConfig,
 }
@@ -179,7 +183,56 @@ impl Default for Config {
             log_summary_interval: Duration::from_secs(60),
             redaction: RedactionConfig::default(),
             receivers: ReceiversConfig::default(),
+            kafka: KafkaConfig::default(),
         }
+    }
+}
+
+/// Kafka: the exporter (accepted spans to a topic) and the ingester's consumer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port` (empty: no Kafka). Set in `all-in-one`,
+    /// `central` or `sidecar` mode, spans go to the topic too; `ingester`
+    /// mode reads them from it.
+    pub brokers: Vec<String>,
+    /// The topic: spans as OTLP protobuf (`ExportTraceServiceRequest`, one per trace), keyed by trace id.
+    pub topic: String,
+    /// `zstd`, `lz4`, `snappy` or `none`.
+    pub compression: String,
+    /// Bytes produced and not yet acknowledged by Kafka, at most; past it senders are told to retry.
+    pub max_buffer_bytes: u64,
+    /// How long a message is retried before its senders are told it failed (`message.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// The ingester's consumer group.
+    pub group_id: String,
+    /// The ingester: messages taken from the topic before their spans are stored and the offsets committed.
+    pub max_batch_messages: usize,
+    /// Further librdkafka properties for the producer and the consumer
+    /// (`security.protocol`, `sasl.*`, `ssl.*`, …); they override meshtrace's.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: Vec::new(),
+            topic: "meshtrace-spans".into(),
+            compression: "zstd".into(),
+            max_buffer_bytes: 64 << 20,
+            delivery_timeout: Duration::from_secs(30),
+            group_id: "meshtrace-ingester".into(),
+            max_batch_messages: 500,
+            properties: Default::default(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Whether spans go to Kafka (an exporter) in `mode`.
+    pub fn exports_in(&self, mode: Mode) -> bool {
+        !self.brokers.is_empty() && mode != Mode::Ingester
     }
 }
 
@@ -419,6 +472,9 @@ pub enum EngineKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Off: nothing is stored and no queries are served (a gateway to Kafka);
+    /// `all-in-one` and `central` mode only.
+    pub enabled: bool,
     /// `blocks` (default) or `sqlite`.
     pub engine: EngineKind,
     /// The blocks engine: where blocks go and when the head is cut into one.
@@ -548,6 +604,7 @@ impl Default for WalConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            enabled: true,
             engine: EngineKind::Blocks,
             blocks: BlocksConfig::default(),
             wal: WalConfig::default(),
@@ -1099,12 +1156,63 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(err("log_format", "must be text or json"));
         }
-        if self.mode == Mode::Sidecar {
+        let k = &self.kafka;
+        for b in &k.brokers {
+            if b.is_empty() || b.contains("://") || !b.contains(':') {
+                return Err(err(
+                    "kafka.brokers",
+                    format!("{b:?} is not host:port (e.g. kafka-0.kafka:9092)"),
+                ));
+            }
+        }
+        if k.topic.is_empty() || k.topic.len() > 249 {
+            return Err(err("kafka.topic", "must be 1 to 249 characters"));
+        }
+        if !matches!(k.compression.as_str(), "zstd" | "lz4" | "snappy" | "none") {
+            return Err(err(
+                "kafka.compression",
+                format!("{:?} must be zstd, lz4, snappy or none", k.compression),
+            ));
+        }
+        if k.max_buffer_bytes < (1 << 20) {
+            return Err(err("kafka.max_buffer_bytes", "must be at least 1048576"));
+        }
+        if k.delivery_timeout < Duration::from_secs(1)
+            || k.delivery_timeout > Duration::from_secs(3600)
+        {
+            return Err(err("kafka.delivery_timeout", "must be in 1s..=1h"));
+        }
+        if !(1..=100_000).contains(&k.max_batch_messages) {
+            return Err(err("kafka.max_batch_messages", "must be in 1..=100000"));
+        }
+        if self.mode == Mode::Ingester && k.brokers.is_empty() {
+            return Err(err(
+                "kafka.brokers",
+                "ingester mode reads spans from Kafka: name at least one broker",
+            ));
+        }
+        if !self.store.enabled {
+            if matches!(self.mode, Mode::Sidecar | Mode::Ingester) {
+                return Err(err(
+                    "store.enabled",
+                    "only all-in-one and central mode can run without their store",
+                ));
+            }
+            if k.brokers.is_empty() {
+                return Err(err(
+                    "store.enabled",
+                    "false leaves the spans nowhere to go: set kafka.brokers (a gateway to Kafka)",
+                ));
+            }
+        }
+        // A sidecar forwards upstream, unless it only writes to Kafka.
+        let kafka_only = self.sidecar.upstream.is_empty() && !k.brokers.is_empty();
+        if self.mode == Mode::Sidecar && !kafka_only {
             let up = &self.sidecar.upstream;
             if up.is_empty() {
                 return Err(err(
                     "sidecar.upstream",
-                    "required in sidecar mode (e.g. http://meshtrace-collector.tracing:4317)",
+                    "required in sidecar mode (e.g. http://meshtrace-collector.tracing:4317), unless kafka.brokers is set",
                 ));
             }
             if !(up.starts_with("http://") || up.starts_with("https://")) {
@@ -1183,7 +1291,8 @@ mod tests {
         out: &mut Vec<(String, serde_yaml_ng::Value)>,
     ) {
         match v {
-            serde_yaml_ng::Value::Mapping(m) => {
+            // A map of the user's own keys (`kafka.properties`) is one key.
+            serde_yaml_ng::Value::Mapping(m) if !m.is_empty() => {
                 for (k, v) in m {
                     let k = k.as_str().unwrap();
                     let key = if prefix.is_empty() {

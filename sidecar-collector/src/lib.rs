@@ -12,6 +12,8 @@ pub mod filter_stats;
 pub mod forward;
 pub mod grpc;
 pub mod ingest;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(test)]
 mod layers;
 pub mod listen;

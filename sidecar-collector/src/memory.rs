@@ -273,6 +273,17 @@ impl RequestMemory {
         }
     }
 
+    /// Grows this request's reservation by `bytes`.
+    pub async fn grow_by(&self, bytes: u64) -> Result<(), MemoryError> {
+        match self.0.lock().await.as_mut() {
+            Some(r) => {
+                let to = r.bytes().saturating_add(bytes);
+                r.grow_to(to).await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Ends the reservation (the spans are queued, where the queue bound takes over).
     pub async fn release(&self) {
         self.0.lock().await.take();

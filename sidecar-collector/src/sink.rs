@@ -60,6 +60,48 @@ pub struct Sink {
     pub target: Target,
     /// Credentials in attributes, replaced before anything is kept or forwarded.
     pub redaction: Arc<Redaction>,
+    /// Exporters beside the target (Kafka): a sender is answered once each
+    /// has taken its spans too.
+    pub exporters: Vec<Arc<dyn Exporter>>,
+}
+
+/// What an exporter still owes a sender: resolves once the spans it took
+/// are durably taken (or refused).
+pub type Delivery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send>>;
+
+/// An exporter beside the sink's target, taking each accepted request
+/// (redacted, its invalid spans removed).
+pub trait Exporter: Send + Sync {
+    /// What a request of `bytes` would be refused with for room now.
+    fn no_room_for(&self, bytes: u64) -> Option<Refusal>;
+    /// Takes what it needs of `req` now (encodes and queues it); the
+    /// delivery resolves once that is durably taken.
+    fn export(self: Arc<Self>, req: &ExportTraceServiceRequest) -> Result<Delivery, Refusal>;
+}
+
+#[cfg(feature = "kafka")]
+impl From<crate::kafka::KafkaError> for Refusal {
+    fn from(e: crate::kafka::KafkaError) -> Self {
+        match e {
+            crate::kafka::KafkaError::TooLarge(m) => Refusal::TooLarge(m),
+            other => Refusal::Retry(other.to_string()),
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Exporter for crate::kafka::KafkaExporter {
+    fn no_room_for(&self, bytes: u64) -> Option<Refusal> {
+        crate::kafka::KafkaExporter::no_room_for(self, bytes).map(Refusal::from)
+    }
+
+    fn export(self: Arc<Self>, req: &ExportTraceServiceRequest) -> Result<Delivery, Refusal> {
+        let produced = crate::kafka::KafkaExporter::produce(&self, req)?;
+        Ok(Box::pin(
+            async move { produced.await.map_err(Refusal::from) },
+        ))
+    }
 }
 
 #[derive(Clone)]
@@ -75,6 +117,8 @@ pub enum Target {
     },
     /// Queue for forwarding, then answer at once.
     Forward(Forwarder),
+    /// Neither: only the sink's exporters take the spans (a gateway to Kafka).
+    Gateway(Arc<Counters>),
 }
 
 /// Middleware for the ingest routes: a request that a full queue would
@@ -129,6 +173,7 @@ impl Sink {
         match &self.target {
             Target::Store { pipeline, .. } => &pipeline.counters,
             Target::Forward(f) => &f.counters,
+            Target::Gateway(c) => c,
         }
     }
 
@@ -137,13 +182,15 @@ impl Sink {
     /// decoded — at saturation that work was most of a refused request's cost.
     pub fn room_for(&self, bytes: u64) -> Result<(), Refusal> {
         let full = match &self.target {
-            Target::Store { pipeline, .. } => pipeline.no_room_for(bytes),
-            Target::Forward(f) => f.no_room_for(bytes),
-        };
+            Target::Store { pipeline, .. } => pipeline.no_room_for(bytes).map(Refusal::from),
+            Target::Forward(f) => f.no_room_for(bytes).map(Refusal::from),
+            Target::Gateway(_) => None,
+        }
+        .or_else(|| self.exporters.iter().find_map(|e| e.no_room_for(bytes)));
         match full {
             Some(e) => {
                 self.counters().exports_refused_undecoded.inc();
-                Err(e.into())
+                Err(e)
             }
             None => Ok(()),
         }
@@ -159,7 +206,9 @@ impl Sink {
         memory: Option<RequestMemory>,
     ) -> Result<Accepted, Refusal> {
         self.room_for(raw.len() as u64)?;
-        if let (Encoding::Protobuf, Target::Store { .. }) = (encoding, &self.target) {
+        // Exporters beside the target take the decoded request: no wire paths.
+        let wire = self.exporters.is_empty();
+        if let (true, Encoding::Protobuf, Target::Store { .. }) = (wire, encoding, &self.target) {
             // Spans read in place from one copy of the bytes (a receiver's buffer may
             // be larger, or shared), never decoded: see `ingest::wire`. What that may
             // take is known from the export's layout; past it, or when the export is
@@ -180,7 +229,7 @@ impl Sink {
                 }
             }
         }
-        if let (Encoding::Protobuf, Target::Forward(f)) = (encoding, &self.target) {
+        if let (true, Encoding::Protobuf, Target::Forward(f)) = (wire, encoding, &self.target) {
             if f.fits_one_batch(raw.len()) {
                 if let Some(accepted) = self.forward_wire(f, &raw, &memory).await {
                     return accepted;
@@ -358,6 +407,77 @@ impl Sink {
             None => self.redaction.apply(&mut req),
         };
         c.attributes_redacted.inc_by(redacted);
+        if !self.exporters.is_empty() {
+            return self.accept_exported(req, memory, raw).await;
+        }
+        self.to_target(req, memory, raw).await
+    }
+
+    /// The exporters and the target take the request side by side; answered
+    /// once all of them have (the first refusal otherwise: the sender retries,
+    /// and what some took already is taken again — stores and readers of
+    /// the topic keep a span once).
+    async fn accept_exported(
+        &self,
+        mut req: ExportTraceServiceRequest,
+        memory: Option<RequestMemory>,
+        raw: Option<RawSpans>,
+    ) -> Result<Accepted, Refusal> {
+        let c = self.counters();
+        // Validated once here; the store's own check finds nothing more.
+        let (rejected, message) = retain_valid(&mut req);
+        c.spans_rejected.inc_by(rejected);
+        if span_count(&req) == 0 {
+            if let Some(m) = &memory {
+                m.release().await;
+            }
+            return Ok(Accepted { rejected, message });
+        }
+        // The exporters encode what they send: about the request's size again,
+        // until their own bounded queues hold it.
+        if let Some(m) = &memory {
+            m.grow_by(prost::Message::encoded_len(&req) as u64).await?;
+        }
+        let mut deliveries = Vec::with_capacity(self.exporters.len());
+        for e in &self.exporters {
+            match e.clone().export(&req) {
+                Ok(d) => deliveries.push(d),
+                Err(refused) => {
+                    // What the others took is delivered all the same; the
+                    // sender retries, and the copies are kept once.
+                    if let Some(m) = &memory {
+                        m.release().await;
+                    }
+                    futures_util::future::join_all(deliveries).await;
+                    return Err(refused);
+                }
+            }
+        }
+        let stored = match self.target {
+            Target::Gateway(_) => {
+                if let Some(m) = &memory {
+                    m.release().await;
+                }
+                Ok(Accepted::default())
+            }
+            _ => self.to_target(req, memory, raw).await,
+        };
+        let exported = futures_util::future::join_all(deliveries).await;
+        stored?;
+        for e in exported {
+            e?;
+        }
+        Ok(Accepted { rejected, message })
+    }
+
+    /// The target takes the request (redacted).
+    async fn to_target(
+        &self,
+        mut req: ExportTraceServiceRequest,
+        memory: Option<RequestMemory>,
+        raw: Option<RawSpans>,
+    ) -> Result<Accepted, Refusal> {
+        let c = self.counters();
         match &self.target {
             Target::Store {
                 indexed_tags,
@@ -380,6 +500,7 @@ impl Sink {
                 }
                 Ok(Accepted { rejected, message })
             }
+            Target::Gateway(_) => Ok(Accepted::default()),
         }
     }
 }

@@ -290,6 +290,64 @@ impl UdpMetrics {
     }
 }
 
+/// Labels of a Kafka partition's series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: String,
+}
+
+/// Kafka: the exporter's produced messages and its buffer, the ingester's
+/// consumed messages, commits and lag.
+#[derive(Debug, Default)]
+pub struct KafkaMetrics {
+    /// Messages (one trace's spans of one export) Kafka acknowledged.
+    pub messages_produced: Counter,
+    /// Spans in them.
+    pub spans_produced: Counter,
+    /// Messages Kafka did not take within `kafka.delivery_timeout` (their senders were told to retry).
+    pub produce_failures: Counter,
+    /// Produce requests the client sent again (librdkafka's `txretries`).
+    pub produce_retries: Counter,
+    /// Bytes produced and not yet acknowledged.
+    pub buffered_bytes: UGauge,
+    /// Ingester: messages read from the topic and stored.
+    pub messages_consumed: Counter,
+    /// Ingester: messages that are not OTLP exports (skipped, logged).
+    pub messages_malformed: Counter,
+    /// Ingester: offset commits (each after the store committed what they cover).
+    pub offset_commits: Counter,
+    /// Ingester: messages in each partition not yet consumed.
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+}
+
+impl KafkaMetrics {
+    fn register(&self, r: &mut Registry) {
+        let k = r.sub_registry_with_prefix("kafka");
+        for (name, help, c) in [
+            ("messages_produced", "Messages (one trace's spans of one export) Kafka acknowledged", &self.messages_produced),
+            ("spans_produced", "Spans in the messages Kafka acknowledged", &self.spans_produced),
+            ("produce_failures", "Messages Kafka did not take within kafka.delivery_timeout; their senders were told to retry", &self.produce_failures),
+            ("produce_retries", "Produce requests sent again to a broker (librdkafka's txretries)", &self.produce_retries),
+            ("messages_consumed", "Ingester: messages read from the topic and stored", &self.messages_consumed),
+            ("messages_malformed", "Ingester: messages that are not OTLP exports, skipped", &self.messages_malformed),
+            ("offset_commits", "Ingester: offset commits, each after the store committed the messages it covers", &self.offset_commits),
+        ] {
+            k.register(name, help, c.clone());
+        }
+        k.register(
+            "buffered_bytes",
+            "Bytes produced to Kafka and not yet acknowledged (at most kafka.max_buffer_bytes)",
+            self.buffered_bytes.clone(),
+        );
+        k.register(
+            "consumer_lag",
+            "Ingester: messages in each partition not yet consumed",
+            self.consumer_lag.clone(),
+        );
+    }
+}
+
 /// Labels of a refusal series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -363,6 +421,7 @@ pub struct Metrics {
     pub connections: Arc<ConnectionMetrics>,
     pub memory: Arc<MemoryMetrics>,
     pub udp: Arc<UdpMetrics>,
+    pub kafka: Arc<KafkaMetrics>,
     /// Query API latency by endpoint.
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -375,6 +434,7 @@ impl Default for Metrics {
             connections: Arc::default(),
             memory: Arc::default(),
             udp: Arc::default(),
+            kafka: Arc::default(),
             query_duration: Family::new_with_constructor(query_histogram),
         }
     }
@@ -400,6 +460,7 @@ impl Telemetry {
             metrics.connections.register(collector);
             metrics.memory.register(collector);
             metrics.udp.register(collector);
+            metrics.kafka.register(collector);
             collector.register_with_unit(
                 "query_duration",
                 "Query API latency by endpoint and status class",

@@ -3,4 +3,6 @@
 pub mod grpc;
 pub mod http;
 pub mod jaeger;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod zipkin;

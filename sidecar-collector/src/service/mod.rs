@@ -7,6 +7,7 @@
 //! what it holds within its grace period).
 
 pub mod forward;
+pub mod kafka;
 pub mod pipelines;
 pub mod receivers;
 pub mod sampling;
@@ -96,18 +97,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )?;
     let mut store = None;
     let mut target = None;
+    let mut exporters = Vec::new();
     for e in &traces.exporters {
-        target = Some(match e {
+        match e {
             Exporter::Store => {
                 let (s, t) =
                     store::Store::start(&ctx, traces, sampling.adaptive.clone(), &mut system)?;
                 store = Some(s);
-                t
+                target = Some(t);
             }
-            Exporter::Forward => forward::start(&ctx, &mut system)?,
-        });
+            Exporter::Forward => target = Some(forward::start(&ctx, &mut system)?),
+            Exporter::Kafka => exporters.push(kafka::start_exporter(&ctx, &mut system)?),
+        }
     }
-    let target = target.ok_or_else(|| anyhow!("pipeline {}: no exporter", traces.name))?;
+    // Neither a store nor an upstream: a gateway to the other exporters.
+    let target = target.unwrap_or_else(|| {
+        meshtrace_collector::sink::Target::Gateway(ctx.telemetry.metrics.counters.clone())
+    });
     // After the store: replicas on one bucket share their counts through it.
     sampling.start_adaptive(&mut system);
     if plan.services.contains(&Service::FilterStats) {
@@ -118,7 +124,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         // Without a store, the query port serves metrics and health only.
         _ => telemetry::router(ctx.telemetry.clone()),
     };
-    let (receivers, udp_receivers) = receivers::apps(&ctx, traces, target)?;
+    let receivers::Receivers {
+        http: receivers,
+        udp: udp_receivers,
+        ingester,
+    } = receivers::apps(&ctx, traces, target, exporters)?;
     let (sampling_http, sampling_grpc) = sampling.apps(&ctx);
 
     // Ports last: a bad data directory or upstream fails before anything listens.
@@ -240,6 +250,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ))
         })
         .collect();
+    #[cfg(feature = "kafka")]
+    let ingester = ingester.map(|i| {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(i.run(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }))
+    });
+    #[cfg(not(feature = "kafka"))]
+    let ingester: Option<tokio::task::JoinHandle<()>> = ingester.map(|never| match never {});
     let udp_servers: Vec<_> = udp_bound
         .into_iter()
         .map(|(socket, receiver)| {
@@ -255,7 +274,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .collect();
     system.at_stop("listeners", async move {
         let _ = stop_tx.send(true);
-        for s in servers.into_iter().chain(udp_servers) {
+        for s in servers.into_iter().chain(udp_servers).chain(ingester) {
             let _ = s.await;
         }
     });

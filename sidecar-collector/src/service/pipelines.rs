@@ -20,6 +20,8 @@ pub enum Receiver {
     Zipkin,
     /// Jaeger's senders: UDP, Thrift over HTTP, gRPC (`receivers.jaeger`).
     Jaeger,
+    /// The Kafka topic, in a consumer group (`kafka.*`; ingester mode).
+    Kafka,
 }
 
 /// What is done to spans between receiving and exporting, in this order.
@@ -44,13 +46,15 @@ pub enum Exporter {
     Store,
     /// The upstream collector (`sidecar.*`): accepted once queued.
     Forward,
+    /// The Kafka topic (`kafka.*`): accepted once Kafka acknowledged.
+    Kafka,
 }
 
 impl Exporter {
     /// Whether a sender waits for it (all of today's do).
     pub fn durable(self) -> bool {
         match self {
-            Exporter::Store | Exporter::Forward => true,
+            Exporter::Store | Exporter::Forward | Exporter::Kafka => true,
         }
     }
 }
@@ -88,7 +92,7 @@ pub struct Plan {
 
 /// The plan of `cfg.mode`, with the optional parts `cfg` turns on.
 pub fn plan(cfg: &Config) -> Result<Plan, String> {
-    let receivers: Vec<Receiver> = [
+    let senders = [
         Some(Receiver::Otlp),
         (cfg.receivers.zipkin.on_in(cfg.mode) && !cfg.receivers.zipkin.listen.is_empty())
             .then_some(Receiver::Zipkin),
@@ -96,17 +100,39 @@ pub fn plan(cfg: &Config) -> Result<Plan, String> {
             .jaeger
             .on_in(cfg.mode)
             .then_some(Receiver::Jaeger),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    ];
+    let kafka = cfg.kafka.exports_in(cfg.mode).then_some(Exporter::Kafka);
+    let with = |e: &[Option<Exporter>]| -> Vec<Exporter> { e.iter().flatten().copied().collect() };
+    // What a store does with what it takes.
+    let storing = |receivers: Vec<Receiver>, exporters: Vec<Exporter>| {
+        let store = exporters.contains(&Exporter::Store);
+        Pipeline {
+            name: "traces",
+            receivers,
+            processors: [
+                Some(Processor::MemoryLimiter),
+                Some(Processor::Redaction),
+                store.then_some(Processor::TimeWindow),
+                (store && !cfg.sampling.adaptive.services.is_empty())
+                    .then_some(Processor::AdaptiveCounts),
+                (store && cfg.metrics.enabled).then_some(Processor::SpanMetrics),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            exporters,
+        }
+    };
     let plan = match cfg.mode {
         Mode::Sidecar => Plan {
             pipelines: vec![Pipeline {
                 name: "traces",
-                receivers: receivers.clone(),
+                receivers: senders.into_iter().flatten().collect(),
                 processors: vec![Processor::MemoryLimiter, Processor::Redaction],
-                exporters: vec![Exporter::Forward],
+                exporters: with(&[
+                    (!cfg.sidecar.upstream.is_empty()).then_some(Exporter::Forward),
+                    kafka,
+                ]),
             }],
             services: [
                 Some(Service::Sampling),
@@ -116,26 +142,36 @@ pub fn plan(cfg: &Config) -> Result<Plan, String> {
             .flatten()
             .collect(),
         },
-        Mode::Central | Mode::AllInOne => Plan {
-            pipelines: vec![Pipeline {
-                name: "traces",
-                receivers: receivers.clone(),
-                processors: [
-                    Some(Processor::MemoryLimiter),
-                    Some(Processor::Redaction),
-                    Some(Processor::TimeWindow),
-                    (!cfg.sampling.adaptive.services.is_empty())
-                        .then_some(Processor::AdaptiveCounts),
-                    cfg.metrics.enabled.then_some(Processor::SpanMetrics),
+        Mode::Central | Mode::AllInOne => {
+            let store = cfg.store.enabled.then_some(Exporter::Store);
+            Plan {
+                pipelines: vec![storing(
+                    senders.into_iter().flatten().collect(),
+                    with(&[store, kafka]),
+                )],
+                services: [
+                    cfg.store.enabled.then_some(Service::Query),
+                    Some(Service::Sampling),
                 ]
                 .into_iter()
                 .flatten()
                 .collect(),
-                exporters: vec![Exporter::Store],
-            }],
-            services: vec![Service::Query, Service::Sampling],
+            }
+        }
+        Mode::Ingester => Plan {
+            pipelines: vec![storing(vec![Receiver::Kafka], vec![Exporter::Store])],
+            services: vec![Service::Query],
         },
     };
+    if !cfg!(feature = "kafka")
+        && plan.pipelines.iter().any(|p| {
+            p.exporters.contains(&Exporter::Kafka) || p.receivers.contains(&Receiver::Kafka)
+        })
+    {
+        return Err(
+            "kafka.brokers: this collector was built without Kafka (cargo feature `kafka`)".into(),
+        );
+    }
     for p in &plan.pipelines {
         // Never optional: what arrives is bounded in memory and has its
         // credentials replaced, whatever the exporters.

@@ -12,7 +12,7 @@ use meshtrace_collector::receiver::grpc::{self, GrpcReceiver};
 use meshtrace_collector::receiver::http::{self, HttpState};
 use meshtrace_collector::receiver::jaeger::{self, JaegerGrpc, JaegerHttpState, UdpReceiver};
 use meshtrace_collector::receiver::zipkin::{self, ZipkinState};
-use meshtrace_collector::sink::{Sink, Target};
+use meshtrace_collector::sink::{Exporter, Sink, Target};
 use meshtrace_collector::telemetry;
 use std::sync::Arc;
 
@@ -30,16 +30,31 @@ pub struct UdpApp {
     pub receiver: UdpReceiver,
 }
 
-/// The apps of `pipeline`'s receivers, sending to `target`.
+/// What the ingester runs (`receiver::kafka`); nothing without the `kafka` feature.
+#[cfg(feature = "kafka")]
+pub type IngesterApp = meshtrace_collector::receiver::kafka::Ingester;
+#[cfg(not(feature = "kafka"))]
+pub type IngesterApp = std::convert::Infallible;
+
+/// A pipeline's receivers: HTTP and gRPC apps, UDP ports, the Kafka ingester.
+pub struct Receivers {
+    pub http: Vec<ReceiverApp>,
+    pub udp: Vec<UdpApp>,
+    pub ingester: Option<IngesterApp>,
+}
+
+/// The apps of `pipeline`'s receivers, sending to `target` and `exporters`.
 pub fn apps(
     ctx: &Context,
     pipeline: &Pipeline,
     target: Target,
-) -> anyhow::Result<(Vec<ReceiverApp>, Vec<UdpApp>)> {
+    exporters: Vec<Arc<dyn Exporter>>,
+) -> anyhow::Result<Receivers> {
     let cfg = &ctx.cfg;
     // Every pipeline redacts and limits memory (`pipelines::plan` checks it).
     debug_assert!(pipeline.has(Processor::Redaction) && pipeline.has(Processor::MemoryLimiter));
     let sink = Sink {
+        exporters,
         target,
         redaction: Arc::new(
             Redaction::new(&cfg.redaction.keys, &cfg.redaction.allow)
@@ -61,6 +76,8 @@ pub fn apps(
     );
     let mut apps = Vec::new();
     let mut udp = Vec::new();
+    #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
+    let mut ingester = None;
     for r in &pipeline.receivers {
         match r {
             Receiver::Otlp => {
@@ -101,6 +118,22 @@ pub fn apps(
                 .route_layer(room.clone())
                 .merge(telemetry::health_router(ctx.telemetry.clone())),
             }),
+            #[cfg(feature = "kafka")]
+            Receiver::Kafka => {
+                ingester = Some(meshtrace_collector::receiver::kafka::Ingester {
+                    sink: sink.clone(),
+                    limiter: ctx.limiter.clone(),
+                    settings: super::kafka::settings(cfg),
+                    max_batch_messages: cfg.kafka.max_batch_messages,
+                    metrics: ctx.telemetry.metrics.kafka.clone(),
+                });
+            }
+            #[cfg(not(feature = "kafka"))]
+            Receiver::Kafka => {
+                return Err(anyhow::anyhow!(
+                    "kafka.brokers: this collector was built without Kafka (cargo feature `kafka`)"
+                ))
+            }
             Receiver::Jaeger => {
                 let j = &cfg.receivers.jaeger;
                 if !j.thrift_http_listen.is_empty() {
@@ -163,5 +196,9 @@ pub fn apps(
             }
         }
     }
-    Ok((apps, udp))
+    Ok(Receivers {
+        http: apps,
+        udp,
+        ingester,
+    })
 }

@@ -12,6 +12,7 @@ pub mod collector;
 pub mod envoy;
 pub mod http;
 pub mod istio;
+pub mod kafka;
 pub mod load;
 pub mod otlp;
 pub mod otlp_receiver;
