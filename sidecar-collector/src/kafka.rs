@@ -54,6 +54,8 @@ pub struct StatsContext {
     metrics: Arc<KafkaMetrics>,
     /// The last `txretries` seen per broker (the counter grows by the difference).
     retries: Mutex<HashMap<String, u64>>,
+    /// When each kind of error was last logged.
+    logged: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl StatsContext {
@@ -61,11 +63,53 @@ impl StatsContext {
         StatsContext {
             metrics,
             retries: Mutex::new(HashMap::new()),
+            logged: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl ClientContext for StatsContext {
+    /// librdkafka reports every failed connection while a broker is down:
+    /// logged once a minute per kind (the metrics and the senders' answers
+    /// say the rest).
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        let now = std::time::Instant::now();
+        if let Ok(mut last) = self.logged.lock() {
+            match last.get(&kind) {
+                Some(at) if now.duration_since(*at) < Duration::from_secs(60) => return,
+                _ => {
+                    last.insert(kind, now);
+                }
+            }
+        }
+        tracing::warn!(error = %error, "Kafka: {reason} (repeats are logged once a minute)");
+    }
+
+    /// librdkafka's own log, warnings and worse, once a minute per facility.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if !matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Ok(mut last) = self.logged.lock() {
+            match last.get(fac) {
+                Some(at) if now.duration_since(*at) < Duration::from_secs(60) => return,
+                _ => {
+                    last.insert(fac.to_string(), now);
+                }
+            }
+        }
+        tracing::warn!(
+            facility = fac,
+            "librdkafka: {message} (repeats are logged once a minute)"
+        );
+    }
+
     fn stats(&self, s: Statistics) {
         if let Ok(mut seen) = self.retries.lock() {
             for (name, b) in &s.brokers {
@@ -110,7 +154,10 @@ pub fn client_config(s: &KafkaSettings, client_id: &str) -> ClientConfig {
 
 /// The exporter.
 pub struct KafkaExporter {
-    producer: FutureProducer<StatsContext>,
+    /// Replaced when librdkafka reports a fatal error (an idempotent
+    /// producer fenced by a broker that lost its state cannot produce again).
+    producer: std::sync::RwLock<Arc<FutureProducer<StatsContext>>>,
+    config: ClientConfig,
     topic: String,
     max_buffer_bytes: u64,
     /// Bytes produced and not yet acknowledged (or failed).
@@ -199,16 +246,73 @@ impl KafkaExporter {
         for (k, v) in &s.properties {
             c.set(k, v);
         }
-        let producer: FutureProducer<StatsContext> = c
-            .create_with_context(StatsContext::new(metrics.clone()))
-            .map_err(|e| KafkaError::Setup(format!("cannot create the producer: {e}")))?;
+        let producer = Self::create(&c, &metrics)?;
         Ok(KafkaExporter {
-            producer,
+            producer: std::sync::RwLock::new(producer),
+            config: c,
             topic: s.topic.clone(),
             max_buffer_bytes: s.max_buffer_bytes,
             buffered: AtomicU64::new(0),
             metrics,
         })
+    }
+
+    fn create(
+        c: &ClientConfig,
+        metrics: &Arc<KafkaMetrics>,
+    ) -> Result<Arc<FutureProducer<StatsContext>>, KafkaError> {
+        c.create_with_context(StatsContext::new(metrics.clone()))
+            .map(Arc::new)
+            .map_err(|e| KafkaError::Setup(format!("cannot create the producer: {e}")))
+    }
+
+    fn current(&self) -> Arc<FutureProducer<StatsContext>> {
+        match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// After a failure: if `failed` can never produce again — a fatal error,
+    /// or its producer id is no longer the broker's (`error`: a broker that
+    /// lost its state fences the idempotent producer) — a new producer takes
+    /// its place (once, whoever sees it first).
+    fn recover(
+        &self,
+        failed: &Arc<FutureProducer<StatsContext>>,
+        error: Option<rdkafka::error::RDKafkaErrorCode>,
+    ) {
+        use rdkafka::error::RDKafkaErrorCode as C;
+        let (code, reason) = match failed.client().fatal_error() {
+            Some(fatal) => fatal,
+            None => match error {
+                Some(
+                    c @ (C::ProducerFenced
+                    | C::InvalidProducerEpoch
+                    | C::UnknownProducerId
+                    | C::InvalidProducerIdMapping
+                    | C::OutOfOrderSequenceNumber),
+                ) => (c, "the broker no longer knows this producer".to_string()),
+                _ => return,
+            },
+        };
+        let Ok(mut current) = self.producer.write() else {
+            return;
+        };
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        match Self::create(&self.config, &self.metrics) {
+            Ok(fresh) => {
+                tracing::warn!(
+                    error = ?code,
+                    reason = %reason,
+                    "the Kafka producer failed for good; a new one takes its place"
+                );
+                *current = fresh;
+            }
+            Err(e) => tracing::error!(error = %e, "the Kafka producer cannot be replaced"),
+        }
     }
 
     /// Whether a request of `bytes` would be refused for room now.
@@ -254,18 +358,20 @@ impl KafkaExporter {
         self.metrics
             .buffered_bytes
             .set(self.buffered.load(Ordering::Relaxed));
+        let producer = self.current();
         let mut deliveries = Vec::with_capacity(messages.len());
         let mut refused = None;
         for ((key, payload), spans) in &messages {
             let record = FutureRecord::to(&self.topic)
                 .key(key.as_slice())
                 .payload(payload.as_slice());
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(d) => deliveries.push((d, payload.len() as u64, *spans)),
                 Err((e, _)) => {
                     refused = Some(KafkaError::Retry(format!(
                         "Kafka's producer queue refused a message: {e}"
                     )));
+                    self.recover(&producer, e.rdkafka_error_code());
                     break;
                 }
             }
@@ -276,6 +382,7 @@ impl KafkaExporter {
         let me = self.clone();
         Ok(async move {
             let mut failed = refused;
+            let mut code = None;
             for (d, bytes, spans) in deliveries {
                 let outcome = d.await;
                 me.release(bytes);
@@ -286,6 +393,7 @@ impl KafkaExporter {
                     }
                     Ok(Err((e, _))) => {
                         me.metrics.produce_failures.inc();
+                        code = code.or(e.rdkafka_error_code());
                         failed.get_or_insert(KafkaError::Retry(format!(
                             "Kafka did not take the spans: {e}"
                         )));
@@ -299,7 +407,10 @@ impl KafkaExporter {
                 }
             }
             match failed {
-                Some(e) => Err(e),
+                Some(e) => {
+                    me.recover(&producer, code);
+                    Err(e)
+                }
                 None => Ok(()),
             }
         })
@@ -315,8 +426,8 @@ impl KafkaExporter {
 
     /// Waits (on a blocking thread) up to `timeout` for what is buffered to be delivered.
     pub async fn flush(self: &Arc<Self>, timeout: Duration) {
-        let me = self.clone();
-        let _ = tokio::task::spawn_blocking(move || me.producer.flush(timeout)).await;
+        let producer = self.current();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
     }
 }
 
