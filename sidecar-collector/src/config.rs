@@ -71,6 +71,8 @@ pub struct Config {
     pub log_summary_interval: Duration,
     /// Kafka: the exporter and the ingester's consumer.
     pub kafka: KafkaConfig,
+    /// Exporters to other backends, beside the store.
+    pub exporters: ExportersConfig,
     /// Receivers for the senders teams already run, besides OTLP.
     pub receivers: ReceiversConfig,
 }
@@ -184,6 +186,56 @@ impl Default for Config {
             redaction: RedactionConfig::default(),
             receivers: ReceiversConfig::default(),
             kafka: KafkaConfig::default(),
+            exporters: ExportersConfig::default(),
+        }
+    }
+}
+
+/// Exporters to other backends.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportersConfig {
+    /// OTLP gRPC endpoints every accepted span is sent on to (Jaeger v2, Tempo,
+    /// an OpenTelemetry Collector, another meshtrace), each with its own queue.
+    pub otlp: Vec<OtlpExporterConfig>,
+}
+
+/// One OTLP exporter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpExporterConfig {
+    /// `http://host:4317`, or `https://` for TLS.
+    pub endpoint: String,
+    /// Headers sent with every export (`x-scope-orgid`, `authorization`, …).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `gzip`, `zstd` or `none`.
+    pub compression: String,
+    /// CA certificates for an `https://` endpoint (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Bytes queued for this endpoint, at most; past it spans are dropped for
+    /// it (counted, logged once a minute) and ingest goes on.
+    pub queue_bytes: u64,
+    /// One export's timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an export is retried before its spans are dropped for this endpoint.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_time: Duration,
+    /// Exports sent at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for OtlpExporterConfig {
+    fn default() -> Self {
+        OtlpExporterConfig {
+            endpoint: String::new(),
+            headers: Default::default(),
+            compression: "gzip".into(),
+            ca_file: None,
+            queue_bytes: 64 << 20,
+            timeout: Duration::from_secs(10),
+            max_retry_time: Duration::from_secs(300),
+            max_in_flight: 4,
         }
     }
 }
@@ -1185,6 +1237,42 @@ impl Config {
         if !(1..=100_000).contains(&k.max_batch_messages) {
             return Err(err("kafka.max_batch_messages", "must be in 1..=100000"));
         }
+        for (i, e) in self.exporters.otlp.iter().enumerate() {
+            let key = |f: &str| format!("exporters.otlp[{i}].{f}");
+            if !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://")) {
+                return Err(err(
+                    &key("endpoint"),
+                    format!(
+                        "{:?} must be http://host:port or https://host:port (OTLP gRPC)",
+                        e.endpoint
+                    ),
+                ));
+            }
+            if !matches!(e.compression.as_str(), "gzip" | "zstd" | "none") {
+                return Err(err(&key("compression"), "must be gzip, zstd or none"));
+            }
+            if e.queue_bytes < (1 << 20) {
+                return Err(err(&key("queue_bytes"), "must be at least 1048576"));
+            }
+            if !(1..=256).contains(&e.max_in_flight) {
+                return Err(err(&key("max_in_flight"), "must be between 1 and 256"));
+            }
+            if e.timeout.is_zero() {
+                return Err(err(&key("timeout"), "must be more than 0s"));
+            }
+            for (h, v) in &e.headers {
+                let name_ok = !h.is_empty()
+                    && h.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)
+                    });
+                if !name_ok || v.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+                    return Err(err(
+                        &key("headers"),
+                        format!("{h:?}: names are lowercase ASCII, values printable ASCII"),
+                    ));
+                }
+            }
+        }
         if self.mode == Mode::Ingester && k.brokers.is_empty() {
             return Err(err(
                 "kafka.brokers",
@@ -1198,10 +1286,10 @@ impl Config {
                     "only all-in-one and central mode can run without their store",
                 ));
             }
-            if k.brokers.is_empty() {
+            if k.brokers.is_empty() && self.exporters.otlp.is_empty() {
                 return Err(err(
                     "store.enabled",
-                    "false leaves the spans nowhere to go: set kafka.brokers (a gateway to Kafka)",
+                    "false leaves the spans nowhere to go: set kafka.brokers or exporters.otlp (a gateway)",
                 ));
             }
         }

@@ -93,6 +93,10 @@ pub struct ForwardSettings {
     pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// `Authorization: Bearer` sent with every export.
     pub token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Further headers sent with every export (an OTLP exporter's `headers`).
+    pub headers: tonic::metadata::MetadataMap,
+    /// How exports are compressed (none: as the sidecar sends to its central).
+    pub compression: Option<tonic::codec::CompressionEncoding>,
 }
 
 #[derive(Clone)]
@@ -247,6 +251,55 @@ impl Forwarder {
     }
 }
 
+/// An OTLP exporter beside the store (`exporters.otlp`): accepted spans are
+/// queued for its endpoint and sent by a forwarder of their own, never
+/// holding a sender — when its queue is full they are dropped for this
+/// endpoint (counted in its own counters, logged once a minute) and ingest
+/// and the store go on.
+pub struct OtlpExporter {
+    /// Its endpoint (in metrics and logs).
+    pub endpoint: String,
+    forwarder: Forwarder,
+    /// This exporter's own counters (`spans_forwarded`, `spans_dropped`, `queue_bytes`).
+    pub counters: Arc<Counters>,
+    last_logged: std::sync::Mutex<Option<Instant>>,
+}
+
+impl OtlpExporter {
+    pub fn new(endpoint: String, forwarder: Forwarder, counters: Arc<Counters>) -> OtlpExporter {
+        OtlpExporter {
+            endpoint,
+            forwarder,
+            counters,
+            last_logged: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Queues a copy of `req` for the endpoint, or drops it for this endpoint.
+    pub fn offer(&self, req: &ExportTraceServiceRequest) {
+        let n = span_count(req);
+        let queued = match self.forwarder.no_room_for(req.encoded_len() as u64) {
+            Some(e) => Err(e),
+            None => self.forwarder.enqueue(req.clone()),
+        };
+        if let Err(e) = queued {
+            self.counters.spans_dropped.inc_by(n);
+            let now = Instant::now();
+            if let Ok(mut last) = self.last_logged.lock() {
+                if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60)) {
+                    *last = Some(now);
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        spans = n,
+                        reason = %e,
+                        "OTLP exporter: spans dropped for this endpoint (its queue is full; logged once a minute)"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Splits a request into requests of at most `max` encoded bytes where it can
 /// (whole spans: one span larger than `max` goes alone), keeping each span's
 /// resource and scope.
@@ -335,17 +388,17 @@ fn jitter() -> f64 {
     0.5 + f64::from(nanos % 1000) / 1000.0
 }
 
-async fn export(
-    channel: &Channel,
-    body: Bytes,
-    token: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-) -> Result<(), Status> {
+async fn export(channel: &Channel, body: Bytes, s: &ForwardSettings) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
+    if let Some(c) = s.compression {
+        grpc = grpc.send_compressed(c);
+    }
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(format!("upstream not reachable: {e}")))?;
     let mut request = tonic::Request::new(body);
-    if let Some(t) = token {
+    *request.metadata_mut() = s.headers.clone();
+    if let Some(t) = &s.token {
         request.metadata_mut().insert("authorization", t.clone());
     }
     grpc.unary(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
@@ -472,7 +525,7 @@ async fn send_batch(
             );
             return;
         }
-        match export(channel, bytes.clone(), s.token.as_ref()).await {
+        match export(channel, bytes.clone(), s).await {
             Ok(()) => {
                 c.spans_forwarded.inc_by(n);
                 return;
@@ -678,6 +731,8 @@ mod tests {
                     shutdown_grace: Duration::from_secs(60),
                     tls: None,
                     token: None,
+                    headers: Default::default(),
+                    compression: None,
                 };
                 let counters = Arc::new(Counters::default());
                 let (f, _shutdown, task) = Forwarder::start(settings, counters.clone()).unwrap();

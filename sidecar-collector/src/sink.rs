@@ -80,6 +80,19 @@ pub trait Exporter: Send + Sync {
     fn export(self: Arc<Self>, req: &ExportTraceServiceRequest) -> Result<Delivery, Refusal>;
 }
 
+/// An OTLP exporter never refuses a sender: what its queue cannot take is
+/// dropped for its endpoint alone.
+impl Exporter for crate::forward::OtlpExporter {
+    fn no_room_for(&self, _bytes: u64) -> Option<Refusal> {
+        None
+    }
+
+    fn export(self: Arc<Self>, req: &ExportTraceServiceRequest) -> Result<Delivery, Refusal> {
+        self.offer(req);
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+}
+
 #[cfg(feature = "kafka")]
 impl From<crate::kafka::KafkaError> for Refusal {
     fn from(e: crate::kafka::KafkaError) -> Self {

@@ -348,6 +348,41 @@ impl KafkaMetrics {
     }
 }
 
+/// Labels of an OTLP exporter's series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+/// The OTLP exporters (`exporters.otlp`), per endpoint.
+#[derive(Debug, Default)]
+pub struct OtlpExportMetrics {
+    pub spans_sent: Family<EndpointLabel, Gauge<u64, AtomicU64>>,
+    pub spans_dropped: Family<EndpointLabel, Gauge<u64, AtomicU64>>,
+    pub queue_bytes: Family<EndpointLabel, UGauge>,
+}
+
+impl OtlpExportMetrics {
+    fn register(&self, r: &mut Registry) {
+        let o = r.sub_registry_with_prefix("otlp_export");
+        o.register(
+            "spans_sent",
+            "Spans each OTLP exporter's endpoint accepted (a running count)",
+            self.spans_sent.clone(),
+        );
+        o.register(
+            "spans_dropped",
+            "Spans each OTLP exporter gave up on: its queue full, or retries over (a running count)",
+            self.spans_dropped.clone(),
+        );
+        o.register(
+            "queue_bytes",
+            "Bytes queued for each OTLP exporter's endpoint",
+            self.queue_bytes.clone(),
+        );
+    }
+}
+
 /// Labels of a refusal series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -422,6 +457,7 @@ pub struct Metrics {
     pub memory: Arc<MemoryMetrics>,
     pub udp: Arc<UdpMetrics>,
     pub kafka: Arc<KafkaMetrics>,
+    pub otlp_export: Arc<OtlpExportMetrics>,
     /// Query API latency by endpoint.
     pub query_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
 }
@@ -435,6 +471,7 @@ impl Default for Metrics {
             memory: Arc::default(),
             udp: Arc::default(),
             kafka: Arc::default(),
+            otlp_export: Arc::default(),
             query_duration: Family::new_with_constructor(query_histogram),
         }
     }
@@ -461,6 +498,7 @@ impl Telemetry {
             metrics.memory.register(collector);
             metrics.udp.register(collector);
             metrics.kafka.register(collector);
+            metrics.otlp_export.register(collector);
             collector.register_with_unit(
                 "query_duration",
                 "Query API latency by endpoint and status class",

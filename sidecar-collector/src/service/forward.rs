@@ -21,6 +21,8 @@ pub fn start(ctx: &Context, system: &mut System) -> anyhow::Result<Target> {
         shutdown_grace: sc.shutdown_grace,
         tls: ctx.upstream_tls.clone(),
         token: ctx.upstream_token.clone(),
+        headers: Default::default(),
+        compression: None,
     };
     let counters = ctx.telemetry.metrics.counters.clone();
     let (forwarder, shutdown, task) =

@@ -8,6 +8,7 @@
 
 pub mod forward;
 pub mod kafka;
+pub mod otlp_export;
 pub mod pipelines;
 pub mod receivers;
 pub mod sampling;
@@ -108,6 +109,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
             Exporter::Forward => target = Some(forward::start(&ctx, &mut system)?),
             Exporter::Kafka => exporters.push(kafka::start_exporter(&ctx, &mut system)?),
+            Exporter::Otlp { durable: true } => {
+                // A gateway: the first endpoint is the target, the others beside it.
+                target = Some(meshtrace_collector::sink::Target::Forward(
+                    otlp_export::start_target(&ctx, &mut system)?,
+                ));
+                for e in otlp_export::start(&ctx, 1, &mut system)? {
+                    exporters.push(e);
+                }
+            }
+            Exporter::Otlp { durable: false } => {
+                for e in otlp_export::start(&ctx, 0, &mut system)? {
+                    exporters.push(e);
+                }
+            }
         }
     }
     // Neither a store nor an upstream: a gateway to the other exporters.

@@ -48,6 +48,12 @@ pub enum Exporter {
     Forward,
     /// The Kafka topic (`kafka.*`): accepted once Kafka acknowledged.
     Kafka,
+    /// OTLP endpoints (`exporters.otlp`), each with its own queue. Beside a
+    /// store or Kafka a full queue drops spans for its endpoint alone (not
+    /// durable); as the only exporter (a gateway) a sender is accepted once
+    /// the first endpoint's queue holds its spans, and told to retry when
+    /// it is full (durable, as the sidecar's forward queue).
+    Otlp { durable: bool },
 }
 
 impl Exporter {
@@ -55,6 +61,7 @@ impl Exporter {
     pub fn durable(self) -> bool {
         match self {
             Exporter::Store | Exporter::Forward | Exporter::Kafka => true,
+            Exporter::Otlp { durable } => durable,
         }
     }
 }
@@ -144,10 +151,13 @@ pub fn plan(cfg: &Config) -> Result<Plan, String> {
         },
         Mode::Central | Mode::AllInOne => {
             let store = cfg.store.enabled.then_some(Exporter::Store);
+            let otlp = (!cfg.exporters.otlp.is_empty()).then_some(Exporter::Otlp {
+                durable: store.is_none() && kafka.is_none(),
+            });
             Plan {
                 pipelines: vec![storing(
                     senders.into_iter().flatten().collect(),
-                    with(&[store, kafka]),
+                    with(&[store, kafka, otlp]),
                 )],
                 services: [
                     cfg.store.enabled.then_some(Service::Query),

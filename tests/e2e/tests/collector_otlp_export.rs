@@ -1,0 +1,112 @@
+//! The OTLP exporter: a collector stores and sends every accepted span on to
+//! another collector (OTLP gRPC, gzip, headers); a dead endpoint never holds
+//! ingest or the store (its spans are dropped for it alone, counted); with
+//! its store off a collector is a gateway.
+
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use meshtrace_proto::otlp::trace::v1::Span;
+use meshtrace_proto::prost::Message;
+use meshtrace_testkit::collector::Collector;
+use meshtrace_testkit::free_port;
+use meshtrace_testkit::otlp::{kv, now_ns, request};
+use std::time::{Duration, Instant};
+
+fn span(t: u8, id: u8, start: u64) -> Span {
+    Span {
+        trace_id: vec![t; 16],
+        span_id: vec![t, 0, 0, 0, 0, 0, 0, id],
+        name: format!("op-{id}"),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_000,
+        attributes: vec![kv("padding", &"x".repeat(2000))],
+        ..Default::default()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn has_trace(c: &Collector, t: u8) -> bool {
+    let v = c.get_json_until(&format!("/api/traces/{}", hex(&[t; 16])), |v| {
+        v["data"][0]["spans"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    });
+    v["data"][0]["spans"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty())
+}
+
+fn series(c: &Collector, name: &str) -> u64 {
+    let (_, m) = c.get("/metrics");
+    m.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_collector_stores_and_exports_to_another_and_a_dead_endpoint_holds_nothing() {
+    let second = Collector::start_in(meshtrace_testkit::scratch_path("otlp-second"));
+    let dead = free_port();
+    let first = Collector::start_with_config(&format!(
+        "exporters:\n  otlp:\n    - endpoint: http://127.0.0.1:{}\n      headers:\n        x-tenant: e2e\n    - endpoint: http://127.0.0.1:{dead}\n      queue_bytes: 1048576\n      compression: zstd\n",
+        second.grpc_port
+    ));
+    let now = now_ns();
+    assert_eq!(
+        first.post_otlp(&request("exported", vec![span(1, 1, now)]).encode_to_vec()),
+        200
+    );
+    assert!(has_trace(&first, 1), "stored locally");
+    assert!(has_trace(&second, 1), "exported to the second collector");
+    // The dead endpoint's queue (1 MiB) fills: ingest and the store go on.
+    let started = Instant::now();
+    for t in 2..40u8 {
+        let spans = (0..40).map(|i| span(t, i, now)).collect();
+        assert_eq!(
+            first.post_otlp(&request("exported", spans).encode_to_vec()),
+            200
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(has_trace(&first, 39));
+    assert!(has_trace(&second, 39));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while series(&first, "meshtrace_collector_otlp_export_spans_dropped{") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing counted as dropped for the dead endpoint"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(series(&first, "meshtrace_collector_otlp_export_spans_sent{") > 38 * 40);
+    assert!(
+        first.log().contains("spans dropped for this endpoint"),
+        "{}",
+        first.log()
+    );
+}
+
+#[test]
+fn with_its_store_off_a_collector_is_a_gateway() {
+    let second = Collector::start_in(meshtrace_testkit::scratch_path("otlp-behind"));
+    let gateway = Collector::start_with_config(&format!(
+        "mode: central\nstore:\n  enabled: false\nexporters:\n  otlp:\n    - endpoint: http://127.0.0.1:{}\n",
+        second.grpc_port
+    ));
+    let now = now_ns();
+    assert_eq!(
+        gateway.post_otlp(&request("through", vec![span(7, 1, now)]).encode_to_vec()),
+        200
+    );
+    assert!(has_trace(&second, 7));
+    assert_eq!(
+        gateway.get("/api/services").0,
+        404,
+        "the gateway serves no queries"
+    );
+}
