@@ -198,7 +198,7 @@ def main():
     if not WASM.exists():
         sys.exit(f"{WASM} is missing: run scripts/build-wasm")
     dirs = sys.argv[1:] or ["istio", "istio/wasmplugin", "istio/envoyfilter",
-                            "istio/collector", "istio/collector-replicas", "istio/policy",
+                            "istio/collector", "istio/collector-replicas", "istio/collector-kafka", "istio/policy",
                             "istio/monitoring",
                             "istio/examples/per-workload"]
     failed = False

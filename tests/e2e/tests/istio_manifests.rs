@@ -59,6 +59,7 @@ fn every_kustomization_passes_every_check() {
         ("istio/envoyfilter:", 3, 0, 1),
         ("istio/collector:", 0, 6, 0),
         ("istio/collector-replicas:", 0, 7, 0),
+        ("istio/collector-kafka:", 0, 9, 0),
         ("istio/examples/per-workload:", 2, 2, 1),
         ("istio/monitoring:", 1, 1, 0),
     ] {
@@ -212,4 +213,46 @@ fn the_replicas_manifests_run_the_blocks_engine_on_a_bucket() {
         cm["data"]["strategies.json"].is_string(),
         "the strategies kept"
     );
+}
+
+#[test]
+fn the_kafka_manifests_run_gateways_in_front_of_kafka_and_an_ingester() {
+    let docs = render("istio/collector-kafka");
+    assert!(
+        docs.iter().all(|d| !(d["kind"] == "PersistentVolumeClaim"
+            && d["metadata"]["name"] == "meshtrace-store")),
+        "the gateways keep no volume"
+    );
+    let gateways = find(&docs, "Deployment", "meshtrace-collector");
+    assert_eq!(
+        gateways["spec"]["replicas"], 3,
+        "the seed's three collectors"
+    );
+    let store = gateways["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "store")
+        .unwrap();
+    assert!(store["emptyDir"].is_object(), "{store}");
+    let cm = find(&docs, "ConfigMap", "meshtrace-collector-config");
+    let load = |key: &str| {
+        meshtrace_collector::config::Config::from_yaml(cm["data"][key].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+    };
+    let gateway = load("collector.yaml");
+    assert!(!gateway.store.enabled);
+    assert_eq!(gateway.kafka.brokers.len(), 3);
+    let ingester = load("ingester.yaml");
+    assert_eq!(ingester.mode, meshtrace_collector::config::Mode::Ingester);
+    assert_eq!(ingester.kafka.topic, gateway.kafka.topic, "one topic");
+    let deployment = find(&docs, "Deployment", "meshtrace-ingester");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["args"][1], "/etc/meshtrace/ingester.yaml");
+    let query = find(&docs, "Service", "meshtrace-query");
+    assert_eq!(
+        query["spec"]["selector"]["app.kubernetes.io/component"], "ingester",
+        "queries go to the ingester"
+    );
+    find(&docs, "NetworkPolicy", "meshtrace-ingester");
 }
