@@ -146,6 +146,21 @@ pub(crate) async fn inflated(
     }
 }
 
+/// Zipkin's and Jaeger's answer once the sink took the spans: `202`, saying
+/// how many were rejected, if any; a refusal as [`refused`].
+pub(crate) fn accepted(taken: Result<crate::sink::Accepted, Refusal>) -> Response {
+    match taken {
+        Ok(a) if a.rejected > 0 => (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("{} spans rejected: {}", a.rejected, a.message),
+        )
+            .into_response(),
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => refused(e),
+    }
+}
+
 pub(crate) fn refused(e: Refusal) -> Response {
     let (status, m) = match e {
         Refusal::Malformed(m) => (StatusCode::BAD_REQUEST, m),

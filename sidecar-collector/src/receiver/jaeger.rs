@@ -25,13 +25,13 @@ use crate::grpc::EncodedExport;
 use crate::ingest::jaeger::thrift::{self, Protocol};
 use crate::ingest::jaeger::{proto_cost, to_otlp};
 use crate::memory::{MemoryLimiter, RequestMemory};
-use crate::receiver::http::{inflated, media_type, plain, refused};
+use crate::receiver::http::{accepted, inflated, media_type, plain, refused};
 use crate::sink::{Refusal, Sink};
 use crate::telemetry::UdpMetrics;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use meshtrace_proto::jaeger::model::{PostSpansRequest, PostSpansResponse};
@@ -114,16 +114,7 @@ async fn traces(
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
     drop(raw);
-    match st.sink.accept(to_otlp(vec![batch]), memory).await {
-        Ok(a) if a.rejected > 0 => (
-            StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("{} spans rejected: {}", a.rejected, a.message),
-        )
-            .into_response(),
-        Ok(_) => StatusCode::ACCEPTED.into_response(),
-        Err(e) => refused(e),
-    }
+    accepted(st.sink.accept(to_otlp(vec![batch]), memory).await)
 }
 
 // ---- gRPC: CollectorService/PostSpans -----------------------------------------

@@ -8,12 +8,12 @@
 
 use crate::ingest::zipkin::{from_json_v1, from_json_v2, from_proto_v2, translation_bound};
 use crate::memory::RequestMemory;
-use crate::receiver::http::{inflated, media_type, plain, refused};
+use crate::receiver::http::{accepted, inflated, media_type, plain, refused};
 use crate::sink::{Refusal, Sink};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 
@@ -120,14 +120,5 @@ async fn take(
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
     drop(raw);
-    match st.sink.accept(req, memory).await {
-        Ok(a) if a.rejected > 0 => (
-            StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("{} spans rejected: {}", a.rejected, a.message),
-        )
-            .into_response(),
-        Ok(_) => StatusCode::ACCEPTED.into_response(),
-        Err(e) => refused(e),
-    }
+    accepted(st.sink.accept(req, memory).await)
 }
