@@ -42,7 +42,11 @@ impl Ingester {
             .set("auto.offset.reset", "earliest")
             // A restarted ingester takes its partitions back within seconds.
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            // A fetch waits at most this long for new messages: spans are
+            // queryable within about that of their acknowledgement (librdkafka's
+            // 500 ms made every trace half a second late, scripts/bench/pipeline).
+            .set("fetch.wait.max.ms", "50");
         for (k, v) in &s.properties {
             c.set(k, v);
         }
