@@ -136,8 +136,11 @@ pub fn plan(cfg: &Config) -> Result<Plan, String> {
                 name: "traces",
                 receivers: senders.into_iter().flatten().collect(),
                 processors: vec![Processor::MemoryLimiter, Processor::Redaction],
+                // Forwarding upstream, unless the sidecar only writes to Kafka
+                // (the configuration requires an upstream otherwise).
                 exporters: with(&[
-                    (!cfg.sidecar.upstream.is_empty()).then_some(Exporter::Forward),
+                    (!(cfg.sidecar.upstream.is_empty() && kafka.is_some()))
+                        .then_some(Exporter::Forward),
                     kafka,
                 ]),
             }],
@@ -285,8 +288,61 @@ mod tests {
     }
 
     #[test]
+    fn kafka_otlp_exporters_and_the_ingester_are_planned() {
+        let mut cfg = Config {
+            mode: Mode::Central,
+            ..Default::default()
+        };
+        cfg.kafka.brokers = vec!["k:9092".into()];
+        let p = plan(&cfg).unwrap();
+        assert_eq!(p.pipelines[0].exporters, [Exporter::Store, Exporter::Kafka]);
+        cfg.store.enabled = false;
+        cfg.exporters.otlp = vec![Default::default()];
+        let p = plan(&cfg).unwrap();
+        assert_eq!(
+            p.pipelines[0].exporters,
+            [Exporter::Kafka, Exporter::Otlp { durable: false }],
+            "Kafka acknowledges; the OTLP endpoint never holds a sender"
+        );
+        assert!(
+            !p.pipelines[0].has(Processor::SpanMetrics),
+            "nothing stored"
+        );
+        assert_eq!(p.services, [Service::Sampling], "no query API");
+        cfg.kafka.brokers.clear();
+        assert_eq!(
+            plan(&cfg).unwrap().pipelines[0].exporters,
+            [Exporter::Otlp { durable: true }],
+            "a gateway: the endpoint's queue acknowledges"
+        );
+        let mut sidecar = Config {
+            mode: Mode::Sidecar,
+            ..Default::default()
+        };
+        sidecar.kafka.brokers = vec!["k:9092".into()];
+        assert_eq!(
+            plan(&sidecar).unwrap().pipelines[0].exporters,
+            [Exporter::Kafka]
+        );
+        sidecar.sidecar.upstream = "http://c:4317".into();
+        assert_eq!(
+            plan(&sidecar).unwrap().pipelines[0].exporters,
+            [Exporter::Forward, Exporter::Kafka]
+        );
+        let ingester = Config {
+            mode: Mode::Ingester,
+            ..Default::default()
+        };
+        let p = plan(&ingester).unwrap();
+        assert_eq!(p.pipelines[0].receivers, [Receiver::Kafka]);
+        assert_eq!(p.pipelines[0].exporters, [Exporter::Store]);
+        assert!(p.pipelines[0].has(Processor::SpanMetrics));
+        assert_eq!(p.services, [Service::Query]);
+    }
+
+    #[test]
     fn every_pipeline_acknowledges_through_a_durable_exporter() {
-        for mode in [Mode::Sidecar, Mode::Central, Mode::AllInOne] {
+        for mode in [Mode::Sidecar, Mode::Central, Mode::AllInOne, Mode::Ingester] {
             let cfg = Config {
                 mode,
                 ..Default::default()
