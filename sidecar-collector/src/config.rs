@@ -195,8 +195,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportersConfig {
-    /// OTLP gRPC endpoints every accepted span is sent on to (Jaeger v2, Tempo,
-    /// an OpenTelemetry Collector, another meshtrace), each with its own queue.
+    /// OTLP endpoints (gRPC or HTTP) every accepted span is sent on to (Jaeger
+    /// v2, Tempo, an OpenTelemetry Collector, another meshtrace), each with its own queue.
     pub otlp: Vec<OtlpExporterConfig>,
 }
 
@@ -204,8 +204,11 @@ pub struct ExportersConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpExporterConfig {
-    /// `http://host:4317`, or `https://` for TLS.
+    /// `http://host:4317`, or `https://` for TLS; with `http/protobuf`, the
+    /// base URL spans are posted under (`…/v1/traces` appended unless given).
     pub endpoint: String,
+    /// `grpc` or `http/protobuf` (OTLP over HTTP, as `OTEL_EXPORTER_OTLP_PROTOCOL` names it).
+    pub protocol: String,
     /// Headers sent with every export (`x-scope-orgid`, `authorization`, …).
     pub headers: std::collections::BTreeMap<String, String>,
     /// `gzip`, `zstd` or `none`.
@@ -229,6 +232,7 @@ impl Default for OtlpExporterConfig {
     fn default() -> Self {
         OtlpExporterConfig {
             endpoint: String::new(),
+            protocol: "grpc".into(),
             headers: Default::default(),
             compression: "gzip".into(),
             ca_file: None,
@@ -1239,14 +1243,23 @@ impl Config {
         }
         for (i, e) in self.exporters.otlp.iter().enumerate() {
             let key = |f: &str| format!("exporters.otlp[{i}].{f}");
+            if !matches!(e.protocol.as_str(), "grpc" | "http/protobuf") {
+                return Err(err(
+                    &key("protocol"),
+                    format!("{:?}: must be grpc or http/protobuf", e.protocol),
+                ));
+            }
             if !(e.endpoint.starts_with("http://") || e.endpoint.starts_with("https://")) {
                 return Err(err(
                     &key("endpoint"),
                     format!(
-                        "{:?} must be http://host:port or https://host:port (OTLP gRPC)",
+                        "{:?} must be http://host:port or https://host:port",
                         e.endpoint
                     ),
                 ));
+            }
+            if e.protocol != "grpc" {
+                crate::forward::traces_url(&e.endpoint).map_err(|m| err(&key("endpoint"), m))?;
             }
             if !matches!(e.compression.as_str(), "gzip" | "zstd" | "none") {
                 return Err(err(&key("compression"), "must be gzip, zstd or none"));
@@ -1580,6 +1593,14 @@ mod tests {
                 "sampling.adaptive.max_operations_per_service",
             ),
             ("log_format: xml", "log_format"),
+            (
+                "exporters:\n  otlp:\n    - endpoint: http://t:4318\n      protocol: http/json",
+                "exporters.otlp[0].protocol",
+            ),
+            (
+                "exporters:\n  otlp:\n    - endpoint: http://\n      protocol: http/protobuf",
+                "exporters.otlp[0].endpoint",
+            ),
             ("mode: sidecar", "sidecar.upstream"),
             (
                 "mode: sidecar\nsidecar:\n  upstream: central:4317",

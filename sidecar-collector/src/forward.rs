@@ -30,6 +30,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+mod http;
+pub use http::traces_url;
+
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Sends already-encoded request bytes; decodes the response with prost.
@@ -97,6 +100,43 @@ pub struct ForwardSettings {
     pub headers: tonic::metadata::MetadataMap,
     /// How exports are compressed (none: as the sidecar sends to its central).
     pub compression: Option<tonic::codec::CompressionEncoding>,
+    /// OTLP over gRPC, or over HTTP (`http/protobuf`).
+    pub protocol: Protocol,
+    /// CA certificates (PEM) of an `https://` endpoint for the HTTP protocol
+    /// (gRPC takes them in `tls`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// How exports travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    /// `POST …/v1/traces`, `application/x-protobuf`.
+    HttpProtobuf,
+}
+
+/// The client exports go out through.
+enum Transport {
+    Grpc(Channel),
+    Http(http::HttpExport),
+}
+
+impl Transport {
+    /// What a batch is sent as (every attempt sends the same bytes).
+    async fn body(&self, batch: Bytes) -> Result<Bytes, Status> {
+        match self {
+            Transport::Grpc(_) => Ok(batch),
+            Transport::Http(h) => h.body(batch).await,
+        }
+    }
+
+    async fn send(&self, body: Bytes, s: &ForwardSettings) -> Result<(), Status> {
+        match self {
+            Transport::Grpc(channel) => export(channel, body, s).await,
+            Transport::Http(h) => h.send(body).await,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -143,16 +183,21 @@ impl Forwarder {
         s: ForwardSettings,
         counters: Arc<Counters>,
     ) -> Result<(Forwarder, Shutdown, tokio::task::JoinHandle<()>), String> {
-        let mut endpoint = Channel::from_shared(s.upstream.clone())
-            .map_err(|e| format!("sidecar.upstream: {:?} is not a URL: {e}", s.upstream))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(s.timeout);
-        if let Some(tls) = &s.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| format!("sidecar.ca_file: {e}"))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let transport = match s.protocol {
+            Protocol::HttpProtobuf => Transport::Http(http::HttpExport::new(&s)?),
+            Protocol::Grpc => {
+                let mut endpoint = Channel::from_shared(s.upstream.clone())
+                    .map_err(|e| format!("{:?} is not a URL: {e}", s.upstream))?
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(s.timeout);
+                if let Some(tls) = &s.tls {
+                    endpoint = endpoint
+                        .tls_config(tls.clone())
+                        .map_err(|e| format!("ca_file: {e}"))?;
+                }
+                Transport::Grpc(endpoint.connect_lazy())
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let c = counters.clone();
         let (max_bytes, batch_bytes) = (s.queue_bytes, s.batch_bytes);
@@ -160,7 +205,7 @@ impl Forwarder {
             deadline: Arc::default(),
             wake: Arc::default(),
         };
-        let task = tokio::spawn(run(rx, channel, s, c, shutdown.clone()));
+        let task = tokio::spawn(run(rx, Arc::new(transport), s, c, shutdown.clone()));
         Ok((
             Forwarder {
                 tx,
@@ -436,7 +481,7 @@ impl Drops {
 /// queue is closed and every batch in flight is done.
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Item>,
-    channel: Channel,
+    transport: Arc<Transport>,
     s: ForwardSettings,
     c: Arc<Counters>,
     shutdown: Shutdown,
@@ -484,15 +529,15 @@ async fn run(
         }
         let size = batch.len() as u64;
         let bytes = batch.split().freeze();
-        let (channel, s, c, shutdown, drops) = (
-            channel.clone(),
+        let (transport, s, c, shutdown, drops) = (
+            transport.clone(),
             s.clone(),
             c.clone(),
             shutdown.clone(),
             drops.clone(),
         );
         sending.spawn(async move {
-            send_batch(&channel, &s, &c, &shutdown, &drops, bytes, n).await;
+            send_batch(&transport, &s, &c, &shutdown, &drops, bytes, n).await;
             // Its place in the queue is free once it is sent or dropped.
             c.queue_bytes.dec_by(size);
             c.queue_depth.dec_by(requests);
@@ -505,7 +550,7 @@ async fn run(
 /// Sends one batch, retrying what is retryable until `max_retry_time` or the
 /// end of the shutdown grace; counts it forwarded or dropped.
 async fn send_batch(
-    channel: &Channel,
+    transport: &Transport,
     s: &ForwardSettings,
     c: &Counters,
     shutdown: &Shutdown,
@@ -515,6 +560,13 @@ async fn send_batch(
 ) {
     let started = Instant::now();
     let mut delay = s.retry_initial;
+    let bytes = match transport.body(bytes).await {
+        Ok(b) => b,
+        Err(status) => {
+            Drops::drop_spans(drops, n, "the batch could not be encoded", status.message());
+            return;
+        }
+    };
     loop {
         if shutdown.passed() {
             Drops::drop_spans(
@@ -525,7 +577,7 @@ async fn send_batch(
             );
             return;
         }
-        match export(channel, bytes.clone(), s).await {
+        match transport.send(bytes.clone(), s).await {
             Ok(()) => {
                 c.spans_forwarded.inc_by(n);
                 return;
@@ -733,6 +785,8 @@ mod tests {
                     token: None,
                     headers: Default::default(),
                     compression: None,
+                    protocol: Protocol::Grpc,
+                    ca_pem: None,
                 };
                 let counters = Arc::new(Counters::default());
                 let (f, _shutdown, task) = Forwarder::start(settings, counters.clone()).unwrap();

@@ -1,8 +1,8 @@
-//! OTLP/HTTP `POST /v1/traces` (protobuf or JSON, gzip). Answers after the
+//! OTLP/HTTP `POST /v1/traces` (protobuf or JSON, gzip or zstd). Answers after the
 //! spans are committed; a full queue, a failing store or the memory limit
 //! answers 503 with `Retry-After` (retryable per the OTLP spec), never a
-//! silent drop; what could never fit in memory 413. A gzip body is inflated in
-//! steps, each reserved in memory first.
+//! silent drop; what could never fit in memory 413. A compressed body is
+//! inflated in steps, each reserved in memory first.
 
 use crate::memory::RequestMemory;
 use crate::sink::{Encoding, Refusal, Sink};
@@ -73,33 +73,80 @@ pub(crate) fn media_type<T: Copy>(
     })
 }
 
-/// Inflates a gzip body in steps, growing the request's memory reservation
-/// before each step; at most `max` bytes.
-async fn gunzip(
+/// A body's `Content-Encoding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContentEncoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+/// The body's `Content-Encoding`, or the `415` naming what is accepted.
+#[allow(clippy::result_large_err)]
+fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, Response> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(ContentEncoding::Identity);
+    };
+    let given = String::from_utf8_lossy(v.as_bytes())
+        .trim()
+        .to_ascii_lowercase();
+    match given.as_str() {
+        "" | "identity" => Ok(ContentEncoding::Identity),
+        "gzip" | "x-gzip" => Ok(ContentEncoding::Gzip),
+        "zstd" => Ok(ContentEncoding::Zstd),
+        _ => Err(plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content-encoding {given:?} is not supported: send gzip, zstd or identity"),
+        )),
+    }
+}
+
+/// Inflates a gzip or zstd body in steps, growing the request's memory
+/// reservation before each step; at most `max` bytes. zstd's window (the
+/// decoder's own buffer) is at most `max` rounded up to a power of two, and
+/// no more than the frame says it holds: reserved first too.
+async fn inflate(
+    encoding: ContentEncoding,
     body: &[u8],
     max: usize,
     memory: Option<&RequestMemory>,
 ) -> Result<Vec<u8>, Response> {
     const STEP: usize = 256 * 1024;
-    let mut dec = flate2::read::GzDecoder::new(body).take(max as u64 + 1);
+    let name = match encoding {
+        ContentEncoding::Zstd => "zstd",
+        _ => "gzip",
+    };
+    let invalid =
+        |e: std::io::Error| plain(StatusCode::BAD_REQUEST, format!("invalid {name} body: {e}"));
+    let window_log = max.max(1 << 10).next_power_of_two().trailing_zeros();
+    let (mut dec, window): (Box<dyn Read + Send + '_>, usize) = match encoding {
+        ContentEncoding::Zstd => {
+            let content = zstd::zstd_safe::get_frame_content_size(body)
+                .ok()
+                .flatten()
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            let mut d = zstd::stream::read::Decoder::with_buffer(body).map_err(invalid)?;
+            d.window_log_max(window_log).map_err(invalid)?;
+            (
+                Box::new(d.take(max as u64 + 1)),
+                content.min(1 << window_log),
+            )
+        }
+        _ => (
+            Box::new(flate2::read::GzDecoder::new(body).take(max as u64 + 1)),
+            0,
+        ),
+    };
     let mut out = Vec::new();
     loop {
         if let Some(m) = memory {
-            m.grow_to((body.len() + out.len() + STEP) as u64)
+            m.grow_to((body.len() + window + out.len() + STEP) as u64)
                 .await
                 .map_err(|e| refused(Refusal::from(e)))?;
         }
         let before = out.len();
         out.resize(before + STEP, 0);
-        let n = match read_some(&mut dec, &mut out[before..]) {
-            Ok(n) => n,
-            Err(e) => {
-                return Err(plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid gzip body: {e}"),
-                ))
-            }
-        };
+        let n = read_some(&mut dec, &mut out[before..]).map_err(invalid)?;
         out.truncate(before + n);
         if out.len() > max {
             return Err(plain(
@@ -125,7 +172,7 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// The body, inflated if it is gzip (`Content-Encoding`); refused first if
+/// The body, inflated if it is gzip or zstd (`Content-Encoding`); refused first if
 /// the sink's queue has no room for it (it inflates to no less).
 pub(crate) async fn inflated(
     sink: &Sink,
@@ -135,14 +182,9 @@ pub(crate) async fn inflated(
     memory: Option<&RequestMemory>,
 ) -> Result<Bytes, Response> {
     sink.room_for(body.len() as u64).map_err(refused)?;
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    if gzip {
-        Ok(Bytes::from(gunzip(&body, max, memory).await?))
-    } else {
-        Ok(body)
+    match content_encoding(headers)? {
+        ContentEncoding::Identity => Ok(body),
+        e => Ok(Bytes::from(inflate(e, &body, max, memory).await?)),
     }
 }
 

@@ -23,10 +23,12 @@ pub fn start(ctx: &Context, system: &mut System) -> anyhow::Result<Target> {
         token: ctx.upstream_token.clone(),
         headers: Default::default(),
         compression: None,
+        protocol: Default::default(),
+        ca_pem: None,
     };
     let counters = ctx.telemetry.metrics.counters.clone();
-    let (forwarder, shutdown, task) =
-        Forwarder::start(settings, counters.clone()).map_err(|e| anyhow!(e))?;
+    let (forwarder, shutdown, task) = Forwarder::start(settings, counters.clone())
+        .map_err(|e| anyhow!("sidecar.upstream: {e}"))?;
     let grace = sc.shutdown_grace;
     system.at_stop("forward", async move {
         // Every sender is gone: the task ends once the queue is forwarded, or

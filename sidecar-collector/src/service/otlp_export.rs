@@ -6,7 +6,7 @@
 use super::{Context, System};
 use anyhow::{anyhow, Context as _};
 use meshtrace_collector::config::OtlpExporterConfig;
-use meshtrace_collector::forward::{ForwardSettings, Forwarder, OtlpExporter};
+use meshtrace_collector::forward::{ForwardSettings, Forwarder, OtlpExporter, Protocol};
 use meshtrace_collector::telemetry::{Counters, EndpointLabel};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,17 +21,20 @@ fn settings(ctx: &Context, e: &OtlpExporterConfig) -> anyhow::Result<ForwardSett
             .map_err(|_| anyhow!("exporters.otlp: header {k:?}: not a header value"))?;
         headers.insert(key, value);
     }
-    let tls = if e.endpoint.starts_with("https://") {
-        let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &e.ca_file {
-            let pem = std::fs::read(ca)
-                .with_context(|| format!("exporters.otlp: reading ca_file {}", ca.display()))?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        Some(tls)
-    } else {
-        None
+    let ca_pem = match &e.ca_file {
+        Some(ca) => Some(
+            std::fs::read(ca)
+                .with_context(|| format!("exporters.otlp: reading ca_file {}", ca.display()))?,
+        ),
+        None => None,
     };
+    let tls = e.endpoint.starts_with("https://").then(|| {
+        let tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+        match &ca_pem {
+            Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => tls,
+        }
+    });
     Ok(ForwardSettings {
         upstream: e.endpoint.clone(),
         queue_bytes: e.queue_bytes,
@@ -50,6 +53,11 @@ fn settings(ctx: &Context, e: &OtlpExporterConfig) -> anyhow::Result<ForwardSett
             "zstd" => Some(tonic::codec::CompressionEncoding::Zstd),
             _ => None,
         },
+        protocol: match e.protocol.as_str() {
+            "http/protobuf" => Protocol::HttpProtobuf,
+            _ => Protocol::Grpc,
+        },
+        ca_pem,
     })
 }
 

@@ -253,6 +253,22 @@ fn bad_input_gets_clear_errors_and_the_collector_keeps_serving() {
     ));
     assert_eq!(s, 400, "{msg}");
     assert!(msg.contains("gzip"), "{msg}");
+    let (s, msg) = status_and_text(post(
+        c.otlp_port,
+        "application/x-protobuf",
+        &[("content-encoding", "zstd")],
+        b"not zstd",
+    ));
+    assert_eq!(s, 400, "{msg}");
+    assert!(msg.contains("invalid zstd body"), "{msg}");
+    let (s, msg) = status_and_text(post(
+        c.otlp_port,
+        "application/x-protobuf",
+        &[("content-encoding", "br")],
+        b"brotli",
+    ));
+    assert_eq!(s, 415, "{msg}");
+    assert!(msg.contains("\"br\" is not supported"), "{msg}");
     still_serving(&c, 9);
 }
 

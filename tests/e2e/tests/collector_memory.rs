@@ -52,14 +52,24 @@ fn central_in_1gib_refuses_amplification_keeps_serving_and_loses_nothing() {
     let steady = Steady::start(c.otlp_port, 2);
     let t0 = Instant::now();
 
-    // 16 MiB of empty ResourceSpans (under otlp.max_message_bytes), gzipped to ~16 KB,
-    // four at once, three times: each decodes to gigabytes.
+    // 16 MiB of empty ResourceSpans (under otlp.max_message_bytes), gzipped to ~16 KB
+    // (and in zstd to less), four at once, three times: each decodes to gigabytes.
     let bomb = gzip(&empty_resource_spans(16 * MIB - 64));
-    eprintln!("gzip bomb: {} bytes on the wire", bomb.len());
+    let zstd_bomb = zstd::bulk::compress(&empty_resource_spans(16 * MIB - 64), 19).unwrap();
+    eprintln!(
+        "gzip bomb: {} bytes on the wire, zstd: {}",
+        bomb.len(),
+        zstd_bomb.len()
+    );
     for _ in 0..3 {
         let answers: Vec<(u16, String)> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| send(c.otlp_port, &[("content-encoding", "gzip")], &bomb)))
+            let hs: Vec<_> = [("gzip", &bomb), ("zstd", &zstd_bomb)]
+                .repeat(2)
+                .into_iter()
+                .map(|(encoding, body)| {
+                    let port = c.otlp_port;
+                    s.spawn(move || send(port, &[("content-encoding", encoding)], body))
+                })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });

@@ -110,3 +110,56 @@ fn with_its_store_off_a_collector_is_a_gateway() {
         "the gateway serves no queries"
     );
 }
+
+/// OTLP over HTTP (`http/protobuf`): to one collector in zstd with a header,
+/// to another in gzip at a full `/v1/traces` URL; an endpoint that answers
+/// `404` is refused for good at once (the specification retries only 429,
+/// 502, 503 and 504), counted and named in the log, and the others go on.
+#[test]
+fn otlp_over_http_in_zstd_and_gzip_and_a_final_refusal() {
+    let zstd_to = Collector::start_in(meshtrace_testkit::scratch_path("otlp-http-zstd"));
+    let gzip_to = Collector::start_in(meshtrace_testkit::scratch_path("otlp-http-gzip"));
+    let first = Collector::start_with_config(&format!(
+        "exporters:\n  otlp:\n\
+         \x20   - endpoint: http://127.0.0.1:{}\n      protocol: http/protobuf\n      compression: zstd\n      headers:\n        x-tenant: e2e\n\
+         \x20   - endpoint: http://127.0.0.1:{}/v1/traces\n      protocol: http/protobuf\n      compression: gzip\n\
+         \x20   - endpoint: http://127.0.0.1:{}/nothing-here\n      protocol: http/protobuf\n",
+        zstd_to.otlp_port, gzip_to.otlp_port, zstd_to.query_port
+    ));
+    let now = now_ns();
+    for t in 20..30u8 {
+        let spans = (0..20).map(|i| span(t, i, now)).collect();
+        assert_eq!(
+            first.post_otlp(&request("over-http", spans).encode_to_vec()),
+            200
+        );
+    }
+    for t in 20..30u8 {
+        assert!(has_trace(&first, t), "stored locally");
+        assert!(has_trace(&zstd_to, t), "exported in zstd");
+        assert!(has_trace(&gzip_to, t), "exported in gzip");
+    }
+    let v = zstd_to.get_json_until(&format!("/api/traces/{}", hex(&[29; 16])), |v| {
+        v["data"][0]["spans"].as_array().map(Vec::len) == Some(20)
+    });
+    assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(20));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while series(&first, "meshtrace_collector_otlp_export_spans_dropped{") < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the refused endpoint's spans are not counted as dropped:\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = first.log();
+    assert!(
+        log.contains("HTTP 404") || log.contains("HTTP 405"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("retrying"),
+        "a final refusal is not retried: {log}"
+    );
+    assert!(series(&first, "meshtrace_collector_otlp_export_spans_sent{") >= 400);
+}
