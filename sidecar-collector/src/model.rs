@@ -498,6 +498,117 @@ pub fn span_matches_tag(span: &StoredSpan, key: &str, value: &str) -> bool {
         || span.span.events.iter().any(|e| attr_is(&e.attributes))
 }
 
+/// Tag names OpenTelemetry's semantic conventions renamed, older → current
+/// (OpenTracing's and Jaeger clients' names, OTel's before HTTP and
+/// networking went stable): a search for either name answers both
+/// ([`TagFilter`]). Values must be equal; `http.target` (now `url.path` and
+/// `url.query`, two values) has no single counterpart and is not here.
+pub const RENAMED_TAGS: &[(&str, &str)] = &[
+    ("http.status_code", "http.response.status_code"),
+    ("http.method", "http.request.method"),
+    ("http.url", "url.full"),
+    ("http.scheme", "url.scheme"),
+    ("http.host", "server.address"),
+    ("http.user_agent", "user_agent.original"),
+    ("http.client_ip", "client.address"),
+    ("http.flavor", "network.protocol.version"),
+    ("http.request_content_length", "http.request.body.size"),
+    ("http.response_content_length", "http.response.body.size"),
+    ("net.peer.name", "server.address"),
+    ("net.peer.port", "server.port"),
+    ("net.host.name", "server.address"),
+    ("net.host.port", "server.port"),
+    ("net.peer.ip", "network.peer.address"),
+    ("net.sock.peer.addr", "network.peer.address"),
+    ("net.sock.peer.port", "network.peer.port"),
+    ("net.protocol.name", "network.protocol.name"),
+    ("net.protocol.version", "network.protocol.version"),
+    ("peer.hostname", "server.address"),
+    ("peer.port", "server.port"),
+    ("peer.ipv4", "network.peer.address"),
+    ("db.statement", "db.query.text"),
+    ("db.operation", "db.operation.name"),
+    ("db.name", "db.namespace"),
+    ("db.system", "db.system.name"),
+    ("messaging.destination", "messaging.destination.name"),
+];
+
+/// The names a search for tag `key` looks under: `key` itself, its current
+/// name if it is an older one, and the older names of a current one.
+pub fn tag_names(key: &str) -> Vec<&str> {
+    let mut out = vec![key];
+    for (old, new) in RENAMED_TAGS {
+        if *old == key {
+            out.push(new);
+        } else if *new == key {
+            out.push(old);
+        }
+    }
+    out
+}
+
+/// A search's tag conditions, each `key = value` matching under any of the
+/// key's names ([`tag_names`]); all of them on one span, or any (`tagsOp=or`).
+#[derive(Debug, Clone, Default)]
+pub struct TagFilter {
+    /// Per condition: its names and its value.
+    tags: Vec<(Vec<String>, String)>,
+    /// Per condition: the hashes of its names with its value ([`tag_hash`]).
+    hashes: Vec<Vec<u64>>,
+    any: bool,
+}
+
+impl TagFilter {
+    pub fn new(tags: &[(String, String)], any: bool) -> TagFilter {
+        let tags: Vec<(Vec<String>, String)> = tags
+            .iter()
+            .map(|(k, v)| {
+                let names = tag_names(k).into_iter().map(str::to_string).collect();
+                (names, v.clone())
+            })
+            .collect();
+        let hashes = tags
+            .iter()
+            .map(|(names, v)| names.iter().map(|k| tag_hash(k, v)).collect())
+            .collect();
+        TagFilter { tags, hashes, any }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// The conditions: each one's names and value.
+    pub fn conditions(&self) -> impl Iterator<Item = (&[String], &str)> {
+        self.tags.iter().map(|(n, v)| (n.as_slice(), v.as_str()))
+    }
+
+    pub fn any(&self) -> bool {
+        self.any
+    }
+
+    fn holds(&self, one: impl Fn(usize) -> bool) -> bool {
+        if self.any {
+            (0..self.tags.len()).any(one)
+        } else {
+            (0..self.tags.len()).all(one)
+        }
+    }
+
+    /// Whether the span meets the conditions ([`span_matches_tag`] under each name).
+    pub fn matches(&self, span: &StoredSpan) -> bool {
+        self.holds(|i| {
+            let (names, v) = &self.tags[i];
+            names.iter().any(|k| span_matches_tag(span, k, v))
+        })
+    }
+
+    /// The same test on tag hashes: `has` says whether one is (or may be) there.
+    pub fn matches_hashes(&self, has: impl Fn(u64) -> bool) -> bool {
+        self.holds(|i| self.hashes[i].iter().any(|h| has(*h)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,6 +817,87 @@ mod tag_hash_tests {
                     "tag {}={}", k, v
                 );
             }
+        }
+    }
+
+    fn renamed_pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+        let key = prop::sample::select(vec![
+            "http.status_code",
+            "http.response.status_code",
+            "server.address",
+            "net.peer.name",
+            "net.host.name",
+            "custom",
+        ]);
+        prop::collection::vec((key, prop::sample::select(vec!["1", "2"])), 0..4).prop_map(|v| {
+            v.into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// A filter with renamed names reads the same on a span as on its hashes.
+        #[test]
+        fn a_filter_reads_the_same_on_spans_and_on_their_hashes(
+            attrs in renamed_pairs(), resource in renamed_pairs(),
+            tags in renamed_pairs(), any in any::<bool>(),
+        ) {
+            let kv = |v: &Vec<(String, String)>| {
+                kvs(&v.iter().map(|(k, x)| (k.clone(), 0u8, x.clone())).collect::<Vec<_>>())
+            };
+            let stored = StoredSpan {
+                span: Span { attributes: kv(&attrs), ..Default::default() },
+                origin: Arc::new(Origin {
+                    resource: Resource { attributes: kv(&resource), ..Default::default() },
+                    scope: InstrumentationScope::default(),
+                }),
+            };
+            let hashes = stored_tag_hashes(&stored);
+            let filter = TagFilter::new(&tags, any);
+            let by_hash = filter.matches_hashes(|h| hashes.binary_search(&h).is_ok());
+            prop_assert_eq!(filter.matches(&stored), by_hash);
+            // One condition: met exactly when some name of it is there with its value.
+            for (k, v) in &tags {
+                let one = TagFilter::new(&[(k.clone(), v.clone())], false);
+                let there = tag_names(k).iter().any(|n| {
+                    attrs.iter().chain(&resource).any(|(a, x)| a == n && x == v)
+                });
+                prop_assert_eq!(one.matches(&stored), there, "{}={}", k, v);
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_names_answer_each_other_and_only_their_counterparts() {
+        let span = |k: &str, v: &str| StoredSpan {
+            span: Span {
+                attributes: kvs(&[(k.into(), 0, v.into())]),
+                ..Default::default()
+            },
+            origin: Arc::new(Origin {
+                resource: Resource::default(),
+                scope: InstrumentationScope::default(),
+            }),
+        };
+        let finds = |k: &str, v: &str, s: &StoredSpan| {
+            TagFilter::new(&[(k.into(), v.into())], false).matches(s)
+        };
+        let old = span("http.status_code", "500");
+        let new = span("http.response.status_code", "500");
+        for s in [&old, &new] {
+            assert!(finds("http.status_code", "500", s));
+            assert!(finds("http.response.status_code", "500", s));
+            assert!(!finds("http.status_code", "404", s));
+        }
+        // Two older names of one current name are not each other's.
+        let peer = span("net.peer.name", "db");
+        assert!(finds("server.address", "db", &peer));
+        assert!(!finds("net.host.name", "db", &peer));
+        // Every pair is a rename: no name is its own counterpart, none is listed twice.
+        for (i, (o, n)) in RENAMED_TAGS.iter().enumerate() {
+            assert_ne!(o, n);
+            assert!(!RENAMED_TAGS[..i].contains(&(o, n)));
         }
     }
 

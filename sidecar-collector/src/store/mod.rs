@@ -29,6 +29,13 @@ pub struct TraceQuery {
     pub limit: usize,
 }
 
+impl TraceQuery {
+    /// The tag conditions, each under the names semantic conventions gave it.
+    pub fn tag_filter(&self) -> crate::model::TagFilter {
+        crate::model::TagFilter::new(&self.tags, self.tags_any)
+    }
+}
+
 /// Traces read within a span budget.
 #[derive(Debug, Default)]
 pub struct TraceSet {

@@ -26,7 +26,7 @@ use super::rows::{
     corrupt, day_of, io, lock, name_cost, row_identity, span_key, TraceEdges, TraceRows,
 };
 use super::{Edge, ReadCtl, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
-use crate::model::{span_matches_tag, span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
+use crate::model::{span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
 use meshtrace_proto::otlp::trace::v1::Span;
 use prost::Message;
 use rusqlite::{params, Connection, OpenFlags};
@@ -680,6 +680,7 @@ impl SpanReader for SqliteStore {
 
     fn find_trace_ids(&self, q: &TraceQuery, ctl: &ReadCtl) -> Result<Vec<[u8; 16]>, StoreError> {
         let mut found: Vec<([u8; 16], i64)> = Vec::new();
+        let filter = q.tag_filter();
         let mut seen = HashSet::new();
         let mut origins = Origins::default();
         ctl.charge((q.limit.min(1 << 20) as u64).saturating_mul(96))?;
@@ -709,16 +710,25 @@ impl SpanReader for SqliteStore {
             let mut key_indexed =
                 c.prepare_cached("SELECT EXISTS(SELECT 1 FROM tags WHERE key = ?1)")?;
             // With OR, one tag's index cannot narrow the scan: the spans are checked.
-            for (k, v) in q.tags.iter().filter(|_| !q.tags_any) {
-                if !key_indexed.query_row(params![k], |r| r.get::<_, bool>(0))? {
+            // A tag narrows it only when every name it may be stored under is indexed.
+            for (names, v) in filter.conditions().filter(|_| !filter.any()) {
+                let mut indexed = true;
+                for k in names {
+                    indexed &= key_indexed.query_row(params![k], |r| r.get::<_, bool>(0))?;
+                }
+                if !indexed {
                     continue;
                 }
-                args.push(k.clone().into());
-                let kn = args.len();
-                args.push(v.clone().into());
+                let mut keys = Vec::new();
+                for k in names {
+                    args.push(k.clone().into());
+                    keys.push(format!("?{}", args.len()));
+                }
+                args.push(v.to_string().into());
                 let vn = args.len();
                 sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM tags t WHERE t.trace_id = s.trace_id AND t.key = ?{kn} AND t.value = ?{vn})"
+                    " AND EXISTS (SELECT 1 FROM tags t WHERE t.trace_id = s.trace_id AND t.key IN ({}) AND t.value = ?{vn})",
+                    keys.join(", ")
                 ));
             }
             sql.push_str(" ORDER BY s.start_us DESC");
@@ -734,7 +744,7 @@ impl SpanReader for SqliteStore {
                 if seen.contains(&id) {
                     continue;
                 }
-                if !q.tags.is_empty() {
+                if !filter.is_empty() {
                     let span =
                         Span::decode(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?)
                             .map_err(corrupt)?;
@@ -742,13 +752,7 @@ impl SpanReader for SqliteStore {
                         span,
                         origin: origins.get(c, day, row.get(3)?)?,
                     };
-                    let matches = |(k, v): &(String, String)| span_matches_tag(&stored, k, v);
-                    let ok = if q.tags_any {
-                        q.tags.iter().any(matches)
-                    } else {
-                        q.tags.iter().all(matches)
-                    };
-                    if !ok {
+                    if !filter.matches(&stored) {
                         continue;
                     }
                 }

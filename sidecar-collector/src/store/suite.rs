@@ -97,6 +97,7 @@ pub fn run(make: &dyn Fn() -> Box<dyn SpanStore>) {
     duplicate_writes_read_once(make());
     shared_span_ids_are_both_kept(make());
     many_traces_in_one_read(make());
+    renamed_tags_answer_both_names(make());
     dependencies_from_parent_child_pairs(make());
 }
 
@@ -618,4 +619,66 @@ fn sqlite_reads_stop_at_their_deadline() {
         "cut by bytes, said so"
     );
     assert!(small.used() <= 1024);
+}
+
+/// A search for a tag OpenTelemetry renamed finds spans under either name
+/// (`http.status_code` ↔ `http.response.status_code`, the first indexed in
+/// the suite's records: its index cannot narrow a search that may find the
+/// older name).
+fn renamed_tags_answer_both_names(store: Box<dyn SpanStore>) {
+    let current = span(1, 1, 0, "GET /", BASE_NS, 1_000, 500);
+    let mut older = span(2, 1, 0, "POST /", BASE_NS + 1_000, 1_000, 0);
+    older.attributes = vec![kv("http.status_code", "500"), kv("http.method", "POST")];
+    store.write(&records("svc", vec![current, older])).unwrap();
+    let tag = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let q = |tags: Vec<(String, String)>, any: bool| {
+        let q = TraceQuery {
+            service: "svc".into(),
+            start_us: (BASE_NS / 1000) as i64,
+            end_us: (BASE_NS / 1000) as i64 + 3_600_000_000,
+            limit: 100,
+            tags,
+            tags_any: any,
+            ..Default::default()
+        };
+        let mut ids = store.find_trace_ids(&q, &ReadCtl::unbounded()).unwrap();
+        ids.sort();
+        ids
+    };
+    let both = vec![[1u8; 16], [2; 16]];
+    assert_eq!(q(vec![tag("http.status_code", "500")], false), both);
+    assert_eq!(
+        q(vec![tag("http.response.status_code", "500")], false),
+        both
+    );
+    assert_eq!(
+        q(vec![tag("http.status_code", "404")], false),
+        Vec::<[u8; 16]>::new()
+    );
+    assert_eq!(q(vec![tag("http.method", "GET")], false), vec![[1; 16]]);
+    assert_eq!(
+        q(vec![tag("http.request.method", "POST")], false),
+        vec![[2; 16]]
+    );
+    assert_eq!(
+        q(
+            vec![
+                tag("http.status_code", "500"),
+                tag("http.request.method", "POST")
+            ],
+            false
+        ),
+        vec![[2; 16]],
+        "both conditions on one span, each under either name"
+    );
+    assert_eq!(
+        q(
+            vec![
+                tag("http.request.method", "GET"),
+                tag("http.method", "POST")
+            ],
+            true
+        ),
+        both
+    );
 }

@@ -33,7 +33,7 @@ mod wal;
 use super::rows::{corrupt, day_of, io, lock, name_cost, row_identity, span_key, EDGE_SPAN_COST};
 use super::sqlite::Durability;
 use super::{Edge, ReadCtl, SpanReader, SpanWriter, StoreError, TraceQuery, TraceSet};
-use crate::model::{span_matches_tag, span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
+use crate::model::{span_memory, Origin, SpanRecord, StoredSpan, StoredTrace};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, FixedSizeBinaryArray, RecordBatch};
@@ -2021,35 +2021,20 @@ impl BlockStore {
             *e = (*e).max(start);
             Ok::<(), StoreError>(())
         };
+        // Each tag under every name it had ([`crate::model::TagFilter`]).
+        let filter = q.tag_filter();
         let tags_match = |origins: &mut Origins, body: &[u8], origin: &[u8]| {
-            if q.tags.is_empty() {
+            if filter.is_empty() {
                 return Ok(true);
             }
             let stored = StoredSpan {
                 span: Span::decode(body).map_err(corrupt)?,
                 origin: origins.get(origin)?,
             };
-            let matches = |(k, v): &(String, String)| span_matches_tag(&stored, k, v);
-            Ok::<bool, StoreError>(if q.tags_any {
-                q.tags.iter().any(matches)
-            } else {
-                q.tags.iter().all(matches)
-            })
+            Ok::<bool, StoreError>(filter.matches(&stored))
         };
         // The same test on a span's tag hashes (heads, blocks of format 2).
-        let wanted: Vec<u64> = q
-            .tags
-            .iter()
-            .map(|(k, v)| crate::model::tag_hash(k, v))
-            .collect();
-        let has = |tags: &[u64], h: &u64| tags.binary_search(h).is_ok();
-        let hashes_match = |tags: &[u64]| {
-            if q.tags_any {
-                wanted.iter().any(|h| has(tags, h))
-            } else {
-                wanted.iter().all(|h| has(tags, h))
-            }
-        };
+        let hashes_match = |tags: &[u64]| filter.matches_hashes(|h| tags.binary_search(&h).is_ok());
         for chunk in &snap.chunks {
             ctl.check()?;
             for r in chunk.iter() {
@@ -2061,7 +2046,7 @@ impl BlockStore {
                 {
                     continue;
                 }
-                if wanted.is_empty() || hashes_match(&r.tags) {
+                if filter.is_empty() || hashes_match(&r.tags) {
                     note(&mut newest, r.trace_id, r.start_us)?;
                 }
             }
@@ -2101,7 +2086,7 @@ impl BlockStore {
                 ];
                 // Format 2: tag filters on the `tags` column, pushed down to
                 // its bloom filters.
-                let by_hash = opened.has_tags && !wanted.is_empty();
+                let by_hash = opened.has_tags && !filter.is_empty();
                 let mut cols = cols.to_vec();
                 if by_hash {
                     cols.push(format::TAGS);
@@ -2109,12 +2094,7 @@ impl BlockStore {
                 let groups: Vec<usize> = (0..opened.groups.len())
                     .filter(|gi| {
                         let g = &opened.groups[*gi];
-                        let tagged = !by_hash
-                            || if q.tags_any {
-                                wanted.iter().any(|h| g.may_have_tag(*h))
-                            } else {
-                                wanted.iter().all(|h| g.may_have_tag(*h))
-                            };
+                        let tagged = !by_hash || filter.matches_hashes(|h| g.may_have_tag(h));
                         tagged
                             && !g
                                 .start
@@ -2177,7 +2157,7 @@ impl BlockStore {
                         return Ok(());
                     }
                     ctl.charge(matched.len() as u64 * 32)?;
-                    if q.tags.is_empty() || by_hash {
+                    if filter.is_empty() || by_hash {
                         for (_, id, start) in &matched {
                             note(&mut newest, *id, *start)?;
                         }
