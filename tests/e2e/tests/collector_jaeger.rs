@@ -399,4 +399,28 @@ fn the_seeds_flask_app_on_the_agent_port_joins_the_mesh_trace() {
     );
     assert_eq!(client["references"][0]["spanID"], flask["spanID"]);
     assert_eq!(tp[36..52], *client["spanID"].as_str().unwrap());
+    // The app's instrumentation writes `http.status_code`, the filter
+    // `http.response.status_code`: a search under either name finds both.
+    let text = |v: Option<Value>| v.map(|v| v.to_string().trim_matches('"').to_string());
+    assert_eq!(text(tag(flask, "http.status_code")).as_deref(), Some("200"));
+    assert_eq!(
+        text(tag(mesh, "http.response.status_code")).as_deref(),
+        Some("200")
+    );
+    for (svc, name) in [
+        ("seed-app", "http.response.status_code"),
+        ("checkout", "http.status_code"),
+    ] {
+        let found = central.get_json_until(
+            &format!("/api/traces?service={svc}&tags=%7B%22{name}%22%3A%22200%22%7D&lookback=1h"),
+            |v| v["data"].as_array().is_some_and(|d| !d.is_empty()),
+        );
+        let ids: Vec<&str> = found["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["traceID"].as_str())
+            .collect();
+        assert!(ids.contains(&trace_id), "{svc} by {name}: {found}");
+    }
 }
