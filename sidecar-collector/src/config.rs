@@ -218,6 +218,11 @@ pub struct OtlpExporterConfig {
     /// Bytes queued for this endpoint, at most; past it spans are dropped for
     /// it (counted, logged once a minute) and ingest goes on.
     pub queue_bytes: u64,
+    /// `memory`, or `disk`: batches wait as files in `queue_dir` and what is
+    /// queued when the collector stops is sent after it starts again.
+    pub queue: String,
+    /// The disk queue's directory (default: `data_dir/export-queue/<endpoint>`).
+    pub queue_dir: Option<PathBuf>,
     /// One export's timeout.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -237,6 +242,8 @@ impl Default for OtlpExporterConfig {
             compression: "gzip".into(),
             ca_file: None,
             queue_bytes: 64 << 20,
+            queue: "memory".into(),
+            queue_dir: None,
             timeout: Duration::from_secs(10),
             max_retry_time: Duration::from_secs(300),
             max_in_flight: 4,
@@ -862,6 +869,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// Where exporter `e` keeps its disk queue: `queue_dir`, or a directory
+    /// named after its endpoint under `data_dir/export-queue`.
+    pub fn export_queue_dir(&self, e: &OtlpExporterConfig) -> PathBuf {
+        e.queue_dir.clone().unwrap_or_else(|| {
+            let name: String = e
+                .endpoint
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            self.data_dir.join("export-queue").join(name)
+        })
+    }
+
     /// Reads YAML; an empty file is all defaults. The error names the key
     /// (`sampling.adaptive.calculation_interval`), or `(file)` for YAML syntax.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
@@ -1263,6 +1283,24 @@ impl Config {
             }
             if !matches!(e.compression.as_str(), "gzip" | "zstd" | "none") {
                 return Err(err(&key("compression"), "must be gzip, zstd or none"));
+            }
+            if !matches!(e.queue.as_str(), "memory" | "disk") {
+                return Err(err(
+                    &key("queue"),
+                    format!("{:?}: must be memory or disk", e.queue),
+                ));
+            }
+            if e.queue == "disk" {
+                let dir = self.export_queue_dir(e);
+                let shared = self.exporters.otlp[..i]
+                    .iter()
+                    .any(|o| o.queue == "disk" && self.export_queue_dir(o) == dir);
+                if shared {
+                    return Err(err(
+                        &key("queue_dir"),
+                        format!("{} is another exporter's disk queue", dir.display()),
+                    ));
+                }
             }
             if e.queue_bytes < (1 << 20) {
                 return Err(err(&key("queue_bytes"), "must be at least 1048576"));

@@ -30,6 +30,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+mod disk;
 mod http;
 pub use http::traces_url;
 
@@ -105,6 +106,9 @@ pub struct ForwardSettings {
     /// CA certificates (PEM) of an `https://` endpoint for the HTTP protocol
     /// (gRPC takes them in `tls`).
     pub ca_pem: Option<Vec<u8>>,
+    /// Queue on disk in this directory (what is queued outlives the process),
+    /// or in memory.
+    pub disk_queue: Option<std::path::PathBuf>,
 }
 
 /// How exports travel.
@@ -205,7 +209,24 @@ impl Forwarder {
             deadline: Arc::default(),
             wake: Arc::default(),
         };
-        let task = tokio::spawn(run(rx, Arc::new(transport), s, c, shutdown.clone()));
+        let transport = Arc::new(transport);
+        let task = match &s.disk_queue {
+            None => tokio::spawn(run(rx, transport, s, c, shutdown.clone())),
+            Some(dir) => {
+                let spool = disk::Spool::open(dir)
+                    .map_err(|e| format!("the disk queue {}: {e}", dir.display()))?;
+                let left = spool.waiting();
+                if !left.is_empty() {
+                    let (bytes, spans) = left
+                        .iter()
+                        .fold((0, 0), |(b, n), seg| (b + seg.bytes, n + seg.spans));
+                    c.queue_bytes.inc_by(bytes);
+                    c.queue_depth.inc_by(left.len() as u64);
+                    tracing::info!(dir = %dir.display(), spans, bytes, "disk queue: spans a previous run left are sent first");
+                }
+                tokio::spawn(run_disk(rx, transport, s, c, shutdown.clone(), spool))
+            }
+        };
         Ok((
             Forwarder {
                 tx,
@@ -509,26 +530,14 @@ async fn run(
             break;
         };
         while sending.try_join_next().is_some() {}
-        batch.clear();
-        batch.extend_from_slice(&first);
-        drop(first);
-        let (mut n, mut requests) = (n0, 1u64);
-        while batch.len() < s.batch_bytes {
-            match rx.try_recv() {
-                Ok((more, k)) if batch.len() + more.len() <= s.batch_bytes => {
-                    batch.extend_from_slice(&more);
-                    n += k;
-                    requests += 1;
-                }
-                Ok(item) => {
-                    carried = Some(item);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let size = batch.len() as u64;
-        let bytes = batch.split().freeze();
+        let (bytes, n, requests) = merge(
+            &mut rx,
+            &mut carried,
+            &mut batch,
+            (first, n0),
+            s.batch_bytes,
+        );
+        let size = bytes.len() as u64;
         let (transport, s, c, shutdown, drops) = (
             transport.clone(),
             s.clone(),
@@ -537,7 +546,7 @@ async fn run(
             drops.clone(),
         );
         sending.spawn(async move {
-            send_batch(&transport, &s, &c, &shutdown, &drops, bytes, n).await;
+            send_batch(&transport, &s, &c, &shutdown, &drops, bytes, n, false).await;
             // Its place in the queue is free once it is sent or dropped.
             c.queue_bytes.dec_by(size);
             c.queue_depth.dec_by(requests);
@@ -547,8 +556,195 @@ async fn run(
     while sending.join_next().await.is_some() {}
 }
 
+/// Merges `first` and what else is queued now into one batch of at most
+/// `max` bytes (a request that would overflow it is `carried` to the next):
+/// the batch, its spans and its requests.
+fn merge(
+    rx: &mut mpsc::UnboundedReceiver<Item>,
+    carried: &mut Option<Item>,
+    batch: &mut BytesMut,
+    (first, n0): Item,
+    max: usize,
+) -> (Bytes, u64, u64) {
+    batch.clear();
+    batch.extend_from_slice(&first);
+    drop(first);
+    let (mut n, mut requests) = (n0, 1u64);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok((more, k)) if batch.len() + more.len() <= max => {
+                batch.extend_from_slice(&more);
+                n += k;
+                requests += 1;
+            }
+            Ok(item) => {
+                *carried = Some(item);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    (batch.split().freeze(), n, requests)
+}
+
+/// [`run`] with the queue on disk ([`disk::Spool`]): one task writes what is
+/// queued as batches (merged as `run` merges them), another sends the oldest
+/// ones, up to `max_in_flight` at once, and removes each once it is sent or
+/// given up on. When the shutdown grace ends the batches still on disk stay
+/// there, not dropped: the next start sends them.
+async fn run_disk(
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    transport: Arc<Transport>,
+    s: ForwardSettings,
+    c: Arc<Counters>,
+    shutdown: Shutdown,
+    spool: disk::Spool,
+) {
+    let drops = Arc::new(std::sync::Mutex::new(Drops {
+        seen: Default::default(),
+        c: c.clone(),
+    }));
+    let spool = Arc::new(spool);
+    let s = Arc::new(s);
+    let writer = {
+        let (spool, c, drops, max) = (spool.clone(), c.clone(), drops.clone(), s.batch_bytes);
+        let shutdown = shutdown.clone();
+        async move {
+            let mut batch = BytesMut::new();
+            let mut carried: Option<Item> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(item) => item,
+                    None => match recv_until(&mut rx, &shutdown).await {
+                        Some(item) => item,
+                        None => break,
+                    },
+                };
+                let (bytes, n, requests) = merge(&mut rx, &mut carried, &mut batch, first, max);
+                let size = bytes.len() as u64;
+                // Its requests are now one segment.
+                c.queue_depth.dec_by(requests);
+                if let Err(e) = spool.write(bytes, n).await {
+                    c.queue_bytes.dec_by(size);
+                    Drops::drop_spans(
+                        &drops,
+                        n,
+                        "the disk queue could not be written",
+                        &e.to_string(),
+                    );
+                } else {
+                    c.queue_depth.inc();
+                }
+            }
+            spool.writing_done();
+        }
+    };
+    let sender = async move {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(s.max_in_flight.max(1)));
+        let mut sending = tokio::task::JoinSet::new();
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
+            while sending.try_join_next().is_some() {}
+            let seg = loop {
+                if shutdown.passed() {
+                    break None;
+                }
+                // Registered before looking, so a segment written meanwhile wakes it.
+                let ready = spool.ready.notified();
+                match spool.pop() {
+                    Ok(seg) => break Some(seg),
+                    Err(true) => break None,
+                    Err(false) => {
+                        let wake = shutdown.wake.notified();
+                        let wait = async {
+                            tokio::select! {
+                                _ = ready => {}
+                                _ = wake => {}
+                            }
+                        };
+                        match shutdown.deadline() {
+                            Some(d) => {
+                                let _ = tokio::time::timeout_at(d.into(), wait).await;
+                            }
+                            None => wait.await,
+                        }
+                    }
+                }
+            };
+            let Some(seg) = seg else { break };
+            let bytes = match disk::read(&seg).await {
+                Ok(b) => b,
+                Err(e) => {
+                    Drops::drop_spans(
+                        &drops,
+                        seg.spans,
+                        "the disk queue could not be read",
+                        &e.to_string(),
+                    );
+                    disk::remove(&seg).await;
+                    c.queue_bytes.dec_by(seg.bytes);
+                    c.queue_depth.dec();
+                    continue;
+                }
+            };
+            let (transport, s, c, shutdown, drops, spool) = (
+                transport.clone(),
+                s.clone(),
+                c.clone(),
+                shutdown.clone(),
+                drops.clone(),
+                spool.clone(),
+            );
+            sending.spawn(async move {
+                if send_batch(
+                    &transport, &s, &c, &shutdown, &drops, bytes, seg.spans, true,
+                )
+                .await
+                {
+                    disk::remove(&seg).await;
+                    c.queue_bytes.dec_by(seg.bytes);
+                    c.queue_depth.dec();
+                } else {
+                    spool.unpop(seg);
+                }
+                drop(permit);
+            });
+        }
+        while sending.join_next().await.is_some() {}
+    };
+    tokio::join!(writer, sender);
+}
+
+/// The next request queued; `None` once the queue is closed, or once the
+/// shutdown grace is over and nothing is left in it.
+async fn recv_until(rx: &mut mpsc::UnboundedReceiver<Item>, shutdown: &Shutdown) -> Option<Item> {
+    loop {
+        if shutdown.passed() {
+            return rx.try_recv().ok();
+        }
+        let wake = shutdown.wake.notified();
+        match shutdown.deadline() {
+            Some(d) => {
+                if let Ok(item) = tokio::time::timeout_at(d.into(), rx.recv()).await {
+                    return item;
+                }
+            }
+            None => {
+                tokio::select! {
+                    item = rx.recv() => return item,
+                    _ = wake => {}
+                }
+            }
+        }
+    }
+}
+
 /// Sends one batch, retrying what is retryable until `max_retry_time` or the
-/// end of the shutdown grace; counts it forwarded or dropped.
+/// end of the shutdown grace; counts it forwarded or dropped. False when the
+/// grace ended and the batch is `kept` (on disk) instead of dropped.
+#[allow(clippy::too_many_arguments)]
 async fn send_batch(
     transport: &Transport,
     s: &ForwardSettings,
@@ -557,30 +753,34 @@ async fn send_batch(
     drops: &std::sync::Mutex<Drops>,
     bytes: Bytes,
     n: u64,
-) {
+    kept: bool,
+) -> bool {
     let started = Instant::now();
     let mut delay = s.retry_initial;
     let bytes = match transport.body(bytes).await {
         Ok(b) => b,
         Err(status) => {
             Drops::drop_spans(drops, n, "the batch could not be encoded", status.message());
-            return;
+            return true;
         }
     };
     loop {
         if shutdown.passed() {
+            if kept {
+                return false;
+            }
             Drops::drop_spans(
                 drops,
                 n,
                 "shutdown",
                 "the shutdown grace (sidecar.shutdown_grace) ended before the upstream took them",
             );
-            return;
+            return true;
         }
         match transport.send(bytes.clone(), s).await {
             Ok(()) => {
                 c.spans_forwarded.inc_by(n);
-                return;
+                return true;
             }
             Err(status) if !retryable(&status) => {
                 Drops::drop_spans(
@@ -589,7 +789,7 @@ async fn send_batch(
                     &format!("upstream refused for good: {:?}", status.code()),
                     status.message(),
                 );
-                return;
+                return true;
             }
             Err(status) if started.elapsed() >= s.max_retry_time => {
                 Drops::drop_spans(
@@ -598,7 +798,7 @@ async fn send_batch(
                     "retries ran out (sidecar.max_retry_time)",
                     status.message(),
                 );
-                return;
+                return true;
             }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64,
@@ -787,6 +987,7 @@ mod tests {
                     compression: None,
                     protocol: Protocol::Grpc,
                     ca_pem: None,
+                    disk_queue: None,
                 };
                 let counters = Arc::new(Counters::default());
                 let (f, _shutdown, task) = Forwarder::start(settings, counters.clone()).unwrap();
@@ -811,6 +1012,96 @@ mod tests {
                 server.abort();
             }
         });
+    }
+
+    /// The disk queue: what an unreachable endpoint did not take stays on
+    /// disk when the grace ends (not dropped), and a forwarder started again
+    /// on the directory sends it, every span once, then leaves it empty.
+    #[test]
+    fn a_disk_queue_outlives_the_forwarder() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("meshtrace-disk-queue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let one = req(2, 10);
+            let size = one.encoded_len();
+            let settings = ForwardSettings {
+                upstream: format!("http://{addr}"),
+                queue_bytes: 64 * size as u64,
+                batch_bytes: 3 * size,
+                max_in_flight: 2,
+                retry_initial: Duration::from_millis(20),
+                retry_max: Duration::from_millis(50),
+                max_retry_time: Duration::from_secs(600),
+                timeout: Duration::from_secs(5),
+                shutdown_grace: Duration::from_millis(300),
+                tls: None,
+                token: None,
+                headers: Default::default(),
+                compression: None,
+                protocol: Protocol::Grpc,
+                ca_pem: None,
+                disk_queue: Some(dir.clone()),
+            };
+            // Nothing listens yet (the port is held, not served).
+            let counters = Arc::new(Counters::default());
+            let (f, shutdown, task) = Forwarder::start(settings.clone(), counters.clone()).unwrap();
+            for _ in 0..20 {
+                f.enqueue(one.clone()).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            shutdown.begin(Duration::from_millis(300));
+            drop(f);
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the forwarder ends at the grace")
+                .unwrap();
+            assert_eq!(counters.spans_dropped.get(), 0, "kept, not dropped");
+            assert_eq!(counters.spans_forwarded.get(), 0);
+            let files = std::fs::read_dir(&dir).unwrap().count();
+            assert!(
+                files >= 7,
+                "20 requests in batches of at most 3: {files} files"
+            );
+
+            let slow = Slow::default();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(
+                        crate::grpc::trace_server::trace_service_server::TraceServiceServer::new(
+                            slow.clone(),
+                        ),
+                    )
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            );
+            let counters = Arc::new(Counters::default());
+            let (f, _shutdown, task) = Forwarder::start(settings, counters.clone()).unwrap();
+            assert_eq!(
+                counters.queue_depth.get(),
+                files as u64,
+                "what was left is queued"
+            );
+            f.enqueue(one.clone()).unwrap();
+            drop(f);
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("the forwarder ends once the disk queue is sent")
+                .unwrap();
+            assert_eq!(slow.spans.load(SeqCst), 21 * 20, "every span once");
+            assert_eq!(counters.spans_forwarded.get(), 21 * 20);
+            assert_eq!(counters.queue_bytes.get(), 0);
+            assert_eq!(counters.queue_depth.get(), 0);
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+            server.abort();
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn start(ctx: &Context, system: &mut System) -> anyhow::Result<Target> {
         compression: None,
         protocol: Default::default(),
         ca_pem: None,
+        disk_queue: None,
     };
     let counters = ctx.telemetry.metrics.counters.clone();
     let (forwarder, shutdown, task) = Forwarder::start(settings, counters.clone())

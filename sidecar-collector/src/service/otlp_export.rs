@@ -58,6 +58,7 @@ fn settings(ctx: &Context, e: &OtlpExporterConfig) -> anyhow::Result<ForwardSett
             _ => Protocol::Grpc,
         },
         ca_pem,
+        disk_queue: (e.queue == "disk").then(|| ctx.cfg.export_queue_dir(e)),
     })
 }
 

@@ -163,3 +163,69 @@ fn otlp_over_http_in_zstd_and_gzip_and_a_final_refusal() {
     );
     assert!(series(&first, "meshtrace_collector_otlp_export_spans_sent{") >= 400);
 }
+
+/// `queue: disk`: spans for an endpoint that is down wait in files; the
+/// collector stops (SIGTERM) with them still there, and once started again
+/// it sends them to the endpoint, now up — every span, once.
+#[test]
+fn a_disk_queue_sends_after_a_restart_what_the_endpoint_missed() {
+    use meshtrace_testkit::collector::Opts;
+    let port = free_port();
+    let yaml = format!(
+        "sidecar:\n  shutdown_grace: 1s\n  retry_initial_ms: 50\n  retry_max_ms: 200\n\
+         exporters:\n  otlp:\n    - endpoint: http://127.0.0.1:{port}\n      protocol: http/protobuf\n      queue: disk\n"
+    );
+    let opts = Opts {
+        yaml: Some(yaml),
+        ..Opts::default()
+    };
+    let first = Collector::start_opts(meshtrace_testkit::scratch_path("disk-queue"), opts.clone());
+    let now = now_ns();
+    for t in 40..45u8 {
+        let spans = (0..10).map(|i| span(t, i, now)).collect();
+        assert_eq!(
+            first.post_otlp(&request("queued-on-disk", spans).encode_to_vec()),
+            200
+        );
+    }
+    assert!(has_trace(&first, 44), "stored locally meanwhile");
+    let (status, dir, log) = first.terminate_keep_data();
+    assert!(status.success(), "{log}");
+    let queue = dir.join("export-queue");
+    let files: usize = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert!(files > 0, "the batches wait on disk:\n{log}");
+    assert!(
+        !log.contains("spans dropped"),
+        "kept, not dropped:\n{log}"
+    );
+
+    let endpoint = Collector::start_opts(
+        meshtrace_testkit::scratch_path("disk-queue-endpoint"),
+        Opts {
+            http_port: Some(port),
+            ..Opts::default()
+        },
+    );
+    let again = Collector::start_opts(dir, opts);
+    assert!(again.log().contains("sent first"), "{}", again.log());
+    for t in 40..45u8 {
+        assert!(has_trace(&endpoint, t), "trace {t} arrives after the restart");
+    }
+    let v = endpoint.get_json_until(&format!("/api/traces/{}", hex(&[44; 16])), |v| {
+        v["data"][0]["spans"].as_array().map(Vec::len) == Some(10)
+    });
+    assert_eq!(v["data"][0]["spans"].as_array().map(Vec::len), Some(10));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while series(&again, "meshtrace_collector_otlp_export_spans_sent{") < 50 {
+        assert!(Instant::now() < deadline, "{}", again.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left: usize = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(left, 0, "sent batches are removed");
+}
