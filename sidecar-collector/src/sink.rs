@@ -476,11 +476,21 @@ impl Sink {
             _ => self.to_target(req, memory, raw).await,
         };
         let exported = futures_util::future::join_all(deliveries).await;
-        stored?;
+        // What the store itself rejects (starts outside its time window) is
+        // told to the sender too.
+        let stored = stored?;
         for e in exported {
             e?;
         }
-        Ok(Accepted { rejected, message })
+        let message = match (message.is_empty(), stored.message.is_empty()) {
+            (_, true) => message,
+            (true, false) => stored.message,
+            (false, false) => format!("{message}; {}", stored.message),
+        };
+        Ok(Accepted {
+            rejected: rejected + stored.rejected,
+            message,
+        })
     }
 
     /// The target takes the request (redacted).

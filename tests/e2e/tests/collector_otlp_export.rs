@@ -63,6 +63,29 @@ fn a_collector_stores_and_exports_to_another_and_a_dead_endpoint_holds_nothing()
     );
     assert!(has_trace(&first, 1), "stored locally");
     assert!(has_trace(&second, 1), "exported to the second collector");
+    // A span the store's time window rejects (a year old) is told to the
+    // sender in partial_success, exporters or not.
+    let old = now - 365 * 24 * 3600 * 1_000_000_000;
+    let m = meshtrace_testkit::collector::post(
+        first.otlp_port,
+        "application/x-protobuf",
+        &[],
+        &request("exported", vec![span(1, 2, now), span(1, 3, old)]).encode_to_vec(),
+    )
+    .unwrap();
+    assert_eq!(m.status(), 200);
+    let ps = meshtrace_proto::otlp::collector::trace::v1::ExportTraceServiceResponse::decode(
+        m.body.as_slice(),
+    )
+    .unwrap()
+    .partial_success
+    .expect("partial_success");
+    assert_eq!(ps.rejected_spans, 1, "{}", ps.error_message);
+    assert!(
+        ps.error_message.contains("start_time_unix_nano"),
+        "{}",
+        ps.error_message
+    );
     // The dead endpoint's queue (1 MiB) fills: ingest and the store go on.
     let started = Instant::now();
     for t in 2..40u8 {
@@ -197,10 +220,7 @@ fn a_disk_queue_sends_after_a_restart_what_the_endpoint_missed() {
         .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
         .sum();
     assert!(files > 0, "the batches wait on disk:\n{log}");
-    assert!(
-        !log.contains("spans dropped"),
-        "kept, not dropped:\n{log}"
-    );
+    assert!(!log.contains("spans dropped"), "kept, not dropped:\n{log}");
 
     let endpoint = Collector::start_opts(
         meshtrace_testkit::scratch_path("disk-queue-endpoint"),
@@ -212,7 +232,10 @@ fn a_disk_queue_sends_after_a_restart_what_the_endpoint_missed() {
     let again = Collector::start_opts(dir, opts);
     assert!(again.log().contains("sent first"), "{}", again.log());
     for t in 40..45u8 {
-        assert!(has_trace(&endpoint, t), "trace {t} arrives after the restart");
+        assert!(
+            has_trace(&endpoint, t),
+            "trace {t} arrives after the restart"
+        );
     }
     let v = endpoint.get_json_until(&format!("/api/traces/{}", hex(&[44; 16])), |v| {
         v["data"][0]["spans"].as_array().map(Vec::len) == Some(10)
