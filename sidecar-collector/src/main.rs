@@ -45,6 +45,11 @@ struct Args {
     /// Zipkin receiver listen address (overrides `receivers.zipkin.listen`).
     #[arg(long, env = "MESHTRACE_ZIPKIN_LISTEN")]
     zipkin_listen: Option<String>,
+    /// Jaeger's receivers on or off, `true`/`false` (overrides `receivers.jaeger.enabled`;
+    /// unset: on in all-in-one mode only). The sidecar collector turns them on so that apps
+    /// exporting to a Jaeger agent on localhost keep working in the pod.
+    #[arg(long, env = "MESHTRACE_JAEGER_RECEIVERS")]
+    jaeger_receivers: Option<bool>,
     /// Jaeger UDP Thrift compact listen address, "" off (overrides `receivers.jaeger.thrift_compact_listen`).
     #[arg(long, env = "MESHTRACE_JAEGER_COMPACT_LISTEN")]
     jaeger_compact_listen: Option<String>,
@@ -135,6 +140,9 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         cfg.receivers.zipkin.listen = a.clone();
     }
     let j = &mut cfg.receivers.jaeger;
+    if let Some(on) = args.jaeger_receivers {
+        j.enabled = Some(on);
+    }
     for (flag, field) in [
         (&args.jaeger_compact_listen, &mut j.thrift_compact_listen),
         (&args.jaeger_binary_listen, &mut j.thrift_binary_listen),

@@ -347,8 +347,9 @@ impl Drop for Process {
 #[test]
 fn the_seeds_flask_app_on_the_agent_port_joins_the_mesh_trace() {
     let central = Collector::start_in(meshtrace_testkit::scratch_path("seed-central"));
+    // As istio/components/sidecar-collector runs it: the flag turns the receivers on.
     let mut opts = Opts::sidecar(&format!("http://127.0.0.1:{}", central.grpc_port));
-    opts.yaml = Some("receivers:\n  jaeger:\n    enabled: true\n".into());
+    opts.args.push("--jaeger-receivers=true".into());
     let sidecar = Collector::start_opts(meshtrace_testkit::scratch_path("seed-sidecar"), opts);
     let inventory = Upstream::start();
     let app_port = free_port();

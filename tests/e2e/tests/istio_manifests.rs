@@ -256,3 +256,30 @@ fn the_kafka_manifests_run_gateways_in_front_of_kafka_and_an_ingester() {
     );
     find(&docs, "NetworkPolicy", "meshtrace-ingester");
 }
+
+/// The sidecar collector a workload gets takes a Jaeger agent's senders on
+/// the pod's localhost (the flag `collector_jaeger.rs` runs the seed's app
+/// against).
+#[test]
+fn the_sidecar_collector_takes_the_agents_senders() {
+    let docs = render("istio/examples/per-workload");
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert!(!deployments.is_empty());
+    for d in deployments {
+        let containers = d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        let c = containers
+            .iter()
+            .find(|c| c["name"] == "meshtrace-collector")
+            .unwrap_or_else(|| panic!("no sidecar collector in {}", d["metadata"]["name"]));
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(args.contains(&"--mode=sidecar"), "{args:?}");
+        assert!(args.contains(&"--jaeger-receivers=true"), "{args:?}");
+    }
+}
