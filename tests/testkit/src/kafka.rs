@@ -110,11 +110,7 @@ impl Broker {
 
     /// Kills the broker (its topics stay where they are kept).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            crate::forget_child(c.id());
-        }
+        crate::stop_child(&mut self.child);
     }
 
     /// Starts it again on the same port and storage.

@@ -42,6 +42,16 @@ pub fn forget_child(pid: u32) {
         .retain(|p| *p != pid);
 }
 
+/// SIGKILLs a server the tests started (a broker, an S3 server), waits for
+/// it and forgets it; nothing if it is already stopped.
+pub fn stop_child(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+        forget_child(c.id());
+    }
+}
+
 /// SIGKILLs every child still recorded.
 pub fn kill_children() {
     let pids = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));

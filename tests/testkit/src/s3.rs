@@ -100,11 +100,7 @@ impl S3Server {
 
     /// Kills the server (the bucket's files stay); `restart` brings it back on the same port.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            crate::forget_child(c.id());
-        }
+        crate::stop_child(&mut self.child);
     }
 
     pub fn restart(&mut self) {
