@@ -8,7 +8,7 @@
 
 use crate::config::{OperationRule, OperationsConfig};
 use rustc_hash::FxHashSet;
-use std::rc::Rc;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 enum Seg {
@@ -115,8 +115,8 @@ pub struct OperationNamer {
     rules: Vec<Rule>,
     placeholder: String,
     max: usize,
-    overflow_name: Rc<str>,
-    seen: FxHashSet<Rc<str>>,
+    overflow_name: Arc<str>,
+    seen: FxHashSet<Arc<str>>,
     /// Reused for building names.
     scratch: String,
     /// Requests that got the overflow name.
@@ -129,7 +129,7 @@ impl OperationNamer {
             rules: cfg.rules.iter().map(Rule::new).collect(),
             placeholder: cfg.placeholder.clone(),
             max: cfg.max_operations,
-            overflow_name: Rc::from(cfg.overflow_name.as_str()),
+            overflow_name: Arc::from(cfg.overflow_name.as_str()),
             seen: FxHashSet::default(),
             scratch: String::new(),
             overflowed: 0,
@@ -178,14 +178,14 @@ impl OperationNamer {
     }
 
     /// The name to use, within the cap. Known names are shared, not copied.
-    pub fn name(&mut self, method: &str, path: &str) -> Rc<str> {
+    pub fn name(&mut self, method: &str, path: &str) -> Arc<str> {
         let mut scratch = std::mem::take(&mut self.scratch);
         self.write_raw_name(method, path, &mut scratch);
         let found = self.seen.get(scratch.as_str()).cloned();
         let name = match found {
             Some(n) => n,
             None if self.seen.len() < self.max => {
-                let n: Rc<str> = Rc::from(scratch.as_str());
+                let n: Arc<str> = Arc::from(scratch.as_str());
                 self.seen.insert(n.clone());
                 n
             }

@@ -8,7 +8,7 @@ use crate::propagation::{self, IncomingHeaders, Outgoing};
 use crate::sampling::Decision;
 use crate::tracer::{truncate, Tracer};
 use meshtrace_proto::{SpanId, TraceId};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Envoy's legacy response-flag bits (`response.flags`), with their short codes.
 const RESPONSE_FLAGS: &[(u32, &str, bool)] = &[
@@ -94,7 +94,7 @@ pub struct SpanState {
     span_id: SpanId,
     parent: Option<SpanId>,
     tracestate: Option<String>,
-    name: Rc<str>,
+    name: Arc<str>,
     start_ns: u64,
     decision: Decision,
     /// The request header map as the host gave it; fields index into it, so
