@@ -236,7 +236,46 @@ impl StreamHost for Native {
     }
 }
 
-/// Host calls of the configuration, on the main thread: no stream, no attributes.
+/// Where Istio's pilot-agent keeps the pod's labels (its downward-API volume).
+const POD_LABELS_FILE: &str = "/etc/istio/pod/labels";
+
+/// Node metadata, which the module ABI does not give: read where Istio's
+/// pilot-agent makes it from — `ISTIO_META_<KEY>` variables of the proxy's
+/// environment (`NAMESPACE` and `NAME` also from `POD_NAMESPACE` and
+/// `POD_NAME`), the labels from `ISTIO_METAJSON_LABELS` (a JSON object) or
+/// the pod's labels file (`key="value"` lines).
+fn node_metadata(
+    path: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &dyn Fn(&str) -> Option<String>,
+) -> Option<Vec<u8>> {
+    let value = match path {
+        ["xds", "node", "metadata", "LABELS", key] => {
+            let from_json = env("ISTIO_METAJSON_LABELS").and_then(|j| {
+                let v: serde_json::Value = serde_json::from_str(&j).ok()?;
+                v.get(*key)?.as_str().map(str::to_string)
+            });
+            from_json.or_else(|| {
+                file(POD_LABELS_FILE)?.lines().find_map(|line| {
+                    let (k, v) = line.split_once('=')?;
+                    (k.trim() == *key).then(|| v.trim().trim_matches('"').to_string())
+                })
+            })
+        }
+        ["xds", "node", "metadata", key] => {
+            env(&format!("ISTIO_META_{key}")).or_else(|| match *key {
+                "NAMESPACE" => env("POD_NAMESPACE"),
+                "NAME" => env("POD_NAME"),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    value.map(String::into_bytes)
+}
+
+/// Host calls of the configuration, on the main thread: no stream, no
+/// attributes; node metadata from the environment ([`node_metadata`]).
 struct Main<'a> {
     cfg: abi::Config,
     module: &'a Module,
@@ -244,8 +283,10 @@ struct Main<'a> {
 }
 
 impl Host for Main<'_> {
-    fn property(&self, _path: &[&str]) -> Option<Vec<u8>> {
-        None
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        node_metadata(path, &|k| std::env::var(k).ok(), &|p| {
+            std::fs::read_to_string(p).ok()
+        })
     }
     fn now_nanos(&self) -> u64 {
         now_nanos()

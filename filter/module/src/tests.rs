@@ -243,3 +243,48 @@ fn the_ticker_wakes_the_main_thread_and_stops_with_its_configuration() {
     );
     assert_eq!(Arc::strong_count(&module), 1);
 }
+
+#[test]
+fn node_metadata_comes_from_where_istio_puts_it() {
+    let env = |k: &str| match k {
+        "ISTIO_META_WORKLOAD_NAME" => Some("reviews-v1".to_string()),
+        "POD_NAMESPACE" => Some("shop".to_string()),
+        "ISTIO_METAJSON_LABELS" => Some(r#"{"app":"reviews","version":"v1"}"#.to_string()),
+        _ => None,
+    };
+    let no_file = |_: &str| None;
+    let get =
+        |path: &[&str]| node_metadata(path, &env, &no_file).map(|b| String::from_utf8(b).unwrap());
+    assert_eq!(
+        get(&["xds", "node", "metadata", "WORKLOAD_NAME"]).as_deref(),
+        Some("reviews-v1")
+    );
+    assert_eq!(
+        get(&["xds", "node", "metadata", "NAMESPACE"]).as_deref(),
+        Some("shop")
+    );
+    assert_eq!(
+        get(&["xds", "node", "metadata", "LABELS", "app"]).as_deref(),
+        Some("reviews")
+    );
+    assert_eq!(get(&["xds", "node", "metadata", "LABELS", "team"]), None);
+    assert_eq!(get(&["xds", "node", "cluster"]), None);
+    // Without the JSON variable: the pod's labels file.
+    let bare = |_: &str| None;
+    let file = |p: &str| {
+        (p == POD_LABELS_FILE)
+            .then(|| "app=\"ratings\"\nservice.istio.io/canonical-name=\"ratings\"\n".to_string())
+    };
+    let label = node_metadata(
+        &[
+            "xds",
+            "node",
+            "metadata",
+            "LABELS",
+            "service.istio.io/canonical-name",
+        ],
+        &bare,
+        &file,
+    );
+    assert_eq!(label, Some(b"ratings".to_vec()));
+}

@@ -22,6 +22,20 @@ pub enum Filter {
     /// Envoy's native OpenTelemetry tracer sampling this percentage of requests
     /// (`random_sampling`), exporting over OTLP/HTTP.
     NativeOtel(f64),
+    /// The meshtrace filter as a dynamic module (`libmeshtrace.so`) with this
+    /// JSON configuration, whatever `MESHTRACE_FILTER_BUILD` says.
+    Module(String),
+}
+
+impl Filter {
+    /// The configuration of the dynamic module, if this filter runs it.
+    fn module_config(&self) -> Option<&str> {
+        match self {
+            Filter::Module(c) => Some(c),
+            Filter::Meshtrace(c) if crate::filter_build() == "module" => Some(c),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -178,8 +192,18 @@ impl EnvoyBuilder {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                 "config": cfg}})
         };
+        if let Some(c) = self.filter.module_config() {
+            // Its stats under `wasmcustom`: the names the wasm build has.
+            let module = json!({"name": "envoy.filters.http.dynamic_modules", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {"name": "meshtrace", "metrics_namespace": "wasmcustom"},
+                "filter_name": "meshtrace",
+                "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": c}}});
+            return vec![module, router];
+        }
         match &self.filter {
             Filter::Meshtrace(c) => vec![wasm(&wasm_path(), Some(c)), router],
+            Filter::Module(_) => vec![router],
             Filter::Wasm(p, c) => vec![wasm(p, c.as_deref()), router],
             Filter::None | Filter::NativeOtel(_) => vec![router],
         }
@@ -305,6 +329,30 @@ impl EnvoyBuilder {
         if self.own_process_group {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
+        }
+        if self.filter.module_config().is_some() {
+            // Found by name in this directory; node metadata where Istio's
+            // pilot-agent takes it from (the module ABI has none), and the
+            // environment the wasm build gets through its VM configuration.
+            let dir = crate::module_path()
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+            if let Some(m) = self.metadata.as_object() {
+                for (k, v) in m {
+                    match v {
+                        Value::String(s) => {
+                            cmd.env(format!("ISTIO_META_{k}"), s);
+                        }
+                        Value::Object(_) if k == "LABELS" => {
+                            cmd.env("ISTIO_METAJSON_LABELS", v.to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            cmd.envs(self.env.iter().cloned());
         }
         cmd.arg("-c")
             .arg(&cfg_path)

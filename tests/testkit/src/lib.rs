@@ -222,6 +222,27 @@ pub fn wasm_path() -> PathBuf {
     p
 }
 
+/// The native filter (an Envoy dynamic module), built by `scripts/build-module`.
+pub fn module_path() -> PathBuf {
+    let p = workspace_root().join("target/module/libmeshtrace.so");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `scripts/build-module` (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// Which build of the filter `Filter::Meshtrace` runs: `wasm` (the default)
+/// or `module` (`MESHTRACE_FILTER_BUILD=module`): the filter suites run
+/// against either, unchanged.
+pub fn filter_build() -> &'static str {
+    match std::env::var("MESHTRACE_FILTER_BUILD").as_deref() {
+        Ok("module") => "module",
+        _ => "wasm",
+    }
+}
+
 /// The real Envoy binary from the `.venv` (not the Python wrapper).
 pub fn envoy_bin() -> PathBuf {
     try_envoy_bin().unwrap_or_else(|e| panic!("{e}"))
