@@ -125,6 +125,9 @@ enum Kind {
     Text,
     Int,
     Bool,
+    /// A boolean Envoy leaves out when it is false (`connection.mtls`
+    /// without TLS: proxy-wasm says `false`).
+    BoolOrFalse,
 }
 
 const ATTRIBUTES: &[(&str, u32, Kind)] = &[
@@ -151,6 +154,16 @@ const ATTRIBUTES: &[(&str, u32, Kind)] = &[
     ("destination.address", 26, Kind::Text),
     ("destination.port", 27, Kind::Int),
     ("connection.id", 28, Kind::Int),
+    ("connection.mtls", 29, Kind::BoolOrFalse),
+    ("connection.requested_server_name", 30, Kind::Text),
+    ("connection.tls_version", 31, Kind::Text),
+    ("connection.subject_local_certificate", 32, Kind::Text),
+    ("connection.subject_peer_certificate", 33, Kind::Text),
+    ("connection.dns_san_local_certificate", 34, Kind::Text),
+    ("connection.dns_san_peer_certificate", 35, Kind::Text),
+    ("connection.uri_san_local_certificate", 36, Kind::Text),
+    ("connection.uri_san_peer_certificate", 37, Kind::Text),
+    ("connection.sha256_peer_certificate_digest", 38, Kind::Text),
     ("upstream.address", 41, Kind::Text),
     ("upstream.port", 42, Kind::Int),
     ("upstream.local_address", 51, Kind::Text),
@@ -173,6 +186,7 @@ fn attribute(s: abi::Stream, path: &[&str]) -> Option<Vec<u8>> {
         Kind::Text => s.attribute_string(*id),
         Kind::Int => s.attribute_int(*id).map(|v| v.to_le_bytes().to_vec()),
         Kind::Bool => s.attribute_bool(*id).map(|b| vec![u8::from(b)]),
+        Kind::BoolOrFalse => Some(vec![u8::from(s.attribute_bool(*id).unwrap_or(false))]),
     }
 }
 
