@@ -6,6 +6,9 @@
 //! `MESHTRACE_FILTER_BUILD=module` (scripts/test does).
 //! Needs `scripts/setup` (Envoy) and `scripts/build-module`.
 
+// An integration test: its helpers fail the test with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use meshtrace_testkit::collector::{jaeger_process, Collector};
 use meshtrace_testkit::envoy::{EnvoyBuilder, Filter};
 use meshtrace_testkit::http::Client;
