@@ -118,6 +118,11 @@ fn main() {
             r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
         ))
     };
+    let module = |p: f64| {
+        Filter::Module(format!(
+            r#"{{"service_name":"bench","sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
+        ))
+    };
     let setup = |name: &'static str, filter: Filter, runtime: serde_json::Value| Setup {
         name,
         filter,
@@ -197,6 +202,14 @@ fn main() {
         Setup {
             header: Some(UNSAMPLED_CONTEXT),
             ..setup("meshtrace_inner_unsampled", mesh(0.01), json!({}))
+        },
+        // The same filter as a native Envoy dynamic module (filter/module).
+        setup("module_1pct", module(0.01), json!({})),
+        setup("module_10pct", module(0.1), json!({})),
+        setup("module_100pct", module(1.0), json!({})),
+        Setup {
+            header: Some(UNSAMPLED_CONTEXT),
+            ..setup("module_inner_unsampled", module(0.01), json!({}))
         },
     ];
     // `--calls "probe,add;respmap"`: the minimal filter making these host calls
@@ -301,6 +314,10 @@ fn main() {
             let (rss0, rss1) = rss_growth(at_100, upstream.port, sink.port, conns, rss_requests);
             println!("RESULT_RSS rss_growth_mb={:.1}", rss1 - rss0);
         }
+        if let Some(at_100) = setups.iter().find(|s| s.name == "module_100pct") {
+            let (rss0, rss1) = rss_growth(at_100, upstream.port, sink.port, conns, rss_requests);
+            println!("RESULT_RSS_MODULE module_rss_growth_mb={:.1}", rss1 - rss0);
+        }
         return;
     }
     // `--counts`: only the VM entries and host calls per request.
@@ -356,6 +373,7 @@ fn main() {
         ("inner_unsampled", vec![]),
     ];
     let mut base_ratios = ratios.clone();
+    let mut module_ratios = ratios.clone();
     println!(
         "# {rounds} rounds x {} groups (plain Envoy in each), {secs}s per configuration, wrk -c{conns} on CPU 1, each Envoy --concurrency 1 on CPU 0",
         groups.len()
@@ -384,7 +402,9 @@ fn main() {
                 samples[i].push(us[j]);
                 over[i].push(us[j] - us[plain_at]);
                 let (e, _) = &envoys[i];
-                let extra = if setups[i].name.starts_with("meshtrace") {
+                let extra = if setups[i].name.starts_with("meshtrace")
+                    || setups[i].name.starts_with("module")
+                {
                     format!(
                         " sampled={} dropped={}",
                         e.counter("spans_sampled"),
@@ -408,7 +428,11 @@ fn main() {
                     .position(|&i| setups[i].name == name)
                     .map(|j| us[j] - us[plain_at])
             };
-            for (build, list) in [("meshtrace", &mut ratios), ("baseline", &mut base_ratios)] {
+            for (build, list) in [
+                ("meshtrace", &mut ratios),
+                ("baseline", &mut base_ratios),
+                ("module", &mut module_ratios),
+            ] {
                 for (rate, v) in list.iter_mut() {
                     let natives: Vec<f64> = [
                         format!("native_{rate}"),
@@ -435,6 +459,7 @@ fn main() {
         println!("{:<24} {:7.2}  {:+7.2}", s.name, med[i], med_over[i]);
     }
     let ratio_med = round_ratios("meshtrace", &mut ratios);
+    let module_med = round_ratios("module", &mut module_ratios);
     let find = |n: &str| setups.iter().position(|s| s.name == n).map(|i| med_over[i]);
     if baseline.is_some() {
         let shown: Vec<String> = round_ratios("baseline", &mut base_ratios)
@@ -447,7 +472,14 @@ fn main() {
             find("baseline_1pct").map_or("-".into(), |x| format!("{x:.2}")),
         );
     }
+    let module_line: Vec<String> = module_med
+        .iter()
+        .map(|(rate, r)| format!("module_ratio_{rate}={r:.2}"))
+        .collect();
     if args.iter().any(|a| a == "--only") {
+        if !module_line.is_empty() {
+            println!("RESULT_MODULE {}", module_line.join(" "));
+        }
         return;
     }
     let by_name = |n: &str| find(n).expect("configured");
@@ -478,6 +510,10 @@ fn main() {
         .find(|s| s.name == "meshtrace_100pct")
         .expect("configured");
     let (rss0, rss1) = rss_growth(at_100, upstream.port, sink.port, conns, rss_requests);
+    let module_rss = setups
+        .iter()
+        .find(|s| s.name == "module_100pct")
+        .map(|s| rss_growth(s, upstream.port, sink.port, conns, rss_requests));
     let r = |rate: &str| {
         ratio_med
             .iter()
@@ -497,6 +533,11 @@ fn main() {
         r("100pct"),
         rss1 - rss0,
         r("inner_unsampled")
+    );
+    println!(
+        "RESULT_MODULE {} module_rss_growth_mb={}",
+        module_line.join(" "),
+        module_rss.map_or("-".into(), |(a, b)| format!("{:.1}", b - a))
     );
 }
 
@@ -706,8 +747,9 @@ fn instructions(setups: &[Setup], upstream: u16, sink: u16, n: u64) {
         );
     }
     println!(
-        "RESULT_INSTRUCTIONS {} unsampled_overhead_instr={} native_1pct_overhead_instr={} floor_overhead_instr={} abi_floor_instr={} propagation_floor_instr={}",
+        "RESULT_INSTRUCTIONS {} {} unsampled_overhead_instr={} native_1pct_overhead_instr={} floor_overhead_instr={} abi_floor_instr={} propagation_floor_instr={}",
         line("meshtrace"),
+        line("module").replace("ratio_", "module_ratio_"),
         show("meshtrace_1pct"),
         show("native_1pct"),
         show("empty_wasm"),
