@@ -154,6 +154,30 @@ pub struct PropagationConfig {
     pub inject_incoming_formats: bool,
     /// When to return W3C Trace Context Level 2's `traceresponse` header.
     pub traceresponse: TraceResponseMode,
+    /// In which form the response carries this hop's context: the
+    /// `traceresponse` header, the `Server-Timing: traceparent;desc="…"`
+    /// entry of the current Level 2 draft (which a browser page can read), or both.
+    pub response_header: ResponseHeaderForm,
+}
+
+/// The form of the response's trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ResponseHeaderForm {
+    #[serde(rename = "traceresponse")]
+    Traceresponse,
+    #[serde(rename = "server-timing")]
+    ServerTiming,
+    #[serde(rename = "both")]
+    Both,
+}
+
+impl ResponseHeaderForm {
+    pub fn traceresponse(self) -> bool {
+        self != ResponseHeaderForm::ServerTiming
+    }
+    pub fn server_timing(self) -> bool {
+        self != ResponseHeaderForm::Traceresponse
+    }
 }
 
 /// Which responses carry `traceresponse: 00-<trace id>-<this hop's span id>-<flags>`.
@@ -175,6 +199,7 @@ impl Default for PropagationConfig {
             inject: vec![FormatName::W3c],
             inject_incoming_formats: true,
             traceresponse: TraceResponseMode::Roots,
+            response_header: ResponseHeaderForm::Both,
         }
     }
 }

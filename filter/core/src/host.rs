@@ -142,6 +142,9 @@ pub trait StreamHost: Host {
     fn set_response_header(&mut self, name: &str, value: &str);
     /// Adds a response header the map does not hold.
     fn add_response_header(&mut self, name: &str, value: &str);
+    /// Appends a value of a list header the map may hold already
+    /// (`server-timing`, `access-control-expose-headers`).
+    fn append_response_header(&mut self, name: &str, value: &str);
     fn response_trailers(&self) -> Headers;
     /// Shared data of every VM of this Envoy: (value, compare-and-swap token).
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);

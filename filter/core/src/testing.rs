@@ -39,6 +39,8 @@ pub struct FakeHost {
     pub response_edits: Vec<(String, String)>,
     /// The names of the headers added (`add_request_header`, `add_response_header`).
     pub added: Vec<String>,
+    /// Every `append_response_header` call, in order.
+    pub appended: Vec<(String, String)>,
 }
 
 impl FakeHost {
@@ -120,6 +122,9 @@ impl StreamHost for FakeHost {
         );
         self.added.push(name.into());
         self.set_response_header(name, value);
+    }
+    fn append_response_header(&mut self, name: &str, value: &str) {
+        self.appended.push((name.into(), value.into()));
     }
     fn response_headers(&self) -> Headers {
         to_headers(&self.response_headers)

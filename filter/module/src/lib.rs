@@ -228,6 +228,9 @@ impl StreamHost for Native {
     fn add_response_header(&mut self, name: &str, value: &str) {
         self.0.add_header(abi::RESPONSE_HEADERS, name, value);
     }
+    fn append_response_header(&mut self, name: &str, value: &str) {
+        self.0.add_header(abi::RESPONSE_HEADERS, name, value);
+    }
     fn response_trailers(&self) -> Headers {
         Headers::decode(self.0.headers(abi::RESPONSE_TRAILERS))
     }

@@ -136,6 +136,10 @@ impl StreamHost for Abi {
         let status = abi::add_header(Map::ResponseHeaders, name, value);
         edited("adding a response header", name, status);
     }
+    fn append_response_header(&mut self, name: &str, value: &str) {
+        let status = abi::add_header(Map::ResponseHeaders, name, value);
+        edited("appending a response header", name, status);
+    }
     fn response_trailers(&self) -> Headers {
         headers(Map::ResponseTrailers)
     }

@@ -790,9 +790,35 @@ fn j_traceresponse_and_jaeger_debug_id() {
         "not sampled: {tr}"
     );
 
+    // And in the Level 2 draft's form, which a browser page reads (both by default).
+    assert_eq!(
+        plain.header("server-timing"),
+        Some(format!("traceparent;desc=\"{tr}\"")),
+        "Server-Timing carries the same context"
+    );
+    // A browser's cross-origin request answered with CORS: traceresponse is exposed.
+    let cors = c.get("/edge/cors", &[("origin", b"https://shop.example")]);
+    assert_eq!(
+        cors.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        cors.header("access-control-expose-headers").as_deref(),
+        Some("traceresponse")
+    );
+    assert_eq!(
+        plain.header("access-control-expose-headers"),
+        None,
+        "no CORS, nothing exposed"
+    );
+
     let debug = c.get("/edge/debug", &[("jaeger-debug-id", b"ticket-4711")]);
     let tr = debug.header("traceresponse").expect("traceresponse");
     assert!(tr.ends_with("-03"), "sampled: {tr}");
+    assert_eq!(
+        debug.header("server-timing"),
+        Some(format!("traceparent;desc=\"{tr}\""))
+    );
     let spans = wait_spans(&receiver, 1);
     assert_eq!(spans.len(), 1, "only the debug request is traced");
     let span = &spans[0];

@@ -42,6 +42,8 @@ impl Upstream {
                                 .collect::<Vec<_>>(),
                         )
                         .unwrap_or_default();
+                        // A browser's cross-origin request (`origin`) is answered with CORS.
+                        let cors = m.header("origin").is_some();
                         // Recorded before answering: a test reading `last()` after its
                         // response must see its own request.
                         if let Ok(mut r) = rec.lock() {
@@ -49,12 +51,12 @@ impl Upstream {
                                 r.push(m);
                             }
                         }
-                        write_response(
-                            &mut writer,
-                            status,
-                            &[("content-type", "application/json"), ("x-cache", "HIT")],
-                            &body,
-                        );
+                        let mut headers =
+                            vec![("content-type", "application/json"), ("x-cache", "HIT")];
+                        if cors {
+                            headers.push(("access-control-allow-origin", "*"));
+                        }
+                        write_response(&mut writer, status, &headers, &body);
                     }
                 });
             }

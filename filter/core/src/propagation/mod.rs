@@ -295,13 +295,15 @@ pub fn inject(ctx: &Outgoing<'_>, formats: Formats, edits: &mut Vec<HeaderEdit>)
             "traceparent",
             Some(w3c::format_traceparent(&ctx.trace_id, &ctx.span_id, flags)),
         ));
-        match ctx.tracestate {
-            TraceState::Replace(s) => edits.push(("tracestate", Some(s.clone()))),
-            TraceState::Remove => edits.push(("tracestate", None)),
-            TraceState::Keep(_) | TraceState::Absent => {}
-        }
-    } else if matches!(ctx.tracestate, TraceState::Remove) {
-        edits.push(("tracestate", None));
+    }
+    // One rule, whether or not this hop writes traceparent (an unsampled hop
+    // leaves a valid one as it came): `tracestate` goes on only as
+    // `w3c::sanitize_tracestate` lets it — rewritten when cleaning changed it,
+    // removed when it is invalid or has no traceparent to go with.
+    match ctx.tracestate {
+        TraceState::Replace(s) => edits.push(("tracestate", Some(s.clone()))),
+        TraceState::Remove => edits.push(("tracestate", None)),
+        TraceState::Keep(_) | TraceState::Absent => {}
     }
     let state = if ctx.debug {
         b3::B3Sampling::Debug

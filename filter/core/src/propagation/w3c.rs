@@ -131,10 +131,14 @@ fn valid_value(v: &[u8]) -> bool {
         && v.last() != Some(&b' ')
 }
 
-/// Cleans a `tracestate` for propagation: drops members that are invalid
-/// and later duplicates of a key, keeps at most 32, and if the result is
-/// longer than 512 bytes drops members longer than 128 bytes, then members
-/// from the end, as the spec recommends. Returns `None` if nothing is left.
+/// A `tracestate` as it goes on, by one rule for every hop (sampled or not,
+/// whether it writes `traceparent` or leaves it as it came): a valid list
+/// goes on (list whitespace and empty members dropped, several headers
+/// joined, and past 512 bytes shortened as the spec recommends: members
+/// longer than 128 bytes first, then from the end); an invalid one — a
+/// member that breaks Level 2's grammar, a key twice, more than 32 members —
+/// is discarded whole (`None`), as the W3C test suite expects at STRICT 2.
+/// `None` too when nothing is in it.
 pub fn sanitize_tracestate(v: &[u8]) -> Option<String> {
     let mut members: Vec<(&[u8], &[u8])> = Vec::new();
     for raw in v.split(|c| *c == b',') {
@@ -142,19 +146,14 @@ pub fn sanitize_tracestate(v: &[u8]) -> Option<String> {
         if m.is_empty() {
             continue;
         }
-        let Some(eq) = m.iter().position(|c| *c == b'=') else {
-            continue;
-        };
+        let eq = m.iter().position(|c| *c == b'=')?;
         let (key, value) = (&m[..eq], &m[eq + 1..]);
-        if !valid_key(key) || !valid_value(value) {
-            continue;
-        }
-        if members.iter().any(|(k, _)| *k == key) {
-            continue;
+        if !valid_key(key) || !valid_value(value) || members.iter().any(|(k, _)| *k == key) {
+            return None;
         }
         members.push((key, value));
-        if members.len() == MAX_MEMBERS {
-            break;
+        if members.len() > MAX_MEMBERS {
+            return None;
         }
     }
     let total = |ms: &[(&[u8], &[u8])]| {
@@ -313,8 +312,9 @@ mod tests {
                 "ows trimmed",
             ),
             ("a=1,,b=2", Some("a=1,b=2"), "empty member skipped"),
-            ("a=1,a=2", Some("a=1"), "duplicate key keeps first"),
-            ("A=1,b=2", Some("b=2"), "uppercase key dropped"),
+            ("a=1,a=2", None, "a key twice: discarded whole"),
+            ("a=1,a=1", None, "the same member twice: discarded whole"),
+            ("A=1,b=2", None, "an uppercase key: discarded whole"),
             ("tenant@sys=1", Some("tenant@sys=1"), "multi-tenant key"),
             (
                 "1tenant@sys=1",
@@ -403,10 +403,19 @@ mod tests {
 
     #[test]
     fn tracestate_limits() {
-        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
-        let out = sanitize_tracestate(many.join(",").as_bytes()).unwrap();
-        assert_eq!(out.split(',').count(), 32, "at most 32 members");
-        assert!(out.starts_with("k0=v"), "keeps the first members");
+        let members = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let out = sanitize_tracestate(members(32).as_bytes()).unwrap();
+        assert_eq!(out.split(',').count(), 32, "32 members go on");
+        assert_eq!(
+            sanitize_tracestate(members(33).as_bytes()),
+            None,
+            "33: discarded whole"
+        );
 
         let long = format!("big={}", "x".repeat(200));
         let mut members = vec![long];

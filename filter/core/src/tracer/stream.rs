@@ -1,7 +1,7 @@
 //! One HTTP stream through the sidecar: decide, propagate, and (if sampled)
 //! build one span that covers the whole stream, emitted at `on_log`.
 
-use crate::config::TraceResponseMode;
+use crate::config::{ResponseHeaderForm, TraceResponseMode};
 use crate::host::{Headers, StreamHost};
 
 use crate::propagation::{self, IncomingHeaders, Outgoing};
@@ -86,6 +86,62 @@ fn split_host_port(addr: &str) -> (&str, Option<i64>) {
 
 /// W3C Trace Context Level 2's response header.
 pub const TRACERESPONSE: &str = "traceresponse";
+/// Where the Level 2 draft now puts it (w3c/trace-context#560): a page reads
+/// `performance.getEntriesByType("navigation")[0].serverTiming`.
+pub const SERVER_TIMING: &str = "server-timing";
+const EXPOSE_HEADERS: &str = "access-control-expose-headers";
+const ALLOW_ORIGIN: &str = "access-control-allow-origin";
+
+/// What the response headers say about the context to write.
+#[derive(Debug, Default, Clone, Copy)]
+struct ResponseSeen {
+    has_traceresponse: bool,
+    /// CORS: the response lets another origin read it...
+    cors: bool,
+    /// ...and already exposes `traceresponse` (or every header).
+    exposed: bool,
+}
+
+impl ResponseSeen {
+    fn observe(&mut self, name: &str, value: &[u8]) {
+        match name {
+            TRACERESPONSE => self.has_traceresponse = true,
+            ALLOW_ORIGIN => self.cors = true,
+            EXPOSE_HEADERS => {
+                self.exposed |= value.split(|b| *b == b',').any(|v| {
+                    let v = v.trim_ascii();
+                    v == b"*" || v.eq_ignore_ascii_case(TRACERESPONSE.as_bytes())
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes this hop's response context in the configured forms; `seen` is
+/// `None` when the response map was not read (then `traceresponse` is set,
+/// replacing any, and no CORS header is looked for).
+fn write_response_context(
+    host: &mut impl StreamHost,
+    value: &str,
+    form: ResponseHeaderForm,
+    seen: Option<ResponseSeen>,
+) {
+    if form.traceresponse() {
+        match seen {
+            Some(s) if !s.has_traceresponse => host.add_response_header(TRACERESPONSE, value),
+            _ => host.set_response_header(TRACERESPONSE, value),
+        }
+        // A page of another origin reads the header only if it is exposed.
+        if seen.is_some_and(|s| s.cors && !s.exposed) {
+            host.append_response_header(EXPOSE_HEADERS, TRACERESPONSE);
+        }
+    }
+    if form.server_timing() {
+        // Added beside the app's own Server-Timing entries, if any.
+        host.append_response_header(SERVER_TIMING, &format!("traceparent;desc=\"{value}\""));
+    }
+}
 
 /// State of a sampled stream.
 #[derive(Debug)]
@@ -130,6 +186,9 @@ struct RequestFields {
 pub struct Stream {
     span: Option<Box<SpanState>>,
     traceresponse: Option<String>,
+    /// The request came with `origin` (a browser's cross-origin request): the
+    /// response is read for CORS before the context is written.
+    origin: bool,
 }
 
 fn lossy(v: &[u8], max: usize) -> String {
@@ -159,6 +218,7 @@ impl Stream {
         let mut fields = RequestFields::default();
         let mut content_length = None;
         let mut forced = false;
+        let mut origin = false;
         let mut tag_values: Vec<(usize, usize)> = Vec::new();
         for at in 0..headers.len() {
             let Some((name, v)) = headers.get(at) else {
@@ -176,6 +236,7 @@ impl Stream {
                 "x-request-id" => fields.request_id = Some(at),
                 crate::semconv::JAEGER_DEBUG_ID if !v.is_empty() => fields.debug_id = Some(at),
                 "content-length" => content_length = ascii_int(v),
+                "origin" => origin = true,
                 _ => {}
             }
             if tracer.force_header.as_deref() == Some(name) {
@@ -309,6 +370,7 @@ impl Stream {
             return Stream {
                 span: None,
                 traceresponse,
+                origin,
             };
         }
         tracer.buffer.counters.spans_sampled += 1;
@@ -341,6 +403,7 @@ impl Stream {
                 response_tags: Vec::new(),
             })),
             traceresponse,
+            origin,
         }
     }
 
@@ -352,10 +415,19 @@ impl Stream {
         end_of_stream: bool,
     ) {
         let traceresponse = self.traceresponse.take();
+        let form = tracer.config.propagation.response_header;
         let Some(span) = self.span.as_mut() else {
-            // Unsampled: the response map is not read, so the header is set.
+            // Unsampled: the response map is read only for a browser's
+            // cross-origin request (CORS); else `traceresponse` is set.
             if let Some(tr) = traceresponse {
-                host.set_response_header(TRACERESPONSE, &tr);
+                let seen = (self.origin && form.traceresponse()).then(|| {
+                    let mut seen = ResponseSeen::default();
+                    for (name, value) in host.response_headers().iter() {
+                        seen.observe(name, value);
+                    }
+                    seen
+                });
+                write_response_context(host, &tr, form, seen);
             }
             return;
         };
@@ -363,14 +435,13 @@ impl Stream {
             span.response_body_size = Some(0);
         }
         let headers = host.response_headers();
-        let mut has_traceresponse = false;
+        let mut seen = ResponseSeen::default();
         for (name, value) in headers.iter() {
             match name {
                 ":status" => span.status = ascii_int(value),
                 "content-length" if !end_of_stream => span.response_body_size = ascii_int(value),
                 "grpc-status" => span.grpc_status = ascii_int(value),
-                TRACERESPONSE => has_traceresponse = true,
-                _ => {}
+                _ => seen.observe(name, value),
             }
             for (i, t) in tracer.response_header_tags.iter().enumerate() {
                 if t.header == name {
@@ -378,10 +449,8 @@ impl Stream {
                 }
             }
         }
-        match traceresponse {
-            Some(tr) if has_traceresponse => host.set_response_header(TRACERESPONSE, &tr),
-            Some(tr) => host.add_response_header(TRACERESPONSE, &tr),
-            None => {}
+        if let Some(tr) = traceresponse {
+            write_response_context(host, &tr, form, Some(seen));
         }
     }
 

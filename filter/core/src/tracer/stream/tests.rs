@@ -843,6 +843,104 @@ fn consistent_downstream_keeps_a_subset_of_what_upstream_kept() {
     );
 }
 
+/// Issue 24 item 5: the response context in each form — `traceresponse`,
+/// the Level 2 draft's `Server-Timing: traceparent;desc="…"` (w3c/trace-context#560),
+/// or both (the default) — with the same value; and for a browser's
+/// cross-origin request (`origin`) answered with CORS, `traceresponse` is
+/// exposed (`Access-Control-Expose-Headers`) unless it already is.
+#[test]
+fn the_response_context_as_traceresponse_server_timing_or_both() {
+    for p in [0.0, 1.0] {
+        for (form, tr, st) in [
+            ("", true, true),
+            (r#","response_header":"both""#, true, true),
+            (r#","response_header":"traceresponse""#, true, false),
+            (r#","response_header":"server-timing""#, false, true),
+        ] {
+            let cfg = format!(
+                r#"{{"sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}},
+                    "propagation":{{"inject":["w3c"]{form}}}}}"#
+            );
+            let mut t = tracer(&cfg, &node());
+            let host = FakeHost::new()
+                .with_request("GET", "/")
+                .with_response_header(":status", "200")
+                .with_response_header("server-timing", "app;dur=12");
+            let (h, _) = run(&mut t, host);
+            let sent = h.header("traceparent").unwrap();
+            let traceresponse: Vec<&String> = h
+                .response_edits
+                .iter()
+                .filter(|(n, _)| n == "traceresponse")
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(traceresponse.len(), usize::from(tr), "p={p} {form}");
+            let timing: Vec<&String> = h
+                .appended
+                .iter()
+                .filter(|(n, _)| n == "server-timing")
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(
+                timing.len(),
+                usize::from(st),
+                "p={p} {form}: {:?}",
+                h.appended
+            );
+            if let Some(v) = timing.first() {
+                // Beside the app's entry, this hop's context, as the traceresponse says it.
+                assert!(v.starts_with("traceparent;desc=\"00-"), "{v}");
+                assert!(v.ends_with('"'), "{v}");
+                let value = &v["traceparent;desc=\"".len()..v.len() - 1];
+                crate::propagation::w3c::parse_traceparent(value.as_bytes()).unwrap();
+                assert_eq!(&value[..52], &sent[..52], "{v}");
+                if let Some(tr) = traceresponse.first() {
+                    assert_eq!(value, tr.as_str());
+                }
+            }
+        }
+    }
+    // CORS: a browser's cross-origin request, answered with CORS.
+    let cors = |p: f64, expose: Option<&str>, origin: bool| {
+        let cfg = format!(
+            r#"{{"sampling":{{"default_strategy":{{"type":"probabilistic","param":{p}}}}}}}"#
+        );
+        let mut t = tracer(&cfg, &node());
+        let mut host = FakeHost::new()
+            .with_request("GET", "/")
+            .with_response_header(":status", "200")
+            .with_response_header("access-control-allow-origin", "https://shop.example");
+        if origin {
+            host = host.with_header("origin", "https://shop.example");
+        }
+        if let Some(e) = expose {
+            host = host.with_response_header("access-control-expose-headers", e);
+        }
+        let (h, _) = run(&mut t, host);
+        h.appended
+            .iter()
+            .filter(|(n, _)| n == "access-control-expose-headers")
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    for p in [0.0, 1.0] {
+        assert_eq!(cors(p, None, true), ["traceresponse"], "p={p}");
+        assert_eq!(
+            cors(p, Some("x-a, Traceresponse"), true),
+            Vec::<String>::new()
+        );
+        assert_eq!(cors(p, Some("*"), true), Vec::<String>::new());
+        assert_eq!(cors(p, Some("x-a"), true), ["traceresponse"]);
+    }
+    // Without `origin`, an unsampled response is not read (no CORS to serve).
+    assert_eq!(cors(0.0, None, false), Vec::<String>::new());
+    let bad = Config::from_json(br#"{"propagation":{"response_header":"header"}}"#).unwrap_err();
+    assert!(
+        bad.to_string().contains("propagation.response_header"),
+        "{bad}"
+    );
+}
+
 /// Envoy adds a header for ~3,000 instructions less than it replaces one (no
 /// lookup and removal first): headers the request or response did not carry
 /// are added, the others set (the fake host fails a test that adds a header
@@ -900,4 +998,152 @@ fn absent_headers_are_added_present_ones_set() {
     assert!(h
         .header("traceparent")
         .is_some_and(|v| v.starts_with("00-4bf92f")));
+}
+
+/// Issue 24 item 6: one `tracestate` rule for every hop. The W3C test
+/// suite's `tracestate` cases (test/test.py, STRICT_LEVEL 2), each with an
+/// unsampled parent (`-00`) through an unsampled hop that leaves that
+/// `traceparent` as it came: a valid list goes on (joined, OWS dropped), an
+/// invalid one is discarded whole. Three of the suite's vendor-format and
+/// key-length cases were written for Level 1's `tenant@system` keys, which
+/// Level 2 made valid (`foo@=1`, `foo@@bar=1`, `foo@bar@baz=1`, a 242-character
+/// tenant, a 15-character system): those lists go on, as other vendors' valid keys.
+#[test]
+fn the_w3c_suites_tracestate_cases_at_strict_2_with_unsampled_parents() {
+    let tp = "00-12345678901234567890123456789012-1234567890123456-00";
+    let cfg = r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0}},
+        "propagation":{"inject":["w3c"]}}"#;
+    // The tracestate the next hop gets: its members (key, value), in order.
+    let through = |headers: &[&str]| -> Vec<(String, String)> {
+        let mut t = tracer(cfg, &node());
+        let mut host = FakeHost::new()
+            .with_request("GET", "/")
+            .with_header("traceparent", tp);
+        for h in headers {
+            host = host.with_header("tracestate", h);
+        }
+        let (h, req) = run(&mut t, host);
+        assert!(req.is_none(), "unsampled");
+        assert_eq!(
+            h.header("traceparent").as_deref(),
+            Some(tp),
+            "left as it came"
+        );
+        let sent: Vec<String> = h
+            .request_headers
+            .iter()
+            .filter(|(n, _)| n == "tracestate")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        sent.iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                let (k, v) = m.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let has = |members: &[(String, String)], k: &str, v: &str| {
+        members.iter().any(|(a, b)| a == k && b == v)
+    };
+    let keys =
+        |members: &[(String, String)]| members.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    // test_tracestate_empty_header
+    assert!(through(&[""]).is_empty());
+    assert!(has(&through(&["foo=1", ""]), "foo", "1"));
+    assert!(has(&through(&["", "foo=1"]), "foo", "1"));
+    // test_tracestate_multiple_headers_different_keys
+    assert_eq!(
+        keys(&through(&["foo=1,bar=2", "rojo=1,congo=2", "baz=3"])),
+        ["foo", "bar", "rojo", "congo", "baz"]
+    );
+    // test_tracestate_duplicated_keys (STRICT 2)
+    for h in [
+        &["foo=1,foo=1"][..],
+        &["foo=1,foo=2"],
+        &["foo=1", "foo=1"],
+        &["foo=1", "foo=2"],
+    ] {
+        assert!(through(h).is_empty(), "{h:?}");
+    }
+    // test_tracestate_all_allowed_characters
+    let key = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
+    let value: String = (0x20u8..=0x2b)
+        .chain(0x2d..=0x3c)
+        .chain(0x3e..=0x7e)
+        .map(char::from)
+        .collect();
+    for k in [key.to_string(), format!("{key}@a-z0-9_-*/")] {
+        assert!(has(&through(&[&format!("{k}={value}")]), &k, &value), "{k}");
+    }
+    // test_tracestate_ows_handling
+    for h in [
+        "foo=1 \t , \t bar=2, \t baz=3",
+        "foo=1\t \t,\t \tbar=2,\t \tbaz=3",
+    ] {
+        let m = through(&[h]);
+        assert!(
+            has(&m, "foo", "1") && has(&m, "bar", "2") && has(&m, "baz", "3"),
+            "{h:?}: {m:?}"
+        );
+    }
+    for h in [" foo=1", "\tfoo=1", "foo=1 ", "foo=1\t", "\t foo=1 \t"] {
+        assert!(has(&through(&[h]), "foo", "1"), "{h:?}");
+    }
+    // test_tracestate_key_illegal_characters (STRICT 2)
+    for h in ["foo =1", "FOO=1", "foo.bar=1"] {
+        assert!(through(&[h]).is_empty(), "{h:?}");
+    }
+    // test_tracestate_key_illegal_vendor_format (STRICT 2): `@foo` is invalid
+    // under Level 2 too; the other three are Level 2 keys.
+    assert!(through(&["@foo=1,bar=2"]).is_empty());
+    for h in ["foo@=1,bar=2", "foo@@bar=1,bar=2", "foo@bar@baz=1,bar=2"] {
+        assert!(has(&through(&[h]), "bar", "2"), "{h:?}");
+    }
+    // test_tracestate_member_count_limit (STRICT 2)
+    let group = |from: usize, to: usize| {
+        (from..=to)
+            .map(|i| format!("bar{i:02}={i:02}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (a, b, c) = (group(1, 10), group(11, 20), group(21, 30));
+    let m = through(&[&a, &b, &c, &group(31, 32)]);
+    assert_eq!(m.len(), 32);
+    assert!(has(&m, "bar01", "01"));
+    assert!(
+        through(&[&a, &b, &c, &group(31, 33)]).is_empty(),
+        "33 members"
+    );
+    // test_tracestate_key_length_limit (STRICT 2)
+    assert!(has(
+        &through(&["foo=1", &format!("{}=1", "z".repeat(256))]),
+        "foo",
+        "1"
+    ));
+    assert!(through(&["foo=1", &format!("{}=1", "z".repeat(257))]).is_empty());
+    let tenant = format!("{}@{}=1", "t".repeat(241), "v".repeat(14));
+    assert!(has(&through(&["foo=1", &tenant]), "foo", "1"));
+    for level_2 in [
+        format!("{}@v=1", "t".repeat(242)),
+        format!("t@{}=1", "v".repeat(15)),
+    ] {
+        assert!(has(&through(&["foo=1", &level_2]), "foo", "1"), "{level_2}");
+    }
+    // test_tracestate_value_illegal_characters (STRICT 2)
+    assert!(through(&["foo=bar=baz"]).is_empty());
+    assert!(through(&["foo=,bar=3"]).is_empty());
+    // Not in the suite: a valid list past 512 bytes is shortened by this hop
+    // too, though it leaves traceparent alone (long members first).
+    let long = format!(
+        "big={},{}",
+        "x".repeat(200),
+        group(1, 30).replace("=", "=yyyyyyyyyy")
+    );
+    let m = through(&[&long]);
+    let size = m.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>() + m.len() - 1;
+    assert!(size <= 512 && !m.is_empty(), "{size}");
+    assert!(!m.iter().any(|(k, _)| k == "big"), "long members go first");
 }
