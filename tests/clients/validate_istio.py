@@ -7,14 +7,16 @@ For each kustomization directory given:
   3. custom resources against their CRD schemas (npm @kubernetes-models/istio and
      @kubernetes-models/prometheus-operator);
   4. the Envoy configuration each WasmPlugin / EnvoyFilter becomes, through
-     `envoy --mode validate` with the built filter: Envoy loads the module and runs its
-     on_configure, so a pluginConfig the filter refuses fails here too.
+     `envoy --mode validate` with the built filter (the wasm module, or the native
+     module found by name in target/module): Envoy loads it and runs its configuration
+     hook, so a configuration the filter refuses fails here too.
 A kind none of these knows is an error: nothing is skipped silently.
 
 Prints one line per problem and a summary per directory; exits 1 if any problem.
 """
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,9 @@ K8S_VERSION = "1.33.0"
 ISTIO_GROUPS = ("extensions.istio.io/", "networking.istio.io/", "telemetry.istio.io/",
                 "security.istio.io/", "monitoring.coreos.com/")
 WASM = ROOT / "target/wasm32-wasip1/release/meshtrace_filter.wasm"
+# The native build (scripts/build-module), found by name as in a pod:
+# ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libmeshtrace.so.
+MODULE_DIR = ROOT / "target/module"
 
 
 def envoy_bin():
@@ -144,9 +149,10 @@ def envoy_validate(label, http_filters, clusters):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(bootstrap, f)
     try:
+        env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(MODULE_DIR))
         r = subprocess.run([str(envoy_bin()), "--mode", "validate", "-c", f.name,
                             "-l", "error", "--disable-hot-restart"],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, env=env)
     finally:
         Path(f.name).unlink()
     if r.returncode == 0:
@@ -197,10 +203,12 @@ def check_dir(directory):
 def main():
     if not WASM.exists():
         sys.exit(f"{WASM} is missing: run scripts/build-wasm")
-    dirs = sys.argv[1:] or ["istio", "istio/wasmplugin", "istio/envoyfilter",
+    if not (MODULE_DIR / "libmeshtrace.so").exists():
+        sys.exit(f"{MODULE_DIR}/libmeshtrace.so is missing: run scripts/build-module")
+    dirs = sys.argv[1:] or ["istio", "istio/wasmplugin", "istio/envoyfilter", "istio/envoyfilter-module",
                             "istio/collector", "istio/collector-replicas", "istio/collector-kafka", "istio/policy",
                             "istio/monitoring",
-                            "istio/examples/per-workload"]
+                            "istio/examples/per-workload", "istio/examples/per-workload-native"]
     failed = False
     for d in dirs:
         problems, summary = check_dir(Path(d))

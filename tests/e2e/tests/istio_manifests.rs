@@ -57,6 +57,8 @@ fn every_kustomization_passes_every_check() {
         ("istio/policy:", 1, 0, 0),
         ("istio/wasmplugin:", 3, 0, 1),
         ("istio/envoyfilter:", 3, 0, 1),
+        ("istio/envoyfilter-module:", 3, 0, 1),
+        ("istio/examples/per-workload-native:", 3, 2, 1),
         ("istio/collector:", 0, 6, 0),
         ("istio/collector-replicas:", 0, 7, 0),
         ("istio/collector-kafka:", 0, 9, 0),
@@ -100,6 +102,10 @@ fn each_check_fails_on_its_broken_manifest() {
             "envoyfilter-config",
             "invalid meshtrace config: sampling.default_strategy.param",
         ),
+        (
+            "envoyfilter-module-config",
+            "invalid meshtrace config: sampling.default_strategy.param",
+        ),
         ("envoy-cluster", "connect_timeout"),
         (
             "authorization-policy",
@@ -135,6 +141,13 @@ fn the_manifests_carry_the_configuration_the_demo_loads() {
         ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]["configuration"]
             ["value"],
         demo
+    );
+    let native = render("istio/envoyfilter-module");
+    assert_eq!(
+        find(&native, "EnvoyFilter", "meshtrace-native")["spec"]["configPatches"][0]["patch"]
+            ["value"]["typed_config"]["filter_config"]["value"],
+        demo,
+        "the native build runs the same configuration"
     );
     // The source itself is never applied.
     for docs in [&wasmplugin, &per_workload, &envoyfilter] {
