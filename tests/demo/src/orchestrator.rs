@@ -450,8 +450,12 @@ fn central_metrics() -> Option<String> {
 pub fn run(opts: Options, stop: Arc<AtomicBool>) -> Result<(), String> {
     let root = meshtrace_testkit::workspace_root();
     let collector = meshtrace_testkit::collector::collector_path();
-    let wasm = root.join("target/wasm32-wasip1/release/meshtrace_filter.wasm");
-    for (p, what) in [(&collector, "the collector"), (&wasm, "the filter")] {
+    // The build of the filter the sidecars load (`scripts/demo --filter module|wasm`).
+    let filter = match meshtrace_testkit::filter_build() {
+        "module" => root.join("target/module/libmeshtrace.so"),
+        _ => root.join("target/wasm32-wasip1/release/meshtrace_filter.wasm"),
+    };
+    for (p, what) in [(&collector, "the collector"), (&filter, "the filter")] {
         if !p.exists() {
             return Err(format!(
                 "{what} is not built ({} is missing): run scripts/demo, which builds it",
