@@ -83,6 +83,36 @@ impl Headers {
         b
     }
 
+    /// A header map from the host's (name, value) list, indexed as [`Headers::decode`]
+    /// indexes the encoding, without it: one copy of names and of values, for a
+    /// host that lists its map (a native module) instead of encoding it. A name
+    /// that is not UTF-8 is left out.
+    pub fn from_list<'a>(list: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Headers {
+        let (mut names_len, mut values_len, mut n) = (0usize, 0usize, 0usize);
+        for (k, v) in list.clone() {
+            names_len += k.len();
+            values_len += v.len();
+            n += 1;
+        }
+        let mut raw = Vec::with_capacity(values_len);
+        let mut names = String::with_capacity(names_len);
+        let mut at = Vec::with_capacity(n);
+        for (k, v) in list {
+            let Ok(name) = std::str::from_utf8(k) else {
+                continue;
+            };
+            let (ns, vs) = (names.len(), raw.len());
+            names.push_str(name);
+            raw.extend_from_slice(v);
+            // Offsets fit the index's u32s (a header map is far below 4 GiB).
+            let (Ok(ne), Ok(ve)) = (u32::try_from(names.len()), u32::try_from(raw.len())) else {
+                break;
+            };
+            at.push([ns as u32, ne, vs as u32, ve]);
+        }
+        Headers { raw, names, at }
+    }
+
     pub fn from_pairs<V: AsRef<[u8]>>(pairs: &[(&str, V)]) -> Headers {
         Headers::decode(Headers::encode(pairs))
     }
@@ -186,6 +216,27 @@ mod tests {
         assert!(!h.contains("tracestate"));
         assert_eq!(h.value(0), b"GET");
         assert_eq!(h.value(9), b"");
+    }
+
+    #[test]
+    fn a_listed_map_reads_as_the_encoded_one() {
+        let pairs = [
+            (":method", "GET"),
+            ("traceparent", "00-ab"),
+            ("empty", ""),
+            ("x", "1"),
+        ];
+        let listed = Headers::from_list(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        let encoded = Headers::from_pairs(&pairs);
+        assert_eq!(
+            listed.iter().collect::<Vec<_>>(),
+            encoded.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(listed.find("x"), Some(&b"1"[..]));
+        let bad = [(&b"\xff"[..], &b"1"[..]), (&b"ok"[..], &b"2"[..])];
+        let h = Headers::from_list(bad.iter().copied());
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("ok", &b"2"[..])]);
+        assert!(Headers::from_list(std::iter::empty()).is_empty());
     }
 
     #[test]

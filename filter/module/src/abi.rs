@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use crate::{Module, StreamCtx};
+use meshtrace_filter_core::host::Headers;
 use std::ffi::c_void;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -210,47 +211,25 @@ pub struct Stream(pub(crate) EnvoyPtr);
 #[derive(Clone, Copy)]
 pub struct Config(pub(crate) EnvoyPtr);
 
-/// Appends a header in the host encoding `Headers::decode` reads.
-fn encode(pairs: &[EnvoyHttpHeader]) -> Vec<u8> {
-    let size: usize = pairs
-        .iter()
-        .map(|h| h.key_length + h.value_length + 10)
-        .sum();
-    let mut b = Vec::with_capacity(4 + size);
-    b.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for h in pairs {
-        b.extend_from_slice(&(h.key_length as u32).to_le_bytes());
-        b.extend_from_slice(&(h.value_length as u32).to_le_bytes());
-    }
-    for h in pairs {
-        b.extend_from_slice(h.key());
-        b.push(0);
-        b.extend_from_slice(h.value());
-        b.push(0);
-    }
-    b
-}
-
 impl Stream {
-    /// A header map (request, response headers or trailers) in the host
-    /// encoding `Headers::decode` indexes: one call for the whole map.
-    pub fn headers(self, kind: u32) -> Vec<u8> {
+    /// A header map (request, response headers or trailers), copied out of
+    /// Envoy: one call for the whole map.
+    pub fn headers(self, kind: u32) -> Headers {
         // SAFETY: `self.0` is this stream's pointer, inside one of its hooks.
         let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind) };
         if n == 0 {
-            return encode(&[]);
+            return Headers::default();
         }
         let mut list = vec![EnvoyHttpHeader::EMPTY; n];
         // SAFETY: room for the `n` entries Envoy said the map has; the
-        // buffers they point to are copied by `encode` before the hook returns.
+        // buffers they point to are copied by `from_list` before the hook returns.
         let ok = unsafe {
             envoy_dynamic_module_callback_http_get_headers(self.0, kind, list.as_mut_ptr())
         };
-        if ok {
-            encode(&list)
-        } else {
-            encode(&[])
+        if !ok {
+            return Headers::default();
         }
+        Headers::from_list(list.iter().map(|h| (h.key(), h.value())))
     }
 
     /// Replaces every value of `name` (`None`: removes it).

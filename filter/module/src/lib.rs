@@ -211,7 +211,7 @@ impl Host for Native {
 
 impl StreamHost for Native {
     fn request_headers(&self) -> Headers {
-        Headers::decode(self.0.headers(abi::REQUEST_HEADERS))
+        self.0.headers(abi::REQUEST_HEADERS)
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
         self.0.set_header(abi::REQUEST_HEADERS, name, value);
@@ -220,7 +220,7 @@ impl StreamHost for Native {
         self.0.add_header(abi::REQUEST_HEADERS, name, value);
     }
     fn response_headers(&self) -> Headers {
-        Headers::decode(self.0.headers(abi::RESPONSE_HEADERS))
+        self.0.headers(abi::RESPONSE_HEADERS)
     }
     fn set_response_header(&mut self, name: &str, value: &str) {
         self.0.set_header(abi::RESPONSE_HEADERS, name, Some(value));
@@ -232,7 +232,7 @@ impl StreamHost for Native {
         self.0.add_header(abi::RESPONSE_HEADERS, name, value);
     }
     fn response_trailers(&self) -> Headers {
-        Headers::decode(self.0.headers(abi::RESPONSE_TRAILERS))
+        self.0.headers(abi::RESPONSE_TRAILERS)
     }
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match lock(&SHARED).as_ref().and_then(|m| m.get(key)) {

@@ -777,7 +777,8 @@ fn i_w3c_level_2_on_the_wire_and_one_pass_through_rule() {
 #[test]
 fn j_traceresponse_and_jaeger_debug_id() {
     let receiver = OtlpReceiver::start();
-    let never = r#""sampling":{"default_strategy":{"type":"probabilistic","param":0}}"#;
+    let never = r#""sampling":{"default_strategy":{"type":"probabilistic","param":0}},
+        "propagation":{"response_header":"both"}"#;
     let (_envoy, port, _app) = inbound(&cfg(never), &receiver);
     let mut c = Client::connect(port);
 
@@ -790,7 +791,7 @@ fn j_traceresponse_and_jaeger_debug_id() {
         "not sampled: {tr}"
     );
 
-    // And in the Level 2 draft's form, which a browser page reads (both by default).
+    // And in the Level 2 draft's form, which a browser page reads (`both`).
     assert_eq!(
         plain.header("server-timing"),
         Some(format!("traceparent;desc=\"{tr}\"")),
