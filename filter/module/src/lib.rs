@@ -231,6 +231,9 @@ impl StreamHost for Native {
     fn append_response_header(&mut self, name: &str, value: &str) {
         self.0.add_header(abi::RESPONSE_HEADERS, name, value);
     }
+    fn reads_maps_cheaply(&self) -> bool {
+        true
+    }
     fn response_trailers(&self) -> Headers {
         self.0.headers(abi::RESPONSE_TRAILERS)
     }

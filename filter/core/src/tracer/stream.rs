@@ -418,9 +418,11 @@ impl Stream {
         let form = tracer.config.propagation.response_header;
         let Some(span) = self.span.as_mut() else {
             // Unsampled: the response map is read only for a browser's
-            // cross-origin request (CORS); else `traceresponse` is set.
+            // cross-origin request (CORS), or where reading it is cheaper than
+            // replacing a header; else `traceresponse` is set.
             if let Some(tr) = traceresponse {
-                let seen = (self.origin && form.traceresponse()).then(|| {
+                let read = form.traceresponse() && (self.origin || host.reads_maps_cheaply());
+                let seen = read.then(|| {
                     let mut seen = ResponseSeen::default();
                     for (name, value) in host.response_headers().iter() {
                         seen.observe(name, value);
