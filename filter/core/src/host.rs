@@ -151,6 +151,23 @@ impl Headers {
     }
 }
 
+/// Whether a log line of `kind` is due at `now` (ns): at most one a minute
+/// per kind, `logged` keeping when each kind was last logged. The adapters
+/// log host errors through it.
+pub fn log_due(logged: &mut Vec<(&'static str, u64)>, kind: &'static str, now: u64) -> bool {
+    match logged.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, at)) if now.saturating_sub(*at) < 60_000_000_000 => false,
+        Some((_, at)) => {
+            *at = now;
+            true
+        }
+        None => {
+            logged.push((kind, now));
+            true
+        }
+    }
+}
+
 /// Calls available in every context.
 pub trait Host {
     /// An Envoy attribute (`["source", "address"]`), raw bytes.

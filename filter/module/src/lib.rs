@@ -351,20 +351,7 @@ fn token(id: u64) -> u32 {
 fn warn_limited(kind: &'static str, detail: &str) {
     static LOGGED: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
     let now = now_nanos();
-    let due = {
-        let mut logged = lock(&LOGGED);
-        match logged.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, at)) if now.saturating_sub(*at) < 60_000_000_000 => false,
-            Some((_, at)) => {
-                *at = now;
-                true
-            }
-            None => {
-                logged.push((kind, now));
-                true
-            }
-        }
-    };
+    let due = meshtrace_filter_core::host::log_due(&mut lock(&LOGGED), kind, now);
     if due {
         abi::log(
             abi::LOG_WARN,

@@ -63,20 +63,8 @@ fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
 fn host_error(kind: &'static str, detail: &str) {
     let now = abi::now_nanos();
     let due = LOGGED.with(|l| {
-        let Ok(mut logged) = l.try_borrow_mut() else {
-            return false;
-        };
-        match logged.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, at)) if now.saturating_sub(*at) < 60_000_000_000 => false,
-            Some((_, at)) => {
-                *at = now;
-                true
-            }
-            None => {
-                logged.push((kind, now));
-                true
-            }
-        }
+        l.try_borrow_mut()
+            .is_ok_and(|mut logged| meshtrace_filter_core::host::log_due(&mut logged, kind, now))
     });
     if due {
         abi::log(
