@@ -251,6 +251,22 @@ impl Default for OtlpExporterConfig {
     }
 }
 
+/// The URL spans are posted to: the endpoint as given when it ends in
+/// `/v1/traces`, else with `/v1/traces` appended (as the OpenTelemetry
+/// Collector's `otlphttp` exporter does with its `endpoint`).
+pub fn traces_url(endpoint: &str) -> Result<reqwest::Url, String> {
+    let given =
+        reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    if !matches!(given.scheme(), "http" | "https") || given.host_str().is_none() {
+        return Err(format!("{endpoint:?} is not an http:// or https:// URL"));
+    }
+    if given.path().trim_end_matches('/').ends_with("/v1/traces") {
+        return Ok(given);
+    }
+    reqwest::Url::parse(&format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))
+}
+
 /// Kafka: the exporter (accepted spans to a topic) and the ingester's consumer.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1279,7 +1295,7 @@ impl Config {
                 ));
             }
             if e.protocol != "grpc" {
-                crate::forward::traces_url(&e.endpoint).map_err(|m| err(&key("endpoint"), m))?;
+                traces_url(&e.endpoint).map_err(|m| err(&key("endpoint"), m))?;
             }
             if !matches!(e.compression.as_str(), "gzip" | "zstd" | "none") {
                 return Err(err(&key("compression"), "must be gzip, zstd or none"));

@@ -32,7 +32,6 @@ use tonic::{Code, Status};
 
 mod disk;
 mod http;
-pub use http::traces_url;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 

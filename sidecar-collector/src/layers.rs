@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sampling", &["telemetry", "grpc"]),
     ("metrics", &["model", "store"]),
     ("pipeline", &["model", "store", "telemetry", "metrics"]),
-    ("forward", &["ingest", "pipeline", "telemetry"]),
+    ("forward", &["ingest", "pipeline", "telemetry", "config"]),
     ("kafka", &["telemetry"]),
     (
         "query",

@@ -7,6 +7,7 @@
 //! retry loop serves both protocols.
 
 use super::ForwardSettings;
+use crate::config::traces_url;
 use bytes::Bytes;
 use std::io::Write;
 use tonic::codec::CompressionEncoding;
@@ -19,22 +20,6 @@ pub(super) struct HttpExport {
     client: reqwest::Client,
     url: reqwest::Url,
     compression: Option<CompressionEncoding>,
-}
-
-/// The URL spans are posted to: the endpoint as given when it ends in
-/// `/v1/traces`, else with `/v1/traces` appended (as the OpenTelemetry
-/// Collector's `otlphttp` exporter does with its `endpoint`).
-pub fn traces_url(endpoint: &str) -> Result<reqwest::Url, String> {
-    let given =
-        reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
-    if !matches!(given.scheme(), "http" | "https") || given.host_str().is_none() {
-        return Err(format!("{endpoint:?} is not an http:// or https:// URL"));
-    }
-    if given.path().trim_end_matches('/').ends_with("/v1/traces") {
-        return Ok(given);
-    }
-    reqwest::Url::parse(&format!("{}/v1/traces", endpoint.trim_end_matches('/')))
-        .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))
 }
 
 impl HttpExport {
