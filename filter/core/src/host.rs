@@ -95,8 +95,26 @@ impl Headers {
             n += 1;
         }
         let mut raw = Vec::with_capacity(values_len);
-        let mut names = String::with_capacity(names_len);
         let mut at = Vec::with_capacity(n);
+        // Envoy's names are ASCII: one UTF-8 check over all of them (a check
+        // per name cost ~750 instructions per map); a map with a name that is
+        // not UTF-8 is indexed name by name, leaving that one out.
+        let mut all = Vec::with_capacity(names_len);
+        for (k, v) in list.clone() {
+            let (ns, vs) = (all.len(), raw.len());
+            all.extend_from_slice(k);
+            raw.extend_from_slice(v);
+            let (Ok(ne), Ok(ve)) = (u32::try_from(all.len()), u32::try_from(raw.len())) else {
+                break;
+            };
+            at.push([ns as u32, ne, vs as u32, ve]);
+        }
+        if let Ok(names) = String::from_utf8(all) {
+            return Headers { raw, names, at };
+        }
+        raw.clear();
+        at.clear();
+        let mut names = String::with_capacity(names_len);
         for (k, v) in list {
             let Ok(name) = std::str::from_utf8(k) else {
                 continue;

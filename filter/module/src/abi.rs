@@ -220,7 +220,15 @@ impl Stream {
         if n == 0 {
             return Headers::default();
         }
-        let mut list = vec![EnvoyHttpHeader::EMPTY; n];
+        // Small maps (all but odd ones) listed on the stack: no allocation.
+        let mut stack = [EnvoyHttpHeader::EMPTY; 32];
+        let mut heap = Vec::new();
+        let list: &mut [EnvoyHttpHeader] = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, EnvoyHttpHeader::EMPTY);
+            &mut heap
+        };
         // SAFETY: room for the `n` entries Envoy said the map has; the
         // buffers they point to are copied by `from_list` before the hook returns.
         let ok = unsafe {

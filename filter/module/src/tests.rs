@@ -288,3 +288,24 @@ fn node_metadata_comes_from_where_istio_puts_it() {
     );
     assert_eq!(label, Some(b"ratings".to_vec()));
 }
+
+#[test]
+fn a_header_map_larger_than_the_stack_list_is_read_whole() {
+    let cfgm = configure(r#"{"custom_tags":[{"tag":"last","request_header":"x-h39"}]}"#);
+    let extra: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("x-h{i}"), format!("v{i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    request(&refs);
+    let fm = envoy_dynamic_module_on_http_filter_new(cfgm, dummy());
+    envoy_dynamic_module_on_http_filter_request_headers(dummy(), fm, true);
+    assert!(header(REQUEST_HEADERS, "traceparent").is_some());
+    // SAFETY: `fm` is a live `StreamCtx`.
+    let ctx = unsafe { &*fm.cast::<StreamCtx>() };
+    assert!(ctx.stream.is_some(), "sampled, with the 44-header map read");
+    envoy_dynamic_module_on_http_filter_destroy(fm);
+    envoy_dynamic_module_on_http_filter_config_destroy(cfgm);
+}
