@@ -69,12 +69,25 @@ fn decode_padded<const N: usize>(src: &[u8], allow_upper: bool) -> Result<[u8; N
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes `bytes` as lowercase hex into `out` (twice as long).
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = HEX[(b >> 4) as usize];
-        pair[1] = HEX[(b & 0xf) as usize];
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
     }
+    t
+};
+
+/// `bytes` as lowercase hex, on the stack (a table lookup per byte: ids are
+/// formatted once or twice per request on the filter's request path).
+fn hex_array<const N: usize, const H: usize>(bytes: &[u8; N]) -> [u8; H] {
+    let mut out = [0u8; H];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
+    }
+    out
 }
 
 fn encode_into(bytes: &[u8], out: &mut String) {
@@ -131,9 +144,9 @@ impl TraceId {
     pub fn write_hex(&self, out: &mut String) {
         encode_into(&self.0, out);
     }
-    /// The 32 hex chars into `out[..32]` (a byte buffer being filled).
-    pub fn hex_bytes_into(&self, out: &mut [u8]) {
-        hex_into(&self.0, out);
+    /// The 32 lowercase hex chars, as bytes.
+    pub fn hex_bytes(&self) -> [u8; 32] {
+        hex_array(&self.0)
     }
 }
 
@@ -164,9 +177,9 @@ impl SpanId {
     pub fn write_hex(&self, out: &mut String) {
         encode_into(&self.0, out);
     }
-    /// The 16 hex chars into `out[..16]` (a byte buffer being filled).
-    pub fn hex_bytes_into(&self, out: &mut [u8]) {
-        hex_into(&self.0, out);
+    /// The 16 lowercase hex chars, as bytes.
+    pub fn hex_bytes(&self) -> [u8; 16] {
+        hex_array(&self.0)
     }
 }
 
@@ -234,6 +247,17 @@ mod tests {
         for (input, want, why) in cases {
             let got = TraceId::from_hex(input.as_bytes()).map(|_| ());
             assert_eq!(&got, want, "{why}: {input}");
+        }
+    }
+
+    #[test]
+    fn hex_bytes_match_the_string_form_for_every_byte() {
+        for b in 0..=255u8 {
+            let t = TraceId([b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, b]);
+            assert_eq!(t.hex_bytes().as_slice(), t.to_hex().as_bytes());
+            let s = SpanId([b, 0xff, 0x10, 0x0f, 0xa0, 0x09, 0x5a, b]);
+            assert_eq!(s.hex_bytes().as_slice(), s.to_hex().as_bytes());
+            assert_eq!(&s.hex_bytes()[..2], format!("{b:02x}").as_bytes());
         }
     }
 

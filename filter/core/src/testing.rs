@@ -94,17 +94,17 @@ impl StreamHost for FakeHost {
     fn request_headers(&self) -> Headers {
         to_headers(&self.request_headers)
     }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        self.edits.push((name.into(), value.map(str::to_string)));
+    fn set_request_header(&mut self, name: &str, value: Option<&[u8]>) {
+        let text = value.map(|v| String::from_utf8_lossy(v).into_owned());
+        self.edits.push((name.into(), text));
         self.request_headers.retain(|(n, _)| n != name);
         if let Some(v) = value {
-            self.request_headers
-                .push((name.into(), v.as_bytes().to_vec()));
+            self.request_headers.push((name.into(), v.to_vec()));
         }
     }
     /// Envoy would add a second value: a test fails if the filter adds a
     /// header the request already has.
-    fn add_request_header(&mut self, name: &str, value: &str) {
+    fn add_request_header(&mut self, name: &str, value: &[u8]) {
         assert!(
             self.header(name).is_none(),
             "added request header {name} that the request already has"
@@ -112,10 +112,11 @@ impl StreamHost for FakeHost {
         self.added.push(name.into());
         self.set_request_header(name, Some(value));
     }
-    fn set_response_header(&mut self, name: &str, value: &str) {
-        self.response_edits.push((name.into(), value.into()));
+    fn set_response_header(&mut self, name: &str, value: &[u8]) {
+        let text = String::from_utf8_lossy(value).into_owned();
+        self.response_edits.push((name.into(), text));
     }
-    fn add_response_header(&mut self, name: &str, value: &str) {
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
         assert!(
             !self.response_headers.iter().any(|(n, _)| n == name),
             "added response header {name} that the response already has"
@@ -123,8 +124,9 @@ impl StreamHost for FakeHost {
         self.added.push(name.into());
         self.set_response_header(name, value);
     }
-    fn append_response_header(&mut self, name: &str, value: &str) {
-        self.appended.push((name.into(), value.into()));
+    fn append_response_header(&mut self, name: &str, value: &[u8]) {
+        let text = String::from_utf8_lossy(value).into_owned();
+        self.appended.push((name.into(), text));
     }
     fn response_headers(&self) -> Headers {
         to_headers(&self.response_headers)

@@ -11,6 +11,7 @@
 use crate::{Module, StreamCtx};
 use meshtrace_filter_core::host::Headers;
 use std::ffi::c_void;
+use std::mem::MaybeUninit;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -220,29 +221,32 @@ impl Stream {
         if n == 0 {
             return Headers::default();
         }
-        // Small maps (all but odd ones) listed on the stack: no allocation.
-        let mut stack = [EnvoyHttpHeader::EMPTY; 32];
+        // Small maps (all but odd ones) listed on the stack, left
+        // uninitialised (Envoy writes every entry): no allocation, no memset.
+        let mut stack = [const { MaybeUninit::<EnvoyHttpHeader>::uninit() }; 32];
         let mut heap = Vec::new();
-        let list: &mut [EnvoyHttpHeader] = if n <= stack.len() {
-            &mut stack[..n]
+        let list: *mut EnvoyHttpHeader = if n <= stack.len() {
+            stack.as_mut_ptr().cast()
         } else {
             heap.resize(n, EnvoyHttpHeader::EMPTY);
-            &mut heap
+            heap.as_mut_ptr()
         };
-        // SAFETY: room for the `n` entries Envoy said the map has; the
-        // buffers they point to are copied by `from_list` before the hook returns.
-        let ok = unsafe {
-            envoy_dynamic_module_callback_http_get_headers(self.0, kind, list.as_mut_ptr())
-        };
+        // SAFETY: room for the `n` entries Envoy said the map has (the stack
+        // array when `n` fits it, else `heap`, both alive until the end).
+        let ok = unsafe { envoy_dynamic_module_callback_http_get_headers(self.0, kind, list) };
         if !ok {
             return Headers::default();
         }
+        // SAFETY: Envoy wrote the map's `n` entries (it answered `true` for a
+        // map of the size it gave); the buffers they point to are copied by
+        // `from_list` before the hook returns.
+        let list = unsafe { std::slice::from_raw_parts(list.cast_const(), n) };
         Headers::from_list(list.iter().map(|h| (h.key(), h.value())))
     }
 
     /// Replaces every value of `name` (`None`: removes it).
-    pub fn set_header(self, kind: u32, name: &str, value: Option<&str>) -> bool {
-        let v = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+    pub fn set_header(self, kind: u32, name: &str, value: Option<&[u8]>) -> bool {
+        let v = value.map_or(ModuleBuffer::NULL, ModuleBuffer::of);
         // SAFETY: this stream's pointer; Envoy copies both buffers.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
@@ -255,14 +259,14 @@ impl Stream {
     }
 
     /// Appends a value of `name`.
-    pub fn add_header(self, kind: u32, name: &str, value: &str) -> bool {
+    pub fn add_header(self, kind: u32, name: &str, value: &[u8]) -> bool {
         // SAFETY: this stream's pointer; Envoy copies both buffers.
         unsafe {
             envoy_dynamic_module_callback_http_add_header(
                 self.0,
                 kind,
                 ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
+                ModuleBuffer::of(value),
             )
         }
     }
@@ -532,9 +536,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     _fe: EnvoyPtr,
 ) -> ModulePtr {
     guard("filter_new", std::ptr::null(), || match module(cfgm) {
-        Some(m) => Box::into_raw(Box::new(StreamCtx::new(m.clone())))
-            .cast_const()
-            .cast(),
+        Some(m) => Box::into_raw(crate::new_stream(m)).cast_const().cast(),
         None => std::ptr::null(),
     })
 }
@@ -594,7 +596,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(fm: ModulePtr) {
     guard("filter_destroy", (), || {
         if !fm.is_null() {
             // SAFETY: made by `on_http_filter_new` with `Box::into_raw`; destroyed once.
-            drop(unsafe { Box::from_raw(fm.cast_mut().cast::<StreamCtx>()) });
+            crate::free_stream(unsafe { Box::from_raw(fm.cast_mut().cast::<StreamCtx>()) });
         }
     })
 }

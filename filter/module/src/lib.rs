@@ -27,7 +27,7 @@ use meshtrace_filter_core::export::CallOutcome;
 use meshtrace_filter_core::host::{Headers, Host, RootHost, StreamHost};
 use meshtrace_filter_core::metrics::COUNTERS;
 use meshtrace_filter_core::{Config as CoreConfig, Stream, Tracer};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -74,28 +74,71 @@ struct Ticker {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// A stream's state in the module.
+/// A stream's state in the module. Kept in a box Envoy holds the pointer
+/// of; boxes are reused per worker ([`new_stream`], [`free_stream`]).
 pub struct StreamCtx {
-    module: Arc<Module>,
+    /// The stream's configuration (`None` only while the box waits for reuse).
+    module: Option<Arc<Module>>,
     worker: usize,
     stream: Option<Stream>,
 }
 
-impl StreamCtx {
-    fn new(module: Arc<Module>) -> StreamCtx {
-        StreamCtx {
-            module,
+/// Stream boxes kept for reuse per worker thread: allocating and freeing one
+/// per request cost more than the rest of an unsampled stream's hooks but two.
+const SPARE_STREAMS: usize = 256;
+
+thread_local! {
+    // Boxes, not values: each is the allocation whose address Envoy holds.
+    #[allow(clippy::vec_box)]
+    static SPARE_STREAMS_OF_THREAD: RefCell<Vec<Box<StreamCtx>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A stream of `module`'s, in a reused box if this worker has one.
+fn new_stream(module: &Arc<Module>) -> Box<StreamCtx> {
+    let spare = SPARE_STREAMS_OF_THREAD
+        .try_with(|s| s.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut b) => {
+            b.module = Some(module.clone());
+            b
+        }
+        None => Box::new(StreamCtx {
+            module: Some(module.clone()),
             worker: 0,
             stream: None,
+        }),
+    }
+}
+
+/// Envoy destroyed the stream: its state goes, its box is kept for the next.
+fn free_stream(mut b: Box<StreamCtx>) {
+    b.release();
+    let _ = SPARE_STREAMS_OF_THREAD.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.len() < SPARE_STREAMS {
+                s.push(b);
+            }
         }
+    });
+}
+
+impl StreamCtx {
+    /// Drops the stream's state and its hold on the configuration.
+    fn release(&mut self) {
+        if let Some(m) = self.module.take() {
+            if self.stream.take().is_some() {
+                m.open_streams.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.stream = None;
     }
 }
 
 impl Drop for StreamCtx {
     fn drop(&mut self) {
-        if self.stream.take().is_some() {
-            self.module.open_streams.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.release();
     }
 }
 
@@ -213,22 +256,22 @@ impl StreamHost for Native {
     fn request_headers(&self) -> Headers {
         self.0.headers(abi::REQUEST_HEADERS)
     }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+    fn set_request_header(&mut self, name: &str, value: Option<&[u8]>) {
         self.0.set_header(abi::REQUEST_HEADERS, name, value);
     }
-    fn add_request_header(&mut self, name: &str, value: &str) {
+    fn add_request_header(&mut self, name: &str, value: &[u8]) {
         self.0.add_header(abi::REQUEST_HEADERS, name, value);
     }
     fn response_headers(&self) -> Headers {
         self.0.headers(abi::RESPONSE_HEADERS)
     }
-    fn set_response_header(&mut self, name: &str, value: &str) {
+    fn set_response_header(&mut self, name: &str, value: &[u8]) {
         self.0.set_header(abi::RESPONSE_HEADERS, name, Some(value));
     }
-    fn add_response_header(&mut self, name: &str, value: &str) {
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
         self.0.add_header(abi::RESPONSE_HEADERS, name, value);
     }
-    fn append_response_header(&mut self, name: &str, value: &str) {
+    fn append_response_header(&mut self, name: &str, value: &[u8]) {
         self.0.add_header(abi::RESPONSE_HEADERS, name, value);
     }
     fn reads_maps_cheaply(&self) -> bool {
@@ -581,7 +624,9 @@ fn request_headers(s: abi::Stream, ctx: &mut StreamCtx, end_of_stream: bool) {
     if tests::PANIC_NEXT.with(|p| p.replace(false)) {
         panic!("injected by a test");
     }
-    let module = ctx.module.clone();
+    let Some(module) = ctx.module.as_ref() else {
+        return;
+    };
     let worker = worker_of(s) % module.workers.len().max(1);
     let Some(mut t) = module.tracer(worker) else {
         return;
@@ -601,15 +646,22 @@ fn request_headers(s: abi::Stream, ctx: &mut StreamCtx, end_of_stream: bool) {
 }
 
 fn response_headers(s: abi::Stream, ctx: &mut StreamCtx, end_of_stream: bool) {
-    let Some(stream) = ctx.stream.as_mut() else {
+    let StreamCtx {
+        module: Some(module),
+        worker,
+        stream: slot,
+    } = ctx
+    else {
         return;
     };
-    let module = ctx.module.clone();
-    if let Some(t) = module.tracer(ctx.worker) {
+    let Some(stream) = slot.as_mut() else {
+        return;
+    };
+    if let Some(t) = module.tracer(*worker) {
         stream.on_response_headers(&t, &mut Native(s), end_of_stream);
     }
     if !stream.is_sampled() {
-        ctx.stream = None;
+        *slot = None;
         module.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -621,12 +673,20 @@ fn response_trailers(s: abi::Stream, ctx: &mut StreamCtx) {
 }
 
 fn stream_complete(s: abi::Stream, ctx: &mut StreamCtx) {
-    let Some(stream) = ctx.stream.take() else {
+    let StreamCtx {
+        module: Some(module),
+        worker,
+        stream: slot,
+    } = ctx
+    else {
         return;
     };
-    ctx.module.open_streams.fetch_sub(1, Ordering::Relaxed);
+    let Some(stream) = slot.take() else {
+        return;
+    };
+    module.open_streams.fetch_sub(1, Ordering::Relaxed);
     if stream.is_sampled() {
-        if let Some(mut t) = ctx.module.tracer(ctx.worker) {
+        if let Some(mut t) = module.tracer(*worker) {
             t.finish(stream, &Native(s));
         }
     }

@@ -309,3 +309,51 @@ fn a_header_map_larger_than_the_stack_list_is_read_whole() {
     envoy_dynamic_module_on_http_filter_destroy(fm);
     envoy_dynamic_module_on_http_filter_config_destroy(cfgm);
 }
+
+#[test]
+fn reused_stream_boxes_start_clean_under_their_own_configuration() {
+    let sampled = configure(
+        r#"{"service_name":"all","sampling":{"default_strategy":{"type":"probabilistic","param":1.0}}}"#,
+    );
+    let none = configure(
+        r#"{"service_name":"none","sampling":{"default_strategy":{"type":"probabilistic","param":0.0}},"propagation":{"traceresponse":"never"}}"#,
+    );
+    assert!(!sampled.is_null() && !none.is_null());
+    let module_of = |fm: *const c_void| {
+        // SAFETY: `fm` is a live `StreamCtx`.
+        let ctx = unsafe { &*fm.cast::<StreamCtx>() };
+        ctx.module
+            .as_ref()
+            .map(|m| lock(&m.workers[0]).service_name().to_string())
+    };
+    let open = |cfgm: *const c_void| {
+        // SAFETY: made by `configure` and not destroyed yet.
+        let m = unsafe { &*cfgm.cast::<Arc<Module>>() };
+        m.open_streams.load(Ordering::Relaxed)
+    };
+    for round in 0..3 {
+        // A sampled stream destroyed mid-way (no `stream_complete`: a reset).
+        request(&[]);
+        let fm = envoy_dynamic_module_on_http_filter_new(sampled, dummy());
+        envoy_dynamic_module_on_http_filter_request_headers(dummy(), fm, true);
+        assert!(stream_state(fm), "{round}");
+        assert_eq!(open(sampled), 1);
+        envoy_dynamic_module_on_http_filter_destroy(fm);
+        assert_eq!(
+            open(sampled),
+            0,
+            "a destroyed stream's state is counted out"
+        );
+        // The next stream, of the other configuration, reuses that box.
+        request(&[]);
+        let again = envoy_dynamic_module_on_http_filter_new(none, dummy());
+        assert_eq!(again, fm, "the box is reused on this worker");
+        assert!(!stream_state(again), "no state carried over");
+        assert_eq!(module_of(again).as_deref(), Some("none"));
+        envoy_dynamic_module_on_http_filter_request_headers(dummy(), again, true);
+        assert!(!stream_state(again), "an unsampled stream keeps nothing");
+        envoy_dynamic_module_on_http_filter_destroy(again);
+    }
+    envoy_dynamic_module_on_http_filter_config_destroy(sampled);
+    envoy_dynamic_module_on_http_filter_config_destroy(none);
+}

@@ -232,7 +232,7 @@ pub fn header_value(map: Map, name: &str) -> Option<HostBytes> {
 }
 
 /// Sets (`Some`) or removes (`None`) a header; the host's status.
-pub fn set_header(map: Map, name: &str, value: Option<&str>) -> u32 {
+pub fn set_header(map: Map, name: &str, value: Option<&[u8]>) -> u32 {
     crate::diag::host_call();
     // SAFETY: the slices are valid for the call.
     unsafe {
@@ -251,7 +251,7 @@ pub fn set_header(map: Map, name: &str, value: Option<&str>) -> u32 {
 
 /// Adds a header the map does not hold yet (cheaper than replacing: no lookup
 /// and removal first); the host's status.
-pub fn add_header(map: Map, name: &str, value: &str) -> u32 {
+pub fn add_header(map: Map, name: &str, value: &[u8]) -> u32 {
     crate::diag::host_call();
     // SAFETY: the slices are valid for the call.
     unsafe {

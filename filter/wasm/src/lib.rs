@@ -102,29 +102,29 @@ impl StreamHost for Abi {
     fn request_headers(&self) -> Headers {
         headers(Map::RequestHeaders)
     }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+    fn set_request_header(&mut self, name: &str, value: Option<&[u8]>) {
         let status = abi::set_header(Map::RequestHeaders, name, value);
         // Removing a header that is not there is no error.
         if !(value.is_none() && status == abi::NOT_FOUND) {
             edited("setting a request header", name, status);
         }
     }
-    fn add_request_header(&mut self, name: &str, value: &str) {
+    fn add_request_header(&mut self, name: &str, value: &[u8]) {
         let status = abi::add_header(Map::RequestHeaders, name, value);
         edited("adding a request header", name, status);
     }
     fn response_headers(&self) -> Headers {
         headers(Map::ResponseHeaders)
     }
-    fn set_response_header(&mut self, name: &str, value: &str) {
+    fn set_response_header(&mut self, name: &str, value: &[u8]) {
         let status = abi::set_header(Map::ResponseHeaders, name, Some(value));
         edited("setting a response header", name, status);
     }
-    fn add_response_header(&mut self, name: &str, value: &str) {
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
         let status = abi::add_header(Map::ResponseHeaders, name, value);
         edited("adding a response header", name, status);
     }
-    fn append_response_header(&mut self, name: &str, value: &str) {
+    fn append_response_header(&mut self, name: &str, value: &[u8]) {
         let status = abi::add_header(Map::ResponseHeaders, name, value);
         edited("appending a response header", name, status);
     }

@@ -111,10 +111,18 @@ pub extern "C" fn proxy_on_request_headers(_context: u32, _headers: usize, _end:
         std::hint::black_box(abi::header_value(abi::Map::RequestHeaders, "traceparent"));
     }
     if set & WRITE != 0 {
-        abi::set_header(abi::Map::RequestHeaders, "traceparent", Some(TRACEPARENT));
+        abi::set_header(
+            abi::Map::RequestHeaders,
+            "traceparent",
+            Some(TRACEPARENT.as_bytes()),
+        );
     }
     if set & ADD != 0 {
-        abi::add_header(abi::Map::RequestHeaders, "traceparent", TRACEPARENT);
+        abi::add_header(
+            abi::Map::RequestHeaders,
+            "traceparent",
+            TRACEPARENT.as_bytes(),
+        );
     }
     0
 }
@@ -127,7 +135,7 @@ pub extern "C" fn proxy_on_response_headers(_context: u32, _headers: usize, _end
         abi::set_header(
             abi::Map::ResponseHeaders,
             "traceresponse",
-            Some(TRACEPARENT),
+            Some(TRACEPARENT.as_bytes()),
         );
     }
     if set & RESPMAP != 0 {

@@ -280,29 +280,46 @@ pub struct Outgoing<'a> {
     /// W3C flags to send (sampled bit is set from `sampled`).
     pub w3c_flags: u8,
     pub tracestate: &'a TraceState,
+    /// The `traceparent` of this context when the caller has formatted it
+    /// already (the same value as its `traceresponse`); else formatted here.
+    pub traceparent: Option<w3c::TraceparentText>,
 }
 
-/// A header change: set to a value, or remove.
+impl Outgoing<'_> {
+    /// The W3C flags written: only those this version knows (Level 2: "Other
+    /// Flags" MUST be zero), the sampled bit from the decision.
+    pub fn traceparent_flags(&self) -> u8 {
+        (self.w3c_flags & w3c::FLAG_RANDOM) | u8::from(self.sampled)
+    }
+}
+
+/// A header change: set to a value, or remove (as the tests collect them).
+#[cfg(test)]
 pub type HeaderEdit = (&'static str, Option<String>);
 
-/// The header edits that inject `ctx` in `formats`.
-pub fn inject(ctx: &Outgoing<'_>, formats: Formats, edits: &mut Vec<HeaderEdit>) {
+/// Injects `ctx` in `formats`: `edit(name, Some(value))` sets a header,
+/// `edit(name, None)` removes one. Values are formatted on the stack where
+/// they can be (`traceparent`), so an unsampled hop writing only W3C
+/// allocates nothing here.
+pub fn inject(
+    ctx: &Outgoing<'_>,
+    formats: Formats,
+    mut edit: impl FnMut(&'static str, Option<&[u8]>),
+) {
     if formats.contains(Formats::W3C) {
-        // Only the flags this version knows go on (Level 2: "Other Flags" MUST be
-        // zero); always version 00, whatever version arrived.
-        let flags = (ctx.w3c_flags & w3c::FLAG_RANDOM) | u8::from(ctx.sampled);
-        edits.push((
-            "traceparent",
-            Some(w3c::format_traceparent(&ctx.trace_id, &ctx.span_id, flags)),
-        ));
+        // Always version 00, whatever version arrived.
+        let tp = ctx.traceparent.unwrap_or_else(|| {
+            w3c::format_traceparent(&ctx.trace_id, &ctx.span_id, ctx.traceparent_flags())
+        });
+        edit("traceparent", Some(tp.as_bytes()));
     }
     // One rule, whether or not this hop writes traceparent (an unsampled hop
     // leaves a valid one as it came): `tracestate` goes on only as
     // `w3c::sanitize_tracestate` lets it — rewritten when cleaning changed it,
     // removed when it is invalid or has no traceparent to go with.
     match ctx.tracestate {
-        TraceState::Replace(s) => edits.push(("tracestate", Some(s.clone()))),
-        TraceState::Remove => edits.push(("tracestate", None)),
+        TraceState::Replace(s) => edit("tracestate", Some(s.as_bytes())),
+        TraceState::Remove => edit("tracestate", None),
         TraceState::Keep(_) | TraceState::Absent => {}
     }
     let state = if ctx.debug {
@@ -313,34 +330,33 @@ pub fn inject(ctx: &Outgoing<'_>, formats: Formats, edits: &mut Vec<HeaderEdit>)
         b3::B3Sampling::Deny
     };
     if formats.contains(Formats::B3_SINGLE) {
-        edits.push((
-            "b3",
-            Some(b3::format_single(
-                &ctx.trace_id,
-                &ctx.span_id,
-                state,
-                ctx.parent_span_id.as_ref(),
-            )),
-        ));
+        let v = b3::format_single(
+            &ctx.trace_id,
+            &ctx.span_id,
+            state,
+            ctx.parent_span_id.as_ref(),
+        );
+        edit("b3", Some(v.as_bytes()));
     }
     if formats.contains(Formats::B3_MULTI) {
         let mut t = String::with_capacity(32);
         ctx.trace_id.write_short_hex(&mut t);
-        edits.push(("x-b3-traceid", Some(t)));
-        edits.push(("x-b3-spanid", Some(ctx.span_id.to_hex())));
-        edits.push((
+        edit("x-b3-traceid", Some(t.as_bytes()));
+        edit("x-b3-spanid", Some(&ctx.span_id.hex_bytes()));
+        edit(
             "x-b3-parentspanid",
-            ctx.parent_span_id.as_ref().map(SpanId::to_hex),
-        ));
+            ctx.parent_span_id
+                .as_ref()
+                .map(SpanId::hex_bytes)
+                .as_ref()
+                .map(|h| &h[..]),
+        );
         if ctx.debug {
-            edits.push(("x-b3-flags", Some("1".into())));
-            edits.push(("x-b3-sampled", None));
+            edit("x-b3-flags", Some(b"1"));
+            edit("x-b3-sampled", None);
         } else {
-            edits.push(("x-b3-flags", None));
-            edits.push((
-                "x-b3-sampled",
-                Some(if ctx.sampled { "1" } else { "0" }.into()),
-            ));
+            edit("x-b3-flags", None);
+            edit("x-b3-sampled", Some(if ctx.sampled { b"1" } else { b"0" }));
         }
     }
     if formats.contains(Formats::JAEGER) {
@@ -349,11 +365,21 @@ pub fn inject(ctx: &Outgoing<'_>, formats: Formats, edits: &mut Vec<HeaderEdit>)
         } else {
             u8::from(ctx.sampled)
         };
-        edits.push((
+        edit(
             "uber-trace-id",
-            Some(jaeger::format(&ctx.trace_id, &ctx.span_id, flags)),
-        ));
+            Some(jaeger::format(&ctx.trace_id, &ctx.span_id, flags).as_bytes()),
+        );
     }
+}
+
+/// The edits [`inject`] makes, collected.
+#[cfg(test)]
+pub fn inject_edits(ctx: &Outgoing<'_>, formats: Formats) -> Vec<HeaderEdit> {
+    let mut edits = Vec::new();
+    inject(ctx, formats, |name, value| {
+        edits.push((name, value.map(|v| String::from_utf8_lossy(v).into_owned())));
+    });
+    edits
 }
 
 #[cfg(test)]

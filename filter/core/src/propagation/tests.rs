@@ -214,9 +214,8 @@ proptest! {
         let debug = debug && formats != Formats::W3C; // W3C has no debug flag
         let sampled = sampled || debug;
         let ts = TraceState::Absent;
-        let ctx = Outgoing { trace_id: TraceId(t), span_id: SpanId(s), parent_span_id: None, sampled, debug, w3c_flags: 0, tracestate: &ts };
-        let mut edits = Vec::new();
-        inject(&ctx, formats, &mut edits);
+        let ctx = Outgoing { trace_id: TraceId(t), span_id: SpanId(s), parent_span_id: None, sampled, debug, w3c_flags: 0, tracestate: &ts, traceparent: None };
+        let edits = inject_edits(&ctx, formats);
         let e = reextract(&edits);
         let p = e.parent.expect("parent");
         prop_assert_eq!(p.trace_id, TraceId(t));

@@ -88,18 +88,50 @@ pub fn parse_traceparent(v: &[u8]) -> Result<TraceParent, TraceParentError> {
 
 /// Formats a version-00 `traceparent` (filled as bytes: once or twice per
 /// request, so no per-character string pushes).
-pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> String {
+pub fn format_traceparent(trace_id: &TraceId, span_id: &SpanId, flags: u8) -> TraceparentText {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [b'-'; 55];
     b[..2].copy_from_slice(b"00");
-    trace_id.hex_bytes_into(&mut b[3..35]);
-    span_id.hex_bytes_into(&mut b[36..52]);
+    b[3..35].copy_from_slice(&trace_id.hex_bytes());
+    b[36..52].copy_from_slice(&span_id.hex_bytes());
     b[53] = HEX[(flags >> 4) as usize];
     b[54] = HEX[(flags & 0xf) as usize];
-    // Only ASCII was written.
-    std::str::from_utf8(&b)
-        .map(str::to_owned)
-        .unwrap_or_default()
+    TraceparentText(b)
+}
+
+/// A version-00 `traceparent` (or `traceresponse`) value, formatted on the
+/// stack: the request path writes one or two per request without allocating.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceparentText([u8; 55]);
+
+impl TraceparentText {
+    /// The value as the hosts take it (no UTF-8 check).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written (hex digits and dashes).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for TraceparentText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for TraceparentText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for TraceparentText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The spec's limits for `tracestate`.

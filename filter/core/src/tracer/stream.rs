@@ -4,6 +4,7 @@
 use crate::config::{ResponseHeaderForm, TraceResponseMode};
 use crate::host::{Headers, StreamHost};
 
+use crate::propagation::w3c::TraceparentText;
 use crate::propagation::{self, IncomingHeaders, Outgoing};
 use crate::sampling::Decision;
 use crate::tracer::{truncate, Tracer};
@@ -123,7 +124,7 @@ impl ResponseSeen {
 /// replacing any, and no CORS header is looked for).
 fn write_response_context(
     host: &mut impl StreamHost,
-    value: &str,
+    value: &[u8],
     form: ResponseHeaderForm,
     seen: Option<ResponseSeen>,
 ) {
@@ -134,12 +135,13 @@ fn write_response_context(
         }
         // A page of another origin reads the header only if it is exposed.
         if seen.is_some_and(|s| s.cors && !s.exposed) {
-            host.append_response_header(EXPOSE_HEADERS, TRACERESPONSE);
+            host.append_response_header(EXPOSE_HEADERS, TRACERESPONSE.as_bytes());
         }
     }
     if form.server_timing() {
         // Added beside the app's own Server-Timing entries, if any.
-        host.append_response_header(SERVER_TIMING, &format!("traceparent;desc=\"{value}\""));
+        let entry = [&b"traceparent;desc=\""[..], value, b"\""].concat();
+        host.append_response_header(SERVER_TIMING, &entry);
     }
 }
 
@@ -185,7 +187,7 @@ struct RequestFields {
 #[derive(Debug, Default)]
 pub struct Stream {
     span: Option<Box<SpanState>>,
-    traceresponse: Option<String>,
+    traceresponse: Option<TraceparentText>,
     /// The request came with `origin` (a browser's cross-origin request): the
     /// response is read for CORS before the context is written.
     origin: bool,
@@ -335,7 +337,7 @@ impl Stream {
             }
             formats = write;
         }
-        let out = Outgoing {
+        let mut out = Outgoing {
             trace_id,
             span_id,
             // x-b3-parentspanid: this span's parent; a hop without a span has none to name.
@@ -344,28 +346,31 @@ impl Stream {
             debug,
             w3c_flags: extracted.w3c_flags.unwrap_or(0) | random,
             tracestate: new_tracestate.as_ref().unwrap_or(&extracted.tracestate),
+            traceparent: None,
         };
-        let mut edits = Vec::new();
-        propagation::inject(&out, formats, &mut edits);
-        for (name, value) in &edits {
-            // Envoy adds a header more cheaply than it replaces one: the map
-            // read above says which names the request holds.
-            match value.as_deref() {
-                Some(v) if !headers.contains(name) => host.add_request_header(name, v),
-                v => host.set_request_header(name, v),
-            }
-        }
+        // `traceresponse` is this hop's `traceparent`: formatted once for both.
         let traceresponse = match tracer.config.propagation.traceresponse {
             TraceResponseMode::Never => None,
             TraceResponseMode::Roots if extracted.parent.is_some() => None,
-            TraceResponseMode::Roots | TraceResponseMode::Always => {
-                Some(propagation::w3c::format_traceparent(
-                    &trace_id,
-                    &span_id,
-                    random | u8::from(sampled),
-                ))
-            }
+            TraceResponseMode::Roots | TraceResponseMode::Always => Some(
+                propagation::w3c::format_traceparent(&trace_id, &span_id, out.traceparent_flags()),
+            ),
         };
+        out.traceparent = traceresponse;
+        // `traceparent` is in the map exactly when W3C arrived.
+        let arrived_w3c = extracted.arrived.contains(propagation::Formats::W3C);
+        propagation::inject(&out, formats, |name, value| {
+            // Envoy adds a header more cheaply than it replaces one: the map
+            // read above says which names the request holds.
+            let present = match name {
+                "traceparent" => arrived_w3c,
+                _ => headers.contains(name),
+            };
+            match value {
+                Some(v) if !present => host.add_request_header(name, v),
+                v => host.set_request_header(name, v),
+            }
+        });
         if !sampled {
             return Stream {
                 span: None,
@@ -429,7 +434,7 @@ impl Stream {
                     }
                     seen
                 });
-                write_response_context(host, &tr, form, seen);
+                write_response_context(host, tr.as_bytes(), form, seen);
             }
             return;
         };
@@ -452,7 +457,7 @@ impl Stream {
             }
         }
         if let Some(tr) = traceresponse {
-            write_response_context(host, &tr, form, Some(seen));
+            write_response_context(host, tr.as_bytes(), form, Some(seen));
         }
     }
 

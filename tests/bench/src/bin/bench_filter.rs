@@ -718,8 +718,12 @@ fn instructions(setups: &[Setup], upstream: u16, sink: u16, n: u64) {
             .fold(f64::INFINITY, f64::min)
     };
     let ratio = |build: &str, rate: &str, natives: &[&str]| {
-        over(&format!("{build}_{rate}"))
-            .map_or("-".into(), |m| format!("{:.2}", m / min_of(natives)))
+        // `-` when either side was not measured (`--only`).
+        let native = min_of(natives);
+        match over(&format!("{build}_{rate}")) {
+            Some(m) if native.is_finite() => format!("{:.2}", m / native),
+            _ => "-".into(),
+        }
     };
     let line = |build: &str| {
         format!(
