@@ -270,6 +270,11 @@ pub trait StreamHost: Host {
     fn reads_maps_cheaply(&self) -> bool {
         false
     }
+    /// Whether the response holds `name`: a host that can look the map over
+    /// in place (a native module) answers without copying it.
+    fn response_has_header(&self, name: &str) -> bool {
+        self.response_headers().contains(name)
+    }
     fn response_trailers(&self) -> Headers;
     /// Shared data of every VM of this Envoy: (value, compare-and-swap token).
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);

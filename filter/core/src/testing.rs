@@ -41,6 +41,10 @@ pub struct FakeHost {
     pub added: Vec<String>,
     /// Every `append_response_header` call, in order.
     pub appended: Vec<(String, String)>,
+    /// Act as a host whose map reads are cheap (a native module).
+    pub cheap_maps: bool,
+    /// How many times the whole response map was read.
+    pub response_map_reads: std::cell::Cell<u32>,
 }
 
 impl FakeHost {
@@ -129,7 +133,15 @@ impl StreamHost for FakeHost {
         self.appended.push((name.into(), text));
     }
     fn response_headers(&self) -> Headers {
+        self.response_map_reads
+            .set(self.response_map_reads.get() + 1);
         to_headers(&self.response_headers)
+    }
+    fn reads_maps_cheaply(&self) -> bool {
+        self.cheap_maps
+    }
+    fn response_has_header(&self, name: &str) -> bool {
+        self.response_headers.iter().any(|(n, _)| n == name)
     }
     fn response_trailers(&self) -> Headers {
         to_headers(&self.response_trailers)

@@ -95,14 +95,15 @@ impl EnvoyHttpHeader {
         value_ptr: std::ptr::null(),
         value_length: 0,
     };
-    fn key<'a>(&self) -> &'a [u8] {
+    /// The name, borrowed no longer than the listed entry.
+    fn key(&self) -> &[u8] {
         EnvoyBuffer {
             ptr: self.key_ptr,
             length: self.key_length,
         }
         .bytes()
     }
-    fn value<'a>(&self) -> &'a [u8] {
+    fn value(&self) -> &[u8] {
         EnvoyBuffer {
             ptr: self.value_ptr,
             length: self.value_length,
@@ -216,10 +217,24 @@ impl Stream {
     /// A header map (request, response headers or trailers), copied out of
     /// Envoy: one call for the whole map.
     pub fn headers(self, kind: u32) -> Headers {
+        self.with_list(kind, |list| {
+            Headers::from_list(list.iter().map(|h| (h.key(), h.value())))
+        })
+    }
+
+    /// Whether a header map holds `name`, looked up in Envoy's list in place
+    /// (nothing copied).
+    pub fn has_header(self, kind: u32, name: &str) -> bool {
+        self.with_list(kind, |list| list.iter().any(|h| h.key() == name.as_bytes()))
+    }
+
+    /// Runs `f` over a header map as Envoy lists it (one call for the whole
+    /// map); the entries point into Envoy's map and do not outlive `f`.
+    fn with_list<R>(self, kind: u32, f: impl FnOnce(&[EnvoyHttpHeader]) -> R) -> R {
         // SAFETY: `self.0` is this stream's pointer, inside one of its hooks.
         let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind) };
         if n == 0 {
-            return Headers::default();
+            return f(&[]);
         }
         // Small maps (all but odd ones) listed on the stack, left
         // uninitialised (Envoy writes every entry): no allocation, no memset.
@@ -235,13 +250,13 @@ impl Stream {
         // array when `n` fits it, else `heap`, both alive until the end).
         let ok = unsafe { envoy_dynamic_module_callback_http_get_headers(self.0, kind, list) };
         if !ok {
-            return Headers::default();
+            return f(&[]);
         }
         // SAFETY: Envoy wrote the map's `n` entries (it answered `true` for a
-        // map of the size it gave); the buffers they point to are copied by
-        // `from_list` before the hook returns.
+        // map of the size it gave); the buffers they point to stay valid while
+        // `f` runs (nothing writes the map meanwhile) and `f` cannot keep them.
         let list = unsafe { std::slice::from_raw_parts(list.cast_const(), n) };
-        Headers::from_list(list.iter().map(|h| (h.key(), h.value())))
+        f(list)
     }
 
     /// Replaces every value of `name` (`None`: removes it).

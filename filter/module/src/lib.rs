@@ -277,6 +277,9 @@ impl StreamHost for Native {
     fn reads_maps_cheaply(&self) -> bool {
         true
     }
+    fn response_has_header(&self, name: &str) -> bool {
+        self.0.has_header(abi::RESPONSE_HEADERS, name)
+    }
     fn response_trailers(&self) -> Headers {
         self.0.headers(abi::RESPONSE_TRAILERS)
     }

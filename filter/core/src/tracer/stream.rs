@@ -422,18 +422,27 @@ impl Stream {
         let traceresponse = self.traceresponse.take();
         let form = tracer.config.propagation.response_header;
         let Some(span) = self.span.as_mut() else {
-            // Unsampled: the response map is read only for a browser's
-            // cross-origin request (CORS), or where reading it is cheaper than
-            // replacing a header; else `traceresponse` is set.
+            // Unsampled: the response map is read for a browser's
+            // cross-origin request (CORS: `origin` came); else, where looking
+            // a header up is cheaper than replacing one, whether the app set
+            // `traceresponse`; else `traceresponse` is set.
             if let Some(tr) = traceresponse {
-                let read = form.traceresponse() && (self.origin || host.reads_maps_cheaply());
-                let seen = read.then(|| {
+                let seen = if !form.traceresponse() {
+                    None
+                } else if self.origin {
                     let mut seen = ResponseSeen::default();
                     for (name, value) in host.response_headers().iter() {
                         seen.observe(name, value);
                     }
-                    seen
-                });
+                    Some(seen)
+                } else if host.reads_maps_cheaply() {
+                    Some(ResponseSeen {
+                        has_traceresponse: host.response_has_header(TRACERESPONSE),
+                        ..ResponseSeen::default()
+                    })
+                } else {
+                    None
+                };
                 write_response_context(host, tr.as_bytes(), form, seen);
             }
             return;

@@ -1148,3 +1148,47 @@ fn the_w3c_suites_tracestate_cases_at_strict_2_with_unsampled_parents() {
     assert!(size <= 512 && !m.is_empty(), "{size}");
     assert!(!m.iter().any(|(k, _)| k == "big"), "long members go first");
 }
+
+#[test]
+fn a_host_with_cheap_maps_looks_traceresponse_up_without_reading_the_response_map() {
+    let never = r#"{"sampling":{"default_strategy":{"type":"probabilistic","param":0.0}}}"#;
+    let mut t = tracer(never, &node());
+    let cheap = |h: FakeHost| FakeHost {
+        cheap_maps: true,
+        ..h
+    };
+    // Unsampled, no app `traceresponse`: added, the response map not read.
+    let (h, _) = run(&mut t, cheap(FakeHost::new().with_request("GET", "/a")));
+    assert_eq!(h.added, ["traceparent", "traceresponse"]);
+    assert_eq!(h.response_map_reads.get(), 0);
+    // The app answered with its own: replaced, not added.
+    let (h, _) = run(
+        &mut t,
+        cheap(
+            FakeHost::new()
+                .with_request("GET", "/a")
+                .with_response_header("traceresponse", "00-app"),
+        ),
+    );
+    assert_eq!(h.added, ["traceparent"]);
+    assert_eq!(h.response_edits.len(), 1);
+    assert_eq!(h.response_map_reads.get(), 0);
+    // A browser's cross-origin request: the whole map is read for CORS.
+    let (h, _) = run(
+        &mut t,
+        cheap(
+            FakeHost::new()
+                .with_request("GET", "/a")
+                .with_header("origin", "https://page.example")
+                .with_response_header("access-control-allow-origin", "*"),
+        ),
+    );
+    assert_eq!(h.response_map_reads.get(), 1);
+    assert_eq!(
+        h.appended,
+        [(
+            "access-control-expose-headers".to_string(),
+            "traceresponse".to_string()
+        )]
+    );
+}
