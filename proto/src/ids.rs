@@ -25,13 +25,32 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct SpanId(pub [u8; 8]);
 
+/// Each byte's value as a hex digit: 0–15, [`UPPER`] + value for `A`–`F`,
+/// [`NOT_HEX`] for anything else (one lookup per character: ids are parsed on
+/// the filter's request path).
+const HEX_VALUES: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[HEX[i] as usize] = i as u8;
+        i += 1;
+    }
+    let mut c = b'A';
+    while c <= b'F' {
+        t[c as usize] = UPPER + (c - b'A' + 10);
+        c += 1;
+    }
+    t
+};
+const UPPER: u8 = 0x10;
+const NOT_HEX: u8 = 0xff;
+
 fn hex_val(c: u8, allow_upper: bool) -> Result<u8, IdError> {
-    match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        b'A'..=b'F' if allow_upper => Ok(c - b'A' + 10),
-        b'A'..=b'F' => Err(IdError::Uppercase),
-        _ => Err(IdError::NotHex),
+    match HEX_VALUES[usize::from(c)] {
+        v @ 0..=15 => Ok(v),
+        NOT_HEX => Err(IdError::NotHex),
+        v if allow_upper => Ok(v - UPPER),
+        _ => Err(IdError::Uppercase),
     }
 }
 
@@ -247,6 +266,21 @@ mod tests {
         for (input, want, why) in cases {
             let got = TraceId::from_hex(input.as_bytes()).map(|_| ());
             assert_eq!(&got, want, "{why}: {input}");
+        }
+    }
+
+    #[test]
+    fn every_byte_reads_as_hex_only_when_it_is_one() {
+        for c in 0..=255u8 {
+            let want = (c as char).to_digit(16).map(|d| d as u8);
+            let lower = !c.is_ascii_uppercase();
+            match (hex_val(c, false), want) {
+                (Ok(v), Some(d)) => assert!(v == d && lower, "{c}"),
+                (Err(IdError::Uppercase), Some(_)) => assert!(!lower, "{c}"),
+                (Err(IdError::NotHex), None) => {}
+                other => panic!("{c}: {other:?}"),
+            }
+            assert_eq!(hex_val(c, true).ok(), want, "{c}");
         }
     }
 

@@ -291,7 +291,9 @@ fn node_metadata_comes_from_where_istio_puts_it() {
 
 #[test]
 fn a_header_map_larger_than_the_stack_list_is_read_whole() {
-    let cfgm = configure(r#"{"custom_tags":[{"tag":"last","request_header":"x-h39"}]}"#);
+    let cfgm = configure(
+        r#"{"custom_tags":[{"tag":"last_header","request_header":"x-h39"}],"export":{"flush_interval_ms":1}}"#,
+    );
     let extra: Vec<(String, String)> = (0..40)
         .map(|i| (format!("x-h{i}"), format!("v{i}")))
         .collect();
@@ -306,7 +308,17 @@ fn a_header_map_larger_than_the_stack_list_is_read_whole() {
     // SAFETY: `fm` is a live `StreamCtx`.
     let ctx = unsafe { &*fm.cast::<StreamCtx>() };
     assert!(ctx.stream.is_some(), "sampled, with the 44-header map read");
+    envoy_dynamic_module_on_http_filter_response_headers(dummy(), fm, true);
+    envoy_dynamic_module_on_http_filter_stream_complete(dummy(), fm);
     envoy_dynamic_module_on_http_filter_destroy(fm);
+    std::thread::sleep(Duration::from_millis(5));
+    envoy_dynamic_module_on_http_filter_config_scheduled(dummy(), cfgm, 1);
+    let (_, _, body) = with(|f| f.callouts.last().cloned()).expect("an export");
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"last_header") && has(b"v39"),
+        "the map's last header (beyond the stack list) tagged the span"
+    );
     envoy_dynamic_module_on_http_filter_config_destroy(cfgm);
 }
 

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use bytes::Buf;
 use meshtrace_proto::otlp::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
@@ -104,10 +105,11 @@ fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, Response> {
 /// Inflates a gzip or zstd body in steps, growing the request's memory
 /// reservation before each step; at most `max` bytes. zstd's window (the
 /// decoder's own buffer) is at most `max` rounded up to a power of two, and
-/// no more than the frame says it holds: reserved first too.
+/// no more than the frame says it holds: reserved first too. Each step runs
+/// on a blocking thread: inflating is CPU work the async runtime must not do.
 async fn inflate(
     encoding: ContentEncoding,
-    body: &[u8],
+    body: Bytes,
     max: usize,
     memory: Option<&RequestMemory>,
 ) -> Result<Vec<u8>, Response> {
@@ -119,13 +121,14 @@ async fn inflate(
     let invalid =
         |e: std::io::Error| plain(StatusCode::BAD_REQUEST, format!("invalid {name} body: {e}"));
     let window_log = max.max(1 << 10).next_power_of_two().trailing_zeros();
-    let (mut dec, window): (Box<dyn Read + Send + '_>, usize) = match encoding {
+    let body_len = body.len();
+    let (mut dec, window): (Box<dyn Read + Send>, usize) = match encoding {
         ContentEncoding::Zstd => {
-            let content = zstd::zstd_safe::get_frame_content_size(body)
+            let content = zstd::zstd_safe::get_frame_content_size(&body)
                 .ok()
                 .flatten()
                 .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-            let mut d = zstd::stream::read::Decoder::with_buffer(body).map_err(invalid)?;
+            let mut d = zstd::stream::read::Decoder::with_buffer(body.reader()).map_err(invalid)?;
             d.window_log_max(window_log).map_err(invalid)?;
             (
                 Box::new(d.take(max as u64 + 1)),
@@ -133,20 +136,32 @@ async fn inflate(
             )
         }
         _ => (
-            Box::new(flate2::read::GzDecoder::new(body).take(max as u64 + 1)),
+            Box::new(flate2::read::GzDecoder::new(body.reader()).take(max as u64 + 1)),
             0,
         ),
     };
     let mut out = Vec::new();
     loop {
         if let Some(m) = memory {
-            m.grow_to((body.len() + window + out.len() + STEP) as u64)
+            m.grow_to((body_len + window + out.len() + STEP) as u64)
                 .await
                 .map_err(|e| refused(Refusal::from(e)))?;
         }
         let before = out.len();
         out.resize(before + STEP, 0);
-        let n = read_some(&mut dec, &mut out[before..]).map_err(invalid)?;
+        let step = tokio::task::spawn_blocking(move || {
+            let n = read_some(&mut dec, &mut out[before..]);
+            (dec, out, n)
+        })
+        .await;
+        let n;
+        (dec, out, n) = step.map_err(|e| {
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("inflating the {name} body failed: {e}"),
+            )
+        })?;
+        let n = n.map_err(invalid)?;
         out.truncate(before + n);
         if out.len() > max {
             return Err(plain(
@@ -184,7 +199,7 @@ pub(crate) async fn inflated(
     sink.room_for(body.len() as u64).map_err(refused)?;
     match content_encoding(headers)? {
         ContentEncoding::Identity => Ok(body),
-        e => Ok(Bytes::from(inflate(e, &body, max, memory).await?)),
+        e => Ok(Bytes::from(inflate(e, body, max, memory).await?)),
     }
 }
 
@@ -275,4 +290,52 @@ async fn export(
         resp.encode_to_vec(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// Inflating runs on blocking threads: on a single-threaded runtime,
+    /// another task keeps running while a large body inflates (before, the
+    /// whole body inflated without yielding once).
+    #[test]
+    fn inflating_leaves_the_runtime_free() {
+        let zeros = vec![0u8; 48 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&zeros).unwrap();
+        let gz = Bytes::from(gz.finish().unwrap());
+        let mut zst = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        zst.include_contentsize(false).unwrap();
+        zst.write_all(&zeros).unwrap();
+        let zst = Bytes::from(zst.finish().unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (encoding, body) in [(ContentEncoding::Gzip, gz), (ContentEncoding::Zstd, zst)] {
+            let ticks = Arc::new(AtomicU64::new(0));
+            let out = rt.block_on(async {
+                let t = ticks.clone();
+                let ticker = tokio::spawn(async move {
+                    loop {
+                        t.fetch_add(1, Ordering::Relaxed);
+                        tokio::task::yield_now().await;
+                    }
+                });
+                let before = ticks.load(Ordering::Relaxed);
+                let out = inflate(encoding, body, 64 << 20, None).await;
+                let during = ticks.load(Ordering::Relaxed) - before;
+                ticker.abort();
+                (out.map(|v| v.len()).ok(), during)
+            });
+            assert_eq!(out.0, Some(48 << 20));
+            // 48 MiB in 256 KiB steps: the ticker ran between steps.
+            assert!(out.1 >= 100, "the runtime was blocked: {} ticks", out.1);
+        }
+    }
 }
