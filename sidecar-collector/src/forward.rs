@@ -212,7 +212,7 @@ impl Forwarder {
         let task = match &s.disk_queue {
             None => tokio::spawn(run(rx, transport, s, c, shutdown.clone())),
             Some(dir) => {
-                let spool = disk::Spool::open(dir)
+                let spool = disk::Spool::open(dir, max_bytes)
                     .map_err(|e| format!("the disk queue {}: {e}", dir.display()))?;
                 let left = spool.waiting();
                 if !left.is_empty() {

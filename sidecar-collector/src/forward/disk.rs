@@ -49,8 +49,10 @@ fn segment_of(path: &Path, bytes: u64) -> Option<(u64, Segment)> {
 
 impl Spool {
     /// Opens (creating) `dir`: the batches a previous run left, oldest first;
-    /// half-written files are removed, files that are not batches left alone.
-    pub fn open(dir: &Path) -> std::io::Result<Spool> {
+    /// half-written files are removed, files that are not batches left alone
+    /// — also one named like a batch but larger than `max_bytes` (the queue's
+    /// bound: no batch this collector writes is larger), which is never read.
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
         let mut found = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -61,8 +63,15 @@ impl Spool {
                 continue;
             }
             let bytes = entry.metadata()?.len();
-            if let Some(s) = segment_of(&path, bytes) {
-                found.push(s);
+            match segment_of(&path, bytes) {
+                Some(_) if bytes > max_bytes => tracing::warn!(
+                    path = %path.display(),
+                    bytes,
+                    max_bytes,
+                    "disk queue: a file named like a batch is larger than the queue's bound: left alone, not sent"
+                ),
+                Some(s) => found.push(s),
+                None => {}
             }
         }
         found.sort_by_key(|(seq, _)| *seq);
@@ -144,8 +153,23 @@ fn poisoned() -> std::io::Error {
     std::io::Error::other("the disk queue's state is poisoned")
 }
 
+/// A segment's batch: at most the size it had when queued (a file that grew
+/// since is an error, never read whole).
 pub async fn read(seg: &Segment) -> std::io::Result<Bytes> {
-    tokio::fs::read(&seg.path).await.map(Bytes::from)
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::open(&seg.path).await?;
+    let mut out = Vec::with_capacity(usize::try_from(seg.bytes).unwrap_or(0));
+    f.take(seg.bytes.saturating_add(1))
+        .read_to_end(&mut out)
+        .await?;
+    if out.len() as u64 > seg.bytes {
+        return Err(std::io::Error::other(format!(
+            "{} grew past the {} bytes it had when queued",
+            seg.path.display(),
+            seg.bytes
+        )));
+    }
+    Ok(Bytes::from(out))
 }
 
 pub async fn remove(seg: &Segment) {
@@ -162,7 +186,7 @@ mod tests {
     async fn segments_come_back_in_order_after_a_restart_and_torn_files_go() {
         let dir = std::env::temp_dir().join(format!("meshtrace-spool-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let spool = Spool::open(&dir).unwrap();
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
         for i in 0..12u8 {
             spool
                 .write(Bytes::from(vec![i; 10 + i as usize]), u64::from(i))
@@ -175,8 +199,11 @@ mod tests {
         // A torn write (crash before the rename) and a stranger.
         std::fs::write(dir.join("0000000000000099-5.tmp"), b"torn").unwrap();
         std::fs::write(dir.join("README"), b"not a batch").unwrap();
+        // Named like a batch, larger than the queue's bound: never read.
+        let huge = dir.join("0000000000000050-3.otlp");
+        std::fs::write(&huge, vec![0u8; 2 << 20]).unwrap();
         drop(spool);
-        let spool = Spool::open(&dir).unwrap();
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
         let waiting = spool.waiting();
         assert_eq!(waiting.len(), 11);
         assert_eq!(
@@ -186,8 +213,15 @@ mod tests {
         );
         assert!(!dir.join("0000000000000099-5.tmp").exists());
         assert!(dir.join("README").exists());
+        assert!(huge.exists() && waiting.iter().all(|s| s.path != huge));
         let s = spool.pop().unwrap();
         assert_eq!(read(&s).await.unwrap(), Bytes::from(vec![1u8; 11]));
+        // A segment that grew after it was queued is not read whole.
+        let grown = spool.pop().unwrap();
+        std::fs::write(&grown.path, vec![0u8; 4096]).unwrap();
+        let e = read(&grown).await.unwrap_err();
+        assert!(e.to_string().contains("grew past"), "{e}");
+        spool.unpop(grown);
         // New segments go after what was left.
         spool.write(Bytes::from_static(b"new"), 7).await.unwrap();
         assert_eq!(spool.waiting().last().map(|s| s.spans), Some(7));
