@@ -125,6 +125,12 @@ fn free_stream(mut b: Box<StreamCtx>) {
 }
 
 impl StreamCtx {
+    /// The stream's configuration, worker and state slot (`None` while the
+    /// box waits for reuse).
+    fn parts(&mut self) -> Option<(&Arc<Module>, usize, &mut Option<Stream>)> {
+        Some((self.module.as_ref()?, self.worker, &mut self.stream))
+    }
+
     /// Drops the stream's state and its hold on the configuration.
     fn release(&mut self) {
         if let Some(m) = self.module.take() {
@@ -649,18 +655,13 @@ fn request_headers(s: abi::Stream, ctx: &mut StreamCtx, end_of_stream: bool) {
 }
 
 fn response_headers(s: abi::Stream, ctx: &mut StreamCtx, end_of_stream: bool) {
-    let StreamCtx {
-        module: Some(module),
-        worker,
-        stream: slot,
-    } = ctx
-    else {
+    let Some((module, worker, slot)) = ctx.parts() else {
         return;
     };
     let Some(stream) = slot.as_mut() else {
         return;
     };
-    if let Some(t) = module.tracer(*worker) {
+    if let Some(t) = module.tracer(worker) {
         stream.on_response_headers(&t, &mut Native(s), end_of_stream);
     }
     if !stream.is_sampled() {
@@ -676,12 +677,7 @@ fn response_trailers(s: abi::Stream, ctx: &mut StreamCtx) {
 }
 
 fn stream_complete(s: abi::Stream, ctx: &mut StreamCtx) {
-    let StreamCtx {
-        module: Some(module),
-        worker,
-        stream: slot,
-    } = ctx
-    else {
+    let Some((module, worker, slot)) = ctx.parts() else {
         return;
     };
     let Some(stream) = slot.take() else {
@@ -689,7 +685,7 @@ fn stream_complete(s: abi::Stream, ctx: &mut StreamCtx) {
     };
     module.open_streams.fetch_sub(1, Ordering::Relaxed);
     if stream.is_sampled() {
-        if let Some(mut t) = module.tracer(*worker) {
+        if let Some(mut t) = module.tracer(worker) {
             t.finish(stream, &Native(s));
         }
     }
