@@ -163,6 +163,20 @@ pub struct KafkaExporter {
     /// Bytes produced and not yet acknowledged (or failed).
     buffered: AtomicU64,
     metrics: Arc<KafkaMetrics>,
+    /// How long a sender waits for Kafka's acknowledgement (`message.timeout.ms`
+    /// too; librdkafka's idempotent producer does not time out a message it
+    /// may have sent while its broker is gone, so the wait has its own deadline).
+    delivery_timeout: Duration,
+}
+
+/// What an export's delivery watcher shares with the request waiting on it.
+#[derive(Default)]
+struct Waiting {
+    /// Messages not resolved yet.
+    pending: u64,
+    /// The request stopped waiting (deadline): it counted the pending
+    /// messages as failures, which later outcomes do not count again.
+    gave_up: bool,
 }
 
 /// One trace's spans of an export: its key (the trace id) and the encoded request.
@@ -254,6 +268,7 @@ impl KafkaExporter {
             max_buffer_bytes: s.max_buffer_bytes,
             buffered: AtomicU64::new(0),
             metrics,
+            delivery_timeout: s.delivery_timeout,
         })
     }
 
@@ -379,39 +394,80 @@ impl KafkaExporter {
         // What was not enqueued gives its room back now; the rest once delivered.
         let enqueued: u64 = deliveries.iter().map(|(_, b, _)| *b).sum();
         self.release(total - enqueued);
-        let me = self.clone();
-        Ok(async move {
+        // The deliveries are watched by a task of their own: room is given
+        // back and outcomes counted even when the request stops waiting (its
+        // deadline, or the server's request timeout dropping it).
+        let waiting = Arc::new(Mutex::new(Waiting {
+            pending: deliveries.len() as u64,
+            gave_up: false,
+        }));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (me, watched) = (self.clone(), waiting.clone());
+        tokio::spawn(async move {
             let mut failed = refused;
             let mut code = None;
             for (d, bytes, spans) in deliveries {
                 let outcome = d.await;
                 me.release(bytes);
+                let counted = match watched.lock() {
+                    Ok(mut w) => {
+                        w.pending = w.pending.saturating_sub(1);
+                        !w.gave_up
+                    }
+                    Err(_) => true,
+                };
                 match outcome {
                     Ok(Ok(_)) => {
                         me.metrics.messages_produced.inc();
                         me.metrics.spans_produced.inc_by(spans);
                     }
                     Ok(Err((e, _))) => {
-                        me.metrics.produce_failures.inc();
+                        if counted {
+                            me.metrics.produce_failures.inc();
+                        }
                         code = code.or(e.rdkafka_error_code());
                         failed.get_or_insert(KafkaError::Retry(format!(
                             "Kafka did not take the spans: {e}"
                         )));
                     }
                     Err(_) => {
-                        me.metrics.produce_failures.inc();
+                        if counted {
+                            me.metrics.produce_failures.inc();
+                        }
                         failed.get_or_insert(KafkaError::Retry(
                             "the Kafka producer stopped before delivering".into(),
                         ));
                     }
                 }
             }
-            match failed {
+            let result = match failed {
                 Some(e) => {
                     me.recover(&producer, code);
                     Err(e)
                 }
                 None => Ok(()),
+            };
+            let _ = tx.send(result);
+        });
+        let (metrics, timeout) = (self.metrics.clone(), self.delivery_timeout);
+        Ok(async move {
+            // librdkafka answers at `message.timeout.ms`; a second more for its
+            // timer before the request stops waiting on its own.
+            match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(KafkaError::Retry(
+                    "the Kafka delivery watcher stopped".into(),
+                )),
+                Err(_) => {
+                    if let Ok(mut w) = waiting.lock() {
+                        w.gave_up = true;
+                        metrics.produce_failures.inc_by(w.pending);
+                    }
+                    Err(KafkaError::Retry(format!(
+                        "Kafka did not acknowledge the spans within kafka.delivery_timeout ({}s): retry",
+                        timeout.as_secs_f64()
+                    )))
+                }
             }
         })
     }
